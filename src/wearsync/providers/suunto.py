@@ -1,0 +1,294 @@
+"""Suunto Cloud API client: workouts by offset pages (several in flight), 24/7 data by windows of
+at most 28 days (independent, fetched concurrently), each page written as it lands.
+
+Calls carry the user's bearer token and our `Ocp-Apim-Subscription-Key`. `since` arrives in Unix
+seconds (the contract) and goes upstream in milliseconds. A 24/7 sync with since=0 reaches back
+`WEARSYNC_SUUNTO_247_HISTORY_DAYS` days. The 24/7 entry shapes are those public clients read
+(unconfirmed by public docs): HR in bpm, SpO2 as a 0-1 fraction, energy in joules; we store bpm,
+percent and kcal.
+"""
+
+from collections.abc import Callable, Sequence
+from contextlib import aclosing
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from wearsync.models import DataType
+from wearsync.providers.core import Provider, RateLimit, SyncContext, map_page
+from wearsync.providers.errors import MalformedPayload
+from wearsync.providers.paging import each_concurrently, offset_pages, time_windows
+from wearsync.records import DailyActivity, Record, Recovery, Sample, SleepSession, Workout
+
+MAX_WINDOW = timedelta(days=28)
+JOULES_PER_KCAL = 4184.0
+
+# activityId -> (Suunto's name, our sport). From Suunto's published activity list.
+ACTIVITIES: dict[int, tuple[str, str]] = {
+    0: ("Walking", "walking"), 1: ("Running", "running"), 2: ("Cycling", "cycling"),
+    3: ("Cross-country skiing", "cross_country_skiing"), 10: ("Mountain biking", "mountain_biking"),
+    11: ("Hiking", "hiking"), 12: ("Roller skating", "inline_skating"), 13: ("Downhill skiing", "alpine_skiing"),
+    14: ("Paddling", "paddling"), 15: ("Rowing", "rowing"), 16: ("Golfing", "golf"), 21: ("Swimming", "swimming"),
+    22: ("Trail running", "trail_running"), 23: ("Gym", "strength_training"), 24: ("Nordic walking", "walking"),
+    25: ("Horseback riding", "horseback_riding"), 27: ("Skateboarding", "skateboarding"),
+    29: ("Climbing", "climbing"), 30: ("Snowboarding", "snowboarding"), 31: ("Ski touring", "backcountry_skiing"),
+    32: ("Fitness class", "aerobics"), 33: ("Soccer", "soccer"), 34: ("Tennis", "tennis"),
+    35: ("Basketball", "basketball"), 36: ("Badminton", "badminton"), 37: ("Baseball", "baseball"),
+    38: ("Volleyball", "volleyball"), 39: ("American football", "american_football"),
+    40: ("Table tennis", "table_tennis"), 42: ("Squash", "squash"), 44: ("Handball", "handball"),
+    47: ("Cricket", "cricket"), 48: ("Rugby", "rugby"), 49: ("Ice skating", "ice_skating"),
+    50: ("Ice hockey", "hockey"),
+    51: ("Yoga/pilates", "yoga"), 52: ("Indoor cycling", "indoor_cycling"), 53: ("Treadmill", "treadmill_running"),
+    54: ("Crossfit", "crossfit"), 55: ("Crosstrainer", "elliptical"), 57: ("Indoor rowing", "indoor_rowing"),
+    58: ("Stretching", "stretching"), 59: ("Track and field", "track_running"), 60: ("Orienteering", "orienteering"),
+    61: ("Standup paddling", "stand_up_paddling"), 62: ("Combat sport", "martial_arts"), 64: ("Dancing", "dance"),
+    65: ("Snow shoeing", "snowshoeing"), 68: ("Multisport", "multisport"), 69: ("Aerobics", "aerobics"),
+    70: ("Trekking", "hiking"), 71: ("Sailing", "sailing"), 72: ("Kayaking", "kayaking"),
+    73: ("Circuit training", "strength_training"), 74: ("Triathlon", "triathlon"), 75: ("Padel", "padel"),
+    77: ("Boxing", "boxing"), 78: ("Scubadiving", "diving"), 82: ("Canoeing", "canoeing"),
+    83: ("Mountaineering", "mountaineering"), 85: ("Openwater swimming", "open_water_swimming"),
+    86: ("Windsurfing", "windsurfing"), 87: ("Kitesurfing", "kitesurfing"), 91: ("Surfing", "surfing"),
+    99: ("Gravel cycling", "gravel_cycling"), 103: ("Track running", "track_running"),
+    105: ("E-biking", "e_biking"), 112: ("Meditation", "meditation"), 120: ("Pilates", "pilates"),
+    121: ("Yoga", "yoga"),
+}  # fmt: skip
+
+STRESS_STATES = {1: "relaxing", 2: "active", 3: "passive", 4: "stressful"}  # 0 means no reading
+
+
+def _headers(ctx: SyncContext) -> dict[str, str]:
+    return {
+        "Authorization": f"Bearer {ctx.connection.access_token}",
+        "Ocp-Apim-Subscription-Key": ctx.config.subscription_key,
+    }
+
+
+def _ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+def _from_ms(ms: float) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _num(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _parse_time(value: str) -> tuple[datetime, int | None]:
+    """A Suunto ISO 8601 timestamp as UTC, plus its UTC offset in minutes if it carries one."""
+    parsed = datetime.fromisoformat(value)
+    offset = parsed.utcoffset()
+    if offset is None:
+        return parsed.replace(tzinfo=UTC), None
+    return parsed.astimezone(UTC), int(offset.total_seconds() // 60)
+
+
+def _percent(fraction_or_percent: Any) -> float | None:
+    value = _num(fraction_or_percent)
+    if value is None:
+        return None
+    return value * 100 if value <= 1 else value
+
+
+# ---- mapping --------------------------------------------------------------------------------
+
+
+def map_workout(w: dict[str, Any]) -> Workout:
+    start = _from_ms(w["startTime"])
+    total_time = _num(w.get("totalTime"))
+    # `stopTime` can be missing from fresh payloads: start + totalTime.
+    end = _from_ms(w["stopTime"]) if w.get("stopTime") is not None else start + timedelta(seconds=total_time or 0)
+    activity_id = int(w["activityId"])
+    suunto_name, sport = ACTIVITIES.get(activity_id, (f"activityId {activity_id}", "other"))
+    hr = w.get("hrdata") or {}
+    gear = w.get("gear") or {}
+    return Workout(
+        provider_record_id=str(w["workoutKey"]),
+        sport=sport,
+        provider_sport=suunto_name,
+        start_time=start,
+        end_time=end,
+        raw=w,
+        name=w.get("name"),
+        utc_offset_minutes=_int(w.get("timeOffsetInMinutes")),
+        duration_s=total_time,
+        distance_m=_num(w.get("totalDistance")),
+        energy_kcal=_num(w.get("energyConsumption")),
+        steps=_int(w.get("stepCount")),
+        avg_hr=_num(hr.get("avg")),
+        max_hr=_num(hr.get("hrmax")),  # `max` is the user's configured maximum, not this workout's
+        min_hr=_num(hr.get("min")),
+        avg_speed_mps=_num(w.get("avgSpeed")),
+        max_speed_mps=_num(w.get("maxSpeed")),
+        ascent_m=_num(w.get("totalAscent")),
+        descent_m=_num(w.get("totalDescent")),
+        max_altitude_m=_num(w.get("maxAltitude")),
+        min_altitude_m=_num(w.get("minAltitude")),
+        avg_power_w=_num(w.get("avgPower")),
+        max_power_w=_num(w.get("maxPower")),
+        avg_cadence=_num(w.get("avgCadence")),
+        max_cadence=_num(w.get("maxCadence")),
+        device_name=gear.get("displayName") or gear.get("name"),
+    )
+
+
+def map_sleep(entry: dict[str, Any]) -> SleepSession:
+    data = entry["entryData"]
+    start, offset = _parse_time(data["BedtimeStart"])
+    end, _ = _parse_time(data["BedtimeEnd"])
+    duration = _num(data.get("Duration"))
+    stages = [_num(data.get(k)) for k in ("DeepSleepDuration", "LightSleepDuration", "REMSleepDuration")]
+    awake = max(0.0, duration - sum(s or 0 for s in stages)) if duration is not None else None
+    return SleepSession(
+        provider_record_id=str(data.get("SleepId") or _parse_time(entry["timestamp"])[0].isoformat()),
+        start_time=start,
+        end_time=end,
+        raw=entry,
+        utc_offset_minutes=offset,
+        is_nap=bool(data.get("IsNap", False)),
+        duration_s=duration,
+        deep_s=stages[0],
+        light_s=stages[1],
+        rem_s=stages[2],
+        awake_s=awake,
+        score=_num(data.get("SleepQualityScore")),
+        avg_hr=_num(data.get("HRAvg")),
+        min_hr=_num(data.get("HRMin")),
+        avg_hrv_ms=_num(data.get("AvgHRV")),
+        spo2_percent=_percent(data.get("MaxSpo2")),
+    )
+
+
+def map_recovery(entry: dict[str, Any]) -> Recovery:
+    data = entry["entryData"]
+    recorded_at, offset = _parse_time(entry["timestamp"])
+    balance = _num(data.get("Balance"))
+    return Recovery(
+        provider_record_id=recorded_at.isoformat(),
+        recorded_at=recorded_at,
+        raw=entry,
+        utc_offset_minutes=offset,
+        score=balance * 100 if balance is not None else None,  # body resources, 0-1 upstream
+        stress_state=STRESS_STATES.get(_int(data.get("StressState")) or 0),
+    )
+
+
+def map_activity(entry: dict[str, Any]) -> list[Sample]:
+    data = entry["entryData"]
+    at, _ = _parse_time(entry["timestamp"])
+    values = {
+        "heart_rate": _num(data.get("HR")),
+        "steps": _num(data.get("StepCount")),
+        "energy": None if data.get("EnergyConsumption") is None else float(data["EnergyConsumption"]) / JOULES_PER_KCAL,
+        "spo2": _percent(data.get("SpO2")),
+        "hrv_rmssd": _num(data.get("HRV")) or None,  # 0 means no reading
+    }
+    return [Sample(kind, at, value, entry) for kind, value in values.items() if value is not None]
+
+
+def map_daily_statistics(stats: list[dict[str, Any]]) -> list[Record]:
+    """Suunto groups daily values by statistic and source; we make one row per local day. Where
+    several sources report a day, the largest value wins (they overlap, so adding would double)."""
+    days: dict[date, dict[str, Any]] = {}
+    for stat in stats:
+        name = stat["Name"].lower()
+        for source in stat.get("Sources") or []:
+            for sample in source.get("Samples") or []:
+                day = datetime.fromisoformat(sample["TimeISO8601"]).date()
+                row = days.setdefault(day, {"date": day.isoformat()})
+                row.setdefault(name, []).append({"source": source.get("Name"), "Value": sample["Value"]})
+
+    def best(row: dict[str, Any], name: str) -> float | None:
+        values = [float(v["Value"]) for v in row.get(name, []) if v["Value"] is not None]
+        return max(values) if values else None
+
+    rows: list[Record] = []
+    for day, row in sorted(days.items()):
+        steps, joules = best(row, "stepcount"), best(row, "energyconsumption")
+        rows.append(
+            DailyActivity(
+                provider_record_id=day.isoformat(),
+                day=day,
+                raw=row,
+                steps=int(steps) if steps is not None else None,
+                energy_kcal=joules / JOULES_PER_KCAL if joules is not None else None,
+            )
+        )
+    return rows
+
+
+# ---- sync -----------------------------------------------------------------------------------
+
+
+async def sync_workouts(ctx: SyncContext) -> None:
+    p = ctx.params
+    url = f"{ctx.config.api_url}/v3/workouts/"
+    query = {
+        "since": p.since * 1000,
+        "limit": p.limit,
+        "filter-by-modification-time": "true" if p.filter_by_modification_time else "false",
+    }
+
+    async def fetch(offset: int) -> list[dict[str, Any]]:
+        body = await ctx.http.get_json(url, params=query | {"offset": offset}, headers=_headers(ctx))
+        if not isinstance(body, dict) or not isinstance(body.get("payload", []), list):
+            raise MalformedPayload(f"GET {url} returned no workout list: {str(body)[:200]}")
+        if body.get("error"):
+            raise MalformedPayload(f"GET {url} returned an error: {body['error']}")
+        payload: list[dict[str, Any]] = body.get("payload") or []
+        return payload
+
+    concurrency = ctx.settings.suunto_page_concurrency
+    async with aclosing(offset_pages(fetch, start=p.offset, limit=p.limit, concurrency=concurrency)) as pages:
+        async for page in pages:
+            await ctx.save_page(map_page(page, map_workout))
+
+
+_ENDPOINTS_247: dict[str, Callable[[Any], Record | Sequence[Record]]] = {
+    "/247samples/sleep": map_sleep,
+    "/247samples/recovery": map_recovery,
+    "/247samples/activity": map_activity,
+}
+_DAILY_STATISTICS = "/247/daily-activity-statistics"
+
+
+async def sync_247(ctx: SyncContext) -> None:
+    end = datetime.now(UTC)
+    start = (
+        _from_ms(ctx.params.since * 1000)
+        if ctx.params.since
+        else end - timedelta(days=ctx.settings.suunto_247_history_days)
+    )
+    calls = [(path, w) for w in time_windows(start, end, MAX_WINDOW) for path in [*_ENDPOINTS_247, _DAILY_STATISTICS]]
+    await ctx.set_pages_total(len(calls))
+
+    async def fetch(call: tuple[str, tuple[datetime, datetime]]) -> list[Record]:
+        path, (window_start, window_end) = call
+        url = f"{ctx.config.api_url}{path}"
+        params = {"from": _ms(window_start), "to": _ms(window_end)}
+        body = await ctx.http.get_json(url, params=params, headers=_headers(ctx))
+        if body is None:
+            return []
+        if not isinstance(body, list):
+            raise MalformedPayload(f"GET {url} returned no list: {str(body)[:200]}")
+        if path == _DAILY_STATISTICS:
+            return map_page([body], map_daily_statistics)
+        return map_page(body, _ENDPOINTS_247[path])
+
+    concurrency = ctx.settings.suunto_page_concurrency
+    async with aclosing(each_concurrently(calls, fetch, concurrency=concurrency)) as pages:
+        async for records in pages:
+            await ctx.save_page(records)
+
+
+PROVIDER = Provider(
+    name="suunto",
+    supports=frozenset({DataType.WORKOUTS, DataType.DATA_247}),
+    delivery="pull",
+    rate_limits=(RateLimit(100, 15 * 60),),
+    sync={DataType.WORKOUTS: sync_workouts, DataType.DATA_247: sync_247},
+)

@@ -1,0 +1,85 @@
+"""Configuration from the environment; read once by whoever starts a process, never at import."""
+
+from dataclasses import dataclass
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROVIDER_NAMES = ("garmin", "strava", "polar", "suunto", "whoop")
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    """What a provider client needs to reach one upstream: its hosts and our app's credentials."""
+
+    api_url: str
+    auth_url: str
+    client_id: str
+    client_secret: str
+    subscription_key: str = ""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WEARSYNC_", extra="ignore", populate_by_name=True)
+
+    database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/wearsync",
+        validation_alias=AliasChoices("DATABASE_URL", "WEARSYNC_DATABASE_URL"),
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("REDIS_URL", "WEARSYNC_REDIS_URL"),
+    )
+    queue_name: str = "wearsync:queue"
+    log_format: str = Field("console", pattern="^(console|json)$")
+    log_level: str = "INFO"
+
+    db_pool_min: int = 1
+    db_pool_max: int = 10
+    worker_max_jobs: int = 10
+    job_timeout_s: int = 1800
+    job_max_tries: int = 5
+
+    # Shared HTTP core: bounded retries with exponential backoff and jitter.
+    http_timeout_s: float = 30.0
+    http_retries: int = 4
+    http_backoff_s: float = 0.5
+    http_backoff_max_s: float = 20.0
+
+    garmin_api_url: str = "https://apis.garmin.com"
+    garmin_auth_url: str = "https://diauth.garmin.com"
+    garmin_client_id: str = ""
+    garmin_client_secret: str = ""
+
+    strava_api_url: str = "https://www.strava.com"
+    strava_auth_url: str = "https://www.strava.com"
+    strava_client_id: str = ""
+    strava_client_secret: str = ""
+
+    polar_api_url: str = "https://www.polaraccesslink.com"
+    polar_auth_url: str = "https://polarremote.com"
+    polar_client_id: str = ""
+    polar_client_secret: str = ""
+
+    suunto_api_url: str = "https://cloudapi.suunto.com"
+    suunto_auth_url: str = "https://cloudapi-oauth.suunto.com"
+    suunto_client_id: str = ""
+    suunto_client_secret: str = ""
+    suunto_subscription_key: str = ""
+    # How far back a Suunto 24/7 sync with since=0 reaches ("all available data").
+    suunto_247_history_days: int = Field(90, ge=1, le=3650)
+    suunto_page_concurrency: int = Field(4, ge=1, le=32)
+
+    whoop_api_url: str = "https://api.prod.whoop.com"
+    whoop_auth_url: str = "https://api.prod.whoop.com"
+    whoop_client_id: str = ""
+    whoop_client_secret: str = ""
+
+    def provider(self, name: str) -> ProviderSettings:
+        return ProviderSettings(
+            api_url=getattr(self, f"{name}_api_url").rstrip("/"),
+            auth_url=getattr(self, f"{name}_auth_url").rstrip("/"),
+            client_id=getattr(self, f"{name}_client_id"),
+            client_secret=getattr(self, f"{name}_client_secret"),
+            subscription_key=getattr(self, f"{name}_subscription_key", ""),
+        )

@@ -1,0 +1,92 @@
+"""Simulators of the providers' APIs, served together on one port: provider P's data API under
+`/P/api` and its OAuth server under `/P/auth`, each followed by the real provider's own paths.
+
+`/_sim/...` is the control surface for tests, benchmarks and the demo: which records a user has,
+history sizes, latency, injected faults, and the log of requests served.
+"""
+
+from typing import Any
+
+from aiohttp import web
+
+from wearsync.sim import suunto
+from wearsync.sim.common import STATE_KEY, USER_NAME, Fault, SimState
+
+SIMULATORS = {"suunto": suunto}
+
+
+def _provider(request: web.Request) -> Any:
+    name = request.match_info["provider"]
+    if name not in SIMULATORS:
+        raise web.HTTPNotFound(text=f'{{"error": "no simulator for {name}"}}', content_type="application/json")
+    return SIMULATORS[name]
+
+
+def _user(request: web.Request) -> str:
+    user = request.match_info["user"]
+    if not USER_NAME.match(user):
+        raise web.HTTPBadRequest(text='{"error": "bad user name"}', content_type="application/json")
+    return user
+
+
+async def get_records(request: web.Request) -> web.Response:
+    return web.json_response(_provider(request).records(request.app, _user(request)))
+
+
+async def set_history(request: web.Request) -> web.Response:
+    """Body: the history sizes to use for this user, e.g. {"workouts": 1000, "days_247": 90}."""
+    _provider(request)
+    sizes = {k: int(v) for k, v in (await request.json()).items()}
+    request.app[STATE_KEY].provider(request.match_info["provider"]).user_history[_user(request)] = sizes
+    return web.json_response({"ok": True})
+
+
+async def configure(request: web.Request) -> web.Response:
+    """Body: {"latency_s": 0.1} and/or {"history": {...}} for the whole provider."""
+    _provider(request)
+    body = await request.json()
+    knobs = request.app[STATE_KEY].provider(request.match_info["provider"])
+    if "latency_s" in body:
+        knobs.latency_s = float(body["latency_s"])
+    if "history" in body:
+        knobs.history = {k: int(v) for k, v in body["history"].items()}
+    return web.json_response({"ok": True})
+
+
+async def add_fault(request: web.Request) -> web.Response:
+    body = await request.json()
+    request.app[STATE_KEY].faults.append(Fault(**body))
+    return web.json_response({"ok": True})
+
+
+async def clear_faults(request: web.Request) -> web.Response:
+    request.app[STATE_KEY].faults.clear()
+    return web.json_response({"ok": True})
+
+
+async def get_requests(request: web.Request) -> web.Response:
+    provider = request.query.get("provider")
+    log = request.app[STATE_KEY].requests
+    return web.json_response([r for r in log if provider is None or r["provider"] == provider])
+
+
+async def clear_requests(request: web.Request) -> web.Response:
+    request.app[STATE_KEY].requests.clear()
+    return web.json_response({"ok": True})
+
+
+def create_sim_app(state: SimState | None = None) -> web.Application:
+    app = web.Application()
+    app[STATE_KEY] = state or SimState()
+    for name, module in SIMULATORS.items():
+        api, auth = module.create_apps()
+        app.add_subapp(f"/{name}/api", api)
+        app.add_subapp(f"/{name}/auth", auth)
+    app.router.add_get("/_sim/{provider}/users/{user}/records", get_records)
+    app.router.add_put("/_sim/{provider}/users/{user}/history", set_history)
+    app.router.add_post("/_sim/{provider}/config", configure)
+    app.router.add_post("/_sim/faults", add_fault)
+    app.router.add_delete("/_sim/faults", clear_faults)
+    app.router.add_get("/_sim/requests", get_requests)
+    app.router.add_delete("/_sim/requests", clear_requests)
+    return app

@@ -1,0 +1,363 @@
+"""Suunto Cloud API simulator: the paths, parameters, pagination, auth and JSON shapes of
+`cloudapi.suunto.com` and its OAuth server, with deterministic data per user.
+
+Data API (mounted under /suunto/api): `GET /v3/workouts/` (since in epoch ms, limit <= 100, offset,
+filter-by-modification-time; body {"error", "payload", "metadata"}), `GET /v3/workouts/{key}`, and
+the 24/7 endpoints `/247samples/{sleep,recovery,activity}` and `/247/daily-activity-statistics` with
+`from`/`to` in epoch ms spanning at most 28 days (entries with from <= time < to). Every call needs
+a bearer token from the OAuth server and the `Ocp-Apim-Subscription-Key` header.
+
+Shapes of the 24/7 entries follow what public Suunto clients read (unconfirmed by public docs):
+`{"timestamp", "entryData": {...}}` with HR in bpm, SpO2 as a 0-1 fraction, energy in joules.
+OAuth (under /suunto/auth): `/oauth/token` with client credentials by HTTP Basic; code `user-NAME`
+yields tokens of user NAME; refresh tokens do not rotate (unconfirmed); access tokens last a day.
+"""
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from wearsync.sim.common import (
+    STATE_KEY,
+    USER_NAME,
+    basic_client,
+    bearer_user,
+    fault_middleware,
+    iso,
+    json_error,
+    user_rng,
+)
+
+NAME = "suunto"
+ACCESS_TTL_S = 86400
+MAX_WINDOW_MS = 28 * 86400 * 1000
+DEFAULT_HISTORY = {"workouts": 300, "days_247": 42}
+
+# (activityId, name); 130 is a code our client does not know, to exercise the `other` mapping.
+_ACTIVITIES = [(1, "Running"), (2, "Cycling"), (0, "Walking"), (11, "Hiking"), (21, "Swimming"),
+               (22, "Trail running"), (23, "Gym"), (52, "Indoor cycling"), (10, "Mountain biking"),
+               (3, "Cross-country skiing"), (51, "Yoga/pilates"), (130, "Unlisted sport")]  # fmt: skip
+_DEVICES = ["Suunto 9 Peak Pro", "Suunto Race", "Suunto Vertical", "Suunto 5 Peak"]
+
+
+@dataclass
+class UserData:
+    offset_minutes: int
+    workouts: list[dict[str, Any]]  # ordered by startTime
+    modified_ms: dict[str, int]  # workoutKey -> modification time (not in the payload)
+    sleep: list[dict[str, Any]]
+    recovery: list[dict[str, Any]]
+    activity: list[dict[str, Any]]
+    daily: list[tuple[datetime, str, int, float]]  # (local midnight, device, steps, joules)
+
+
+def _ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+def _workouts(rng: Any, anchor: datetime, count: int, offset: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    workouts, modified = [], {}
+    start = anchor
+    user_max_hr = rng.randint(178, 200)
+    for i in range(count):
+        start -= timedelta(hours=rng.uniform(20, 70))
+        activity_id, activity_name = rng.choice(_ACTIVITIES)
+        moving = activity_id in (0, 1, 2, 10, 11, 22, 3)
+        total_time = round(rng.uniform(1200, 9000), 1)
+        speed = {1: 3.0, 22: 2.5, 0: 1.4, 11: 1.1, 2: 7.5, 10: 5.0, 3: 4.0}.get(activity_id, 0.0) * rng.uniform(
+            0.8, 1.2
+        )
+        stop = start + timedelta(seconds=total_time)
+        workout: dict[str, Any] = {
+            "workoutId": 4_000_000_000 + i * 7 + rng.randrange(7),
+            "workoutKey": f"{rng.getrandbits(96):024x}",
+            "activityId": activity_id,
+            "startTime": _ms(start),
+            "stopTime": _ms(stop),
+            "totalTime": total_time,
+            "timeOffsetInMinutes": offset,
+            "totalDistance": round(speed * total_time, 1) if moving else 0.0,
+            "stepCount": int(total_time * rng.uniform(2.4, 2.9)) if activity_id in (0, 1, 11, 22) else 0,
+            "energyConsumption": int(total_time / 60 * rng.uniform(6, 13)),
+            "maxSpeed": round(speed * 1.6, 2),
+            "avgSpeed": round(speed, 2),
+            "totalAscent": round(rng.uniform(0, 800), 1) if moving else 0.0,
+            "totalDescent": round(rng.uniform(0, 800), 1) if moving else 0.0,
+            "maxAltitude": round(rng.uniform(200, 1500), 1),
+            "minAltitude": round(rng.uniform(0, 200), 1),
+            "avgCadence": round(rng.uniform(70, 90), 1),
+            "maxCadence": round(rng.uniform(90, 110), 1),
+            "hrdata": {
+                "avg": rng.randint(110, 160),
+                "hrmax": rng.randint(160, 185),
+                "max": user_max_hr,  # the user's configured maximum, not the workout's
+                "min": rng.randint(60, 100),
+            },
+            "gear": {
+                "manufacturer": "Suunto",
+                "name": (device := rng.choice(_DEVICES)),
+                "displayName": device,
+                "serialNumber": f"{rng.getrandbits(40):012d}",
+                "swVersion": "2.31.20",
+            },
+            "name": rng.choice([None, f"{activity_name} {i}"]),
+            "notes": rng.choice([None, None, "felt good"]),
+        }
+        if activity_id in (2, 10, 52):
+            workout["avgPower"] = rng.randint(150, 260)
+            workout["maxPower"] = rng.randint(400, 900)
+        # Fresh payloads can lack these; the client must cope.
+        if rng.random() < 0.05:
+            del workout["stopTime"]
+        if rng.random() < 0.1:
+            del workout["hrdata"]
+        if rng.random() < 0.1:
+            del workout["gear"]
+        workouts.append(workout)
+        modified[workout["workoutKey"]] = min(_ms(stop) + rng.randrange(0, 2 * 86400_000), _ms(anchor))
+    workouts.reverse()
+    return workouts, modified
+
+
+def _data_247(rng: Any, anchor: datetime, days: int, offset: int) -> dict[str, Any]:
+    tz_shift = timedelta(minutes=offset)
+    device = rng.choice(_DEVICES)
+    sleep, recovery, activity, daily = [], [], [], []
+    sleep_id = rng.randrange(10**8, 10**9)
+    # Local midnights, oldest first.
+    first_midnight = (anchor + tz_shift).replace(hour=0, minute=0, second=0, microsecond=0) - tz_shift
+    first_midnight -= timedelta(days=days)
+    for d in range(days):
+        midnight = first_midnight + timedelta(days=d)
+        steps_total, joules_total = 0, 0.0
+        for slot in range(144):  # one sample every 10 minutes
+            t = midnight + timedelta(minutes=10 * slot)
+            night = slot < 42 or slot >= 138
+            entry: dict[str, Any] = {
+                "HR": round(rng.uniform(48, 62) if night else rng.uniform(60, 110), 1),
+                "StepCount": 0 if night else rng.randrange(0, 900),
+                "EnergyConsumption": round(rng.uniform(30_000, 45_000) if night else rng.uniform(40_000, 160_000), 1),
+            }
+            if night:
+                entry["SpO2"] = round(rng.uniform(0.93, 0.99), 3)
+                entry["HRV"] = round(rng.uniform(25, 90), 1)
+            steps_total += entry["StepCount"]
+            joules_total += entry["EnergyConsumption"]
+            activity.append({"timestamp": iso(t, offset), "entryData": entry})
+        daily.append((midnight, device, steps_total, round(joules_total, 1)))
+        for hour in range(0, 24, 3):
+            t = midnight + timedelta(hours=hour, minutes=rng.randrange(0, 60))
+            recovery.append({"timestamp": iso(t, offset),
+                             "entryData": {"Balance": round(rng.uniform(0.1, 1.0), 3),
+                                           "StressState": rng.randrange(0, 5)}})  # fmt: skip
+        bed = midnight - timedelta(minutes=rng.randrange(0, 120))
+        duration = rng.randrange(6 * 3600, 9 * 3600)
+        deep, rem = int(duration * rng.uniform(0.12, 0.22)), int(duration * rng.uniform(0.18, 0.25))
+        light = int(duration * rng.uniform(0.4, 0.5))
+        nights = [(bed, duration, False, deep, light, rem)]
+        if rng.random() < 0.15:  # an afternoon nap
+            nights.append((midnight + timedelta(hours=14), rng.randrange(1200, 3600), True, 0, 900, 0))
+        for start, dur, nap, deep_s, light_s, rem_s in nights:
+            end = start + timedelta(seconds=dur)
+            sleep_id += 1
+            sleep.append({
+                "timestamp": iso(end, offset),
+                "entryData": {
+                    "SleepId": sleep_id, "BedtimeStart": iso(start, offset), "BedtimeEnd": iso(end, offset),
+                    "Duration": dur, "DeepSleepDuration": deep_s, "LightSleepDuration": light_s,
+                    "REMSleepDuration": rem_s, "SleepQualityScore": rng.randrange(40, 100), "IsNap": nap,
+                    "HRAvg": rng.randrange(48, 62), "HRMin": rng.randrange(40, 50),
+                    "AvgHRV": rng.randrange(25, 90), "MaxSpo2": round(rng.uniform(0.96, 1.0), 3),
+                },
+            })  # fmt: skip
+    return {"sleep": sleep, "recovery": recovery, "activity": activity, "daily": daily}
+
+
+_cache: "OrderedDict[tuple[str, int, int, datetime], UserData]" = OrderedDict()
+
+
+def user_data(request_or_app: web.Request | web.Application, user: str) -> UserData:
+    if isinstance(request_or_app, web.Request):
+        state = request_or_app.config_dict[STATE_KEY]
+    else:
+        state = request_or_app[STATE_KEY]
+    history = DEFAULT_HISTORY | state.provider(NAME).history_for(user)
+    key = (user, history["workouts"], history["days_247"], state.anchor)
+    if key in _cache:
+        _cache.move_to_end(key)
+        return _cache[key]
+    rng = user_rng(NAME, user)
+    offset = rng.choice([-300, 0, 60, 120, 330])
+    workouts, modified = _workouts(user_rng(NAME, user, "workouts"), state.anchor, history["workouts"], offset)
+    d247 = _data_247(user_rng(NAME, user, "247"), state.anchor, history["days_247"], offset)
+    data = UserData(offset, workouts, modified, **d247)
+    _cache[key] = data
+    while len(_cache) > 64:
+        _cache.popitem(last=False)
+    return data
+
+
+# ---- data API ---------------------------------------------------------------------------------
+
+
+def _authorized_user(request: web.Request) -> str:
+    knobs = request.config_dict[STATE_KEY].provider(NAME)
+    if request.headers.get("Ocp-Apim-Subscription-Key") != knobs.subscription_key:
+        raise web.HTTPUnauthorized(
+            text='{"statusCode": 401, "message": "Access denied due to missing or invalid subscription key."}',
+            content_type="application/json",
+        )
+    user = bearer_user(request, NAME)
+    if user is None:
+        raise web.HTTPUnauthorized(
+            text='{"error": "invalid_token", "error_description": "Invalid access token"}',
+            content_type="application/json",
+        )
+    return user
+
+
+def _int_param(request: web.Request, name: str, default: int | None = None) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        if default is None:
+            raise web.HTTPBadRequest(text=f'{{"error": "missing parameter {name}"}}', content_type="application/json")
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(
+            text=f'{{"error": "invalid parameter {name}"}}', content_type="application/json"
+        ) from None
+
+
+async def list_workouts(request: web.Request) -> web.Response:
+    data = user_data(request, _authorized_user(request))
+    since, limit, offset = (
+        _int_param(request, "since", 0),
+        _int_param(request, "limit", 50),
+        _int_param(request, "offset", 0),
+    )
+    by_modification = request.query.get("filter-by-modification-time", "true").lower() == "true"
+    if not 1 <= limit <= 100 or offset < 0 or since < 0:
+        return json_error(400, {"error": "limit must be 1-100; offset and since must be >= 0", "payload": None})
+
+    def key(w: dict[str, Any]) -> int:
+        return data.modified_ms[w["workoutKey"]] if by_modification else int(w["startTime"])
+
+    matching = sorted((w for w in data.workouts if key(w) >= since), key=lambda w: (key(w), w["workoutId"]))
+    page = matching[offset : offset + limit]
+    return web.json_response({"error": None, "payload": page, "metadata": {"workoutcount": str(len(page))}})
+
+
+async def get_workout(request: web.Request) -> web.Response:
+    data = user_data(request, _authorized_user(request))
+    for workout in data.workouts:
+        if workout["workoutKey"] == request.match_info["key"]:
+            return web.json_response({"error": None, "payload": workout, "metadata": {}})
+    return json_error(404, {"error": "Workout not found", "payload": None})
+
+
+def _window(request: web.Request) -> tuple[int, int]:
+    start, end = _int_param(request, "from"), _int_param(request, "to")
+    if end < start or end - start > MAX_WINDOW_MS:
+        raise web.HTTPBadRequest(text='{"error": "from/to must span at most 28 days"}', content_type="application/json")
+    return start, end
+
+
+def _entries_between(entries: list[dict[str, Any]], start: int, end: int) -> list[dict[str, Any]]:
+    return [e for e in entries if start <= _ms(datetime.fromisoformat(e["timestamp"])) < end]
+
+
+def samples_endpoint(kind: str) -> Any:
+    async def handler(request: web.Request) -> web.Response:
+        data = user_data(request, _authorized_user(request))
+        start, end = _window(request)
+        return web.json_response(_entries_between(getattr(data, kind), start, end))
+
+    return handler
+
+
+def daily_statistics(data: UserData, start: int, end: int) -> list[dict[str, Any]]:
+    days = [d for d in data.daily if start <= _ms(d[0]) < end]
+    return [
+        {"Name": name, "Sources": [{"Name": device, "Samples": samples}]}
+        for name, index in (("stepcount", 2), ("energyconsumption", 3))
+        for device in sorted({d[1] for d in days})
+        if (
+            samples := [
+                {"TimeISO8601": iso(d[0], data.offset_minutes), "Value": d[index]} for d in days if d[1] == device
+            ]
+        )
+    ]
+
+
+async def daily_activity_statistics(request: web.Request) -> web.Response:
+    data = user_data(request, _authorized_user(request))
+    start, end = _window(request)
+    return web.json_response(daily_statistics(data, start, end))
+
+
+# ---- OAuth ----------------------------------------------------------------------------------
+
+
+def token_response(request: web.Request, user: str, refresh_token: str | None = None) -> web.Response:
+    state = request.config_dict[STATE_KEY]
+    return web.json_response({
+        "access_token": state.issue_token(NAME, user, "access", ACCESS_TTL_S),
+        "token_type": "bearer",
+        "refresh_token": refresh_token or state.issue_token(NAME, user, "refresh", None),
+        "expires_in": ACCESS_TTL_S,
+        "scope": "workout",
+        "user": user,
+    })  # fmt: skip
+
+
+async def token(request: web.Request) -> web.Response:
+    state = request.config_dict[STATE_KEY]
+    knobs = state.provider(NAME)
+    if basic_client(request) != (knobs.client_id, knobs.client_secret):
+        return json_error(401, {"error": "invalid_client"})
+    form = await request.post()
+    grant = form.get("grant_type")
+    if grant == "authorization_code":
+        code = str(form.get("code", ""))
+        user = code.removeprefix("user-")
+        if not code.startswith("user-") or not USER_NAME.match(user):
+            return json_error(400, {"error": "invalid_grant", "error_description": "Invalid authorization code"})
+        return token_response(request, user)
+    if grant == "refresh_token":
+        refresh = str(form.get("refresh_token", ""))
+        user_or_none = state.read_token(NAME, refresh, "refresh")
+        if user_or_none is None or refresh in state.revoked_refresh_tokens:
+            return json_error(400, {"error": "invalid_grant", "error_description": "Invalid refresh token"})
+        return token_response(request, user_or_none, refresh_token=refresh)
+    return json_error(400, {"error": "unsupported_grant_type"})
+
+
+def create_apps() -> tuple[web.Application, web.Application]:
+    api = web.Application(middlewares=[fault_middleware(NAME)])
+    api.router.add_get("/v3/workouts/", list_workouts)
+    api.router.add_get("/v3/workouts", list_workouts)
+    api.router.add_get("/v3/workouts/{key}", get_workout)
+    for kind in ("sleep", "recovery", "activity"):
+        api.router.add_get(f"/247samples/{kind}", samples_endpoint(kind))
+    api.router.add_get("/247/daily-activity-statistics", daily_activity_statistics)
+    auth = web.Application(middlewares=[fault_middleware(NAME)])
+    auth.router.add_post("/oauth/token", token)
+    return api, auth
+
+
+def records(app: web.Application, user: str) -> dict[str, Any]:
+    """Every record the simulator serves this user, as served, for tests to compare with."""
+    data = user_data(app, user)
+    return {
+        "workouts": data.workouts,
+        "sleep": data.sleep,
+        "recovery": data.recovery,
+        "activity": data.activity,
+        "daily": daily_statistics(data, 0, 2**62),
+        "offset_minutes": data.offset_minutes,
+    }

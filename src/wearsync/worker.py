@@ -1,0 +1,71 @@
+"""The arq worker: its job functions and WorkerSettings. `wearsync worker` runs it."""
+
+from typing import Any
+from uuid import UUID
+
+import structlog
+from arq import Retry
+from arq.connections import RedisSettings
+from arq.worker import func
+
+from wearsync.db import TRANSIENT_DB_ERRORS, create_pool, queries
+from wearsync.models import TaskStatus
+from wearsync.settings import Settings
+from wearsync.sync import Deps, create_http_client, run_task
+
+log = structlog.get_logger(__name__)
+
+
+async def sync_task(ctx: dict[str, Any], task_id: str) -> dict[str, bool] | None:
+    deps: Deps = ctx["deps"]
+    job_try: int = ctx["job_try"]
+    structlog.contextvars.bind_contextvars(task_id=task_id, job_try=job_try)
+    try:
+        return await run_task(deps, UUID(task_id))
+    except TRANSIENT_DB_ERRORS as e:
+        # The pool does not retry a query that died with its connection; the job does.
+        if job_try < deps.settings.job_max_tries:
+            log.warning("database unavailable, retrying the task", error=repr(e))
+            raise Retry(defer=min(60, 2**job_try)) from e
+        log.error("database unavailable, giving up", error=repr(e))
+        raise
+    except Exception as e:
+        log.exception("sync task crashed")
+        await queries.finish_task(deps.db, UUID(task_id), TaskStatus.FAILED, None, f"internal error: {e!r}")
+        return None
+    finally:
+        structlog.contextvars.unbind_contextvars("task_id", "job_try")
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx.get("settings") or Settings()
+    ctx["settings"] = settings
+    db = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
+    ctx["deps"] = Deps(settings=settings, db=db, http=create_http_client(settings))
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    deps: Deps | None = ctx.get("deps")
+    if deps is not None:
+        await deps.http.session.close()
+        await deps.db.close()
+
+
+class WorkerSettings:
+    """Data only; process-specific values (Redis, queue, limits) are passed by `worker_options`."""
+
+    functions = [func(sync_task, name="sync_task")]
+    on_startup = startup
+    on_shutdown = shutdown
+    keep_result = 3600
+
+
+def worker_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "queue_name": settings.queue_name,
+        "max_jobs": settings.worker_max_jobs,
+        "job_timeout": settings.job_timeout_s,
+        "max_tries": settings.job_max_tries,
+        "ctx": {"settings": settings},
+    }

