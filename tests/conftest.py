@@ -88,7 +88,12 @@ async def sim_server() -> AsyncIterator[TestServer]:
 @pytest.fixture
 def sim_state(sim_server: TestServer) -> Iterator[SimState]:
     state = sim_server.app[STATE_KEY]
+    reset_sim(state)
     yield state
+    reset_sim(state)
+
+
+def reset_sim(state: SimState) -> None:
     state.faults.clear()
     state.requests.clear()
     for knobs in state.knobs.values():
