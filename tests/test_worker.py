@@ -25,11 +25,11 @@ SPORTS = {0: "walking", 1: "running", 2: "cycling", 3: "cross_country_skiing", 1
 
 
 async def sim_records(sim_server: TestServer, provider: str, user: str) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(sim_server.make_url(f"/_sim/{provider}/users/{user}/records")) as resp:
-            assert resp.status == 200
-            records: dict[str, Any] = await resp.json()
-            return records
+    url = sim_server.make_url(f"/_sim/{provider}/users/{user}/records")
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        assert resp.status == 200
+        records: dict[str, Any] = await resp.json()
+        return records
 
 
 def ms(value: int) -> datetime:
@@ -133,7 +133,9 @@ async def test_async_sync_lands_every_served_record(
     assert task["result"] == {"workouts": True, "data_247": True}
     assert task["error"] is None
     assert (task["provider"], task["user_id"], task["mode"]) == ("suunto", user_id, "async")
-    assert task["started_at"] and task["finished_at"] and task["duration_s"] >= 0
+    assert task["started_at"]
+    assert task["finished_at"]
+    assert task["duration_s"] >= 0
     served = await sim_records(sim_server, "suunto", sim_user)
     await assert_everything_stored(db, user_id, served)
 
@@ -192,7 +194,8 @@ async def test_a_failing_data_type_leaves_the_task_partial_with_the_other_stored
 
     assert task["status"] == "partial"
     assert task["result"] == {"workouts": True, "data_247": False}
-    assert task["error"].startswith("data_247: GET ") and "/247samples/sleep failed: HTTP 500" in task["error"]
+    assert task["error"].startswith("data_247: GET ")
+    assert "/247samples/sleep failed: HTTP 500" in task["error"]
     assert task["progress"]["data_247"]["status"] == "failed"
     assert task["progress"]["workouts"]["status"] == "succeeded"
     served = await sim_records(sim_server, "suunto", sim_user)
