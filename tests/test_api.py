@@ -1,0 +1,214 @@
+"""Users, connections, tasks and health endpoints."""
+
+import asyncio
+import contextlib
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import Factory
+from wearsync.api.app import create_app
+from wearsync.settings import Settings
+
+Client = TestClient[web.Request, web.Application]
+
+
+async def test_create_and_get_user(client: Client, factory: Factory) -> None:
+    key = await factory.api_key()
+    headers = {"X-API-Key": key}
+    user_id = str(uuid.uuid4())
+    resp = await client.post("/api/v1/users", json={"id": user_id, "external_id": "u-1"}, headers=headers)
+    assert resp.status == 201
+    body = await resp.json()
+    assert (body["id"], body["external_id"]) == (user_id, "u-1")
+    resp = await client.get(f"/api/v1/users/{user_id}", headers=headers)
+    assert resp.status == 200
+    assert (await resp.json())["id"] == user_id
+    resp = await client.post("/api/v1/users", headers=headers)  # no body: a generated id
+    assert resp.status == 201
+    assert uuid.UUID((await resp.json())["id"])
+
+
+async def test_user_errors(client: Client, factory: Factory) -> None:
+    key = await factory.api_key()
+    headers = {"X-API-Key": key}
+    user_id = await factory.user(key, external_id="dup")
+    resp = await client.post("/api/v1/users", json={"id": user_id}, headers=headers)
+    assert resp.status == 409
+    resp = await client.post("/api/v1/users", json={"external_id": "dup"}, headers=headers)
+    assert resp.status == 409
+    resp = await client.post("/api/v1/users", json={"id": "nope"}, headers=headers)
+    assert resp.status == 422
+    assert "'id'" in (await resp.json())["detail"]
+    resp = await client.post("/api/v1/users", data=b"{not json", headers=headers)
+    assert resp.status == 400
+    assert await resp.json() == {"detail": "Request body is not valid JSON"}
+    resp = await client.get("/api/v1/users/not-a-uuid", headers=headers)
+    assert resp.status == 422
+    assert "user_id" in (await resp.json())["detail"]
+    resp = await client.get(f"/api/v1/users/{uuid.uuid4()}", headers=headers)
+    assert resp.status == 404
+    assert await resp.json() == {"detail": "User not found"}
+
+
+async def test_a_key_sees_only_its_applications_users(client: Client, factory: Factory) -> None:
+    _, their_user, _ = await factory.connected_user("suunto")
+    mine = {"X-API-Key": await factory.api_key("another-app")}
+    for method, path in [
+        ("GET", f"/api/v1/users/{their_user}"),
+        ("GET", f"/api/v1/users/{their_user}/connections"),
+        ("DELETE", f"/api/v1/users/{their_user}/connections/suunto"),
+    ]:
+        resp = await client.request(method, path, headers=mine)
+        assert resp.status == 404, path
+    resp = await client.put(
+        f"/api/v1/users/{their_user}/connections/suunto",
+        json={"access_token": "x", "provider_user_id": "y"},
+        headers=mine,
+    )
+    assert resp.status == 404
+
+
+async def test_connections_lifecycle(client: Client, factory: Factory, db: asyncpg.Pool) -> None:
+    key = await factory.api_key()
+    headers = {"X-API-Key": key}
+    user_id = await factory.user(key)
+    body = {
+        "access_token": "secret-access",
+        "refresh_token": "secret-refresh",
+        "expires_at": "2030-01-01T00:00:00+00:00",
+        "provider_user_id": "athlete-7",
+        "scopes": ["read", "activity:read"],
+    }
+    resp = await client.put(f"/api/v1/users/{user_id}/connections/strava", json=body, headers=headers)
+    assert resp.status == 200
+    shown = await resp.json()
+    assert "access_token" not in shown
+    assert "refresh_token" not in shown
+    assert (shown["provider"], shown["provider_user_id"], shown["active"]) == ("strava", "athlete-7", True)
+    resp = await client.put(
+        f"/api/v1/users/{user_id}/connections/strava", json=body | {"access_token": "newer"}, headers=headers
+    )
+    assert resp.status == 200
+    assert await db.fetchval("SELECT access_token FROM provider_connections") == "newer"
+    resp = await client.get(f"/api/v1/users/{user_id}/connections", headers=headers)
+    assert [c["provider"] for c in await resp.json()] == ["strava"]
+    resp = await client.delete(f"/api/v1/users/{user_id}/connections/strava", headers=headers)
+    assert resp.status == 204
+    resp = await client.get(f"/api/v1/users/{user_id}/connections", headers=headers)
+    assert [c["active"] for c in await resp.json()] == [False]  # deactivated, kept with its data
+    resp = await client.delete(f"/api/v1/users/{user_id}/connections/strava", headers=headers)
+    assert resp.status == 404
+
+
+async def test_connection_validation_names_the_field(client: Client, factory: Factory) -> None:
+    key = await factory.api_key()
+    user_id = await factory.user(key)
+    cases = [
+        ({"provider_user_id": "x"}, "access_token"),
+        ({"access_token": "x", "provider_user_id": "y", "expires_at": "soon"}, "expires_at"),
+        ({"access_token": "x", "provider_user_id": "y", "expires_at": "2030-01-01T00:00:00"}, "expires_at"),
+        ({"access_token": "x", "provider_user_id": "y", "scopes": "all"}, "scopes"),
+    ]
+    for body, field in cases:
+        resp = await client.put(f"/api/v1/users/{user_id}/connections/suunto", json=body, headers={"X-API-Key": key})
+        assert resp.status == 422, body
+        assert field in (await resp.json())["detail"]
+    resp = await client.put(
+        f"/api/v1/users/{user_id}/connections/fitbit",
+        json={"access_token": "x", "provider_user_id": "y"},
+        headers={"X-API-Key": key},
+    )
+    assert resp.status == 422
+    assert "provider" in (await resp.json())["detail"]
+
+
+async def test_task_endpoint(client: Client, factory: Factory) -> None:
+    key, user_id, _ = await factory.connected_user("suunto")
+    headers = {"X-API-Key": key}
+    resp = await client.post(f"/api/v1/suunto/users/{user_id}/sync?data_type=247&since=1700000000", headers=headers)
+    task_id = (await resp.json())["task_id"]
+    resp = await client.get(f"/api/v1/tasks/{task_id}", headers=headers)
+    assert resp.status == 200
+    task = await resp.json()
+    assert task["task_id"] == task_id
+    assert (task["status"], task["provider"], task["user_id"]) == ("queued", "suunto", user_id)
+    assert task["data_types"] == ["data_247"]
+    assert task["params"]["since"] == 1700000000
+    assert task["progress"] == {
+        "data_247": {"status": "queued", "pages": 0, "pages_total": None, "records": {}, "error": None}
+    }
+    for name in ("result", "error", "created_at", "started_at", "finished_at", "duration_s"):
+        assert name in task
+    other = {"X-API-Key": await factory.api_key("another-app")}
+    assert (await client.get(f"/api/v1/tasks/{task_id}", headers=other)).status == 404
+    resp = await client.get(f"/api/v1/tasks/{uuid.uuid4()}", headers=headers)
+    assert resp.status == 404
+    assert await resp.json() == {"detail": "Task not found"}
+    assert (await client.get("/api/v1/tasks/xyz", headers=headers)).status == 422
+    assert (await client.get(f"/api/v1/tasks/{task_id}")).status == 401
+
+
+async def test_health(client: Client) -> None:
+    resp = await client.get("/health")
+    assert resp.status == 200
+    assert await resp.json() == {"status": "ok", "postgres": "ok", "redis": "ok"}
+
+
+class TcpProxy:
+    """A TCP relay to a real server that a test can cut, to take a dependency down for real."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        port: int = self.server.sockets[0].getsockname()[1]
+        return port
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self.writers += [writer, up_writer]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def cut(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+        await self.server.wait_closed()
+
+
+async def test_health_names_what_is_down(aiohttp_client: Any, settings: Settings, db: asyncpg.Pool) -> None:
+    redis_url = urlsplit(settings.redis_url)
+    proxy = TcpProxy(redis_url.hostname or "127.0.0.1", redis_url.port or 6379)
+    port = await proxy.start()
+    app = create_app(settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}{redis_url.path}"}))
+    client: Client = await aiohttp_client(app)
+    assert (await client.get("/health")).status == 200
+    await proxy.cut()
+    resp = await client.get("/health")
+    assert resp.status == 503
+    body = await resp.json()
+    assert body["detail"] == "Unavailable: redis"
+    assert body["postgres"] == "ok"
+
+
+async def test_unknown_route_is_json_404(client: Client) -> None:
+    resp = await client.get("/api/v1/nothing-here")
+    assert resp.status == 404
+    assert await resp.json() == {"detail": "Not Found"}
