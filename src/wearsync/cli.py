@@ -18,9 +18,13 @@ def _api(settings: Settings, args: argparse.Namespace) -> None:
 
 def _worker(settings: Settings, args: argparse.Namespace) -> None:
     from arq import run_worker
+    from arq.worker import async_check_health
 
-    from wearsync.worker import WorkerSettings, worker_options
+    from wearsync.worker import WorkerSettings, health_check_key, worker_options
 
+    if args.check:  # for container health checks: exit 0 if this host's worker reported in lately
+        options = worker_options(settings)
+        sys.exit(asyncio.run(async_check_health(options["redis_settings"], health_check_key(settings))))
     run_worker(WorkerSettings, **worker_options(settings))  # type: ignore[arg-type]
 
 
@@ -80,7 +84,9 @@ def parser() -> argparse.ArgumentParser:
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8080)
     api.set_defaults(run=_api)
-    sub.add_parser("worker", help="run the arq worker").set_defaults(run=_worker)
+    worker = sub.add_parser("worker", help="run the arq worker")
+    worker.add_argument("--check", action="store_true", help="exit 0 if this host's worker is alive, else 1")
+    worker.set_defaults(run=_worker)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(run=_migrate)
     sim = sub.add_parser("sim", help="serve the provider simulators on one port")
     sim.add_argument("--host", default="127.0.0.1")

@@ -173,9 +173,13 @@ def run_dev(data_dir: str, api_port: int = 8080, sim_port: int = 8090) -> None:
             for child in children:
                 if child.poll() is None:
                     child.send_signal(signal.SIGINT)
+            try:
+                for child in children:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        child.wait(10)
+            except KeyboardInterrupt:
+                pass  # a second Ctrl-C: stop waiting for a graceful exit
             for child in children:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    child.wait(10)
                 if child.poll() is None:
                     child.kill()
 

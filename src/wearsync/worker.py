@@ -1,5 +1,6 @@
 """The arq worker: its job functions and WorkerSettings. `wearsync worker` runs it."""
 
+import socket
 from typing import Any
 from uuid import UUID
 
@@ -58,6 +59,7 @@ class WorkerSettings:
     on_startup = startup
     on_shutdown = shutdown
     keep_result = 3600
+    health_check_interval = 30
 
 
 def worker_options(settings: Settings) -> dict[str, Any]:
@@ -68,4 +70,10 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "job_timeout": settings.job_timeout_s,
         "max_tries": settings.job_max_tries,
         "ctx": {"settings": settings},
+        "health_check_key": health_check_key(settings),
     }
+
+
+def health_check_key(settings: Settings) -> str:
+    """Per host, so that `wearsync worker --check` in a container vouches for that container's worker."""
+    return f"{settings.queue_name}:health-check:{socket.gethostname()}"
