@@ -10,6 +10,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -18,6 +19,8 @@ import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from aioresponses import aioresponses
+from aioresponses import core as aioresponses_core
 from arq.worker import Worker
 
 from wearsync.api.app import create_app
@@ -222,3 +225,19 @@ async def wait_for_task(
             return task
         assert asyncio.get_running_loop().time() < deadline, f"task still {task['status']}: {task}"
         await asyncio.sleep(0.1)
+
+
+class _CompatResponse(aiohttp.ClientResponse):
+    """aiohttp 3.14 made `stream_writer` a required argument that aioresponses (0.7.9) does not
+    pass (pnuckowski/aioresponses#289); a finished upload reports its size as 0."""
+
+    def __init__(self, method: str, url: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
+        super().__init__(method, url, **kwargs)
+
+
+@pytest.fixture
+def upstream(monkeypatch: pytest.MonkeyPatch) -> type[aioresponses]:
+    """aioresponses, for unit tests of one provider client's edge cases: `with upstream() as m:`."""
+    monkeypatch.setattr(aioresponses_core, "ClientResponse", _CompatResponse)
+    return aioresponses

@@ -22,13 +22,16 @@ async def offset_pages(
     fetch: Callable[[int], Awaitable[list[T]]], *, start: int, limit: int, concurrency: int
 ) -> AsyncGenerator[list[T]]:
     """Pages of an offset/limit list, `concurrency` requests in flight. The list's length is not
-    known up front: the first short page marks the end, and no page past it is requested."""
+    known up front: the first short page marks the end, and no page past it is requested. Until
+    a full page shows there is more, one request goes alone, so a small or unchanged history
+    costs one call, not `concurrency` (upstream calls are the scarce resource)."""
     next_offset, end = start, None
+    in_flight = 1
     pending: dict[asyncio.Future[list[T]], int] = {}
     unread: list[asyncio.Future[list[T]]] = []
     try:
         while True:
-            while len(pending) < concurrency and (end is None or next_offset < end):
+            while len(pending) < in_flight and (end is None or next_offset < end):
                 pending[asyncio.ensure_future(fetch(next_offset))] = next_offset
                 next_offset += limit
             if not pending:
@@ -41,6 +44,8 @@ async def offset_pages(
                 page = task.result()
                 if len(page) < limit:
                     end = offset + limit if end is None else min(end, offset + limit)
+                else:
+                    in_flight = concurrency
                 if page:
                     yield page
     finally:
