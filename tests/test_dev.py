@@ -1,0 +1,157 @@
+"""`make run` (= `wearsync dev`) end to end: the real processes come up, the curl commands it
+prints work as printed, the demo user's Suunto sync lands every simulated record, and Ctrl-C
+stops everything."""
+
+import asyncio
+import os
+import re
+import shlex
+import signal
+import socket
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from tests.conftest import with_database
+from wearsync.db.migrate import migrate
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class DevRun:
+    process: asyncio.subprocess.Process
+    database_url: str
+    output: list[str] = field(default_factory=list)
+    banner: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.output)
+
+    async def read_output(self) -> None:
+        assert self.process.stdout is not None
+        async for line in self.process.stdout:
+            self.output.append(line.decode(errors="replace"))
+            if "Ctrl-C stops everything" in self.output[-1]:
+                self.banner.set()
+
+
+@pytest.fixture
+async def dev_run(servers: tuple[str, str]) -> AsyncIterator[DevRun]:
+    admin_dsn, redis_url = servers
+    name = f"wearsync_dev_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(admin_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    env = os.environ | {
+        "DATABASE_URL": with_database(admin_dsn, name),
+        "REDIS_URL": redis_url,
+        "WEARSYNC_QUEUE_NAME": f"wearsync-dev-test:{uuid.uuid4().hex}",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "wearsync", "dev", "--port", str(free_port()), "--sim-port", str(free_port()),
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    run = DevRun(process, env["DATABASE_URL"])
+    reader = asyncio.ensure_future(run.read_output())
+    try:
+        yield run
+    finally:
+        if process.returncode is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+        await reader
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def printed_commands(banner: str, key: str) -> list[list[str]]:
+    """The curl commands of the banner, continuation lines joined, `$WEARSYNC_KEY` expanded."""
+    text = banner.replace("\\\n", " ")
+    return [shlex.split(line.strip().replace("$WEARSYNC_KEY", key)) for line in text.splitlines()
+            if line.strip().startswith("curl ")]  # fmt: skip
+
+
+async def run_curl(session: aiohttp.ClientSession, argv: list[str]) -> Any:
+    """Do what a curl command line says (-X, -H, URL), without needing curl on the machine."""
+    method, headers, url = "GET", {}, None
+    args = iter(argv[1:])
+    for arg in args:
+        if arg == "-X":
+            method = next(args)
+        elif arg == "-H":
+            name, value = next(args).split(":", 1)
+            headers[name] = value.strip()
+        elif arg == "-s":
+            continue
+        else:
+            url = arg
+    assert url is not None, argv
+    async with session.request(method, url, headers=headers) as resp:
+        assert resp.status == 200, f"{argv}: {resp.status} {await resp.text()}"
+        return await resp.json()
+
+
+async def test_make_run_demo_end_to_end(dev_run: DevRun) -> None:
+    try:
+        await asyncio.wait_for(dev_run.banner.wait(), 60)
+    except TimeoutError:
+        pytest.fail(f"wearsync dev printed no banner:\n{dev_run.text[-3000:]}")
+    banner = dev_run.text[dev_run.text.index("wearsync is running") :]
+    key = re.search(r"API key\s+(\S+)", banner)
+    user = re.search(r"demo user\s+(\S+)", banner)
+    sim = re.search(r"simulators\s+(\S+)", banner)
+    assert key, banner
+    assert user, banner
+    assert sim, banner
+    commands = printed_commands(banner, key.group(1))
+    assert len(commands) == 4, banner
+
+    async with aiohttp.ClientSession() as session:
+        queued = await run_curl(session, commands[0])
+        assert (queued["success"], queued["async"]) == (True, True)
+        task_cmd = [arg.replace("TASK_ID", queued["task_id"]) for arg in commands[1]]
+        for _ in range(300):
+            task = await run_curl(session, task_cmd)
+            if task["status"] in ("succeeded", "partial", "failed"):
+                break
+            await asyncio.sleep(0.1)
+        assert task["status"] == "succeeded", task
+        in_request = await run_curl(session, commands[2])
+        assert (in_request["success"], in_request["details"]) == (True, {"workouts": True})
+        connections = await run_curl(session, commands[3])
+        assert [c["provider"] for c in connections] == ["suunto"]
+        async with session.get(f"{sim.group(1)}/_sim/suunto/users/demo/records") as resp:
+            served = await resp.json()
+
+    # Every simulated workout and 24/7 record of the demo user is in PostgreSQL.
+    conn = await asyncpg.connect(dev_run.database_url)
+    try:
+        counts = {
+            table: await conn.fetchval(f"SELECT count(*) FROM {table} WHERE user_id = $1", uuid.UUID(user.group(1)))
+            for table in ("workouts", "sleep_sessions", "recoveries", "daily_activity")
+        }
+        workout_keys = {r["provider_record_id"] for r in await conn.fetch("SELECT provider_record_id FROM workouts")}
+        assert await migrate(conn) == []
+    finally:
+        await conn.close()
+    assert workout_keys == {w["workoutKey"] for w in served["workouts"]}
+    assert counts["workouts"] == len(served["workouts"]) > 100
+    assert counts["sleep_sessions"] == len(served["sleep"]) > 0
+    assert counts["recoveries"] == len(served["recovery"]) > 0
+    assert task["progress"]["data_247"]["records"]["daily_activity"] == counts["daily_activity"] > 0
+
+    # Ctrl-C (SIGINT to the terminal's process group) stops everything, cleanly.
+    os.killpg(dev_run.process.pid, signal.SIGINT)
+    assert await asyncio.wait_for(dev_run.process.wait(), 30) == 0, dev_run.text[-2000:]
