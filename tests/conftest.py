@@ -5,6 +5,7 @@ Each test run gets its own database (dropped at the end) and its own arq queue n
 starts from empty tables."""
 
 import asyncio
+import contextlib
 import os
 import tempfile
 import uuid
@@ -22,14 +23,19 @@ from aiohttp.test_utils import TestClient, TestServer
 from aioresponses import aioresponses
 from aioresponses import core as aioresponses_core
 from arq.worker import Worker
+from redis.asyncio import Redis
 
 from wearsync.api.app import create_app
 from wearsync.db import create_pool, queries
 from wearsync.db.migrate import migrate
-from wearsync.dev import SIM_CLIENT_ID, SIM_CLIENT_SECRET, dev_environment
+from wearsync.dev import dev_environment
+from wearsync.providers import PROVIDERS
+from wearsync.providers.http import HttpClient
+from wearsync.providers.tokens import TokenSet, request_tokens
 from wearsync.settings import Settings
 from wearsync.sim import create_sim_app
 from wearsync.sim.common import STATE_KEY, SimState
+from wearsync.sync import Deps, create_http_client
 from wearsync.worker import WorkerSettings, worker_options
 
 DATA_TABLES = ("samples", "daily_activity", "recoveries", "sleep_sessions", "workouts", "sync_tasks",
@@ -97,15 +103,24 @@ def sim_state(sim_server: TestServer) -> Iterator[SimState]:
 
 
 def reset_sim(state: SimState) -> None:
+    """Every test starts with a simulator as a fresh app would find it (data stays cached)."""
     state.faults.clear()
     state.requests.clear()
+    state.grants.clear()
+    state.rate_counts.clear()
+    state.revoked_refresh_tokens.clear()
+    state.access_expired_before.clear()
+    state.refresh_revoked_before.clear()
+    state.registered.clear()
     for knobs in state.knobs.values():
-        knobs.latency_s = 0.0
+        knobs.latency_s = knobs.error_rate = 0.0
+        knobs.access_ttl_s = knobs.rate_limits = None
         knobs.user_history.clear()
 
 
 @pytest.fixture
 async def settings(database_url: str, servers: tuple[str, str], sim_server: TestServer) -> Settings:
+    reset_sim(sim_server.app[STATE_KEY])
     sim_url = str(sim_server.make_url("")).rstrip("/")
     env = {k.removeprefix("WEARSYNC_").lower(): v for k, v in dev_environment({}, sim_url).items()}
     return Settings.model_validate(
@@ -136,22 +151,40 @@ async def client(aiohttp_client: Any, settings: Settings, db: asyncpg.Pool) -> T
     return test_client
 
 
-@pytest.fixture
-async def worker(settings: Settings, db: asyncpg.Pool) -> AsyncIterator[Worker]:
-    options = worker_options(settings)
+@contextlib.asynccontextmanager
+async def start_worker(settings: Settings) -> AsyncIterator[Worker]:
+    """The real arq worker, in this process, polling the test's queue."""
     running = Worker(
         functions=WorkerSettings.functions,
         on_startup=WorkerSettings.on_startup,
         on_shutdown=WorkerSettings.on_shutdown,
         handle_signals=False,
         poll_delay=0.05,
-        **options,
+        **worker_options(settings),
     )
     task = asyncio.create_task(running.async_run())
+    try:
+        yield running
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await running.close()
+
+
+@pytest.fixture
+async def worker(settings: Settings, db: asyncpg.Pool) -> AsyncIterator[Worker]:
+    async with start_worker(settings) as running:
+        yield running
+
+
+@pytest.fixture
+async def deps(settings: Settings, db: asyncpg.Pool) -> AsyncIterator[Deps]:
+    """What the worker's jobs get: for running a task in the test itself."""
+    redis = Redis.from_url(settings.redis_url)
+    running = Deps(settings=settings, db=db, http=create_http_client(settings, redis))
     yield running
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await running.close()
+    await running.http.session.close()
+    await redis.aclose()
 
 
 class Factory:
@@ -169,30 +202,28 @@ class Factory:
         user_id: str = (await resp.json())["id"]
         return user_id
 
-    async def sim_tokens(self, provider: str, sim_user: str) -> dict[str, Any]:
-        config = self.settings.provider(provider)
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(
-                f"{config.auth_url}/oauth/token",
-                data={"grant_type": "authorization_code", "code": f"user-{sim_user}"},
-                headers={"Authorization": aiohttp.encode_basic_auth(SIM_CLIENT_ID, SIM_CLIENT_SECRET)},
-            ) as resp,
-        ):
-            assert resp.status == 200, await resp.text()
-            tokens: dict[str, Any] = await resp.json()
-            return tokens
+    async def sim_tokens(self, provider: str, sim_user: str) -> TokenSet:
+        """Tokens of a simulated user from the simulator's OAuth server, asked as wearsync asks."""
+        async with aiohttp.ClientSession() as session:
+            return await request_tokens(
+                HttpClient(session, retries=0),
+                PROVIDERS[provider],
+                self.settings.provider(provider),
+                {"grant_type": "authorization_code", "code": f"user-{sim_user}", "redirect_uri": "http://localhost/"},
+            )
 
-    async def connect(self, key: str, user_id: str, provider: str, sim_user: str) -> None:
+    async def connect(
+        self, key: str, user_id: str, provider: str, sim_user: str, expires_at: str = "2099-01-01T00:00:00Z"
+    ) -> None:
         tokens = await self.sim_tokens(provider, sim_user)
         resp = await self.client.put(
             f"/api/v1/users/{user_id}/connections/{provider}",
             json={
-                "access_token": tokens["access_token"],
-                "refresh_token": tokens["refresh_token"],
-                "expires_at": "2099-01-01T00:00:00Z",
-                "provider_user_id": tokens["user"],
-                "scopes": ["workout"],
+                "access_token": tokens.access_token,
+                "refresh_token": tokens.refresh_token,
+                "expires_at": expires_at,
+                "provider_user_id": tokens.provider_user_id or sim_user,
+                "scopes": tokens.scopes,
             },
             headers={"X-API-Key": key},
         )

@@ -18,6 +18,7 @@ from wearsync.providers import suunto
 from wearsync.providers.core import Connection, SyncContext
 from wearsync.providers.errors import MalformedPayload, RateLimited, UpstreamAuthError, UpstreamError
 from wearsync.providers.http import HttpClient
+from wearsync.providers.tokens import Credentials
 from wearsync.records import DailyActivity, Record, Sample, Workout
 from wearsync.settings import Settings
 
@@ -32,7 +33,7 @@ class RecordingContext(SyncContext):
     pages: list[list[Record]] = field(default_factory=list)
     pages_total: int | None = None
 
-    async def save_page(self, records: Sequence[Record]) -> None:
+    async def save_page(self, records: Sequence[Record], page_key: str | None = None, items: int = 0) -> None:
         self.pages.append(list(records))
 
     async def set_pages_total(self, pages_total: int) -> None:
@@ -45,20 +46,33 @@ async def http() -> AsyncIterator[HttpClient]:
         yield HttpClient(session, retries=2, backoff_s=0.0, backoff_max_s=0.0, max_inline_wait_s=5)
 
 
+@dataclass
+class FakeCredentials(Credentials):
+    """Tokens without a database: a refresh hands out the next numbered token."""
+
+    async def refresh(self, stale: str) -> None:
+        self.refreshes += 1
+        self.access_token = f"token-{self.refreshes + 1}"
+
+
 def make_ctx(
     http: HttpClient, data_type: DataType = DataType.WORKOUTS, concurrency: int = 3, **params: Any
 ) -> RecordingContext:
     settings = Settings(suunto_api_url=API, suunto_subscription_key="sub-key", suunto_page_concurrency=concurrency)
+    config = settings.provider("suunto")
     connection = Connection(uuid4(), "suunto", "alice", "token-1", None, None, [])
+    credentials = FakeCredentials(suunto.PROVIDER, config, connection.user_id, "token-1", "refresh-1", None, None, http)  # type: ignore[arg-type]  # no pool
     return RecordingContext(
         task_id=uuid4(),
         data_type=data_type,
         params=SyncParams(**params),
         connection=connection,
-        config=settings.provider("suunto"),
+        config=config,
         http=http,
         db=None,  # type: ignore[arg-type]  # never touched: save_page is overridden
         settings=settings,
+        credentials=credentials,
+        headers=suunto.PROVIDER.api_headers(config),
     )
 
 
@@ -194,13 +208,25 @@ async def test_persistent_5xx_fails_with_status_and_body(http: HttpClient, upstr
             await suunto.sync_workouts(ctx)
 
 
-async def test_401_fails_without_retry(http: HttpClient, upstream: type[aioresponses]) -> None:
-    ctx = make_ctx(http)
+async def test_401_refreshes_the_token_once_then_fails(http: HttpClient, upstream: type[aioresponses]) -> None:
+    ctx = make_ctx(http, concurrency=1)
     with upstream() as m:
         m.get(WORKOUTS, status=401, body='{"message": "Access denied"}', repeat=True)
         with pytest.raises(UpstreamAuthError, match="HTTP 401"):
             await suunto.sync_workouts(ctx)
-        assert len([c for c in sent(m) if c[2]["params"]["offset"] == 0]) == 1
+        tokens = [c[2]["headers"]["Authorization"] for c in sent(m)]
+    assert tokens == ["Bearer token-1", "Bearer token-2"]  # one refresh, one retry, no loop
+    assert ctx.credentials.refreshes == 1
+
+
+async def test_401_then_fresh_token_succeeds(http: HttpClient, upstream: type[aioresponses]) -> None:
+    ctx = make_ctx(http, concurrency=1, limit=10)
+    with upstream() as m:
+        m.get(WORKOUTS, status=401, body='{"message": "expired"}')
+        m.get(WORKOUTS, payload={"payload": [workout(1)]}, repeat=True)
+        await suunto.sync_workouts(ctx)
+    assert workout_keys(ctx) == ["w1"]
+    assert ctx.credentials.access_token == "token-2"
 
 
 async def test_short_429_is_waited_out_long_one_is_raised(http: HttpClient, upstream: type[aioresponses]) -> None:

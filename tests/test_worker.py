@@ -14,9 +14,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from arq.worker import Worker
 
 from tests.conftest import Factory, wait_for_task
-from wearsync.settings import Settings
 from wearsync.sim.common import Fault, SimState
-from wearsync.sync import Deps, create_http_client, run_task
+from wearsync.sync import Deps, run_task
 from wearsync.worker import sync_task
 
 Client = TestClient[web.Request, web.Application]
@@ -203,45 +202,26 @@ async def test_a_failing_data_type_leaves_the_task_partial_with_the_other_stored
     assert await db.fetchval("SELECT count(*) FROM sleep_sessions") == 0
 
 
-async def test_all_types_failing_is_failed_and_a_rejected_token_says_so(
-    client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool
-) -> None:
-    key, user_id, _ = await factory.connected_user("suunto")
-    await db.execute("UPDATE provider_connections SET access_token = 'revoked'")
-    task = await wait_for_task(client, key, await start_sync(client, key, user_id))
-    assert task["status"] == "failed"
-    assert task["result"] == {"workouts": False, "data_247": False}
-    assert "HTTP 401" in task["error"]
-
-
-async def test_job_runs_again_safely(client: Client, factory: Factory, settings: Settings, db: asyncpg.Pool) -> None:
+async def test_job_runs_again_safely(client: Client, factory: Factory, deps: Deps, db: asyncpg.Pool) -> None:
     """arq runs a job at least once: a rerun of an interrupted task completes it without
     duplicates, and a rerun of a finished task does nothing."""
     key, user_id, _ = await factory.connected_user("suunto")
     task_id = uuid.UUID(await start_sync(client, key, user_id, "data_type=workouts"))
-    deps = Deps(settings=settings, db=db, http=create_http_client(settings))
-    try:
-        await run_task(deps, task_id)
-        count = await db.fetchval("SELECT count(*) FROM workouts")
-        await db.execute("UPDATE sync_tasks SET status = 'running' WHERE id = $1", task_id)  # as if the worker died
-        assert await sync_task({"deps": deps, "job_try": 2}, str(task_id)) == {"workouts": True}
-        assert await db.fetchval("SELECT count(*) FROM workouts") == count
-        assert await db.fetchval("SELECT attempts FROM sync_tasks WHERE id = $1", task_id) == 2
-        assert await sync_task({"deps": deps, "job_try": 3}, str(task_id)) is None
-    finally:
-        await deps.http.session.close()
+    await run_task(deps, task_id)
+    count = await db.fetchval("SELECT count(*) FROM workouts")
+    await db.execute("UPDATE sync_tasks SET status = 'running' WHERE id = $1", task_id)  # as if the worker died
+    assert await sync_task({"deps": deps, "job_try": 2}, str(task_id)) == {"workouts": True}
+    assert await db.fetchval("SELECT count(*) FROM workouts") == count
+    assert await db.fetchval("SELECT attempts FROM sync_tasks WHERE id = $1", task_id) == 2
+    assert await sync_task({"deps": deps, "job_try": 3}, str(task_id)) is None
 
 
 async def test_connection_removed_before_the_job_runs_fails_the_task(
-    client: Client, factory: Factory, settings: Settings, db: asyncpg.Pool
+    client: Client, factory: Factory, deps: Deps
 ) -> None:
     key, user_id, _ = await factory.connected_user("suunto")
     task_id = await start_sync(client, key, user_id)  # no worker runs: the job waits in the queue
     await client.delete(f"/api/v1/users/{user_id}/connections/suunto", headers={"X-API-Key": key})
-    deps = Deps(settings=settings, db=db, http=create_http_client(settings))
-    try:
-        assert await run_task(deps, uuid.UUID(task_id)) == {"workouts": False, "data_247": False}
-    finally:
-        await deps.http.session.close()
+    assert await run_task(deps, uuid.UUID(task_id)) == {"workouts": False, "data_247": False}
     task = await wait_for_task(client, key, task_id)
     assert (task["status"], task["error"]) == ("failed", "No active connection found for provider")

@@ -15,11 +15,13 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
-from wearsync.settings import PROVIDER_NAMES
+from wearsync.providers import PROVIDERS
+from wearsync.providers.http import HttpClient
+from wearsync.providers.tokens import TokenSet, request_tokens
+from wearsync.settings import PROVIDER_NAMES, Settings
 
 DEMO_USER_ID = uuid.uuid5(uuid.NAMESPACE_URL, "wearsync-demo-user")
 SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_SUBSCRIPTION_KEY = "wearsync-sim", "sim-secret", "sim-subscription-key"
@@ -71,20 +73,12 @@ async def _wait_http(url: str, timeout_s: float = 30) -> None:
             await asyncio.sleep(0.2)
 
 
-async def _token_for(session: aiohttp.ClientSession, auth_url: str, sim_user: str) -> dict[str, Any]:
+async def _tokens_for(session: aiohttp.ClientSession, provider: str, env: dict[str, str], sim_user: str) -> TokenSet:
     """Exchange the simulator's `user-NAME` code for tokens, as the OAuth callback would."""
-    async with session.post(
-        f"{auth_url}/oauth/token",
-        data={
-            "grant_type": "authorization_code",
-            "code": f"user-{sim_user}",
-            "redirect_uri": "http://localhost/",
-        },
-        headers={"Authorization": aiohttp.encode_basic_auth(SIM_CLIENT_ID, SIM_CLIENT_SECRET)},
-    ) as resp:
-        resp.raise_for_status()
-        token: dict[str, Any] = await resp.json()
-        return token
+    settings = Settings.model_validate({k.removeprefix("WEARSYNC_").lower(): v for k, v in env.items()
+                                        if k.startswith(f"WEARSYNC_{provider.upper()}_")})  # fmt: skip
+    grant = {"grant_type": "authorization_code", "code": f"user-{sim_user}", "redirect_uri": "http://localhost/"}
+    return await request_tokens(HttpClient(session, retries=2), PROVIDERS[provider], settings.provider(provider), grant)
 
 
 async def create_demo(database_url: str, api_url: str, env: dict[str, str]) -> str:
@@ -104,15 +98,13 @@ async def create_demo(database_url: str, api_url: str, env: dict[str, str]) -> s
             if r.status not in (201, 409):
                 raise RuntimeError(f"creating the demo user failed: {r.status} {await r.text()}")
         for provider in DEMO_PROVIDERS:
-            token = await _token_for(session, env[f"WEARSYNC_{provider.upper()}_AUTH_URL"], "demo")
+            tokens = await _tokens_for(session, provider, env, "demo")
             body = {
-                "access_token": token["access_token"],
-                "refresh_token": token.get("refresh_token"),
-                "expires_at": time.strftime(
-                    "%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + int(token.get("expires_in", 3600)))
-                ),
-                "provider_user_id": str(token.get("user") or "demo"),
-                "scopes": str(token.get("scope", "")).split(),
+                "access_token": tokens.access_token,
+                "refresh_token": tokens.refresh_token,
+                "expires_at": tokens.expires_at.isoformat() if tokens.expires_at else None,
+                "provider_user_id": tokens.provider_user_id or "demo",
+                "scopes": tokens.scopes,
             }
             url = f"{api_url}/api/v1/users/{DEMO_USER_ID}/connections/{provider}"
             async with session.put(url, json=body) as r:

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROVIDER_NAMES = ("garmin", "strava", "polar", "suunto", "whoop")
@@ -45,26 +45,34 @@ class Settings(BaseSettings):
     http_retries: int = 4
     http_backoff_s: float = 0.5
     http_backoff_max_s: float = 20.0
+    # A wait for a rate limit longer than this defers the job instead of holding its worker slot.
+    rate_limit_max_wait_s: float = 30.0
+    rate_limit_max_deferrals: int = 48  # how often a job may be deferred for rate limits before it fails
+    token_refresh_margin_s: int = 300  # refresh access tokens this long before they expire
 
     garmin_api_url: str = "https://apis.garmin.com"
     garmin_auth_url: str = "https://diauth.garmin.com"
     garmin_client_id: str = ""
     garmin_client_secret: str = ""
+    garmin_rate_limits: str | None = None  # e.g. "100/900,1000/86400"; default: documented limits
 
     strava_api_url: str = "https://www.strava.com"
     strava_auth_url: str = "https://www.strava.com"
     strava_client_id: str = ""
     strava_client_secret: str = ""
+    strava_rate_limits: str | None = None  # e.g. "100/900,1000/86400"; default: documented limits
 
     polar_api_url: str = "https://www.polaraccesslink.com"
     polar_auth_url: str = "https://polarremote.com"
     polar_client_id: str = ""
     polar_client_secret: str = ""
+    polar_rate_limits: str | None = None  # e.g. "100/900,1000/86400"; default: documented limits
 
     suunto_api_url: str = "https://cloudapi.suunto.com"
     suunto_auth_url: str = "https://cloudapi-oauth.suunto.com"
     suunto_client_id: str = ""
     suunto_client_secret: str = ""
+    suunto_rate_limits: str | None = None  # e.g. "100/900,1000/86400"; default: documented limits
     suunto_subscription_key: str = ""
     # How far back a Suunto 24/7 sync with since=0 reaches ("all available data").
     suunto_247_history_days: int = Field(90, ge=1, le=3650)
@@ -74,6 +82,16 @@ class Settings(BaseSettings):
     whoop_auth_url: str = "https://api.prod.whoop.com"
     whoop_client_id: str = ""
     whoop_client_secret: str = ""
+    whoop_rate_limits: str | None = None  # e.g. "100/900,1000/86400"; default: documented limits
+
+    @field_validator(*(f"{name}_rate_limits" for name in PROVIDER_NAMES))
+    @classmethod
+    def _check_rate_limits(cls, value: str | None) -> str | None:
+        if value is not None:
+            from wearsync.providers.ratelimit import parse_rate_limits
+
+            parse_rate_limits(value)
+        return value
 
     def provider(self, name: str) -> ProviderSettings:
         return ProviderSettings(

@@ -7,18 +7,23 @@ the job, a bug fails the task in one place (the job wrapper).
 
 import asyncio
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 from uuid import UUID
 
 import aiohttp
 import asyncpg
 import structlog
+from redis.asyncio import Redis
 
 from wearsync.db import queries
 from wearsync.models import DataType, SyncParams, TaskStatus
 from wearsync.providers import PROVIDERS
 from wearsync.providers.core import Connection, Provider, SyncContext
-from wearsync.providers.errors import NotSupported, ProviderError
+from wearsync.providers.errors import NotSupported, ProviderError, RateLimited
 from wearsync.providers.http import HttpClient
+from wearsync.providers.ratelimit import RateLimiter
+from wearsync.providers.tokens import Credentials
 from wearsync.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -35,14 +40,25 @@ class Deps:
     http: HttpClient
 
 
-def create_http_client(settings: Settings) -> HttpClient:
-    """The process's one upstream session (call inside a running loop; close `.session` after)."""
+def create_http_client(settings: Settings, redis: Redis) -> HttpClient:
+    """The process's one upstream session (call inside a running loop; close `.session` after),
+    counting calls against rate limits shared with every other process through `redis`."""
     session = aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=settings.http_timeout_s),
         connector=aiohttp.TCPConnector(limit=100, limit_per_host=20),
         headers={"User-Agent": "wearsync"},
     )
-    return HttpClient(session, settings.http_retries, settings.http_backoff_s, settings.http_backoff_max_s)
+    return HttpClient(
+        session,
+        retries=settings.http_retries,
+        backoff_s=settings.http_backoff_s,
+        backoff_max_s=settings.http_backoff_max_s,
+        max_inline_wait_s=settings.rate_limit_max_wait_s,
+        # Keyed under the queue name: one deployment (one queue) shares one set of limits.
+        limiter=RateLimiter(
+            redis, prefix=f"{settings.queue_name}:ratelimit", max_wait_s=settings.rate_limit_max_wait_s
+        ),
+    )
 
 
 def overall_status(details: dict[str, bool]) -> TaskStatus:
@@ -51,9 +67,12 @@ def overall_status(details: dict[str, bool]) -> TaskStatus:
     return TaskStatus.PARTIAL if any(details.values()) else TaskStatus.FAILED
 
 
-async def run_task(deps: Deps, task_id: UUID) -> dict[str, bool] | None:
+async def run_task(deps: Deps, task_id: UUID, *, defer_rate_limits: bool = False) -> dict[str, bool] | None:
     """Run a queued (or interrupted) task to its end; returns per-type success, or None if the
-    task is unknown or already finished (a duplicate delivery of the job)."""
+    task is unknown or already finished (a duplicate delivery of the job).
+
+    With `defer_rate_limits` (a job), a long rate-limit wait raises RateLimited for the job to be
+    deferred; otherwise (a sync call) it fails the data type like any provider error."""
     task = await queries.start_task(deps.db, task_id)
     if task is None:
         log.info("task already finished or unknown, nothing to do")
@@ -66,19 +85,60 @@ async def run_task(deps: Deps, task_id: UUID) -> dict[str, bool] | None:
         await queries.finish_task(deps.db, task_id, TaskStatus.FAILED, details, NO_CONNECTION)
         return details
     connection = Connection.from_row(row)
+    credentials = Credentials(
+        provider=provider,
+        config=deps.settings.provider(provider.name),
+        user_id=connection.user_id,
+        access_token=connection.access_token,
+        refresh_token=connection.refresh_token,
+        expires_at=connection.expires_at,
+        db=deps.db,
+        http=deps.http,
+        refresh_margin=timedelta(seconds=deps.settings.token_refresh_margin_s),
+    )
     params = SyncParams.model_validate(task["params"])
     log.info("sync started", provider=provider.name, user_id=str(connection.user_id), data_types=data_types)
-    async with asyncio.TaskGroup() as group:
-        runs = {
-            t: group.create_task(_sync_data_type(deps, task_id, provider, t, params, connection)) for t in data_types
-        }
-    errors = {t.value: run.result() for t, run in runs.items()}
+    progress: dict[str, Any] = task["progress"]
+    # A rerun (deferred or crashed job) skips what an earlier run finished.
+    to_run = [t for t in data_types if progress.get(t.value, {}).get("status") != "succeeded"]
+    try:
+        async with asyncio.TaskGroup() as group:
+            runs = {
+                t: group.create_task(
+                    _sync_data_type(
+                        deps, task_id, provider, t, params, connection, credentials, defer_rate_limits,
+                        done=progress.get(t.value, {}).get("done") or {},
+                    )
+                )
+                for t in to_run
+            }  # fmt: skip
+    except BaseExceptionGroup as failures:
+        raise _most_telling(failures) from None
+    errors = {t.value: runs[t].result() if t in runs else None for t in data_types}
     details = {t: error is None for t, error in errors.items()}
     status = overall_status(details)
     error = "; ".join(f"{t}: {e}" for t, e in errors.items() if e is not None) or None
     await queries.finish_task(deps.db, task_id, status, details, error)
-    log.info("sync finished", status=status.value, details=details)
+    log.info("sync finished", status=status.value, details=details, token_refreshes=credentials.refreshes)
     return details
+
+
+def _most_telling(failures: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception of a failed task group the caller should handle: anything unexpected
+    before a rate-limit deferral, the longest wait among deferrals."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [failures]
+    while pending:
+        error = pending.pop()
+        if isinstance(error, BaseExceptionGroup):
+            pending.extend(error.exceptions)
+        else:
+            leaves.append(error)
+    others = [e for e in leaves if not isinstance(e, RateLimited | asyncio.CancelledError)]
+    if others:
+        return others[0]
+    limited = [e for e in leaves if isinstance(e, RateLimited)]
+    return max(limited, key=lambda e: e.retry_after_s) if limited else leaves[0]
 
 
 async def _sync_data_type(
@@ -88,26 +148,43 @@ async def _sync_data_type(
     data_type: DataType,
     params: SyncParams,
     connection: Connection,
+    credentials: Credentials,
+    defer_rate_limits: bool,
+    done: dict[str, int],
 ) -> str | None:
     """Sync one data type; returns None on success or the provider error that failed it."""
+    config = deps.settings.provider(provider.name)
     ctx = SyncContext(
         task_id=task_id,
         data_type=data_type,
         params=params,
         connection=connection,
-        config=deps.settings.provider(provider.name),
+        config=config,
         http=deps.http,
         db=deps.db,
         settings=deps.settings,
+        credentials=credentials,
+        bucket=provider.bucket(deps.settings),
+        headers=provider.api_headers(config),
+        done=done,
     )
     sync = provider.sync.get(data_type)
     try:
         if sync is None:
             raise NotSupported(f"the {provider.name} client does not sync {data_type.value} yet")
         await sync(ctx)
+    except RateLimited as e:
+        if not defer_rate_limits:
+            return await _fail_type(deps, task_id, data_type, e)
+        await queries.update_type_progress(deps.db, task_id, data_type, status="waiting", error=str(e))
+        raise
     except ProviderError as e:
-        log.warning("data type failed", data_type=data_type.value, error=str(e))
-        await queries.update_type_progress(deps.db, task_id, data_type, status="failed", error=str(e))
-        return str(e)
+        return await _fail_type(deps, task_id, data_type, e)
     await queries.update_type_progress(deps.db, task_id, data_type, status="succeeded")
     return None
+
+
+async def _fail_type(deps: Deps, task_id: UUID, data_type: DataType, error: ProviderError) -> str:
+    log.warning("data type failed", data_type=data_type.value, error=str(error))
+    await queries.update_type_progress(deps.db, task_id, data_type, status="failed", error=str(error))
+    return str(error)

@@ -1,5 +1,6 @@
 """The arq worker: its job functions and WorkerSettings. `wearsync worker` runs it."""
 
+import random
 import socket
 from typing import Any
 from uuid import UUID
@@ -11,6 +12,7 @@ from arq.worker import func
 
 from wearsync.db import TRANSIENT_DB_ERRORS, create_pool, queries
 from wearsync.models import TaskStatus
+from wearsync.providers.errors import RateLimited
 from wearsync.settings import Settings
 from wearsync.sync import Deps, create_http_client, run_task
 
@@ -22,7 +24,14 @@ async def sync_task(ctx: dict[str, Any], task_id: str) -> dict[str, bool] | None
     job_try: int = ctx["job_try"]
     structlog.contextvars.bind_contextvars(task_id=task_id, job_try=job_try)
     try:
-        return await run_task(deps, UUID(task_id))
+        return await run_task(deps, UUID(task_id), defer_rate_limits=True)
+    except RateLimited as e:
+        # Wait for the provider's window to reopen without holding this worker slot.
+        if job_try < deps.settings.job_max_tries + deps.settings.rate_limit_max_deferrals:
+            log.info("rate limited, deferring the task", seconds=round(e.retry_after_s), error=str(e))
+            raise Retry(defer=e.retry_after_s + random.uniform(0, min(5, 0.5 + e.retry_after_s / 10))) from e
+        await queries.finish_task(deps.db, UUID(task_id), TaskStatus.FAILED, None, f"gave up waiting: {e}")
+        return None
     except TRANSIENT_DB_ERRORS as e:
         # The pool does not retry a query that died with its connection; the job does.
         if job_try < deps.settings.job_max_tries:
@@ -42,7 +51,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or Settings()
     ctx["settings"] = settings
     db = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
-    ctx["deps"] = Deps(settings=settings, db=db, http=create_http_client(settings))
+    ctx["deps"] = Deps(settings=settings, db=db, http=create_http_client(settings, ctx["redis"]))
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -68,7 +77,8 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "queue_name": settings.queue_name,
         "max_jobs": settings.worker_max_jobs,
         "job_timeout": settings.job_timeout_s,
-        "max_tries": settings.job_max_tries,
+        # Our own budgets (database retries, rate-limit deferrals) are checked in the job.
+        "max_tries": settings.job_max_tries + settings.rate_limit_max_deferrals,
         "ctx": {"settings": settings},
         "health_check_key": health_check_key(settings),
     }

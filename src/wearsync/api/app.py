@@ -21,7 +21,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     db = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
     queue = await create_redis_pool(RedisSettings.from_dsn(settings.redis_url), default_queue_name=settings.queue_name)
     # Sync mode runs provider clients inside the request, so the API has an upstream session too.
-    http = create_http_client(settings)
+    http = create_http_client(settings, queue)
     app[DEPS] = Deps(settings=settings, db=db, http=http)
     app[QUEUE] = queue
     yield

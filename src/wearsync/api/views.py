@@ -72,6 +72,8 @@ async def get_task(request: web.Request) -> web.Response:
         raise ApiError(404, "Task not found")
     task = dict(row)
     started, finished = task["started_at"], task["finished_at"]
+    # `done` (which pages are stored, for a rerun to skip) is the worker's bookkeeping.
+    task["progress"] = {t: {k: v for k, v in p.items() if k != "done"} for t, p in task["progress"].items()}
     return json_response({
         "task_id": task.pop("id"),
         **task,
@@ -107,7 +109,16 @@ async def get_user(request: web.Request) -> web.Response:
 
 def _connection_json(row: asyncpg.Record) -> dict[str, object]:
     """A connection without its tokens: they never leave the service."""
-    keys = ("provider", "provider_user_id", "expires_at", "scopes", "active", "created_at", "updated_at")
+    keys = (
+        "provider",
+        "provider_user_id",
+        "expires_at",
+        "scopes",
+        "active",
+        "inactive_reason",
+        "created_at",
+        "updated_at",
+    )
     return {"user_id": row["user_id"], **{k: row[k] for k in keys}}
 
 
@@ -129,7 +140,7 @@ async def list_connections(request: web.Request) -> web.Response:
 async def delete_connection(request: web.Request) -> web.Response:
     path = validate(ConnectionPath, request.match_info, _PATH)
     await _own_user(request, path.user_id)
-    if not await queries.deactivate_connection(request.app[DEPS].db, path.user_id, path.provider):
+    if not await queries.deactivate_connection(request.app[DEPS].db, path.user_id, path.provider, "disconnected"):
         raise ApiError(404, NO_CONNECTION)
     return web.Response(status=204)
 

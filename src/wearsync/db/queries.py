@@ -70,7 +70,7 @@ async def get_user(db: Executor, app_id: UUID, user_id: UUID) -> asyncpg.Record 
 
 _CONNECTION_COLUMNS = (
     "c.user_id, c.provider, c.provider_user_id, c.access_token, c.refresh_token, c.expires_at,"
-    " c.scopes, c.active, c.created_at, c.updated_at"
+    " c.scopes, c.active, c.inactive_reason, c.created_at, c.updated_at"
 )
 
 
@@ -93,7 +93,7 @@ async def upsert_connection(
         ON CONFLICT (user_id, provider) DO UPDATE SET
             provider_user_id = EXCLUDED.provider_user_id, access_token = EXCLUDED.access_token,
             refresh_token = EXCLUDED.refresh_token, expires_at = EXCLUDED.expires_at,
-            scopes = EXCLUDED.scopes, active = true, updated_at = now()
+            scopes = EXCLUDED.scopes, active = true, inactive_reason = NULL, updated_at = now()
         RETURNING {_CONNECTION_COLUMNS}
         """,
         user_id,
@@ -133,14 +133,51 @@ async def get_active_connection(
     return row
 
 
-async def deactivate_connection(db: Executor, user_id: UUID, provider: str) -> bool:
+async def deactivate_connection(db: Executor, user_id: UUID, provider: str, reason: str = "disconnected") -> bool:
     status: str = await db.execute(
-        "UPDATE provider_connections SET active = false, updated_at = now()"
+        "UPDATE provider_connections SET active = false, inactive_reason = $3, updated_at = now()"
         " WHERE user_id = $1 AND provider = $2 AND active",
         user_id,
         provider,
+        reason,
     )
     return status != "UPDATE 0"
+
+
+async def lock_connection(conn: Executor, user_id: UUID, provider: str) -> asyncpg.Record | None:
+    """The connection row, locked until the caller's transaction ends (one token refresh at a time)."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"SELECT {_CONNECTION_COLUMNS} FROM provider_connections c WHERE c.user_id = $1 AND c.provider = $2 FOR UPDATE",
+        user_id,
+        provider,
+    )
+    return row
+
+
+async def save_tokens(
+    db: Executor,
+    user_id: UUID,
+    provider: str,
+    *,
+    access_token: str,
+    refresh_token: str | None,
+    expires_at: datetime | None,
+) -> asyncpg.Record:
+    row: asyncpg.Record | None = await db.fetchrow(
+        f"""
+        UPDATE provider_connections c
+        SET access_token = $3, refresh_token = $4, expires_at = $5, updated_at = now()
+        WHERE c.user_id = $1 AND c.provider = $2
+        RETURNING {_CONNECTION_COLUMNS}
+        """,
+        user_id,
+        provider,
+        access_token,
+        refresh_token,
+        expires_at,
+    )
+    assert row is not None
+    return row
 
 
 # ---- sync tasks ---------------------------------------------------------------------------
@@ -156,6 +193,7 @@ _TYPE_PROGRESS: dict[str, Any] = {
     "pages": 0,
     "pages_total": None,
     "records": {},
+    "done": {},
     "error": None,
 }
 
@@ -199,18 +237,23 @@ async def get_task(db: Executor, task_id: UUID, app_id: UUID | None = None) -> a
 
 
 async def start_task(db: Executor, task_id: UUID) -> asyncpg.Record | None:
-    """Mark a queued or interrupted task running, resetting its progress (a rerun redoes every
-    page; the upserts make that harmless). None if the task is unknown or already final."""
+    """Mark a queued or interrupted task running. Progress is kept: a rerun (a deferred or crashed
+    job) skips the data types that succeeded and the pages already stored (`done`), and redoes
+    the rest; the upserts make a redone page harmless. None if the task is unknown or final."""
     row: asyncpg.Record | None = await db.fetchrow(
         f"""
         UPDATE sync_tasks SET status = 'running', attempts = attempts + 1,
             started_at = coalesce(started_at, now()), updated_at = now(),
-            progress = (SELECT jsonb_object_agg(t, $2::jsonb) FROM unnest(data_types) AS t)
+            progress = (
+                SELECT jsonb_object_agg(t, CASE WHEN progress -> t ->> 'status' = 'succeeded' THEN progress -> t
+                    ELSE $2::jsonb || coalesce(progress -> t, '{{}}') || '{{"status": "running", "error": null}}'
+                    END)
+                FROM unnest(data_types) AS t)
         WHERE id = $1 AND status IN ('queued', 'running')
         RETURNING {_TASK_COLUMNS}
         """,
         task_id,
-        _TYPE_PROGRESS | {"status": "running"},
+        _TYPE_PROGRESS,
     )
     return row
 
@@ -222,15 +265,18 @@ async def update_type_progress(
     *,
     pages: int = 0,
     records: Mapping[str, int] | None = None,
+    done: Mapping[str, int] | None = None,
     **fields: Any,
 ) -> None:
-    """Atomically add pages and per-kind record counts to one data type's progress, and set any
-    other fields given (status, error, pages_total)."""
+    """Atomically add pages and per-kind record counts to one data type's progress, mark pages
+    `done` (page key -> items, for a rerun to skip), and set any other fields given (status,
+    error, pages_total)."""
     kinds = list(records or {})
     await db.execute(
         """
         UPDATE sync_tasks SET updated_at = now(), progress = jsonb_set(progress, ARRAY[$2::text],
             coalesce(progress -> $2, '{}') || $5::jsonb || jsonb_build_object(
+                'done', coalesce(progress -> $2 -> 'done', '{}') || $7::jsonb,
                 'pages', coalesce((progress -> $2 ->> 'pages')::int, 0) + $3,
                 'records', coalesce(progress -> $2 -> 'records', '{}') || (
                     SELECT coalesce(jsonb_object_agg(k, coalesce((progress -> $2 -> 'records' ->> k)::int, 0) + n),
@@ -244,6 +290,7 @@ async def update_type_progress(
         kinds,
         fields,
         [records[k] for k in kinds] if records else [],
+        dict(done or {}),
     )
 
 

@@ -11,8 +11,10 @@ import asyncpg
 from wearsync.db import queries
 from wearsync.db.records import upsert_records
 from wearsync.models import DataType, SyncParams
-from wearsync.providers.errors import MalformedPayload
-from wearsync.providers.http import HttpClient
+from wearsync.providers.errors import MalformedPayload, UpstreamAuthError
+from wearsync.providers.http import Bucket, HttpClient, Params
+from wearsync.providers.ratelimit import RateLimit, parse_rate_limits
+from wearsync.providers.tokens import Credentials
 from wearsync.records import RECORD_KIND, Record
 from wearsync.settings import ProviderSettings, Settings
 
@@ -34,7 +36,8 @@ class Connection:
 
 @dataclass
 class SyncContext:
-    """Everything one data type of one sync needs; `save_page` is the only way records land."""
+    """Everything one data type of one sync needs. Upstream calls go through `get_json` /
+    `request_json` (token, refresh on 401, shared rate limit); records land only by `save_page`."""
 
     task_id: UUID
     data_type: DataType
@@ -44,17 +47,42 @@ class SyncContext:
     http: HttpClient
     db: asyncpg.Pool
     settings: Settings  # provider tunables (page concurrency, history reach, ...)
+    credentials: Credentials
+    bucket: Bucket | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)  # sent with every data call
+    # Pages stored by an earlier run of this task (page key -> items): a rerun skips them.
+    done: Mapping[str, int] = field(default_factory=dict)
 
-    async def save_page(self, records: Sequence[Record]) -> None:
+    async def get_json(self, url: str, *, params: Params | None = None) -> Any:
+        return await self.request_json("GET", url, params=params)
+
+    async def request_json(self, method: str, url: str, *, params: Params | None = None, json_body: Any = None) -> Any:
+        """A data call with the connection's token; a 401 refreshes the token once and retries."""
+        for attempt in (1, 2):
+            token = await self.credentials.token()
+            headers = {**self.headers, "Authorization": f"Bearer {token}"}
+            try:
+                return await self.http.request_json(
+                    method, url, params=params, headers=headers, json_body=json_body, bucket=self.bucket
+                )
+            except UpstreamAuthError as e:
+                if e.status != 401 or attempt == 2:
+                    raise
+                await self.credentials.refresh(token)
+        raise AssertionError("unreachable")
+
+    async def save_page(self, records: Sequence[Record], page_key: str | None = None, items: int = 0) -> None:
         """Store one upstream page and count it, in one transaction, so progress never claims a
-        record that is not stored."""
+        record that is not stored; `page_key` (with the page's item count) marks it done for a
+        rerun of the task to skip."""
         counts: dict[str, int] = {}
         for record in records:
             kind = RECORD_KIND[type(record)]
             counts[kind] = counts.get(kind, 0) + 1
+        done = {page_key: items} if page_key is not None else None
         async with self.db.acquire() as conn, conn.transaction():
             await upsert_records(conn, self.connection.user_id, self.connection.provider, records)
-            await queries.update_type_progress(conn, self.task_id, self.data_type, pages=1, records=counts)
+            await queries.update_type_progress(conn, self.task_id, self.data_type, pages=1, records=counts, done=done)
 
     async def set_pages_total(self, pages_total: int) -> None:
         await queries.update_type_progress(self.db, self.task_id, self.data_type, pages_total=pages_total)
@@ -79,18 +107,23 @@ SyncFunction = Callable[[SyncContext], Awaitable[None]]
 
 
 @dataclass(frozen=True)
-class RateLimit:
-    requests: int
-    per_seconds: int
-
-
-@dataclass(frozen=True)
 class Provider:
-    """A provider as data: what it supports, how its data arrives, its limits, and the client
-    functions that sync each data type (absent until its client exists)."""
+    """A provider as data: what it supports, how its data arrives, how its OAuth server takes our
+    credentials, its documented rate limits, and the client functions that sync each data type."""
 
     name: str
     supports: frozenset[DataType]
     delivery: str  # "pull" or "webhook"
+    token_path: str  # on the provider's auth host
+    client_auth: str = "basic"  # "basic" (HTTP Basic) or "body" (client_id/client_secret in the form)
+    refresh_params: Mapping[str, str] = field(default_factory=dict)  # extra fields of a refresh grant
     rate_limits: tuple[RateLimit, ...] = ()
     sync: Mapping[DataType, SyncFunction] = field(default_factory=dict)
+    # Headers every data call carries besides the bearer token (Suunto's subscription key).
+    api_headers: Callable[[ProviderSettings], dict[str, str]] = lambda config: {}
+
+    def bucket(self, settings: Settings) -> Bucket:
+        """Its shared rate-limit bucket: the documented limits unless WEARSYNC_<P>_RATE_LIMITS says."""
+        configured = getattr(settings, f"{self.name}_rate_limits")
+        limits = self.rate_limits if configured is None else parse_rate_limits(configured)
+        return Bucket(self.name, limits)

@@ -27,9 +27,15 @@ class UpstreamAuthError(UpstreamError):
     """The provider refused our token (401/403)."""
 
 
-class RateLimited(UpstreamError):
-    """The provider asks us to wait longer than a job should hold a worker slot."""
+class RateLimited(ProviderError):
+    """The provider, or our share of its rate limit, asks for a longer wait than a worker slot
+    should be held for: an async job is deferred by `retry_after_s`, a sync call fails the type."""
 
-    def __init__(self, method: str, url: str, retry_after_s: float, body: str) -> None:
+    def __init__(self, message: str, retry_after_s: float) -> None:
         self.retry_after_s = retry_after_s
-        super().__init__(method, url, 429, body)
+        super().__init__(f"{message}; retry in {retry_after_s:.0f}s")
+
+
+class ConnectionRevoked(ProviderError):
+    """The provider refused the connection's refresh token: the connection is now inactive and the
+    user must connect again."""

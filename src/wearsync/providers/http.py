@@ -3,6 +3,7 @@ backoff and full jitter on timeouts, connection errors, 5xx and unreadable bodie
 waited out as the provider says when the wait is short."""
 
 import asyncio
+import contextlib
 import json
 import random
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ import aiohttp
 import structlog
 
 from wearsync.providers.errors import MalformedPayload, RateLimited, UpstreamAuthError, UpstreamError
+from wearsync.providers.ratelimit import RateLimit, RateLimiter
 
 log = structlog.get_logger(__name__)
 
@@ -22,22 +24,47 @@ Params = Mapping[str, str | int | float]
 
 
 def retry_after_seconds(headers: Mapping[str, str], default: float) -> float:
+    """How long a 429 asks us to wait: `Retry-After` (seconds or a date), `X-RateLimit-Reset`
+    (Whoop: seconds to go), or Strava's usage headers (its windows end every quarter hour and at
+    midnight UTC)."""
     value = headers.get("Retry-After")
-    if value is None:
-        return default
-    try:
-        return max(0.0, float(value))
-    except ValueError:
+    if value is not None:
         try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time())
-        except (TypeError, ValueError):
-            return default
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                return max(0.0, parsedate_to_datetime(value).timestamp() - time())
+            except (TypeError, ValueError):
+                return default
+    reset = headers.get("X-RateLimit-Reset")
+    if reset is not None:
+        with contextlib.suppress(ValueError):
+            seconds = float(reset)
+            return max(0.0, seconds - time() if seconds > 1e9 else seconds)  # an epoch, or seconds to go
+    usage, limit = headers.get("X-RateLimit-Usage"), headers.get("X-RateLimit-Limit")
+    if usage and limit:
+        with contextlib.suppress(ValueError):
+            used, allowed = [int(n) for n in usage.split(",")], [int(n) for n in limit.split(",")]
+            now = time()
+            if len(used) > 1 and len(allowed) > 1 and used[1] >= allowed[1]:
+                return 86400 - now % 86400
+            return 900 - now % 900
+    return default
 
 
 class _Transient(Exception):
     def __init__(self, reason: str, status: int | None = None, body: str = "") -> None:
         super().__init__(reason)
         self.reason, self.status, self.body = reason, status, body
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """Where a request counts against a rate limit shared by every worker: a provider's name and
+    its limits."""
+
+    name: str
+    limits: tuple[RateLimit, ...]
 
 
 @dataclass
@@ -48,9 +75,13 @@ class HttpClient:
     backoff_max_s: float = 20.0
     # A 429 asking for a longer wait than this is raised (RateLimited) instead of slept through.
     max_inline_wait_s: float = 30.0
+    limiter: RateLimiter | None = None
+    max_429_waits: int = 10
 
-    async def get_json(self, url: str, *, params: Params | None = None, headers: Mapping[str, str]) -> Any:
-        return await self.request_json("GET", url, params=params, headers=headers)
+    async def get_json(
+        self, url: str, *, params: Params | None = None, headers: Mapping[str, str], bucket: Bucket | None = None
+    ) -> Any:
+        return await self.request_json("GET", url, params=params, headers=headers, bucket=bucket)
 
     async def request_json(
         self,
@@ -60,22 +91,28 @@ class HttpClient:
         params: Params | None = None,
         headers: Mapping[str, str],
         data: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        bucket: Bucket | None = None,
     ) -> Any:
+        """One call, retried on transient failures; every attempt takes a slot of `bucket`."""
         last: _Transient | None = None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                await asyncio.sleep(random.uniform(0, min(self.backoff_max_s, self.backoff_s * 2**attempt)))
+        attempt = waits_429 = 0
+        while attempt <= self.retries:
+            if self.limiter is not None and bucket is not None:
+                await self.limiter.acquire(bucket.name, bucket.limits)
             try:
-                return await self._once(method, url, params, headers, data)
+                return await self._once(method, url, params, headers, data, json_body)
             except _Transient as e:
-                last = e
-                log.warning("upstream call failed, retrying", method=method, url=url, reason=e.reason,
-                            attempt=attempt + 1)  # fmt: skip
+                last, attempt = e, attempt + 1
+                log.warning("upstream call failed", method=method, url=url, reason=e.reason, attempt=attempt)
+                if attempt <= self.retries:
+                    await asyncio.sleep(random.uniform(0, min(self.backoff_max_s, self.backoff_s * 2**attempt)))
             except RateLimited as e:
-                if e.retry_after_s > self.max_inline_wait_s:
+                waits_429 += 1
+                if e.retry_after_s > self.max_inline_wait_s or waits_429 > self.max_429_waits:
                     raise
                 log.info("upstream rate limited, waiting", url=url, seconds=e.retry_after_s)
-                await asyncio.sleep(e.retry_after_s)
+                await asyncio.sleep(e.retry_after_s + random.uniform(0, 0.1))
         assert last is not None
         if last.reason == "malformed JSON":
             raise MalformedPayload(f"{method} {url} returned malformed JSON: {last.body[:200]}")
@@ -88,9 +125,12 @@ class HttpClient:
         params: Params | None,
         headers: Mapping[str, str],
         data: Mapping[str, str] | None,
+        json_body: Any,
     ) -> Any:
         try:
-            async with self.session.request(method, url, params=params, headers=headers, data=data) as resp:
+            async with self.session.request(
+                method, url, params=params, headers=headers, data=data, json=json_body
+            ) as resp:
                 body = await resp.read()
                 status = resp.status
                 resp_headers = resp.headers
@@ -98,7 +138,8 @@ class HttpClient:
             raise _Transient(type(e).__name__) from e
         text = body.decode("utf-8", "replace")
         if status == 429:
-            raise RateLimited(method, url, retry_after_seconds(resp_headers, 60.0), text)
+            wait = retry_after_seconds(resp_headers, 60.0)
+            raise RateLimited(f"{method} {url} was rate limited (HTTP 429: {text[:200]})", wait)
         if status >= 500:
             raise _Transient(f"HTTP {status}", status, text)
         if status in (401, 403):

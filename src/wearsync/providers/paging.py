@@ -2,7 +2,7 @@
 as they arrive, so records are written page by page and memory does not grow with history."""
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -19,12 +19,19 @@ async def _abandon(tasks: Iterable["asyncio.Future[Any]"]) -> None:
 
 
 async def offset_pages(
-    fetch: Callable[[int], Awaitable[list[T]]], *, start: int, limit: int, concurrency: int
-) -> AsyncGenerator[list[T]]:
-    """Pages of an offset/limit list, `concurrency` requests in flight. The list's length is not
-    known up front: the first short page marks the end, and no page past it is requested. Until
-    a full page shows there is more, one request goes alone, so a small or unchanged history
-    costs one call, not `concurrency` (upstream calls are the scarce resource)."""
+    fetch: Callable[[int], Awaitable[list[T]]],
+    *,
+    start: int,
+    limit: int,
+    concurrency: int,
+    done: Mapping[int, int] | None = None,
+) -> AsyncGenerator[tuple[int, list[T]]]:
+    """(offset, page) of an offset/limit list, `concurrency` requests in flight. The list's length
+    is not known up front: the first short page marks the end, and no page past it is requested.
+    Until a full page shows there is more, one request goes alone, so a small or unchanged history
+    costs one call, not `concurrency` (upstream calls are the scarce resource). Offsets in `done`
+    (offset -> items, stored by an earlier run) are not fetched again."""
+    done = done or {}
     next_offset, end = start, None
     in_flight = 1
     pending: dict[asyncio.Future[list[T]], int] = {}
@@ -32,12 +39,18 @@ async def offset_pages(
     try:
         while True:
             while len(pending) < in_flight and (end is None or next_offset < end):
-                pending[asyncio.ensure_future(fetch(next_offset))] = next_offset
+                if next_offset in done:  # as if fetched again
+                    if done[next_offset] < limit:
+                        end = next_offset + limit if end is None else min(end, next_offset + limit)
+                    else:
+                        in_flight = concurrency
+                else:
+                    pending[asyncio.ensure_future(fetch(next_offset))] = next_offset
                 next_offset += limit
             if not pending:
                 return
-            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            unread = sorted(done, key=pending.__getitem__, reverse=True)
+            done_now, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            unread = sorted(done_now, key=pending.__getitem__, reverse=True)
             while unread:
                 task = unread.pop()
                 offset = pending.pop(task)
@@ -47,7 +60,7 @@ async def offset_pages(
                 else:
                     in_flight = concurrency
                 if page:
-                    yield page
+                    yield offset, page
     finally:
         await _abandon([*pending, *unread])
 

@@ -14,9 +14,10 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from wearsync.models import DataType
-from wearsync.providers.core import Provider, RateLimit, SyncContext, map_page
+from wearsync.providers.core import Provider, SyncContext, map_page
 from wearsync.providers.errors import MalformedPayload
 from wearsync.providers.paging import each_concurrently, offset_pages, time_windows
+from wearsync.providers.ratelimit import RateLimit
 from wearsync.records import DailyActivity, Record, Recovery, Sample, SleepSession, Workout
 
 MAX_WINDOW = timedelta(days=28)
@@ -53,13 +54,6 @@ ACTIVITIES: dict[int, tuple[str, str]] = {
 }  # fmt: skip
 
 STRESS_STATES = {1: "relaxing", 2: "active", 3: "passive", 4: "stressful"}  # 0 means no reading
-
-
-def _headers(ctx: SyncContext) -> dict[str, str]:
-    return {
-        "Authorization": f"Bearer {ctx.connection.access_token}",
-        "Ocp-Apim-Subscription-Key": ctx.config.subscription_key,
-    }
 
 
 def _ms(dt: datetime) -> int:
@@ -234,7 +228,7 @@ async def sync_workouts(ctx: SyncContext) -> None:
     }
 
     async def fetch(offset: int) -> list[dict[str, Any]]:
-        body = await ctx.http.get_json(url, params=query | {"offset": offset}, headers=_headers(ctx))
+        body = await ctx.get_json(url, params=query | {"offset": offset})
         if not isinstance(body, dict) or not isinstance(body.get("payload", []), list):
             raise MalformedPayload(f"GET {url} returned no workout list: {str(body)[:200]}")
         if body.get("error"):
@@ -243,9 +237,11 @@ async def sync_workouts(ctx: SyncContext) -> None:
         return payload
 
     concurrency = ctx.settings.suunto_page_concurrency
-    async with aclosing(offset_pages(fetch, start=p.offset, limit=p.limit, concurrency=concurrency)) as pages:
-        async for page in pages:
-            await ctx.save_page(map_page(page, map_workout))
+    done = {int(key.removeprefix("offset:")): n for key, n in ctx.done.items()}
+    pages = offset_pages(fetch, start=p.offset, limit=p.limit, concurrency=concurrency, done=done)
+    async with aclosing(pages):
+        async for offset, page in pages:
+            await ctx.save_page(map_page(page, map_workout), f"offset:{offset}", len(page))
 
 
 _ENDPOINTS_247: dict[str, Callable[[Any], Record | Sequence[Record]]] = {
@@ -266,29 +262,36 @@ async def sync_247(ctx: SyncContext) -> None:
     calls = [(path, w) for w in time_windows(start, end, MAX_WINDOW) for path in [*_ENDPOINTS_247, _DAILY_STATISTICS]]
     await ctx.set_pages_total(len(calls))
 
-    async def fetch(call: tuple[str, tuple[datetime, datetime]]) -> list[Record]:
+    def key(call: tuple[str, tuple[datetime, datetime]]) -> str:
+        path, (window_start, _) = call
+        return f"{path}@{_ms(window_start)}"
+
+    async def fetch(call: tuple[str, tuple[datetime, datetime]]) -> tuple[str, list[Record]]:
         path, (window_start, window_end) = call
         url = f"{ctx.config.api_url}{path}"
-        params = {"from": _ms(window_start), "to": _ms(window_end)}
-        body = await ctx.http.get_json(url, params=params, headers=_headers(ctx))
+        body = await ctx.get_json(url, params={"from": _ms(window_start), "to": _ms(window_end)})
         if body is None:
-            return []
+            return key(call), []
         if not isinstance(body, list):
             raise MalformedPayload(f"GET {url} returned no list: {str(body)[:200]}")
         if path == _DAILY_STATISTICS:
-            return map_page([body], map_daily_statistics)
-        return map_page(body, _ENDPOINTS_247[path])
+            return key(call), map_page([body], map_daily_statistics)
+        return key(call), map_page(body, _ENDPOINTS_247[path])
 
     concurrency = ctx.settings.suunto_page_concurrency
-    async with aclosing(each_concurrently(calls, fetch, concurrency=concurrency)) as pages:
-        async for records in pages:
-            await ctx.save_page(records)
+    todo = [call for call in calls if key(call) not in ctx.done]
+    async with aclosing(each_concurrently(todo, fetch, concurrency=concurrency)) as pages:
+        async for page_key, records in pages:
+            await ctx.save_page(records, page_key, len(records))
 
 
 PROVIDER = Provider(
     name="suunto",
     supports=frozenset({DataType.WORKOUTS, DataType.DATA_247}),
     delivery="pull",
+    token_path="/oauth/token",
+    client_auth="basic",
     rate_limits=(RateLimit(100, 15 * 60),),
     sync={DataType.WORKOUTS: sync_workouts, DataType.DATA_247: sync_247},
+    api_headers=lambda config: {"Ocp-Apim-Subscription-Key": config.subscription_key},
 )

@@ -8,6 +8,7 @@ import hmac
 import random
 import re
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
@@ -16,18 +17,24 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-USER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+USER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # no dots: tokens are dot-separated
 
 
 @dataclass
 class Fault:
-    """Make the next `count` matching calls fail (count < 0: every call)."""
+    """Make the next `count` matching calls fail (count < 0: every call), after letting `skip`
+    matching calls through.
+
+    Kinds: "status" (answer `status`), "timeout" (never answer), "cut" (close the connection),
+    "malformed" (truncated JSON), "ratelimit" (the provider's own 429), "expire_tokens" (the
+    calling user's access tokens expire now; the call then goes on, and is refused)."""
 
     provider: str
     path_prefix: str  # matched against the provider's own path, e.g. "/247samples"
-    kind: str  # "status" | "timeout" | "cut" | "malformed"
+    kind: str
     status: int = 500
     count: int = 1
+    skip: int = 0
 
 
 @dataclass
@@ -36,6 +43,10 @@ class ProviderKnobs:
     client_id: str = "wearsync-sim"
     client_secret: str = "sim-secret"
     subscription_key: str = "sim-subscription-key"
+    access_ttl_s: int | None = None  # None: the provider's own lifetime
+    # (requests, seconds) windows counted per app, as the provider counts them; None: its own.
+    rate_limits: list[tuple[int, int]] | None = None
+    error_rate: float = 0.0  # share of data calls answered 500, at random
     # Default history size; users may be given their own with set_history.
     history: dict[str, int] = field(default_factory=dict)
     user_history: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -55,7 +66,16 @@ class SimState:
     knobs: dict[str, ProviderKnobs] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    # Refresh tokens used once where the provider rotates them, or revoked.
     revoked_refresh_tokens: set[str] = field(default_factory=set)
+    # (provider, user) -> instant before which its access / refresh tokens no longer work.
+    access_expired_before: dict[tuple[str, str], float] = field(default_factory=dict)
+    refresh_revoked_before: dict[tuple[str, str], float] = field(default_factory=dict)
+    # Every token grant served: (provider, grant_type, user).
+    grants: list[tuple[str, str, str]] = field(default_factory=list)
+    # (provider, window seconds, window index) -> requests counted.
+    rate_counts: dict[tuple[str, int, int], int] = field(default_factory=dict)
+    registered: set[tuple[str, str]] = field(default_factory=set)  # Polar: users registered by the app
 
     def provider(self, name: str) -> ProviderKnobs:
         return self.knobs.setdefault(name, ProviderKnobs())
@@ -63,22 +83,38 @@ class SimState:
     # ---- tokens: signed, so they survive nothing but need no store --------------------------
 
     def issue_token(self, provider: str, user: str, kind: str, ttl_s: int | None) -> str:
-        expires = int((datetime.now(UTC) + timedelta(seconds=ttl_s)).timestamp()) if ttl_s else 0
-        body = f"{provider}.{user}.{kind}.{expires}.{secrets.token_hex(4)}"
+        now = time.time()
+        expires = int(now + ttl_s) if ttl_s else 0
+        body = f"{provider}.{user}.{kind}.{expires}.{int(now * 1000)}x{secrets.token_hex(3)}"
         return f"{body}.{self._sign(body)}"
 
     def read_token(self, provider: str, token: str, kind: str) -> str | None:
-        """The user a valid, unexpired token of this kind was issued to, else None."""
+        """The user a valid, unexpired, unrevoked token of this kind was issued to, else None."""
         body, _, signature = token.rpartition(".")
         if not hmac.compare_digest(signature, self._sign(body)):
             return None
         parts = body.split(".")
         if len(parts) != 5 or parts[0] != provider or parts[2] != kind:
             return None
-        expires = int(parts[3])
-        if expires and expires < datetime.now(UTC).timestamp():
+        user, expires, issued_s = parts[1], int(parts[3]), int(parts[4].partition("x")[0]) / 1000
+        if expires and expires < time.time():
             return None
-        return parts[1]
+        cutoffs = self.access_expired_before if kind == "access" else self.refresh_revoked_before
+        if issued_s < cutoffs.get((provider, user), 0.0):
+            return None
+        if kind == "refresh" and token in self.revoked_refresh_tokens:
+            return None
+        return user
+
+    def count_request(self, provider: str, limits: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+        """Count one data call in each fixed window; (limit, window seconds, usage) per window."""
+        now = time.time()
+        usage = []
+        for requests, seconds in limits:
+            key = (provider, seconds, int(now // seconds))
+            self.rate_counts[key] = self.rate_counts.get(key, 0) + 1
+            usage.append((requests, seconds, self.rate_counts[key]))
+        return usage
 
     def _sign(self, body: str) -> str:
         return hmac.new(self.secret, body.encode(), hashlib.sha256).hexdigest()[:32]
@@ -86,6 +122,9 @@ class SimState:
     def take_fault(self, provider: str, path: str) -> Fault | None:
         for fault in self.faults:
             if fault.provider == provider and path.startswith(fault.path_prefix) and fault.count != 0:
+                if fault.skip > 0:
+                    fault.skip -= 1
+                    continue
                 if fault.count > 0:
                     fault.count -= 1
                 return fault
@@ -125,8 +164,33 @@ def bearer_user(request: web.Request, provider: str) -> str | None:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def fault_middleware(provider: str) -> Middleware:
-    """Latency, injected faults and the request log for one provider's apps."""
+@dataclass(frozen=True)
+class RateLimitStyle:
+    """How a provider counts calls to its data API and says so: its windows, the headers on every
+    answer, and its 429."""
+
+    limits: list[tuple[int, int]]  # (requests, seconds)
+    headers: Callable[[list[tuple[int, int, int]]], dict[str, str]]  # from (limit, seconds, usage)
+    body: dict[str, Any]
+
+
+async def _faulty_response(
+    request: web.Request, fault: Fault, rate_limit: RateLimitStyle | None, headers: dict[str, str]
+) -> web.StreamResponse:
+    if fault.kind == "timeout":
+        await asyncio.sleep(3600)
+    if fault.kind == "cut" and request.transport is not None:
+        request.transport.close()
+        raise web.HTTPInternalServerError()
+    if fault.kind == "malformed":
+        return web.Response(status=200, text='{"payload": [{"truncat', content_type="application/json")
+    if fault.kind == "ratelimit" and rate_limit is not None:
+        return web.json_response(rate_limit.body, status=429, headers=headers | {"Retry-After": "1"})
+    return json_error(fault.status, {"error": f"injected fault {fault.status}"})
+
+
+def fault_middleware(provider: str, rate_limit: RateLimitStyle | None = None) -> Middleware:
+    """Latency, injected faults, rate limits and the request log for one provider's apps."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -135,22 +199,35 @@ def fault_middleware(provider: str) -> Middleware:
         # The provider's own path: without the /<provider>/api or /<provider>/auth mount point.
         path = "/" + request.path.split("/", 3)[-1]
         entry: dict[str, Any] = {"provider": provider, "method": request.method, "path": path,
-                                 "query": dict(request.query), "status": None}  # fmt: skip
+                                 "query": dict(request.query), "status": None, "at": time.time()}  # fmt: skip
         state.requests.append(entry)
         if knobs.latency_s:
             await asyncio.sleep(knobs.latency_s)
+        headers: dict[str, str] = {}
+        if rate_limit is not None:
+            usage = state.count_request(provider, knobs.rate_limits or rate_limit.limits)
+            headers = rate_limit.headers(usage)
+            if any(used > limit for limit, _, used in usage):
+                entry["status"] = 429
+                return web.json_response(rate_limit.body, status=429, headers=headers)
         fault = state.take_fault(provider, path)
+        if fault is None and knobs.error_rate and random.random() < knobs.error_rate:
+            fault = Fault(provider, path, "status", 500)
+        if fault is not None and fault.kind == "expire_tokens":
+            user = bearer_user(request, provider)
+            if user is not None:
+                state.access_expired_before[(provider, user)] = time.time() + 0.001
+            fault = None
         if fault is not None:
             entry["status"] = f"fault:{fault.kind}"
-            if fault.kind == "timeout":
-                await asyncio.sleep(3600)
-            if fault.kind == "cut" and request.transport is not None:
-                request.transport.close()
-                raise web.HTTPInternalServerError()
-            if fault.kind == "malformed":
-                return web.Response(status=200, text='{"payload": [{"truncat', content_type="application/json")
-            return json_error(fault.status, {"error": f"injected fault {fault.status}"})
-        response = await handler(request)
+            return await _faulty_response(request, fault, rate_limit, headers)
+        try:
+            response = await handler(request)
+        except web.HTTPException as e:
+            entry["status"] = e.status
+            e.headers.update(headers)
+            raise
+        response.headers.update(headers)
         entry["status"] = response.status
         return response
 
@@ -160,3 +237,65 @@ def fault_middleware(provider: str) -> Middleware:
 def iso(dt: datetime, offset_minutes: int) -> str:
     """ISO 8601 in the user's local time with its offset, to the millisecond."""
     return dt.astimezone(timezone(timedelta(minutes=offset_minutes))).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class OAuthStyle:
+    """How a provider's token endpoint behaves."""
+
+    provider: str
+    access_ttl_s: int
+    client_auth: str = "basic"  # "basic" or "body"
+    issues_refresh_token: bool = True
+    rotates_refresh_token: bool = False  # the old refresh token stops working once used
+    # Provider-specific fields of a token response (user ids, expires_at, scope) for (user, ttl).
+    extra: Callable[[str, int], dict[str, Any]] = lambda user, ttl: {}
+    # The body of a refused grant (400).
+    refused: Callable[[str], dict[str, Any]] = lambda what: {"error": "invalid_grant", "error_description": what}
+
+
+def token_endpoint(style: OAuthStyle) -> Handler:
+    """POST token endpoint: the `authorization_code` grant for any code `user-NAME` (tokens of
+    simulated user NAME) and the `refresh_token` grant, as the provider answers them."""
+
+    async def handler(request: web.Request) -> web.Response:
+        state = request.config_dict[STATE_KEY]
+        knobs = state.provider(style.provider)
+        form = await request.post()
+        if style.client_auth == "basic":
+            client = basic_client(request)
+        else:
+            client = (str(form.get("client_id", "")), str(form.get("client_secret", "")))
+        if client != (knobs.client_id, knobs.client_secret):
+            return json_error(401, {"error": "invalid_client"})
+        grant = str(form.get("grant_type", ""))
+        if grant == "authorization_code":
+            code = str(form.get("code", ""))
+            user = code.removeprefix("user-")
+            if not code.startswith("user-") or not USER_NAME.match(user):
+                return json_error(400, style.refused("Invalid authorization code"))
+            state.refresh_revoked_before.pop((style.provider, user), None)  # connecting again
+            refresh_token = None
+        elif grant == "refresh_token" and style.issues_refresh_token:
+            refresh_token = str(form.get("refresh_token", ""))
+            found = state.read_token(style.provider, refresh_token, "refresh")
+            if found is None:
+                return json_error(400, style.refused("Invalid refresh token"))
+            user = found
+            if style.rotates_refresh_token:
+                state.revoked_refresh_tokens.add(refresh_token)
+                refresh_token = None
+        else:
+            return json_error(400, {"error": "unsupported_grant_type"})
+        state.grants.append((style.provider, grant, user))
+        ttl = knobs.access_ttl_s or style.access_ttl_s
+        body: dict[str, Any] = {
+            "access_token": state.issue_token(style.provider, user, "access", ttl),
+            "token_type": "bearer",
+            "expires_in": ttl,
+        }
+        if style.issues_refresh_token:
+            body["refresh_token"] = refresh_token or state.issue_token(style.provider, user, "refresh", None)
+        return web.json_response(body | style.extra(user, ttl))
+
+    return handler

@@ -11,8 +11,11 @@ Shapes of the 24/7 entries follow what public Suunto clients read (unconfirmed b
 `{"timestamp", "entryData": {...}}` with HR in bpm, SpO2 as a 0-1 fraction, energy in joules.
 OAuth (under /suunto/auth): `/oauth/token` with client credentials by HTTP Basic; code `user-NAME`
 yields tokens of user NAME; refresh tokens do not rotate (unconfirmed); access tokens last a day.
+Rate limit: 100 calls per 15 minutes per app; over it, a 429 with `Retry-After` (as Azure API
+Management, Suunto's gateway, answers).
 """
 
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,12 +25,13 @@ from aiohttp import web
 
 from wearsync.sim.common import (
     STATE_KEY,
-    USER_NAME,
-    basic_client,
+    OAuthStyle,
+    RateLimitStyle,
     bearer_user,
     fault_middleware,
     iso,
     json_error,
+    token_endpoint,
     user_rng,
 )
 
@@ -300,45 +304,29 @@ async def daily_activity_statistics(request: web.Request) -> web.Response:
     return web.json_response(daily_statistics(data, start, end))
 
 
-# ---- OAuth ----------------------------------------------------------------------------------
+# ---- OAuth and limits -----------------------------------------------------------------------
+
+OAUTH = OAuthStyle(NAME, ACCESS_TTL_S, client_auth="basic", extra=lambda user, ttl: {"scope": "workout", "user": user})
 
 
-def token_response(request: web.Request, user: str, refresh_token: str | None = None) -> web.Response:
-    state = request.config_dict[STATE_KEY]
-    return web.json_response({
-        "access_token": state.issue_token(NAME, user, "access", ACCESS_TTL_S),
-        "token_type": "bearer",
-        "refresh_token": refresh_token or state.issue_token(NAME, user, "refresh", None),
-        "expires_in": ACCESS_TTL_S,
-        "scope": "workout",
-        "user": user,
-    })  # fmt: skip
+def _rate_headers(usage: list[tuple[int, int, int]]) -> dict[str, str]:
+    """Azure API Management (Suunto's gateway) says nothing until the limit is hit, then how long
+    to wait."""
+    for limit, seconds, used in usage:
+        if used > limit:
+            return {"Retry-After": str(int(seconds - time.time() % seconds) + 1)}
+    return {}
 
 
-async def token(request: web.Request) -> web.Response:
-    state = request.config_dict[STATE_KEY]
-    knobs = state.provider(NAME)
-    if basic_client(request) != (knobs.client_id, knobs.client_secret):
-        return json_error(401, {"error": "invalid_client"})
-    form = await request.post()
-    grant = form.get("grant_type")
-    if grant == "authorization_code":
-        code = str(form.get("code", ""))
-        user = code.removeprefix("user-")
-        if not code.startswith("user-") or not USER_NAME.match(user):
-            return json_error(400, {"error": "invalid_grant", "error_description": "Invalid authorization code"})
-        return token_response(request, user)
-    if grant == "refresh_token":
-        refresh = str(form.get("refresh_token", ""))
-        user_or_none = state.read_token(NAME, refresh, "refresh")
-        if user_or_none is None or refresh in state.revoked_refresh_tokens:
-            return json_error(400, {"error": "invalid_grant", "error_description": "Invalid refresh token"})
-        return token_response(request, user_or_none, refresh_token=refresh)
-    return json_error(400, {"error": "unsupported_grant_type"})
+RATE_LIMIT = RateLimitStyle(
+    limits=[(100, 15 * 60)],
+    headers=_rate_headers,
+    body={"statusCode": 429, "message": "Rate limit is exceeded. Try again later."},
+)
 
 
 def create_apps() -> tuple[web.Application, web.Application]:
-    api = web.Application(middlewares=[fault_middleware(NAME)])
+    api = web.Application(middlewares=[fault_middleware(NAME, RATE_LIMIT)])
     api.router.add_get("/v3/workouts/", list_workouts)
     api.router.add_get("/v3/workouts", list_workouts)
     api.router.add_get("/v3/workouts/{key}", get_workout)
@@ -346,7 +334,7 @@ def create_apps() -> tuple[web.Application, web.Application]:
         api.router.add_get(f"/247samples/{kind}", samples_endpoint(kind))
     api.router.add_get("/247/daily-activity-statistics", daily_activity_statistics)
     auth = web.Application(middlewares=[fault_middleware(NAME)])
-    auth.router.add_post("/oauth/token", token)
+    auth.router.add_post("/oauth/token", token_endpoint(OAUTH))
     return api, auth
 
 

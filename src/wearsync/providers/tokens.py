@@ -1,0 +1,163 @@
+"""OAuth tokens: asking a provider's token endpoint, and keeping a connection's access token fresh
+during a sync.
+
+A refresh happens before expiry and once on a 401. Only one refresh per connection runs at a
+time across every worker: the refresher holds the connection's row lock (SELECT ... FOR UPDATE)
+while it asks the provider, saves the new tokens, and only then uses them; whoever waited on the
+lock finds the new token in the row and uses it instead of refreshing again. This matters where
+refresh tokens rotate (Whoop, Strava): a second refresh with the old token would be refused.
+"""
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import aiohttp
+import asyncpg
+import structlog
+
+from wearsync.db import queries
+from wearsync.providers.errors import ConnectionRevoked, MalformedPayload, ProviderError, UpstreamError
+from wearsync.providers.http import HttpClient
+from wearsync.settings import ProviderSettings
+
+if TYPE_CHECKING:
+    from wearsync.providers.core import Provider
+
+log = structlog.get_logger(__name__)
+
+
+class GrantRefused(ProviderError):
+    """The token endpoint refused the grant (invalid_grant: a used, expired or revoked code or
+    refresh token)."""
+
+
+@dataclass(frozen=True)
+class TokenSet:
+    access_token: str
+    refresh_token: str | None
+    expires_at: datetime | None
+    scopes: list[str]
+    provider_user_id: str | None
+    raw: dict[str, Any]
+
+
+def parse_token_response(body: Any, now: datetime | None = None) -> TokenSet:
+    """The fields every OAuth server returns, under the names our providers use for them."""
+    if not isinstance(body, dict) or not isinstance(body.get("access_token"), str):
+        raise MalformedPayload(f"token endpoint answered without an access token: {str(body)[:200]}")
+    now = now or datetime.now(UTC)
+    expires_at = None
+    if body.get("expires_at") is not None:  # Strava: epoch seconds
+        expires_at = datetime.fromtimestamp(int(body["expires_at"]), UTC)
+    elif body.get("expires_in") is not None:
+        expires_at = now + timedelta(seconds=int(body["expires_in"]))
+    scope = body.get("scope") or ""
+    scopes = scope.replace(",", " ").split() if isinstance(scope, str) else [str(s) for s in scope]
+    athlete = body["athlete"] if isinstance(body.get("athlete"), dict) else {}
+    user = body.get("x_user_id") or body.get("user") or body.get("user_id") or athlete.get("id")
+    return TokenSet(
+        access_token=body["access_token"],
+        refresh_token=body.get("refresh_token"),
+        expires_at=expires_at,
+        scopes=scopes,
+        provider_user_id=None if user is None else str(user),
+        raw=body,
+    )
+
+
+async def request_tokens(
+    http: HttpClient, provider: "Provider", config: ProviderSettings, grant: Mapping[str, str]
+) -> TokenSet:
+    """POST a grant to the provider's token endpoint, with our client credentials as it wants them."""
+    form = dict(grant)
+    headers = {"Accept": "application/json"}
+    if provider.client_auth == "basic":
+        headers["Authorization"] = aiohttp.encode_basic_auth(config.client_id, config.client_secret)
+    else:
+        form |= {"client_id": config.client_id, "client_secret": config.client_secret}
+    url = f"{config.auth_url}{provider.token_path}"
+    try:
+        body = await http.request_json("POST", url, headers=headers, data=form)
+    except UpstreamError as e:
+        # 400 is a refused grant (OAuth's invalid_grant; Strava says "invalid" refresh_token);
+        # 401 is our client credentials, which is no reason to give up on the user's connection.
+        if e.status == 400:
+            raise GrantRefused(f"{provider.name} refused the {grant.get('grant_type')} grant: {e.body[:300]}") from e
+        raise
+    return parse_token_response(body)
+
+
+@dataclass
+class Credentials:
+    """One connection's tokens during one task, shared by the task's data types."""
+
+    provider: "Provider"
+    config: ProviderSettings
+    user_id: UUID
+    access_token: str
+    refresh_token: str | None
+    expires_at: datetime | None
+    db: asyncpg.Pool
+    http: HttpClient
+    refresh_margin: timedelta = timedelta(minutes=5)
+    refreshes: int = 0  # how many times this task asked the provider for new tokens
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def token(self) -> str:
+        """An access token that is not about to expire."""
+        expiring = self.expires_at is not None and self.expires_at - self.refresh_margin <= datetime.now(UTC)
+        if expiring and self.refresh_token:
+            await self.refresh(self.access_token)
+        return self.access_token
+
+    async def refresh(self, stale: str) -> None:
+        """Replace the `stale` access token, unless this task or another worker already has."""
+        async with self._lock:
+            if self.access_token != stale:
+                return
+            refused: GrantRefused | None = None
+            async with self.db.acquire() as conn, conn.transaction():
+                row = await queries.lock_connection(conn, self.user_id, self.provider.name)
+                if row is None or not row["active"]:
+                    raise ConnectionRevoked(f"the {self.provider.name} connection was deactivated during the sync")
+                if row["access_token"] == stale:
+                    if not row["refresh_token"]:
+                        reason = f"{self.provider.name} refused the access token and issues no refresh token"
+                        await queries.deactivate_connection(conn, self.user_id, self.provider.name, reason)
+                        refused = GrantRefused(reason)
+                    else:
+                        try:
+                            row = await self._refresh_row(conn, row["refresh_token"])
+                        except GrantRefused as e:
+                            await queries.deactivate_connection(conn, self.user_id, self.provider.name, str(e))
+                            refused = e
+            if refused is not None:
+                log.warning("connection deactivated: refresh refused", provider=self.provider.name, error=str(refused))
+                raise ConnectionRevoked(
+                    f"{refused}. The connection is now inactive: the user must connect {self.provider.name} again"
+                ) from refused
+            self.access_token, self.refresh_token, self.expires_at = (
+                row["access_token"],
+                row["refresh_token"],
+                row["expires_at"],
+            )
+
+    async def _refresh_row(self, conn: queries.Executor, refresh_token: str) -> asyncpg.Record:
+        grant = {"grant_type": "refresh_token", "refresh_token": refresh_token, **self.provider.refresh_params}
+        tokens = await request_tokens(self.http, self.provider, self.config, grant)
+        self.refreshes += 1
+        log.info("tokens refreshed", provider=self.provider.name, expires_at=str(tokens.expires_at))
+        # Saved (and committed, when the lock is released) before anyone uses them. Where the
+        # provider does not send a new refresh token, the old one stays valid.
+        return await queries.save_tokens(
+            conn,
+            self.user_id,
+            self.provider.name,
+            access_token=tokens.access_token,
+            refresh_token=tokens.refresh_token or refresh_token,
+            expires_at=tokens.expires_at,
+        )
