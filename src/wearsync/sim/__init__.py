@@ -9,10 +9,10 @@ from typing import Any
 
 from aiohttp import web
 
-from wearsync.sim import suunto
+from wearsync.sim import garmin, polar, strava, suunto, whoop
 from wearsync.sim.common import STATE_KEY, USER_NAME, Fault, SimState
 
-SIMULATORS = {"suunto": suunto}
+SIMULATORS = {"garmin": garmin, "strava": strava, "polar": polar, "suunto": suunto, "whoop": whoop}
 
 
 def _provider(request: web.Request) -> Any:
@@ -42,12 +42,20 @@ async def set_history(request: web.Request) -> web.Response:
 
 
 async def configure(request: web.Request) -> web.Response:
-    """Body: {"latency_s": 0.1} and/or {"history": {...}} for the whole provider."""
+    """Body, any of: {"latency_s": 0.1, "error_rate": 0.01, "access_ttl_s": 60,
+    "rate_limits": [[100, 900]], "history": {...}} for the whole provider."""
     _provider(request)
     body = await request.json()
     knobs = request.app[STATE_KEY].provider(request.match_info["provider"])
     if "latency_s" in body:
         knobs.latency_s = float(body["latency_s"])
+    if "error_rate" in body:
+        knobs.error_rate = float(body["error_rate"])
+    if "access_ttl_s" in body:
+        knobs.access_ttl_s = None if body["access_ttl_s"] is None else int(body["access_ttl_s"])
+    if "rate_limits" in body:
+        limits = body["rate_limits"]
+        knobs.rate_limits = None if limits is None else [(int(n), int(s)) for n, s in limits]
     if "history" in body:
         knobs.history = {k: int(v) for k, v in body["history"].items()}
     return web.json_response({"ok": True})
