@@ -55,12 +55,14 @@ class Settings(BaseSettings):
     garmin_client_id: str = ""
     garmin_client_secret: str = ""
     garmin_rate_limits: str | None = None  # e.g. "100/900,1000/86400"; default: documented limits
+    garmin_backfill_days: int = Field(30, ge=1, le=3650)  # a sync without a range asks for this many days
 
     strava_api_url: str = "https://www.strava.com"
     strava_auth_url: str = "https://www.strava.com"
     strava_client_id: str = ""
     strava_client_secret: str = ""
     strava_rate_limits: str | None = None  # e.g. "100/900,1000/86400"; default: documented limits
+    strava_page_concurrency: int = Field(4, ge=1, le=32)
 
     polar_api_url: str = "https://www.polaraccesslink.com"
     polar_auth_url: str = "https://polarremote.com"
@@ -83,6 +85,11 @@ class Settings(BaseSettings):
     whoop_client_id: str = ""
     whoop_client_secret: str = ""
     whoop_rate_limits: str | None = None  # e.g. "100/900,1000/86400"; default: documented limits
+    # Whoop pages a range sequentially (next tokens), so a sync cuts its reach into sub-ranges
+    # paged side by side.
+    whoop_history_days: int = Field(730, ge=1, le=3650)
+    whoop_range_days: int = Field(30, ge=1, le=365)
+    whoop_page_concurrency: int = Field(4, ge=1, le=32)
 
     @field_validator(*(f"{name}_rate_limits" for name in PROVIDER_NAMES))
     @classmethod
