@@ -1,7 +1,155 @@
-"""Polar AccessLink v3 client. (Skeleton: capabilities, OAuth and limits; the client comes next.)"""
+"""Polar AccessLink v3 client: exercises only (Polar's 24/7 data is not synced here).
+
+AccessLink serves data only to users our app has registered (`POST /v3/users` with our
+`member-id`, the wearsync user id); a sync registers first and takes 409 (already registered) as
+success. `GET /v3/exercises` then answers the last 30 days in one list: one call, one page.
+The contract's `samples`, `zones` and `route` go upstream as true/false. Heart-rate samples
+(sample_type "0") become `heart_rate` Sample rows at start + i * recording_rate, gaps (empty
+values) skipped; the other sample types, the zones and the route stay in the workout's raw JSON
+only (our choice: the samples table keeps the types every provider shares).
+
+Polar tokens are long-lived and come without a refresh token: a refused token deactivates the
+connection (the shared Credentials.refresh). Rate limits: none documented, so none are counted
+here; a 429 is still honoured by the shared HTTP core. The sport names below are those of
+Polar's sport list as public clients read them (unconfirmed by AccessLink's docs); an unknown
+`detailed_sport_info` falls back to `sport`, then to "other", keeping Polar's name.
+"""
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from wearsync.models import DataType
-from wearsync.providers.core import Provider
+from wearsync.providers.core import Provider, SyncContext, map_page
+from wearsync.providers.errors import MalformedPayload, UpstreamError
+from wearsync.records import Record, Sample, Workout
+
+PAGE_KEY = "exercises"
+HEART_RATE = "0"
+
+SPORTS: dict[str, str] = {
+    "RUNNING": "running", "ROAD_RUNNING": "running", "TRAIL_RUNNING": "trail_running",
+    "TREADMILL_RUNNING": "treadmill_running", "TRACK_AND_FIELD_RUNNING": "track_running",
+    "ORIENTEERING": "orienteering", "CYCLING": "cycling", "ROAD_BIKING": "cycling",
+    "MOUNTAIN_BIKING": "mountain_biking", "INDOOR_CYCLING": "indoor_cycling", "GRAVEL_BIKING": "gravel_cycling",
+    "E_BIKING": "e_biking", "WALKING": "walking", "NORDIC_WALKING": "walking", "HIKING": "hiking",
+    "SWIMMING": "swimming", "POOL_SWIMMING": "swimming", "OPEN_WATER_SWIMMING": "open_water_swimming",
+    "CROSS-COUNTRY_SKIING": "cross_country_skiing", "CROSS_COUNTRY_SKIING": "cross_country_skiing",
+    "DOWNHILL_SKIING": "alpine_skiing", "BACKCOUNTRY_SKIING": "backcountry_skiing", "SNOWBOARDING": "snowboarding",
+    "SNOWSHOE_TREKKING": "snowshoeing", "STRENGTH_TRAINING": "strength_training",
+    "CIRCUIT_TRAINING": "strength_training", "CROSSFIT": "crossfit", "YOGA": "yoga", "PILATES": "pilates",
+    "STRETCHING": "stretching", "AEROBICS": "aerobics", "DANCING": "dance", "ROWING": "rowing",
+    "INDOOR_ROWING": "indoor_rowing", "KAYAKING": "kayaking", "CANOEING": "canoeing",
+    "STAND_UP_PADDLING": "stand_up_paddling", "TRIATHLON": "triathlon", "MULTISPORT": "multisport",
+    "GOLF": "golf", "TENNIS": "tennis", "BADMINTON": "badminton", "SQUASH": "squash", "PADEL": "padel",
+    "TABLE_TENNIS": "table_tennis", "FOOTBALL": "soccer", "SOCCER": "soccer", "BASKETBALL": "basketball",
+    "VOLLEYBALL": "volleyball", "HANDBALL": "handball", "ICE_SKATING": "ice_skating",
+    "INLINE_SKATING": "inline_skating", "ICE_HOCKEY": "hockey", "CLIMBING": "climbing",
+    "MOUNTAINEERING": "mountaineering", "BOXING": "boxing", "MARTIAL_ARTS": "martial_arts",
+    "RIDING": "horseback_riding", "CROSS_TRAINER": "elliptical",
+}  # fmt: skip
+
+_DURATION = re.compile(
+    r"P(?:(?P<days>\d+)D)?(?:T(?=\d)(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?"
+)
+
+
+def parse_duration(value: str) -> float:
+    """Seconds of an ISO 8601 duration as Polar writes them ("PT1H2M3.5S", "P1DT2H"); anything
+    else (years, months, a sign, an empty "PT") raises ValueError."""
+    match = _DURATION.fullmatch(value)
+    if match is None or value == "P":  # "P" alone matches the all-optional pattern
+        raise ValueError(f"not an ISO 8601 duration: {value!r}")
+    parts = {k: float(v) if v else 0.0 for k, v in match.groupdict().items()}
+    return parts["days"] * 86400 + parts["hours"] * 3600 + parts["minutes"] * 60 + parts["seconds"]
+
+
+def parse_start(start_time: str, offset_minutes: int | None) -> datetime:
+    """Polar's local start time (no offset) and its offset in minutes, as UTC."""
+    local = datetime.fromisoformat(start_time)
+    if local.tzinfo is not None:  # not what Polar sends, but unambiguous
+        return local.astimezone(UTC)
+    if offset_minutes is None:
+        raise ValueError("start_time is local time, but start_time_utc_offset is missing")
+    return (local - timedelta(minutes=offset_minutes)).replace(tzinfo=UTC)
+
+
+def _num(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def heart_rate_samples(exercise: dict[str, Any], start: datetime) -> list[Sample]:
+    """One `heart_rate` row per value of the heart-rate series; an empty value is a gap."""
+    rows = []
+    for series in exercise.get("samples") or []:
+        if str(series["sample_type"]) != HEART_RATE:
+            continue
+        rate = float(series["recording_rate"])
+        if rate <= 0:
+            raise ValueError(f"recording_rate {rate} of exercise {exercise['id']}")
+        for i, value in enumerate(series["data"].split(",") if series["data"] else []):
+            if value.strip():
+                raw = {"exercise_id": exercise["id"], "sample_type": HEART_RATE, "recording_rate": rate, "index": i}
+                rows.append(Sample("heart_rate", start + timedelta(seconds=i * rate), float(value), raw))
+    return rows
+
+
+def map_exercise(exercise: dict[str, Any]) -> list[Record]:
+    """The workout, and its heart-rate samples when the exercise carries them."""
+    offset = exercise.get("start_time_utc_offset")
+    offset = None if offset is None else int(offset)
+    start = parse_start(exercise["start_time"], offset)
+    duration_s = parse_duration(exercise["duration"])
+    polar_sport = exercise.get("detailed_sport_info") or exercise.get("sport")
+    sport = SPORTS.get(str(exercise.get("detailed_sport_info")).upper()) or SPORTS.get(
+        str(exercise.get("sport")).upper()
+    )
+    hr = exercise.get("heart_rate") or {}
+    workout = Workout(
+        provider_record_id=str(exercise["id"]),
+        sport=sport or "other",
+        provider_sport=polar_sport,
+        start_time=start,
+        end_time=start + timedelta(seconds=duration_s),
+        raw=exercise,
+        utc_offset_minutes=offset,
+        duration_s=duration_s,
+        distance_m=_num(exercise.get("distance")),
+        energy_kcal=_num(exercise.get("calories")),
+        avg_hr=_num(hr.get("average")),
+        max_hr=_num(hr.get("maximum")),
+        device_name=exercise.get("device"),
+    )
+    return [workout, *heart_rate_samples(exercise, start)]
+
+
+async def register_user(ctx: SyncContext) -> None:
+    """Register the user with our app; Polar answers 409 when that was done before."""
+    url = f"{ctx.config.api_url}/v3/users"
+    try:
+        await ctx.request_json("POST", url, json_body={"member-id": str(ctx.connection.user_id)})
+    except UpstreamError as e:
+        if e.status != 409:
+            raise
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+async def sync_exercises(ctx: SyncContext) -> None:
+    if PAGE_KEY in ctx.done:  # stored by an earlier run of this task
+        return
+    await ctx.set_pages_total(1)
+    await register_user(ctx)
+    p = ctx.params
+    url = f"{ctx.config.api_url}/v3/exercises"
+    query = {"samples": _flag(p.samples), "zones": _flag(p.zones), "route": _flag(p.route)}
+    body = await ctx.get_json(url, params=query)
+    if not isinstance(body, list):
+        raise MalformedPayload(f"GET {url} returned no exercise list: {str(body)[:200]}")
+    await ctx.save_page(map_page(body, map_exercise), PAGE_KEY, len(body))
+
 
 PROVIDER = Provider(
     name="polar",
@@ -9,4 +157,5 @@ PROVIDER = Provider(
     delivery="pull",
     token_path="/v2/oauth2/token",
     client_auth="basic",
+    sync={DataType.WORKOUTS: sync_exercises},
 )

@@ -1,16 +1,346 @@
-"""Polar API simulator. (Skeleton: no routes yet.)"""
+"""Polar AccessLink v3 simulator: the paths, parameters, registration, auth and JSON shapes of
+`www.polaraccesslink.com` and its OAuth server `polarremote.com`, with deterministic data per user.
 
+Data API (mounted under /polar/api):
+- `POST /v3/users` with JSON {"member-id": "..."}: registers the token's user with our app; 200
+  with the user JSON, 409 if already registered. Until then, data calls are answered 403 with
+  Polar's error shape {"timestamp", "status": 403, "errorType": "Forbidden", "message", "corrId"}
+  (the body is our choice; Polar only says the user must be registered first).
+- `GET /v3/exercises?samples=&zones=&route=` (true|false): the exercises that started in the last
+  30 days before the simulator's anchor, oldest first, in one JSON list (no pagination). Older
+  exercises exist (`older_workouts`) but are not served. `GET /v3/exercises/{id}`: one of them.
+  Without a flag the field is absent; with it, it is present, `[]` where the exercise has none
+  (our choice: no HR sensor means no zones and no HR samples; no GPS means no route).
+- Exercise fields as AccessLink documents them; `start_time` is local time without an offset,
+  `start_time_utc_offset` its offset in minutes, `duration` an ISO 8601 duration ("PT1H2M3.5S").
+  Samples: `sample_type` "0" heart rate (bpm), "1" speed (km/h), "3" altitude (m), "8" running
+  cadence; `data` comma-separated, an empty value is a gap. The simulator records heart rate every
+  1 or 5 s (watches record every second; coarser here to keep test data small).
+  Route points every 15 s; their `time` is the offset from the start as an ISO 8601 duration
+  ("PT1M15S"; unconfirmed: our choice).
+OAuth (under /polar/auth): `/v2/oauth2/token`, client credentials by HTTP Basic; code `user-NAME`
+yields a long-lived access token (10 years) and no refresh token; `x_user_id` is the Polar user id
+(an integer). Rate limits: none documented; the "ratelimit" fault answers 429 with Retry-After.
+"""
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 
+from wearsync.sim.common import (
+    STATE_KEY,
+    OAuthStyle,
+    RateLimitStyle,
+    bearer_user,
+    fault_middleware,
+    json_error,
+    token_endpoint,
+    user_rng,
+)
+
 NAME = "polar"
+ACCESS_TTL_S = 10 * 365 * 86400
+WINDOW = timedelta(days=30)
+DEFAULT_HISTORY = {"workouts": 40, "older_workouts": 12}
+API_HOST = "https://www.polaraccesslink.com"  # `polar_user` links are absolute, on the real host
+FLAGS = {"samples": "samples", "zones": "heart_rate_zones", "route": "route"}  # query flag -> field
+
+# (sport, detailed_sport_info, outdoor (GPS), speed in km/h: 0 means no distance)
+_SPORTS = [
+    ("RUNNING", "RUNNING", True, 11.0), ("CYCLING", "ROAD_BIKING", True, 27.0),
+    ("CYCLING", "MOUNTAIN_BIKING", True, 17.0), ("RUNNING", "TREADMILL_RUNNING", False, 0.0),
+    ("CYCLING", "INDOOR_CYCLING", False, 0.0), ("OTHER", "STRENGTH_TRAINING", False, 0.0),
+    ("OTHER", "YOGA", False, 0.0), ("SWIMMING", "POOL_SWIMMING", False, 2.5),
+    ("SWIMMING", "OPEN_WATER_SWIMMING", True, 2.8), ("WALKING", "WALKING", True, 5.0),
+    ("HIKING", "HIKING", True, 4.0), ("SKIING", "CROSS-COUNTRY_SKIING", True, 12.0),
+]  # fmt: skip
+_UNKNOWN_SPORT = ("OTHER", "SLACKLINING", False, 0.0)  # not in any client's table
+_DEVICES = ["Polar Vantage V3", "Polar Grit X2 Pro", "Polar Pacer Pro"]
+_ZONES = [(50, 60), (60, 70), (70, 80), (80, 90), (90, 100)]  # percent of the user's maximum HR
+
+
+@dataclass
+class UserData:
+    polar_user_id: int
+    exercises: list[dict[str, Any]]  # served (last 30 days), oldest first, with every flag's field
+    older: list[dict[str, Any]]  # outside the window: never served
+
+
+def duration(tenths: int) -> str:
+    """Tenths of a second as an ISO 8601 duration, as Polar writes them: "PT1H2M3.5S"."""
+    hours, rest = divmod(tenths, 36000)
+    minutes, rest = divmod(rest, 600)
+    seconds = f"{rest // 10}" + (f".{rest % 10}" if rest % 10 else "")
+    text = "PT" + (f"{hours}H" if hours else "") + (f"{minutes}M" if minutes else "")
+    return text + (f"{seconds}S" if rest or text == "PT" else "")
+
+
+def _utc(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _series(values: list[float | None], digits: int) -> str:
+    return ",".join("" if v is None else (str(int(v)) if digits == 0 else f"{v:.{digits}f}") for v in values)
+
+
+def _samples(rng: Any, duration_s: float, speed: float, has_hr: bool, outdoor: bool, running: bool) -> list[Any]:
+    samples: list[dict[str, Any]] = []
+    if has_hr:
+        rate = rng.choice([1, 5, 5, 5])
+        hr: list[float | None] = []
+        value = rng.uniform(90, 110)
+        for _ in range(int(duration_s // rate) + 1):
+            value = min(195.0, max(70.0, value + rng.uniform(-3, 3.4)))
+            hr.append(None if rng.random() < 0.01 else round(value))  # strap contact lost: a gap
+        samples.append({"sample_type": "0", "recording_rate": rate, "data": _series(hr, 0)})
+    if speed:
+        count = int(duration_s // 5) + 1
+        speeds: list[float | None] = [round(speed * rng.uniform(0.7, 1.3), 1) for _ in range(count)]
+        samples.append({"sample_type": "1", "recording_rate": 5, "data": _series(speeds, 1)})
+    if outdoor:
+        altitude = rng.uniform(10, 600)
+        altitudes: list[float | None] = []
+        for _ in range(int(duration_s // 10) + 1):
+            altitude += rng.uniform(-2, 2)
+            altitudes.append(round(altitude, 1))
+        samples.append({"sample_type": "3", "recording_rate": 10, "data": _series(altitudes, 1)})
+    if running:
+        cadence: list[float | None] = [rng.randint(160, 185) for _ in range(int(duration_s // 5) + 1)]
+        samples.append({"sample_type": "8", "recording_rate": 5, "data": _series(cadence, 0)})
+    return samples
+
+
+def _zones(rng: Any, duration_s: float, max_hr: int) -> list[dict[str, Any]]:
+    shares = [rng.random() for _ in _ZONES]
+    total = sum(shares) * 1.1  # some time is spent below zone 1
+    return [
+        {"index": i + 1, "lower_limit": max_hr * low // 100, "upper_limit": max_hr * high // 100,
+         "in_zone": duration(int(duration_s * share / total) * 10)}
+        for i, ((low, high), share) in enumerate(zip(_ZONES, shares, strict=True))
+    ]  # fmt: skip
+
+
+def _route(rng: Any, duration_s: float, speed: float) -> list[dict[str, Any]]:
+    lat, lon, altitude = 60.17 + rng.uniform(-0.2, 0.2), 24.94 + rng.uniform(-0.2, 0.2), rng.uniform(10, 300)
+    step = speed / 3.6 * 15 / 111_000  # degrees per 15 s, roughly
+    points = []
+    for second in range(0, int(duration_s) + 1, 15):
+        lat, lon = lat + step * rng.uniform(-1, 1), lon + step * rng.uniform(-1, 1)
+        altitude += rng.uniform(-1.5, 1.5)
+        points.append({"latitude": round(lat, 6), "longitude": round(lon, 6), "time": duration(second * 10),
+                       "altitude": round(altitude, 1), "satellites": rng.randint(5, 12)})  # fmt: skip
+    return points
+
+
+def _exercise(
+    rng: Any,
+    start: datetime,
+    slot_s: float,
+    offset: int,
+    sport: tuple[str, str, bool, float],
+    has_hr: bool,
+    user: tuple[int, int],
+) -> dict[str, Any]:
+    """One exercise starting at `start` (UTC), lasting 20 min to 2 h but at most half its slot."""
+    polar_user_id, max_hr = user
+    top, detailed, outdoor, speed = sport
+    longest = max(12000, int(min(72000, slot_s * 5)))
+    tenths = rng.randrange(12000, longest + 1) // 5 * 5  # whole or half seconds
+    duration_s = tenths / 10
+    local = (start + timedelta(minutes=offset)).replace(tzinfo=None)
+    exercise: dict[str, Any] = {
+        "id": f"{rng.getrandbits(40):010X}",
+        "upload_time": _utc(start + timedelta(seconds=int(duration_s) + rng.randrange(60, 3600))),
+        "polar_user": f"{API_HOST}/v3/users/{polar_user_id}",
+        "device": rng.choice(_DEVICES),
+        "device_id": f"{rng.getrandbits(32):08X}",
+        "start_time": local.isoformat(timespec="seconds"),
+        "start_time_utc_offset": offset,
+        "duration": duration(tenths),
+        "calories": int(duration_s / 60 * rng.uniform(5, 13)),
+        "distance": round(speed / 3.6 * duration_s * rng.uniform(0.9, 1.1), 1),
+        "heart_rate": {"average": rng.randint(105, 150), "maximum": rng.randint(155, max_hr)},
+        "training_load": round(rng.uniform(20, 250), 1),
+        "sport": top,
+        "has_route": outdoor,
+        "detailed_sport_info": detailed,
+        "fat_percentage": (fat := rng.randint(20, 60)),
+        "carbohydrate_percentage": (carbs := rng.randint(30, 100 - fat - 5)),
+        "protein_percentage": 100 - fat - carbs,
+    }
+    if not speed:  # indoor: no distance at all
+        del exercise["distance"]
+    if not has_hr:
+        del exercise["heart_rate"]
+    if rng.random() < 0.1:
+        exercise |= {"club_id": rng.randint(1000, 9999), "club_name": "Polar Club Helsinki"}
+    exercise["samples"] = _samples(rng, duration_s, speed, has_hr, outdoor, top == "RUNNING")
+    exercise["heart_rate_zones"] = _zones(rng, duration_s, max_hr) if has_hr else []
+    exercise["route"] = _route(rng, duration_s, speed) if outdoor else []
+    return exercise
+
+
+def _history(rng: Any, user: tuple[int, int], anchor: datetime, served: int, older: int) -> UserData:
+    """`served` exercises spread over the 30 days before the anchor, one per slot so none overlap;
+    `older` ones every two days or so before that."""
+    offset = rng.choice([-300, 0, 60, 120, 330])
+    unknown = rng.randrange(served) if served else -1
+    no_hr = set(rng.sample(range(served), min(served, 3)))
+    slot_s = (WINDOW - timedelta(hours=1)).total_seconds() / max(served, 1)
+    exercises = []
+    for i in range(served):
+        start = anchor - WINDOW + timedelta(seconds=i * slot_s + rng.uniform(0, slot_s * 0.4))
+        sport = _UNKNOWN_SPORT if i == unknown else rng.choice(_SPORTS)
+        exercises.append(_exercise(rng, start.replace(microsecond=0), slot_s, offset, sport, i not in no_hr, user))
+    old = []
+    for i in range(older):
+        start = anchor - WINDOW - timedelta(days=2 * (i + 1), hours=rng.uniform(0, 20))
+        old.append(_exercise(rng, start.replace(microsecond=0), 86400, offset, rng.choice(_SPORTS), True, user))
+    return UserData(user[0], exercises, old[::-1])
+
+
+_cache: "OrderedDict[tuple[str, int, int, datetime], UserData]" = OrderedDict()
+
+
+def polar_user_id(user: str) -> int:
+    return user_rng(NAME, user, "id").randrange(10_000_000, 99_999_999)
+
+
+def user_data(request_or_app: web.Request | web.Application, user: str) -> UserData:
+    if isinstance(request_or_app, web.Request):
+        state = request_or_app.config_dict[STATE_KEY]
+    else:
+        state = request_or_app[STATE_KEY]
+    history = DEFAULT_HISTORY | state.provider(NAME).history_for(user)
+    key = (user, history["workouts"], history["older_workouts"], state.anchor)
+    if key in _cache:
+        _cache.move_to_end(key)
+        return _cache[key]
+    identity = (polar_user_id(user), user_rng(NAME, user, "max_hr").randint(178, 200))
+    rng = user_rng(NAME, user, "exercises")
+    data = _history(rng, identity, state.anchor, history["workouts"], history["older_workouts"])
+    _cache[key] = data
+    while len(_cache) > 64:
+        _cache.popitem(last=False)
+    return data
+
+
+# ---- data API ---------------------------------------------------------------------------------
+
+
+def polar_error(status: int, error_type: str, message: str) -> web.Response:
+    """Polar's error body."""
+    body = {
+        "timestamp": _utc(datetime.now(UTC)),
+        "status": status,
+        "errorType": error_type,
+        "message": message,
+        "corrId": "sim",
+    }
+    return json_error(status, body)
+
+
+def _user(request: web.Request, *, registered: bool = True) -> str | web.Response:
+    """The token's user, or the answer Polar gives instead (401 bad token, 403 not registered)."""
+    user = bearer_user(request, NAME)
+    if user is None:
+        return polar_error(401, "Unauthorized", "Invalid or expired access token")
+    if registered and (NAME, user) not in request.config_dict[STATE_KEY].registered:
+        return polar_error(403, "Forbidden", "User is not registered to the partner: POST /v3/users first")
+    return user
+
+
+async def register_user(request: web.Request) -> web.Response:
+    user = _user(request, registered=False)
+    if isinstance(user, web.Response):
+        return user
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("member-id"), str) or not body["member-id"]:
+        return polar_error(400, "Bad Request", "member-id is required")
+    state = request.config_dict[STATE_KEY]
+    if (NAME, user) in state.registered:
+        return polar_error(409, "Conflict", "User already registered to partner or duplicated member-id")
+    state.registered.add((NAME, user))
+    polar_id = polar_user_id(user)
+    return web.json_response({
+        "polar-user-id": polar_id, "member-id": body["member-id"],
+        "registration-date": _utc(datetime.now(UTC)),
+        "first-name": user, "last-name": "Sim", "birthdate": "1990-01-01", "gender": "FEMALE",
+        "weight": 62.0, "height": 170.0, "extra-info": [],
+    })  # fmt: skip
+
+
+def _flags(request: web.Request) -> dict[str, bool] | web.Response:
+    flags = {}
+    for name in FLAGS:
+        value = request.query.get(name, "false").lower()
+        if value not in ("true", "false"):
+            return polar_error(400, "Bad Request", f"{name} must be true or false")
+        flags[name] = value == "true"
+    return flags
+
+
+_FIELD_FLAG = {field: flag for flag, field in FLAGS.items()}
+
+
+def as_served(exercise: dict[str, Any], flags: dict[str, bool]) -> dict[str, Any]:
+    """An exercise with only the flagged optional fields."""
+    return {k: v for k, v in exercise.items() if k not in _FIELD_FLAG or flags[_FIELD_FLAG[k]]}
+
+
+async def list_exercises(request: web.Request) -> web.Response:
+    user, flags = _user(request), _flags(request)
+    if isinstance(user, web.Response):
+        return user
+    if isinstance(flags, web.Response):
+        return flags
+    return web.json_response([as_served(e, flags) for e in user_data(request, user).exercises])
+
+
+async def get_exercise(request: web.Request) -> web.Response:
+    user, flags = _user(request), _flags(request)
+    if isinstance(user, web.Response):
+        return user
+    if isinstance(flags, web.Response):
+        return flags
+    for exercise in user_data(request, user).exercises:
+        if exercise["id"] == request.match_info["id"]:
+            return web.json_response(as_served(exercise, flags))
+    return polar_error(404, "Not Found", "Exercise not found")
+
+
+# ---- OAuth and limits -----------------------------------------------------------------------
+
+OAUTH = OAuthStyle(
+    NAME, ACCESS_TTL_S, client_auth="basic", issues_refresh_token=False,
+    extra=lambda user, ttl: {"x_user_id": polar_user_id(user)},
+)  # fmt: skip
+
+RATE_LIMIT = RateLimitStyle(
+    limits=[],  # none documented; tests may set some with the `rate_limits` knob
+    headers=lambda usage: {"Retry-After": "1"} if any(used > limit for limit, _, used in usage) else {},
+    body={"status": 429, "errorType": "Too Many Requests", "message": "Rate limit exceeded"},
+)
 
 
 def create_apps() -> tuple[web.Application, web.Application]:
-    return web.Application(), web.Application()
+    api = web.Application(middlewares=[fault_middleware(NAME, RATE_LIMIT)])
+    api.router.add_post("/v3/users", register_user)
+    api.router.add_get("/v3/exercises", list_exercises)
+    api.router.add_get("/v3/exercises/{id}", get_exercise)
+    auth = web.Application(middlewares=[fault_middleware(NAME)])
+    auth.router.add_post("/v2/oauth2/token", token_endpoint(OAUTH))
+    return api, auth
 
 
 def records(app: web.Application, user: str) -> dict[str, Any]:
-    """Every record the simulator serves this user, as served, for tests to compare with."""
-    return {}
+    """Every record the simulator serves this user, as served with samples, zones and route
+    (without a flag its field is absent), plus the older exercises it keeps but never serves."""
+    data = user_data(app, user)
+    return {"exercises": data.exercises, "older_exercises": data.older, "polar_user_id": data.polar_user_id}

@@ -1,0 +1,329 @@
+"""Edge cases of the Polar client, one upstream answer at a time (aioresponses). The full path
+against the simulator and PostgreSQL is in test_polar.py; here storage is replaced by a list."""
+
+import re
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import uuid4
+
+import aiohttp
+import pytest
+from aioresponses import aioresponses
+from yarl import URL
+
+from wearsync.models import DataType, SyncParams
+from wearsync.providers import polar
+from wearsync.providers.core import Connection, SyncContext
+from wearsync.providers.errors import MalformedPayload, UpstreamAuthError, UpstreamError
+from wearsync.providers.http import HttpClient
+from wearsync.providers.tokens import Credentials
+from wearsync.records import Record, Sample, Workout
+from wearsync.settings import Settings
+
+API = "https://polar.test/api"
+USERS = f"{API}/v3/users"
+EXERCISES = re.compile(r"^https://polar\.test/api/v3/exercises\?.*$")
+
+
+@dataclass
+class RecordingContext(SyncContext):
+    """A SyncContext whose pages land in memory instead of PostgreSQL."""
+
+    pages: list[list[Record]] = field(default_factory=list)
+    page_keys: list[tuple[str | None, int]] = field(default_factory=list)
+    pages_total: int | None = None
+
+    async def save_page(self, records: Sequence[Record], page_key: str | None = None, items: int = 0) -> None:
+        self.pages.append(list(records))
+        self.page_keys.append((page_key, items))
+
+    async def set_pages_total(self, pages_total: int) -> None:
+        self.pages_total = pages_total
+
+
+@dataclass
+class FakeCredentials(Credentials):
+    """Tokens without a database: a refresh hands out the next numbered token."""
+
+    async def refresh(self, stale: str) -> None:
+        self.refreshes += 1
+        self.access_token = f"token-{self.refreshes + 1}"
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[HttpClient]:
+    async with aiohttp.ClientSession() as session:
+        yield HttpClient(session, retries=2, backoff_s=0.0, backoff_max_s=0.0, max_inline_wait_s=5)
+
+
+def make_ctx(http: HttpClient, done: dict[str, int] | None = None, **params: Any) -> RecordingContext:
+    config = Settings(polar_api_url=API).provider("polar")
+    connection = Connection(uuid4(), "polar", "12345678", "token-1", None, None, [])
+    credentials = FakeCredentials(polar.PROVIDER, config, connection.user_id, "token-1", None, None, None, http)  # type: ignore[arg-type]  # no pool
+    return RecordingContext(
+        task_id=uuid4(),
+        data_type=DataType.WORKOUTS,
+        params=SyncParams(**params),
+        connection=connection,
+        config=config,
+        http=http,
+        db=None,  # type: ignore[arg-type]  # never touched: save_page is overridden
+        settings=Settings(),
+        credentials=credentials,
+        done=done or {},
+    )
+
+
+def exercise(n: int = 1, **fields: Any) -> dict[str, Any]:
+    e: dict[str, Any] = {
+        "id": f"EX{n}",
+        "upload_time": "2026-11-01T09:00:00Z",
+        "polar_user": "https://www.polaraccesslink.com/v3/users/12345678",
+        "device": "Polar Vantage V3",
+        "start_time": "2026-11-01T07:30:00",
+        "start_time_utc_offset": 120,
+        "duration": "PT1H2M3.5S",
+        "calories": 640,
+        "distance": 10123.4,
+        "heart_rate": {"average": 142, "maximum": 171},
+        "sport": "RUNNING",
+        "detailed_sport_info": "RUNNING",
+    }
+    return e | fields
+
+
+def sent(m: aioresponses) -> list[tuple[str, URL, dict[str, Any]]]:
+    return [(method, url, call.kwargs) for (method, url), calls in m.requests.items() for call in calls]
+
+
+def workouts(ctx: RecordingContext) -> list[Workout]:
+    return [r for page in ctx.pages for r in page if isinstance(r, Workout)]
+
+
+async def test_registers_then_fetches_once_with_the_flags(http: HttpClient, upstream: type[aioresponses]) -> None:
+    ctx = make_ctx(http, samples=True, zones=False, route=True)
+    with upstream() as m:
+        m.post(USERS, payload={"polar-user-id": 12345678, "member-id": str(ctx.connection.user_id)})
+        m.get(EXERCISES, payload=[exercise(1), exercise(2)])
+        await polar.sync_exercises(ctx)
+        calls = sent(m)
+    assert [(method, url.path) for method, url, _ in calls] == [("POST", "/api/v3/users"), ("GET", "/api/v3/exercises")]
+    register, fetch = calls[0][2], calls[1][2]
+    assert register["json"] == {"member-id": str(ctx.connection.user_id)}
+    assert register["headers"]["Authorization"] == fetch["headers"]["Authorization"] == "Bearer token-1"
+    assert fetch["params"] == {"samples": "true", "zones": "false", "route": "true"}
+    assert [w.provider_record_id for w in workouts(ctx)] == ["EX1", "EX2"]
+    assert ctx.page_keys == [("exercises", 2)]
+    assert ctx.pages_total == 1
+
+
+async def test_already_registered_409_is_fine(http: HttpClient, upstream: type[aioresponses]) -> None:
+    ctx = make_ctx(http)
+    with upstream() as m:
+        m.post(USERS, status=409, payload={"status": 409, "errorType": "Conflict", "message": "already registered"})
+        m.get(EXERCISES, payload=[exercise()])
+        await polar.sync_exercises(ctx)
+        calls = sent(m)
+    assert len(calls) == 2  # no retry of the registration
+    assert [w.provider_record_id for w in workouts(ctx)] == ["EX1"]
+    assert sent(m)[1][2]["params"] == {"samples": "false", "zones": "false", "route": "false"}
+
+
+async def test_a_refused_registration_fails_before_any_data_call(
+    http: HttpClient, upstream: type[aioresponses]
+) -> None:
+    ctx = make_ctx(http)
+    with upstream() as m:
+        m.post(USERS, status=400, body='{"message": "member-id is required"}')
+        with pytest.raises(UpstreamError, match=r"POST .*/v3/users failed: HTTP 400: .*member-id"):
+            await polar.sync_exercises(ctx)
+        assert [method for method, _, _ in sent(m)] == ["POST"]
+    assert ctx.pages == []
+
+
+async def test_403_not_registered_fails_without_a_refresh(http: HttpClient, upstream: type[aioresponses]) -> None:
+    ctx = make_ctx(http)
+    with upstream() as m:
+        m.post(USERS, payload={})
+        m.get(EXERCISES, status=403, body='{"errorType": "Forbidden"}', repeat=True)
+        with pytest.raises(UpstreamAuthError, match="HTTP 403"):
+            await polar.sync_exercises(ctx)
+    assert ctx.credentials.refreshes == 0
+
+
+async def test_401_asks_the_credentials_once(http: HttpClient, upstream: type[aioresponses]) -> None:
+    ctx = make_ctx(http)
+    with upstream() as m:
+        m.post(USERS, status=401, body="invalid token")
+        m.post(USERS, payload={})
+        m.get(EXERCISES, payload=[])
+        await polar.sync_exercises(ctx)
+        tokens = [kw["headers"]["Authorization"] for _, _, kw in sent(m)]
+    assert tokens == ["Bearer token-1", "Bearer token-2", "Bearer token-2"]
+    assert ctx.credentials.refreshes == 1
+
+
+async def test_an_empty_list_stores_an_empty_page(http: HttpClient, upstream: type[aioresponses]) -> None:
+    ctx = make_ctx(http)
+    with upstream() as m:
+        m.post(USERS, payload={})
+        m.get(EXERCISES, payload=[])
+        await polar.sync_exercises(ctx)
+    assert ctx.pages == [[]]
+    assert ctx.page_keys == [("exercises", 0)]  # marked done: a rerun of the task asks nothing
+
+
+async def test_a_page_stored_by_an_earlier_run_is_not_fetched_again(
+    http: HttpClient, upstream: type[aioresponses]
+) -> None:
+    ctx = make_ctx(http, done={"exercises": 12})
+    with upstream() as m:
+        await polar.sync_exercises(ctx)
+        assert sent(m) == []
+    assert ctx.pages == []
+
+
+@pytest.mark.parametrize("body", [{"exercises": []}, None, "exercises"])
+async def test_an_answer_that_is_no_list_fails_the_type(
+    http: HttpClient, upstream: type[aioresponses], body: Any
+) -> None:
+    ctx = make_ctx(http)
+    with upstream() as m:
+        m.post(USERS, payload={})
+        if body is None:
+            m.get(EXERCISES, body="null", content_type="application/json")
+        else:
+            m.get(EXERCISES, payload=body)
+        with pytest.raises(MalformedPayload, match="returned no exercise list"):
+            await polar.sync_exercises(ctx)
+
+
+@pytest.mark.parametrize(
+    ("broken", "named"),
+    [
+        ({"duration": "1:02:03"}, "1:02:03"),
+        ({"duration": "PT"}, "'PT'"),
+        ({"start_time": "yesterday"}, "yesterday"),
+        ({"start_time_utc_offset": None}, "start_time_utc_offset is missing"),
+        ({"samples": [{"sample_type": "0", "recording_rate": 1, "data": "120,x"}]}, "could not convert"),
+    ],
+)
+async def test_an_unreadable_exercise_fails_the_page_naming_it(
+    http: HttpClient, upstream: type[aioresponses], broken: dict[str, Any], named: str
+) -> None:
+    ctx = make_ctx(http, samples=True)
+    with upstream() as m:
+        m.post(USERS, payload={})
+        m.get(EXERCISES, payload=[exercise(1), exercise(2, **broken)])
+        with pytest.raises(MalformedPayload, match=rf"unreadable record .*{re.escape(named)}"):
+            await polar.sync_exercises(ctx)
+    assert ctx.pages == []  # the page is not half-stored
+
+
+async def test_a_missing_id_fails_the_page(http: HttpClient, upstream: type[aioresponses]) -> None:
+    ctx = make_ctx(http)
+    broken = exercise()
+    del broken["id"]
+    with upstream() as m:
+        m.post(USERS, payload={})
+        m.get(EXERCISES, payload=[broken])
+        with pytest.raises(MalformedPayload, match=r"unreadable record \(KeyError: 'id'\)"):
+            await polar.sync_exercises(ctx)
+
+
+async def test_a_429_is_waited_out_and_a_5xx_retried(http: HttpClient, upstream: type[aioresponses]) -> None:
+    ctx = make_ctx(http)
+    with upstream() as m:
+        m.post(USERS, status=503, body="busy")
+        m.post(USERS, payload={})
+        m.get(EXERCISES, status=429, headers={"Retry-After": "0"}, body="slow down")
+        m.get(EXERCISES, payload=[exercise()])
+        await polar.sync_exercises(ctx)
+        assert len(sent(m)) == 4
+    assert [w.provider_record_id for w in workouts(ctx)] == ["EX1"]
+
+
+# ---- mapping --------------------------------------------------------------------------------
+
+
+def test_local_start_and_offset_become_utc_and_the_duration_its_end() -> None:
+    (w,) = polar.map_exercise(exercise())
+    assert isinstance(w, Workout)
+    assert w.start_time == datetime(2026, 11, 1, 5, 30, tzinfo=UTC)  # 07:30 at UTC+2
+    assert w.utc_offset_minutes == 120
+    assert w.duration_s == 3723.5
+    assert w.end_time == w.start_time + timedelta(seconds=3723.5)
+    assert (w.sport, w.provider_sport, w.device_name) == ("running", "RUNNING", "Polar Vantage V3")
+    assert (w.energy_kcal, w.distance_m, w.avg_hr, w.max_hr) == (640.0, 10123.4, 142.0, 171.0)
+
+
+def test_a_negative_offset_crosses_midnight() -> None:
+    (w,) = polar.map_exercise(exercise(start_time="2026-11-01T21:15:00", start_time_utc_offset=-300))
+    assert isinstance(w, Workout)
+    assert w.start_time == datetime(2026, 11, 2, 2, 15, tzinfo=UTC)
+
+
+def test_missing_optional_fields_are_none() -> None:
+    raw = exercise()
+    for name in ("distance", "heart_rate", "device", "calories"):
+        del raw[name]
+    (w,) = polar.map_exercise(raw)
+    assert isinstance(w, Workout)
+    assert (w.distance_m, w.avg_hr, w.max_hr, w.device_name, w.energy_kcal) == (None, None, None, None, None)
+    assert w.raw is raw
+
+
+@pytest.mark.parametrize(
+    ("sport", "detailed", "expected"),
+    [
+        ("CYCLING", "MOUNTAIN_BIKING", ("mountain_biking", "MOUNTAIN_BIKING")),
+        ("SKIING", "CROSS-COUNTRY_SKIING", ("cross_country_skiing", "CROSS-COUNTRY_SKIING")),
+        ("OTHER", "SLACKLINING", ("other", "SLACKLINING")),  # unknown: other, Polar's name kept
+        ("RUNNING", "MOON_RUNNING", ("running", "MOON_RUNNING")),  # unknown detail: the sport decides
+        ("CYCLING", None, ("cycling", "CYCLING")),
+    ],
+)
+def test_sports(sport: str, detailed: str | None, expected: tuple[str, str]) -> None:
+    (w,) = polar.map_exercise(exercise(sport=sport, detailed_sport_info=detailed))
+    assert isinstance(w, Workout)
+    assert (w.sport, w.provider_sport) == expected
+
+
+def test_heart_rate_samples_skip_gaps_and_other_types_stay_in_raw() -> None:
+    samples = [
+        {"sample_type": "1", "recording_rate": 1, "data": "10.8,11.2"},  # speed: raw only
+        {"sample_type": "0", "recording_rate": 5, "data": "120,121,,123, "},
+    ]
+    raw = exercise(samples=samples, heart_rate_zones=[{"index": 1}], route=[{"latitude": 60.1}])
+    workout, *rows = polar.map_exercise(raw)
+    assert isinstance(workout, Workout)
+    assert workout.raw["route"] == [{"latitude": 60.1}]
+    assert workout.raw["heart_rate_zones"] == [{"index": 1}]
+    start = datetime(2026, 11, 1, 5, 30, tzinfo=UTC)
+    assert all(isinstance(r, Sample) for r in rows)
+    assert [(r.sample_type, r.recorded_at, r.value) for r in rows if isinstance(r, Sample)] == [
+        ("heart_rate", start, 120.0),
+        ("heart_rate", start + timedelta(seconds=5), 121.0),
+        ("heart_rate", start + timedelta(seconds=15), 123.0),  # index 2 was a gap
+    ]
+
+
+def test_empty_heart_rate_series_gives_no_samples() -> None:
+    rows = polar.map_exercise(exercise(samples=[{"sample_type": "0", "recording_rate": 1, "data": ""}]))
+    assert len(rows) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("PT1H2M3.5S", 3723.5), ("PT45S", 45.0), ("PT0S", 0.0), ("PT2H", 7200.0), ("P1DT1M", 86460.0), ("PT0.25S", 0.25)],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert polar.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "P", "PT", "P1DT", "PT1H2M3.5", "01:02:03", "-PT5S", "P1Y", "PT1.5H", "PTS"])
+def test_parse_duration_refuses_what_is_not_one(text: str) -> None:
+    with pytest.raises(ValueError, match="not an ISO 8601 duration"):
+        polar.parse_duration(text)
