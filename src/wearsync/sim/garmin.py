@@ -1,16 +1,388 @@
-"""Garmin API simulator. (Skeleton: no routes yet.)"""
+"""Garmin Health API simulator: the paths, parameters, auth and summary shapes of
+`apis.garmin.com` (mounted under /garmin/api) and its OAuth server `diauth.garmin.com` (under
+/garmin/auth), with deterministic data per user.
 
+Data API: `GET /wellness-api/rest/user/id` -> {"userId"}; `GET /wellness-api/rest/backfill/{type}`
+with `summaryStartTimeInSeconds` / `summaryEndTimeInSeconds` (at most 30 days, else 400) answers
+202 with an empty body and remembers the request per user (the same type and range again: 409);
+`GET /wellness-api/rest/{type}` with `uploadStartTimeInSeconds` / `uploadEndTimeInSeconds` (at most
+86400 s apart, else 400) returns that user's summaries uploaded in [start, end): what a ping's
+callbackURL points at. Summaries served: activities, dailies, epochs, sleeps, hrv. Each summary has
+an upload time (its end plus a delay) that is not part of the payload; `records()` lists them.
+
+Heart-rate samples in dailies come every 10 minutes, not every 15 s as on a real device, to keep
+test volumes small. Errors carry Garmin's `{"errorMessage": ...}` body (exact texts unconfirmed).
+OAuth: code `user-NAME` -> tokens of NAME (PKCE's code_verifier is accepted and ignored); client
+credentials in the form body; access tokens live 86400 s; refresh tokens rotate (Garmin's docs say
+a refresh returns a new refresh token; unconfirmed) and report `refresh_token_expires_in`.
+Rate limit: 100 calls per minute per app (evaluation tier, unconfirmed); over it, 429 with
+`Retry-After`.
+"""
+
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 
+from wearsync.sim.common import (
+    STATE_KEY,
+    OAuthStyle,
+    RateLimitStyle,
+    bearer_user,
+    fault_middleware,
+    json_error,
+    token_endpoint,
+    user_rng,
+)
+
 NAME = "garmin"
+ACCESS_TTL_S = 86400
+REFRESH_TTL_S = 7775999  # reported only: the simulator's refresh tokens do not expire
+MAX_BACKFILL_S = 30 * 86400
+MAX_UPLOAD_RANGE_S = 86400
+DEFAULT_HISTORY = {"workouts": 40, "days_247": 35}
+BACKFILL_TYPES = frozenset(
+    {"activities", "dailies", "epochs", "sleeps", "bodyComps", "stressDetails", "userMetrics", "hrv"}
+)
+SUMMARY_TYPES = ("activities", "dailies", "epochs", "sleeps", "hrv")
+
+# (activityType, speed in m/s (0: no distance), counts steps, outdoors (elevation)); the last is a
+# type our client does not know, to exercise its `other` mapping.
+_ACTIVITY_TYPES = [
+    ("RUNNING", 3.0, True, True), ("CYCLING", 7.5, False, True), ("LAP_SWIMMING", 0.9, False, False),
+    ("WALKING", 1.4, True, True), ("HIKING", 1.1, True, True), ("STRENGTH_TRAINING", 0.0, False, False),
+    ("YOGA", 0.0, False, False), ("TREADMILL_RUNNING", 2.9, True, False), ("INDOOR_CYCLING", 0.0, False, False),
+    ("MOUNTAIN_BIKING", 5.0, False, True), ("TRAIL_RUNNING", 2.5, True, True), ("HANG_GLIDING", 0.0, False, True),
+]  # fmt: skip
+_DEVICES = ["Forerunner 965", "fenix 7X", "Venu 3", "Edge 840", "vivoactive 5"]
+_PLACES = ["Berlin", "Boulder", "Leeds", "Lyon", "Oslo", "Kyoto"]
+_SCORES = [(90, "EXCELLENT"), (80, "GOOD"), (60, "FAIR"), (0, "POOR")]
+
+
+@dataclass
+class UserData:
+    user_id: str  # Garmin's own id of the user
+    offset_s: int
+    summaries: dict[str, list[dict[str, Any]]]  # type -> summaries, oldest first
+    uploads: dict[str, dict[str, int]]  # type -> summaryId -> upload time (not in the payload)
+
+
+@dataclass
+class Backfills:
+    """Accepted backfill requests per user, for tests now and the webhook deliveries later."""
+
+    by_user: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+BACKFILLS = web.AppKey("garmin_backfills", Backfills)
+
+
+def _sid(user_id: str, start: int, suffix: str = "") -> str:
+    return f"x{user_id[:7]}-{start:x}{suffix}"
+
+
+def _activities(rng: Any, anchor: datetime, count: int, offset_s: int, uid: str) -> list[dict[str, Any]]:
+    activities = []
+    start = anchor
+    for i in range(count):
+        start -= timedelta(hours=rng.uniform(20, 44))
+        kind, speed, steps, outdoors = rng.choice(_ACTIVITY_TYPES)
+        t0, duration = int(start.timestamp()), rng.randrange(1200, 7200)
+        activity_id = 12_000_000_000 - i * 1000 - rng.randrange(1000)
+        speed *= rng.uniform(0.8, 1.2)
+        a: dict[str, Any] = {
+            "userId": uid, "summaryId": str(activity_id), "activityId": activity_id,
+            "activityName": f"{rng.choice(_PLACES)} {kind.replace('_', ' ').title()}", "activityType": kind,
+            "startTimeInSeconds": t0, "startTimeOffsetInSeconds": offset_s, "durationInSeconds": duration,
+            "activeKilocalories": rng.randrange(100, 1200),
+            "averageHeartRateInBeatsPerMinute": rng.randrange(100, 160),
+            "maxHeartRateInBeatsPerMinute": rng.randrange(160, 192),
+            "deviceName": rng.choice(_DEVICES), "manual": False,
+        }  # fmt: skip
+        if speed:
+            a["distanceInMeters"] = round(speed * duration, 1)
+            a["averageSpeedInMetersPerSecond"] = round(speed, 3)
+            a["maxSpeedInMetersPerSecond"] = round(speed * rng.uniform(1.2, 1.8), 3)
+        if outdoors and speed:
+            a["totalElevationGainInMeters"] = round(rng.uniform(0, 900), 1)
+            a["totalElevationLossInMeters"] = round(rng.uniform(0, 900), 1)
+        if steps:
+            a["steps"] = int(duration * rng.uniform(1.5, 2.9))
+            a["averageRunCadenceInStepsPerMinute"] = round(rng.uniform(150, 180), 1)
+            a["maxRunCadenceInStepsPerMinute"] = round(rng.uniform(180, 200), 1)
+        if kind in ("CYCLING", "INDOOR_CYCLING", "MOUNTAIN_BIKING"):
+            a["averageBikeCadenceInRoundsPerMinute"] = round(rng.uniform(70, 95), 1)
+            a["maxBikeCadenceInRoundsPerMinute"] = round(rng.uniform(95, 125), 1)
+        if rng.random() < 0.1:  # entered by hand: no sensor data
+            a["manual"] = True
+            for name in ("averageHeartRateInBeatsPerMinute", "maxHeartRateInBeatsPerMinute", "deviceName"):
+                del a[name]
+        elif rng.random() < 0.1:
+            del a["deviceName"]
+        activities.append(a)
+    activities.reverse()
+    return activities
+
+
+def _epochs(rng: Any, t0: int, offset_s: int, uid: str) -> list[dict[str, Any]]:
+    """One day of 15-minute epochs from local midnight `t0`; a slot may hold two activity types."""
+    epochs = []
+    for slot in range(96):
+        start = t0 + slot * 900
+        night = slot < 28 or slot >= 92
+        kinds = ["SEDENTARY"] if night or rng.random() < 0.5 else [rng.choice(["WALKING", "RUNNING"])]
+        if not night and rng.random() < 0.15:
+            kinds = ["SEDENTARY", "WALKING"]
+        for i, kind in enumerate(kinds):
+            steps = 0 if kind == "SEDENTARY" else rng.randrange(100, 1500 if kind == "WALKING" else 2500)
+            epochs.append({
+                "userId": uid, "summaryId": _sid(uid, start, f"-{i}"), "activityType": kind,
+                "activeKilocalories": rng.randrange(0, 3) if kind == "SEDENTARY" else rng.randrange(5, 60),
+                "steps": steps, "distanceInMeters": round(steps * 0.76, 2), "durationInSeconds": 900,
+                "activeTimeInSeconds": 900 // len(kinds), "startTimeInSeconds": start,
+                "startTimeOffsetInSeconds": offset_s, "met": round(rng.uniform(1.0, 9.0), 2),
+                "intensity": "SEDENTARY" if kind == "SEDENTARY" else "ACTIVE",
+                "meanMotionIntensity": round(rng.uniform(0, 4), 2), "maxMotionIntensity": round(rng.uniform(4, 7), 2),
+            })  # fmt: skip
+    return epochs
+
+
+def _daily(rng: Any, t0: int, day: str, offset_s: int, uid: str, epochs: list[dict[str, Any]]) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "userId": uid, "summaryId": _sid(uid, t0), "calendarDate": day, "activityType": "GENERIC",
+        "startTimeInSeconds": t0, "startTimeOffsetInSeconds": offset_s, "durationInSeconds": 86400,
+        "steps": sum(e["steps"] for e in epochs),
+        "distanceInMeters": round(sum(e["distanceInMeters"] for e in epochs), 1),
+        "activeKilocalories": sum(e["activeKilocalories"] for e in epochs),
+        "bmrKilocalories": rng.randrange(1500, 1900), "restingHeartRateInBeatsPerMinute": rng.randrange(44, 62),
+        "averageHeartRateInBeatsPerMinute": rng.randrange(60, 80),
+        "maxHeartRateInBeatsPerMinute": rng.randrange(120, 180),
+        "averageStressLevel": rng.randrange(15, 60), "maxStressLevel": rng.randrange(60, 99),
+        "bodyBatteryChargedValue": rng.randrange(20, 80), "bodyBatteryDrainedValue": rng.randrange(20, 80),
+        "timeOffsetHeartRateSamples": {str(k * 600): rng.randrange(48, 130) for k in range(144)},
+    }  # fmt: skip
+    if rng.random() < 0.1:  # the watch was not worn
+        for name in ("timeOffsetHeartRateSamples", "restingHeartRateInBeatsPerMinute"):
+            del d[name]
+    if rng.random() < 0.05:
+        del d["bmrKilocalories"]
+    return d
+
+
+def _sleep(rng: Any, midnight: int, day: str, offset_s: int, uid: str) -> dict[str, Any]:
+    bed = midnight - rng.randrange(0, 7200)
+    stages = {"deep": rng.randrange(3600, 7200), "light": rng.randrange(10800, 16000),
+              "rem": rng.randrange(3600, 7200), "awake": rng.randrange(300, 2400)}  # fmt: skip
+    s: dict[str, Any] = {
+        "userId": uid, "summaryId": _sid(uid, bed), "calendarDate": day, "startTimeInSeconds": bed,
+        "startTimeOffsetInSeconds": offset_s, "durationInSeconds": sum(stages.values()),
+        "unmeasurableSleepInSeconds": 0, "deepSleepDurationInSeconds": stages["deep"],
+        "lightSleepDurationInSeconds": stages["light"], "remSleepInSeconds": stages["rem"],
+        "awakeDurationInSeconds": stages["awake"],
+        "validation": rng.choice(["ENHANCED_FINAL", "AUTO_FINAL", "DEVICE"]),
+    }  # fmt: skip
+    score = rng.randrange(35, 100)
+    s["overallSleepScore"] = {"value": score, "qualifierKey": next(q for low, q in _SCORES if score >= low)}
+    if rng.random() < 0.5:
+        levels: dict[str, list[dict[str, int]]] = {}
+        at = bed
+        for stage in ("light", "deep", "rem", "awake"):
+            levels[stage] = [{"startTimeInSeconds": at, "endTimeInSeconds": at + stages[stage]}]
+            at += stages[stage]
+        s["sleepLevelsMap"] = levels
+    if rng.random() < 0.1:  # an older device: no REM stage and no score
+        s["lightSleepDurationInSeconds"] += s.pop("remSleepInSeconds")
+        del s["overallSleepScore"]
+    return s
+
+
+def _hrv(rng: Any, midnight: int, day: str, offset_s: int, uid: str) -> dict[str, Any]:
+    start, duration = midnight - rng.randrange(0, 3600), rng.randrange(5 * 3600, 8 * 3600)
+    values = {str(k * 300): rng.randrange(20, 95) for k in range(duration // 300)}
+    h: dict[str, Any] = {
+        "userId": uid, "summaryId": _sid(uid, start, "-hrv"), "calendarDate": day,
+        "lastNightAvg": round(sum(values.values()) / len(values)), "lastNight5MinHigh": max(values.values()),
+        "startTimeOffsetInSeconds": offset_s, "durationInSeconds": duration, "startTimeInSeconds": start,
+        "hrvValues": values,
+    }  # fmt: skip
+    if rng.random() < 0.1:
+        del h["lastNight5MinHigh"], h["hrvValues"]
+    return h
+
+
+def _data_247(rng: Any, anchor: datetime, days: int, offset_s: int, uid: str) -> dict[str, list[dict[str, Any]]]:
+    shift = timedelta(seconds=offset_s)
+    first = (anchor + shift).replace(hour=0, minute=0, second=0, microsecond=0) - shift - timedelta(days=days)
+    data: dict[str, list[dict[str, Any]]] = {"dailies": [], "epochs": [], "sleeps": [], "hrv": []}
+    for d in range(days):
+        midnight = first + timedelta(days=d)
+        t0, day = int(midnight.timestamp()), (midnight + shift).date().isoformat()
+        epochs = _epochs(rng, t0, offset_s, uid)
+        data["epochs"] += epochs
+        data["dailies"].append(_daily(rng, t0, day, offset_s, uid, epochs))
+        data["sleeps"].append(_sleep(rng, t0, day, offset_s, uid))
+        if rng.random() < 0.9:  # some nights have no HRV reading
+            data["hrv"].append(_hrv(rng, t0, day, offset_s, uid))
+    return data
+
+
+def _upload_times(rng: Any, summaries: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, int]]:
+    """A summary is uploaded after it ends; the epochs of one 15 minutes travel together."""
+    uploads: dict[str, dict[str, int]] = {}
+    for kind, items in summaries.items():
+        by_slot: dict[int, int] = {}
+        uploads[kind] = {}
+        for s in items:
+            end = s["startTimeInSeconds"] + s["durationInSeconds"]
+            delay = by_slot.setdefault(end, rng.randrange(60, 4 * 3600)) if kind == "epochs" else None
+            uploads[kind][s["summaryId"]] = end + (delay if delay is not None else rng.randrange(60, 4 * 3600))
+    return uploads
+
+
+_cache: "OrderedDict[tuple[str, int, int, datetime], UserData]" = OrderedDict()
+
+
+def user_data(request_or_app: web.Request | web.Application, user: str) -> UserData:
+    if isinstance(request_or_app, web.Request):
+        state = request_or_app.config_dict[STATE_KEY]
+    else:
+        state = request_or_app[STATE_KEY]
+    history = DEFAULT_HISTORY | state.provider(NAME).history_for(user)
+    key = (user, history["workouts"], history["days_247"], state.anchor)
+    if key in _cache:
+        _cache.move_to_end(key)
+        return _cache[key]
+    rng = user_rng(NAME, user)
+    uid, offset_s = f"{rng.getrandbits(128):032x}", rng.choice([-18000, 0, 3600, 7200, 19800])
+    summaries = {"activities": _activities(user_rng(NAME, user, "activities"), state.anchor,
+                                           history["workouts"], offset_s, uid)}  # fmt: skip
+    summaries |= _data_247(user_rng(NAME, user, "247"), state.anchor, history["days_247"], offset_s, uid)
+    data = UserData(uid, offset_s, summaries, _upload_times(user_rng(NAME, user, "uploads"), summaries))
+    _cache[key] = data
+    while len(_cache) > 64:
+        _cache.popitem(last=False)
+    return data
+
+
+# ---- data API ---------------------------------------------------------------------------------
+
+
+def _http_error(status: int, message: str) -> web.HTTPError:
+    cls = {400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 404: web.HTTPNotFound}[status]
+    return cls(text=f'{{"errorMessage": "{message}"}}', content_type="application/json")
+
+
+def _authorized_user(request: web.Request) -> str:
+    user = bearer_user(request, NAME)
+    if user is None:
+        raise _http_error(401, "Invalid or expired access token")
+    return user
+
+
+def _seconds(request: web.Request, name: str) -> int:
+    try:
+        return int(request.query[name])
+    except KeyError:
+        raise _http_error(400, f"Missing parameter {name}") from None
+    except ValueError:
+        raise _http_error(400, f"Invalid parameter {name}") from None
+
+
+async def user_id(request: web.Request) -> web.Response:
+    return web.json_response({"userId": user_data(request, _authorized_user(request)).user_id})
+
+
+async def backfill(request: web.Request) -> web.Response:
+    user = _authorized_user(request)
+    kind = request.match_info["type"]
+    if kind not in BACKFILL_TYPES:
+        raise _http_error(404, f"Unknown summary type {kind}")
+    start, end = _seconds(request, "summaryStartTimeInSeconds"), _seconds(request, "summaryEndTimeInSeconds")
+    if end <= start:
+        return json_error(400, {"errorMessage": "summaryStartTimeInSeconds must be before summaryEndTimeInSeconds"})
+    if end - start > MAX_BACKFILL_S:
+        return json_error(400, {"errorMessage": f"Time range exceeds the maximum of {MAX_BACKFILL_S} seconds"})
+    asked = request.config_dict[BACKFILLS].by_user.setdefault(user, [])
+    if any((b["type"], b["start"], b["end"]) == (kind, start, end) for b in asked):
+        return json_error(409, {"errorMessage": "Duplicate backfill request"})
+    asked.append({"type": kind, "start": start, "end": end, "at": time.time()})
+    return web.Response(status=202)
+
+
+def summaries_uploaded(data: UserData, kind: str, start: int, end: int) -> list[dict[str, Any]]:
+    uploads = data.uploads[kind]
+    return [s for s in data.summaries[kind] if start <= uploads[s["summaryId"]] < end]
+
+
+def summaries_endpoint(kind: str) -> Any:
+    async def handler(request: web.Request) -> web.Response:
+        data = user_data(request, _authorized_user(request))
+        start, end = _seconds(request, "uploadStartTimeInSeconds"), _seconds(request, "uploadEndTimeInSeconds")
+        if end < start or end - start > MAX_UPLOAD_RANGE_S:
+            return json_error(400, {"errorMessage": f"Upload time range must span 0 to {MAX_UPLOAD_RANGE_S} seconds"})
+        return web.json_response(summaries_uploaded(data, kind, start, end))
+
+    return handler
+
+
+# ---- OAuth and limits -----------------------------------------------------------------------
+
+OAUTH = OAuthStyle(
+    NAME,
+    ACCESS_TTL_S,
+    client_auth="body",
+    rotates_refresh_token=True,
+    extra=lambda user, ttl: {
+        "scope": "PARTNER_WRITE PARTNER_READ CONNECT_READ CONNECT_WRITE",
+        "jti": secrets.token_hex(16),
+        "refresh_token_expires_in": REFRESH_TTL_S,
+    },
+)
+
+
+def _rate_headers(usage: list[tuple[int, int, int]]) -> dict[str, str]:
+    for limit, seconds, used in usage:
+        if used > limit:
+            return {"Retry-After": str(int(seconds - time.time() % seconds) + 1)}
+    return {}
+
+
+RATE_LIMIT = RateLimitStyle(limits=[(100, 60)], headers=_rate_headers, body={"errorMessage": "Rate limit exceeded"})
 
 
 def create_apps() -> tuple[web.Application, web.Application]:
-    return web.Application(), web.Application()
+    api = web.Application(middlewares=[fault_middleware(NAME, RATE_LIMIT)])
+    api[BACKFILLS] = Backfills()
+    api.router.add_get("/wellness-api/rest/user/id", user_id)
+    api.router.add_get("/wellness-api/rest/backfill/{type}", backfill)
+    for kind in SUMMARY_TYPES:
+        api.router.add_get(f"/wellness-api/rest/{kind}", summaries_endpoint(kind))
+    auth = web.Application(middlewares=[fault_middleware(NAME)])
+    auth.router.add_post("/di-oauth2-service/oauth/token", token_endpoint(OAUTH))
+    return api, auth
+
+
+def backfills(app: web.Application, user: str) -> list[dict[str, Any]]:
+    """The backfill requests accepted for this user; `app` is the simulator's root app or ours."""
+    apps = [app] + [r.get_info().get("app") for r in app.router.resources()]
+    for candidate in apps:
+        if isinstance(candidate, web.Application) and BACKFILLS in candidate:
+            return list(candidate[BACKFILLS].by_user.get(user, []))
+    return []
 
 
 def records(app: web.Application, user: str) -> dict[str, Any]:
-    """Every record the simulator serves this user, as served, for tests to compare with."""
-    return {}
+    """Every summary the simulator serves this user, as served, with each one's upload time (by
+    type and summaryId) and the backfill requests it accepted."""
+    data = user_data(app, user)
+    return {
+        "userId": data.user_id,
+        "offset_seconds": data.offset_s,
+        **data.summaries,
+        "uploads": data.uploads,
+        "backfills": backfills(app, user),
+    }

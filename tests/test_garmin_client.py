@@ -1,0 +1,355 @@
+"""Edge cases of the Garmin client, one upstream answer at a time (aioresponses). The full path
+against the simulator and PostgreSQL is in test_garmin.py; here storage is replaced by lists."""
+
+import re
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from uuid import uuid4
+
+import aiohttp
+import pytest
+from aioresponses import aioresponses
+from yarl import URL
+
+from wearsync.models import DataType, SyncParams
+from wearsync.providers import garmin
+from wearsync.providers.core import Connection, SyncContext
+from wearsync.providers.errors import MalformedPayload, NotSupported, ProviderError, UpstreamError
+from wearsync.providers.http import HttpClient
+from wearsync.providers.tokens import Credentials
+from wearsync.records import DailyActivity, Record, Recovery, Sample, SleepSession
+from wearsync.settings import Settings
+from wearsync.sports import SPORTS
+
+API = "https://garmin.test/api"
+REST = re.compile(r"^https://garmin\.test/api/wellness-api/rest/.*$")
+T0 = 1_780_000_000
+DAY = 86400
+
+
+@dataclass
+class RecordingContext(SyncContext):
+    """A SyncContext whose pages and backfill progress land in memory instead of PostgreSQL."""
+
+    pages: list[tuple[list[Record], str | None, int]] = field(default_factory=list)
+    pages_total: int | None = None
+    backfills: list[dict[str, Any]] = field(default_factory=list)
+
+    async def save_page(self, records: Sequence[Record], page_key: str | None = None, items: int = 0) -> None:
+        self.pages.append((list(records), page_key, items))
+
+    async def set_pages_total(self, pages_total: int) -> None:
+        self.pages_total = pages_total
+
+    def rows(self) -> list[Record]:
+        return [r for records, _, _ in self.pages for r in records]
+
+
+@pytest.fixture(autouse=True)
+def progress_in_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Backfill progress goes to the task row; here, to the context."""
+
+    async def earlier(ctx: RecordingContext) -> list[dict[str, Any]]:
+        return list(ctx.backfills)
+
+    async def record(ctx: RecordingContext, page_key: str, requested: list[dict[str, Any]]) -> None:
+        ctx.pages.append(([], page_key, 0))
+        ctx.backfills = list(requested)
+
+    monkeypatch.setattr(garmin, "_earlier_backfills", earlier)
+    monkeypatch.setattr(garmin, "_record_backfill", record)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[HttpClient]:
+    async with aiohttp.ClientSession() as session:
+        yield HttpClient(session, retries=2, backoff_s=0.0, backoff_max_s=0.0, max_inline_wait_s=5)
+
+
+@dataclass
+class FakeCredentials(Credentials):
+    """Tokens without a database: a refresh hands out the next numbered token."""
+
+    async def refresh(self, stale: str) -> None:
+        self.refreshes += 1
+        self.access_token = f"token-{self.refreshes + 1}"
+
+
+def make_ctx(http: HttpClient, data_type: DataType = DataType.WORKOUTS, **params: Any) -> RecordingContext:
+    settings = Settings(garmin_api_url=API, garmin_backfill_days=30)
+    config = settings.provider("garmin")
+    connection = Connection(uuid4(), "garmin", "g-user", "token-1", None, None, [])
+    credentials = FakeCredentials(garmin.PROVIDER, config, connection.user_id, "token-1", "refresh-1", None, None, http)  # type: ignore[arg-type]  # no pool
+    return RecordingContext(
+        task_id=uuid4(),
+        data_type=data_type,
+        params=SyncParams(**params),
+        connection=connection,
+        config=config,
+        http=http,
+        db=None,  # type: ignore[arg-type]  # never touched: storage is overridden
+        settings=settings,
+        credentials=credentials,
+    )
+
+
+def sent(m: aioresponses) -> list[tuple[URL, dict[str, Any]]]:
+    return [(url, call.kwargs) for (_, url), calls in m.requests.items() for call in calls]
+
+
+def summary(**fields: Any) -> dict[str, Any]:
+    return {"userId": "g-user", "summaryId": "s1", "startTimeInSeconds": T0, "startTimeOffsetInSeconds": 3600,
+            "durationInSeconds": 1800} | fields  # fmt: skip
+
+
+# ---- mapping --------------------------------------------------------------------------------
+
+
+def test_an_activity_with_only_the_required_fields() -> None:
+    raw = {"summaryId": "9", "activityType": "RUNNING", "startTimeInSeconds": T0}
+    w = garmin.map_activity(raw)
+    assert (w.provider_record_id, w.sport, w.provider_sport) == ("9", "running", "RUNNING")
+    assert w.start_time == w.end_time == datetime.fromtimestamp(T0, UTC)
+    assert (w.duration_s, w.distance_m, w.avg_hr, w.device_name, w.utc_offset_minutes, w.name) == (None,) * 6
+    assert w.raw is raw
+
+
+def test_every_mapped_sport_is_one_of_ours() -> None:
+    assert set(garmin.SPORTS.values()) <= SPORTS
+
+
+def test_an_unknown_activity_type_is_other_keeping_garmins_name() -> None:
+    w = garmin.map_activity(summary(activityType="HANG_GLIDING", activityName="Ridge soaring"))
+    assert (w.sport, w.provider_sport, w.name) == ("other", "HANG_GLIDING", "Ridge soaring")
+    assert garmin.map_activity(summary()).provider_sport is None  # no type at all: other, too
+    assert garmin.map_activity(summary()).sport == "other"
+
+
+def test_activity_units_and_offsets() -> None:
+    raw = summary(activityType="CYCLING", startTimeOffsetInSeconds=19800, distanceInMeters=30_000.5,
+                  activeKilocalories=640, averageHeartRateInBeatsPerMinute=141, maxHeartRateInBeatsPerMinute=176,
+                  averageSpeedInMetersPerSecond=8.1, maxSpeedInMetersPerSecond=15.2,
+                  totalElevationGainInMeters=420.0, totalElevationLossInMeters=410.0,
+                  averageBikeCadenceInRoundsPerMinute=88.0, deviceName="Edge 840")  # fmt: skip
+    w = garmin.map_activity(raw)
+    assert w.end_time - w.start_time == timedelta(seconds=1800)
+    assert (w.utc_offset_minutes, w.distance_m, w.energy_kcal, w.avg_hr, w.max_hr) == (330, 30_000.5, 640, 141, 176)
+    assert (w.avg_speed_mps, w.max_speed_mps, w.ascent_m, w.descent_m) == (8.1, 15.2, 420.0, 410.0)
+    assert (w.avg_cadence, w.device_name, w.steps) == (88.0, "Edge 840", None)
+
+
+def test_a_daily_without_bmr_or_heart_rate_samples() -> None:
+    (day,) = garmin.map_daily(summary(calendarDate="2026-11-01", steps=9000, activeKilocalories=400))
+    assert isinstance(day, DailyActivity)
+    assert (day.provider_record_id, day.day, day.steps) == ("2026-11-01", date(2026, 11, 1), 9000)
+    assert (day.active_energy_kcal, day.energy_kcal, day.distance_m) == (400, None, None)
+
+
+def test_a_daily_with_heart_rate_samples() -> None:
+    hr = {"0": 55, "15": 57}
+    raw = summary(
+        calendarDate="2026-11-01", activeKilocalories=400, bmrKilocalories=1700, timeOffsetHeartRateSamples=hr
+    )
+    rows = garmin.map_daily(raw)
+    assert isinstance(rows[0], DailyActivity)
+    assert rows[0].energy_kcal == 2100
+    assert [(s.sample_type, s.recorded_at, s.value) for s in rows[1:] if isinstance(s, Sample)] == [
+        ("heart_rate", datetime.fromtimestamp(T0, UTC), 55.0),
+        ("heart_rate", datetime.fromtimestamp(T0 + 15, UTC), 57.0),
+    ]
+
+
+def test_epochs_of_one_slot_are_summed() -> None:
+    epochs = [summary(summaryId="a", steps=0, activeKilocalories=1, activityType="SEDENTARY"),
+              summary(summaryId="b", steps=700, activeKilocalories=30, activityType="WALKING"),
+              summary(summaryId="c", startTimeInSeconds=T0 + 900, steps=None, activeKilocalories=2)]  # fmt: skip
+    samples = [s for s in garmin.map_epochs(epochs) if isinstance(s, Sample)]
+    at = datetime.fromtimestamp(T0, UTC)
+    assert [(s.sample_type, s.recorded_at, s.value) for s in samples] == [
+        ("steps", at, 700.0),
+        ("energy", at, 31.0),
+        ("energy", at + timedelta(minutes=15), 2.0),
+    ]
+
+
+def test_a_sleep_without_rem_or_score() -> None:
+    raw = summary(calendarDate="2026-11-01", durationInSeconds=27000, deepSleepDurationInSeconds=5000,
+                  lightSleepDurationInSeconds=20000, awakeDurationInSeconds=2000)  # fmt: skip
+    s = garmin.map_sleep(raw)
+    assert isinstance(s, SleepSession)
+    assert s.end_time - s.start_time == timedelta(seconds=27000)
+    assert (s.deep_s, s.light_s, s.rem_s, s.awake_s, s.score, s.is_nap) == (5000, 20000, None, 2000, None, False)
+    assert garmin.map_sleep(raw | {"overallSleepScore": {"value": 81, "qualifierKey": "GOOD"}}).score == 81
+
+
+def test_hrv_is_recovery_at_the_end_of_the_night() -> None:
+    r = garmin.map_hrv(summary(summaryId="h1", lastNightAvg=48, durationInSeconds=3600))
+    assert isinstance(r, Recovery)
+    assert (r.provider_record_id, r.hrv_rmssd_ms, r.utc_offset_minutes) == ("h1", 48, 60)
+    assert r.recorded_at == datetime.fromtimestamp(T0 + 3600, UTC)
+    assert garmin.map_hrv(summary(durationInSeconds=None)).hrv_rmssd_ms is None
+
+
+# ---- pulls ----------------------------------------------------------------------------------
+
+
+async def test_empty_and_absent_lists_store_empty_pages(http: HttpClient, upstream: type[aioresponses]) -> None:
+    ctx = make_ctx(http)
+    with upstream() as m:
+        m.get(REST, payload=[])
+        m.get(REST, body="", status=200)
+        assert await garmin.pull_summaries(ctx, "activities", (T0, T0 + 2 * DAY)) == 0
+    assert [(rows, key, n) for rows, key, n in ctx.pages] == [
+        ([], f"activities@{T0}-{T0 + DAY}", 0),
+        ([], f"activities@{T0 + DAY}-{T0 + 2 * DAY}", 0),
+    ]
+
+
+async def test_a_range_is_pulled_a_day_at_a_time_with_the_token(http: HttpClient, upstream: type[aioresponses]) -> None:
+    ctx = make_ctx(http)
+    with upstream() as m:
+        m.get(REST, payload=[summary(summaryId="h1", lastNightAvg=50)], repeat=True)
+        assert await garmin.pull_summaries(ctx, "hrv", (T0, T0 + 2 * DAY + 600)) == 3
+        calls = sent(m)
+    assert [(u.path, kw["params"]) for u, kw in calls] == [
+        ("/api/wellness-api/rest/hrv", {"uploadStartTimeInSeconds": s, "uploadEndTimeInSeconds": e})
+        for s, e in ((T0, T0 + DAY), (T0 + DAY, T0 + 2 * DAY), (T0 + 2 * DAY, T0 + 2 * DAY + 600))
+    ]
+    assert calls[0][1]["headers"]["Authorization"] == "Bearer token-1"
+    assert [type(r) for r in ctx.rows()] == [Recovery] * 3
+
+
+async def test_a_callback_url_is_fetched_as_given(http: HttpClient, upstream: type[aioresponses]) -> None:
+    ctx = make_ctx(http)
+    url = f"{API}/wellness-api/rest/sleeps?uploadStartTimeInSeconds={T0}&uploadEndTimeInSeconds={T0 + 60}&token=x"
+    with upstream() as m:
+        m.get(url, payload=[summary(durationInSeconds=100)])
+        assert await garmin.pull_summaries(ctx, "sleeps", url) == 1
+    (rows, key, items) = ctx.pages[0]
+    assert (key, items, [type(r) for r in rows]) == (f"sleeps@{T0}-{T0 + 60}", 1, [SleepSession])
+
+
+async def test_a_page_done_before_is_not_fetched_again(http: HttpClient, upstream: type[aioresponses]) -> None:
+    ctx = make_ctx(http)
+    ctx.done = {f"dailies@{T0}-{T0 + DAY}": 3}
+    with upstream() as m:
+        m.get(REST, payload=[])
+        await garmin.pull_summaries(ctx, "dailies", (T0, T0 + 2 * DAY))
+        assert [kw["params"]["uploadStartTimeInSeconds"] for _, kw in sent(m)] == [T0 + DAY]
+
+
+@pytest.mark.parametrize(
+    ("summary_type", "url"),
+    [
+        ("dailies", f"{API}/wellness-api/rest/sleeps?uploadStartTimeInSeconds=0"),  # another type
+        ("dailies", "https://garmin.test:8443/api/wellness-api/rest/dailies"),  # another port
+        ("dailies", "http://garmin.test/api/wellness-api/rest/dailies"),  # not https
+        ("dailies", "https://garmin.test/other/wellness-api/rest/dailies"),  # outside the API's path
+    ],
+)
+async def test_a_callback_url_off_the_api_is_refused_without_a_call(
+    http: HttpClient, upstream: type[aioresponses], summary_type: str, url: str
+) -> None:
+    with upstream() as m, pytest.raises(ProviderError, match="refusing Garmin callback URL"):
+        await garmin.pull_summaries(make_ctx(http), summary_type, url)
+    assert sent(m) == []
+
+
+async def test_an_unmapped_summary_type_is_not_pulled(http: HttpClient) -> None:
+    with pytest.raises(NotSupported, match="stressDetails"):
+        await garmin.pull_summaries(make_ctx(http), "stressDetails", (T0, T0 + DAY))
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        ({"body": '[{"summaryId": "s1", "startTi', "content_type": "application/json"}, "malformed JSON"),
+        ({"payload": {"errorMessage": "Invalid time range"}}, "returned no list of activities"),
+        ({"payload": [{"summaryId": "s1"}]}, r"unreadable record \(KeyError: 'startTimeInSeconds'\)"),
+        ({"payload": ["not a summary"]}, "unreadable record"),
+    ],
+)
+async def test_malformed_answers_fail_the_pull_clearly(
+    http: HttpClient, upstream: type[aioresponses], answer: dict[str, Any], error: str
+) -> None:
+    ctx = make_ctx(http)
+    with upstream() as m:
+        m.get(REST, repeat=True, **answer)
+        with pytest.raises(MalformedPayload, match=error):
+            await garmin.pull_summaries(ctx, "activities", (T0, T0 + DAY))
+    assert ctx.pages == []
+
+
+async def test_a_refused_token_is_refreshed_once(http: HttpClient, upstream: type[aioresponses]) -> None:
+    ctx = make_ctx(http)
+    with upstream() as m:
+        m.get(REST, status=401, payload={"errorMessage": "Invalid or expired access token"})
+        m.get(REST, payload={"userId": "abc123"})
+        assert await garmin.fetch_user_id(ctx) == "abc123"
+        tokens = [kw["headers"]["Authorization"] for _, kw in sent(m)]
+    assert tokens == ["Bearer token-1", "Bearer token-2"]
+
+
+# ---- backfill requests ----------------------------------------------------------------------
+
+
+async def test_a_range_is_asked_in_30_day_windows(http: HttpClient, upstream: type[aioresponses]) -> None:
+    ctx = make_ctx(http, summary_start_time=T0, summary_end_time=T0 + 75 * DAY)
+    with upstream() as m:
+        m.get(REST, status=202, body="", repeat=True)
+        await garmin.sync_workouts(ctx)
+        calls = sent(m)
+    windows = [(T0, T0 + 30 * DAY), (T0 + 30 * DAY, T0 + 60 * DAY), (T0 + 60 * DAY, T0 + 75 * DAY)]
+    asked = [
+        (u.path, kw["params"]["summaryStartTimeInSeconds"], kw["params"]["summaryEndTimeInSeconds"]) for u, kw in calls
+    ]
+    assert sorted(asked) == [("/api/wellness-api/rest/backfill/activities", s, e) for s, e in windows]
+    assert ctx.pages_total == 3
+    assert sorted((b["start"], b["end"], b["status"]) for b in ctx.backfills) == [(*w, "accepted") for w in windows]
+    assert sorted(str(key) for _, key, _ in ctx.pages) == [f"backfill/activities@{s}-{e}" for s, e in windows]
+
+
+async def test_247_asks_for_each_mapped_type_and_409_counts_as_asked(
+    http: HttpClient, upstream: type[aioresponses]
+) -> None:
+    ctx = make_ctx(http, DataType.DATA_247, summary_end_time=T0)
+    with upstream() as m:
+        m.get(re.compile(r".*/backfill/sleeps\?.*"), status=409, payload={"errorMessage": "Duplicate backfill request"})
+        m.get(REST, status=202, body="", repeat=True)
+        await garmin.sync_247(ctx)
+    assert sorted((b["type"], b["start"], b["end"], b["status"]) for b in ctx.backfills) == [
+        ("dailies", T0 - 30 * DAY, T0, "accepted"),
+        ("epochs", T0 - 30 * DAY, T0, "accepted"),
+        ("hrv", T0 - 30 * DAY, T0, "accepted"),
+        ("sleeps", T0 - 30 * DAY, T0, "duplicate"),
+    ]
+
+
+async def test_a_refused_backfill_fails_the_type(http: HttpClient, upstream: type[aioresponses]) -> None:
+    ctx = make_ctx(http, summary_start_time=T0, summary_end_time=T0 + DAY)
+    with upstream() as m:
+        m.get(REST, status=400, payload={"errorMessage": "Time range exceeds the maximum"})
+        with pytest.raises(UpstreamError, match="HTTP 400"):
+            await garmin.sync_workouts(ctx)
+    assert ctx.backfills == []
+
+
+async def test_done_requests_and_empty_ranges_ask_nothing(http: HttpClient, upstream: type[aioresponses]) -> None:
+    done = make_ctx(http, summary_start_time=T0, summary_end_time=T0 + DAY)
+    done.done = {f"backfill/activities@{T0}-{T0 + DAY}": 0}
+    empty = make_ctx(http, summary_start_time=T0, summary_end_time=T0)
+    with upstream() as m:
+        await garmin.sync_workouts(done)
+        await garmin.sync_workouts(empty)
+        assert sent(m) == []
+    assert (done.pages_total, empty.pages_total) == (1, 0)
+
+
+async def test_without_a_range_the_configured_days_end_now(http: HttpClient) -> None:
+    ctx = make_ctx(http)
+    ctx.settings = ctx.settings.model_copy(update={"garmin_backfill_days": 45})
+    start, end = garmin.backfill_range(ctx)
+    assert abs(end - datetime.now(UTC).timestamp()) < 5
+    assert end - start == 45 * DAY
