@@ -103,6 +103,17 @@ async def run_curl(session: aiohttp.ClientSession, argv: list[str]) -> Any:
         return await resp.json()
 
 
+async def poll_task(session: aiohttp.ClientSession, task_command: list[str], task_id: str) -> Any:
+    """Run the printed task command for `task_id` until the task is final."""
+    argv = [arg.replace("TASK_ID", task_id) for arg in task_command]
+    for _ in range(300):
+        task = await run_curl(session, argv)
+        if task["status"] in ("succeeded", "partial", "failed"):
+            return task
+        await asyncio.sleep(0.1)
+    pytest.fail(f"task {task_id} did not finish: {task}")
+
+
 async def test_make_run_demo_end_to_end(dev_run: DevRun) -> None:
     try:
         await asyncio.wait_for(dev_run.banner.wait(), 60)
@@ -121,17 +132,22 @@ async def test_make_run_demo_end_to_end(dev_run: DevRun) -> None:
     async with aiohttp.ClientSession() as session:
         queued = await run_curl(session, commands[0])
         assert (queued["success"], queued["async"]) == (True, True)
-        task_cmd = [arg.replace("TASK_ID", queued["task_id"]) for arg in commands[1]]
-        for _ in range(300):
-            task = await run_curl(session, task_cmd)
-            if task["status"] in ("succeeded", "partial", "failed"):
-                break
-            await asyncio.sleep(0.1)
+        task = await poll_task(session, commands[1], queued["task_id"])
         assert task["status"] == "succeeded", task
         in_request = await run_curl(session, commands[2])
         assert (in_request["success"], in_request["details"]) == (True, {"workouts": True})
         connections = await run_curl(session, commands[3])
-        assert [c["provider"] for c in connections] == ["suunto"]
+        assert sorted(c["provider"] for c in connections) == ["garmin", "polar", "strava", "suunto", "whoop"]
+        loop = next(line for line in banner.splitlines() if line.strip().startswith("for p in "))
+        providers, _, template = loop.strip().removeprefix("for p in ").partition("; do ")
+        template = template.removesuffix("; echo; done")
+        every = {}
+        for provider in providers.split():
+            argv = shlex.split(template.replace("$WEARSYNC_KEY", key.group(1)).replace("$p", provider))
+            every[provider] = (await run_curl(session, argv))["task_id"]
+        for provider, task_id in every.items():
+            other = await poll_task(session, commands[1], task_id)
+            assert other["status"] == "succeeded", (provider, other)
         async with session.get(f"{sim.group(1)}/_sim/suunto/users/demo/records") as resp:
             served = await resp.json()
 
@@ -139,10 +155,14 @@ async def test_make_run_demo_end_to_end(dev_run: DevRun) -> None:
     conn = await asyncpg.connect(dev_run.database_url)
     try:
         counts = {
-            table: await conn.fetchval(f"SELECT count(*) FROM {table} WHERE user_id = $1", uuid.UUID(user.group(1)))
+            table: await conn.fetchval(
+                f"SELECT count(*) FROM {table} WHERE user_id = $1 AND provider = 'suunto'", uuid.UUID(user.group(1))
+            )
             for table in ("workouts", "sleep_sessions", "recoveries", "daily_activity")
         }
-        workout_keys = {r["provider_record_id"] for r in await conn.fetch("SELECT provider_record_id FROM workouts")}
+        workout_keys = {r["provider_record_id"] for r in await conn.fetch(
+            "SELECT provider_record_id FROM workouts WHERE provider = 'suunto'")}  # fmt: skip
+        pulled = {r["provider"] for r in await conn.fetch("SELECT DISTINCT provider FROM workouts")}
         assert await migrate(conn) == []
     finally:
         await conn.close()
@@ -151,6 +171,7 @@ async def test_make_run_demo_end_to_end(dev_run: DevRun) -> None:
     assert counts["sleep_sessions"] == len(served["sleep"]) > 0
     assert counts["recoveries"] == len(served["recovery"]) > 0
     assert task["progress"]["data_247"]["records"]["daily_activity"] == counts["daily_activity"] > 0
+    assert pulled == {"strava", "polar", "suunto", "whoop"}  # Garmin's arrive by webhook
 
     # Ctrl-C (SIGINT to the terminal's process group) stops everything, cleanly.
     os.killpg(dev_run.process.pid, signal.SIGINT)

@@ -280,8 +280,9 @@ async def pull_context(deps: Deps, key: str, user_id: str) -> SyncContext:
     config = deps.settings.provider("garmin")
     credentials = Credentials(garmin.PROVIDER, config, uid, connection.access_token, connection.refresh_token,
                               connection.expires_at, deps.db, deps.http)  # fmt: skip
-    return SyncContext(task_id=task_id, data_type=DataType.DATA_247, params=SyncParams(), connection=connection,
-                       config=config, http=deps.http, db=deps.db, settings=deps.settings, credentials=credentials,
+    return SyncContext(task_id=task_id, started_at=datetime.now(UTC), data_type=DataType.DATA_247,
+                       params=SyncParams(), connection=connection, config=config, http=deps.http, db=deps.db,
+                       settings=deps.settings, credentials=credentials,
                        bucket=garmin.PROVIDER.bucket(deps.settings))  # fmt: skip
 
 

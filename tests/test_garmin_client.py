@@ -84,6 +84,7 @@ def make_ctx(http: HttpClient, data_type: DataType = DataType.WORKOUTS, **params
     credentials = FakeCredentials(garmin.PROVIDER, config, connection.user_id, "token-1", "refresh-1", None, None, http)  # type: ignore[arg-type]  # no pool
     return RecordingContext(
         task_id=uuid4(),
+        started_at=datetime.now(UTC),
         data_type=data_type,
         params=SyncParams(**params),
         connection=connection,

@@ -64,6 +64,7 @@ def make_ctx(http: HttpClient, done: dict[str, int] | None = None, **params: Any
     credentials = FakeCredentials(polar.PROVIDER, config, connection.user_id, "token-1", None, None, None, http)  # type: ignore[arg-type]  # no pool
     return RecordingContext(
         task_id=uuid4(),
+        started_at=datetime.now(UTC),
         data_type=DataType.WORKOUTS,
         params=SyncParams(**params),
         connection=connection,

@@ -25,7 +25,7 @@ from wearsync.settings import PROVIDER_NAMES, Settings
 
 DEMO_USER_ID = uuid.uuid5(uuid.NAMESPACE_URL, "wearsync-demo-user")
 SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_SUBSCRIPTION_KEY = "wearsync-sim", "sim-secret", "sim-subscription-key"
-DEMO_PROVIDERS = ("suunto",)  # providers whose simulator exists
+DEMO_PROVIDERS = PROVIDER_NAMES
 
 
 def _start_postgres(folder: Path, stack: contextlib.ExitStack) -> str:
@@ -115,6 +115,8 @@ async def create_demo(database_url: str, api_url: str, env: dict[str, str]) -> s
 def _print_banner(api_url: str, sim_url: str, key: str) -> None:
     base = f"{api_url}/api/v1"
     user = DEMO_USER_ID
+    sync_p = f'curl -s -X POST -H "X-API-Key: $WEARSYNC_KEY" "{base}/$p/users/{user}/sync"'
+    every_provider = f"for p in {' '.join(DEMO_PROVIDERS)}; do {sync_p}; echo; done"
     print(
         f"""
 wearsync is running.
@@ -138,6 +140,9 @@ Try:
 
   # the user and their connections
   curl -s -H "X-API-Key: $WEARSYNC_KEY" "{base}/users/{user}/connections"
+
+  # every provider at once (Garmin answers by webhook: its sync asks for a backfill)
+  {every_provider}
 
 Ctrl-C stops everything.
 """,

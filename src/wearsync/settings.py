@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     # Whoop pages a range sequentially (next tokens), so a sync cuts its reach into sub-ranges
     # paged side by side.
     whoop_history_days: int = Field(730, ge=1, le=3650)
-    whoop_range_days: int = Field(30, ge=1, le=365)
+    whoop_range_days: int = Field(90, ge=1, le=365)
     whoop_page_concurrency: int = Field(4, ge=1, le=32)
 
     @field_validator(*(f"{name}_rate_limits" for name in PROVIDER_NAMES))

@@ -106,7 +106,7 @@ async def run_task(deps: Deps, task_id: UUID, *, defer_rate_limits: bool = False
             runs = {
                 t: group.create_task(
                     _sync_data_type(
-                        deps, task_id, provider, t, params, connection, credentials, defer_rate_limits,
+                        deps, task, provider, t, params, connection, credentials, defer_rate_limits,
                         done=progress.get(t.value, {}).get("done") or {},
                     )
                 )
@@ -114,7 +114,13 @@ async def run_task(deps: Deps, task_id: UUID, *, defer_rate_limits: bool = False
             }  # fmt: skip
     except BaseExceptionGroup as failures:
         raise _most_telling(failures) from None
-    errors = {t.value: runs[t].result() if t in runs else None for t in data_types}
+    outcomes = {t: runs[t].result() if t in runs else None for t in data_types}
+    # A type that must wait for a rate limit let the others finish; the job is then deferred,
+    # and its rerun resumes only what is not done.
+    waits = [o for o in outcomes.values() if isinstance(o, RateLimited)]
+    if waits and defer_rate_limits:
+        raise max(waits, key=lambda e: e.retry_after_s)
+    errors = {t.value: str(o) if o is not None else None for t, o in outcomes.items()}
     details = {t: error is None for t, error in errors.items()}
     status = overall_status(details)
     error = "; ".join(f"{t}: {e}" for t, e in errors.items() if e is not None) or None
@@ -143,7 +149,7 @@ def _most_telling(failures: BaseExceptionGroup[BaseException]) -> BaseException:
 
 async def _sync_data_type(
     deps: Deps,
-    task_id: UUID,
+    task: asyncpg.Record,
     provider: Provider,
     data_type: DataType,
     params: SyncParams,
@@ -151,11 +157,14 @@ async def _sync_data_type(
     credentials: Credentials,
     defer_rate_limits: bool,
     done: dict[str, int],
-) -> str | None:
-    """Sync one data type; returns None on success or the provider error that failed it."""
+) -> ProviderError | None:
+    """Sync one data type; returns None on success, or the provider error that failed it (or,
+    deferring, the RateLimited it must wait for)."""
+    task_id = task["id"]
     config = deps.settings.provider(provider.name)
     ctx = SyncContext(
         task_id=task_id,
+        started_at=task["started_at"],
         data_type=data_type,
         params=params,
         connection=connection,
@@ -177,14 +186,14 @@ async def _sync_data_type(
         if not defer_rate_limits:
             return await _fail_type(deps, task_id, data_type, e)
         await queries.update_type_progress(deps.db, task_id, data_type, status="waiting", error=str(e))
-        raise
+        return e
     except ProviderError as e:
         return await _fail_type(deps, task_id, data_type, e)
     await queries.update_type_progress(deps.db, task_id, data_type, status="succeeded")
     return None
 
 
-async def _fail_type(deps: Deps, task_id: UUID, data_type: DataType, error: ProviderError) -> str:
+async def _fail_type(deps: Deps, task_id: UUID, data_type: DataType, error: ProviderError) -> ProviderError:
     log.warning("data type failed", data_type=data_type.value, error=str(error))
     await queries.update_type_progress(deps.db, task_id, data_type, status="failed", error=str(error))
-    return str(error)
+    return error

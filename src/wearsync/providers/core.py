@@ -40,6 +40,8 @@ class SyncContext:
     `request_json` (token, refresh on 401, shared rate limit); records land only by `save_page`."""
 
     task_id: UUID
+    # When the task first started: a fixed "now" for ranges, so a rerun cuts the same pages.
+    started_at: datetime
     data_type: DataType
     params: SyncParams
     connection: Connection

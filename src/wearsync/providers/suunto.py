@@ -253,7 +253,7 @@ _DAILY_STATISTICS = "/247/daily-activity-statistics"
 
 
 async def sync_247(ctx: SyncContext) -> None:
-    end = datetime.now(UTC)
+    end = ctx.started_at  # fixed for the task, so that a rerun's windows (and page keys) match
     start = (
         _from_ms(ctx.params.since * 1000)
         if ctx.params.since

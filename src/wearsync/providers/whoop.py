@@ -1,8 +1,295 @@
-"""Whoop Developer API v2 client. (Skeleton: capabilities, OAuth and limits; the client comes next.)"""
+"""Whoop Developer API v2 client: workouts, and sleep, recovery and cycles as 24/7 data.
+
+Each collection pages by `nextToken`, so one range is sequential. A sync therefore cuts its reach
+(`WEARSYNC_WHOOP_HISTORY_DAYS` back from now) into sub-ranges of `WEARSYNC_WHOOP_RANGE_DAYS` and
+pages the sub-ranges side by side (`WEARSYNC_WHOOP_PAGE_CONCURRENCY` at a time per data type),
+newest first, each one sequentially with the largest page Whoop allows (25), writing each page
+as it lands. Sub-ranges lie on a fixed grid (multiples of the range length since the Unix epoch,
+so the reach is rounded down to the grid): a rerun of a task cuts the same sub-ranges.
+
+Resuming (our choice): a page with more to come is marked done as
+`<collection>@<sub-range start date>#<page index>`, and the page that completes a sub-range as
+`<collection>@<sub-range start date>`. A rerun skips completed sub-ranges without a call; an
+interrupted one is paged again from its start (the next page needs the previous page's token,
+which is not kept), storing only the pages not marked done.
+
+Whoop matches a record to a range when the two intersect, so a record spanning a sub-range
+boundary is served in both: a run stores it once (records it has seen already are dropped; after a
+rerun, progress may count such a record twice, though its row is not rewritten). Once our share of
+the rate limit is used up, no new sub-range starts but the pages in flight land, so the calls they
+cost are not wasted. Cost: at least one call per sub-range and collection (4 x 25 with the
+defaults, a minute of Whoop's 100 per minute) even where there is no data.
+
+Mapping choices: sport names we do not know become `other` with Whoop's name kept (HIIT and the
+like map to `aerobics`: our list has no interval training); energy is
+kJ / 4.184; a sleep's duration is its time in bed (end - start), deep sleep is slow-wave sleep;
+a recovery is recorded at its `created_at` (the time Whoop scored it, after the night) and keyed
+by its cycle id; a cycle is a day's activity on the local date of its start (cycles begin at sleep
+onset, so usually the evening before the day it mostly covers), keyed by its id, with strain and
+heart rates kept in `raw`. Records not (yet) scored carry no `score`: their measures are None.
+"""
+
+import re
+from collections.abc import Callable
+from contextlib import aclosing
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from wearsync.models import DataType
-from wearsync.providers.core import Provider
+from wearsync.providers.core import Provider, SyncContext, map_page
+from wearsync.providers.errors import MalformedPayload, RateLimited
+from wearsync.providers.paging import each_concurrently, time_windows
 from wearsync.providers.ratelimit import RateLimit
+from wearsync.records import DailyActivity, Record, Recovery, SleepSession, Workout
+
+PAGE_LIMIT = 25  # Whoop's maximum
+KJ_PER_KCAL = 4.184
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# Whoop's sport_name -> our sport. Names not listed become "other".
+SPORTS: dict[str, str] = {
+    "running": "running", "track-and-field": "track_running", "cycling": "cycling", "spin": "indoor_cycling",
+    "mountain-biking": "mountain_biking", "walking": "walking", "dog-walking": "walking",
+    "stroller-walking": "walking", "hiking/rucking": "hiking", "swimming": "swimming", "rowing": "rowing",
+    "kayaking": "kayaking", "canoeing": "canoeing", "paddleboarding": "stand_up_paddling", "sailing": "sailing",
+    "surfing": "surfing", "kite-boarding": "kitesurfing", "diving": "diving",
+    "skiing": "alpine_skiing", "cross-country-skiing": "cross_country_skiing", "snowboarding": "snowboarding",
+    "ice-skating": "ice_skating", "inline-skating": "inline_skating", "skateboarding": "skateboarding",
+    "weightlifting": "strength_training", "powerlifting": "strength_training",
+    "functional-fitness": "strength_training", "strength-trainer": "strength_training",
+    "f45-training": "strength_training", "crossfit": "crossfit", "hiit": "aerobics", "box-fitness": "aerobics",
+    "barre": "aerobics", "barre3": "aerobics", "yoga": "yoga", "hot-yoga": "yoga", "pilates": "pilates",
+    "stretching": "stretching", "dance": "dance", "elliptical": "elliptical", "rock-climbing": "climbing",
+    "climber": "climbing", "golf": "golf", "disc-golf": "golf", "tennis": "tennis", "badminton": "badminton",
+    "squash": "squash", "padel": "padel", "table-tennis": "table_tennis", "soccer": "soccer",
+    "basketball": "basketball", "volleyball": "volleyball", "handball": "handball", "baseball": "baseball",
+    "football": "american_football", "american-football": "american_football", "rugby": "rugby",
+    "ice-hockey": "hockey", "field-hockey": "hockey", "cricket": "cricket", "martial-arts": "martial_arts",
+    "jiu-jitsu": "martial_arts", "kickboxing": "martial_arts", "wrestling": "martial_arts", "boxing": "boxing",
+    "triathlon": "triathlon", "duathlon": "multisport", "horseback-riding": "horseback_riding",
+    "meditation": "meditation",
+}  # fmt: skip
+
+_OFFSET = re.compile(r"^([+-])(\d{2}):?(\d{2})$")
+
+
+@dataclass(frozen=True)
+class Collection:
+    name: str  # in page keys
+    path: str
+    id_field: str  # what identifies a record (a recovery: its cycle)
+    mapper: Callable[[Any], Record]
+
+
+# ---- mapping --------------------------------------------------------------------------------
+
+
+def _time(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError(f"timestamp without a time zone: {value!r}")
+    return parsed.astimezone(UTC)
+
+
+def _offset_minutes(value: str | None) -> int | None:
+    """`-05:00` -> -300; `Z` -> 0."""
+    if value is None:
+        return None
+    if value == "Z":
+        return 0
+    match = _OFFSET.match(value)
+    if match is None:
+        raise ValueError(f"unreadable timezone_offset {value!r}")
+    sign, hours, minutes = match.groups()
+    return (-1 if sign == "-" else 1) * (int(hours) * 60 + int(minutes))
+
+
+def _num(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _seconds(millis: Any) -> float | None:
+    return None if millis is None else float(millis) / 1000
+
+
+def _kcal(kilojoule: Any) -> float | None:
+    return None if kilojoule is None else float(kilojoule) / KJ_PER_KCAL
+
+
+def _score(record: dict[str, Any]) -> dict[str, Any]:
+    """The score, or {} where Whoop has none (PENDING_SCORE, UNSCORABLE)."""
+    score = record.get("score")
+    return score if isinstance(score, dict) else {}
+
+
+def map_workout(w: dict[str, Any]) -> Workout:
+    start, end = _time(w["start"]), _time(w["end"])
+    sport_name = str(w["sport_name"])
+    score = _score(w)
+    return Workout(
+        provider_record_id=str(w["id"]),
+        sport=SPORTS.get(sport_name, "other"),
+        provider_sport=sport_name,
+        start_time=start,
+        end_time=end,
+        raw=w,
+        utc_offset_minutes=_offset_minutes(w.get("timezone_offset")),
+        duration_s=(end - start).total_seconds(),
+        distance_m=_num(score.get("distance_meter")),
+        energy_kcal=_kcal(score.get("kilojoule")),
+        avg_hr=_num(score.get("average_heart_rate")),
+        max_hr=_num(score.get("max_heart_rate")),
+        ascent_m=_num(score.get("altitude_gain_meter")),
+    )
+
+
+def map_sleep(s: dict[str, Any]) -> SleepSession:
+    start, end = _time(s["start"]), _time(s["end"])
+    score = _score(s)
+    stages = score.get("stage_summary") or {}
+    return SleepSession(
+        provider_record_id=str(s["id"]),
+        start_time=start,
+        end_time=end,
+        raw=s,
+        utc_offset_minutes=_offset_minutes(s.get("timezone_offset")),
+        is_nap=bool(s.get("nap", False)),
+        duration_s=(end - start).total_seconds(),
+        deep_s=_seconds(stages.get("total_slow_wave_sleep_time_milli")),
+        light_s=_seconds(stages.get("total_light_sleep_time_milli")),
+        rem_s=_seconds(stages.get("total_rem_sleep_time_milli")),
+        awake_s=_seconds(stages.get("total_awake_time_milli")),
+        score=_num(score.get("sleep_performance_percentage")),
+        respiratory_rate=_num(score.get("respiratory_rate")),
+    )
+
+
+def map_recovery(r: dict[str, Any]) -> Recovery:
+    score = _score(r)
+    return Recovery(
+        provider_record_id=str(r["cycle_id"]),
+        recorded_at=_time(r["created_at"]),
+        raw=r,
+        score=_num(score.get("recovery_score")),
+        resting_hr=_num(score.get("resting_heart_rate")),
+        hrv_rmssd_ms=_num(score.get("hrv_rmssd_milli")),
+        spo2_percent=_num(score.get("spo2_percentage")),
+        skin_temp_c=_num(score.get("skin_temp_celsius")),
+    )
+
+
+def map_cycle(c: dict[str, Any]) -> DailyActivity:
+    start = _time(c["start"])
+    offset = _offset_minutes(c.get("timezone_offset")) or 0
+    day: date = (start + timedelta(minutes=offset)).date()
+    return DailyActivity(
+        provider_record_id=str(c["id"]),
+        day=day,
+        raw=c,
+        energy_kcal=_kcal(_score(c).get("kilojoule")),
+    )
+
+
+WORKOUTS = Collection("workout", "/developer/v2/activity/workout", "id", map_workout)
+SLEEP = Collection("sleep", "/developer/v2/activity/sleep", "id", map_sleep)
+RECOVERY = Collection("recovery", "/developer/v2/recovery", "cycle_id", map_recovery)
+CYCLES = Collection("cycle", "/developer/v2/cycle", "id", map_cycle)
+
+
+# ---- sync -----------------------------------------------------------------------------------
+
+
+def sub_ranges(now: datetime, history_days: int, range_days: int) -> list[tuple[datetime, datetime]]:
+    """[now - history, now) cut on a grid of `range_days` since the epoch, newest first; the
+    first starts on the grid line at or before the reach, the last ends now."""
+    span = timedelta(days=range_days)
+    first = EPOCH + span * ((now - timedelta(days=history_days) - EPOCH) // span)
+    return time_windows(first, now, span)[::-1]
+
+
+def rfc3339(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def range_key(collection: Collection, start: datetime) -> str:
+    """The key of the page that completes a sub-range; earlier pages add `#<index>`."""
+    return f"{collection.name}@{start.date().isoformat()}"
+
+
+def read_page(url: str, body: Any) -> tuple[list[dict[str, Any]], str | None]:
+    """(records, next token or None on the last page) of one answer, or MalformedPayload."""
+    if not isinstance(body, dict) or not isinstance(body.get("records", []), list):
+        raise MalformedPayload(f"GET {url} returned no record list: {str(body)[:200]}")
+    records: list[Any] = body.get("records") or []
+    if not all(isinstance(r, dict) for r in records):
+        raise MalformedPayload(f"GET {url} returned records that are not objects: {str(records)[:200]}")
+    token = body.get("next_token")
+    if token is not None and not isinstance(token, str):
+        raise MalformedPayload(f"GET {url} returned a next_token that is not a string: {token!r}")
+    return records, token or None
+
+
+async def sync_range(
+    ctx: SyncContext, collection: Collection, window: tuple[datetime, datetime], seen: set[str]
+) -> None:
+    """Page one sub-range of one collection to its end, storing the pages not stored before."""
+    start, end = window
+    url = f"{ctx.config.api_url}{collection.path}"
+    done_key = range_key(collection, start)
+    query: dict[str, str | int] = {"start": rfc3339(start), "end": rfc3339(end), "limit": PAGE_LIMIT}
+    tokens: set[str] = set()
+    index = 0
+    while True:
+        records, token = read_page(url, await ctx.get_json(url, params=query))
+        page_key = done_key if token is None else f"{done_key}#{index}"
+        if page_key not in ctx.done:
+            # Drop what another sub-range of this task served already (records spanning a boundary).
+            ids = [None if r.get(collection.id_field) is None else str(r[collection.id_field]) for r in records]
+            fresh = [r for r, i in zip(records, ids, strict=True) if i is None or i not in seen]
+            seen.update(i for i in ids if i is not None)
+            await ctx.save_page(map_page(fresh, collection.mapper), page_key, len(records))
+        if token is None:
+            return
+        if token in tokens:
+            raise MalformedPayload(f"GET {url} returned the same next_token twice: {token!r}")
+        tokens.add(token)
+        query["nextToken"] = token
+        index += 1
+
+
+async def sync_collections(ctx: SyncContext, collections: list[Collection]) -> None:
+    settings = ctx.settings
+    windows = sub_ranges(datetime.now(UTC), settings.whoop_history_days, settings.whoop_range_days)
+    todo = [(c, w) for w in windows for c in collections if range_key(c, w[0]) not in ctx.done]
+    seen: dict[str, set[str]] = {c.name: set() for c in collections}
+    limited: list[RateLimited] = []
+
+    async def run(item: tuple[Collection, tuple[datetime, datetime]]) -> None:
+        # Once the rate limit is used up, start nothing new but let the pages in flight land:
+        # cancelling them would throw away answers that cost a call each.
+        if limited:
+            return
+        collection, window = item
+        try:
+            await sync_range(ctx, collection, window, seen[collection.name])
+        except RateLimited as e:
+            limited.append(e)
+
+    async with aclosing(each_concurrently(todo, run, concurrency=settings.whoop_page_concurrency)) as runs:
+        async for _ in runs:
+            pass
+    if limited:
+        raise max(limited, key=lambda e: e.retry_after_s)
+
+
+async def sync_workouts(ctx: SyncContext) -> None:
+    await sync_collections(ctx, [WORKOUTS])
+
+
+async def sync_247(ctx: SyncContext) -> None:
+    await sync_collections(ctx, [SLEEP, RECOVERY, CYCLES])
+
 
 PROVIDER = Provider(
     name="whoop",
@@ -12,4 +299,5 @@ PROVIDER = Provider(
     client_auth="body",
     refresh_params={"scope": "offline"},  # without it Whoop issues no new refresh token
     rate_limits=(RateLimit(100, 60), RateLimit(10_000, 86400)),
+    sync={DataType.WORKOUTS: sync_workouts, DataType.DATA_247: sync_247},
 )
