@@ -38,8 +38,8 @@ from wearsync.sim.common import STATE_KEY, SimState
 from wearsync.sync import Deps, create_http_client
 from wearsync.worker import WorkerSettings, worker_options
 
-DATA_TABLES = ("samples", "daily_activity", "recoveries", "sleep_sessions", "workouts", "sync_tasks",
-               "provider_connections", "users", "api_keys", "applications")  # fmt: skip
+DATA_TABLES = ("samples", "daily_activity", "recoveries", "sleep_sessions", "workouts", "garmin_backfills",
+               "webhook_events", "sync_tasks", "provider_connections", "users", "api_keys", "applications")  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -243,6 +243,30 @@ def factory(client: TestClient[web.Request, web.Application], db: asyncpg.Pool, 
     return Factory(client, db, settings)
 
 
+async def start_sync(
+    client: TestClient[web.Request, web.Application], key: str, provider: str, user_id: str, query: str = ""
+) -> str:
+    """Start a sync through the API (`query`: its parameters); the task's id."""
+    resp = await client.post(f"/api/v1/{provider}/users/{user_id}/sync?{query}", headers={"X-API-Key": key})
+    assert resp.status == 200, await resp.text()
+    task_id: str = (await resp.json())["task_id"]
+    return task_id
+
+
+async def sim_records(sim_server: TestServer, provider: str, user: str) -> dict[str, Any]:
+    """Everything the simulator serves one of the provider's users, as its test endpoint lists it."""
+    url = sim_server.make_url(f"/_sim/{provider}/users/{user}/records")
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        assert resp.status == 200
+        records: dict[str, Any] = await resp.json()
+        return records
+
+
+def refreshes(sim_state: SimState, provider: str) -> int:
+    """How many refresh-token grants the provider's simulated OAuth server has served."""
+    return sum(1 for p, grant, _ in sim_state.grants if p == provider and grant == "refresh_token")
+
+
 async def wait_for_task(
     client: TestClient[web.Request, web.Application], key: str, task_id: str, timeout_s: float = 60
 ) -> dict[str, Any]:
@@ -265,6 +289,13 @@ class _CompatResponse(aiohttp.ClientResponse):
     def __init__(self, method: str, url: Any, **kwargs: Any) -> None:
         kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
         super().__init__(method, url, **kwargs)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[HttpClient]:
+    """An HttpClient that retries twice without waiting, for unit tests of one provider client."""
+    async with aiohttp.ClientSession() as session:
+        yield HttpClient(session, retries=2, backoff_s=0.0, backoff_max_s=0.0, max_inline_wait_s=5)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from arq.worker import Worker
 from yarl import URL
 
-from tests.conftest import Factory, wait_for_task
+from tests.conftest import Factory, refreshes, sim_records, start_sync, wait_for_task
 from wearsync.db import queries
 from wearsync.models import DataType, SyncParams
 from wearsync.providers import garmin
@@ -38,23 +38,6 @@ SPORTS = {"RUNNING": "running", "CYCLING": "cycling", "LAP_SWIMMING": "swimming"
           "TREADMILL_RUNNING": "treadmill_running", "INDOOR_CYCLING": "indoor_cycling",
           "MOUNTAIN_BIKING": "mountain_biking", "TRAIL_RUNNING": "trail_running"}  # fmt: skip
 TYPES_247 = {"dailies", "epochs", "sleeps", "hrv"}
-
-
-async def sim_records(sim_server: TestServer, user: str) -> dict[str, Any]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(sim_server.make_url(f"/_sim/garmin/users/{user}/records")) as resp,
-    ):
-        assert resp.status == 200
-        records: dict[str, Any] = await resp.json()
-        return records
-
-
-async def start_sync(client: Client, key: str, user_id: str, query: str = "") -> str:
-    resp = await client.post(f"/api/v1/garmin/users/{user_id}/sync?{query}", headers={"X-API-Key": key})
-    assert resp.status == 200, await resp.text()
-    task_id: str = (await resp.json())["task_id"]
-    return task_id
 
 
 def unix(day: str) -> int:
@@ -77,13 +60,13 @@ async def test_sync_without_a_range_asks_for_the_last_30_days(
 ) -> None:
     key, user_id, sim_user = await factory.connected_user("garmin")
     before = int(time.time())
-    task = await wait_for_task(client, key, await start_sync(client, key, user_id))
+    task = await wait_for_task(client, key, await start_sync(client, key, "garmin", user_id))
     after = int(time.time()) + 1
 
     assert task["status"] == "succeeded", task
     assert task["result"] == {"workouts": True, "data_247": True}
     assert task["params"] == {"summary_start_time": None, "summary_end_time": None}
-    backfills = (await sim_records(sim_server, sim_user))["backfills"]
+    backfills = (await sim_records(sim_server, "garmin", sim_user))["backfills"]
     assert sorted(b["type"] for b in backfills) == ["activities", "dailies", "epochs", "hrv", "sleeps"]
     for b in backfills:
         assert before <= b["end"] <= after  # one window, ending now
@@ -112,7 +95,9 @@ async def test_a_range_is_cut_into_30_day_windows(
     client: Client, factory: Factory, worker: Worker, sim_server: TestServer, query: str, data_type: str
 ) -> None:
     key, user_id, sim_user = await factory.connected_user("garmin")
-    task = await wait_for_task(client, key, await start_sync(client, key, user_id, f"{query}&data_type={data_type}"))
+    task = await wait_for_task(
+        client, key, await start_sync(client, key, "garmin", user_id, f"{query}&data_type={data_type}")
+    )
 
     assert task["status"] == "succeeded", task
     start, end = unix("2026-08-01"), unix("2026-10-15")  # 75 days, as ISO dates or Unix seconds
@@ -120,7 +105,7 @@ async def test_a_range_is_cut_into_30_day_windows(
     windows = [(start, start + WINDOW), (start + WINDOW, start + 2 * WINDOW), (start + 2 * WINDOW, end)]
     types = ("activities", *TYPES_247) if data_type == "all" else TYPES_247
     expected = sorted((t, s, e) for s, e in windows for t in types)
-    assert asked(await sim_records(sim_server, sim_user)) == expected
+    assert asked(await sim_records(sim_server, "garmin", sim_user)) == expected
     assert listed(task["progress"]["data_247"]) == [(*w, "accepted") for w in expected if w[0] != "activities"]
     assert task["progress"]["data_247"]["pages"] == task["progress"]["data_247"]["pages_total"] == 12
     if data_type == "all":
@@ -135,10 +120,10 @@ async def test_only_a_start_reaches_until_now(
     key, user_id, sim_user = await factory.connected_user("garmin")
     start = int(time.time()) - 40 * DAY
     task = await wait_for_task(
-        client, key, await start_sync(client, key, user_id, f"data_type=workouts&summary_start_time={start}")
+        client, key, await start_sync(client, key, "garmin", user_id, f"data_type=workouts&summary_start_time={start}")
     )
     assert task["status"] == "succeeded", task
-    (first, second) = asked(await sim_records(sim_server, sim_user))
+    (first, second) = asked(await sim_records(sim_server, "garmin", sim_user))
     assert first == ("activities", start, start + WINDOW)
     assert second[1] == start + WINDOW
     assert abs(second[2] - time.time()) < 5
@@ -149,12 +134,12 @@ async def test_asking_for_the_same_range_again_is_a_duplicate_and_still_succeeds
 ) -> None:
     key, user_id, sim_user = await factory.connected_user("garmin")
     query = "summary_start_time=2026-09-01&summary_end_time=2026-10-15"
-    first = await wait_for_task(client, key, await start_sync(client, key, user_id, query))
-    second = await wait_for_task(client, key, await start_sync(client, key, user_id, query))
+    first = await wait_for_task(client, key, await start_sync(client, key, "garmin", user_id, query))
+    second = await wait_for_task(client, key, await start_sync(client, key, "garmin", user_id, query))
 
     assert (first["status"], second["status"]) == ("succeeded", "succeeded")
     assert second["result"] == {"workouts": True, "data_247": True}
-    assert len((await sim_records(sim_server, sim_user))["backfills"]) == 2 * 5  # nothing new recorded
+    assert len((await sim_records(sim_server, "garmin", sim_user))["backfills"]) == 2 * 5  # nothing new recorded
     for progress in second["progress"].values():
         assert {b["status"] for b in progress["backfill"]} == {"duplicate"}
         assert progress["pages"] == progress["pages_total"] == len(progress["backfill"])
@@ -169,7 +154,7 @@ async def test_sync_mode_returns_details(client: Client, factory: Factory, sim_s
     assert resp.status == 200
     body = await resp.json()
     assert (body["success"], body["details"]) == (True, {"workouts": True, "data_247": True})
-    assert {b[0] for b in asked(await sim_records(sim_server, sim_user))} == {"activities", *TYPES_247}
+    assert {b[0] for b in asked(await sim_records(sim_server, "garmin", sim_user))} == {"activities", *TYPES_247}
 
 
 async def test_a_refused_backfill_type_leaves_the_task_partial(
@@ -177,7 +162,7 @@ async def test_a_refused_backfill_type_leaves_the_task_partial(
 ) -> None:
     key, user_id, _ = await factory.connected_user("garmin")
     sim_state.faults.append(Fault("garmin", "/wellness-api/rest/backfill/sleeps", "status", 500, count=-1))
-    task = await wait_for_task(client, key, await start_sync(client, key, user_id))
+    task = await wait_for_task(client, key, await start_sync(client, key, "garmin", user_id))
     assert task["status"] == "partial"
     assert task["result"] == {"workouts": True, "data_247": False}
     assert "/wellness-api/rest/backfill/sleeps" in task["error"]
@@ -185,10 +170,6 @@ async def test_a_refused_backfill_type_leaves_the_task_partial(
 
 
 # ---- tokens and limits ----------------------------------------------------------------------
-
-
-def refreshes(sim_state: SimState) -> int:
-    return sum(1 for p, grant, _ in sim_state.grants if p == "garmin" and grant == "refresh_token")
 
 
 async def refresh_grant(settings: Settings, refresh_token: str) -> int:
@@ -209,10 +190,10 @@ async def test_an_expiring_token_is_refreshed_and_the_refresh_token_rotates(
     user_id = await factory.user(key)
     await factory.connect(key, user_id, "garmin", f"g{uuid.uuid4().hex[:8]}", expires_at="2000-01-01T00:00:00Z")
     old = await db.fetchval("SELECT refresh_token FROM provider_connections")
-    task = await wait_for_task(client, key, await start_sync(client, key, user_id))
+    task = await wait_for_task(client, key, await start_sync(client, key, "garmin", user_id))
 
     assert task["status"] == "succeeded", task
-    assert refreshes(sim_state) == 1  # both data types, one refresh
+    assert refreshes(sim_state, "garmin") == 1  # both data types, one refresh
     row = await db.fetchrow("SELECT access_token, refresh_token, expires_at FROM provider_connections")
     assert row is not None
     assert row["refresh_token"] != old
@@ -228,12 +209,12 @@ async def test_429_and_5xx_bursts_on_backfill_are_survived(
     key, user_id, sim_user = await factory.connected_user("garmin")
     sim_state.faults.append(Fault("garmin", "/wellness-api/rest/backfill", "ratelimit", count=3))
     sim_state.faults.append(Fault("garmin", "/wellness-api/rest/backfill", "status", status=503, count=2))
-    task = await wait_for_task(client, key, await start_sync(client, key, user_id))
+    task = await wait_for_task(client, key, await start_sync(client, key, "garmin", user_id))
 
     assert task["status"] == "succeeded", task
     statuses = Counter(r["status"] for r in sim_state.requests if "/backfill/" in r["path"])
     assert statuses == {"fault:ratelimit": 3, "fault:status": 2, 202: 5}
-    backfills = asked(await sim_records(sim_server, sim_user))
+    backfills = asked(await sim_records(sim_server, "garmin", sim_user))
     assert [b[0] for b in backfills] == ["activities", "dailies", "epochs", "hrv", "sleeps"]
 
 
@@ -370,7 +351,7 @@ async def test_pulled_summaries_land_field_by_field(
     sim_user = f"g{uuid.uuid4().hex[:8]}"
     sim_state.provider("garmin").user_history[sim_user] = {"workouts": 30, "days_247": 10}
     key, user_id, _ = await factory.connected_user("garmin", sim_user)
-    served = await sim_records(sim_server, sim_user)
+    served = await sim_records(sim_server, "garmin", sim_user)
     anchor = int(sim_state.anchor.timestamp())
     # The last 7 days, and uploads since midnight: 8 windows of 5 types, twice, fit the rate limit.
     start, end = anchor - 7 * DAY, anchor + DAY
@@ -410,6 +391,7 @@ async def test_pulled_summaries_land_field_by_field(
         expected["dailies"], expected["epochs"]
     )
 
+    assert ctx.task_id is not None
     task = await queries.get_task(db, ctx.task_id)
     assert task is not None
     progress = task["progress"]["data_247"]
@@ -427,11 +409,12 @@ async def test_a_rerun_skips_pulled_pages(
     client: Client, factory: Factory, deps: Deps, sim_server: TestServer, sim_state: SimState, db: asyncpg.Pool
 ) -> None:
     key, user_id, sim_user = await factory.connected_user("garmin")
-    uploads = (await sim_records(sim_server, sim_user))["uploads"]["dailies"].values()
+    uploads = (await sim_records(sim_server, "garmin", sim_user))["uploads"]["dailies"].values()
     start = int(sim_state.anchor.timestamp()) - 3 * DAY
     ctx = await pull_context(deps, key, user_id)
     first = await garmin.pull_summaries(ctx, "dailies", (start, start + 2 * DAY))
     assert first == len([t for t in uploads if start <= t < start + 2 * DAY])
+    assert ctx.task_id is not None
     task = await queries.get_task(db, ctx.task_id)
     assert task is not None
     ctx.done = task["progress"]["data_247"]["done"]

@@ -2,24 +2,19 @@
 against the simulator and PostgreSQL is in test_garmin.py; here storage is replaced by lists."""
 
 import re
-from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from uuid import uuid4
 
-import aiohttp
 import pytest
 from aioresponses import aioresponses
-from yarl import URL
 
+from tests.clients import RecordingContext, recording_context, sent
 from wearsync.models import DataType, SyncParams
 from wearsync.providers import garmin
-from wearsync.providers.core import Connection, SyncContext
 from wearsync.providers.errors import MalformedPayload, NotSupported, ProviderError, UpstreamError
 from wearsync.providers.http import HttpClient
-from wearsync.providers.tokens import Credentials
-from wearsync.records import DailyActivity, Record, Recovery, Sample, SleepSession
+from wearsync.records import DailyActivity, Recovery, Sample, SleepSession
 from wearsync.settings import Settings
 from wearsync.sports import SPORTS
 
@@ -30,74 +25,33 @@ DAY = 86400
 
 
 @dataclass
-class RecordingContext(SyncContext):
-    """A SyncContext whose pages and backfill progress land in memory instead of PostgreSQL."""
+class GarminContext(RecordingContext):
+    """A RecordingContext that also keeps the backfill requests recorded on the task."""
 
-    pages: list[tuple[list[Record], str | None, int]] = field(default_factory=list)
-    pages_total: int | None = None
     backfills: list[dict[str, Any]] = field(default_factory=list)
-
-    async def save_page(self, records: Sequence[Record], page_key: str | None = None, items: int = 0) -> None:
-        self.pages.append((list(records), page_key, items))
-
-    async def set_pages_total(self, pages_total: int) -> None:
-        self.pages_total = pages_total
-
-    def rows(self) -> list[Record]:
-        return [r for records, _, _ in self.pages for r in records]
 
 
 @pytest.fixture(autouse=True)
 def progress_in_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     """Backfill progress goes to the task row; here, to the context."""
 
-    async def earlier(ctx: RecordingContext) -> list[dict[str, Any]]:
+    async def earlier(ctx: GarminContext) -> list[dict[str, Any]]:
         return list(ctx.backfills)
 
-    async def record(ctx: RecordingContext, page_key: str, requested: list[dict[str, Any]]) -> None:
-        ctx.pages.append(([], page_key, 0))
+    async def record(ctx: GarminContext, page_key: str, requested: list[dict[str, Any]]) -> None:
+        await ctx.save_page([], page_key)
         ctx.backfills = list(requested)
 
     monkeypatch.setattr(garmin, "_earlier_backfills", earlier)
     monkeypatch.setattr(garmin, "_record_backfill", record)
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[HttpClient]:
-    async with aiohttp.ClientSession() as session:
-        yield HttpClient(session, retries=2, backoff_s=0.0, backoff_max_s=0.0, max_inline_wait_s=5)
-
-
-@dataclass
-class FakeCredentials(Credentials):
-    """Tokens without a database: a refresh hands out the next numbered token."""
-
-    async def refresh(self, stale: str) -> None:
-        self.refreshes += 1
-        self.access_token = f"token-{self.refreshes + 1}"
-
-
-def make_ctx(http: HttpClient, data_type: DataType = DataType.WORKOUTS, **params: Any) -> RecordingContext:
+def make_ctx(http: HttpClient, data_type: DataType = DataType.WORKOUTS, **params: Any) -> GarminContext:
     settings = Settings(garmin_api_url=API, garmin_backfill_days=30)
-    config = settings.provider("garmin")
-    connection = Connection(uuid4(), "garmin", "g-user", "token-1", None, None, [])
-    credentials = FakeCredentials(garmin.PROVIDER, config, connection.user_id, "token-1", "refresh-1", None, None, http)  # type: ignore[arg-type]  # no pool
-    return RecordingContext(
-        task_id=uuid4(),
-        started_at=datetime.now(UTC),
-        data_type=data_type,
-        params=SyncParams(**params),
-        connection=connection,
-        config=config,
-        http=http,
-        db=None,  # type: ignore[arg-type]  # never touched: storage is overridden
-        settings=settings,
-        credentials=credentials,
-    )
-
-
-def sent(m: aioresponses) -> list[tuple[URL, dict[str, Any]]]:
-    return [(url, call.kwargs) for (_, url), calls in m.requests.items() for call in calls]
+    ctx = recording_context(garmin.PROVIDER, http, settings, data_type=data_type, params=SyncParams(**params),
+                            provider_user_id="g-user", context=GarminContext)  # fmt: skip
+    assert isinstance(ctx, GarminContext)
+    return ctx
 
 
 def summary(**fields: Any) -> dict[str, Any]:
@@ -202,9 +156,9 @@ async def test_empty_and_absent_lists_store_empty_pages(http: HttpClient, upstre
         m.get(REST, payload=[])
         m.get(REST, body="", status=200)
         assert await garmin.pull_summaries(ctx, "activities", (T0, T0 + 2 * DAY)) == 0
-    assert [(rows, key, n) for rows, key, n in ctx.pages] == [
-        ([], f"activities@{T0}-{T0 + DAY}", 0),
-        ([], f"activities@{T0 + DAY}-{T0 + 2 * DAY}", 0),
+    assert [(key, rows, n) for key, rows, n in ctx.saved] == [
+        (f"activities@{T0}-{T0 + DAY}", [], 0),
+        (f"activities@{T0 + DAY}-{T0 + 2 * DAY}", [], 0),
     ]
 
 
@@ -214,11 +168,11 @@ async def test_a_range_is_pulled_a_day_at_a_time_with_the_token(http: HttpClient
         m.get(REST, payload=[summary(summaryId="h1", lastNightAvg=50)], repeat=True)
         assert await garmin.pull_summaries(ctx, "hrv", (T0, T0 + 2 * DAY + 600)) == 3
         calls = sent(m)
-    assert [(u.path, kw["params"]) for u, kw in calls] == [
+    assert [(u.path, kw["params"]) for _, u, kw in calls] == [
         ("/api/wellness-api/rest/hrv", {"uploadStartTimeInSeconds": s, "uploadEndTimeInSeconds": e})
         for s, e in ((T0, T0 + DAY), (T0 + DAY, T0 + 2 * DAY), (T0 + 2 * DAY, T0 + 2 * DAY + 600))
     ]
-    assert calls[0][1]["headers"]["Authorization"] == "Bearer token-1"
+    assert calls[0][2]["headers"]["Authorization"] == "Bearer token-1"
     assert [type(r) for r in ctx.rows()] == [Recovery] * 3
 
 
@@ -228,7 +182,7 @@ async def test_a_callback_url_is_fetched_as_given(http: HttpClient, upstream: ty
     with upstream() as m:
         m.get(url, payload=[summary(durationInSeconds=100)])
         assert await garmin.pull_summaries(ctx, "sleeps", url) == 1
-    (rows, key, items) = ctx.pages[0]
+    (key, rows, items) = ctx.saved[0]
     assert (key, items, [type(r) for r in rows]) == (f"sleeps@{T0}-{T0 + 60}", 1, [SleepSession])
 
 
@@ -238,7 +192,7 @@ async def test_a_page_done_before_is_not_fetched_again(http: HttpClient, upstrea
     with upstream() as m:
         m.get(REST, payload=[])
         await garmin.pull_summaries(ctx, "dailies", (T0, T0 + 2 * DAY))
-        assert [kw["params"]["uploadStartTimeInSeconds"] for _, kw in sent(m)] == [T0 + DAY]
+        assert [kw["params"]["uploadStartTimeInSeconds"] for _, _, kw in sent(m)] == [T0 + DAY]
 
 
 @pytest.mark.parametrize(
@@ -289,7 +243,7 @@ async def test_a_refused_token_is_refreshed_once(http: HttpClient, upstream: typ
         m.get(REST, status=401, payload={"errorMessage": "Invalid or expired access token"})
         m.get(REST, payload={"userId": "abc123"})
         assert await garmin.fetch_user_id(ctx) == "abc123"
-        tokens = [kw["headers"]["Authorization"] for _, kw in sent(m)]
+        tokens = [kw["headers"]["Authorization"] for _, _, kw in sent(m)]
     assert tokens == ["Bearer token-1", "Bearer token-2"]
 
 
@@ -304,12 +258,13 @@ async def test_a_range_is_asked_in_30_day_windows(http: HttpClient, upstream: ty
         calls = sent(m)
     windows = [(T0, T0 + 30 * DAY), (T0 + 30 * DAY, T0 + 60 * DAY), (T0 + 60 * DAY, T0 + 75 * DAY)]
     asked = [
-        (u.path, kw["params"]["summaryStartTimeInSeconds"], kw["params"]["summaryEndTimeInSeconds"]) for u, kw in calls
+        (u.path, kw["params"]["summaryStartTimeInSeconds"], kw["params"]["summaryEndTimeInSeconds"])
+        for _, u, kw in calls
     ]
     assert sorted(asked) == [("/api/wellness-api/rest/backfill/activities", s, e) for s, e in windows]
     assert ctx.pages_total == 3
     assert sorted((b["start"], b["end"], b["status"]) for b in ctx.backfills) == [(*w, "accepted") for w in windows]
-    assert sorted(str(key) for _, key, _ in ctx.pages) == [f"backfill/activities@{s}-{e}" for s, e in windows]
+    assert sorted(str(key) for key, _ in ctx.page_keys) == [f"backfill/activities@{s}-{e}" for s, e in windows]
 
 
 async def test_247_asks_for_each_mapped_type_and_409_counts_as_asked(

@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from arq.worker import Worker
 
-from tests.conftest import Factory, wait_for_task
+from tests.conftest import Factory, sim_records, start_sync, wait_for_task
 from wearsync.sim.common import Fault, SimState
 
 Client = TestClient[web.Request, web.Application]
@@ -27,24 +27,6 @@ SPORTS = {"RUNNING": "running", "ROAD_BIKING": "cycling", "MOUNTAIN_BIKING": "mo
           "CROSS-COUNTRY_SKIING": "cross_country_skiing"}  # fmt: skip
 FLAG_FIELDS = {"samples": "samples", "zones": "heart_rate_zones", "route": "route"}
 UNIT_SECONDS = {"D": 86400, "H": 3600, "M": 60, "S": 1}
-
-
-async def sim_get(sim_server: TestServer, path: str) -> Any:
-    async with aiohttp.ClientSession() as session, session.get(sim_server.make_url(path)) as resp:
-        assert resp.status == 200
-        return await resp.json()
-
-
-async def sim_records(sim_server: TestServer, user: str) -> dict[str, Any]:
-    records: dict[str, Any] = await sim_get(sim_server, f"/_sim/polar/users/{user}/records")
-    return records
-
-
-async def start_sync(client: Client, key: str, user_id: str, query: str = "") -> str:
-    resp = await client.post(f"/api/v1/polar/users/{user_id}/sync?{query}", headers={"X-API-Key": key})
-    assert resp.status == 200, await resp.text()
-    task_id: str = (await resp.json())["task_id"]
-    return task_id
 
 
 def seconds(iso_duration: str) -> float:
@@ -111,13 +93,13 @@ async def test_async_sync_without_flags_lands_every_served_exercise(
     client: Client, factory: Factory, worker: Worker, sim_server: TestServer, sim_state: SimState, db: asyncpg.Pool
 ) -> None:
     key, user_id, sim_user = await factory.connected_user("polar")
-    task = await wait_for_task(client, key, await start_sync(client, key, user_id))
+    task = await wait_for_task(client, key, await start_sync(client, key, "polar", user_id))
 
     assert task["status"] == "succeeded", task
     assert task["result"] == {"workouts": True}
     assert task["error"] is None
     assert task["params"] == {"samples": False, "zones": False, "route": False}
-    served = await sim_records(sim_server, sim_user)
+    served = await sim_records(sim_server, "polar", sim_user)
     rows = await assert_exercises_stored(db, user_id, served, set())
     assert not any(set(FLAG_FIELDS.values()) & set(r["raw"]) for r in rows.values())
     assert await db.fetchval("SELECT count(*) FROM samples") == 0
@@ -149,13 +131,13 @@ async def test_samples_zones_and_route_flags_are_honoured(
 ) -> None:
     key, user_id, sim_user = await factory.connected_user("polar")
     query = "&".join(f"{flag}={'true' if flag in flags else 'false'}" for flag in FLAG_FIELDS)
-    task = await wait_for_task(client, key, await start_sync(client, key, user_id, query))
+    task = await wait_for_task(client, key, await start_sync(client, key, "polar", user_id, query))
 
     assert task["status"] == "succeeded", task
     assert task["params"] == {flag: flag in flags for flag in FLAG_FIELDS}
     (call,) = [r for r in sim_state.requests if r["path"] == "/v3/exercises"]
     assert call["query"] == {flag: "true" if flag in flags else "false" for flag in FLAG_FIELDS}
-    served = await sim_records(sim_server, sim_user)
+    served = await sim_records(sim_server, "polar", sim_user)
     rows = await assert_exercises_stored(db, user_id, served, flags)
     for flag, field in FLAG_FIELDS.items():
         assert all((field in r["raw"]) == (flag in flags) for r in rows.values()), field
@@ -182,11 +164,12 @@ async def test_second_sync_adds_nothing_and_rewrites_nothing(
 ) -> None:
     key, user_id, _ = await factory.connected_user("polar")
     query = "samples=true&zones=true&route=true"
-    assert (await wait_for_task(client, key, await start_sync(client, key, user_id, query)))["status"] == "succeeded"
+    first = await wait_for_task(client, key, await start_sync(client, key, "polar", user_id, query))
+    assert first["status"] == "succeeded"
     workouts = await db.fetch("SELECT provider_record_id, xmin::text, updated_at FROM workouts ORDER BY 1")
     samples = await db.fetch("SELECT recorded_at, xmin::text FROM samples ORDER BY 1")
 
-    task = await wait_for_task(client, key, await start_sync(client, key, user_id, query))
+    task = await wait_for_task(client, key, await start_sync(client, key, "polar", user_id, query))
     assert task["status"] == "succeeded", task
     assert await db.fetch("SELECT provider_record_id, xmin::text, updated_at FROM workouts ORDER BY 1") == workouts
     assert await db.fetch("SELECT recorded_at, xmin::text FROM samples ORDER BY 1") == samples
@@ -213,7 +196,7 @@ async def test_a_refused_token_deactivates_the_connection_as_there_is_no_refresh
     key, user_id, _ = await factory.connected_user("polar")
     assert await db.fetchval("SELECT refresh_token FROM provider_connections") is None
     await db.execute("UPDATE provider_connections SET access_token = 'garbage'")
-    task = await wait_for_task(client, key, await start_sync(client, key, user_id))
+    task = await wait_for_task(client, key, await start_sync(client, key, "polar", user_id))
 
     assert task["status"] == "failed"
     assert task["result"] == {"workouts": False}
@@ -235,7 +218,7 @@ async def test_a_429_burst_and_a_5xx_burst_are_survived(
     key, user_id, _ = await factory.connected_user("polar")
     sim_state.faults.append(Fault("polar", "/v3/exercises", "ratelimit", count=3))
     sim_state.faults.append(Fault("polar", "/v3/users", "status", status=503, count=2))
-    task = await wait_for_task(client, key, await start_sync(client, key, user_id))
+    task = await wait_for_task(client, key, await start_sync(client, key, "polar", user_id))
 
     assert task["status"] == "succeeded", task
     statuses = [(r["path"], r["status"]) for r in sim_state.requests if r["provider"] == "polar"]

@@ -2,24 +2,19 @@
 against the simulator and PostgreSQL is in test_polar.py; here storage is replaced by a list."""
 
 import re
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import uuid4
 
-import aiohttp
 import pytest
 from aioresponses import aioresponses
-from yarl import URL
 
-from wearsync.models import DataType, SyncParams
+from tests.clients import RecordingContext, recording_context, sent
+from wearsync.models import SyncParams
 from wearsync.providers import polar
-from wearsync.providers.core import Connection, SyncContext
 from wearsync.providers.errors import MalformedPayload, UpstreamAuthError, UpstreamError
 from wearsync.providers.http import HttpClient
-from wearsync.providers.tokens import Credentials
-from wearsync.records import Record, Sample, Workout
+from wearsync.records import Sample, Workout
 from wearsync.settings import Settings
 
 API = "https://polar.test/api"
@@ -27,54 +22,9 @@ USERS = f"{API}/v3/users"
 EXERCISES = re.compile(r"^https://polar\.test/api/v3/exercises\?.*$")
 
 
-@dataclass
-class RecordingContext(SyncContext):
-    """A SyncContext whose pages land in memory instead of PostgreSQL."""
-
-    pages: list[list[Record]] = field(default_factory=list)
-    page_keys: list[tuple[str | None, int]] = field(default_factory=list)
-    pages_total: int | None = None
-
-    async def save_page(self, records: Sequence[Record], page_key: str | None = None, items: int = 0) -> None:
-        self.pages.append(list(records))
-        self.page_keys.append((page_key, items))
-
-    async def set_pages_total(self, pages_total: int) -> None:
-        self.pages_total = pages_total
-
-
-@dataclass
-class FakeCredentials(Credentials):
-    """Tokens without a database: a refresh hands out the next numbered token."""
-
-    async def refresh(self, stale: str) -> None:
-        self.refreshes += 1
-        self.access_token = f"token-{self.refreshes + 1}"
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[HttpClient]:
-    async with aiohttp.ClientSession() as session:
-        yield HttpClient(session, retries=2, backoff_s=0.0, backoff_max_s=0.0, max_inline_wait_s=5)
-
-
-def make_ctx(http: HttpClient, done: dict[str, int] | None = None, **params: Any) -> RecordingContext:
-    config = Settings(polar_api_url=API).provider("polar")
-    connection = Connection(uuid4(), "polar", "12345678", "token-1", None, None, [])
-    credentials = FakeCredentials(polar.PROVIDER, config, connection.user_id, "token-1", None, None, None, http)  # type: ignore[arg-type]  # no pool
-    return RecordingContext(
-        task_id=uuid4(),
-        started_at=datetime.now(UTC),
-        data_type=DataType.WORKOUTS,
-        params=SyncParams(**params),
-        connection=connection,
-        config=config,
-        http=http,
-        db=None,  # type: ignore[arg-type]  # never touched: save_page is overridden
-        settings=Settings(),
-        credentials=credentials,
-        done=done or {},
-    )
+def make_ctx(http: HttpClient, done: Mapping[str, int] | None = None, **params: Any) -> RecordingContext:
+    return recording_context(polar.PROVIDER, http, Settings(polar_api_url=API), params=SyncParams(**params),
+                             done=done, provider_user_id="12345678", refresh_token=None)  # fmt: skip
 
 
 def exercise(n: int = 1, **fields: Any) -> dict[str, Any]:
@@ -95,14 +45,6 @@ def exercise(n: int = 1, **fields: Any) -> dict[str, Any]:
     return e | fields
 
 
-def sent(m: aioresponses) -> list[tuple[str, URL, dict[str, Any]]]:
-    return [(method, url, call.kwargs) for (method, url), calls in m.requests.items() for call in calls]
-
-
-def workouts(ctx: RecordingContext) -> list[Workout]:
-    return [r for page in ctx.pages for r in page if isinstance(r, Workout)]
-
-
 async def test_registers_then_fetches_once_with_the_flags(http: HttpClient, upstream: type[aioresponses]) -> None:
     ctx = make_ctx(http, samples=True, zones=False, route=True)
     with upstream() as m:
@@ -115,7 +57,7 @@ async def test_registers_then_fetches_once_with_the_flags(http: HttpClient, upst
     assert register["json"] == {"member-id": str(ctx.connection.user_id)}
     assert register["headers"]["Authorization"] == fetch["headers"]["Authorization"] == "Bearer token-1"
     assert fetch["params"] == {"samples": "true", "zones": "false", "route": "true"}
-    assert [w.provider_record_id for w in workouts(ctx)] == ["EX1", "EX2"]
+    assert ctx.ids() == ["EX1", "EX2"]
     assert ctx.page_keys == [("exercises", 2)]
     assert ctx.pages_total == 1
 
@@ -128,7 +70,7 @@ async def test_already_registered_409_is_fine(http: HttpClient, upstream: type[a
         await polar.sync_exercises(ctx)
         calls = sent(m)
     assert len(calls) == 2  # no retry of the registration
-    assert [w.provider_record_id for w in workouts(ctx)] == ["EX1"]
+    assert ctx.ids() == ["EX1"]
     assert sent(m)[1][2]["params"] == {"samples": "false", "zones": "false", "route": "false"}
 
 
@@ -243,7 +185,7 @@ async def test_a_429_is_waited_out_and_a_5xx_retried(http: HttpClient, upstream:
         m.get(EXERCISES, payload=[exercise()])
         await polar.sync_exercises(ctx)
         assert len(sent(m)) == 4
-    assert [w.provider_record_id for w in workouts(ctx)] == ["EX1"]
+    assert ctx.ids() == ["EX1"]
 
 
 # ---- mapping --------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from arq.worker import Worker
 
-from tests.conftest import Factory, start_worker, wait_for_task
+from tests.conftest import Factory, refreshes, sim_records, start_sync, start_worker, wait_for_task
 from wearsync.settings import Settings
 from wearsync.sim.common import Fault, SimState
 
@@ -34,21 +34,6 @@ REFUSED_REFRESH = {"message": "Bad Request",
                    "errors": [{"resource": "RefreshToken", "field": "refresh_token", "code": "invalid"}]}  # fmt: skip
 
 
-async def sim_records(sim_server: TestServer, user: str) -> dict[str, Any]:
-    url = sim_server.make_url(f"/_sim/strava/users/{user}/records")
-    async with aiohttp.ClientSession() as session, session.get(url) as resp:
-        assert resp.status == 200
-        records: dict[str, Any] = await resp.json()
-        return records
-
-
-async def start_sync(client: Client, key: str, user_id: str, query: str = "") -> str:
-    resp = await client.post(f"/api/v1/strava/users/{user_id}/sync?{query}", headers={"X-API-Key": key})
-    assert resp.status == 200, await resp.text()
-    task_id: str = (await resp.json())["task_id"]
-    return task_id
-
-
 def list_calls(sim_state: SimState) -> list[dict[str, Any]]:
     return [r for r in sim_state.requests if r["provider"] == "strava" and r["path"] == LIST]
 
@@ -58,10 +43,6 @@ async def stored_pages(db: asyncpg.Pool, task_id: str) -> dict[str, int]:
     progress = await db.fetchval("SELECT progress FROM sync_tasks WHERE id = $1", uuid.UUID(task_id))
     done: dict[str, int] = progress["workouts"]["done"]
     return done
-
-
-def refreshes(sim_state: SimState) -> int:
-    return sum(1 for p, grant, _ in sim_state.grants if p == "strava" and grant == "refresh_token")
 
 
 async def assert_everything_stored(db: asyncpg.Pool, user_id: str, served: list[dict[str, Any]]) -> None:
@@ -97,11 +78,11 @@ async def test_async_sync_lands_every_served_activity_from_a_fixed_range(
     client: Client, factory: Factory, worker: Worker, sim_server: TestServer, sim_state: SimState, db: asyncpg.Pool
 ) -> None:
     key, user_id, sim_user = await factory.connected_user("strava")
-    task = await wait_for_task(client, key, await start_sync(client, key, user_id))
+    task = await wait_for_task(client, key, await start_sync(client, key, "strava", user_id))
 
     assert task["status"] == "succeeded", task
     assert (task["result"], task["data_types"], task["params"]) == ({"workouts": True}, ["workouts"], {})
-    served = await sim_records(sim_server, sim_user)
+    served = await sim_records(sim_server, "strava", sim_user)
     activities = served["activities"]
     assert len(activities) == 450  # the simulator's default history
     # The edge cases the simulator promises are among them.
@@ -116,7 +97,7 @@ async def test_async_sync_lands_every_served_activity_from_a_fixed_range(
     # Only the list was read (no detail call per activity), always over the same range.
     strava_paths = {r["path"] for r in sim_state.requests if r["provider"] == "strava"}
     assert strava_paths == {LIST, "/oauth/token"}  # the token endpoint: the connection's code grant
-    assert refreshes(sim_state) == 0
+    assert refreshes(sim_state, "strava") == 0
     calls = list_calls(sim_state)
     started = int(datetime.fromisoformat(task["started_at"]).timestamp())
     assert {(c["query"]["before"], c["query"]["after"], c["query"]["per_page"]) for c in calls} == {
@@ -135,10 +116,10 @@ async def test_second_sync_stores_no_duplicates_and_rewrites_nothing(
     client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool
 ) -> None:
     key, user_id, _ = await factory.connected_user("strava")
-    first = await wait_for_task(client, key, await start_sync(client, key, user_id))
+    first = await wait_for_task(client, key, await start_sync(client, key, "strava", user_id))
     assert first["status"] == "succeeded", first
     before = await db.fetch("SELECT provider_record_id, xmin::text AS xmin, updated_at FROM workouts ORDER BY 1")
-    task = await wait_for_task(client, key, await start_sync(client, key, user_id))
+    task = await wait_for_task(client, key, await start_sync(client, key, "strava", user_id))
     assert task["status"] == "succeeded", task
     after = await db.fetch("SELECT provider_record_id, xmin::text AS xmin, updated_at FROM workouts ORDER BY 1")
     assert len(before) == 450
@@ -179,11 +160,11 @@ async def test_an_expiring_token_is_refreshed_and_the_rotated_refresh_token_stor
     assert old is not None
     # Besides, the access token expires upstream after the first page.
     sim_state.faults.append(Fault("strava", LIST, "expire_tokens", skip=1, count=1))
-    task = await wait_for_task(client, key, await start_sync(client, key, user_id))
+    task = await wait_for_task(client, key, await start_sync(client, key, "strava", user_id))
 
     assert task["status"] == "succeeded", task
     assert await db.fetchval("SELECT count(*) FROM workouts") == 450
-    assert refreshes(sim_state) == 2  # before the first call, and once on the 401
+    assert refreshes(sim_state, "strava") == 2  # before the first call, and once on the 401
     assert Counter(c["status"] for c in list_calls(sim_state))[401] >= 1
     new = await db.fetchrow("SELECT access_token, refresh_token, expires_at FROM provider_connections")
     assert new is not None
@@ -205,7 +186,7 @@ async def test_a_refused_refresh_token_deactivates_the_connection(
 ) -> None:
     key, user_id, _ = await factory.connected_user("strava")
     await db.execute("UPDATE provider_connections SET access_token = 'stale', refresh_token = 'used-before'")
-    task = await wait_for_task(client, key, await start_sync(client, key, user_id))
+    task = await wait_for_task(client, key, await start_sync(client, key, "strava", user_id))
     assert task["status"] == "failed"
     assert "strava refused the refresh_token grant" in task["error"]
     reason = await db.fetchval("SELECT inactive_reason FROM provider_connections WHERE NOT active")
@@ -218,7 +199,7 @@ async def test_a_429_burst_and_a_5xx_burst_are_survived(
     key, user_id, _ = await factory.connected_user("strava")
     sim_state.faults.append(Fault("strava", "/api/v3/athlete", "ratelimit", count=3))
     sim_state.faults.append(Fault("strava", "/api/v3/athlete", "status", status=503, count=2))
-    task = await wait_for_task(client, key, await start_sync(client, key, user_id))
+    task = await wait_for_task(client, key, await start_sync(client, key, "strava", user_id))
     assert task["status"] == "succeeded", task
     statuses = Counter(c["status"] for c in list_calls(sim_state))
     assert (statuses["fault:ratelimit"], statuses["fault:status"]) == (3, 2)
@@ -255,7 +236,7 @@ async def test_a_deferred_job_resumes_without_fetching_stored_pages_again(
     async with start_worker(settings):
         key, user_id, _ = await factory.connected_user("strava")
         await asyncio.sleep(2 - time.time() % 2 + 0.01)  # the first run starts early in a window
-        task = await wait_for_task(client, key, await start_sync(client, key, user_id), timeout_s=60)
+        task = await wait_for_task(client, key, await start_sync(client, key, "strava", user_id), timeout_s=60)
     assert task["status"] == "succeeded", task
     assert task["attempts"] > 1  # deferred and resumed
     assert await db.fetchval("SELECT count(*) FROM workouts") == 450
@@ -284,7 +265,7 @@ async def test_simulator_speaks_stravas_api(
 ) -> None:
     sim_user = f"u{uuid.uuid4().hex[:10]}"
     tokens = await factory.sim_tokens("strava", sim_user)
-    served = await sim_records(sim_server, sim_user)
+    served = await sim_records(sim_server, "strava", sim_user)
     assert tokens.raw["athlete"] == served["athlete"]
     assert tokens.raw["token_type"] == "Bearer"
     assert abs(tokens.raw["expires_at"] - (time.time() + 21600)) < 60

@@ -1,28 +1,22 @@
 """Edge cases of the Strava client, one upstream answer at a time (aioresponses). The full path
-against the simulator and PostgreSQL is in test_strava.py; here storage is a list and the task
-row (for the range's `before`) is a stub."""
+against the simulator and PostgreSQL is in test_strava.py; here storage is a list."""
 
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import uuid4
 
 import aiohttp
 import pytest
 from aioresponses import CallbackResult, aioresponses
 from yarl import URL
 
-from wearsync.models import DataType, SyncParams
+from tests.clients import RecordingContext, recording_context
 from wearsync.providers import strava
-from wearsync.providers.core import Connection, SyncContext
 from wearsync.providers.errors import MalformedPayload, RateLimited, UpstreamAuthError
 from wearsync.providers.http import HttpClient
-from wearsync.providers.tokens import Credentials
-from wearsync.records import Record, Workout
 from wearsync.settings import Settings
 
 API = "https://strava.test"
@@ -30,64 +24,11 @@ ACTIVITIES = re.compile(r"^https://strava\.test/api/v3/athlete/activities\?.*$")
 STARTED = datetime(2026, 3, 1, 12, 0, 5, tzinfo=UTC)  # when the task first started
 
 
-@dataclass
-class RecordingContext(SyncContext):
-    """A SyncContext whose pages land in memory instead of PostgreSQL."""
-
-    pages: list[list[Record]] = field(default_factory=list)
-    keys: list[tuple[str | None, int]] = field(default_factory=list)
-
-    async def save_page(self, records: Sequence[Record], page_key: str | None = None, items: int = 0) -> None:
-        self.pages.append(list(records))
-        self.keys.append((page_key, items))
-
-
-class TaskRow:
-    """Stands in for the pool: answers the task lookup with a fixed start time."""
-
-    def __init__(self, started_at: datetime | None) -> None:
-        self.started_at = started_at
-
-    async def fetchrow(self, query: str, *args: Any) -> dict[str, Any]:
-        assert "FROM sync_tasks" in query
-        return {"started_at": self.started_at}
-
-
-@dataclass
-class FakeCredentials(Credentials):
-    """Tokens without a database: a refresh hands out the next numbered token."""
-
-    async def refresh(self, stale: str) -> None:
-        self.refreshes += 1
-        self.access_token = f"token-{self.refreshes + 1}"
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[HttpClient]:
-    async with aiohttp.ClientSession() as session:
-        yield HttpClient(session, retries=2, backoff_s=0.0, backoff_max_s=0.0, max_inline_wait_s=5)
-
-
 def make_ctx(
-    http: HttpClient, concurrency: int = 3, done: dict[str, int] | None = None, started: datetime | None = STARTED
+    http: HttpClient, concurrency: int = 3, done: Mapping[str, int] | None = None, started: datetime = STARTED
 ) -> RecordingContext:
     settings = Settings(strava_api_url=API, strava_page_concurrency=concurrency)
-    config = settings.provider("strava")
-    connection = Connection(uuid4(), "strava", "12345", "token-1", "refresh-1", None, [])
-    credentials = FakeCredentials(strava.PROVIDER, config, connection.user_id, "token-1", "refresh-1", None, None, http)  # type: ignore[arg-type]  # no pool
-    return RecordingContext(
-        task_id=uuid4(),
-        started_at=datetime.now(UTC),
-        data_type=DataType.WORKOUTS,
-        params=SyncParams(),
-        connection=connection,
-        config=config,
-        http=http,
-        db=TaskRow(started),  # type: ignore[arg-type]  # only the task lookup is needed
-        settings=settings,
-        credentials=credentials,
-        done=done or {},
-    )
+    return recording_context(strava.PROVIDER, http, settings, done=done, started_at=started, provider_user_id="12345")
 
 
 def activity(activity_id: int, **fields: Any) -> dict[str, Any]:
@@ -99,10 +40,6 @@ def activity(activity_id: int, **fields: Any) -> dict[str, Any]:
         "elapsed_time": 3600,
     }
     return a | fields
-
-
-def ids(ctx: RecordingContext) -> list[str]:
-    return [r.provider_record_id for page in ctx.pages for r in page if isinstance(r, Workout)]
 
 
 def paged(served: dict[int, list[dict[str, Any]]], asked: list[dict[str, Any]]) -> Any:
@@ -139,8 +76,8 @@ async def test_pages_of_200_until_a_short_page_each_stored_under_its_number(
     with upstream() as m:
         m.get(ACTIVITIES, callback=paged(served, asked), repeat=True)
         await strava.sync_workouts(ctx)
-    assert sorted(ids(ctx), key=int) == [str(i) for i in range(401)]
-    assert sorted(ctx.keys, key=str) == [("page:1", 200), ("page:2", 200), ("page:3", 1)]
+    assert sorted(ctx.ids(), key=int) == [str(i) for i in range(401)]
+    assert sorted(ctx.page_keys, key=str) == [("page:1", 200), ("page:2", 200), ("page:3", 1)]
     pages = [q["page"] for q in asked]
     assert pages[0] == 1  # alone, until a full page shows there is more
     assert sorted(pages)[:3] == [1, 2, 3]
@@ -158,7 +95,7 @@ async def test_pages_stored_by_an_earlier_run_are_not_fetched_again(
         await strava.sync_workouts(ctx)
     assert 1 not in {q["page"] for q in asked}
     assert 2 not in {q["page"] for q in asked}
-    assert ctx.keys == [("page:3", 2)]
+    assert ctx.page_keys == [("page:3", 2)]
     # An earlier run that stored the last (short) page has nothing left to ask.
     ctx = make_ctx(http, done={"page:1": 200, "page:2": 17})
     with upstream() as m:
@@ -167,8 +104,8 @@ async def test_pages_stored_by_an_earlier_run_are_not_fetched_again(
     assert (asked, ctx.pages) == ([], [])
 
 
-async def test_without_a_start_time_the_range_ends_now(http: HttpClient, upstream: type[aioresponses]) -> None:
-    ctx = make_ctx(http, started=None)
+async def test_a_task_started_now_lists_until_now(http: HttpClient, upstream: type[aioresponses]) -> None:
+    ctx = make_ctx(http, started=datetime.now(UTC))
     asked: list[dict[str, Any]] = []
     with upstream() as m:
         m.get(ACTIVITIES, callback=paged({}, asked), repeat=True)
@@ -291,7 +228,7 @@ async def test_5xx_then_success_and_401_then_fresh_token(http: HttpClient, upstr
         m.get(ACTIVITIES, status=401, body='{"message": "Authorization Error"}')
         m.get(ACTIVITIES, payload=[activity(1)], repeat=True)
         await strava.sync_workouts(ctx)
-    assert ids(ctx) == ["1"]
+    assert ctx.ids() == ["1"]
     assert (ctx.credentials.access_token, ctx.credentials.refreshes) == ("token-2", 1)
     ctx = make_ctx(http, concurrency=1)
     with upstream() as m:

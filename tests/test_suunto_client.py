@@ -2,79 +2,30 @@
 against the simulator and PostgreSQL is in test_worker.py; here storage is replaced by a list."""
 
 import re
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import uuid4
 
-import aiohttp
 import pytest
 from aioresponses import aioresponses
 from yarl import URL
 
+from tests.clients import RecordingContext, recording_context, sent
 from wearsync.models import DataType, SyncParams
 from wearsync.providers import suunto
-from wearsync.providers.core import Connection, SyncContext
 from wearsync.providers.errors import MalformedPayload, RateLimited, UpstreamAuthError, UpstreamError
 from wearsync.providers.http import HttpClient
-from wearsync.providers.tokens import Credentials
-from wearsync.records import DailyActivity, Record, Sample, Workout
+from wearsync.records import DailyActivity, Sample, Workout
 from wearsync.settings import Settings
 
 API = "https://suunto.test/api"
 WORKOUTS = re.compile(r"^https://suunto\.test/api/v3/workouts/\?.*$")
 
 
-@dataclass
-class RecordingContext(SyncContext):
-    """A SyncContext whose pages land in memory instead of PostgreSQL."""
-
-    pages: list[list[Record]] = field(default_factory=list)
-    pages_total: int | None = None
-
-    async def save_page(self, records: Sequence[Record], page_key: str | None = None, items: int = 0) -> None:
-        self.pages.append(list(records))
-
-    async def set_pages_total(self, pages_total: int) -> None:
-        self.pages_total = pages_total
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[HttpClient]:
-    async with aiohttp.ClientSession() as session:
-        yield HttpClient(session, retries=2, backoff_s=0.0, backoff_max_s=0.0, max_inline_wait_s=5)
-
-
-@dataclass
-class FakeCredentials(Credentials):
-    """Tokens without a database: a refresh hands out the next numbered token."""
-
-    async def refresh(self, stale: str) -> None:
-        self.refreshes += 1
-        self.access_token = f"token-{self.refreshes + 1}"
-
-
 def make_ctx(
     http: HttpClient, data_type: DataType = DataType.WORKOUTS, concurrency: int = 3, **params: Any
 ) -> RecordingContext:
     settings = Settings(suunto_api_url=API, suunto_subscription_key="sub-key", suunto_page_concurrency=concurrency)
-    config = settings.provider("suunto")
-    connection = Connection(uuid4(), "suunto", "alice", "token-1", None, None, [])
-    credentials = FakeCredentials(suunto.PROVIDER, config, connection.user_id, "token-1", "refresh-1", None, None, http)  # type: ignore[arg-type]  # no pool
-    return RecordingContext(
-        task_id=uuid4(),
-        started_at=datetime.now(UTC),
-        data_type=data_type,
-        params=SyncParams(**params),
-        connection=connection,
-        config=config,
-        http=http,
-        db=None,  # type: ignore[arg-type]  # never touched: save_page is overridden
-        settings=settings,
-        credentials=credentials,
-        headers=suunto.PROVIDER.api_headers(config),
-    )
+    return recording_context(suunto.PROVIDER, http, settings, data_type=data_type, params=SyncParams(**params))
 
 
 def workout(key: int, **fields: Any) -> dict[str, Any]:
@@ -82,14 +33,6 @@ def workout(key: int, **fields: Any) -> dict[str, Any]:
     w["stopTime"] = w["startTime"] + 3_600_000
     w["totalTime"] = 3600.0
     return w | fields
-
-
-def workout_keys(ctx: RecordingContext) -> list[str]:
-    return [r.provider_record_id for page in ctx.pages for r in page if isinstance(r, Workout)]
-
-
-def sent(m: aioresponses) -> list[tuple[str, URL, dict[str, Any]]]:
-    return [(method, url, call.kwargs) for (method, url), calls in m.requests.items() for call in calls]
 
 
 async def test_empty_history_costs_one_call_and_stores_nothing(http: HttpClient, upstream: type[aioresponses]) -> None:
@@ -119,7 +62,7 @@ async def test_pages_until_a_short_page_with_params_headers_and_units(
         m.get(WORKOUTS, callback=page, repeat=True)
         await suunto.sync_workouts(ctx)
         calls = sent(m)
-    keys = sorted(workout_keys(ctx))
+    keys = sorted(ctx.ids())
     assert keys == ["w1", "w2", "w3", "w4", "w5"]
     offsets = sorted(kw["params"]["offset"] for _, _, kw in calls)
     assert offsets[:3] == [0, 2, 4]
@@ -198,7 +141,7 @@ async def test_5xx_then_success_is_retried(http: HttpClient, upstream: type[aior
         m.get(WORKOUTS, status=503, body="busy")
         m.get(WORKOUTS, payload={"payload": [workout(1)]}, repeat=True)
         await suunto.sync_workouts(ctx)
-    assert workout_keys(ctx) == ["w1"]
+    assert ctx.ids() == ["w1"]
 
 
 async def test_persistent_5xx_fails_with_status_and_body(http: HttpClient, upstream: type[aioresponses]) -> None:
@@ -226,7 +169,7 @@ async def test_401_then_fresh_token_succeeds(http: HttpClient, upstream: type[ai
         m.get(WORKOUTS, status=401, body='{"message": "expired"}')
         m.get(WORKOUTS, payload={"payload": [workout(1)]}, repeat=True)
         await suunto.sync_workouts(ctx)
-    assert workout_keys(ctx) == ["w1"]
+    assert ctx.ids() == ["w1"]
     assert ctx.credentials.access_token == "token-2"
 
 
@@ -274,7 +217,7 @@ async def test_247_windows_null_bodies_and_units(http: HttpClient, upstream: typ
     for _, _, kw in calls:
         span = kw["params"]["to"] - kw["params"]["from"]
         assert 0 < span <= 28 * 86_400_000
-    samples = [r for p in ctx.pages for r in p if isinstance(r, Sample)]
+    samples = ctx.rows(Sample)
     by_type = {s.sample_type: s.value for s in samples}
     # Two windows served the same entry: the same samples twice, which the upsert dedupes.
     assert by_type == {"heart_rate": 61.0, "steps": 12.0, "energy": 1.0, "spo2": 97.0}  # HRV 0 = no reading

@@ -12,22 +12,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from arq.worker import Worker
 
-from tests.conftest import Factory, start_worker, wait_for_task
+from tests.conftest import Factory, refreshes, start_sync, start_worker, wait_for_task
 from wearsync.settings import Settings
 from wearsync.sim.common import Fault, SimState
 
 Client = TestClient[web.Request, web.Application]
-
-
-async def start_sync(client: Client, key: str, user_id: str, query: str = "") -> str:
-    resp = await client.post(f"/api/v1/suunto/users/{user_id}/sync?{query}", headers={"X-API-Key": key})
-    assert resp.status == 200, await resp.text()
-    task_id: str = (await resp.json())["task_id"]
-    return task_id
-
-
-def refreshes(sim_state: SimState, provider: str = "suunto") -> int:
-    return sum(1 for p, grant, _ in sim_state.grants if p == provider and grant == "refresh_token")
 
 
 def statuses(sim_state: SimState, path_prefix: str = "/") -> Counter[Any]:
@@ -39,10 +28,10 @@ async def test_a_refused_access_token_is_refreshed_once_and_the_sync_completes(
 ) -> None:
     key, user_id, _ = await factory.connected_user("suunto")
     await db.execute("UPDATE provider_connections SET access_token = 'revoked-by-provider'")
-    task = await wait_for_task(client, key, await start_sync(client, key, user_id))
+    task = await wait_for_task(client, key, await start_sync(client, key, "suunto", user_id))
     assert task["status"] == "succeeded", task
     # Both data types met the 401 at once; the connection was refreshed once, and saved.
-    assert refreshes(sim_state) == 1
+    assert refreshes(sim_state, "suunto") == 1
     row = await db.fetchrow("SELECT access_token, expires_at FROM provider_connections")
     assert row is not None
     assert row["access_token"].startswith("suunto.")
@@ -55,9 +44,11 @@ async def test_a_token_expiring_mid_sync_is_refreshed_once(
     key, user_id, _ = await factory.connected_user("suunto")
     # After 3 pages have been served, the user's access tokens expire upstream.
     sim_state.faults.append(Fault("suunto", "/v3/workouts", "expire_tokens", skip=3, count=1))
-    task = await wait_for_task(client, key, await start_sync(client, key, user_id, "data_type=workouts&limit=20"))
+    task = await wait_for_task(
+        client, key, await start_sync(client, key, "suunto", user_id, "data_type=workouts&limit=20")
+    )
     assert task["status"] == "succeeded", task
-    assert refreshes(sim_state) == 1
+    assert refreshes(sim_state, "suunto") == 1
     assert statuses(sim_state, "/v3/workouts")[401] >= 1
     assert await db.fetchval("SELECT count(*) FROM workouts") == 300  # the simulator's default history
     assert task["progress"]["workouts"]["records"] == {"workouts": 300}
@@ -69,9 +60,9 @@ async def test_a_token_known_to_expire_is_refreshed_before_the_first_call(
     key = await factory.api_key()
     user_id = await factory.user(key)
     await factory.connect(key, user_id, "suunto", "early", expires_at="2000-01-01T00:00:00Z")
-    task = await wait_for_task(client, key, await start_sync(client, key, user_id))
+    task = await wait_for_task(client, key, await start_sync(client, key, "suunto", user_id))
     assert task["status"] == "succeeded", task
-    assert refreshes(sim_state) == 1
+    assert refreshes(sim_state, "suunto") == 1
     assert statuses(sim_state)[401] == 0  # no call was made with the stale token
 
 
@@ -81,14 +72,14 @@ async def test_two_concurrent_syncs_needing_a_refresh_do_one_refresh(
     key, user_id, _ = await factory.connected_user("suunto")
     await db.execute("UPDATE provider_connections SET access_token = 'stale'")
     sim_state.provider("suunto").latency_s = 0.02
-    first = await start_sync(client, key, user_id, "data_type=workouts")
-    second = await start_sync(client, key, user_id, "data_type=247")
+    first = await start_sync(client, key, "suunto", user_id, "data_type=workouts")
+    second = await start_sync(client, key, "suunto", user_id, "data_type=247")
     tasks = [await wait_for_task(client, key, t) for t in (first, second)]
     assert [t["status"] for t in tasks] == ["succeeded", "succeeded"]
     started = sorted(t["started_at"] for t in tasks)
     finished = sorted(t["finished_at"] for t in tasks)
     assert started[1] < finished[0], "the two tasks did not overlap"
-    assert refreshes(sim_state) == 1
+    assert refreshes(sim_state, "suunto") == 1
 
 
 async def test_a_revoked_refresh_token_fails_the_task_and_deactivates_the_connection(
@@ -97,7 +88,7 @@ async def test_a_revoked_refresh_token_fails_the_task_and_deactivates_the_connec
     key, user_id, sim_user = await factory.connected_user("suunto")
     await db.execute("UPDATE provider_connections SET access_token = 'stale'")
     sim_state.refresh_revoked_before[("suunto", sim_user)] = 2e9  # the user revoked our access
-    task = await wait_for_task(client, key, await start_sync(client, key, user_id))
+    task = await wait_for_task(client, key, await start_sync(client, key, "suunto", user_id))
     assert task["status"] == "failed"
     assert task["result"] == {"workouts": False, "data_247": False}
     assert "suunto refused the refresh_token grant" in task["error"]
@@ -117,7 +108,7 @@ async def test_a_429_burst_and_a_5xx_burst_are_survived(
     key, user_id, _ = await factory.connected_user("suunto")
     sim_state.faults.append(Fault("suunto", "/v3/workouts", "ratelimit", count=4))
     sim_state.faults.append(Fault("suunto", "/247samples/activity", "status", status=503, count=2))
-    task = await wait_for_task(client, key, await start_sync(client, key, user_id))
+    task = await wait_for_task(client, key, await start_sync(client, key, "suunto", user_id))
     assert task["status"] == "succeeded", task
     assert statuses(sim_state)["fault:ratelimit"] == 4
     assert statuses(sim_state)["fault:status"] == 2
@@ -132,7 +123,7 @@ async def test_a_long_rate_limit_wait_defers_the_job_instead_of_holding_a_slot(
     sim_state.provider("suunto").rate_limits = [(6, 2)]
     async with start_worker(settings):
         key, user_id, _ = await factory.connected_user("suunto")
-        task_id = await start_sync(client, key, user_id, "data_type=workouts&limit=20")  # 16 calls
+        task_id = await start_sync(client, key, "suunto", user_id, "data_type=workouts&limit=20")  # 16 calls
         task = await wait_for_task(client, key, task_id, timeout_s=60)
     assert task["status"] == "succeeded", task
     assert task["attempts"] > 1  # deferred and resumed
@@ -168,7 +159,7 @@ async def test_the_shared_limiter_keeps_two_worker_processes_under_the_limit(
         task_ids = []
         for _ in range(4):
             key, user_id, _ = await factory.connected_user("suunto")
-            task_ids.append((key, await start_sync(client, key, user_id, "data_type=workouts&limit=50")))
+            task_ids.append((key, await start_sync(client, key, "suunto", user_id, "data_type=workouts&limit=50")))
         tasks = [await wait_for_task(client, key, task_id, timeout_s=90) for key, task_id in task_ids]
     finally:
         for process in workers:

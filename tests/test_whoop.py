@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from arq.worker import Worker
 
-from tests.conftest import Factory, start_worker, wait_for_task
+from tests.conftest import Factory, sim_records, start_sync, start_worker, wait_for_task
 from wearsync.settings import Settings
 from wearsync.sim.common import Fault, SimState
 
@@ -36,23 +36,6 @@ HISTORY_DAYS, RANGE_DAYS = 125, 45
 @pytest.fixture
 async def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"whoop_history_days": HISTORY_DAYS, "whoop_range_days": RANGE_DAYS})
-
-
-async def sim_records(sim_server: TestServer, user: str) -> dict[str, Any]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(sim_server.make_url(f"/_sim/whoop/users/{user}/records")) as resp,
-    ):
-        assert resp.status == 200
-        records: dict[str, Any] = await resp.json()
-        return records
-
-
-async def start_sync(client: Client, key: str, user_id: str, query: str = "") -> str:
-    resp = await client.post(f"/api/v1/whoop/users/{user_id}/sync?{query}", headers={"X-API-Key": key})
-    assert resp.status == 200, await resp.text()
-    task_id: str = (await resp.json())["task_id"]
-    return task_id
 
 
 def at(value: str) -> datetime:
@@ -136,12 +119,12 @@ async def test_async_sync_lands_every_served_record(
     client: Client, factory: Factory, worker: Worker, sim_server: TestServer, sim_state: SimState, db: asyncpg.Pool
 ) -> None:
     key, user_id, sim_user = await factory.connected_user("whoop")
-    task = await wait_for_task(client, key, await start_sync(client, key, user_id))
+    task = await wait_for_task(client, key, await start_sync(client, key, "whoop", user_id))
 
     assert task["status"] == "succeeded", task
     assert task["result"] == {"workouts": True, "data_247": True}
     assert (task["provider"], task["mode"], task["params"]) == ("whoop", "async", {})
-    served = await sim_records(sim_server, sim_user)
+    served = await sim_records(sim_server, "whoop", sim_user)
     await assert_everything_stored(db, user_id, served)
     # The edge cases are in the served data, so the comparison above covered them.
     assert {w["score_state"] for w in served["workout"]} == {"SCORED", "PENDING_SCORE", "UNSCORABLE"}
@@ -176,7 +159,7 @@ async def test_second_sync_adds_no_rows_and_rewrites_nothing(
     client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool
 ) -> None:
     key, user_id, _ = await factory.connected_user("whoop")
-    assert (await wait_for_task(client, key, await start_sync(client, key, user_id)))["status"] == "succeeded"
+    assert (await wait_for_task(client, key, await start_sync(client, key, "whoop", user_id)))["status"] == "succeeded"
 
     async def snapshot() -> dict[str, dict[str, tuple[str, datetime]]]:
         query = "SELECT provider_record_id, xmin::text, updated_at FROM {}"
@@ -185,7 +168,7 @@ async def test_second_sync_adds_no_rows_and_rewrites_nothing(
 
     before = await snapshot()
     assert all(before.values())
-    task = await wait_for_task(client, key, await start_sync(client, key, user_id))
+    task = await wait_for_task(client, key, await start_sync(client, key, "whoop", user_id))
     assert task["status"] == "succeeded", task
     assert await snapshot() == before
 
@@ -198,7 +181,7 @@ async def test_sync_mode_returns_details_and_syncs_only_the_type_asked(
     assert resp.status == 200
     body = await resp.json()
     assert (body["success"], body["details"]) == (True, {"workouts": True, "data_247": True})
-    await assert_everything_stored(db, user_id, await sim_records(sim_server, sim_user))
+    await assert_everything_stored(db, user_id, await sim_records(sim_server, "whoop", sim_user))
 
     sim_state.requests.clear()
     resp = await client.post(
@@ -216,7 +199,7 @@ async def test_a_refused_access_token_is_refreshed_once_and_the_refresh_token_ro
     key, user_id, _ = await factory.connected_user("whoop")
     old_refresh = await db.fetchval("SELECT refresh_token FROM provider_connections")
     await db.execute("UPDATE provider_connections SET access_token = 'revoked-by-whoop'")
-    task = await wait_for_task(client, key, await start_sync(client, key, user_id))
+    task = await wait_for_task(client, key, await start_sync(client, key, "whoop", user_id))
 
     assert task["status"] == "succeeded", task
     # Both data types met the 401 at once: one refresh (a second would use a spent token).
@@ -245,7 +228,7 @@ async def test_a_token_known_to_expire_is_refreshed_before_the_first_call(
     key = await factory.api_key()
     user_id = await factory.user(key)
     await factory.connect(key, user_id, "whoop", f"early{uuid.uuid4().hex[:6]}", expires_at="2000-01-01T00:00:00Z")
-    task = await wait_for_task(client, key, await start_sync(client, key, user_id, "data_type=workouts"))
+    task = await wait_for_task(client, key, await start_sync(client, key, "whoop", user_id, "data_type=workouts"))
     assert task["status"] == "succeeded", task
     assert Counter(g[1] for g in sim_state.grants)["refresh_token"] == 1
     assert not [r for r in sim_state.requests if r["status"] == 401]
@@ -257,8 +240,8 @@ async def test_two_concurrent_tasks_needing_a_refresh_spend_the_rotating_token_o
     key, user_id, _ = await factory.connected_user("whoop")
     await db.execute("UPDATE provider_connections SET access_token = 'stale'")
     sim_state.provider("whoop").latency_s = 0.02
-    first = await start_sync(client, key, user_id, "data_type=workouts")
-    second = await start_sync(client, key, user_id, "data_type=247")
+    first = await start_sync(client, key, "whoop", user_id, "data_type=workouts")
+    second = await start_sync(client, key, "whoop", user_id, "data_type=247")
     tasks = [await wait_for_task(client, key, t) for t in (first, second)]
     assert [t["status"] for t in tasks] == ["succeeded", "succeeded"], tasks
     assert max(t["started_at"] for t in tasks) < min(t["finished_at"] for t in tasks), "the tasks did not overlap"
@@ -271,12 +254,12 @@ async def test_a_429_burst_and_a_5xx_burst_are_survived(
     key, user_id, sim_user = await factory.connected_user("whoop")
     sim_state.faults.append(Fault("whoop", PATHS["workout"], "ratelimit", count=3))
     sim_state.faults.append(Fault("whoop", PATHS["cycle"], "status", status=503, count=2))
-    task = await wait_for_task(client, key, await start_sync(client, key, user_id))
+    task = await wait_for_task(client, key, await start_sync(client, key, "whoop", user_id))
 
     assert task["status"] == "succeeded", task
     assert len(calls(sim_state, "workout", "fault:ratelimit")) == 3
     assert len(calls(sim_state, "cycle", "fault:status")) == 2
-    await assert_everything_stored(db, user_id, await sim_records(sim_server, sim_user))
+    await assert_everything_stored(db, user_id, await sim_records(sim_server, "whoop", sim_user))
 
 
 async def test_a_deferred_job_resumes_without_refetching_completed_sub_ranges(
@@ -292,11 +275,13 @@ async def test_a_deferred_job_resumes_without_refetching_completed_sub_ranges(
     key, user_id, sim_user = await factory.connected_user("whoop")
     sim_state.provider("whoop").user_history[sim_user] = {"days_247": 18}
     async with start_worker(settings):
-        task = await wait_for_task(client, key, await start_sync(client, key, user_id, "data_type=247"), timeout_s=60)
+        task = await wait_for_task(
+            client, key, await start_sync(client, key, "whoop", user_id, "data_type=247"), timeout_s=60
+        )
 
     assert task["status"] == "succeeded", task
     assert task["attempts"] > 1  # deferred and resumed
-    served = await sim_records(sim_server, sim_user)
+    served = await sim_records(sim_server, "whoop", sim_user)
     for table, kind in zip(TABLES[1:], ("sleep", "recovery", "cycle"), strict=True):
         assert await db.fetchval(f"SELECT count(*) FROM {table}") == len(served[kind])
         requests = [r for r in sim_state.requests if r["path"] == PATHS[kind]]
@@ -316,7 +301,7 @@ async def test_simulator_pages_every_record_once_and_enforces_whoop_limits(
     tokens = await factory.sim_tokens("whoop", sim_user)
     assert tokens.refresh_token is not None
     assert "offline" in tokens.scopes
-    served = await sim_records(sim_server, sim_user)
+    served = await sim_records(sim_server, "whoop", sim_user)
     headers = {"Authorization": f"Bearer {tokens.access_token}"}
     api = settings.whoop_api_url
     async with aiohttp.ClientSession(headers=headers) as session:

@@ -3,24 +3,20 @@ against the simulator and PostgreSQL is in test_whoop.py; here storage is replac
 
 import itertools
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
-from uuid import uuid4
 
-import aiohttp
 import pytest
 from aioresponses import CallbackResult, aioresponses
 from yarl import URL
 
-from wearsync.models import DataType, SyncParams
+from tests.clients import RecordingContext, recording_context, sent
+from wearsync.models import DataType
 from wearsync.providers import whoop
-from wearsync.providers.core import Connection, SyncContext
 from wearsync.providers.errors import MalformedPayload, RateLimited, UpstreamAuthError
 from wearsync.providers.http import HttpClient
-from wearsync.providers.tokens import Credentials
-from wearsync.records import DailyActivity, Record, Recovery, Sample, SleepSession, Workout
+from wearsync.records import DailyActivity, Recovery, SleepSession, Workout
 from wearsync.settings import Settings
 from wearsync.sports import SPORTS
 
@@ -34,37 +30,6 @@ def endpoint(path: str) -> re.Pattern[str]:
 WORKOUTS = endpoint("/developer/v2/activity/workout")
 
 
-@dataclass
-class RecordingContext(SyncContext):
-    """A SyncContext whose pages land in memory instead of PostgreSQL."""
-
-    saved: list[tuple[str | None, list[Record], int]] = field(default_factory=list)
-
-    async def save_page(self, records: Sequence[Record], page_key: str | None = None, items: int = 0) -> None:
-        self.saved.append((page_key, list(records), items))
-
-    def rows(self) -> list[Record]:
-        return [r for _, page, _ in self.saved for r in page]
-
-    def ids(self) -> list[str]:
-        return [r.provider_record_id for r in self.rows() if not isinstance(r, Sample)]
-
-
-@dataclass
-class FakeCredentials(Credentials):
-    """Tokens without a database: a refresh hands out the next numbered token."""
-
-    async def refresh(self, stale: str) -> None:
-        self.refreshes += 1
-        self.access_token = f"token-{self.refreshes + 1}"
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[HttpClient]:
-    async with aiohttp.ClientSession() as session:
-        yield HttpClient(session, retries=2, backoff_s=0.0, backoff_max_s=0.0, max_inline_wait_s=5)
-
-
 def make_ctx(
     http: HttpClient,
     data_type: DataType = DataType.WORKOUTS,
@@ -76,15 +41,7 @@ def make_ctx(
 ) -> RecordingContext:
     settings = Settings(whoop_api_url=API, whoop_history_days=history_days, whoop_range_days=range_days,
                         whoop_page_concurrency=concurrency)  # fmt: skip
-    config = settings.provider("whoop")
-    connection = Connection(uuid4(), "whoop", "alice", "token-1", None, None, [])
-    credentials = FakeCredentials(whoop.PROVIDER, config, connection.user_id, "token-1", "refresh-1", None, None, http)  # type: ignore[arg-type]  # no pool
-    return RecordingContext(
-        task_id=uuid4(), started_at=datetime.now(UTC), data_type=data_type, params=SyncParams(),
-        connection=connection, config=config, http=http,
-        db=None,  # type: ignore[arg-type]  # never touched: save_page is overridden
-        settings=settings, credentials=credentials, done=done or {},
-    )  # fmt: skip
+    return recording_context(whoop.PROVIDER, http, settings, data_type=data_type, done=done)
 
 
 def workout(n: int, **fields: Any) -> dict[str, Any]:
@@ -101,12 +58,8 @@ def workout(n: int, **fields: Any) -> dict[str, Any]:
     return w | fields
 
 
-def sent(m: aioresponses) -> list[tuple[URL, dict[str, Any]]]:
-    return [(url, call.kwargs) for (_, url), calls in m.requests.items() for call in calls]
-
-
 def params_of(m: aioresponses) -> list[dict[str, Any]]:
-    return [dict(kw["params"]) for _, kw in sent(m)]
+    return [dict(kw["params"]) for _, _, kw in sent(m)]
 
 
 def page(records: list[dict[str, Any]], token: str | None = None) -> dict[str, Any]:
@@ -168,7 +121,7 @@ async def test_pages_follow_next_token_with_params_and_headers(http: HttpClient,
     with upstream() as m:
         m.get(WORKOUTS, callback=newest_only(pages, start), repeat=True)
         await whoop.sync_workouts(ctx)
-        calls = [kw for _, kw in sent(m) if kw["params"]["start"] == whoop.rfc3339(start)]
+        calls = [kw for _, _, kw in sent(m) if kw["params"]["start"] == whoop.rfc3339(start)]
     assert [kw["params"].get("nextToken") for kw in calls] == [None, "t1", "t2"]
     first = calls[0]
     assert first["params"]["limit"] == 25
@@ -372,7 +325,7 @@ async def test_401_refreshes_the_token_once_then_succeeds_or_fails(
         m.get(WORKOUTS, status=401, body='{"error": "Unauthorized"}', repeat=True)
         with pytest.raises(UpstreamAuthError, match="HTTP 401"):
             await whoop.sync_workouts(ctx)
-        assert [kw["headers"]["Authorization"] for _, kw in sent(m)] == ["Bearer token-1", "Bearer token-2"]
+        assert [kw["headers"]["Authorization"] for _, _, kw in sent(m)] == ["Bearer token-1", "Bearer token-2"]
 
 
 async def test_429_waits_x_ratelimit_reset_when_short_and_is_raised_when_long(

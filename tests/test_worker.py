@@ -7,13 +7,12 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import aiohttp
 import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from arq.worker import Worker
 
-from tests.conftest import Factory, wait_for_task
+from tests.conftest import Factory, sim_records, start_sync, wait_for_task
 from wearsync.sim.common import Fault, SimState
 from wearsync.sync import Deps, run_task
 from wearsync.worker import sync_task
@@ -23,23 +22,8 @@ SPORTS = {0: "walking", 1: "running", 2: "cycling", 3: "cross_country_skiing", 1
           21: "swimming", 22: "trail_running", 23: "strength_training", 51: "yoga", 52: "indoor_cycling"}  # fmt: skip
 
 
-async def sim_records(sim_server: TestServer, provider: str, user: str) -> dict[str, Any]:
-    url = sim_server.make_url(f"/_sim/{provider}/users/{user}/records")
-    async with aiohttp.ClientSession() as session, session.get(url) as resp:
-        assert resp.status == 200
-        records: dict[str, Any] = await resp.json()
-        return records
-
-
 def ms(value: int) -> datetime:
     return datetime.fromtimestamp(value / 1000, UTC)
-
-
-async def start_sync(client: Client, key: str, user_id: str, query: str = "") -> str:
-    resp = await client.post(f"/api/v1/suunto/users/{user_id}/sync?{query}", headers={"X-API-Key": key})
-    assert resp.status == 200, await resp.text()
-    task_id: str = (await resp.json())["task_id"]
-    return task_id
 
 
 def expected_samples(activity: list[dict[str, Any]]) -> dict[tuple[str, datetime], float]:
@@ -125,7 +109,7 @@ async def test_async_sync_lands_every_served_record(
     client: Client, factory: Factory, worker: Worker, sim_server: TestServer, db: asyncpg.Pool
 ) -> None:
     key, user_id, sim_user = await factory.connected_user("suunto")
-    task_id = await start_sync(client, key, user_id)
+    task_id = await start_sync(client, key, "suunto", user_id)
     task = await wait_for_task(client, key, task_id)
 
     assert task["status"] == "succeeded", task
@@ -151,11 +135,11 @@ async def test_second_sync_stores_no_duplicates_and_rewrites_nothing(
     client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool
 ) -> None:
     key, user_id, _ = await factory.connected_user("suunto")
-    await wait_for_task(client, key, await start_sync(client, key, user_id))
+    await wait_for_task(client, key, await start_sync(client, key, "suunto", user_id))
     tables = ("workouts", "sleep_sessions", "recoveries", "daily_activity", "samples")
     before = {t: await db.fetchval(f"SELECT count(*) FROM {t}") for t in tables}
     updated = await db.fetchval("SELECT max(updated_at) FROM workouts")
-    task = await wait_for_task(client, key, await start_sync(client, key, user_id))
+    task = await wait_for_task(client, key, await start_sync(client, key, "suunto", user_id))
     assert task["status"] == "succeeded"
     assert {t: await db.fetchval(f"SELECT count(*) FROM {t}") for t in tables} == before
     assert await db.fetchval("SELECT max(updated_at) FROM workouts") == updated
@@ -169,7 +153,7 @@ async def test_async_job_honours_every_parameter(
     starts = sorted(w["startTime"] for w in served["workouts"])
     since = starts[len(starts) // 2] // 1000 + 1  # the newer half, by start time
     query = f"data_type=workouts&since={since}&limit=7&offset=3&filter_by_modification_time=false"
-    task = await wait_for_task(client, key, await start_sync(client, key, user_id, query))
+    task = await wait_for_task(client, key, await start_sync(client, key, "suunto", user_id, query))
 
     assert task["status"] == "succeeded"
     assert task["data_types"] == ["workouts"]
@@ -189,7 +173,7 @@ async def test_a_failing_data_type_leaves_the_task_partial_with_the_other_stored
 ) -> None:
     key, user_id, sim_user = await factory.connected_user("suunto")
     sim_state.faults.append(Fault("suunto", "/247samples/sleep", "status", 500, count=-1))
-    task = await wait_for_task(client, key, await start_sync(client, key, user_id))
+    task = await wait_for_task(client, key, await start_sync(client, key, "suunto", user_id))
 
     assert task["status"] == "partial"
     assert task["result"] == {"workouts": True, "data_247": False}
@@ -206,7 +190,7 @@ async def test_job_runs_again_safely(client: Client, factory: Factory, deps: Dep
     """arq runs a job at least once: a rerun of an interrupted task completes it without
     duplicates, and a rerun of a finished task does nothing."""
     key, user_id, _ = await factory.connected_user("suunto")
-    task_id = uuid.UUID(await start_sync(client, key, user_id, "data_type=workouts"))
+    task_id = uuid.UUID(await start_sync(client, key, "suunto", user_id, "data_type=workouts"))
     await run_task(deps, task_id)
     count = await db.fetchval("SELECT count(*) FROM workouts")
     await db.execute("UPDATE sync_tasks SET status = 'running' WHERE id = $1", task_id)  # as if the worker died
@@ -220,7 +204,7 @@ async def test_connection_removed_before_the_job_runs_fails_the_task(
     client: Client, factory: Factory, deps: Deps
 ) -> None:
     key, user_id, _ = await factory.connected_user("suunto")
-    task_id = await start_sync(client, key, user_id)  # no worker runs: the job waits in the queue
+    task_id = await start_sync(client, key, "suunto", user_id)  # no worker runs: the job waits in the queue
     await client.delete(f"/api/v1/users/{user_id}/connections/suunto", headers={"X-API-Key": key})
     assert await run_task(deps, uuid.UUID(task_id)) == {"workouts": False, "data_247": False}
     task = await wait_for_task(client, key, task_id)

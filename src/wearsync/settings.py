@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     rate_limit_max_wait_s: float = 30.0
     rate_limit_max_deferrals: int = 48  # how often a job may be deferred for rate limits before it fails
     token_refresh_margin_s: int = 300  # refresh access tokens this long before they expire
+    webhook_max_age_s: int = 300  # a signed webhook timestamp older than this is refused (replays)
 
     garmin_api_url: str = "https://apis.garmin.com"
     garmin_auth_url: str = "https://diauth.garmin.com"
@@ -63,11 +64,13 @@ class Settings(BaseSettings):
     strava_client_secret: str = ""
     strava_rate_limits: str | None = None  # e.g. "100/900,1000/86400"; default: documented limits
     strava_page_concurrency: int = Field(4, ge=1, le=32)
+    strava_verify_token: str = ""  # what we gave Strava when subscribing to its webhook
 
     polar_api_url: str = "https://www.polaraccesslink.com"
     polar_auth_url: str = "https://polarremote.com"
     polar_client_id: str = ""
     polar_client_secret: str = ""
+    polar_webhook_secret: str = ""  # the signature secret Polar returned when the webhook was created
     polar_rate_limits: str | None = None  # e.g. "100/900,1000/86400"; default: documented limits
 
     suunto_api_url: str = "https://cloudapi.suunto.com"
@@ -76,6 +79,7 @@ class Settings(BaseSettings):
     suunto_client_secret: str = ""
     suunto_rate_limits: str | None = None  # e.g. "100/900,1000/86400"; default: documented limits
     suunto_subscription_key: str = ""
+    suunto_webhook_secret: str = ""  # signs Suunto's workout notifications (Whoop signs with its client secret)
     # How far back a Suunto 24/7 sync with since=0 reaches ("all available data").
     suunto_247_history_days: int = Field(90, ge=1, le=3650)
     suunto_page_concurrency: int = Field(4, ge=1, le=32)

@@ -7,7 +7,7 @@ the job, a bug fails the task in one place (the job wrapper).
 
 import asyncio
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -61,6 +61,51 @@ def create_http_client(settings: Settings, redis: Redis) -> HttpClient:
     )
 
 
+def credentials_for(deps: Deps, provider: Provider, connection: Connection) -> Credentials:
+    """The connection's tokens for one task or event, refreshed as needed."""
+    return Credentials(
+        provider=provider,
+        config=deps.settings.provider(provider.name),
+        user_id=connection.user_id,
+        access_token=connection.access_token,
+        refresh_token=connection.refresh_token,
+        expires_at=connection.expires_at,
+        db=deps.db,
+        http=deps.http,
+        refresh_margin=timedelta(seconds=deps.settings.token_refresh_margin_s),
+    )
+
+
+def context_for(
+    deps: Deps,
+    provider: Provider,
+    connection: Connection,
+    credentials: Credentials,
+    *,
+    task_id: UUID | None,
+    started_at: datetime,
+    data_type: DataType,
+    params: SyncParams,
+    done: dict[str, int] | None = None,
+) -> SyncContext:
+    config = deps.settings.provider(provider.name)
+    return SyncContext(
+        task_id=task_id,
+        started_at=started_at,
+        data_type=data_type,
+        params=params,
+        connection=connection,
+        config=config,
+        http=deps.http,
+        db=deps.db,
+        settings=deps.settings,
+        credentials=credentials,
+        bucket=provider.bucket(deps.settings),
+        headers=provider.api_headers(config),
+        done=done or {},
+    )
+
+
 def overall_status(details: dict[str, bool]) -> TaskStatus:
     if all(details.values()):
         return TaskStatus.SUCCEEDED
@@ -85,17 +130,7 @@ async def run_task(deps: Deps, task_id: UUID, *, defer_rate_limits: bool = False
         await queries.finish_task(deps.db, task_id, TaskStatus.FAILED, details, NO_CONNECTION)
         return details
     connection = Connection.from_row(row)
-    credentials = Credentials(
-        provider=provider,
-        config=deps.settings.provider(provider.name),
-        user_id=connection.user_id,
-        access_token=connection.access_token,
-        refresh_token=connection.refresh_token,
-        expires_at=connection.expires_at,
-        db=deps.db,
-        http=deps.http,
-        refresh_margin=timedelta(seconds=deps.settings.token_refresh_margin_s),
-    )
+    credentials = credentials_for(deps, provider, connection)
     params = SyncParams.model_validate(task["params"])
     log.info("sync started", provider=provider.name, user_id=str(connection.user_id), data_types=data_types)
     progress: dict[str, Any] = task["progress"]
@@ -161,22 +196,10 @@ async def _sync_data_type(
     """Sync one data type; returns None on success, or the provider error that failed it (or,
     deferring, the RateLimited it must wait for)."""
     task_id = task["id"]
-    config = deps.settings.provider(provider.name)
-    ctx = SyncContext(
-        task_id=task_id,
-        started_at=task["started_at"],
-        data_type=data_type,
-        params=params,
-        connection=connection,
-        config=config,
-        http=deps.http,
-        db=deps.db,
-        settings=deps.settings,
-        credentials=credentials,
-        bucket=provider.bucket(deps.settings),
-        headers=provider.api_headers(config),
-        done=done,
-    )
+    ctx = context_for(
+        deps, provider, connection, credentials,
+        task_id=task_id, started_at=task["started_at"], data_type=data_type, params=params, done=done,
+    )  # fmt: skip
     sync = provider.sync.get(data_type)
     try:
         if sync is None:

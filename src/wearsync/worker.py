@@ -15,6 +15,7 @@ from wearsync.models import TaskStatus
 from wearsync.providers.errors import RateLimited
 from wearsync.settings import Settings
 from wearsync.sync import Deps, create_http_client, run_task
+from wearsync.webhooks import process_event
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +48,30 @@ async def sync_task(ctx: dict[str, Any], task_id: str) -> dict[str, bool] | None
         structlog.contextvars.unbind_contextvars("task_id", "job_try")
 
 
+async def process_webhook(ctx: dict[str, Any], event_id: int) -> str | None:
+    """Process one stored webhook event (see wearsync.webhooks)."""
+    deps: Deps = ctx["deps"]
+    job_try: int = ctx["job_try"]
+    structlog.contextvars.bind_contextvars(event_id=event_id, job_try=job_try)
+    try:
+        return await process_event(deps, event_id)
+    except RateLimited as e:
+        if job_try < deps.settings.job_max_tries + deps.settings.rate_limit_max_deferrals:
+            raise Retry(defer=e.retry_after_s + random.uniform(0, min(5, 0.5 + e.retry_after_s / 10))) from e
+        await queries.finish_webhook_event(deps.db, event_id, "failed", f"gave up waiting: {e}")
+        return "failed"
+    except TRANSIENT_DB_ERRORS as e:
+        if job_try < deps.settings.job_max_tries:
+            raise Retry(defer=min(60, 2**job_try)) from e
+        raise
+    except Exception as e:
+        log.exception("webhook event crashed")
+        await queries.finish_webhook_event(deps.db, event_id, "failed", f"internal error: {e!r}")
+        return "failed"
+    finally:
+        structlog.contextvars.unbind_contextvars("event_id", "job_try")
+
+
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or Settings()
     ctx["settings"] = settings
@@ -64,7 +89,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 class WorkerSettings:
     """Data only; process-specific values (Redis, queue, limits) are passed by `worker_options`."""
 
-    functions = [func(sync_task, name="sync_task")]
+    functions = [func(sync_task, name="sync_task"), func(process_webhook, name="process_webhook")]
     on_startup = startup
     on_shutdown = shutdown
     keep_result = 3600

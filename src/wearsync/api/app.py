@@ -6,7 +6,7 @@ from aiohttp import web
 from arq import create_pool as create_redis_pool
 from arq.connections import RedisSettings
 
-from wearsync.api import views
+from wearsync.api import views, webhooks
 from wearsync.api.common import DEPS, QUEUE
 from wearsync.api.middlewares import api_key_auth, errors, request_context
 from wearsync.db import create_pool
@@ -40,6 +40,8 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/api/v1/users/{user_id}/connections", views.list_connections, name="connections")
     r.add_put("/api/v1/users/{user_id}/connections/{provider}", views.put_connection, name="connection")
     r.add_delete("/api/v1/users/{user_id}/connections/{provider}", views.delete_connection, name="disconnect")
+    r.add_post("/api/v1/webhooks/{provider}", webhooks.receive, name="webhook")
+    r.add_get("/api/v1/webhooks/strava", webhooks.strava_challenge, name="webhook-strava-validation")
 
 
 def create_app(settings: Settings | None = None) -> web.Application:

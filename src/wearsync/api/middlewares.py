@@ -14,7 +14,8 @@ from wearsync.db import TRANSIENT_DB_ERRORS, queries
 log = structlog.get_logger("wearsync.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PUBLIC_ROUTES = frozenset({"health"})
+# Webhooks carry no API key: each provider's own signature or verify token is checked instead.
+PUBLIC_ROUTES = frozenset({"health", "webhook", "webhook-strava-validation"})
 INVALID_KEY = "Invalid or missing API key"
 
 

@@ -305,3 +305,62 @@ async def finish_task(
         dict(result) if result is not None else None,
         error,
     )
+
+
+# ---- webhook events ---------------------------------------------------------------------
+
+
+async def insert_webhook_events(db: Executor, provider: str, events: Sequence[Any]) -> list[int]:
+    """Store events (kind, provider_user_id, dedupe_key, payload); the ids of those not seen before."""
+    if not events:
+        return []
+    rows = await db.fetch(
+        """
+        INSERT INTO webhook_events (provider, kind, provider_user_id, dedupe_key, payload)
+        SELECT $1, e.kind, e.uid, e.key, e.payload
+        FROM unnest($2::text[], $3::text[], $4::text[], $5::jsonb[]) AS e(kind, uid, key, payload)
+        ON CONFLICT (provider, dedupe_key) DO NOTHING
+        RETURNING id
+        """,
+        provider,
+        [e.kind for e in events],
+        [e.provider_user_id for e in events],
+        [e.dedupe_key for e in events],
+        [e.payload for e in events],
+    )
+    return [r["id"] for r in rows]
+
+
+async def claim_webhook_event(db: Executor, event_id: int) -> asyncpg.Record | None:
+    """The event, counted as one more attempt, unless it is already done."""
+    row: asyncpg.Record | None = await db.fetchrow(
+        """
+        UPDATE webhook_events SET attempts = attempts + 1 WHERE id = $1 AND status IN ('pending', 'failed')
+        RETURNING id, provider, kind, provider_user_id, dedupe_key, payload, attempts
+        """,
+        event_id,
+    )
+    return row
+
+
+async def finish_webhook_event(db: Executor, event_id: int, status: str, detail: str | None = None) -> None:
+    await db.execute(
+        "UPDATE webhook_events SET status = $2, detail = $3, processed_at = now() WHERE id = $1",
+        event_id,
+        status,
+        detail,
+    )
+
+
+async def connection_by_upstream_user(db: Executor, provider: str, provider_user_id: str) -> asyncpg.Record | None:
+    """The active connection a provider's webhook names by the provider's own user id."""
+    row: asyncpg.Record | None = await db.fetchrow(
+        f"""
+        SELECT {_CONNECTION_COLUMNS} FROM provider_connections c
+        WHERE c.provider = $1 AND c.provider_user_id = $2 AND c.active
+        ORDER BY c.updated_at DESC LIMIT 1
+        """,
+        provider,
+        provider_user_id,
+    )
+    return row

@@ -39,7 +39,7 @@ class SyncContext:
     """Everything one data type of one sync needs. Upstream calls go through `get_json` /
     `request_json` (token, refresh on 401, shared rate limit); records land only by `save_page`."""
 
-    task_id: UUID
+    task_id: UUID | None  # None when a webhook event, not a sync task, is being processed
     # When the task first started: a fixed "now" for ranges, so a rerun cuts the same pages.
     started_at: datetime
     data_type: DataType
@@ -84,10 +84,14 @@ class SyncContext:
         done = {page_key: items} if page_key is not None else None
         async with self.db.acquire() as conn, conn.transaction():
             await upsert_records(conn, self.connection.user_id, self.connection.provider, records)
-            await queries.update_type_progress(conn, self.task_id, self.data_type, pages=1, records=counts, done=done)
+            if self.task_id is not None:
+                await queries.update_type_progress(
+                    conn, self.task_id, self.data_type, pages=1, records=counts, done=done
+                )
 
     async def set_pages_total(self, pages_total: int) -> None:
-        await queries.update_type_progress(self.db, self.task_id, self.data_type, pages_total=pages_total)
+        if self.task_id is not None:
+            await queries.update_type_progress(self.db, self.task_id, self.data_type, pages_total=pages_total)
 
 
 def map_page(items: Sequence[Any], mapper: Callable[[Any], Record | Sequence[Record]]) -> list[Record]:
@@ -109,6 +113,30 @@ SyncFunction = Callable[[SyncContext], Awaitable[None]]
 
 
 @dataclass(frozen=True)
+class WebhookEvent:
+    """One event of a webhook delivery, as stored before it is acknowledged."""
+
+    kind: str  # e.g. "activities.push", "activity.create", "workout.updated"
+    provider_user_id: str  # the provider's id of the user, which names our connection
+    dedupe_key: str  # the same event delivered twice has the same key
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """How a provider's webhook deliveries are checked, split into events and processed.
+
+    `verify` raises WebhookRejected for a bad or missing signature; `parse` raises
+    MalformedPayload for a body it cannot read; `process` runs in the worker with a context
+    whose task_id is None (webhook events are not sync tasks)."""
+
+    verify: Callable[[Mapping[str, str], bytes, ProviderSettings, Settings], None]
+    parse: Callable[[Any], list[WebhookEvent]]
+    process: Callable[[SyncContext, WebhookEvent], Awaitable[None]]
+    max_body_bytes: int = 1024 * 1024  # more than the provider ever sends
+
+
+@dataclass(frozen=True)
 class Provider:
     """A provider as data: what it supports, how its data arrives, how its OAuth server takes our
     credentials, its documented rate limits, and the client functions that sync each data type."""
@@ -123,6 +151,7 @@ class Provider:
     sync: Mapping[DataType, SyncFunction] = field(default_factory=dict)
     # Headers every data call carries besides the bearer token (Suunto's subscription key).
     api_headers: Callable[[ProviderSettings], dict[str, str]] = lambda config: {}
+    webhook: Webhook | None = None
 
     def bucket(self, settings: Settings) -> Bucket:
         """Its shared rate-limit bucket: the documented limits unless WEARSYNC_<P>_RATE_LIMITS says."""

@@ -39,3 +39,7 @@ class RateLimited(ProviderError):
 class ConnectionRevoked(ProviderError):
     """The provider refused the connection's refresh token: the connection is now inactive and the
     user must connect again."""
+
+
+class WebhookRejected(Exception):
+    """A webhook delivery whose signature or verify token is bad or missing (answered 401)."""

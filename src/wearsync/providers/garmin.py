@@ -278,6 +278,7 @@ def backfill_range(ctx: SyncContext) -> tuple[int, int]:
 
 async def _earlier_backfills(ctx: SyncContext) -> list[dict[str, Any]]:
     """The backfill requests an earlier run of this task recorded (a rerun adds to them)."""
+    assert ctx.task_id is not None, "backfills are requested by sync tasks"
     task = await queries.get_task(ctx.db, ctx.task_id)
     progress = task["progress"].get(ctx.data_type.value, {}) if task is not None else {}
     return list(progress.get("backfill") or [])
@@ -285,6 +286,7 @@ async def _earlier_backfills(ctx: SyncContext) -> list[dict[str, Any]]:
 
 async def _record_backfill(ctx: SyncContext, page_key: str, requested: list[dict[str, Any]]) -> None:
     """Count one request as a page, mark it done and list it, in one statement."""
+    assert ctx.task_id is not None, "backfills are requested by sync tasks"
     await queries.update_type_progress(
         ctx.db, ctx.task_id, ctx.data_type, pages=1, done={page_key: 0}, backfill=requested
     )

@@ -1,7 +1,7 @@
 """Strava API v3 client: the athlete's activity list, pages of 200 fetched side by side, each page
 written as it lands.
 
-A sync first fixes its range: `before` = the moment the task first started (its `started_at`, the
+A sync first fixes its range: `before` = the moment the task first started (`ctx.started_at`, the
 same on every rerun of the task) and `after` = 0, all history. With the range fixed, page N always
 means the same activities, so pages are independent: they are fetched concurrently
 (`WEARSYNC_STRAVA_PAGE_CONCURRENCY`) and a rerun of a deferred task skips the pages it stored
@@ -27,7 +27,6 @@ from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from wearsync.db import queries
 from wearsync.models import DataType
 from wearsync.providers.core import Provider, SyncContext, map_page
 from wearsync.providers.errors import MalformedPayload
@@ -111,16 +110,10 @@ def map_activity(a: dict[str, Any]) -> Workout:
 # ---- sync -----------------------------------------------------------------------------------
 
 
-async def range_end(ctx: SyncContext) -> int:
-    """The epoch second the task first started: every run of the task lists the same range."""
-    task = await queries.get_task(ctx.db, ctx.task_id)
-    started = task["started_at"] if task is not None and task["started_at"] is not None else datetime.now(UTC)
-    return int(started.timestamp())
-
-
 async def sync_workouts(ctx: SyncContext) -> None:
     url = f"{ctx.config.api_url}/api/v3/athlete/activities"
-    query = {"before": await range_end(ctx), "after": 0, "per_page": PER_PAGE}
+    # The epoch second the task first started: every run of the task lists the same range.
+    query = {"before": int(ctx.started_at.timestamp()), "after": 0, "per_page": PER_PAGE}
 
     async def fetch(offset: int) -> list[dict[str, Any]]:
         body = await ctx.get_json(url, params=query | {"page": offset // PER_PAGE + 1})

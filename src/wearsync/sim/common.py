@@ -9,10 +9,11 @@ import random
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -132,6 +133,36 @@ class SimState:
 
 
 STATE_KEY = web.AppKey("sim_state", SimState)
+
+T = TypeVar("T")
+USERS_CACHED = 64  # per provider: the users whose data stays built
+_user_data: dict[str, "OrderedDict[tuple[Any, ...], Any]"] = {}
+
+
+def cached_user_data(
+    request_or_app: web.Request | web.Application,
+    provider: str,
+    user: str,
+    defaults: Mapping[str, int],
+    build: Callable[[str, dict[str, int], datetime], T],
+) -> T:
+    """A simulated user's data: `build(user, history, anchor)` with the provider's `defaults`
+    overridden by the user's history knobs. Built once per (user, history, anchor) and kept in a
+    per-provider LRU, as it is the same every time (build sees nothing else)."""
+    state = (
+        request_or_app.config_dict[STATE_KEY] if isinstance(request_or_app, web.Request) else request_or_app[STATE_KEY]
+    )
+    history = dict(defaults) | state.provider(provider).history_for(user)
+    key = (user, tuple(sorted(history.items())), state.anchor)
+    cache = _user_data.setdefault(provider, OrderedDict())
+    if key in cache:
+        cache.move_to_end(key)
+        return cast(T, cache[key])
+    data = build(user, history, state.anchor)
+    cache[key] = data
+    while len(cache) > USERS_CACHED:
+        cache.popitem(last=False)
+    return data
 
 
 def user_rng(provider: str, user: str, salt: str = "") -> random.Random:

@@ -21,7 +21,6 @@ Rate limit: 100 calls per minute per app (evaluation tier, unconfirmed); over it
 
 import secrets
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,10 +28,10 @@ from typing import Any
 from aiohttp import web
 
 from wearsync.sim.common import (
-    STATE_KEY,
     OAuthStyle,
     RateLimitStyle,
     bearer_user,
+    cached_user_data,
     fault_middleware,
     json_error,
     token_endpoint,
@@ -243,29 +242,17 @@ def _upload_times(rng: Any, summaries: dict[str, list[dict[str, Any]]]) -> dict[
     return uploads
 
 
-_cache: "OrderedDict[tuple[str, int, int, datetime], UserData]" = OrderedDict()
-
-
 def user_data(request_or_app: web.Request | web.Application, user: str) -> UserData:
-    if isinstance(request_or_app, web.Request):
-        state = request_or_app.config_dict[STATE_KEY]
-    else:
-        state = request_or_app[STATE_KEY]
-    history = DEFAULT_HISTORY | state.provider(NAME).history_for(user)
-    key = (user, history["workouts"], history["days_247"], state.anchor)
-    if key in _cache:
-        _cache.move_to_end(key)
-        return _cache[key]
+    return cached_user_data(request_or_app, NAME, user, DEFAULT_HISTORY, _build_user_data)
+
+
+def _build_user_data(user: str, history: dict[str, int], anchor: datetime) -> UserData:
     rng = user_rng(NAME, user)
     uid, offset_s = f"{rng.getrandbits(128):032x}", rng.choice([-18000, 0, 3600, 7200, 19800])
-    summaries = {"activities": _activities(user_rng(NAME, user, "activities"), state.anchor,
+    summaries = {"activities": _activities(user_rng(NAME, user, "activities"), anchor,
                                            history["workouts"], offset_s, uid)}  # fmt: skip
-    summaries |= _data_247(user_rng(NAME, user, "247"), state.anchor, history["days_247"], offset_s, uid)
-    data = UserData(uid, offset_s, summaries, _upload_times(user_rng(NAME, user, "uploads"), summaries))
-    _cache[key] = data
-    while len(_cache) > 64:
-        _cache.popitem(last=False)
-    return data
+    summaries |= _data_247(user_rng(NAME, user, "247"), anchor, history["days_247"], offset_s, uid)
+    return UserData(uid, offset_s, summaries, _upload_times(user_rng(NAME, user, "uploads"), summaries))
 
 
 # ---- data API ---------------------------------------------------------------------------------

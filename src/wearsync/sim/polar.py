@@ -23,7 +23,6 @@ yields a long-lived access token (10 years) and no refresh token; `x_user_id` is
 (an integer). Rate limits: none documented; the "ratelimit" fault answers 429 with Retry-After.
 """
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,6 +34,7 @@ from wearsync.sim.common import (
     OAuthStyle,
     RateLimitStyle,
     bearer_user,
+    cached_user_data,
     fault_middleware,
     json_error,
     token_endpoint,
@@ -202,30 +202,18 @@ def _history(rng: Any, user: tuple[int, int], anchor: datetime, served: int, old
     return UserData(user[0], exercises, old[::-1])
 
 
-_cache: "OrderedDict[tuple[str, int, int, datetime], UserData]" = OrderedDict()
-
-
 def polar_user_id(user: str) -> int:
     return user_rng(NAME, user, "id").randrange(10_000_000, 99_999_999)
 
 
 def user_data(request_or_app: web.Request | web.Application, user: str) -> UserData:
-    if isinstance(request_or_app, web.Request):
-        state = request_or_app.config_dict[STATE_KEY]
-    else:
-        state = request_or_app[STATE_KEY]
-    history = DEFAULT_HISTORY | state.provider(NAME).history_for(user)
-    key = (user, history["workouts"], history["older_workouts"], state.anchor)
-    if key in _cache:
-        _cache.move_to_end(key)
-        return _cache[key]
+    return cached_user_data(request_or_app, NAME, user, DEFAULT_HISTORY, _build_user_data)
+
+
+def _build_user_data(user: str, history: dict[str, int], anchor: datetime) -> UserData:
     identity = (polar_user_id(user), user_rng(NAME, user, "max_hr").randint(178, 200))
     rng = user_rng(NAME, user, "exercises")
-    data = _history(rng, identity, state.anchor, history["workouts"], history["older_workouts"])
-    _cache[key] = data
-    while len(_cache) > 64:
-        _cache.popitem(last=False)
-    return data
+    return _history(rng, identity, anchor, history["workouts"], history["older_workouts"])
 
 
 # ---- data API ---------------------------------------------------------------------------------

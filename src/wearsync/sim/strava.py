@@ -32,7 +32,6 @@ type not in Strava's list ("Paragliding") appears at least once, for the client'
 import json
 import random
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,10 +40,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from aiohttp import web
 
 from wearsync.sim.common import (
-    STATE_KEY,
     OAuthStyle,
     RateLimitStyle,
     bearer_user,
+    cached_user_data,
     fault_middleware,
     json_error,
     token_endpoint,
@@ -221,25 +220,13 @@ def _activities(
     return activities, calories
 
 
-_cache: "OrderedDict[tuple[str, int, datetime], UserData]" = OrderedDict()
-
-
 def user_data(request_or_app: web.Request | web.Application, user: str) -> UserData:
-    if isinstance(request_or_app, web.Request):
-        state = request_or_app.config_dict[STATE_KEY]
-    else:
-        state = request_or_app[STATE_KEY]
-    count = (DEFAULT_HISTORY | state.provider(NAME).history_for(user))["workouts"]
-    key = (user, count, state.anchor)
-    if key in _cache:
-        _cache.move_to_end(key)
-        return _cache[key]
+    return cached_user_data(request_or_app, NAME, user, DEFAULT_HISTORY, _build_user_data)
+
+
+def _build_user_data(user: str, history: dict[str, int], anchor: datetime) -> UserData:
     profile = athlete(user)
-    data = UserData(profile, *_activities(user, state.anchor, count, profile["id"]))
-    _cache[key] = data
-    while len(_cache) > 64:
-        _cache.popitem(last=False)
-    return data
+    return UserData(profile, *_activities(user, anchor, history["workouts"], profile["id"]))
 
 
 # ---- data API ---------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ Management, Suunto's gateway, answers).
 """
 
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +27,7 @@ from wearsync.sim.common import (
     OAuthStyle,
     RateLimitStyle,
     bearer_user,
+    cached_user_data,
     fault_middleware,
     iso,
     json_error,
@@ -180,28 +180,16 @@ def _data_247(rng: Any, anchor: datetime, days: int, offset: int) -> dict[str, A
     return {"sleep": sleep, "recovery": recovery, "activity": activity, "daily": daily}
 
 
-_cache: "OrderedDict[tuple[str, int, int, datetime], UserData]" = OrderedDict()
-
-
 def user_data(request_or_app: web.Request | web.Application, user: str) -> UserData:
-    if isinstance(request_or_app, web.Request):
-        state = request_or_app.config_dict[STATE_KEY]
-    else:
-        state = request_or_app[STATE_KEY]
-    history = DEFAULT_HISTORY | state.provider(NAME).history_for(user)
-    key = (user, history["workouts"], history["days_247"], state.anchor)
-    if key in _cache:
-        _cache.move_to_end(key)
-        return _cache[key]
+    return cached_user_data(request_or_app, NAME, user, DEFAULT_HISTORY, _build_user_data)
+
+
+def _build_user_data(user: str, history: dict[str, int], anchor: datetime) -> UserData:
     rng = user_rng(NAME, user)
     offset = rng.choice([-300, 0, 60, 120, 330])
-    workouts, modified = _workouts(user_rng(NAME, user, "workouts"), state.anchor, history["workouts"], offset)
-    d247 = _data_247(user_rng(NAME, user, "247"), state.anchor, history["days_247"], offset)
-    data = UserData(offset, workouts, modified, **d247)
-    _cache[key] = data
-    while len(_cache) > 64:
-        _cache.popitem(last=False)
-    return data
+    workouts, modified = _workouts(user_rng(NAME, user, "workouts"), anchor, history["workouts"], offset)
+    d247 = _data_247(user_rng(NAME, user, "247"), anchor, history["days_247"], offset)
+    return UserData(offset, workouts, modified, **d247)
 
 
 # ---- data API ---------------------------------------------------------------------------------

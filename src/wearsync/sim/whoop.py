@@ -34,7 +34,6 @@ import json
 import math
 import time
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from random import Random
@@ -43,11 +42,11 @@ from typing import Any
 from aiohttp import web
 
 from wearsync.sim.common import (
-    STATE_KEY,
     Handler,
     OAuthStyle,
     RateLimitStyle,
     bearer_user,
+    cached_user_data,
     fault_middleware,
     token_endpoint,
     user_rng,
@@ -267,31 +266,17 @@ def _workout(rng: Random, user_id: int, start: datetime, end: datetime, index: i
     return workout
 
 
-_cache: "OrderedDict[tuple[str, int, int, datetime], UserData]" = OrderedDict()
-
-
 def user_data(request_or_app: web.Request | web.Application, user: str) -> UserData:
-    if isinstance(request_or_app, web.Request):
-        state = request_or_app.config_dict[STATE_KEY]
-    else:
-        state = request_or_app[STATE_KEY]
-    history = DEFAULT_HISTORY | state.provider(NAME).history_for(user)
-    key = (user, history["workouts"], history["days_247"], state.anchor)
-    if key in _cache:
-        _cache.move_to_end(key)
-        return _cache[key]
+    return cached_user_data(request_or_app, NAME, user, DEFAULT_HISTORY, _build_user_data)
+
+
+def _build_user_data(user: str, history: dict[str, int], anchor: datetime) -> UserData:
     rng = user_rng(NAME, user)
     user_id, offset = rng.randrange(10_000, 99_999_999), rng.choice(_OFFSETS)
-    collections, awake = _sleeps_and_cycles(
-        user_rng(NAME, user, "247"), user_id, state.anchor, history["days_247"], offset
-    )
+    collections, awake = _sleeps_and_cycles(user_rng(NAME, user, "247"), user_id, anchor, history["days_247"], offset)
     collections["workout"] = _workouts(user_rng(NAME, user, "workouts"), user_id, history["workouts"], awake, offset)
     newest_first = {kind: sorted(entries, key=lambda e: e.key, reverse=True) for kind, entries in collections.items()}
-    data = UserData(user_id, offset, newest_first)
-    _cache[key] = data
-    while len(_cache) > 64:
-        _cache.popitem(last=False)
-    return data
+    return UserData(user_id, offset, newest_first)
 
 
 # ---- data API ---------------------------------------------------------------------------------
