@@ -25,6 +25,8 @@ from wearsync.settings import PROVIDER_NAMES, Settings
 
 DEMO_USER_ID = uuid.uuid5(uuid.NAMESPACE_URL, "wearsync-demo-user")
 SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_SUBSCRIPTION_KEY = "wearsync-sim", "sim-secret", "sim-subscription-key"
+# The secrets the simulated providers sign their webhooks with (Whoop signs with the client secret).
+SIM_WEBHOOK_SECRET, SIM_VERIFY_TOKEN = "sim-webhook-secret", "sim-verify-token"
 DEMO_PROVIDERS = PROVIDER_NAMES
 
 
@@ -55,6 +57,9 @@ def dev_environment(env: dict[str, str], sim_url: str) -> dict[str, str]:
         env.setdefault(f"WEARSYNC_{upper}_CLIENT_ID", SIM_CLIENT_ID)
         env.setdefault(f"WEARSYNC_{upper}_CLIENT_SECRET", SIM_CLIENT_SECRET)
     env.setdefault("WEARSYNC_SUUNTO_SUBSCRIPTION_KEY", SIM_SUBSCRIPTION_KEY)
+    env.setdefault("WEARSYNC_SUUNTO_WEBHOOK_SECRET", SIM_WEBHOOK_SECRET)
+    env.setdefault("WEARSYNC_POLAR_WEBHOOK_SECRET", SIM_WEBHOOK_SECRET)
+    env.setdefault("WEARSYNC_STRAVA_VERIFY_TOKEN", SIM_VERIFY_TOKEN)
     return env
 
 

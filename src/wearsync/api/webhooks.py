@@ -51,7 +51,9 @@ async def receive(request: web.Request) -> web.Response:
     queue = request.app[QUEUE]
     for event_id in new_ids:
         try:
-            await queue.enqueue_job("process_webhook", event_id, _job_id=f"webhook:{event_id}")
+            # No job id of ours: arq's job keys are global to the Redis server, event ids are
+            # only unique per database, and the insert above already ran once per event.
+            await queue.enqueue_job("process_webhook", event_id)
         except Exception as e:  # stored: the reaper enqueues it later
             log.error("webhook event stored but not enqueued", event_id=event_id, error=repr(e))
     log.info("webhook received", provider=provider.name, events=len(events), new=len(new_ids))

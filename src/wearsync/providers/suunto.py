@@ -8,17 +8,21 @@ seconds (the contract) and goes upstream in milliseconds. A 24/7 sync with since
 percent and kcal.
 """
 
-from collections.abc import Callable, Sequence
+import hashlib
+import hmac
+import json
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import aclosing
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from wearsync.models import DataType
-from wearsync.providers.core import Provider, SyncContext, map_page
-from wearsync.providers.errors import MalformedPayload
+from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, map_page
+from wearsync.providers.errors import MalformedPayload, WebhookRejected
 from wearsync.providers.paging import each_concurrently, offset_pages, time_windows
 from wearsync.providers.ratelimit import RateLimit
 from wearsync.records import DailyActivity, Record, Recovery, Sample, SleepSession, Workout
+from wearsync.settings import ProviderSettings, Settings
 
 MAX_WINDOW = timedelta(days=28)
 JOULES_PER_KCAL = 4184.0
@@ -285,6 +289,44 @@ async def sync_247(ctx: SyncContext) -> None:
             await ctx.save_page(records, page_key, len(records))
 
 
+# ---- webhook: workout notifications -------------------------------------------------------------
+
+
+def verify_notification(headers: Mapping[str, str], body: bytes, config: ProviderSettings, settings: Settings) -> None:
+    """HMAC-SHA256 of the raw body under WEARSYNC_SUUNTO_WEBHOOK_SECRET, hex, in
+    `X-HMAC-SHA256-Signature` (unconfirmed by public docs), compared in constant time."""
+    secret = settings.suunto_webhook_secret
+    if not secret:
+        raise WebhookRejected("WEARSYNC_SUUNTO_WEBHOOK_SECRET is not set, so no notification can be trusted")
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(headers.get("X-HMAC-SHA256-Signature", "").lower(), expected):
+        raise WebhookRejected("bad or missing X-HMAC-SHA256-Signature")
+
+
+def parse_notification(payload: Any) -> list[WebhookEvent]:
+    """One notification is one event: `{"type", "username", "workoutid", "workout"?}`. Its key is
+    the workout's key and version, so a redelivery is a duplicate and a later change is not."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("username"), str) or not payload.get("workoutid"):
+        raise MalformedPayload("a Suunto notification needs username and workoutid")
+    workout = payload.get("workout")
+    version = hashlib.sha256(json.dumps(workout, sort_keys=True).encode()).hexdigest()[:16] if workout else ""
+    kind = f"workout.{str(payload.get('type', 'WORKOUT_CREATED')).lower()}"
+    key = f"{payload['workoutid']}:{kind}:{version}"
+    return [WebhookEvent(kind, payload["username"], key, payload)]
+
+
+async def process_notification(ctx: SyncContext, event: WebhookEvent) -> None:
+    """Store the workout the notification carries, or fetch it when it carries none."""
+    workout = event.payload.get("workout")
+    if not isinstance(workout, dict):
+        url = f"{ctx.config.api_url}/v3/workouts/{event.payload['workoutid']}"
+        body = await ctx.get_json(url)
+        workout = body.get("payload") if isinstance(body, dict) else None
+        if not isinstance(workout, dict):
+            raise MalformedPayload(f"GET {url} returned no workout: {str(body)[:200]}")
+    await ctx.save_page(map_page([workout], map_workout))
+
+
 PROVIDER = Provider(
     name="suunto",
     supports=frozenset({DataType.WORKOUTS, DataType.DATA_247}),
@@ -294,4 +336,5 @@ PROVIDER = Provider(
     rate_limits=(RateLimit(100, 15 * 60),),
     sync={DataType.WORKOUTS: sync_workouts, DataType.DATA_247: sync_247},
     api_headers=lambda config: {"Ocp-Apim-Subscription-Key": config.subscription_key},
+    webhook=Webhook(verify=verify_notification, parse=parse_notification, process=process_notification),
 )

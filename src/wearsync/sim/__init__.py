@@ -5,12 +5,14 @@
 history sizes, latency, injected faults, and the log of requests served.
 """
 
+from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from wearsync.sim import garmin, polar, strava, suunto, whoop
-from wearsync.sim.common import STATE_KEY, USER_NAME, Fault, SimState
+from wearsync.sim.common import DELIVERY_SESSION, STATE_KEY, USER_NAME, Fault, SimState, WebhookTarget
 
 SIMULATORS = {"garmin": garmin, "strava": strava, "polar": polar, "suunto": suunto, "whoop": whoop}
 
@@ -83,9 +85,36 @@ async def clear_requests(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
+async def set_webhook(request: web.Request) -> web.Response:
+    """Body: {"url": ..., "secret": ...}: where this provider's webhooks go (the developer portal
+    setting of the real provider)."""
+    _provider(request)
+    body = await request.json()
+    target = WebhookTarget(str(body["url"]), str(body.get("secret", "")), str(body.get("verify_token", "")))
+    request.app[STATE_KEY].webhook_targets[request.match_info["provider"]] = target
+    return web.json_response({"ok": True})
+
+
+async def emit_event(request: web.Request) -> web.Response:
+    """Body: what happened upstream (provider-specific, e.g. {"kind": "create"}); the simulator
+    changes its data accordingly and sends the webhook the provider would send."""
+    module = _provider(request)
+    if not hasattr(module, "emit"):
+        raise web.HTTPNotFound(text='{"error": "this simulator sends no webhooks"}', content_type="application/json")
+    body = await request.json() if request.can_read_body else {}
+    return web.json_response(await module.emit(request, _user(request), body))
+
+
+async def delivery_session(app: web.Application) -> AsyncIterator[None]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        app[DELIVERY_SESSION] = session
+        yield
+
+
 def create_sim_app(state: SimState | None = None) -> web.Application:
     app = web.Application()
     app[STATE_KEY] = state or SimState()
+    app.cleanup_ctx.append(delivery_session)
     for name, module in SIMULATORS.items():
         api, auth = module.create_apps()
         app.add_subapp(f"/{name}/api", api)
@@ -95,6 +124,8 @@ def create_sim_app(state: SimState | None = None) -> web.Application:
     app.router.add_post("/_sim/{provider}/config", configure)
     app.router.add_post("/_sim/faults", add_fault)
     app.router.add_delete("/_sim/faults", clear_faults)
+    app.router.add_post("/_sim/{provider}/webhook", set_webhook)
+    app.router.add_post("/_sim/{provider}/users/{user}/events", emit_event)
     app.router.add_get("/_sim/requests", get_requests)
     app.router.add_delete("/_sim/requests", clear_requests)
     return app

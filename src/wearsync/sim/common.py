@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, TypeVar, cast
 
+import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
@@ -77,6 +78,13 @@ class SimState:
     # (provider, window seconds, window index) -> requests counted.
     rate_counts: dict[tuple[str, int, int], int] = field(default_factory=dict)
     registered: set[tuple[str, str]] = field(default_factory=set)  # Polar: users registered by the app
+    # Where each provider sends its webhooks (set through /_sim/P/webhook, or the provider's own
+    # subscription API where it has one), and every delivery made: (provider, url, status).
+    webhook_targets: dict[str, "WebhookTarget"] = field(default_factory=dict)
+    deliveries: list[tuple[str, str, int]] = field(default_factory=list)
+    # Per (provider, user): records added, changed or deleted after the deterministic history was
+    # laid out (by events tests ask for); each simulator decides what it keeps here.
+    changes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     def provider(self, name: str) -> ProviderKnobs:
         return self.knobs.setdefault(name, ProviderKnobs())
@@ -132,7 +140,38 @@ class SimState:
         return None
 
 
+@dataclass
+class WebhookTarget:
+    url: str
+    secret: str = ""  # what the provider signs with (Whoop: our client secret)
+    verify_token: str = ""  # Strava's
+
+
 STATE_KEY = web.AppKey("sim_state", SimState)
+DELIVERY_SESSION = web.AppKey("sim_delivery_session", aiohttp.ClientSession)
+
+
+async def deliver(
+    request_or_app: web.Request | web.Application, provider: str, body: bytes, headers: Mapping[str, str]
+) -> int:
+    """POST one webhook delivery to the provider's configured target, as the provider would;
+    the HTTP status we got back (0 when nothing answered)."""
+    app = request_or_app.config_dict if isinstance(request_or_app, web.Request) else request_or_app
+    state = app[STATE_KEY]
+    target = state.webhook_targets.get(provider)
+    if target is None:
+        raise web.HTTPConflict(text=f'{{"error": "no webhook target set for {provider}"}}',
+                               content_type="application/json")  # fmt: skip
+    try:
+        async with app[DELIVERY_SESSION].post(
+            target.url, data=body, headers={"Content-Type": "application/json", **headers}
+        ) as resp:
+            status = resp.status
+    except (aiohttp.ClientError, TimeoutError):
+        status = 0
+    state.deliveries.append((provider, target.url, status))
+    return status
+
 
 T = TypeVar("T")
 USERS_CACHED = 64  # per provider: the users whose data stays built

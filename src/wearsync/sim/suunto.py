@@ -15,6 +15,9 @@ Rate limit: 100 calls per 15 minutes per app; over it, a 429 with `Retry-After` 
 Management, Suunto's gateway, answers).
 """
 
+import hashlib
+import hmac
+import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,6 +31,7 @@ from wearsync.sim.common import (
     RateLimitStyle,
     bearer_user,
     cached_user_data,
+    deliver,
     fault_middleware,
     iso,
     json_error,
@@ -225,8 +229,26 @@ def _int_param(request: web.Request, name: str, default: int | None = None) -> i
         ) from None
 
 
+def _added(request_or_app: web.Request | web.Application, user: str) -> list[dict[str, Any]]:
+    """Workouts recorded after the history was laid out (by `emit`), each with its modification
+    time in ms under "_modified"."""
+    app = request_or_app.config_dict if isinstance(request_or_app, web.Request) else request_or_app
+    added: list[dict[str, Any]] = app[STATE_KEY].changes.setdefault((NAME, user), {}).setdefault("added", [])
+    return added
+
+
+def all_workouts(
+    request_or_app: web.Request | web.Application, user: str
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Every workout served (history and added ones) and their modification times."""
+    data = user_data(request_or_app, user)
+    added = _added(request_or_app, user)
+    modified = data.modified_ms | {a["workout"]["workoutKey"]: a["modified_ms"] for a in added}
+    return data.workouts + [a["workout"] for a in added], modified
+
+
 async def list_workouts(request: web.Request) -> web.Response:
-    data = user_data(request, _authorized_user(request))
+    workouts, modified_ms = all_workouts(request, _authorized_user(request))
     since, limit, offset = (
         _int_param(request, "since", 0),
         _int_param(request, "limit", 50),
@@ -237,16 +259,16 @@ async def list_workouts(request: web.Request) -> web.Response:
         return json_error(400, {"error": "limit must be 1-100; offset and since must be >= 0", "payload": None})
 
     def key(w: dict[str, Any]) -> int:
-        return data.modified_ms[w["workoutKey"]] if by_modification else int(w["startTime"])
+        return modified_ms[w["workoutKey"]] if by_modification else int(w["startTime"])
 
-    matching = sorted((w for w in data.workouts if key(w) >= since), key=lambda w: (key(w), w["workoutId"]))
+    matching = sorted((w for w in workouts if key(w) >= since), key=lambda w: (key(w), w["workoutId"]))
     page = matching[offset : offset + limit]
     return web.json_response({"error": None, "payload": page, "metadata": {"workoutcount": str(len(page))}})
 
 
 async def get_workout(request: web.Request) -> web.Response:
-    data = user_data(request, _authorized_user(request))
-    for workout in data.workouts:
+    workouts, _ = all_workouts(request, _authorized_user(request))
+    for workout in workouts:
         if workout["workoutKey"] == request.match_info["key"]:
             return web.json_response({"error": None, "payload": workout, "metadata": {}})
     return json_error(404, {"error": "Workout not found", "payload": None})
@@ -326,11 +348,31 @@ def create_apps() -> tuple[web.Application, web.Application]:
     return api, auth
 
 
+async def emit(request: web.Request, user: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A new workout is recorded (`{"kind": "create"}`) and Suunto notifies: the notification
+    carries the workout, signed with HMAC-SHA256 of the body (hex) in `X-HMAC-SHA256-Signature`
+    under the webhook's secret (unconfirmed by public docs)."""
+    state = request.config_dict[STATE_KEY]
+    added = _added(request, user)
+    data = user_data(request, user)
+    rng = user_rng(NAME, user, f"added-{len(added)}")
+    (workout,), _ = _workouts(rng, state.anchor + timedelta(days=len(added) + 1), 1, data.offset_minutes)
+    workout["workoutId"] = 9_000_000_000 + len(added)
+    added.append({"workout": workout, "modified_ms": int(time.time() * 1000)})
+    target = state.webhook_targets.get(NAME)
+    notification = {"type": "WORKOUT_CREATED", "username": user, "workoutid": workout["workoutKey"],
+                    "workout": workout}  # fmt: skip
+    raw = json.dumps(notification).encode()
+    signature = hmac.new((target.secret if target else "").encode(), raw, hashlib.sha256).hexdigest()
+    status = await deliver(request, NAME, raw, {"X-HMAC-SHA256-Signature": signature})
+    return {"workout": workout, "delivery_status": status}
+
+
 def records(app: web.Application, user: str) -> dict[str, Any]:
     """Every record the simulator serves this user, as served, for tests to compare with."""
     data = user_data(app, user)
     return {
-        "workouts": data.workouts,
+        "workouts": all_workouts(app, user)[0],
         "sleep": data.sleep,
         "recovery": data.recovery,
         "activity": data.activity,

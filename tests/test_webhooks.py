@@ -1,0 +1,146 @@
+"""The delivery rules every webhook receiver follows, shown with Suunto's workout notifications:
+verified before anything is stored, stored before the 2xx, processed once by the worker, unknown
+users acknowledged and ignored, bursts all processed."""
+
+import asyncio
+import hashlib
+import hmac
+import io
+import json
+from typing import Any
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from arq.worker import Worker
+
+from tests.conftest import Factory
+from wearsync.dev import SIM_WEBHOOK_SECRET
+from wearsync.sim.common import SimState, WebhookTarget
+
+Client = TestClient[web.Request, web.Application]
+URL = "/api/v1/webhooks/suunto"
+
+
+def signed(payload: dict[str, Any], secret: str = SIM_WEBHOOK_SECRET) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(payload).encode()
+    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return body, {"X-HMAC-SHA256-Signature": signature, "Content-Type": "application/json"}
+
+
+def notification(user: str, key: str, **workout: Any) -> dict[str, Any]:
+    w = {"workoutKey": key, "activityId": 1, "startTime": 1_790_000_000_000, "totalTime": 1800.0} | workout
+    return {"type": "WORKOUT_CREATED", "username": user, "workoutid": key, "workout": w}
+
+
+async def settled(db: asyncpg.Pool, expected: int, timeout_s: float = 30) -> list[asyncpg.Record]:
+    """The events, once `expected` of them have left `pending`."""
+    for _ in range(int(timeout_s / 0.05)):
+        rows = await db.fetch("SELECT * FROM webhook_events ORDER BY id")
+        if sum(r["status"] != "pending" for r in rows) >= expected:
+            return rows
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"events still pending: {[dict(r) for r in rows]}")
+
+
+async def test_a_simulated_notification_lands_the_workout(
+    client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool, sim_state: SimState, sim_server: TestServer
+) -> None:
+    _, user_id, sim_user = await factory.connected_user("suunto")
+    sim_state.webhook_targets["suunto"] = WebhookTarget(str(client.make_url(URL)), SIM_WEBHOOK_SECRET)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(sim_server.make_url(f"/_sim/suunto/users/{sim_user}/events"), json={}) as resp:
+            emitted = await resp.json()
+    assert emitted["delivery_status"] == 200
+    (event,) = await settled(db, 1)
+    assert (event["status"], event["kind"], event["provider_user_id"]) == (
+        "processed",
+        "workout.workout_created",
+        sim_user,
+    )
+    row = await db.fetchrow("SELECT * FROM workouts")
+    assert row is not None
+    assert (str(row["user_id"]), row["provider_record_id"]) == (user_id, emitted["workout"]["workoutKey"])
+    assert row["raw"] == emitted["workout"]
+    # The simulator now serves it too: a sync finds the same row, not a second one.
+    served = [w["workoutKey"] for w in (await _records(sim_server, sim_user))["workouts"]]
+    assert emitted["workout"]["workoutKey"] in served
+
+
+async def _records(sim_server: TestServer, user: str) -> dict[str, Any]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(sim_server.make_url(f"/_sim/suunto/users/{user}/records")) as resp,
+    ):
+        records: dict[str, Any] = await resp.json()
+        return records
+
+
+async def test_a_bad_or_missing_signature_is_refused_and_nothing_is_stored(client: Client, db: asyncpg.Pool) -> None:
+    body, headers = signed(notification("alice", "k1"))
+    for bad in ({}, {"X-HMAC-SHA256-Signature": "0" * 64}, signed(notification("alice", "k1"), "other-secret")[1]):
+        resp = await client.post(URL, data=body, headers=bad)
+        assert resp.status == 401
+        assert (await resp.json())["detail"].startswith("Invalid webhook signature")
+    tampered = body.replace(b"alice", b"mallory")
+    assert (await client.post(URL, data=tampered, headers=headers)).status == 401
+    assert await db.fetchval("SELECT count(*) FROM webhook_events") == 0
+
+
+async def test_the_same_event_delivered_twice_is_processed_once(
+    client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool
+) -> None:
+    _, _, sim_user = await factory.connected_user("suunto")
+    body, headers = signed(notification(sim_user, "dup-1"))
+    first = await client.post(URL, data=body, headers=headers)
+    second = await client.post(URL, data=body, headers=headers)
+    assert (await first.json(), await second.json()) == ({"received": 1, "new": 1}, {"received": 1, "new": 0})
+    (event,) = await settled(db, 1)
+    assert event["attempts"] == 1
+    assert await db.fetchval("SELECT count(*) FROM workouts") == 1
+    # A later change of the same workout is a new event, and updates the row.
+    body, headers = signed(notification(sim_user, "dup-1", totalTime=2400.0))
+    assert (await (await client.post(URL, data=body, headers=headers)).json())["new"] == 1
+    await settled(db, 2)
+    assert await db.fetchval("SELECT duration_s FROM workouts WHERE provider_record_id = 'dup-1'") == 2400.0
+
+
+async def test_events_for_unknown_users_or_inactive_connections_are_acknowledged_and_ignored(
+    client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool
+) -> None:
+    key, user_id, sim_user = await factory.connected_user("suunto")
+    await client.delete(f"/api/v1/users/{user_id}/connections/suunto", headers={"X-API-Key": key})
+    for user in ("nobody-we-know", sim_user):
+        body, headers = signed(notification(user, f"w-{user}"))
+        assert (await client.post(URL, data=body, headers=headers)).status == 200
+    events = await settled(db, 2)
+    assert [e["status"] for e in events] == ["ignored", "ignored"]
+    assert "no active suunto connection for provider user nobody-we-know" in events[0]["detail"]
+    assert [e["attempts"] for e in events] == [1, 1]
+    assert await db.fetchval("SELECT count(*) FROM workouts") == 0
+
+
+async def test_unreadable_or_oversized_deliveries_are_refused(client: Client, db: asyncpg.Pool) -> None:
+    body = b'{"username": "alice"'
+    signature = hmac.new(SIM_WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    resp = await client.post(URL, data=body, headers={"X-HMAC-SHA256-Signature": signature})
+    assert resp.status == 400
+    assert (await resp.json())["detail"].startswith("Unreadable webhook payload")
+    huge = b"x" * (1024 * 1024 + 1)
+    assert (await client.post(URL, data=io.BytesIO(huge))).status == 413
+    resp = await client.post("/api/v1/webhooks/nowhere", data=b"{}")
+    assert (resp.status, (await resp.json())["detail"]) == (404, "No webhook for provider 'nowhere'")
+    assert await db.fetchval("SELECT count(*) FROM webhook_events") == 0
+
+
+async def test_a_burst_of_200_deliveries_is_all_processed(
+    client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool
+) -> None:
+    _, _, sim_user = await factory.connected_user("suunto")
+    deliveries = [signed(notification(sim_user, f"burst-{i}", startTime=1_790_000_000_000 + i)) for i in range(200)]
+    statuses = await asyncio.gather(*(client.post(URL, data=b, headers=h) for b, h in deliveries))
+    assert [r.status for r in statuses] == [200] * 200
+    events = await settled(db, 200, timeout_s=60)
+    assert {e["status"] for e in events} == {"processed"}
+    assert await db.fetchval("SELECT count(*) FROM workouts") == 200
