@@ -49,9 +49,9 @@ async def test_a_simulated_notification_lands_the_workout(
 ) -> None:
     _, user_id, sim_user = await factory.connected_user("suunto")
     sim_state.webhook_targets["suunto"] = WebhookTarget(str(client.make_url(URL)), SIM_WEBHOOK_SECRET)
-    async with aiohttp.ClientSession() as session:
-        async with session.post(sim_server.make_url(f"/_sim/suunto/users/{sim_user}/events"), json={}) as resp:
-            emitted = await resp.json()
+    events_url = sim_server.make_url(f"/_sim/suunto/users/{sim_user}/events")
+    async with aiohttp.ClientSession() as session, session.post(events_url, json={}) as resp:
+        emitted = await resp.json()
     assert emitted["delivery_status"] == 200
     (event,) = await settled(db, 1)
     assert (event["status"], event["kind"], event["provider_user_id"]) == (
