@@ -13,11 +13,16 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from arq import create_pool
+from arq.connections import RedisSettings
 from arq.worker import Worker
 
 from tests.conftest import Factory
 from wearsync.dev import SIM_WEBHOOK_SECRET
+from wearsync.settings import Settings
 from wearsync.sim.common import SimState, WebhookTarget
+from wearsync.sync import Deps
+from wearsync.worker import reap_webhook_events
 
 Client = TestClient[web.Request, web.Application]
 URL = "/api/v1/webhooks/suunto"
@@ -144,3 +149,32 @@ async def test_a_burst_of_200_deliveries_is_all_processed(
     events = await settled(db, 200, timeout_s=60)
     assert {e["status"] for e in events} == {"processed"}
     assert await db.fetchval("SELECT count(*) FROM workouts") == 200
+
+
+async def test_an_event_whose_job_was_lost_is_enqueued_again_by_the_reaper(
+    factory: Factory, worker: Worker, deps: Deps, db: asyncpg.Pool, settings: Settings
+) -> None:
+    """Stored but never processed (Redis lost the job): the worker's periodic sweep finds it."""
+    _, _, sim_user = await factory.connected_user("suunto")
+    payload = notification(sim_user, "lost-1")
+    await db.execute(
+        "INSERT INTO webhook_events (provider, kind, provider_user_id, dedupe_key, payload, received_at)"
+        " VALUES ('suunto', 'workout.workout_created', $1, 'lost-1', $2, now() - interval '10 minutes')",
+        sim_user,
+        payload,
+    )
+    await db.execute(
+        "INSERT INTO webhook_events (provider, kind, provider_user_id, dedupe_key, payload)"
+        " VALUES ('suunto', 'workout.workout_created', $1, 'fresh-1', $2)",
+        sim_user,
+        notification(sim_user, "fresh-1"),
+    )
+    redis = await create_pool(RedisSettings.from_dsn(settings.redis_url), default_queue_name=settings.queue_name)
+    try:
+        assert await reap_webhook_events({"deps": deps, "redis": redis}) == 1  # the fresh one may still be in flight
+        assert await reap_webhook_events({"deps": deps, "redis": redis}) == 0
+    finally:
+        await redis.aclose()
+    events = await settled(db, 1)
+    assert [(e["dedupe_key"], e["status"]) for e in events] == [("lost-1", "processed"), ("fresh-1", "pending")]
+    assert await db.fetchval("SELECT provider_record_id FROM workouts") == "lost-1"

@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     rate_limit_max_deferrals: int = 48  # how often a job may be deferred for rate limits before it fails
     token_refresh_margin_s: int = 300  # refresh access tokens this long before they expire
     webhook_max_age_s: int = 300  # a signed webhook timestamp older than this is refused (replays)
+    webhook_reap_after_s: int = 300  # an event still pending this long after it arrived is enqueued again
 
     garmin_api_url: str = "https://apis.garmin.com"
     garmin_auth_url: str = "https://diauth.garmin.com"

@@ -8,6 +8,7 @@ from uuid import UUID
 import structlog
 from arq import Retry
 from arq.connections import RedisSettings
+from arq.cron import cron
 from arq.worker import func
 
 from wearsync.db import TRANSIENT_DB_ERRORS, create_pool, queries
@@ -72,6 +73,18 @@ async def process_webhook(ctx: dict[str, Any], event_id: int) -> str | None:
         structlog.contextvars.unbind_contextvars("event_id", "job_try")
 
 
+async def reap_webhook_events(ctx: dict[str, Any]) -> int:
+    """Enqueue again the webhook events still pending well after they arrived: their job was
+    lost (Redis restarted, or the enqueue failed after the event was stored)."""
+    deps: Deps = ctx["deps"]
+    event_ids = await queries.stale_webhook_events(deps.db, older_than_s=deps.settings.webhook_reap_after_s)
+    for event_id in event_ids:
+        await ctx["redis"].enqueue_job("process_webhook", event_id, _queue_name=deps.settings.queue_name)
+    if event_ids:
+        log.warning("re-enqueued stale webhook events", count=len(event_ids))
+    return len(event_ids)
+
+
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or Settings()
     ctx["settings"] = settings
@@ -92,6 +105,7 @@ class WorkerSettings:
     functions = [func(sync_task, name="sync_task"), func(process_webhook, name="process_webhook")]
     on_startup = startup
     on_shutdown = shutdown
+    cron_jobs = [cron(reap_webhook_events, minute=set(range(60)), run_at_startup=True)]
     keep_result = 3600
     health_check_interval = 30
 

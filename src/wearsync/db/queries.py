@@ -343,6 +343,23 @@ async def claim_webhook_event(db: Executor, event_id: int) -> asyncpg.Record | N
     return row
 
 
+async def stale_webhook_events(db: Executor, older_than_s: float) -> list[int]:
+    """Pending events that arrived (or were last re-enqueued) more than `older_than_s` ago, oldest
+    first, marked re-enqueued now so that the next sweep leaves them to the job about to run."""
+    rows = await db.fetch(
+        """
+        UPDATE webhook_events SET enqueued_at = now()
+        WHERE id IN (SELECT id FROM webhook_events
+                     WHERE status = 'pending'
+                       AND coalesce(enqueued_at, received_at) < now() - make_interval(secs => $1)
+                     ORDER BY received_at LIMIT 1000 FOR UPDATE SKIP LOCKED)
+        RETURNING id
+        """,
+        float(older_than_s),
+    )
+    return [r["id"] for r in rows]
+
+
 async def finish_webhook_event(db: Executor, event_id: int, status: str, detail: str | None = None) -> None:
     await db.execute(
         "UPDATE webhook_events SET status = $2, detail = $3, processed_at = now() WHERE id = $1",
