@@ -1,5 +1,6 @@
 """Handlers. Each validates its input with a model from api/models.py, then does one thing."""
 
+import asyncio
 from asyncio import timeout as asyncio_timeout
 from uuid import UUID, uuid4
 
@@ -10,7 +11,7 @@ from aiohttp import web
 from wearsync.api.common import APP_ID, DEPS, QUEUE, ApiError, json_body, json_response, validate
 from wearsync.api.models import ConnectionIn, ConnectionPath, SyncRequest, TaskPath, UserIn, UserPath
 from wearsync.db import queries
-from wearsync.models import DataType, params_for
+from wearsync.models import FINAL_STATUSES, DataType, TaskStatus, params_for
 from wearsync.providers import PROVIDERS
 from wearsync.sync import NO_CONNECTION, run_task
 
@@ -41,10 +42,9 @@ async def trigger_sync(request: web.Request) -> web.Response:
     if await queries.get_active_connection(deps.db, req.user_id, provider.name, app_id) is None:
         raise ApiError(404, NO_CONNECTION)
 
-    task_id = uuid4()
-    await queries.create_task(
+    task_id, created = await queries.create_task(
         deps.db,
-        task_id=task_id,
+        task_id=uuid4(),
         app_id=app_id,
         user_id=req.user_id,
         provider=provider.name,
@@ -52,17 +52,35 @@ async def trigger_sync(request: web.Request) -> web.Response:
         data_types=data_types,
         params=params_for(provider.name, req.params()),
     )
+    if created and req.run_async:
+        try:
+            await request.app[QUEUE].enqueue_job("sync_task", str(task_id), _job_id=str(task_id))
+        except Exception:
+            # Not left queued forever (and coalescing every later request onto it).
+            await queries.finish_task(deps.db, task_id, TaskStatus.FAILED, None, "could not enqueue the task")
+            raise
     if req.run_async:
-        await request.app[QUEUE].enqueue_job("sync_task", str(task_id), _job_id=str(task_id))
-        log.info("sync queued", task_id=str(task_id), provider=provider.name, user_id=str(req.user_id))
+        log.info("sync queued", task_id=str(task_id), provider=provider.name, coalesced=not created)
         return json_response({
             "success": True,
             "async": True,
             "task_id": str(task_id),
             "message": f"Sync task queued for {provider.name}. Check task status for results.",
         })  # fmt: skip
-    details = await run_task(deps, task_id) or {}
+    if created:
+        details = await run_task(deps, task_id) or {}
+    else:  # the same sync is already queued or running: wait for its outcome
+        details = await _outcome(deps.db, task_id)
     return json_response({"success": all(details.values()), "details": details, "task_id": str(task_id)})
+
+
+async def _outcome(db: asyncpg.Pool, task_id: UUID, poll_s: float = 0.2) -> dict[str, bool]:
+    while True:
+        task = await queries.get_task(db, task_id)
+        if task is not None and task["status"] in FINAL_STATUSES:
+            result: dict[str, bool] = task["result"] or {t: False for t in task["data_types"]}
+            return result
+        await asyncio.sleep(poll_s)
 
 
 async def get_task(request: web.Request) -> web.Response:

@@ -212,19 +212,39 @@ async def create_task(
     mode: str,
     data_types: Sequence[str],
     params: Mapping[str, Any],
-) -> None:
-    await db.execute(
-        "INSERT INTO sync_tasks (id, application_id, user_id, provider, mode, data_types, params, progress)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        task_id,
-        app_id,
-        user_id,
-        provider,
-        mode,
-        list(data_types),
-        dict(params),
-        initial_progress(data_types),
-    )
+) -> tuple[UUID, bool]:
+    """A task for this sync: (task_id, True) when created, or (the id of the identical task that
+    is queued or running, False): the same sync is never run twice at once (coalescing)."""
+    for _ in range(3):  # the open task may finish between the insert and the lookup
+        created = await db.fetchval(
+            """
+            INSERT INTO sync_tasks (id, application_id, user_id, provider, mode, data_types, params, progress)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            ON CONFLICT (user_id, provider, data_types, params) WHERE status IN ('queued', 'running') DO NOTHING
+            RETURNING id
+            """,
+            task_id,
+            app_id,
+            user_id,
+            provider,
+            mode,
+            list(data_types),
+            dict(params),
+            initial_progress(data_types),
+        )
+        if created is not None:
+            return created, True
+        existing = await db.fetchval(
+            "SELECT id FROM sync_tasks WHERE user_id = $1 AND provider = $2 AND data_types = $3 AND params = $4"
+            " AND status IN ('queued', 'running')",
+            user_id,
+            provider,
+            list(data_types),
+            dict(params),
+        )
+        if existing is not None:
+            return existing, False
+    raise RuntimeError("could not create or find the sync task")
 
 
 async def get_task(db: Executor, task_id: UUID, app_id: UUID | None = None) -> asyncpg.Record | None:

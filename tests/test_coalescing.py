@@ -1,0 +1,62 @@
+"""Coalescing: the same sync requested while it is queued or running is not started twice."""
+
+import asyncio
+
+import asyncpg
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import Factory, start_worker, wait_for_task
+from wearsync.settings import Settings
+from wearsync.sim.common import SimState
+
+Client = TestClient[web.Request, web.Application]
+
+
+async def post(client: Client, key: str, user_id: str, query: str = "") -> dict[str, object]:
+    resp = await client.post(f"/api/v1/suunto/users/{user_id}/sync?{query}", headers={"X-API-Key": key})
+    assert resp.status == 200, await resp.text()
+    body: dict[str, object] = await resp.json()
+    return body
+
+
+async def test_the_same_request_while_queued_gets_the_same_task(
+    client: Client, factory: Factory, db: asyncpg.Pool
+) -> None:
+    key, user_id, _ = await factory.connected_user("suunto")
+    # No worker runs: the first task stays queued.
+    answers = await asyncio.gather(*(post(client, key, user_id, "data_type=workouts") for _ in range(20)))
+    assert len({a["task_id"] for a in answers}) == 1
+    assert await db.fetchval("SELECT count(*) FROM sync_tasks") == 1
+    # Different parameters (or data types) are a different sync.
+    other = await post(client, key, user_id, "data_type=workouts&limit=100")
+    both = await post(client, key, user_id)
+    assert len({answers[0]["task_id"], other["task_id"], both["task_id"]}) == 3
+
+
+async def test_a_sync_call_waits_for_the_identical_queued_task(
+    client: Client, factory: Factory, settings: Settings, db: asyncpg.Pool, sim_state: SimState
+) -> None:
+    key, user_id, _ = await factory.connected_user("suunto")
+    queued = await post(client, key, user_id, "data_type=workouts")
+    waiting = asyncio.ensure_future(post(client, key, user_id, "data_type=workouts&async=false"))
+    await asyncio.sleep(0.5)
+    assert not waiting.done()  # it waits for the queued task rather than running its own
+    async with start_worker(settings):
+        answer = await asyncio.wait_for(waiting, 30)
+    assert answer == {"success": True, "details": {"workouts": True}, "task_id": queued["task_id"]}
+    assert await db.fetchval("SELECT count(*) FROM sync_tasks") == 1
+    listed = [r for r in sim_state.requests if r["path"] == "/v3/workouts/" and r["query"].get("offset") == "0"]
+    assert len(listed) == 1  # the upstream list was read once
+
+
+async def test_a_finished_task_does_not_absorb_new_requests(
+    client: Client, factory: Factory, settings: Settings
+) -> None:
+    key, user_id, _ = await factory.connected_user("suunto")
+    async with start_worker(settings):
+        first = await post(client, key, user_id, "data_type=workouts")
+        await wait_for_task(client, key, str(first["task_id"]))
+        second = await post(client, key, user_id, "data_type=workouts")
+        assert second["task_id"] != first["task_id"]
+        assert (await wait_for_task(client, key, str(second["task_id"])))["status"] == "succeeded"
