@@ -38,9 +38,6 @@ from wearsync.sim.common import STATE_KEY, SimState
 from wearsync.sync import Deps, create_http_client
 from wearsync.worker import WorkerSettings, worker_options
 
-DATA_TABLES = ("samples", "daily_activity", "recoveries", "sleep_sessions", "workouts", "garmin_backfills",
-               "webhook_events", "sync_tasks", "provider_connections", "users", "api_keys", "applications")  # fmt: skip
-
 
 @pytest.fixture(scope="session")
 def servers() -> Iterator[tuple[str, str]]:
@@ -142,7 +139,10 @@ async def settings(database_url: str, servers: tuple[str, str], sim_server: Test
 @pytest.fixture
 async def db(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     pool = await create_pool(settings.database_url)
-    await pool.execute(f"TRUNCATE {', '.join(DATA_TABLES)}")
+    tables = await pool.fetch(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
+    )
+    await pool.execute(f"TRUNCATE {', '.join(t['tablename'] for t in tables)}")
     yield pool
     await pool.close()
 

@@ -30,8 +30,8 @@ class SyncParams(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    # Suunto
-    since: int = 0
+    # Suunto. None (not given): continue from the connection's cursor; 0: all available data.
+    since: int | None = None
     limit: int = 50
     offset: int = 0
     filter_by_modification_time: bool = True

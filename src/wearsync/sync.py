@@ -87,6 +87,7 @@ def context_for(
     data_type: DataType,
     params: SyncParams,
     done: dict[str, int] | None = None,
+    cursor: dict[str, Any] | None = None,
 ) -> SyncContext:
     config = deps.settings.provider(provider.name)
     return SyncContext(
@@ -103,6 +104,7 @@ def context_for(
         bucket=provider.bucket(deps.settings),
         headers=provider.api_headers(config),
         done=done or {},
+        cursor=cursor,
     )
 
 
@@ -196,9 +198,10 @@ async def _sync_data_type(
     """Sync one data type; returns None on success, or the provider error that failed it (or,
     deferring, the RateLimited it must wait for)."""
     task_id = task["id"]
+    cursor = await queries.get_cursor(deps.db, connection.user_id, provider.name, data_type.value)
     ctx = context_for(
         deps, provider, connection, credentials,
-        task_id=task_id, started_at=task["started_at"], data_type=data_type, params=params, done=done,
+        task_id=task_id, started_at=task["started_at"], data_type=data_type, params=params, done=done, cursor=cursor,
     )  # fmt: skip
     sync = provider.sync.get(data_type)
     try:
@@ -212,6 +215,8 @@ async def _sync_data_type(
         return e
     except ProviderError as e:
         return await _fail_type(deps, task_id, data_type, e)
+    if ctx.new_cursor is not None:
+        await queries.save_cursor(deps.db, connection.user_id, provider.name, data_type.value, ctx.new_cursor)
     await queries.update_type_progress(deps.db, task_id, data_type, status="succeeded")
     return None
 

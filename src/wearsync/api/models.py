@@ -54,7 +54,8 @@ class SyncRequest(BaseModel):
     user_id: UUID
     data_type: Literal["workouts", "247", "all"] = "all"
     run_async: QueryBool = Field(True, alias="async")
-    since: int = Field(0, ge=0, le=MAX_UNIX_S)
+    # Absent: continue from where the last sync got to (all data on a first sync); 0: all data.
+    since: int | None = Field(None, ge=0, le=MAX_UNIX_S)
     limit: int = Field(50, ge=1, le=100)
     offset: int = Field(0, ge=0, le=10_000_000)
     filter_by_modification_time: QueryBool = True

@@ -401,3 +401,103 @@ async def connection_by_upstream_user(db: Executor, provider: str, provider_user
         provider_user_id,
     )
     return row
+
+
+# ---- sync cursors -------------------------------------------------------------------------
+
+
+async def get_cursor(db: Executor, user_id: UUID, provider: str, data_type: str) -> dict[str, Any] | None:
+    value: dict[str, Any] | None = await db.fetchval(
+        "SELECT value FROM sync_cursors WHERE user_id = $1 AND provider = $2 AND data_type = $3",
+        user_id,
+        provider,
+        data_type,
+    )
+    return value
+
+
+async def save_cursor(db: Executor, user_id: UUID, provider: str, data_type: str, value: Mapping[str, Any]) -> None:
+    await db.execute(
+        """
+        INSERT INTO sync_cursors (user_id, provider, data_type, value) VALUES ($1, $2, $3, $4)
+        ON CONFLICT (user_id, provider, data_type) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
+        """,
+        user_id,
+        provider,
+        data_type,
+        dict(value),
+    )
+
+
+# ---- garmin backfills
+
+
+async def insert_garmin_backfill(
+    db: Executor,
+    task_id: UUID,
+    user_id: UUID,
+    summary_type: str,
+    start: datetime,
+    end: datetime,
+    status: str,
+) -> None:
+    """Record one backfill request of a sync task; a rerun asking again keeps the first record."""
+    await db.execute(
+        """
+        INSERT INTO garmin_backfills (task_id, user_id, summary_type, start_time, end_time, status)
+        VALUES ($1, $2, $3, $4, $5, $6)
+        ON CONFLICT (task_id, summary_type, start_time) DO NOTHING
+        """,
+        task_id,
+        user_id,
+        summary_type,
+        start,
+        end,
+        status,
+    )
+
+
+async def mark_garmin_backfills_delivered(
+    db: Executor, user_id: UUID, summary_type: str, starts: Sequence[datetime]
+) -> int:
+    """Count delivered summaries (by start time) on every backfill window of the user and type
+    that holds them; how many windows were touched."""
+    status: str = await db.execute(
+        """
+        UPDATE garmin_backfills b
+        SET delivered_records = b.delivered_records + d.n, last_delivery_at = now()
+        FROM (SELECT w.task_id, w.start_time, count(*)::int AS n
+              FROM garmin_backfills w JOIN unnest($3::timestamptz[]) AS s(at)
+                ON s.at >= w.start_time AND s.at < w.end_time
+              WHERE w.user_id = $1 AND w.summary_type = $2
+              GROUP BY w.task_id, w.start_time) d
+        WHERE b.task_id = d.task_id AND b.summary_type = $2 AND b.start_time = d.start_time
+        """,
+        user_id,
+        summary_type,
+        list(starts),
+    )
+    return int(status.split()[-1])
+
+
+async def garmin_backfill_summary(db: Executor, task_id: UUID) -> dict[str, Any]:
+    """What a sync task asked Garmin for and what has been delivered of it since: windows
+    requested, windows with at least one summary delivered, and each window (Unix seconds)."""
+    rows = await db.fetch(
+        """
+        SELECT summary_type, extract(epoch FROM start_time)::bigint AS start,
+               extract(epoch FROM end_time)::bigint AS "end", status, delivered_records, last_delivery_at
+        FROM garmin_backfills WHERE task_id = $1 ORDER BY summary_type, start_time
+        """,
+        task_id,
+    )
+    windows = [
+        {"type": r["summary_type"], "start": r["start"], "end": r["end"], "status": r["status"],
+         "delivered_records": r["delivered_records"], "last_delivery_at": r["last_delivery_at"]}
+        for r in rows
+    ]  # fmt: skip
+    return {
+        "requested": len(windows),
+        "delivered": sum(1 for w in windows if w["delivered_records"] > 0),
+        "windows": windows,
+    }

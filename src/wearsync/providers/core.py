@@ -54,6 +54,13 @@ class SyncContext:
     headers: Mapping[str, str] = field(default_factory=dict)  # sent with every data call
     # Pages stored by an earlier run of this task (page key -> items): a rerun skips them.
     done: Mapping[str, int] = field(default_factory=dict)
+    # Where the last successful sync of this type got to (provider-specific), and where this one
+    # will have got to once it succeeds: saved only then (`advance_cursor`).
+    cursor: Mapping[str, Any] | None = None
+    new_cursor: dict[str, Any] | None = None
+
+    def advance_cursor(self, value: dict[str, Any]) -> None:
+        self.new_cursor = value
 
     async def get_json(self, url: str, *, params: Params | None = None) -> Any:
         return await self.request_json("GET", url, params=params)

@@ -222,11 +222,28 @@ def map_daily_statistics(stats: list[dict[str, Any]]) -> list[Record]:
 # ---- sync -----------------------------------------------------------------------------------
 
 
+# A record modified while a sync ran may be listed before it changed: the next incremental sync
+# starts this much before the last one did. Late 24/7 data gets the same grace.
+CURSOR_OVERLAP = timedelta(minutes=10)
+LATE_247 = timedelta(days=2)
+
+
+def workouts_since_ms(ctx: SyncContext) -> int:
+    """`since` as given; else, with the default modification-time filter from offset 0, from where
+    the last successful sync started (so an unchanged account costs one call); else all data."""
+    p = ctx.params
+    if p.since is not None:
+        return p.since * 1000
+    if ctx.cursor and p.filter_by_modification_time and p.offset == 0:
+        return int(ctx.cursor["modified_since_ms"])
+    return 0
+
+
 async def sync_workouts(ctx: SyncContext) -> None:
     p = ctx.params
     url = f"{ctx.config.api_url}/v3/workouts/"
     query = {
-        "since": p.since * 1000,
+        "since": workouts_since_ms(ctx),
         "limit": p.limit,
         "filter-by-modification-time": "true" if p.filter_by_modification_time else "false",
     }
@@ -246,6 +263,8 @@ async def sync_workouts(ctx: SyncContext) -> None:
     async with aclosing(pages):
         async for offset, page in pages:
             await ctx.save_page(map_page(page, map_workout), f"offset:{offset}", len(page))
+    if p.filter_by_modification_time and p.offset == 0:
+        ctx.advance_cursor({"modified_since_ms": _ms(ctx.started_at - CURSOR_OVERLAP)})
 
 
 _ENDPOINTS_247: dict[str, Callable[[Any], Record | Sequence[Record]]] = {
@@ -258,11 +277,14 @@ _DAILY_STATISTICS = "/247/daily-activity-statistics"
 
 async def sync_247(ctx: SyncContext) -> None:
     end = ctx.started_at  # fixed for the task, so that a rerun's windows (and page keys) match
-    start = (
-        _from_ms(ctx.params.since * 1000)
-        if ctx.params.since
-        else end - timedelta(days=ctx.settings.suunto_247_history_days)
-    )
+    if ctx.params.since:
+        start = _from_ms(ctx.params.since * 1000)
+    elif ctx.params.since is None and ctx.cursor:  # continue where the last sync got to
+        start = max(
+            _from_ms(ctx.cursor["to_ms"]) - LATE_247, end - timedelta(days=ctx.settings.suunto_247_history_days)
+        )
+    else:
+        start = end - timedelta(days=ctx.settings.suunto_247_history_days)
     calls = [(path, w) for w in time_windows(start, end, MAX_WINDOW) for path in [*_ENDPOINTS_247, _DAILY_STATISTICS]]
     await ctx.set_pages_total(len(calls))
 
@@ -287,6 +309,7 @@ async def sync_247(ctx: SyncContext) -> None:
     async with aclosing(each_concurrently(todo, fetch, concurrency=concurrency)) as pages:
         async for page_key, records in pages:
             await ctx.save_page(records, page_key, len(records))
+    ctx.advance_cursor({"to_ms": _ms(end)})
 
 
 # ---- webhook: workout notifications -------------------------------------------------------------
