@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     rate_limit_max_deferrals: int = 48  # how often a job may be deferred for rate limits before it fails
     token_refresh_margin_s: int = 300  # refresh access tokens this long before they expire
     webhook_max_age_s: int = 300  # a signed webhook timestamp older than this is refused (replays)
+    # Scheduled incremental syncs of every active pull connection (0: none), and the share of each
+    # provider's rate limit they may use (the rest is left to syncs asked for through the API).
+    schedule_interval_s: int = Field(6 * 3600, ge=0)
+    schedule_rate_share: float = Field(0.5, gt=0, le=1)
     webhook_reap_after_s: int = 300  # an event still pending this long after it arrived is enqueued again
 
     garmin_api_url: str = "https://apis.garmin.com"

@@ -14,6 +14,7 @@ from arq.worker import func
 from wearsync.db import TRANSIENT_DB_ERRORS, create_pool, queries
 from wearsync.models import TaskStatus
 from wearsync.providers.errors import RateLimited
+from wearsync.schedule import schedule_syncs
 from wearsync.settings import Settings
 from wearsync.sync import Deps, create_http_client, run_task
 from wearsync.webhooks import process_event
@@ -85,6 +86,11 @@ async def reap_webhook_events(ctx: dict[str, Any]) -> int:
     return len(event_ids)
 
 
+async def scheduled_syncs(ctx: dict[str, Any]) -> dict[str, int]:
+    """Every minute: start the incremental syncs that are due (see wearsync.schedule)."""
+    return await schedule_syncs(ctx["deps"], ctx["redis"])
+
+
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or Settings()
     ctx["settings"] = settings
@@ -105,7 +111,10 @@ class WorkerSettings:
     functions = [func(sync_task, name="sync_task"), func(process_webhook, name="process_webhook")]
     on_startup = startup
     on_shutdown = shutdown
-    cron_jobs = [cron(reap_webhook_events, minute=set(range(60)), run_at_startup=True)]
+    cron_jobs = [
+        cron(reap_webhook_events, minute=set(range(60)), run_at_startup=True),
+        cron(scheduled_syncs, second=30, unique=True),  # every minute; one run at a time across workers
+    ]
     keep_result = 3600
     health_check_interval = 30
 

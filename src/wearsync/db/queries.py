@@ -501,3 +501,37 @@ async def garmin_backfill_summary(db: Executor, task_id: UUID) -> dict[str, Any]
         "delivered": sum(1 for w in windows if w["delivered_records"] > 0),
         "windows": windows,
     }
+
+
+# ---- scheduled syncs ----------------------------------------------------------------------
+
+
+async def count_active_connections(db: Executor, provider: str) -> int:
+    count: int = await db.fetchval("SELECT count(*) FROM provider_connections WHERE provider = $1 AND active", provider)
+    return count
+
+
+async def stalest_connections(db: Executor, provider: str, older_than_s: float, limit: int) -> list[asyncpg.Record]:
+    """Active connections whose last task (if any) was created more than `older_than_s` ago and
+    none is open, never-synced first, then the longest unsynced: (user_id, application_id)."""
+    rows: list[asyncpg.Record] = await db.fetch(
+        """
+        SELECT c.user_id, u.application_id, last.created_at AS last_sync
+        FROM provider_connections c
+        JOIN users u ON u.id = c.user_id
+        LEFT JOIN LATERAL (
+            SELECT t.created_at, t.status FROM sync_tasks t
+            WHERE t.user_id = c.user_id AND t.provider = c.provider
+            ORDER BY t.created_at DESC LIMIT 1
+        ) last ON true
+        WHERE c.provider = $1 AND c.active
+          AND (last.created_at IS NULL
+               OR (last.created_at < now() - make_interval(secs => $2) AND last.status NOT IN ('queued', 'running')))
+        ORDER BY last.created_at NULLS FIRST
+        LIMIT $3
+        """,
+        provider,
+        float(older_than_s),
+        limit,
+    )
+    return rows

@@ -159,6 +159,8 @@ class Provider:
     # Headers every data call carries besides the bearer token (Suunto's subscription key).
     api_headers: Callable[[ProviderSettings], dict[str, str]] = lambda config: {}
     webhook: Webhook | None = None
+    # Upstream calls an incremental sync of an unchanged account costs: what the scheduler plans with.
+    incremental_calls: int = 5
 
     def bucket(self, settings: Settings) -> Bucket:
         """Its shared rate-limit bucket: the documented limits unless WEARSYNC_<P>_RATE_LIMITS says."""
