@@ -149,6 +149,7 @@ async def test_the_shared_limiter_keeps_two_worker_processes_under_the_limit(
         "WEARSYNC_QUEUE_NAME": settings.queue_name,
         "WEARSYNC_SUUNTO_RATE_LIMITS": f"{limit}/{window}",
         "WEARSYNC_RATE_LIMIT_MAX_WAIT_S": "5",
+        "WEARSYNC_SCHEDULE_INTERVAL_S": "0",  # only the syncs this test asks for
         **{f"WEARSYNC_{k.upper()}": str(v) for k, v in settings.model_dump().items() if k.startswith("suunto_")
            and k != "suunto_rate_limits"},
     }  # fmt: skip

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     worker_max_jobs: int = 10
     job_timeout_s: int = 1800
     job_max_tries: int = 5
+    # Pages one job stores before the rest of its task is queued again behind other users' jobs.
+    job_max_pages: int = Field(100, ge=0)
 
     # Shared HTTP core: bounded retries with exponential backoff and jitter.
     http_timeout_s: float = 30.0

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from wearsync.db import queries
 from wearsync.models import DataType, SyncParams, TaskStatus
 from wearsync.providers import PROVIDERS
-from wearsync.providers.core import Connection, Provider, SyncContext
+from wearsync.providers.core import Connection, PageBudget, Provider, SyncContext
 from wearsync.providers.errors import NotSupported, ProviderError, RateLimited
 from wearsync.providers.http import HttpClient
 from wearsync.providers.ratelimit import RateLimiter
@@ -88,6 +88,7 @@ def context_for(
     params: SyncParams,
     done: dict[str, int] | None = None,
     cursor: dict[str, Any] | None = None,
+    page_budget: PageBudget | None = None,
 ) -> SyncContext:
     config = deps.settings.provider(provider.name)
     return SyncContext(
@@ -105,6 +106,7 @@ def context_for(
         headers=provider.api_headers(config),
         done=done or {},
         cursor=cursor,
+        page_budget=page_budget,
     )
 
 
@@ -136,6 +138,8 @@ async def run_task(deps: Deps, task_id: UUID, *, defer_rate_limits: bool = False
     params = SyncParams.model_validate(task["params"])
     log.info("sync started", provider=provider.name, user_id=str(connection.user_id), data_types=data_types)
     progress: dict[str, Any] = task["progress"]
+    # A job stores a bounded number of pages, then the rest of the task queues up behind others.
+    budget = PageBudget(deps.settings.job_max_pages) if defer_rate_limits and deps.settings.job_max_pages else None
     # A rerun (deferred or crashed job) skips what an earlier run finished.
     to_run = [t for t in data_types if progress.get(t.value, {}).get("status") != "succeeded"]
     try:
@@ -144,7 +148,7 @@ async def run_task(deps: Deps, task_id: UUID, *, defer_rate_limits: bool = False
                 t: group.create_task(
                     _sync_data_type(
                         deps, task, provider, t, params, connection, credentials, defer_rate_limits,
-                        done=progress.get(t.value, {}).get("done") or {},
+                        done=progress.get(t.value, {}).get("done") or {}, page_budget=budget,
                     )
                 )
                 for t in to_run
@@ -194,6 +198,7 @@ async def _sync_data_type(
     credentials: Credentials,
     defer_rate_limits: bool,
     done: dict[str, int],
+    page_budget: PageBudget | None,
 ) -> ProviderError | None:
     """Sync one data type; returns None on success, or the provider error that failed it (or,
     deferring, the RateLimited it must wait for)."""
@@ -202,6 +207,7 @@ async def _sync_data_type(
     ctx = context_for(
         deps, provider, connection, credentials,
         task_id=task_id, started_at=task["started_at"], data_type=data_type, params=params, done=done, cursor=cursor,
+        page_budget=page_budget,
     )  # fmt: skip
     sync = provider.sync.get(data_type)
     try:

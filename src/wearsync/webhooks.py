@@ -32,9 +32,9 @@ async def process_event(deps: Deps, event_id: int) -> str | None:
     log_ = log.bind(provider=provider.name, kind=event.kind, event_id=event_id)
     connection_row = await queries.connection_by_upstream_user(deps.db, provider.name, event.provider_user_id)
     if connection_row is None:
-        detail = f"no active {provider.name} connection for provider user {event.provider_user_id}"
-        log_.info("webhook event ignored", reason=detail)
-        await queries.finish_webhook_event(deps.db, event_id, "ignored", detail)
+        reason = f"no active {provider.name} connection for provider user {event.provider_user_id}"
+        log_.info("webhook event ignored", reason=reason)
+        await queries.finish_webhook_event(deps.db, event_id, "ignored", reason)
         return "ignored"
     connection = Connection.from_row(connection_row)
     ctx = context_for(
@@ -42,13 +42,13 @@ async def process_event(deps: Deps, event_id: int) -> str | None:
         task_id=None, started_at=datetime.now(UTC), data_type=DataType.WORKOUTS, params=SyncParams(),
     )  # fmt: skip
     try:
-        await provider.webhook.process(ctx, event)
+        detail = await provider.webhook.process(ctx, event)
     except RateLimited:
         raise  # the job is deferred and the event stays pending
     except ProviderError as e:
         log_.warning("webhook event failed", error=str(e))
         await queries.finish_webhook_event(deps.db, event_id, "failed", str(e))
         return "failed"
-    await queries.finish_webhook_event(deps.db, event_id, "processed")
+    await queries.finish_webhook_event(deps.db, event_id, "processed", detail)
     log_.info("webhook event processed", user_id=str(connection.user_id))
     return "processed"

@@ -3,7 +3,7 @@
 import random
 import socket
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import structlog
 from arq import Retry
@@ -13,7 +13,7 @@ from arq.worker import func
 
 from wearsync.db import TRANSIENT_DB_ERRORS, create_pool, queries
 from wearsync.models import TaskStatus
-from wearsync.providers.errors import RateLimited
+from wearsync.providers.errors import JobSliceDone, RateLimited
 from wearsync.schedule import schedule_syncs
 from wearsync.settings import Settings
 from wearsync.sync import Deps, create_http_client, run_task
@@ -28,6 +28,12 @@ async def sync_task(ctx: dict[str, Any], task_id: str) -> dict[str, bool] | None
     structlog.contextvars.bind_contextvars(task_id=task_id, job_try=job_try)
     try:
         return await run_task(deps, UUID(task_id), defer_rate_limits=True)
+    except JobSliceDone as e:
+        # A new job (a job id of its own, so job_try starts again) at the back of the queue.
+        await ctx["redis"].enqueue_job("sync_task", task_id, _job_id=f"{task_id}:{uuid4().hex[:8]}",
+                                       _queue_name=deps.settings.queue_name)  # fmt: skip
+        log.info("task continues in a new job", reason=str(e))
+        return None
     except RateLimited as e:
         # Wait for the provider's window to reopen without holding this worker slot.
         if job_try < deps.settings.job_max_tries + deps.settings.rate_limit_max_deferrals:

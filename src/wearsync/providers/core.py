@@ -11,7 +11,7 @@ import asyncpg
 from wearsync.db import queries
 from wearsync.db.records import upsert_records
 from wearsync.models import DataType, SyncParams
-from wearsync.providers.errors import MalformedPayload, UpstreamAuthError
+from wearsync.providers.errors import JobSliceDone, MalformedPayload, UpstreamAuthError
 from wearsync.providers.http import Bucket, HttpClient, Params
 from wearsync.providers.ratelimit import RateLimit, parse_rate_limits
 from wearsync.providers.tokens import Credentials
@@ -32,6 +32,17 @@ class Connection:
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> "Connection":
         return cls(**{f: row[f] for f in cls.__dataclass_fields__})
+
+
+@dataclass
+class PageBudget:
+    pages: int
+    stored: int = 0
+
+    def spend(self) -> None:
+        self.stored += 1
+        if self.stored >= self.pages:
+            raise JobSliceDone(self.stored)
 
 
 @dataclass
@@ -58,6 +69,9 @@ class SyncContext:
     # will have got to once it succeeds: saved only then (`advance_cursor`).
     cursor: Mapping[str, Any] | None = None
     new_cursor: dict[str, Any] | None = None
+    # Pages one job may store before the rest goes to a new job at the back of the queue
+    # (fairness between users); shared by the task's data types. None: no limit (sync calls).
+    page_budget: "PageBudget | None" = None
 
     def advance_cursor(self, value: dict[str, Any]) -> None:
         self.new_cursor = value
@@ -95,6 +109,8 @@ class SyncContext:
                 await queries.update_type_progress(
                     conn, self.task_id, self.data_type, pages=1, records=counts, done=done
                 )
+        if self.page_budget is not None:
+            self.page_budget.spend()
 
     async def set_pages_total(self, pages_total: int) -> None:
         if self.task_id is not None:
@@ -139,7 +155,7 @@ class Webhook:
 
     verify: Callable[[Mapping[str, str], bytes, ProviderSettings, Settings], None]
     parse: Callable[[Any], list[WebhookEvent]]
-    process: Callable[[SyncContext, WebhookEvent], Awaitable[None]]
+    process: Callable[[SyncContext, WebhookEvent], Awaitable[str | None]]  # optional detail to record
     max_body_bytes: int = 1024 * 1024  # more than the provider ever sends
 
 

@@ -36,6 +36,14 @@ class RateLimited(ProviderError):
         super().__init__(f"{message}; retry in {retry_after_s:.0f}s")
 
 
+class JobSliceDone(RateLimited):
+    """The job stored its share of pages (WEARSYNC_JOB_MAX_PAGES): the rest of the task goes to the
+    back of the queue, so one long history does not hold a worker while other users wait."""
+
+    def __init__(self, pages: int) -> None:
+        super().__init__(f"stored {pages} pages; the rest follows in a new job", 0.0)
+
+
 class ConnectionRevoked(ProviderError):
     """The provider refused the connection's refresh token: the connection is now inactive and the
     user must connect again."""

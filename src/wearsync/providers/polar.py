@@ -13,16 +13,37 @@ connection (the shared Credentials.refresh). Rate limits: none documented, so no
 here; a 429 is still honoured by the shared HTTP core. The sport names below are those of
 Polar's sport list as public clients read them (unconfirmed by AccessLink's docs); an unknown
 `detailed_sport_info` falls back to `sport`, then to "other", keeping Polar's name.
+
+Webhooks: a delivery is signed with `Polar-Webhook-Signature`, the hex HMAC-SHA256 of the raw
+body under the signature secret Polar returned when the webhook was created
+(WEARSYNC_POLAR_WEBHOOK_SECRET). Polar signs no timestamp of its own (the body's `timestamp` is
+when the event happened, and a retry may come much later), so none is checked for age: a replay is
+a duplicate of a stored event. `PING` (sent when the webhook is created) names no user: it is
+acknowledged and nothing is stored. `EXERCISE` names the exercise by `entity_id` and `url`: the
+worker fetches it only if the URL is exactly `<WEARSYNC_POLAR_API_URL>/v3/exercises/<entity_id>`
+(anything else fails the event, no request made: no server-side request forgery), without
+samples, zones or route (our choice: one light call per exercise; a sync asks for those), and
+upserts it as a sync would, so the row's raw JSON is the exercise without those fields. `SLEEP`
+and the other 24/7 events are stored and then left alone (we do not store Polar's 24/7 data).
 """
 
+import hashlib
+import hmac
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
 
 from wearsync.models import DataType
-from wearsync.providers.core import Provider, SyncContext, map_page
-from wearsync.providers.errors import MalformedPayload, UpstreamError
+from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, map_page
+from wearsync.providers.errors import MalformedPayload, ProviderError, UpstreamError, WebhookRejected
 from wearsync.records import Record, Sample, Workout
+from wearsync.settings import ProviderSettings, Settings
+
+log = structlog.get_logger(__name__)
 
 PAGE_KEY = "exercises"
 HEART_RATE = "0"
@@ -151,6 +172,69 @@ async def sync_exercises(ctx: SyncContext) -> None:
     await ctx.save_page(map_page(body, map_exercise), PAGE_KEY, len(body))
 
 
+# ---- webhook: EXERCISE, SLEEP, ... events ----------------------------------------------------
+
+SIGNATURE = "Polar-Webhook-Signature"
+_ENTITY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def verify_event(headers: Mapping[str, str], body: bytes, config: ProviderSettings, settings: Settings) -> None:
+    """Hex HMAC-SHA256 of the raw body under the webhook's signature secret, in constant time."""
+    secret = settings.polar_webhook_secret
+    if not secret:
+        raise WebhookRejected("WEARSYNC_POLAR_WEBHOOK_SECRET is not set, so no event can be trusted")
+    given = headers.get(SIGNATURE, "").lower().encode("utf-8", "replace")
+    if not hmac.compare_digest(given, hmac.new(secret.encode(), body, hashlib.sha256).hexdigest().encode()):
+        raise WebhookRejected(f"bad or missing {SIGNATURE}")
+
+
+def parse_event(payload: Any) -> list[WebhookEvent]:
+    """One delivery is one event, or none for a PING. Polar gives events no id: the key is the
+    event, user, entity (or date) and timestamp, the same for a redelivery."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("event"), str) or not payload["event"]:
+        raise MalformedPayload("a Polar event is a JSON object with an event name")
+    kind = payload["event"]
+    if kind == "PING":
+        return []
+    user_id = payload.get("user_id")
+    if isinstance(user_id, bool) or not isinstance(user_id, int | str) or not str(user_id).isdigit():
+        raise MalformedPayload(f"a Polar {kind} event needs the numeric user_id, not {user_id!r}")
+    if kind == "EXERCISE" and not (isinstance(payload.get("entity_id"), str) and isinstance(payload.get("url"), str)):
+        raise MalformedPayload("a Polar EXERCISE event needs entity_id and url")
+    what = payload.get("entity_id") or payload.get("date") or ""
+    key = f"{kind}:{user_id}:{what}:{payload.get('timestamp', '')}"
+    return [WebhookEvent(kind, str(user_id), key, payload)]
+
+
+def exercise_url(config: ProviderSettings, entity_id: str, announced: str) -> str:
+    """The exercise's URL on our configured API, if the announced one is exactly that; otherwise
+    ProviderError: an event never makes us call a URL of its choosing."""
+    expected = f"{config.api_url.rstrip('/')}/v3/exercises/{entity_id}"
+    given, ours = urlsplit(announced), urlsplit(expected)
+    same = (given.scheme.lower(), given.netloc.lower(), given.path) == (
+        ours.scheme.lower(),
+        ours.netloc.lower(),
+        ours.path,
+    )
+    if not _ENTITY_ID.match(entity_id) or not same or given.query or given.fragment:
+        raise ProviderError(
+            f"refused to fetch {announced[:200]!r}: not exercise {entity_id[:64]!r} on {config.api_url}"
+        )
+    return expected
+
+
+async def process_event(ctx: SyncContext, event: WebhookEvent) -> None:
+    """Fetch and upsert an announced exercise; other events are not data we store."""
+    if event.kind != "EXERCISE":
+        log.info("polar webhook event not stored", kind=event.kind, user=event.provider_user_id)
+        return
+    url = exercise_url(ctx.config, event.payload["entity_id"], event.payload["url"])
+    body = await ctx.get_json(url, params={"samples": "false", "zones": "false", "route": "false"})
+    if not isinstance(body, dict):
+        raise MalformedPayload(f"GET {url} returned no exercise: {str(body)[:200]}")
+    await ctx.save_page(map_page([body], map_exercise))
+
+
 PROVIDER = Provider(
     name="polar",
     supports=frozenset({DataType.WORKOUTS}),
@@ -158,4 +242,5 @@ PROVIDER = Provider(
     token_path="/v2/oauth2/token",
     client_auth="basic",
     sync={DataType.WORKOUTS: sync_exercises},
+    webhook=Webhook(verify=verify_event, parse=parse_event, process=process_event),
 )

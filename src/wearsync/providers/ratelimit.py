@@ -38,28 +38,35 @@ def parse_rate_limits(text: str) -> tuple[RateLimit, ...]:
 
 # KEYS: one prefix per limit. ARGV: limit, window ms, limit, window ms, ...
 # Returns 0 when a slot was taken in every window, else the ms until the blocking window ends.
+# A call made in the last moments of a window may reach the provider in the next one, so it is
+# counted in both (the guard): the provider's next window then never sees more than the limit.
 _TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local wait = 0
-local keys = {}
+local keys, spans, late = {}, {}, {}
 for i = 1, #KEYS do
   local limit, span = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
   local window = math.floor(now / span)
-  keys[i] = KEYS[i] .. ':' .. window
+  local left = (window + 1) * span - now
+  keys[i], spans[i] = KEYS[i] .. ':' .. window, span
+  late[i] = left < math.min(500, span / 10) and (KEYS[i] .. ':' .. (window + 1)) or false
   if tonumber(redis.call('GET', keys[i]) or '0') >= limit then
-    wait = math.max(wait, (window + 1) * span - now)
+    wait = math.max(wait, left)
+  elseif late[i] and tonumber(redis.call('GET', late[i]) or '0') >= limit then
+    wait = math.max(wait, left + span)
   end
 end
 if wait > 0 then return wait end
 for i = 1, #KEYS do
-  if redis.call('INCR', keys[i]) == 1 then
-    redis.call('PEXPIRE', keys[i], tonumber(ARGV[2 * i]) + 60000)
+  for _, key in ipairs({keys[i], late[i]}) do
+    if key and redis.call('INCR', key) == 1 then
+      redis.call('PEXPIRE', key, 2 * spans[i] + 60000)
+    end
   end
 end
 return 0
 """
-
 
 @dataclass
 class RateLimiter:

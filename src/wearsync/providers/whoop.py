@@ -27,21 +27,46 @@ a recovery is recorded at its `created_at` (the time Whoop scored it, after the 
 by its cycle id; a cycle is a day's activity on the local date of its start (cycles begin at sleep
 onset, so usually the evening before the day it mostly covers), keyed by its id, with strain and
 heart rates kept in `raw`. Records not (yet) scored carry no `score`: their measures are None.
+
+Webhooks (`workout|sleep|recovery.updated|deleted`, `{"user_id", "id", "type", "trace_id"}`):
+verified as Whoop signs them (base64 HMAC-SHA256 under our client secret of the
+`X-WHOOP-Signature-Timestamp` header, milliseconds, followed by the raw body; a timestamp more
+than WEARSYNC_WEBHOOK_MAX_AGE_S away from now is refused as a replay). A connection must carry
+Whoop's numeric user id as its provider_user_id (the token response has none: ask
+`GET /developer/v2/user/profile/basic`, see `profile_user_id`). An update fetches the record
+(`/activity/workout/{id}`, `/activity/sleep/{id}`; for a recovery, whose event names its sleep, the
+sleep for its cycle, then `/cycle/{cycle_id}/recovery`) and upserts it; a delete removes our
+row. Our recovery rows are keyed by cycle id, so a recovery deletion finds its row by the sleep:
+the `sleep_id` in the recovery's raw JSON, or the `cycle_id` in our row of that sleep. Event types
+we do not store (e.g. future ones) are acknowledged and left alone. A redelivery carries the same
+`trace_id`, which makes it a duplicate; a later event about the same record does not.
 """
 
+import base64
+import hashlib
+import hmac
+import json
 import re
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
+
+import structlog
 
 from wearsync.models import DataType
-from wearsync.providers.core import Provider, SyncContext, map_page
-from wearsync.providers.errors import MalformedPayload, RateLimited
+from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, map_page
+from wearsync.providers.errors import MalformedPayload, RateLimited, WebhookRejected
+from wearsync.providers.http import HttpClient
 from wearsync.providers.paging import each_concurrently, time_windows
 from wearsync.providers.ratelimit import RateLimit
 from wearsync.records import DailyActivity, Record, Recovery, SleepSession, Workout
+from wearsync.settings import ProviderSettings, Settings
+
+log = structlog.get_logger(__name__)
 
 PAGE_LIMIT = 25  # Whoop's maximum
 KJ_PER_KCAL = 4.184
@@ -291,6 +316,118 @@ async def sync_247(ctx: SyncContext) -> None:
     await sync_collections(ctx, [SLEEP, RECOVERY, CYCLES])
 
 
+# ---- webhook: update and delete notifications ------------------------------------------------
+
+SIGNATURE, TIMESTAMP = "X-WHOOP-Signature", "X-WHOOP-Signature-Timestamp"
+_DETAIL = {"workout": (WORKOUTS, "workouts"), "sleep": (SLEEP, "sleep_sessions")}  # kind -> (collection, table)
+_EVENT_TYPE = re.compile(r"^[a-z_]+\.[a-z_]+$")  # <object>.<action>
+
+
+async def profile_user_id(http: HttpClient, config: ProviderSettings, access_token: str) -> str:
+    """Whoop's numeric user id of a token's user: what a connection must store as its
+    provider_user_id for webhooks to find it (the token response carries none)."""
+    url = f"{config.api_url}/developer/v2/user/profile/basic"
+    body = await http.get_json(url, headers={"Authorization": f"Bearer {access_token}"})
+    if not isinstance(body, dict) or not isinstance(body.get("user_id"), int):
+        raise MalformedPayload(f"GET {url} returned no user_id: {str(body)[:200]}")
+    return str(body["user_id"])
+
+
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    """base64(HMAC-SHA256(secret, timestamp + body)), as Whoop signs a delivery."""
+    return base64.b64encode(hmac.new(secret.encode(), timestamp.encode() + body, hashlib.sha256).digest()).decode()
+
+
+def verify_notification(headers: Mapping[str, str], body: bytes, config: ProviderSettings, settings: Settings) -> None:
+    """The signature under our client secret, compared in constant time, and a timestamp no
+    further than WEARSYNC_WEBHOOK_MAX_AGE_S from now (either way), so a captured delivery cannot
+    be replayed later."""
+    secret = settings.whoop_client_secret
+    if not secret:
+        raise WebhookRejected("WEARSYNC_WHOOP_CLIENT_SECRET is not set, so no notification can be trusted")
+    given, timestamp = headers.get(SIGNATURE), headers.get(TIMESTAMP)
+    if not given or not timestamp:
+        raise WebhookRejected(f"missing {SIGNATURE} or {TIMESTAMP}")
+    if not timestamp.isascii() or not timestamp.isdigit():
+        raise WebhookRejected(f"{TIMESTAMP} is not milliseconds since the epoch")
+    expected = signature(secret, timestamp, body)
+    if not hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode()):
+        raise WebhookRejected(f"bad {SIGNATURE}")
+    age_s = time.time() - int(timestamp) / 1000
+    if abs(age_s) > settings.webhook_max_age_s:
+        raise WebhookRejected(f"{TIMESTAMP} is {age_s:.0f}s away from now (at most {settings.webhook_max_age_s}s)")
+
+
+def parse_notification(payload: Any) -> list[WebhookEvent]:
+    """One notification is one event, keyed by type, record id and trace id (a redelivery
+    carries the same trace id; without one, the same body is the same event)."""
+    if not isinstance(payload, dict):
+        raise MalformedPayload("a Whoop notification is a JSON object")
+    user_id, record_id, kind = payload.get("user_id"), payload.get("id"), payload.get("type")
+    if not isinstance(user_id, int) or isinstance(user_id, bool):
+        raise MalformedPayload(f"a Whoop notification needs a numeric user_id, not {user_id!r}")
+    if not isinstance(record_id, str | int) or isinstance(record_id, bool) or str(record_id) == "":
+        raise MalformedPayload(f"a Whoop notification needs the record id, not {record_id!r}")
+    if not isinstance(kind, str) or not _EVENT_TYPE.match(kind):
+        raise MalformedPayload(f"a Whoop notification needs a type like workout.updated, not {kind!r}")
+    trace = payload.get("trace_id")
+    if not trace:
+        trace = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return [WebhookEvent(kind, str(user_id), f"{kind}:{record_id}:{trace}", payload)]
+
+
+async def _fetch(ctx: SyncContext, path: str) -> dict[str, Any]:
+    url = f"{ctx.config.api_url}{path}"
+    body = await ctx.get_json(url)
+    if not isinstance(body, dict):
+        raise MalformedPayload(f"GET {url} returned no record: {str(body)[:200]}")
+    return body
+
+
+async def _delete(ctx: SyncContext, table: str, record_id: str) -> None:
+    await ctx.db.execute(
+        f"DELETE FROM {table} WHERE user_id = $1 AND provider = $2 AND provider_record_id = $3",
+        ctx.connection.user_id, ctx.connection.provider, record_id,
+    )  # fmt: skip
+
+
+async def _delete_recovery(ctx: SyncContext, sleep_id: str) -> None:
+    """Our recovery rows are keyed by cycle: find the row by its sleep, as the recovery's raw JSON
+    names it or as our row of that sleep does."""
+    await ctx.db.execute(
+        """
+        DELETE FROM recoveries r WHERE r.user_id = $1 AND r.provider = $2 AND (
+            r.raw->>'sleep_id' = $3 OR r.provider_record_id = (
+                SELECT s.raw->>'cycle_id' FROM sleep_sessions s
+                WHERE s.user_id = $1 AND s.provider = $2 AND s.provider_record_id = $3))
+        """,
+        ctx.connection.user_id, ctx.connection.provider, sleep_id,
+    )  # fmt: skip
+
+
+async def process_notification(ctx: SyncContext, event: WebhookEvent) -> None:
+    """Fetch and upsert the record an update names, or delete our row of a deleted one."""
+    record_id = str(event.payload["id"])
+    in_path = quote(record_id, safe="")
+    kind, _, action = event.kind.partition(".")
+    if action == "deleted" and kind == "recovery":
+        await _delete_recovery(ctx, record_id)
+    elif action == "deleted" and kind in _DETAIL:
+        await _delete(ctx, _DETAIL[kind][1], record_id)
+    elif action == "updated" and kind in _DETAIL:
+        collection = _DETAIL[kind][0]
+        record = await _fetch(ctx, f"{collection.path}/{in_path}")
+        await ctx.save_page(map_page([record], collection.mapper))
+    elif action == "updated" and kind == "recovery":
+        sleep = await _fetch(ctx, f"{SLEEP.path}/{in_path}")
+        if sleep.get("cycle_id") is None:
+            raise MalformedPayload(f"sleep {record_id} names no cycle_id, so its recovery cannot be found")
+        recovery = await _fetch(ctx, f"{CYCLES.path}/{quote(str(sleep['cycle_id']), safe='')}/recovery")
+        await ctx.save_page(map_page([recovery], RECOVERY.mapper))
+    else:
+        log.info("whoop webhook event not stored", kind=event.kind, record_id=record_id)
+
+
 PROVIDER = Provider(
     name="whoop",
     supports=frozenset({DataType.WORKOUTS, DataType.DATA_247}),
@@ -300,4 +437,5 @@ PROVIDER = Provider(
     refresh_params={"scope": "offline"},  # without it Whoop issues no new refresh token
     rate_limits=(RateLimit(100, 60), RateLimit(10_000, 86400)),
     sync={DataType.WORKOUTS: sync_workouts, DataType.DATA_247: sync_247},
+    webhook=Webhook(verify=verify_notification, parse=parse_notification, process=process_notification),
 )

@@ -268,7 +268,8 @@ def fault_middleware(provider: str, rate_limit: RateLimitStyle | None = None) ->
         # The provider's own path: without the /<provider>/api or /<provider>/auth mount point.
         path = "/" + request.path.split("/", 3)[-1]
         entry: dict[str, Any] = {"provider": provider, "method": request.method, "path": path,
-                                 "query": dict(request.query), "status": None, "at": time.time()}  # fmt: skip
+                                 "query": dict(request.query), "status": None, "at": time.time(),
+                                 "user": bearer_user(request, provider)}  # fmt: skip
         state.requests.append(entry)
         if knobs.latency_s:
             await asyncio.sleep(knobs.latency_s)

@@ -21,8 +21,18 @@ Data API (mounted under /polar/api):
 OAuth (under /polar/auth): `/v2/oauth2/token`, client credentials by HTTP Basic; code `user-NAME`
 yields a long-lived access token (10 years) and no refresh token; `x_user_id` is the Polar user id
 (an integer). Rate limits: none documented; the "ratelimit" fault answers 429 with Retry-After.
+
+Webhooks (`emit`, for a registered user only, as AccessLink notifies only about those):
+`{"kind": "exercise"}` records a new exercise that just ended (served by the list, the detail and
+`records`) and sends `{"event": "EXERCISE", "user_id", "entity_id", "timestamp", "url"}`, the url
+on this simulator's own API; `{"kind": "sleep"}` sends a SLEEP event for last night;
+`{"kind": "ping"}` sends `{"event": "PING", "timestamp"}`. Signed with `Polar-Webhook-Signature`,
+the hex HMAC-SHA256 of the body under the webhook target's secret.
 """
 
+import hashlib
+import hmac
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,6 +45,7 @@ from wearsync.sim.common import (
     RateLimitStyle,
     bearer_user,
     cached_user_data,
+    deliver,
     fault_middleware,
     json_error,
     token_endpoint,
@@ -216,6 +227,18 @@ def _build_user_data(user: str, history: dict[str, int], anchor: datetime) -> Us
     return _history(rng, identity, anchor, history["workouts"], history["older_workouts"])
 
 
+def _added(request_or_app: web.Request | web.Application, user: str) -> list[dict[str, Any]]:
+    """Exercises recorded after the history was laid out (by `emit`)."""
+    app = request_or_app.config_dict if isinstance(request_or_app, web.Request) else request_or_app
+    added: list[dict[str, Any]] = app[STATE_KEY].changes.get((NAME, user), {}).get("added", [])
+    return added
+
+
+def exercises(request_or_app: web.Request | web.Application, user: str) -> list[dict[str, Any]]:
+    """Every exercise served, oldest first."""
+    return user_data(request_or_app, user).exercises + _added(request_or_app, user)
+
+
 # ---- data API ---------------------------------------------------------------------------------
 
 
@@ -288,7 +311,7 @@ async def list_exercises(request: web.Request) -> web.Response:
         return user
     if isinstance(flags, web.Response):
         return flags
-    return web.json_response([as_served(e, flags) for e in user_data(request, user).exercises])
+    return web.json_response([as_served(e, flags) for e in exercises(request, user)])
 
 
 async def get_exercise(request: web.Request) -> web.Response:
@@ -297,7 +320,7 @@ async def get_exercise(request: web.Request) -> web.Response:
         return user
     if isinstance(flags, web.Response):
         return flags
-    for exercise in user_data(request, user).exercises:
+    for exercise in exercises(request, user):
         if exercise["id"] == request.match_info["id"]:
             return web.json_response(as_served(exercise, flags))
     return polar_error(404, "Not Found", "Exercise not found")
@@ -331,4 +354,41 @@ def records(app: web.Application, user: str) -> dict[str, Any]:
     """Every record the simulator serves this user, as served with samples, zones and route
     (without a flag its field is absent), plus the older exercises it keeps but never serves."""
     data = user_data(app, user)
-    return {"exercises": data.exercises, "older_exercises": data.older, "polar_user_id": data.polar_user_id}
+    return {"exercises": exercises(app, user), "older_exercises": data.older, "polar_user_id": data.polar_user_id}
+
+
+async def emit(request: web.Request, user: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Something happens upstream and AccessLink notifies (see the module docstring): the event
+    sent, the status our receiver answered, and the exercise recorded, if any."""
+    kind = str(body.get("kind", "exercise"))
+    state = request.config_dict[STATE_KEY]
+    if kind not in ("exercise", "sleep", "ping"):
+        raise web.HTTPBadRequest(
+            text='{"error": "kind must be exercise, sleep or ping"}', content_type="application/json"
+        )
+    if kind != "ping" and (NAME, user) not in state.registered:
+        raise web.HTTPConflict(text='{"error": "Polar notifies only about users registered to the partner"}',
+                               content_type="application/json")  # fmt: skip
+    now = datetime.now(UTC).replace(microsecond=0)
+    event: dict[str, Any] = {"event": kind.upper(), "user_id": polar_user_id(user), "timestamp": _utc(now)}
+    api = f"{request.url.origin()}/{NAME}/api"
+    exercise = None
+    if kind == "exercise":
+        added = state.changes.setdefault((NAME, user), {}).setdefault("added", [])
+        data = user_data(request, user)
+        offset = data.exercises[0]["start_time_utc_offset"] if data.exercises else 0
+        identity = (data.polar_user_id, user_rng(NAME, user, "max_hr").randint(178, 200))
+        rng = user_rng(NAME, user, f"added-{len(added)}")
+        exercise = _exercise(rng, now - timedelta(hours=3), 7200, offset, rng.choice(_SPORTS), True, identity)
+        added.append(exercise)
+        event |= {"entity_id": exercise["id"], "url": f"{api}/v3/exercises/{exercise['id']}"}
+    elif kind == "sleep":
+        night = (now - timedelta(days=1)).date().isoformat()
+        event |= {"date": night, "url": f"{api}/v3/users/sleep/{night}"}
+    else:
+        event = {"event": "PING", "timestamp": _utc(now)}
+    target = state.webhook_targets.get(NAME)
+    raw = json.dumps(event).encode()
+    signature = hmac.new((target.secret if target else "").encode(), raw, hashlib.sha256).hexdigest()
+    status = await deliver(request, NAME, raw, {"Polar-Webhook-Signature": signature})
+    return {"event": event, "delivery_status": status, "exercise": exercise}

@@ -8,8 +8,10 @@ Data API (mounted under /whoop/api, followed by Whoop's own `/developer`): `GET
 newest first, `next_token` null on the last page (an opaque keyset cursor, so pages never shift).
 A record matches a range it intersects, as Whoop documents ("occurred after or during `start`",
 "intersect `end` or ended before it"): end >= start (an open cycle never ends), start < end; a
-recovery is matched and ordered by its cycle. `GET /developer/v2/user/profile/basic` too. A bad
-bearer token is a 401.
+recovery is matched and ordered by its cycle. Details: `GET /developer/v2/activity/workout/{id}`,
+`.../activity/sleep/{id}`, `/developer/v2/cycle/{id}` and `/developer/v2/cycle/{id}/recovery` (404
+`{"error": "Not Found", ...}` for an id the user does not have: our choice).
+`GET /developer/v2/user/profile/basic` too. A bad bearer token is a 401.
 
 OAuth (under /whoop/auth): `POST /oauth/oauth2/token`, client credentials in the form; code
 `user-NAME` gives tokens of NAME with scope "offline read:..." and no user id; access tokens last
@@ -26,14 +28,27 @@ few naps), recoveries (one a night) and cycles (sleep onset to the next; the cur
 end), all over by the simulator's anchor. A few records are PENDING_SCORE or UNSCORABLE without
 `score`; GPS-less workouts lack distance and altitude; some recoveries lack SpO2 and skin
 temperature, some sleeps the respiratory rate; `spikeball` is a sport our client does not map.
+
+Webhooks (`emit`): `{"kind": "workout.updated"}` records a new scored workout that just ended;
+`{"kind": "sleep.updated"}` (or `recovery.updated`) a new scored night a day after the latest
+(maybe not over yet by the wall clock: the simulator does not mind), with its cycle (closing the
+open one) and recovery, and sends `sleep.updated` then `recovery.updated`; with an `"id"` (for a
+recovery, its sleep's id, as Whoop's events name it) and `"changes"` (merged into the record) it
+changes a record; `{"kind": "<x>.deleted", "id": ...}` deletes one. Each event is POSTed as
+`{"user_id", "id", "type", "trace_id"}` with `X-WHOOP-Signature` = base64(HMAC-SHA256(secret,
+`X-WHOOP-Signature-Timestamp` (epoch ms) + body)) under the webhook target's secret (Whoop signs
+with the app's client secret).
 """
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import math
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from random import Random
@@ -42,12 +57,15 @@ from typing import Any
 from aiohttp import web
 
 from wearsync.sim.common import (
+    STATE_KEY,
     Handler,
     OAuthStyle,
     RateLimitStyle,
     bearer_user,
     cached_user_data,
+    deliver,
     fault_middleware,
+    json_error,
     token_endpoint,
     user_rng,
 )
@@ -279,6 +297,40 @@ def _build_user_data(user: str, history: dict[str, int], anchor: datetime) -> Us
     return UserData(user_id, offset, newest_first)
 
 
+# ---- changes made by events -------------------------------------------------------------------
+
+
+def _key(kind: str, record: dict[str, Any]) -> str:
+    """How Whoop's events name a record: by its id, a recovery by its sleep's."""
+    return str(record["sleep_id"] if kind == "recovery" else record["id"])
+
+
+def served(request_or_app: web.Request | web.Application, user: str) -> dict[str, list[Entry]]:
+    """The user's collections (newest first) with the events' records added, changed, deleted;
+    a recovery spans its cycle, which an event may have closed."""
+    data = user_data(request_or_app, user)
+    app = request_or_app.config_dict if isinstance(request_or_app, web.Request) else request_or_app
+    changes = app[STATE_KEY].changes.get((NAME, user))
+    if not changes:
+        return data.collections
+    out: dict[str, list[dict[str, Any]]] = {}
+    for kind, entries in data.collections.items():
+        every = [e.record for e in entries] + changes["added"].get(kind, [])
+        out[kind] = [changes["changed"].get((kind, _key(kind, r)), r) for r in every
+                     if (kind, _key(kind, r)) not in changes["deleted"]]  # fmt: skip
+    spans = {c["id"]: (c["start"], c["end"]) for c in out["cycle"]}
+
+    def entry(kind: str, r: dict[str, Any]) -> Entry:
+        start, end = spans[r["cycle_id"]] if kind == "recovery" else (r["start"], r["end"])
+        return _entry(_at(start), None if end is None else _at(end), r["cycle_id" if kind == "recovery" else "id"], r)
+
+    return {kind: sorted((entry(kind, r) for r in rs), key=lambda e: e.key, reverse=True) for kind, rs in out.items()}
+
+
+def _at(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
 # ---- data API ---------------------------------------------------------------------------------
 
 
@@ -329,7 +381,7 @@ def _decode_token(token: str) -> tuple[str, str]:
 
 def collection_endpoint(kind: str) -> Handler:
     async def handler(request: web.Request) -> web.Response:
-        data = user_data(request, _authorized_user(request))
+        entries = served(request, _authorized_user(request))[kind]
         limit = _limit(request)
         start = _time_param(request, "start")
         end = _time_param(request, "end") or datetime.now(UTC)
@@ -339,12 +391,26 @@ def collection_endpoint(kind: str) -> Handler:
         after = _decode_token(token) if token else None
         matching = [
             e
-            for e in data.collections[kind]
+            for e in entries
             if e.start < end and (start is None or e.end is None or e.end >= start) and (after is None or e.key < after)
         ]
         page = matching[:limit]
         next_token = _encode_token(page[-1].key) if len(matching) > limit else None
         return web.json_response({"records": [e.record for e in page], "next_token": next_token})
+
+    return handler
+
+
+def detail_endpoint(kind: str) -> Handler:
+    """One record by id; a recovery by its cycle's id."""
+    field = "cycle_id" if kind == "recovery" else "id"
+
+    async def handler(request: web.Request) -> web.Response:
+        wanted = request.match_info["id"]
+        for entry in served(request, _authorized_user(request))[kind]:
+            if str(entry.record[field]) == wanted:
+                return web.json_response(entry.record)
+        return json_error(404, {"error": "Not Found", "message": f"No {kind} {wanted} for this user"})
 
     return handler
 
@@ -399,6 +465,9 @@ def create_apps() -> tuple[web.Application, web.Application]:
     api = web.Application(middlewares=[fault_middleware(NAME, RATE_LIMIT)])
     for kind, path in COLLECTIONS.items():
         api.router.add_get(path, collection_endpoint(kind))
+        if kind != "recovery":
+            api.router.add_get(path + "/{id}", detail_endpoint(kind))
+    api.router.add_get("/developer/v2/cycle/{id}/recovery", detail_endpoint("recovery"))
     api.router.add_get("/developer/v2/user/profile/basic", profile)
     auth = web.Application(middlewares=[fault_middleware(NAME)])
     auth.router.add_post("/oauth/oauth2/token", token)
@@ -411,5 +480,112 @@ def records(app: web.Application, user: str) -> dict[str, Any]:
     return {
         "user_id": data.user_id,
         "timezone_offset": data.timezone_offset,
-        **{kind: [e.record for e in entries] for kind, entries in data.collections.items()},
+        **{kind: [e.record for e in entries] for kind, entries in served(app, user).items()},
     }
+
+
+# ---- webhooks -----------------------------------------------------------------------------------
+
+
+def _merged(record: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """`record` with `changes` merged in, nested objects key by key."""
+    out = dict(record)
+    for k, v in changes.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _scored(make: Callable[[int], dict[str, Any]]) -> dict[str, Any]:
+    """The first record `make(attempt)` builds with a score (the history's odds leave some out)."""
+    attempt = 0
+    while (record := make(attempt))["score_state"] != "SCORED":
+        attempt += 1
+    return dict(record)
+
+
+def _new_workout(user: str, data: UserData, count: int) -> dict[str, Any]:
+    now = datetime.now(UTC).replace(microsecond=0)
+    end = now - timedelta(minutes=1)
+
+    def make(attempt: int) -> dict[str, Any]:
+        rng = user_rng(NAME, user, f"added-workout-{count}-{attempt}")
+        start = end - timedelta(minutes=rng.randrange(20, 90))
+        return _workout(rng, data.user_id, start, end, 2_000_000 + count, data.timezone_offset)
+
+    return _scored(make) | {"created_at": z(now), "updated_at": z(now)}
+
+
+def _new_night(user: str, data: UserData, now: dict[str, list[Entry]], changes: dict[str, Any]) -> list[dict[str, Any]]:
+    """A scored night a day after the latest one, with its cycle (the open one ends at its onset)
+    and recovery: [sleep, recovery]."""
+    latest = max((e for e in now["sleep"] if not e.record["nap"]), key=lambda e: e.start)
+    onset = latest.start + timedelta(days=1)
+    wake = onset + timedelta(minutes=450)
+    rng = user_rng(NAME, user, f"added-night-{len(changes['added']['sleep'])}")
+    cycle_id = max(e.record["id"] for e in now["cycle"]) + 1
+    for e in now["cycle"]:
+        if e.end is None:
+            changes["changed"][("cycle", str(e.record["id"]))] = e.record | {"end": z(onset)}
+    cycle = {"id": cycle_id, "user_id": data.user_id, "created_at": z(onset), "updated_at": z(wake),
+             "start": z(onset), "end": None, "timezone_offset": data.timezone_offset, "score_state": "SCORED",
+             "score": {"strain": round(rng.uniform(4, 19), 4), "kilojoule": round(rng.uniform(6000, 14000), 3),
+                       "average_heart_rate": rng.randint(55, 80), "max_heart_rate": rng.randint(120, 190)}}  # fmt: skip
+    sleep = {"id": _uuid(rng), "cycle_id": cycle_id, "v1_id": rng.randrange(10**6, 10**8), "user_id": data.user_id,
+             "created_at": z(wake), "updated_at": z(wake), "start": z(onset), "end": z(wake),
+             "timezone_offset": data.timezone_offset, "nap": False, "score_state": "SCORED",
+             "score": _sleep_score(rng, wake - onset, 10)}  # fmt: skip
+    recovery = _scored(lambda attempt: _recovery(rng, data.user_id, cycle_id, sleep, 10))
+    for kind, record in (("cycle", cycle), ("sleep", sleep), ("recovery", recovery)):
+        changes["added"][kind].append(record)
+    return [sleep, recovery]
+
+
+def _signed(secret: str, payload: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+    raw = json.dumps(payload).encode()
+    stamp = str(int(time.time() * 1000))
+    digest = hmac.new(secret.encode(), stamp.encode() + raw, hashlib.sha256).digest()
+    return raw, {"X-WHOOP-Signature": base64.b64encode(digest).decode(), "X-WHOOP-Signature-Timestamp": stamp}
+
+
+async def emit(request: web.Request, user: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Something changes upstream and Whoop notifies (see the module docstring): the records
+    created or changed, and each event sent with the status our receiver answered."""
+    kind = str(body.get("kind", "workout.updated"))
+    obj, _, action = kind.partition(".")
+    if obj not in ("workout", "sleep", "recovery") or action not in ("updated", "deleted"):
+        raise _bad_request("kind must be workout|sleep|recovery.updated|deleted")
+    state = request.config_dict[STATE_KEY]
+    data = user_data(request, user)
+    changes = state.changes.setdefault((NAME, user), {"added": {k: [] for k in COLLECTIONS}, "changed": {},
+                                                      "deleted": set()})  # fmt: skip
+    now = served(request, user)
+    if "id" not in body:
+        if action == "deleted":
+            raise _bad_request("a deletion needs the id of the record")
+        if obj == "workout":
+            made = [_new_workout(user, data, len(changes["added"]["workout"]))]
+            changes["added"]["workout"].append(made[0])
+        else:
+            made = _new_night(user, data, now, changes)
+        events = [("workout.updated", made[0]["id"])] if obj == "workout" else [
+            ("sleep.updated", made[0]["id"]), ("recovery.updated", made[0]["id"])]  # fmt: skip
+    else:
+        key = str(body["id"])
+        found = [e.record for e in now[obj] if _key(obj, e.record) == key]
+        if not found:
+            raise web.HTTPNotFound(text=json.dumps({"error": f"no {obj} {key} for {user}"}),
+                                   content_type="application/json")  # fmt: skip
+        if action == "deleted":
+            changes["deleted"].add((obj, key))
+            made = []
+        else:
+            made = [_merged(found[0], body.get("changes") or {}) | {"updated_at": z(datetime.now(UTC))}]
+            changes["changed"][(obj, key)] = made[0]
+        events = [(kind, key)]
+    target = state.webhook_targets.get(NAME)
+    sent = []
+    for event_type, record_id in events:
+        payload = {"user_id": data.user_id, "id": record_id, "type": event_type, "trace_id": str(uuid.uuid4())}
+        raw, headers = _signed(target.secret if target else "", payload)
+        sent.append(payload | {"delivery_status": await deliver(request, NAME, raw, headers)})
+    return {"records": made, "events": sent}
