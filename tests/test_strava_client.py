@@ -13,10 +13,12 @@ import pytest
 from aioresponses import CallbackResult, aioresponses
 from yarl import URL
 
-from tests.clients import RecordingContext, recording_context
+from tests.clients import RecordingContext, recording_context, sent
 from wearsync.providers import strava
-from wearsync.providers.errors import MalformedPayload, RateLimited, UpstreamAuthError
+from wearsync.providers.core import WebhookEvent
+from wearsync.providers.errors import MalformedPayload, RateLimited, UpstreamAuthError, UpstreamError
 from wearsync.providers.http import HttpClient
+from wearsync.records import Workout
 from wearsync.settings import Settings
 
 API = "https://strava.test"
@@ -268,3 +270,57 @@ async def test_a_429_with_stravas_usage_headers_waits_until_its_window_ends(
     ends = time.time() + raised.value.retry_after_s
     assert 0 < raised.value.retry_after_s <= window_s
     assert _distance_to_boundary(ends, window_s) < 1, "the wait does not end on the window's boundary"
+
+
+# ---- webhook events: what processing one fetches and stores ----------------------------------
+
+
+def strava_event(aspect: str, object_id: int = 77, object_type: str = "activity", **updates: str) -> WebhookEvent:
+    (parsed,) = strava.parse_event({"object_type": object_type, "object_id": object_id, "aspect_type": aspect,
+                                    "owner_id": 12345, "subscription_id": 9, "event_time": 1_790_000_000,
+                                    "updates": updates})  # fmt: skip
+    return parsed
+
+
+async def test_a_created_activity_is_fetched_in_detail_and_stored_with_its_calories(
+    http: HttpClient, upstream: type[aioresponses]
+) -> None:
+    ctx = make_ctx(http)
+    detail = activity(77, resource_state=3, calories=612.5, kilojoules=580.0, name="Lunch Ride")
+    with upstream() as m:
+        m.get(f"{API}/api/v3/activities/77", payload=detail)
+        await strava.process_event(ctx, strava_event("create"))
+        assert [(method, str(url)) for method, url, _ in sent(m)] == [("GET", f"{API}/api/v3/activities/77")]
+    ((key, (row,), items),) = ctx.saved
+    assert (key, items) == (None, 0)  # not a sync page
+    assert isinstance(row, Workout)
+    assert (row.provider_record_id, row.name, row.energy_kcal, row.raw) == ("77", "Lunch Ride", 612.5, detail)
+
+
+async def test_an_activity_gone_or_private_stores_nothing_and_other_failures_fail_the_event(
+    http: HttpClient, upstream: type[aioresponses]
+) -> None:
+    ctx = make_ctx(http)
+    not_found = {"message": "Record Not Found", "errors": [{"resource": "Activity", "field": "id", "code": "invalid"}]}
+    with upstream() as m:
+        m.get(f"{API}/api/v3/activities/77", status=404, payload=not_found)
+        await strava.process_event(ctx, strava_event("update", title="Private now"))
+        m.get(f"{API}/api/v3/activities/78", status=503, body="busy", repeat=True)
+        with pytest.raises(UpstreamError, match="HTTP 503"):
+            await strava.process_event(ctx, strava_event("create", 78))
+        m.get(f"{API}/api/v3/activities/79", payload=["not", "an", "activity"])
+        with pytest.raises(MalformedPayload, match="returned no activity"):
+            await strava.process_event(ctx, strava_event("create", 79))
+    assert ctx.saved == []
+
+
+async def test_athlete_events_other_than_a_deauthorization_do_nothing(
+    http: HttpClient, upstream: type[aioresponses]
+) -> None:
+    ctx = make_ctx(http)  # its db is None: touching it would fail
+    with upstream() as m:
+        for parsed in (strava_event("update", 12345, "athlete", authorized="true"),
+                       strava_event("update", 12345, "athlete"), strava_event("create", 5, "club")):  # fmt: skip
+            await strava.process_event(ctx, parsed)
+        assert sent(m) == []
+    assert ctx.saved == []

@@ -68,6 +68,7 @@ end
 return 0
 """
 
+
 @dataclass
 class RateLimiter:
     redis: Redis

@@ -21,18 +21,44 @@ Choices where Strava's documentation is silent (unconfirmed):
 - `duration_s` is `elapsed_time` (the end is start + elapsed time); `moving_time` stays in `raw`.
 - Sports map from `sport_type` (the legacy `type` where it is missing); unknown ones are `other`
   with Strava's name kept in `provider_sport`.
+
+Webhooks (`POST /api/v1/webhooks/strava`; the subscription's validation GET is in api/webhooks.py):
+- Strava signs nothing and sends no secret with its events. The one thing an event could be
+  checked against is our subscription id, which our settings do not hold, so every event whose
+  body reads is accepted and the callback URL itself must be kept private: a forged create or
+  update only makes us re-read what the athlete's own token serves, but a forged delete or
+  deauthorization would take effect.
+- One event per delivery, for the connection whose `provider_user_id` is the athlete id
+  (`owner_id`); a body that is not JSON or lacks the object or owner ids is refused (400; Strava
+  tries an event three times at most). The dedupe key is the object, aspect, `event_time` and
+  `updates`, so Strava's retries of an event are one event and a later change is another.
+- activity create/update: the detail (`GET /api/v3/activities/{id}`, which carries `calories`)
+  is fetched and upserted; a 404 there (deleted meanwhile, or private without
+  `activity:read_all`) stores nothing and the event counts as processed: a deletion announces
+  itself with its own event, and the row as last seen stays until then.
+- activity delete: the row is deleted (idempotent). athlete update with
+  `{"authorized": "false"}`: the connection is deactivated. Other athlete events: nothing to do.
 """
 
+import hashlib
+import json
+from collections.abc import Mapping
 from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import structlog
+
+from wearsync.db import queries
 from wearsync.models import DataType
-from wearsync.providers.core import Provider, SyncContext, map_page
-from wearsync.providers.errors import MalformedPayload
+from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, map_page
+from wearsync.providers.errors import MalformedPayload, UpstreamError
 from wearsync.providers.paging import offset_pages
 from wearsync.providers.ratelimit import RateLimit
 from wearsync.records import Workout
+from wearsync.settings import ProviderSettings, Settings
+
+log = structlog.get_logger(__name__)
 
 PER_PAGE = 200  # Strava's maximum: the fewest calls for a history
 
@@ -131,6 +157,62 @@ async def sync_workouts(ctx: SyncContext) -> None:
             await ctx.save_page(map_page(page, map_activity), f"page:{offset // PER_PAGE + 1}", len(page))
 
 
+# ---- webhook: activity and athlete events --------------------------------------------------------
+
+DEAUTHORIZED = "deauthorized by the athlete at Strava"
+
+
+def verify_event(headers: Mapping[str, str], body: bytes, config: ProviderSettings, settings: Settings) -> None:
+    """Nothing to verify: Strava signs no event (see the module's docstring)."""
+
+
+def parse_event(payload: Any) -> list[WebhookEvent]:
+    """One event per delivery: `{"object_type", "object_id", "aspect_type", "owner_id",
+    "subscription_id", "event_time", "updates"}`; kind `activity.create` and so on."""
+    if not isinstance(payload, dict):
+        raise MalformedPayload("a Strava event is a JSON object")
+    object_type, aspect = payload.get("object_type"), payload.get("aspect_type")
+    object_id, owner = payload.get("object_id"), payload.get("owner_id")
+    if not isinstance(object_type, str) or not isinstance(aspect, str) or not object_type or not aspect:
+        raise MalformedPayload("a Strava event needs object_type and aspect_type")
+    if not all(isinstance(v, int | str) and not isinstance(v, bool) and str(v) for v in (object_id, owner)):
+        raise MalformedPayload("a Strava event needs object_id and owner_id")
+    updates = payload.get("updates") or {}
+    if not isinstance(updates, dict):
+        raise MalformedPayload("a Strava event's updates are an object")
+    what = json.dumps([object_type, str(object_id), aspect, payload.get("event_time"), updates], sort_keys=True)
+    key = f"{object_type}:{object_id}:{aspect}:{hashlib.sha256(what.encode()).hexdigest()[:24]}"
+    return [WebhookEvent(f"{object_type}.{aspect}", str(owner), key, payload)]
+
+
+async def process_event(ctx: SyncContext, event: WebhookEvent) -> None:
+    """Do what the event announces: fetch and upsert, delete, or deactivate (module docstring)."""
+    payload = event.payload
+    object_id = str(payload["object_id"])
+    if event.kind in ("activity.create", "activity.update"):
+        url = f"{ctx.config.api_url}/api/v3/activities/{object_id}"
+        try:
+            detail = await ctx.get_json(url)
+        except UpstreamError as e:
+            if e.status != 404:
+                raise
+            log.info("strava activity gone or private: nothing stored", activity_id=object_id)
+            return
+        if not isinstance(detail, dict):
+            raise MalformedPayload(f"GET {url} returned no activity: {str(detail)[:200]}")
+        await ctx.save_page(map_page([detail], map_activity))
+    elif event.kind == "activity.delete":
+        await ctx.db.execute(
+            "DELETE FROM workouts WHERE user_id = $1 AND provider = 'strava' AND provider_record_id = $2",
+            ctx.connection.user_id,
+            object_id,
+        )
+    elif event.kind == "athlete.update" and str((payload.get("updates") or {}).get("authorized")).lower() == "false":
+        await queries.deactivate_connection(ctx.db, ctx.connection.user_id, "strava", DEAUTHORIZED)
+    else:
+        log.info("strava event with nothing to do", kind=event.kind, object_id=object_id)
+
+
 PROVIDER = Provider(
     name="strava",
     supports=frozenset({DataType.WORKOUTS}),
@@ -139,4 +221,5 @@ PROVIDER = Provider(
     client_auth="body",
     rate_limits=(RateLimit(100, 15 * 60), RateLimit(1000, 86400)),
     sync={DataType.WORKOUTS: sync_workouts},
+    webhook=Webhook(verify=verify_event, parse=parse_event, process=process_event),
 )

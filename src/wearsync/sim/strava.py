@@ -1,5 +1,5 @@
-"""Strava API v3 simulator: the paths, parameters, pagination, auth, rate limits and JSON shapes of
-`www.strava.com`, with deterministic activities per user.
+"""Strava API v3 simulator: the paths, parameters, pagination, auth, rate limits, JSON shapes and
+webhooks of `www.strava.com`, with deterministic activities per user (sim/strava_data.py).
 
 Data API (mounted under /strava/api, followed by Strava's own `/api/v3`):
 - `GET /api/v3/athlete/activities?before=&after=&page=&per_page=`: epoch seconds, strict bounds
@@ -21,212 +21,75 @@ Rate limits per app: 100 calls per 15 minutes and 1,000 per day, windows aligned
 hour and to midnight UTC; every answer carries `X-RateLimit-Limit`/`-Usage` and the
 `X-ReadRateLimit-*` pair (the same numbers); over a limit, Strava's 429 without `Retry-After`.
 
-History: 450 activities over about two years by default (`{"workouts": N}` through /_sim sets
-another size). Activities carry the user's time zone ("(GMT+01:00) Europe/Paris") with
-`utc_offset` in seconds as of the activity (daylight saving time from the system's zone data,
-the standard offset where it is missing), and `start_date_local` in local time with Strava's misleading `Z`. A few are
-manual (no device, heart rate or elevation), some lack heart rate or a device name, and a sport
-type not in Strava's list ("Paragliding") appears at least once, for the client's edge cases.
+Webhooks: one push subscription per app (`POST/GET /api/v3/push_subscriptions`,
+`DELETE /api/v3/push_subscriptions/{id}`, client credentials in the form or the query; see
+`create_subscription`); `emit` changes a user's activities (`state.changes[("strava", user)]`)
+and POSTs the event Strava would send to the subscription's callback, unsigned, as Strava does.
+A target set through `/_sim/strava/webhook` counts as the app's subscription (id 1).
 """
 
+import itertools
 import json
-import random
+import secrets
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from wearsync.sim.common import (
+    DELIVERY_SESSION,
+    STATE_KEY,
     OAuthStyle,
     RateLimitStyle,
+    SimState,
+    WebhookTarget,
     bearer_user,
-    cached_user_data,
+    deliver,
     fault_middleware,
     json_error,
     token_endpoint,
-    user_rng,
 )
+from wearsync.sim.strava_data import NAME, athlete, legacy_type, new_activity, user_data
 
-NAME = "strava"
 ACCESS_TTL_S = 6 * 3600
 MAX_PER_PAGE = 200
 DEFAULT_PER_PAGE = 30
-DEFAULT_HISTORY = {"workouts": 450}  # over about two years: more than two pages of 200
-
-# (Strava's label, zone, standard offset in minutes)
-_ZONES = [("(GMT+01:00) Europe/Paris", "Europe/Paris", 60), ("(GMT-05:00) America/New_York", "America/New_York", -300),
-          ("(GMT+00:00) Europe/London", "Europe/London", 0), ("(GMT+05:30) Asia/Kolkata", "Asia/Kolkata", 330),
-          ("(GMT+10:00) Australia/Sydney", "Australia/Sydney", 600),
-          ("(GMT-08:00) America/Los_Angeles", "America/Los_Angeles", -480)]  # fmt: skip
-
-# sport_type -> (legacy type, speed m/s or None without distance, outdoors with GPS, power, weight)
-_SPORTS: dict[str, tuple[str, float | None, bool, bool, int]] = {
-    "Run": ("Run", 3.0, True, False, 30), "Ride": ("Ride", 7.5, True, True, 20), "Walk": ("Walk", 1.4, True, False, 8),
-    "Hike": ("Hike", 1.1, True, False, 5), "TrailRun": ("Run", 2.4, True, False, 5),
-    "VirtualRide": ("VirtualRide", 8.5, False, True, 6), "MountainBikeRide": ("Ride", 5.0, True, True, 4),
-    "GravelRide": ("Ride", 6.5, True, True, 3), "Swim": ("Swim", 0.8, False, False, 6),
-    "WeightTraining": ("WeightTraining", None, False, False, 6), "Yoga": ("Yoga", None, False, False, 3),
-    "Workout": ("Workout", None, False, False, 2), "HighIntensityIntervalTraining": ("Workout", None, False, False, 1),
-    "NordicSki": ("NordicSki", 3.5, True, False, 1), "AlpineSki": ("AlpineSki", 8.0, True, False, 1),
-    "Rowing": ("Rowing", 3.0, True, False, 1), "EBikeRide": ("EBikeRide", 7.0, True, True, 1),
-    "VirtualRun": ("VirtualRun", 3.1, False, False, 1), "Paragliding": ("Workout", 9.0, True, False, 1),
-}  # fmt: skip
-_SPORT_TYPES, _WEIGHTS = list(_SPORTS), [s[4] for s in _SPORTS.values()]
-_DEVICES = ["Garmin Forerunner 965", "Garmin Edge 540", "Wahoo ELEMNT BOLT", "Apple Watch Series 9", "Strava App"]
+CHALLENGE_TIMEOUT_S = 2.0  # Strava's: the callback must echo the challenge within two seconds
+APPLICATION_ID = 4242  # the simulated app's id, as subscriptions show it
+SUBSCRIPTION_KEY = (NAME, "*subscription")  # in state.changes: not a user name, never a user's
+UPDATABLE = {"name", "sport_type", "private"}  # the fields whose change Strava announces
+_subscription_ids = itertools.count(120_001)
 
 
-@dataclass
-class UserData:
-    athlete: dict[str, Any]
-    activities: list[dict[str, Any]]  # summaries, oldest first
-    calories: dict[int, float]  # activity id -> the detail's calorie estimate
+def _state(request_or_app: web.Request | web.Application) -> SimState:
+    return (
+        request_or_app.config_dict[STATE_KEY] if isinstance(request_or_app, web.Request) else request_or_app[STATE_KEY]
+    )
 
 
-def athlete(user: str) -> dict[str, Any]:
-    """The athlete summary a user's token response and `GET /athlete` carry."""
-    rng = user_rng(NAME, user, "athlete")
-    created = datetime(2015, 1, 1, tzinfo=UTC) + timedelta(days=rng.randrange(3000))
-    return {
-        "id": rng.randrange(10**6, 10**8),
-        "username": None,
-        "resource_state": 2,
-        "firstname": user,
-        "lastname": "Sim",
-        "city": rng.choice(["Paris", "Boston", "Pune", None]),
-        "country": None,
-        "sex": rng.choice(["F", "M"]),
-        "premium": rng.random() < 0.3,
-        "summit": False,
-        "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "updated_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
+def _changes(request_or_app: web.Request | web.Application, user: str) -> dict[str, Any]:
+    """What happened to a user's activities after the history was laid out (by `emit`):
+    activities added and their calorie estimates, fields changed by id, ids deleted."""
+    changes: dict[str, Any] = _state(request_or_app).changes.setdefault(
+        (NAME, user), {"added": [], "calories": {}, "changed": {}, "deleted": set()}
+    )
+    return changes
 
 
-def _offset_s(zone: str, standard_minutes: int, at: datetime) -> float:
-    try:
-        offset = ZoneInfo(zone).utcoffset(at)
-    except ZoneInfoNotFoundError:
-        offset = None
-    return offset.total_seconds() if offset is not None else standard_minutes * 60.0
-
-
-def _activity(
-    rng: random.Random,
-    athlete_id: int,
-    start: datetime,
-    zone: tuple[str, str, int],
-    i: int,
-    sport_type: str,
-    manual: bool,
-) -> dict[str, Any]:
-    legacy, speed, outdoors, power, _ = _SPORTS[sport_type]
-    moving = rng.randrange(1200, 9000)
-    elapsed = moving if manual else int(moving * rng.uniform(1.0, 1.15))
-    speed = None if speed is None else round(speed * rng.uniform(0.8, 1.2), 3)
-    offset = _offset_s(zone[1], zone[2], start)
-    a: dict[str, Any] = {
-        "resource_state": 2,
-        "athlete": {"id": athlete_id, "resource_state": 1},
-        "name": rng.choice([f"Morning {sport_type}", f"Evening {sport_type}", f"{sport_type} #{i}"]),
-        "distance": round(speed * moving, 1) if speed else 0.0,
-        "moving_time": moving,
-        "elapsed_time": elapsed,
-        "total_elevation_gain": round(rng.uniform(0, 900), 1) if outdoors else 0.0,
-        "type": legacy,
-        "sport_type": sport_type,
-        "workout_type": None,
-        "id": 0,  # numbered once every activity is laid out, oldest first
-        "start_date": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "start_date_local": (start + timedelta(seconds=offset)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "timezone": zone[0],
-        "utc_offset": offset,
-        "trainer": not outdoors and speed is not None,
-        "commute": rng.random() < 0.05,
-        "manual": manual,
-        "private": False,
-        "visibility": "everyone",
-        "start_latlng": [],
-        "end_latlng": [],
-        "average_speed": speed or 0.0,
-        "max_speed": round(speed * rng.uniform(1.3, 2.0), 3) if speed else 0.0,
-        "has_heartrate": False,
-        "heartrate_opt_out": False,
-        "display_hide_heartrate_option": False,
-        "kudos_count": rng.randrange(0, 30),
-        "pr_count": 0,
-        "upload_id": None,
-    }
-    if not manual:
-        a["upload_id"] = rng.randrange(10**10, 10**11)
-        if rng.random() < 0.95:
-            a["device_name"] = "Zwift" if sport_type.startswith("Virtual") else rng.choice(_DEVICES)
-        if rng.random() < 0.85:
-            a["has_heartrate"] = True
-            a["average_heartrate"] = round(rng.uniform(105, 160), 1)
-            a["max_heartrate"] = float(rng.randrange(160, 192))
-        if outdoors:
-            lat, lng = round(rng.uniform(40, 50), 6), round(rng.uniform(-5, 10), 6)
-            a["start_latlng"], a["end_latlng"] = [lat, lng], [round(lat + 0.01, 6), round(lng + 0.01, 6)]
-            a["elev_low"] = round(rng.uniform(0, 400), 1)
-            a["elev_high"] = round(a["elev_low"] + rng.uniform(5, 800), 1)
-        if sport_type in ("Run", "TrailRun", "VirtualRun", "Ride", "GravelRide", "VirtualRide"):
-            a["average_cadence"] = round(rng.uniform(75, 92), 1)
-        if sport_type in ("Run", "TrailRun"):
-            a["workout_type"] = rng.choice([0, 0, 0, 1, 2, 3])
-    if power and not manual:
-        a["average_watts"] = round(rng.uniform(140, 260), 1)
-        a["kilojoules"] = round(a["average_watts"] * moving / 1000, 1)
-        a["device_watts"] = sport_type == "VirtualRide" or rng.random() < 0.5
-        if a["device_watts"]:
-            a["weighted_average_watts"] = int(a["average_watts"] * 1.05)
-            a["max_watts"] = rng.randrange(500, 1100)
-    return a
-
-
-def _calories(rng: random.Random, a: dict[str, Any]) -> float:
-    """The detail's estimate: about the work done for rides with power, by time otherwise;
-    0 for manual entries, as Strava answers when it has nothing to estimate from."""
-    if a["manual"]:
-        return 0.0
-    if "kilojoules" in a:
-        return round(float(a["kilojoules"]) * rng.uniform(0.95, 1.1), 1)
-    return round(int(a["moving_time"]) / 60 * rng.uniform(5, 12), 1)
-
-
-def _activities(
-    user: str, anchor: datetime, count: int, athlete_id: int
-) -> tuple[list[dict[str, Any]], dict[int, float]]:
-    rng = user_rng(NAME, user, "activities")
-    home = rng.choice(_ZONES)
-    starts, start = [], anchor
-    for _ in range(count):
-        start -= timedelta(hours=rng.uniform(20, 58), seconds=rng.randrange(3600))
-        starts.append(start)
-    activities, calories = [], {}
-    activity_id = rng.randrange(2 * 10**9, 3 * 10**9)
-    for i, at in enumerate(reversed(starts)):
-        zone = home if rng.random() < 0.95 else rng.choice(_ZONES)  # away from home now and then
-        # The newest few always include the edge cases: a manual entry, a sport Strava's list lacks.
-        sport_type = {count - 2: "Paragliding", count - 3: "Run"}.get(i) or rng.choices(_SPORT_TYPES, _WEIGHTS)[0]
-        manual = i == count - 3 or rng.random() < 0.03
-        a = _activity(rng, athlete_id, at, zone, i, sport_type, manual)
-        activity_id += rng.randrange(1_000, 50_000_000)
-        a["id"] = activity_id
-        activities.append(a)
-        calories[activity_id] = _calories(rng, a)
-    return activities, calories
-
-
-def user_data(request_or_app: web.Request | web.Application, user: str) -> UserData:
-    return cached_user_data(request_or_app, NAME, user, DEFAULT_HISTORY, _build_user_data)
-
-
-def _build_user_data(user: str, history: dict[str, int], anchor: datetime) -> UserData:
-    profile = athlete(user)
-    return UserData(profile, *_activities(user, anchor, history["workouts"], profile["id"]))
+def served(request_or_app: web.Request | web.Application, user: str) -> tuple[list[dict[str, Any]], dict[int, float]]:
+    """The activity summaries a user is served now, oldest first, and their calorie estimates."""
+    data = user_data(request_or_app, user)
+    changes = _state(request_or_app).changes.get((NAME, user))
+    if not changes:
+        return data.activities, data.calories
+    activities = [a | changes["changed"].get(a["id"], {}) for a in data.activities + changes["added"]
+                  if a["id"] not in changes["deleted"]]  # fmt: skip
+    if changes["added"]:
+        activities.sort(key=lambda a: (_epoch(a), a["id"]))
+    return activities, data.calories | changes["calories"]
 
 
 # ---- data API ---------------------------------------------------------------------------------
@@ -266,25 +129,32 @@ def _epoch(a: dict[str, Any]) -> int:
 
 
 async def list_activities(request: web.Request) -> web.Response:
-    data = user_data(request, _authorized_user(request))
+    activities, _ = served(request, _authorized_user(request))
     before, after = _int_param(request, "before"), _int_param(request, "after")
     page, per_page = _int_param(request, "page") or 1, _int_param(request, "per_page") or DEFAULT_PER_PAGE
     if page < 1 or per_page < 1:
         return _error(400, "Bad Request", "Application", "page" if page < 1 else "per_page", "invalid")
     per_page = min(per_page, MAX_PER_PAGE)
-    matching = [a for a in data.activities
+    matching = [a for a in activities
                 if (before is None or _epoch(a) < before) and (after is None or _epoch(a) > after)]  # fmt: skip
     if not (after is not None and before is None):
         matching.reverse()  # newest first, unless only `after` is given
     return web.json_response(matching[(page - 1) * per_page : page * per_page])
 
 
+def _detail(request: web.Request, user: str, activity_id: object) -> dict[str, Any] | None:
+    activities, calories = served(request, user)
+    for a in activities:
+        if str(a["id"]) == str(activity_id):
+            return a | {"resource_state": 3, "calories": calories[a["id"]], "description": None}
+    return None
+
+
 async def get_activity(request: web.Request) -> web.Response:
-    data = user_data(request, _authorized_user(request))
-    for a in data.activities:
-        if str(a["id"]) == request.match_info["id"]:
-            return web.json_response(a | {"resource_state": 3, "calories": data.calories[a["id"]], "description": None})
-    return _error(404, "Record Not Found", "Activity", "id", "invalid")
+    detail = _detail(request, _authorized_user(request), request.match_info["id"])
+    if detail is None:
+        return _error(404, "Record Not Found", "Activity", "id", "invalid")
+    return web.json_response(detail)
 
 
 async def get_athlete(request: web.Request) -> web.Response:
@@ -336,11 +206,195 @@ RATE_LIMIT = RateLimitStyle(
 )  # fmt: skip
 
 
+# ---- webhooks: the push subscription and its events ------------------------------------------
+
+
+def _subscription(state: SimState) -> dict[str, Any] | None:
+    """The app's subscription, if it has one: the webhook target, with Strava's id and times."""
+    target = state.webhook_targets.get(NAME)
+    if target is None:
+        return None
+    subscription: dict[str, Any] | None = state.changes.get(SUBSCRIPTION_KEY)
+    if subscription is None or subscription["target"] is not target:  # set through /_sim/strava/webhook
+        subscription = {"id": 1, "target": target, "created_at": _now_iso()}
+        state.changes[SUBSCRIPTION_KEY] = subscription
+    return subscription
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _subscription_error(status: int, field: str, code: str) -> web.Response:
+    message = {400: "Bad Request", 401: "Authorization Error", 404: "Record Not Found"}[status]
+    return _error(status, message, "PushSubscription" if status != 401 else "Application", field, code)
+
+
+async def _fields(request: web.Request) -> dict[str, str]:
+    """Strava takes a subscription call's parameters in the query or as a form."""
+    form = await request.post() if request.can_read_body else {}
+    return dict(request.query) | {k: str(v) for k, v in form.items()}
+
+
+def _client_refused(request: web.Request, fields: dict[str, str]) -> web.Response | None:
+    knobs = request.config_dict[STATE_KEY].provider(NAME)
+    if (fields.get("client_id"), fields.get("client_secret")) != (knobs.client_id, knobs.client_secret):
+        return _subscription_error(401, "client_id", "invalid")
+    return None
+
+
+async def _echoes_challenge(request: web.Request, callback_url: str, verify_token: str) -> bool:
+    """Strava's validation: GET the callback with a random challenge; it must answer 200 with
+    `{"hub.challenge": <the challenge>}` within two seconds."""
+    challenge = secrets.token_urlsafe(12)
+    url = URL(callback_url).extend_query(
+        {"hub.mode": "subscribe", "hub.verify_token": verify_token, "hub.challenge": challenge}
+    )
+    session = request.config_dict[DELIVERY_SESSION]
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=CHALLENGE_TIMEOUT_S)) as resp:
+            body = await resp.json(content_type=None) if resp.status == 200 else None
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return False
+    return isinstance(body, dict) and body.get("hub.challenge") == challenge
+
+
+async def create_subscription(request: web.Request) -> web.Response:
+    """`POST /api/v3/push_subscriptions` (client_id, client_secret, callback_url, verify_token).
+    Answers 201 `{"id": N}` once the callback echoed the challenge (the status is unconfirmed);
+    refused with 400 when the app has a subscription already or the callback does not validate
+    (Strava's error codes here are unconfirmed)."""
+    fields = await _fields(request)
+    if (refused := _client_refused(request, fields)) is not None:
+        return refused
+    for name in ("callback_url", "verify_token"):
+        if not fields.get(name):
+            return _subscription_error(400, name, "missing")
+    state = request.config_dict[STATE_KEY]
+    if _subscription(state) is not None:
+        return _subscription_error(400, "", "already exists")
+    if not await _echoes_challenge(request, fields["callback_url"], fields["verify_token"]):
+        return _subscription_error(400, "callback url", "GET to callback URL does not return 200")
+    if _subscription(state) is not None:  # created by another call while this one validated
+        return _subscription_error(400, "", "already exists")
+    target = WebhookTarget(fields["callback_url"], verify_token=fields["verify_token"])
+    state.webhook_targets[NAME] = target
+    subscription = {"id": next(_subscription_ids), "target": target, "created_at": _now_iso()}
+    state.changes[SUBSCRIPTION_KEY] = subscription
+    return web.json_response({"id": subscription["id"]}, status=201)
+
+
+async def list_subscriptions(request: web.Request) -> web.Response:
+    if (refused := _client_refused(request, await _fields(request))) is not None:
+        return refused
+    subscription = _subscription(request.config_dict[STATE_KEY])
+    if subscription is None:
+        return web.json_response([])
+    return web.json_response([{
+        "id": subscription["id"], "resource_state": 2, "application_id": APPLICATION_ID,
+        "callback_url": subscription["target"].url,
+        "created_at": subscription["created_at"], "updated_at": subscription["created_at"],
+    }])  # fmt: skip
+
+
+async def delete_subscription(request: web.Request) -> web.Response:
+    if (refused := _client_refused(request, await _fields(request))) is not None:
+        return refused
+    state = request.config_dict[STATE_KEY]
+    subscription = _subscription(state)
+    if subscription is None or str(subscription["id"]) != request.match_info["id"]:
+        return _subscription_error(404, "id", "invalid")
+    state.webhook_targets.pop(NAME, None)
+    state.changes.pop(SUBSCRIPTION_KEY, None)
+    return web.Response(status=204)
+
+
+def _change_activity(request: web.Request, user: str, body: dict[str, Any]) -> tuple[int, dict[str, str]]:
+    """Apply an update (`changes` of name, sport_type, private) to a served activity; its id and
+    the `updates` Strava's event names (title, type, private as "true"/"false")."""
+    changes = body.get("changes")
+    if not isinstance(changes, dict) or not changes or not set(changes) <= UPDATABLE:
+        raise web.HTTPBadRequest(text=json.dumps({"error": f"changes: a non-empty object of {sorted(UPDATABLE)}"}),
+                                 content_type="application/json")  # fmt: skip
+    activity_id = _served_id(request, user, body)
+    change: dict[str, Any] = dict(changes)
+    updates: dict[str, str] = {}
+    if "name" in changes:
+        updates["title"] = str(changes["name"])
+    if "sport_type" in changes:
+        change["type"] = legacy_type(str(changes["sport_type"]))
+        updates["type"] = str(changes["sport_type"])
+    if "private" in changes:
+        change["private"] = bool(changes["private"])
+        change["visibility"] = "only_me" if change["private"] else "everyone"
+        updates["private"] = "true" if change["private"] else "false"
+    _changes(request, user)["changed"].setdefault(activity_id, {}).update(change)
+    return activity_id, updates
+
+
+def _served_id(request: web.Request, user: str, body: dict[str, Any]) -> int:
+    detail = _detail(request, user, body.get("id"))
+    if detail is None:
+        raise web.HTTPNotFound(text=json.dumps({"error": f"user {user} has no activity {body.get('id')}"}),
+                               content_type="application/json")  # fmt: skip
+    activity_id: int = detail["id"]
+    return activity_id
+
+
+async def emit(request: web.Request, user: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Something happens at Strava and it POSTs the event to the subscription's callback:
+    `{"kind": "create", "sport_type"?}` (a new activity, started three hours ago),
+    `{"kind": "update", "id", "changes": {"name"?, "sport_type"?, "private"?}}`,
+    `{"kind": "delete", "id"}` (no longer served) or `{"kind": "deauthorize"}` (the athlete revokes
+    the app: the user's tokens are refused from now on, until the user connects again).
+    Without a subscription, or for an athlete who revoked the app, the change happens but no event
+    is sent (`delivery_status` None)."""
+    state = request.config_dict[STATE_KEY]
+    data = user_data(request, user)
+    revoked = (NAME, user) in state.refresh_revoked_before
+    now = int(time.time())
+    object_type, object_id, updates = "activity", 0, dict[str, str]()
+    match body.get("kind"):
+        case "create":
+            changes = _changes(request, user)
+            after = (changes["added"] or data.activities or [{"id": 2 * 10**9}])[-1]["id"]
+            start = datetime.fromtimestamp(now - 3 * 3600, UTC)
+            activity, calories = new_activity(data, user, len(changes["added"]), start, after, body.get("sport_type"))
+            changes["added"].append(activity)
+            changes["calories"][activity["id"]] = calories
+            aspect, object_id = "create", activity["id"]
+        case "update":
+            aspect = "update"
+            object_id, updates = _change_activity(request, user, body)
+        case "delete":
+            aspect, object_id = "delete", _served_id(request, user, body)
+            _changes(request, user)["deleted"].add(object_id)
+        case "deauthorize":
+            cutoff = time.time() + 0.001  # tokens issued until now are refused
+            state.refresh_revoked_before[(NAME, user)] = state.access_expired_before[(NAME, user)] = cutoff
+            object_type, aspect, object_id, updates = "athlete", "update", data.athlete["id"], {"authorized": "false"}
+        case _:
+            raise web.HTTPBadRequest(text='{"error": "kind: create, update, delete or deauthorize"}',
+                                     content_type="application/json")  # fmt: skip
+    subscription = _subscription(state)
+    event = {"aspect_type": aspect, "event_time": now, "object_id": object_id, "object_type": object_type,
+             "owner_id": data.athlete["id"], "subscription_id": subscription["id"] if subscription else None,
+             "updates": updates}  # fmt: skip
+    status = None
+    if subscription is not None and not revoked:
+        status = await deliver(request, NAME, json.dumps(event).encode(), {})
+    detail = _detail(request, user, object_id) if object_type == "activity" else None
+    return {"event": event, "delivery_status": status, "activity": detail}
+
+
 def create_apps() -> tuple[web.Application, web.Application]:
     api = web.Application(middlewares=[fault_middleware(NAME, RATE_LIMIT)])
     api.router.add_get("/api/v3/athlete/activities", list_activities)
     api.router.add_get("/api/v3/activities/{id}", get_activity)
     api.router.add_get("/api/v3/athlete", get_athlete)
+    api.router.add_post("/api/v3/push_subscriptions", create_subscription)
+    api.router.add_get("/api/v3/push_subscriptions", list_subscriptions)
+    api.router.add_delete("/api/v3/push_subscriptions/{id}", delete_subscription)
     auth = web.Application(middlewares=[fault_middleware(NAME)])
     auth.router.add_post("/oauth/token", oauth_token)
     auth.router.add_post("/api/v3/oauth/token", oauth_token)
@@ -349,10 +403,11 @@ def create_apps() -> tuple[web.Application, web.Application]:
 
 def records(app: web.Application, user: str) -> dict[str, Any]:
     """Every record the simulator serves this user, as served: the athlete, the activity summaries
-    (oldest first) and, by activity id, the `calories` only the detail carries."""
-    data = user_data(app, user)
+    (oldest first, with those `emit` added, changed or deleted) and, by activity id, the
+    `calories` only the detail carries."""
+    activities, calories = served(app, user)
     return {
-        "athlete": data.athlete,
-        "activities": data.activities,
-        "calories": {str(k): v for k, v in data.calories.items()},
+        "athlete": user_data(app, user).athlete,
+        "activities": activities,
+        "calories": {str(a["id"]): calories[a["id"]] for a in activities},
     }
