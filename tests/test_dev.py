@@ -127,7 +127,7 @@ async def test_make_run_demo_end_to_end(dev_run: DevRun) -> None:
     assert user, banner
     assert sim, banner
     commands = printed_commands(banner, key.group(1))
-    assert len(commands) == 4, banner
+    assert len(commands) == 5, banner
 
     async with aiohttp.ClientSession() as session:
         queued = await run_curl(session, commands[0])
@@ -162,8 +162,17 @@ async def test_make_run_demo_end_to_end(dev_run: DevRun) -> None:
         }
         workout_keys = {r["provider_record_id"] for r in await conn.fetch(
             "SELECT provider_record_id FROM workouts WHERE provider = 'suunto'")}  # fmt: skip
-        pulled = {r["provider"] for r in await conn.fetch("SELECT DISTINCT provider FROM workouts")}
         assert await migrate(conn) == []
+        # Garmin's backfill arrives by webhook; and the printed webhook demo lands a new workout.
+        async with aiohttp.ClientSession() as session:
+            notified = await run_curl(session, commands[4])
+        new_key = notified["workout"]["workoutKey"]
+        for _ in range(200):
+            pulled = {r["provider"] for r in await conn.fetch("SELECT DISTINCT provider FROM workouts")}
+            landed = await conn.fetchval("SELECT count(*) FROM workouts WHERE provider_record_id = $1", new_key)
+            if pulled == {"garmin", "strava", "polar", "suunto", "whoop"} and landed:
+                break
+            await asyncio.sleep(0.1)
     finally:
         await conn.close()
     assert workout_keys == {w["workoutKey"] for w in served["workouts"]}
@@ -171,7 +180,8 @@ async def test_make_run_demo_end_to_end(dev_run: DevRun) -> None:
     assert counts["sleep_sessions"] == len(served["sleep"]) > 0
     assert counts["recoveries"] == len(served["recovery"]) > 0
     assert task["progress"]["data_247"]["records"]["daily_activity"] == counts["daily_activity"] > 0
-    assert pulled == {"strava", "polar", "suunto", "whoop"}  # Garmin's arrive by webhook
+    assert pulled == {"garmin", "strava", "polar", "suunto", "whoop"}
+    assert landed == 1
 
     # Ctrl-C (SIGINT to the terminal's process group) stops everything, cleanly.
     os.killpg(dev_run.process.pid, signal.SIGINT)

@@ -48,8 +48,10 @@ def asked(served: dict[str, Any]) -> list[tuple[str, int, int]]:
     return sorted((b["type"], b["start"], b["end"]) for b in served["backfills"])
 
 
-def listed(progress: dict[str, Any]) -> list[tuple[str, int, int, str]]:
-    return sorted((b["type"], b["start"], b["end"], b["status"]) for b in progress["backfill"])
+def listed(task: dict[str, Any], types: Any = None) -> list[tuple[str, int, int, str]]:
+    """The backfill windows the task endpoint lists (of some types only, if given)."""
+    windows = task["backfill"]["windows"]
+    return sorted((w["type"], w["start"], w["end"], w["status"]) for w in windows if not types or w["type"] in types)
 
 
 # ---- syncs: backfill requests ---------------------------------------------------------------
@@ -72,10 +74,8 @@ async def test_sync_without_a_range_asks_for_the_last_30_days(
         assert before <= b["end"] <= after  # one window, ending now
         assert b["end"] - b["start"] == WINDOW
     workouts, d247 = task["progress"]["workouts"], task["progress"]["data_247"]
-    (activities,) = [b for b in backfills if b["type"] == "activities"]
-    assert listed(workouts) == [("activities", activities["start"], activities["end"], "accepted")]
-    assert {b["type"] for b in d247["backfill"]} == TYPES_247
-    assert {b["status"] for b in d247["backfill"]} == {"accepted"}
+    assert listed(task) == sorted((b["type"], b["start"], b["end"], "accepted") for b in backfills)
+    assert (task["backfill"]["requested"], task["backfill"]["delivered"]) == (5, 0)  # no webhook target set
     assert (workouts["pages"], workouts["pages_total"], d247["pages"], d247["pages_total"]) == (1, 1, 4, 4)
     calls = [r for r in sim_state.requests if r["provider"] == "garmin" and r["path"].startswith("/wellness")]
     assert Counter((r["path"], r["status"]) for r in calls) == {
@@ -106,10 +106,10 @@ async def test_a_range_is_cut_into_30_day_windows(
     types = ("activities", *TYPES_247) if data_type == "all" else TYPES_247
     expected = sorted((t, s, e) for s, e in windows for t in types)
     assert asked(await sim_records(sim_server, "garmin", sim_user)) == expected
-    assert listed(task["progress"]["data_247"]) == [(*w, "accepted") for w in expected if w[0] != "activities"]
+    assert listed(task, TYPES_247) == [(*w, "accepted") for w in expected if w[0] != "activities"]
     assert task["progress"]["data_247"]["pages"] == task["progress"]["data_247"]["pages_total"] == 12
     if data_type == "all":
-        assert listed(task["progress"]["workouts"]) == [("activities", s, e, "accepted") for s, e in windows]
+        assert listed(task, {"activities"}) == [("activities", s, e, "accepted") for s, e in windows]
     else:
         assert task["data_types"] == ["data_247"]
 
@@ -140,9 +140,13 @@ async def test_asking_for_the_same_range_again_is_a_duplicate_and_still_succeeds
     assert (first["status"], second["status"]) == ("succeeded", "succeeded")
     assert second["result"] == {"workouts": True, "data_247": True}
     assert len((await sim_records(sim_server, "garmin", sim_user))["backfills"]) == 2 * 5  # nothing new recorded
-    for progress in second["progress"].values():
-        assert {b["status"] for b in progress["backfill"]} == {"duplicate"}
-        assert progress["pages"] == progress["pages_total"] == len(progress["backfill"])
+    assert [w[3] for w in listed(first)] == ["accepted"] * 10
+    assert [w[:3] for w in listed(second)] == [w[:3] for w in listed(first)]
+    assert [w[3] for w in listed(second)] == ["duplicate"] * 10
+    assert {t: (p["pages"], p["pages_total"]) for t, p in second["progress"].items()} == {
+        "workouts": (2, 2),
+        "data_247": (8, 8),
+    }
     assert Counter(r["status"] for r in sim_state.requests if "/backfill/" in r["path"]) == {202: 10, 409: 10}
 
 
@@ -338,6 +342,36 @@ def expected_samples(dailies: list[dict[str, Any]], epochs: list[dict[str, Any]]
     return expected
 
 
+async def assert_stored(
+    db: asyncpg.Pool, uid: uuid.UUID, expected: dict[str, list[dict[str, Any]]], offset_minutes: int
+) -> None:
+    """The user's rows are exactly the `expected` summaries (by type), field by field."""
+    workouts = {r["provider_record_id"]: r for r in await db.fetch("SELECT * FROM workouts WHERE user_id = $1", uid)}
+    assert_workouts(workouts, expected["activities"], offset_minutes)
+    sleeps = {
+        r["provider_record_id"]: r for r in await db.fetch("SELECT * FROM sleep_sessions WHERE user_id = $1", uid)
+    }
+    assert_sleeps(sleeps, expected["sleeps"], offset_minutes)
+
+    recoveries = await db.fetch("SELECT * FROM recoveries WHERE user_id = $1 ORDER BY recorded_at", uid)
+    assert [(r["provider_record_id"], r["recorded_at"], r["hrv_rmssd_ms"], r["utc_offset_minutes"], r["raw"])
+            for r in recoveries] == [
+        (h["summaryId"], at(h["startTimeInSeconds"] + h["durationInSeconds"]), h["lastNightAvg"], offset_minutes, h)
+        for h in sorted(expected["hrv"], key=lambda h: h["startTimeInSeconds"] + h["durationInSeconds"])
+    ]  # fmt: skip
+    daily = await db.fetch("SELECT * FROM daily_activity WHERE user_id = $1 ORDER BY day", uid)
+    assert [(r["provider_record_id"], r["day"], r["steps"], r["distance_m"], r["active_energy_kcal"],
+             r["energy_kcal"], r["raw"]) for r in daily] == [
+        (d["calendarDate"], date.fromisoformat(d["calendarDate"]), d["steps"], d["distanceInMeters"],
+         d["activeKilocalories"], d["activeKilocalories"] + d["bmrKilocalories"] if "bmrKilocalories" in d else None, d)
+        for d in sorted(expected["dailies"], key=lambda d: d["calendarDate"])
+    ]  # fmt: skip
+    samples = await db.fetch("SELECT sample_type, recorded_at, value FROM samples WHERE user_id = $1", uid)
+    assert {(r["sample_type"], r["recorded_at"]): r["value"] for r in samples} == expected_samples(
+        expected["dailies"], expected["epochs"]
+    )
+
+
 async def snapshot(db: asyncpg.Pool) -> dict[str, tuple[Any, ...]]:
     """(rows, newest row version) of every data table: a rewrite shows as a new xmin."""
     tables = ("workouts", "sleep_sessions", "recoveries", "daily_activity", "samples")
@@ -365,31 +399,7 @@ async def test_pulled_summaries_land_field_by_field(
     assert await garmin.fetch_user_id(ctx) == served["userId"]
     assert await pull_all(ctx, deps.settings.garmin_api_url, start, end) == {k: len(v) for k, v in expected.items()}
 
-    uid, offset_minutes = uuid.UUID(user_id), served["offset_seconds"] // 60
-    workouts = {r["provider_record_id"]: r for r in await db.fetch("SELECT * FROM workouts WHERE user_id = $1", uid)}
-    assert_workouts(workouts, expected["activities"], offset_minutes)
-    sleeps = {
-        r["provider_record_id"]: r for r in await db.fetch("SELECT * FROM sleep_sessions WHERE user_id = $1", uid)
-    }
-    assert_sleeps(sleeps, expected["sleeps"], offset_minutes)
-
-    recoveries = await db.fetch("SELECT * FROM recoveries WHERE user_id = $1 ORDER BY recorded_at", uid)
-    assert [(r["provider_record_id"], r["recorded_at"], r["hrv_rmssd_ms"], r["utc_offset_minutes"], r["raw"])
-            for r in recoveries] == [
-        (h["summaryId"], at(h["startTimeInSeconds"] + h["durationInSeconds"]), h["lastNightAvg"], offset_minutes, h)
-        for h in sorted(expected["hrv"], key=lambda h: h["startTimeInSeconds"] + h["durationInSeconds"])
-    ]  # fmt: skip
-    daily = await db.fetch("SELECT * FROM daily_activity WHERE user_id = $1 ORDER BY day", uid)
-    assert [(r["provider_record_id"], r["day"], r["steps"], r["distance_m"], r["active_energy_kcal"],
-             r["energy_kcal"], r["raw"]) for r in daily] == [
-        (d["calendarDate"], date.fromisoformat(d["calendarDate"]), d["steps"], d["distanceInMeters"],
-         d["activeKilocalories"], d["activeKilocalories"] + d["bmrKilocalories"] if "bmrKilocalories" in d else None, d)
-        for d in sorted(expected["dailies"], key=lambda d: d["calendarDate"])
-    ]  # fmt: skip
-    samples = await db.fetch("SELECT sample_type, recorded_at, value FROM samples WHERE user_id = $1", uid)
-    assert {(r["sample_type"], r["recorded_at"]): r["value"] for r in samples} == expected_samples(
-        expected["dailies"], expected["epochs"]
-    )
+    await assert_stored(db, uuid.UUID(user_id), expected, served["offset_seconds"] // 60)
 
     assert ctx.task_id is not None
     task = await queries.get_task(db, ctx.task_id)

@@ -32,17 +32,15 @@ class GarminContext(RecordingContext):
 
 
 @pytest.fixture(autouse=True)
-def progress_in_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Backfill progress goes to the task row; here, to the context."""
+def backfills_in_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Backfill requests go to the garmin_backfills table and the task's done pages; here, to
+    the context."""
 
-    async def earlier(ctx: GarminContext) -> list[dict[str, Any]]:
-        return list(ctx.backfills)
+    async def record(ctx: GarminContext, call: tuple[str, int, int], status: str) -> None:
+        kind, start, end = call
+        await ctx.save_page([], f"backfill/{kind}@{start}-{end}")
+        ctx.backfills.append({"type": kind, "start": start, "end": end, "status": status})
 
-    async def record(ctx: GarminContext, page_key: str, requested: list[dict[str, Any]]) -> None:
-        await ctx.save_page([], page_key)
-        ctx.backfills = list(requested)
-
-    monkeypatch.setattr(garmin, "_earlier_backfills", earlier)
     monkeypatch.setattr(garmin, "_record_backfill", record)
 
 

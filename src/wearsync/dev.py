@@ -20,8 +20,8 @@ import aiohttp
 
 from wearsync.providers import PROVIDERS
 from wearsync.providers.http import HttpClient
-from wearsync.providers.tokens import TokenSet, request_tokens
-from wearsync.settings import PROVIDER_NAMES, Settings
+from wearsync.providers.tokens import request_tokens
+from wearsync.settings import PROVIDER_NAMES, ProviderSettings, Settings
 
 DEMO_USER_ID = uuid.uuid5(uuid.NAMESPACE_URL, "wearsync-demo-user")
 SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_SUBSCRIPTION_KEY = "wearsync-sim", "sim-secret", "sim-subscription-key"
@@ -78,15 +78,50 @@ async def _wait_http(url: str, timeout_s: float = 30) -> None:
             await asyncio.sleep(0.2)
 
 
-async def _tokens_for(session: aiohttp.ClientSession, provider: str, env: dict[str, str], sim_user: str) -> TokenSet:
-    """Exchange the simulator's `user-NAME` code for tokens, as the OAuth callback would."""
+def _provider_settings(env: dict[str, str], provider: str) -> ProviderSettings:
+    prefix = f"WEARSYNC_{provider.upper()}_"
     settings = Settings.model_validate({k.removeprefix("WEARSYNC_").lower(): v for k, v in env.items()
-                                        if k.startswith(f"WEARSYNC_{provider.upper()}_")})  # fmt: skip
-    grant = {"grant_type": "authorization_code", "code": f"user-{sim_user}", "redirect_uri": "http://localhost/"}
-    return await request_tokens(HttpClient(session, retries=2), PROVIDERS[provider], settings.provider(provider), grant)
+                                        if k.startswith(prefix)})  # fmt: skip
+    return settings.provider(provider)
 
 
-async def create_demo(database_url: str, api_url: str, env: dict[str, str]) -> str:
+async def _connect(session: aiohttp.ClientSession, api_url: str, provider: str, env: dict[str, str]) -> None:
+    """Connect the demo user the way an OAuth callback would: exchange the simulator's
+    `user-demo` code, learn the provider's id of the user, store the connection."""
+    config, http = _provider_settings(env, provider), HttpClient(session, retries=2)
+    grant = {"grant_type": "authorization_code", "code": "user-demo", "redirect_uri": "http://localhost/"}
+    tokens = await request_tokens(http, PROVIDERS[provider], config, grant)
+    user_id, lookup = tokens.provider_user_id, PROVIDERS[provider].user_id
+    if user_id is None and lookup is not None:
+        user_id = await lookup(http, config, tokens.access_token)
+    body = {
+        "access_token": tokens.access_token,
+        "refresh_token": tokens.refresh_token,
+        "expires_at": tokens.expires_at.isoformat() if tokens.expires_at else None,
+        "provider_user_id": user_id or "demo",
+        "scopes": tokens.scopes,
+    }
+    async with session.put(f"{api_url}/api/v1/users/{DEMO_USER_ID}/connections/{provider}", json=body) as r:
+        r.raise_for_status()
+
+
+async def _subscribe_webhooks(session: aiohttp.ClientSession, api_url: str, sim_url: str) -> None:
+    """Point the simulators' webhooks at the demo API, as each provider's developer portal would
+    (Strava through its push subscription API, which validates the callback first)."""
+    hooks = f"{api_url}/api/v1/webhooks"
+    secrets = {"suunto": SIM_WEBHOOK_SECRET, "polar": SIM_WEBHOOK_SECRET, "whoop": SIM_CLIENT_SECRET, "garmin": ""}
+    for provider, secret in secrets.items():
+        async with session.post(f"{sim_url}/_sim/{provider}/webhook", json={"url": f"{hooks}/{provider}",
+                                                                             "secret": secret}) as r:  # fmt: skip
+            r.raise_for_status()
+    form = {"client_id": SIM_CLIENT_ID, "client_secret": SIM_CLIENT_SECRET,
+            "callback_url": f"{hooks}/strava", "verify_token": SIM_VERIFY_TOKEN}  # fmt: skip
+    async with session.post(f"{sim_url}/strava/api/api/v3/push_subscriptions", data=form) as r:
+        if r.status not in (200, 201):
+            raise RuntimeError(f"subscribing to Strava's webhooks failed: {r.status} {await r.text()}")
+
+
+async def create_demo(database_url: str, api_url: str, sim_url: str, env: dict[str, str]) -> str:
     """A demo API key, user and provider connections, made through the API like a client would."""
     import asyncpg
 
@@ -103,17 +138,9 @@ async def create_demo(database_url: str, api_url: str, env: dict[str, str]) -> s
             if r.status not in (201, 409):
                 raise RuntimeError(f"creating the demo user failed: {r.status} {await r.text()}")
         for provider in DEMO_PROVIDERS:
-            tokens = await _tokens_for(session, provider, env, "demo")
-            body = {
-                "access_token": tokens.access_token,
-                "refresh_token": tokens.refresh_token,
-                "expires_at": tokens.expires_at.isoformat() if tokens.expires_at else None,
-                "provider_user_id": tokens.provider_user_id or "demo",
-                "scopes": tokens.scopes,
-            }
-            url = f"{api_url}/api/v1/users/{DEMO_USER_ID}/connections/{provider}"
-            async with session.put(url, json=body) as r:
-                r.raise_for_status()
+            await _connect(session, api_url, provider, env)
+    async with aiohttp.ClientSession() as session:
+        await _subscribe_webhooks(session, api_url, sim_url)
     return key
 
 
@@ -146,8 +173,11 @@ Try:
   # the user and their connections
   curl -s -H "X-API-Key: $WEARSYNC_KEY" "{base}/users/{user}/connections"
 
-  # every provider at once (Garmin answers by webhook: its sync asks for a backfill)
+  # every provider at once (Garmin's sync asks for a backfill, which arrives by webhook)
   {every_provider}
+
+  # a new workout upstream: the Suunto simulator notifies wearsync by webhook, and it lands
+  curl -s -X POST "{sim_url}/_sim/suunto/users/demo/events"
 
 Ctrl-C stops everything.
 """,
@@ -191,7 +221,7 @@ def run_dev(data_dir: str, api_port: int = 8080, sim_port: int = 8090) -> None:
             children.append(subprocess.Popen([*wearsync, *command], env=env))
         asyncio.run(_wait_http(f"{sim_url}/_sim/requests"))
         asyncio.run(_wait_http(f"{api_url}/health"))
-        key = asyncio.run(create_demo(env["DATABASE_URL"], api_url, env))
+        key = asyncio.run(create_demo(env["DATABASE_URL"], api_url, sim_url, env))
         _print_banner(api_url, sim_url, key)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         try:

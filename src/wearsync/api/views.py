@@ -92,6 +92,8 @@ async def get_task(request: web.Request) -> web.Response:
     started, finished = task["started_at"], task["finished_at"]
     # `done` (which pages are stored, for a rerun to skip) is the worker's bookkeeping.
     task["progress"] = {t: {k: v for k, v in p.items() if k != "done"} for t, p in task["progress"].items()}
+    if task["provider"] == "garmin":  # its data comes by webhook: what was asked, what has come
+        task["backfill"] = await queries.garmin_backfill_summary(request.app[DEPS].db, path.task_id)
     return json_response({
         "task_id": task.pop("id"),
         **task,

@@ -177,6 +177,9 @@ class Provider:
     webhook: Webhook | None = None
     # Upstream calls an incremental sync of an unchanged account costs: what the scheduler plans with.
     incremental_calls: int = 5
+    # How to learn the provider's id of a token's user where the token response does not say it
+    # (Whoop, Garmin): what the connection must store for webhooks to find it.
+    user_id: Callable[[HttpClient, ProviderSettings, str], Awaitable[str]] | None = None
 
     def bucket(self, settings: Settings) -> Bucket:
         """Its shared rate-limit bucket: the documented limits unless WEARSYNC_<P>_RATE_LIMITS says."""

@@ -1,19 +1,44 @@
-"""Garmin Health API client: backfill requests, pulls of summaries, and their mapping to our rows.
+"""Garmin Health API client: backfill requests, the webhook receivers that bring the data, pulls
+of summaries, and their mapping to our rows.
 
-Garmin pushes its data to our webhooks (push: summaries inline; ping: a callbackURL to GET). A
+Garmin pushes its data to our webhook (push: summaries inline; ping: a callbackURL to GET). A
 sync therefore stores nothing itself: it *asks* Garmin for a backfill of a range, which Garmin
-answers `202 Accepted` at once and delivers later through the webhooks. A request spans at most
+answers `202 Accepted` at once and delivers later through the webhook. A request spans at most
 30 days, so a range is cut into 30-day windows; one asked before is answered `409` (duplicate),
-which counts as requested too. Each request is a page of the task (a rerun skips it) and is listed
-in the type's progress under `backfill` ({type, start, end, status: accepted | duplicate}).
+which counts as requested too. Each request is a page of the task (a rerun skips it) and a row of
+`garmin_backfills` (task, user, type, window, status accepted | duplicate); every delivery then
+adds its summaries to the rows of that user and type whose window holds their start time, so the
+task endpoint shows how many windows have been delivered since (`backfill`).
+
+Webhook (`POST /api/v1/webhooks/garmin`, one URL for every summary type: a body names its type by
+its top-level key):
+- Garmin does not sign its deliveries, so `verify` accepts any body: deployments must keep the
+  webhook URL private (unguessable, or behind an allow-list of Garmin's addresses), as anyone who
+  can post to it and knows a user's Garmin id can write that user's rows or deactivate the
+  connection. A forged ping still cannot send the user's token off the configured Garmin API host.
+- Push `{"<type>": [summary, ...]}` and ping `{"<type>": [{"userId", "callbackURL"}]}` for the
+  types we store (activities, dailies, epochs, sleeps, hrv): one event per (type, user) of a push,
+  keyed by a hash of the type, user and summaries, and one per ping, keyed by its callback URL, so
+  a redelivery is a duplicate. Other types (stressDetails, bodyComps, ...) are acknowledged and
+  dropped: we never ask for them and hold no table for them.
+- Deregistration `{"deregistrations": [{"userId", ...}]}`: the connection is deactivated. Not
+  deduplicated (Garmin's body carries nothing that tells a reconnected user's next deregistration
+  from a redelivery); deactivating twice is harmless, the second is `ignored`.
+- User permission change `{"userPermissionsChange": [{"userId", "permissions", ...}]}`: the
+  connection's `scopes` become the permissions the user still grants (ACTIVITY_EXPORT,
+  HEALTH_EXPORT, ...); with none left the connection is deactivated. Changes are applied in the
+  order they are processed (changeTimeInSeconds is not compared).
 
 Choices (facts marked unconfirmed in the spec, or ours):
 - Without `summary_start_time` / `summary_end_time` a sync asks for the last
-  `WEARSYNC_GARMIN_BACKFILL_DAYS` (30) days ending now; with only one of them, the range reaches
-  that far from it (or ends now).
+  `WEARSYNC_GARMIN_BACKFILL_DAYS` (30) days ending when the task first started (a rerun asks for
+  the same windows); with only one of them, the range reaches that far from it (or ends then).
 - workouts -> `activities`; 247 -> `dailies`, `epochs`, `sleeps`, `hrv`: exactly the summaries we
   map to rows. `stressDetails`, `bodyComps` and `userMetrics` are not requested: no table of ours
   holds stress levels, body composition or VO2max, and Garmin would deliver them only to be dropped.
+- A window counts as delivered once any summary starting in it has arrived; a window with no data
+  at Garmin (no activity in those 30 days) is never delivered. A duplicate window (asked before)
+  counts what arrives after this task asked.
 - Refresh tokens rotate (Garmin's docs say a refresh returns a new one; unconfirmed); the core
   stores whichever comes back. `refresh_token_expires_in` (about 90 days) is not tracked.
 - Rate limit 100 calls per minute per app, the evaluation tier (unconfirmed).
@@ -29,22 +54,30 @@ spans the stages and awake time; score = overallSleepScore.value; Garmin reports
 hrv -> Recovery at the end of the night's measurement, hrv_rmssd_ms = lastNightAvg.
 """
 
-from collections.abc import Callable, Sequence
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import aclosing
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import structlog
 from yarl import URL
 
 from wearsync.db import queries
 from wearsync.models import DataType
-from wearsync.providers.core import Provider, SyncContext, map_page
+from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, map_page
 from wearsync.providers.errors import MalformedPayload, NotSupported, ProviderError, UpstreamError
-from wearsync.providers.http import Params
+from wearsync.providers.http import HttpClient, Params
 from wearsync.providers.paging import each_concurrently, time_windows
 from wearsync.providers.ratelimit import RateLimit
 from wearsync.records import DailyActivity, Record, Recovery, Sample, SleepSession, Workout
+from wearsync.settings import ProviderSettings, Settings
 
+log = structlog.get_logger(__name__)
+
+NAME = "garmin"
 REST = "/wellness-api/rest"
 MAX_BACKFILL = timedelta(days=30)
 MAX_UPLOAD_RANGE_S = 86400
@@ -231,6 +264,11 @@ async def pull_summaries(ctx: SyncContext, summary_type: str, url_or_range: str 
     """Fetch the summaries of a ping's callback URL, or of an upload range [start, end) in Unix
     seconds (cut into days, Garmin's limit per call), and store them page by page. Returns how
     many summaries came; a page stored by an earlier run of the task is skipped."""
+    return len(await _pull(ctx, summary_type, url_or_range))
+
+
+async def _pull(ctx: SyncContext, summary_type: str, url_or_range: str | tuple[int, int]) -> list[Any]:
+    """pull_summaries, returning the summaries stored."""
     if summary_type not in PULLED_TYPES:
         raise NotSupported(f"Garmin {summary_type} summaries have no rows of ours to land in")
     calls: list[tuple[str, Params | None, str]]
@@ -244,7 +282,7 @@ async def pull_summaries(ctx: SyncContext, summary_type: str, url_or_range: str 
             (url, {"uploadStartTimeInSeconds": s, "uploadEndTimeInSeconds": e}, f"{summary_type}@{s}-{e}")
             for s, e in ((s, min(s + MAX_UPLOAD_RANGE_S, end)) for s in range(start, end, MAX_UPLOAD_RANGE_S))
         ]
-    pulled = 0
+    pulled: list[Any] = []
     for url, params, key in calls:
         if key in ctx.done:
             continue
@@ -253,8 +291,18 @@ async def pull_summaries(ctx: SyncContext, summary_type: str, url_or_range: str 
         if not isinstance(items, list):
             raise MalformedPayload(f"GET {url} returned no list of {summary_type}: {str(body)[:200]}")
         await ctx.save_page(map_summaries(summary_type, items), key, len(items))
-        pulled += len(items)
+        pulled += items
     return pulled
+
+
+async def token_user_id(http: HttpClient, config: ProviderSettings, access_token: str) -> str:
+    """Garmin's id of a token's user (the token response carries none): what its webhooks name
+    the user by, so what the connection stores as provider_user_id."""
+    url = f"{config.api_url}{REST}/user/id"
+    body = await http.get_json(url, headers={"Authorization": f"Bearer {access_token}"})
+    if not isinstance(body, dict) or not body.get("userId"):
+        raise MalformedPayload(f"GET {url} returned no userId: {str(body)[:200]}")
+    return str(body["userId"])
 
 
 async def fetch_user_id(ctx: SyncContext) -> str:
@@ -269,27 +317,24 @@ async def fetch_user_id(ctx: SyncContext) -> str:
 
 
 def backfill_range(ctx: SyncContext) -> tuple[int, int]:
-    """[start, end) in Unix seconds: the sync's range, else the configured reach ending now."""
+    """[start, end) in Unix seconds: the sync's range, else the configured reach ending when the
+    task first started (a rerun cuts the same windows, and skips those it asked for)."""
     p, reach = ctx.params, ctx.settings.garmin_backfill_days * 86400
-    end = p.summary_end_time if p.summary_end_time is not None else int(datetime.now(UTC).timestamp())
+    end = p.summary_end_time if p.summary_end_time is not None else int(ctx.started_at.timestamp())
     start = p.summary_start_time if p.summary_start_time is not None else end - reach
     return start, end
 
 
-async def _earlier_backfills(ctx: SyncContext) -> list[dict[str, Any]]:
-    """The backfill requests an earlier run of this task recorded (a rerun adds to them)."""
-    assert ctx.task_id is not None, "backfills are requested by sync tasks"
-    task = await queries.get_task(ctx.db, ctx.task_id)
-    progress = task["progress"].get(ctx.data_type.value, {}) if task is not None else {}
-    return list(progress.get("backfill") or [])
-
-
-async def _record_backfill(ctx: SyncContext, page_key: str, requested: list[dict[str, Any]]) -> None:
-    """Count one request as a page, mark it done and list it, in one statement."""
-    assert ctx.task_id is not None, "backfills are requested by sync tasks"
-    await queries.update_type_progress(
-        ctx.db, ctx.task_id, ctx.data_type, pages=1, done={page_key: 0}, backfill=requested
-    )
+async def _record_backfill(ctx: SyncContext, call: tuple[str, int, int], status: str) -> None:
+    """One request as a `garmin_backfills` row and a done page of the task, in one transaction
+    (a rerun that asks again finds the row there and keeps it)."""
+    assert ctx.task_id is not None, "backfills are requested by sync tasks, never by webhook events"
+    kind, start, end = call
+    async with ctx.db.acquire() as conn, conn.transaction():
+        await queries.insert_garmin_backfill(
+            conn, ctx.task_id, ctx.connection.user_id, kind, _from_s(start), _from_s(end), status
+        )
+        await queries.update_type_progress(conn, ctx.task_id, ctx.data_type, pages=1, done={_key(call): 0})
 
 
 async def request_backfills(ctx: SyncContext, summary_types: Sequence[str]) -> None:
@@ -300,9 +345,6 @@ async def request_backfills(ctx: SyncContext, summary_types: Sequence[str]) -> N
     calls = [(kind, s, e) for s, e in windows for kind in summary_types]
     await ctx.set_pages_total(len(calls))
     todo = [call for call in calls if _key(call) not in ctx.done]
-    if not todo:
-        return
-    requested = await _earlier_backfills(ctx)
 
     async def ask(call: tuple[str, int, int]) -> tuple[tuple[str, int, int], str]:
         kind, s, e = call
@@ -316,9 +358,8 @@ async def request_backfills(ctx: SyncContext, summary_types: Sequence[str]) -> N
         return call, "accepted"
 
     async with aclosing(each_concurrently(todo, ask, concurrency=BACKFILL_CONCURRENCY)) as answers:
-        async for (kind, s, e), status in answers:
-            requested.append({"type": kind, "start": s, "end": e, "status": status})
-            await _record_backfill(ctx, _key((kind, s, e)), requested)
+        async for call, status in answers:
+            await _record_backfill(ctx, call, status)
 
 
 def _key(call: tuple[str, int, int]) -> str:
@@ -334,12 +375,126 @@ async def sync_247(ctx: SyncContext) -> None:
     await request_backfills(ctx, TYPES_247)
 
 
+# ---- webhook: push, ping, deregistration, permission changes --------------------------------
+
+DEREGISTERED = "deregistered by the user at Garmin"
+NO_PERMISSION_LEFT = "the user withdrew every permission at Garmin"
+MAX_DELIVERY_BYTES = 16 * 1024 * 1024  # a push may hold many users' epochs or dailies
+
+
+def verify_delivery(headers: Mapping[str, str], body: bytes, config: ProviderSettings, settings: Settings) -> None:
+    """Garmin signs nothing, so any delivery is accepted: keep the webhook URL private (see the
+    module docstring). A pushed record lands only on the connection of the user it names."""
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _items(key: str, value: Any) -> list[dict[str, Any]]:
+    """The notifications of one top-level key: a list of objects, each naming its userId."""
+    if not isinstance(value, list):
+        raise MalformedPayload(f"Garmin {key}: expected a list, got {type(value).__name__}")
+    for item in value:
+        if not isinstance(item, dict) or not isinstance(item.get("userId"), str) or not item["userId"]:
+            raise MalformedPayload(f"Garmin {key}: every entry needs a userId: {str(item)[:200]}")
+    return value
+
+
+def _summary_events(summary_type: str, items: list[dict[str, Any]]) -> list[WebhookEvent]:
+    """A push's summaries grouped by user (one event each), and one event per ping."""
+    pushed: dict[str, list[dict[str, Any]]] = {}
+    events: dict[str, WebhookEvent] = {}
+    for item in items:
+        user = item["userId"]
+        if "callbackURL" not in item:
+            pushed.setdefault(user, []).append(item)
+            continue
+        url = item["callbackURL"]
+        if not isinstance(url, str):
+            raise MalformedPayload(f"Garmin {summary_type} ping: callbackURL is not a string: {str(item)[:200]}")
+        key = f"{summary_type}.ping:{user}:{_digest(summary_type, user, url)}"
+        payload = {"summaryType": summary_type, "userId": user, "callbackURL": url}
+        events[key] = WebhookEvent(f"{summary_type}.ping", user, key, payload)
+    for user, summaries in pushed.items():
+        key = f"{summary_type}.push:{user}:{_digest(summary_type, user, summaries)}"
+        payload = {"summaryType": summary_type, "userId": user, "summaries": summaries}
+        events[key] = WebhookEvent(f"{summary_type}.push", user, key, payload)
+    return list(events.values())
+
+
+def parse_delivery(payload: Any) -> list[WebhookEvent]:
+    """A delivery's events; its top-level keys name what it holds (see the module docstring)."""
+    if not isinstance(payload, dict) or not any(isinstance(v, list) for v in payload.values()):
+        raise MalformedPayload("a Garmin delivery is an object of lists keyed by summary or notification type")
+    events: list[WebhookEvent] = []
+    for key, value in payload.items():
+        if key == "deregistrations":
+            # Unique per delivery: see the module docstring.
+            events += [
+                WebhookEvent("deregistration", item["userId"], f"deregistration:{item['userId']}:{uuid.uuid4()}", item)
+                for item in _items(key, value)
+            ]
+        elif key == "userPermissionsChange":
+            events += [
+                WebhookEvent("permissions", item["userId"], f"permissions:{item['userId']}:{_digest(item)}", item)
+                for item in _items(key, value)
+            ]
+        elif key in PULLED_TYPES:
+            events += _summary_events(key, _items(key, value))
+        else:
+            log.info("garmin webhook: a summary type we do not store, dropped", summary_type=key)
+    return events
+
+
+async def process_delivery(ctx: SyncContext, event: WebhookEvent) -> None:
+    """Store pushed summaries, or pull a ping's (only from the Garmin API host); then count them
+    on the backfill windows they fall in. Deregistrations and permission changes update the
+    connection."""
+    user_id, payload = ctx.connection.user_id, event.payload
+    if event.kind == "deregistration":
+        await queries.deactivate_connection(ctx.db, user_id, NAME, DEREGISTERED)
+        return
+    if event.kind == "permissions":
+        await _apply_permissions(ctx, payload)
+        return
+    summary_type = payload["summaryType"]
+    if event.kind.endswith(".ping"):
+        summaries = await _pull(ctx, summary_type, payload["callbackURL"])
+    else:
+        summaries = payload["summaries"]
+        await ctx.save_page(map_summaries(summary_type, summaries))
+    starts = [_from_s(s["startTimeInSeconds"]) for s in summaries if s.get("startTimeInSeconds") is not None]
+    if starts:
+        await queries.mark_garmin_backfills_delivered(ctx.db, user_id, summary_type, starts)
+
+
+async def _apply_permissions(ctx: SyncContext, change: dict[str, Any]) -> None:
+    """The connection's scopes become the permissions left; none left deactivates it."""
+    permissions = change.get("permissions")
+    if not isinstance(permissions, list) or not all(isinstance(p, str) for p in permissions):
+        raise MalformedPayload(f"a Garmin permission change without a list of permissions: {str(change)[:200]}")
+    if not permissions:
+        await queries.deactivate_connection(ctx.db, ctx.connection.user_id, NAME, NO_PERMISSION_LEFT)
+        return
+    await ctx.db.execute(
+        "UPDATE provider_connections SET scopes = $3, updated_at = now() WHERE user_id = $1 AND provider = $2",
+        ctx.connection.user_id,
+        NAME,
+        permissions,
+    )
+
+
 PROVIDER = Provider(
-    name="garmin",
+    name=NAME,
     supports=frozenset({DataType.WORKOUTS, DataType.DATA_247}),
     delivery="webhook",
     token_path="/di-oauth2-service/oauth/token",
     client_auth="body",
     rate_limits=(RateLimit(100, 60),),  # evaluation-tier figure (unconfirmed)
     sync={DataType.WORKOUTS: sync_workouts, DataType.DATA_247: sync_247},
+    webhook=Webhook(
+        verify=verify_delivery, parse=parse_delivery, process=process_delivery, max_body_bytes=MAX_DELIVERY_BYTES
+    ),
+    user_id=token_user_id,
 )

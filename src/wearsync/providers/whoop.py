@@ -438,4 +438,5 @@ PROVIDER = Provider(
     rate_limits=(RateLimit(100, 60), RateLimit(10_000, 86400)),
     sync={DataType.WORKOUTS: sync_workouts, DataType.DATA_247: sync_247},
     webhook=Webhook(verify=verify_notification, parse=parse_notification, process=process_notification),
+    user_id=profile_user_id,
 )

@@ -10,6 +10,20 @@ with `summaryStartTimeInSeconds` / `summaryEndTimeInSeconds` (at most 30 days, e
 callbackURL points at. Summaries served: activities, dailies, epochs, sleeps, hrv. Each summary has
 an upload time (its end plus a delay) that is not part of the payload; `records()` lists them.
 
+Webhooks: after answering a backfill request 202, the simulator delivers that window's summaries
+(by start time) to the webhook target set with `POST /_sim/garmin/webhook {"url": ...}`, in the
+background (DELIVERY_DELAY_S later), one delivery per day of summaries (empty days send nothing),
+as Garmin does (unconfirmed: its chunking), each to the target still set. Push sends
+`{"<type>": [summaries]}`; ping sends `{"<type>": [{"userId", "uploadStartTimeInSeconds",
+"uploadEndTimeInSeconds", "callbackURL"}]}`, the callback on the host and mount the backfill
+request came to. A pinged chunk counts as uploaded again in a one-second upload range of its own
+(from now on, never a second at which the history uploaded that type), which the pull endpoint
+then serves: exactly the chunk. The mode is per user, set by `POST /_sim/garmin/users/NAME/events
+{"kind": "delivery_mode", "mode": "push" | "ping"}`, else `state.changes[("garmin", "")]["mode"]`,
+else push. The same events endpoint sends `{"kind": "deregistration"}` (the user's tokens stop
+working too) and `{"kind": "permissions", "permissions": [...]}`. Deliveries are not signed
+(Garmin signs nothing) and not retried; those in flight are cancelled when the app shuts down.
+
 Heart-rate samples in dailies come every 10 minutes, not every 15 s as on a real device, to keep
 test volumes small. Errors carry Garmin's `{"errorMessage": ...}` body (exact texts unconfirmed).
 OAuth: code `user-NAME` -> tokens of NAME (PKCE's code_verifier is accepted and ignored); client
@@ -19,6 +33,9 @@ Rate limit: 100 calls per minute per app (evaluation tier, unconfirmed); over it
 `Retry-After`.
 """
 
+import asyncio
+import hashlib
+import json
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -28,10 +45,14 @@ from typing import Any
 from aiohttp import web
 
 from wearsync.sim.common import (
+    STATE_KEY,
     OAuthStyle,
     RateLimitStyle,
+    SimState,
+    WebhookTarget,
     bearer_user,
     cached_user_data,
+    deliver,
     fault_middleware,
     json_error,
     token_endpoint,
@@ -48,6 +69,8 @@ BACKFILL_TYPES = frozenset(
     {"activities", "dailies", "epochs", "sleeps", "bodyComps", "stressDetails", "userMetrics", "hrv"}
 )
 SUMMARY_TYPES = ("activities", "dailies", "epochs", "sleeps", "hrv")
+DELIVERY_DELAY_S = 0.5  # Garmin delivers minutes later; long enough for the 202 to be recorded first
+REST = "/wellness-api/rest"
 
 # (activityType, speed in m/s (0: no distance), counts steps, outdoors (elevation)); the last is a
 # type our client does not know, to exercise its `other` mapping.
@@ -72,9 +95,10 @@ class UserData:
 
 @dataclass
 class Backfills:
-    """Accepted backfill requests per user, for tests now and the webhook deliveries later."""
+    """Accepted backfill requests per user, and the deliveries of them still in flight."""
 
     by_user: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    deliveries: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 BACKFILLS = web.AppKey("garmin_backfills", Backfills)
@@ -297,23 +321,118 @@ async def backfill(request: web.Request) -> web.Response:
     if any((b["type"], b["start"], b["end"]) == (kind, start, end) for b in asked):
         return json_error(409, {"errorMessage": "Duplicate backfill request"})
     asked.append({"type": kind, "start": start, "end": end, "at": time.time()})
+    target = request.config_dict[STATE_KEY].webhook_targets.get(NAME)
+    if target is not None:
+        deliveries = request.config_dict[BACKFILLS].deliveries
+        task = asyncio.create_task(_deliver_backfill(request, target, user, kind, start, end))
+        deliveries.add(task)
+        task.add_done_callback(deliveries.discard)
     return web.Response(status=202)
 
 
-def summaries_uploaded(data: UserData, kind: str, start: int, end: int) -> list[dict[str, Any]]:
+def _changes(state: SimState, user: str) -> dict[str, Any]:
+    """What happened to a user after its history was laid out: delivery mode, re-uploads."""
+    return state.changes.setdefault((NAME, user), {})
+
+
+def summaries_uploaded(state: SimState, user: str, data: UserData, kind: str, start: int, end: int) -> list[Any]:
+    """The user's summaries uploaded in [start, end): by the history, or again by a pinged backfill."""
     uploads = data.uploads[kind]
-    return [s for s in data.summaries[kind] if start <= uploads[s["summaryId"]] < end]
+    again = {sid for t, sid in _changes(state, user).get("reuploads", {}).get(kind, []) if start <= t < end}
+    return [s for s in data.summaries[kind] if start <= uploads[s["summaryId"]] < end or s["summaryId"] in again]
 
 
 def summaries_endpoint(kind: str) -> Any:
     async def handler(request: web.Request) -> web.Response:
-        data = user_data(request, _authorized_user(request))
+        user = _authorized_user(request)
+        data = user_data(request, user)
         start, end = _seconds(request, "uploadStartTimeInSeconds"), _seconds(request, "uploadEndTimeInSeconds")
         if end < start or end - start > MAX_UPLOAD_RANGE_S:
             return json_error(400, {"errorMessage": f"Upload time range must span 0 to {MAX_UPLOAD_RANGE_S} seconds"})
-        return web.json_response(summaries_uploaded(data, kind, start, end))
+        return web.json_response(summaries_uploaded(request.config_dict[STATE_KEY], user, data, kind, start, end))
 
     return handler
+
+
+# ---- webhook deliveries ---------------------------------------------------------------------
+
+
+def _reupload(state: SimState, data: UserData, user: str, kind: str, chunk: list[dict[str, Any]]) -> int:
+    """A one-second upload range of the chunk's own: its start."""
+    reuploads = _changes(state, user).setdefault("reuploads", {}).setdefault(kind, [])
+    used = {t for t, _ in reuploads}
+    taken = used | set(data.uploads[kind].values())
+    at = max(int(time.time()), max(used, default=0) + 1)
+    while at in taken:
+        at += 1
+    reuploads.extend((at, s["summaryId"]) for s in chunk)
+    return at
+
+
+def _mode(state: SimState, user: str) -> str:
+    mode: str = _changes(state, user).get("mode") or state.changes.get((NAME, ""), {}).get("mode") or "push"
+    return mode
+
+
+async def _deliver_backfill(
+    request: web.Request, target: WebhookTarget, user: str, kind: str, start: int, end: int
+) -> None:
+    """A backfill window's summaries, a day at a time, pushed or pinged to `target`."""
+    api_base = f"{request.url.origin()}{request.path[: request.path.index(REST + '/')]}{REST}"
+    state = request.config_dict[STATE_KEY]
+    await asyncio.sleep(DELIVERY_DELAY_S)
+    data = user_data(request, user)
+    summaries = data.summaries.get(kind, [])  # bodyComps, stressDetails, ...: none here
+    for day in range(start, end, MAX_UPLOAD_RANGE_S):
+        chunk = [s for s in summaries if day <= s["startTimeInSeconds"] < min(day + MAX_UPLOAD_RANGE_S, end)]
+        if not chunk:
+            continue
+        if state.webhook_targets.get(NAME) is not target:
+            return  # the portal's webhook setting changed: nowhere to send the rest
+        body: dict[str, Any] = {kind: chunk}
+        if _mode(state, user) == "ping":
+            at = _reupload(state, data, user, kind, chunk)
+            url = f"{api_base}/{kind}?uploadStartTimeInSeconds={at}&uploadEndTimeInSeconds={at + 1}"
+            ping = {"userId": data.user_id, "uploadStartTimeInSeconds": at, "uploadEndTimeInSeconds": at + 1}
+            body = {kind: [ping | {"callbackURL": url}]}
+        await deliver(request, NAME, json.dumps(body).encode(), {})
+
+
+async def emit(request: web.Request, user: str, body: dict[str, Any]) -> dict[str, Any]:
+    """`{"kind": "deregistration"}` or `{"kind": "permissions", "permissions": [...]}`: Garmin's
+    notification of it, delivered; `{"kind": "delivery_mode", "mode": "push" | "ping"}`: how this
+    user's backfills are delivered from now on."""
+    state = request.config_dict[STATE_KEY]
+    data = user_data(request, user)
+    kind = body.get("kind")
+    if kind == "delivery_mode":
+        if body.get("mode") not in ("push", "ping"):
+            raise web.HTTPBadRequest(text='{"error": "mode is push or ping"}', content_type="application/json")
+        _changes(state, user)["mode"] = body["mode"]
+        return {"mode": body["mode"]}
+    notification: dict[str, Any]
+    if kind == "deregistration":
+        token = hashlib.sha256(f"{NAME}:{user}:access".encode()).hexdigest()[:36]
+        notification = {"deregistrations": [{"userId": data.user_id, "userAccessToken": token}]}
+        now = time.time()  # Garmin no longer serves the user: its tokens stop working
+        state.access_expired_before[(NAME, user)] = state.refresh_revoked_before[(NAME, user)] = now
+    elif kind == "permissions":
+        permissions = body.get("permissions")
+        if not isinstance(permissions, list) or not all(isinstance(p, str) for p in permissions):
+            raise web.HTTPBadRequest(
+                text='{"error": "permissions is a list of names"}', content_type="application/json"
+            )
+        changes = _changes(state, user)
+        changes["permission_changes"] = n = changes.get("permission_changes", 0) + 1
+        change = {"userId": data.user_id, "summaryId": f"x{data.user_id[:7]}-perm-{n}", "permissions": permissions,
+                  "changeTimeInSeconds": int(time.time())}  # fmt: skip
+        notification = {"userPermissionsChange": [change]}
+    else:
+        raise web.HTTPBadRequest(
+            text='{"error": "kind is deregistration, permissions or delivery_mode"}', content_type="application/json"
+        )
+    status = await deliver(request, NAME, json.dumps(notification).encode(), {})
+    return {"notification": notification, "delivery_status": status}
 
 
 # ---- OAuth and limits -----------------------------------------------------------------------
@@ -341,9 +460,17 @@ def _rate_headers(usage: list[tuple[int, int, int]]) -> dict[str, str]:
 RATE_LIMIT = RateLimitStyle(limits=[(100, 60)], headers=_rate_headers, body={"errorMessage": "Rate limit exceeded"})
 
 
+async def _stop_deliveries(app: web.Application) -> None:
+    deliveries = list(app[BACKFILLS].deliveries)
+    for task in deliveries:
+        task.cancel()
+    await asyncio.gather(*deliveries, return_exceptions=True)
+
+
 def create_apps() -> tuple[web.Application, web.Application]:
     api = web.Application(middlewares=[fault_middleware(NAME, RATE_LIMIT)])
     api[BACKFILLS] = Backfills()
+    api.on_shutdown.append(_stop_deliveries)
     api.router.add_get("/wellness-api/rest/user/id", user_id)
     api.router.add_get("/wellness-api/rest/backfill/{type}", backfill)
     for kind in SUMMARY_TYPES:
@@ -353,23 +480,37 @@ def create_apps() -> tuple[web.Application, web.Application]:
     return api, auth
 
 
-def backfills(app: web.Application, user: str) -> list[dict[str, Any]]:
-    """The backfill requests accepted for this user; `app` is the simulator's root app or ours."""
+def _backfills(app: web.Application) -> Backfills:
+    """The backfill state of the simulator's root app, or of our api app."""
     apps = [app] + [r.get_info().get("app") for r in app.router.resources()]
     for candidate in apps:
         if isinstance(candidate, web.Application) and BACKFILLS in candidate:
-            return list(candidate[BACKFILLS].by_user.get(user, []))
-    return []
+            return candidate[BACKFILLS]
+    raise LookupError("no Garmin simulator in this app")
+
+
+def backfills(app: web.Application, user: str) -> list[dict[str, Any]]:
+    """The backfill requests accepted for this user."""
+    return list(_backfills(app).by_user.get(user, []))
+
+
+async def deliveries_sent(app: web.Application) -> None:
+    """Wait until every backfill delivery in flight has been sent (for tests); its errors raise."""
+    deliveries = _backfills(app).deliveries
+    while deliveries:
+        await asyncio.gather(*list(deliveries))
 
 
 def records(app: web.Application, user: str) -> dict[str, Any]:
     """Every summary the simulator serves this user, as served, with each one's upload time (by
     type and summaryId) and the backfill requests it accepted."""
     data = user_data(app, user)
+    changes = app[STATE_KEY].changes.get((NAME, user), {})
     return {
         "userId": data.user_id,
         "offset_seconds": data.offset_s,
         **data.summaries,
         "uploads": data.uploads,
         "backfills": backfills(app, user),
+        "reuploads": changes.get("reuploads", {}),
     }
