@@ -67,3 +67,22 @@ async def test_an_explicit_since_does_what_it_says(
     full = await sync(client, key, user_id, "data_type=workouts&since=0")
     assert full["progress"]["workouts"]["records"] == {"workouts": 300}  # type: ignore[index]
     assert {c["query"]["since"] for c in calls(sim_state, "/v3/workouts")} == {"0"}  # type: ignore[index]
+
+
+async def test_strava_and_whoop_resyncs_cost_about_one_call_per_collection(
+    client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool, sim_state: SimState
+) -> None:
+    for provider, prefix, most in (("strava", "/api/v3/athlete/activities", 1), ("whoop", "/developer/v2/", 4)):
+        key, user_id, _ = await factory.connected_user(provider)
+        url = f"/api/v1/{provider}/users/{user_id}/sync"
+        first = await client.post(url, headers={"X-API-Key": key})
+        assert (await wait_for_task(client, key, (await first.json())["task_id"]))["status"] == "succeeded"
+        stored = await db.fetchval("SELECT count(*) FROM workouts WHERE provider = $1", provider)
+        sim_state.requests.clear()
+        second = await client.post(url, headers={"X-API-Key": key})
+        task = await wait_for_task(client, key, (await second.json())["task_id"])
+        assert task["status"] == "succeeded", task
+        made = [r for r in calls(sim_state, prefix) if r["provider"] == provider]
+        # One page since the last sync: Strava has one list, Whoop four collections.
+        assert len(made) == most, (provider, made)
+        assert await db.fetchval("SELECT count(*) FROM workouts WHERE provider = $1", provider) == stored

@@ -136,10 +136,16 @@ def map_activity(a: dict[str, Any]) -> Workout:
 # ---- sync -----------------------------------------------------------------------------------
 
 
+LATE_UPLOADS = timedelta(days=7)
+
+
 async def sync_workouts(ctx: SyncContext) -> None:
     url = f"{ctx.config.api_url}/api/v3/athlete/activities"
-    # The epoch second the task first started: every run of the task lists the same range.
-    query = {"before": int(ctx.started_at.timestamp()), "after": 0, "per_page": PER_PAGE}
+    # The epoch second the task first started: every run of the task lists the same range. After
+    # a first full sync, only the activities started since the last one (with a week's grace for
+    # late uploads; webhooks announce the rest) are listed: one call for an unchanged account.
+    after = int(ctx.cursor["after"]) if ctx.cursor else 0
+    query = {"before": int(ctx.started_at.timestamp()), "after": after, "per_page": PER_PAGE}
 
     async def fetch(offset: int) -> list[dict[str, Any]]:
         body = await ctx.get_json(url, params=query | {"page": offset // PER_PAGE + 1})
@@ -155,6 +161,7 @@ async def sync_workouts(ctx: SyncContext) -> None:
     async with aclosing(pages):
         async for offset, page in pages:
             await ctx.save_page(map_page(page, map_activity), f"page:{offset // PER_PAGE + 1}", len(page))
+    ctx.advance_cursor({"after": int((ctx.started_at - LATE_UPLOADS).timestamp())})
 
 
 # ---- webhook: activity and athlete events --------------------------------------------------------

@@ -225,6 +225,9 @@ CYCLES = Collection("cycle", "/developer/v2/cycle", "id", map_cycle)
 # ---- sync -----------------------------------------------------------------------------------
 
 
+LATE_SCORES = timedelta(days=2)
+
+
 def sub_ranges(now: datetime, history_days: int, range_days: int) -> list[tuple[datetime, datetime]]:
     """[now - history, now) cut on a grid of `range_days` since the epoch, newest first; the
     first starts on the grid line at or before the reach, the last ends now."""
@@ -284,8 +287,12 @@ async def sync_range(
 
 
 async def sync_collections(ctx: SyncContext, collections: list[Collection]) -> None:
-    settings = ctx.settings
-    windows = sub_ranges(datetime.now(UTC), settings.whoop_history_days, settings.whoop_range_days)
+    settings, now = ctx.settings, datetime.now(UTC)
+    windows = sub_ranges(now, settings.whoop_history_days, settings.whoop_range_days)
+    if ctx.cursor:  # continue from the last sync, with two days' grace for records scored late
+        since = datetime.fromtimestamp(ctx.cursor["to_ms"] / 1000, UTC) - LATE_SCORES
+        if now - since < timedelta(days=settings.whoop_range_days):
+            windows = [(since, now)]  # one range: a page per collection for an unchanged account
     todo = [(c, w) for w in windows for c in collections if range_key(c, w[0]) not in ctx.done]
     seen: dict[str, set[str]] = {c.name: set() for c in collections}
     limited: list[RateLimited] = []
@@ -306,6 +313,7 @@ async def sync_collections(ctx: SyncContext, collections: list[Collection]) -> N
             pass
     if limited:
         raise max(limited, key=lambda e: e.retry_after_s)
+    ctx.advance_cursor({"to_ms": int(now.timestamp() * 1000)})
 
 
 async def sync_workouts(ctx: SyncContext) -> None:
