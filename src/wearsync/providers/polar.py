@@ -162,7 +162,8 @@ async def sync_exercises(ctx: SyncContext) -> None:
     if PAGE_KEY in ctx.done:  # stored by an earlier run of this task
         return
     await ctx.set_pages_total(1)
-    await register_user(ctx)
+    if not (ctx.cursor and ctx.cursor.get("registered")):  # once is enough: saves a call a sync
+        await register_user(ctx)
     p = ctx.params
     url = f"{ctx.config.api_url}/v3/exercises"
     query = {"samples": _flag(p.samples), "zones": _flag(p.zones), "route": _flag(p.route)}
@@ -170,6 +171,7 @@ async def sync_exercises(ctx: SyncContext) -> None:
     if not isinstance(body, list):
         raise MalformedPayload(f"GET {url} returned no exercise list: {str(body)[:200]}")
     await ctx.save_page(map_page(body, map_exercise), PAGE_KEY, len(body))
+    ctx.advance_cursor({"registered": True})
 
 
 # ---- webhook: EXERCISE, SLEEP, ... events ----------------------------------------------------
