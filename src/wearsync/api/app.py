@@ -7,7 +7,7 @@ from arq import create_pool as create_redis_pool
 from arq.connections import RedisSettings
 
 from wearsync.api import views, webhooks
-from wearsync.api.common import DEPS, QUEUE
+from wearsync.api.common import DEPS, KEY_CACHE, QUEUE
 from wearsync.api.middlewares import api_key_auth, errors, request_context
 from wearsync.db import create_pool
 from wearsync.settings import Settings
@@ -47,6 +47,7 @@ def setup_routes(app: web.Application) -> None:
 def create_app(settings: Settings | None = None) -> web.Application:
     app = web.Application(middlewares=[request_context, errors, api_key_auth], client_max_size=64 * 1024)
     app[SETTINGS] = settings or Settings()
+    app[KEY_CACHE] = {}
     app.cleanup_ctx.append(resources)
     setup_routes(app)
     return app

@@ -16,6 +16,8 @@ M = TypeVar("M", bound=BaseModel)
 DEPS = web.AppKey("deps", Deps)
 QUEUE = web.AppKey("queue", ArqRedis)
 APP_ID = web.RequestKey("app_id", UUID)  # the application (tenant) of the request's API key
+# API key hash -> (application id, valid until, monotonic)
+KEY_CACHE = web.AppKey("api_key_cache", dict[bytes, tuple[UUID, float]])
 
 
 class ApiError(Exception):

@@ -3,12 +3,13 @@
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from uuid import UUID
 
 import redis.exceptions
 import structlog
 from aiohttp import web
 
-from wearsync.api.common import APP_ID, DEPS, ApiError, dumps
+from wearsync.api.common import APP_ID, DEPS, KEY_CACHE, ApiError, dumps
 from wearsync.db import TRANSIENT_DB_ERRORS, queries
 
 log = structlog.get_logger("wearsync.api")
@@ -62,6 +63,26 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(500, "Internal server error")
 
 
+# Valid keys are remembered briefly, saving a query per request; a revoked key stops working
+# within KEY_CACHE_S. Unknown keys are never cached (each costs a query, like the first use).
+KEY_CACHE_S, KEY_CACHE_SIZE = 30.0, 10_000
+
+
+async def _application_for_key(request: web.Request, key: str) -> UUID | None:
+    cache = request.app[KEY_CACHE]
+    digest = queries.hash_api_key(key)
+    hit = cache.get(digest)
+    now = time.monotonic()
+    if hit is not None and hit[1] > now:
+        return hit[0]
+    app_id = await queries.application_for_key(request.app[DEPS].db, key)
+    if app_id is not None:
+        if len(cache) >= KEY_CACHE_SIZE:
+            cache.clear()
+        cache[digest] = (app_id, now + KEY_CACHE_S)
+    return app_id
+
+
 @web.middleware
 async def api_key_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = request.match_info.route
@@ -70,7 +91,7 @@ async def api_key_auth(request: web.Request, handler: Handler) -> web.StreamResp
     key = request.headers.get("X-API-Key", "")
     if not key or len(key) > 200:
         raise ApiError(401, INVALID_KEY)
-    app_id = await queries.application_for_key(request.app[DEPS].db, key)
+    app_id = await _application_for_key(request, key)
     if app_id is None:
         raise ApiError(401, INVALID_KEY)
     request[APP_ID] = app_id

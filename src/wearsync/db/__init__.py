@@ -10,8 +10,16 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(pg_type, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _release(conn: asyncpg.Connection) -> None:
+    """What a connection needs when it goes back to the pool. We never leave session state behind
+    (no SET, LISTEN, cursors or session advisory locks on pooled connections), so asyncpg's full
+    reset (one more round trip per query) is not needed; only a transaction left open is closed."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
 async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection)
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection, reset=_release)
     assert pool is not None
     return pool
 
