@@ -76,6 +76,17 @@ class SyncContext:
     def advance_cursor(self, value: dict[str, Any]) -> None:
         self.new_cursor = value
 
+    def fetch_allowance(self) -> int | None:
+        """How many more pages this job may fetch (None: no limit). Asked before paging starts:
+        with the budget spent, the data type waits for the next job rather than fetching
+        nothing and looking complete."""
+        if self.page_budget is None:
+            return None
+        left = self.page_budget.pages - self.page_budget.stored
+        if left <= 0:
+            raise JobSliceDone(self.page_budget.stored)
+        return left
+
     async def get_json(self, url: str, *, params: Params | None = None) -> Any:
         return await self.request_json("GET", url, params=params)
 

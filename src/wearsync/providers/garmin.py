@@ -357,7 +357,9 @@ async def request_backfills(ctx: SyncContext, summary_types: Sequence[str]) -> N
             return call, "duplicate"  # asked before: Garmin delivers it (or has) all the same
         return call, "accepted"
 
-    async with aclosing(each_concurrently(todo, ask, concurrency=BACKFILL_CONCURRENCY)) as answers:
+    async with aclosing(
+        each_concurrently(todo, ask, concurrency=BACKFILL_CONCURRENCY, max_fetches=ctx.fetch_allowance())
+    ) as answers:
         async for call, status in answers:
             await _record_backfill(ctx, call, status)
 

@@ -1,13 +1,88 @@
 """Concurrent paging helpers: independent pages are fetched together under a bound and yielded
-as they arrive, so records are written page by page and memory does not grow with history."""
+as they arrive, so records are written page by page and memory does not grow with history.
+
+Fetching goes on while the caller writes a page: a finished fetch starts the next one at once
+(not when the caller asks for the next page), so upstream calls and database writes overlap.
+At most `concurrency` calls are in flight and at most `concurrency` finished pages wait."""
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 A = TypeVar("A")
+K = TypeVar("K")
+
+
+@dataclass
+class _Pipeline(Generic[K, T]):
+    """Fetches keyed by K, refilled from `next_key` as they finish, their outcomes queued."""
+
+    fetch: Callable[[K], Awaitable[T]]
+    next_key: Callable[[], K | None]  # None: nothing more to start for now
+    width: Callable[[], int]  # calls allowed in flight now
+    on_result: Callable[[K, T], None] = lambda key, result: None
+    allowance: int | None = None  # fetches this job may still start (its page budget)
+    running: dict["asyncio.Future[T]", K] = field(default_factory=dict)
+    ready: "asyncio.Queue[tuple[K, asyncio.Future[T]]]" = field(default_factory=asyncio.Queue)
+    closing: bool = False  # shutting down: finished fetches are not queued any more
+    stopped: bool = False  # a fetch failed: nothing new starts
+
+    def start_more(self) -> None:
+        while (
+            not self.closing
+            and not self.stopped
+            and len(self.running) < self.width()
+            and (len(self.running) + self.ready.qsize() < 2 * max(self.width(), 1))
+        ):
+            if self.allowance is not None and self.allowance <= 0:
+                return
+            key = self.next_key()
+            if key is None:
+                return
+            if self.allowance is not None:
+                self.allowance -= 1
+            future = asyncio.ensure_future(self.fetch(key))
+            self.running[future] = key
+            future.add_done_callback(self._finished)
+
+    def _finished(self, future: "asyncio.Future[T]") -> None:
+        key = self.running.pop(future)
+        if self.closing:
+            return
+        if not future.cancelled() and future.exception() is None:
+            self.on_result(key, future.result())
+        else:
+            self.stopped = True
+        self.ready.put_nowait((key, future))
+        self.start_more()
+
+    async def results(self) -> AsyncGenerator[tuple[K, T]]:
+        """Outcomes as they finish. After a failed fetch nothing new starts, the fetches in flight
+        still land (each cost an upstream call), and then the failure is raised to the caller."""
+        failure: BaseException | None = None
+        try:
+            self.start_more()
+            while self.running or not self.ready.empty():
+                key, future = await self.ready.get()
+                error = None if future.cancelled() else future.exception()
+                if error is not None or future.cancelled():
+                    failure = failure or error or asyncio.CancelledError()
+                    self.stopped = True
+                    continue
+                self.start_more()  # a waiting slot freed
+                yield key, future.result()
+            if failure is not None:
+                raise failure
+        finally:
+            self.closing = True
+            await _abandon(self.running)
+            while not self.ready.empty():  # retrieve outcomes nobody will read
+                _, future = self.ready.get_nowait()
+                if not future.cancelled():
+                    future.exception()
 
 
 async def _abandon(tasks: Iterable["asyncio.Future[Any]"]) -> None:
@@ -25,67 +100,56 @@ async def offset_pages(
     limit: int,
     concurrency: int,
     done: Mapping[int, int] | None = None,
+    max_fetches: int | None = None,
 ) -> AsyncGenerator[tuple[int, list[T]]]:
     """(offset, page) of an offset/limit list, `concurrency` requests in flight. The list's length
     is not known up front: the first short page marks the end, and no page past it is requested.
     Until a full page shows there is more, one request goes alone, so a small or unchanged history
     costs one call, not `concurrency` (upstream calls are the scarce resource). Offsets in `done`
-    (offset -> items, stored by an earlier run) are not fetched again."""
-    done = done or {}
-    next_offset, end = start, None
-    in_flight = 1
-    pending: dict[asyncio.Future[list[T]], int] = {}
-    unread: list[asyncio.Future[list[T]]] = []
-    try:
-        while True:
-            while len(pending) < in_flight and (end is None or next_offset < end):
-                if next_offset in done:  # as if fetched again
-                    if done[next_offset] < limit:
-                        end = next_offset + limit if end is None else min(end, next_offset + limit)
-                    else:
-                        in_flight = concurrency
-                else:
-                    pending[asyncio.ensure_future(fetch(next_offset))] = next_offset
-                next_offset += limit
-            if not pending:
-                return
-            done_now, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            unread = sorted(done_now, key=pending.__getitem__, reverse=True)
-            while unread:
-                task = unread.pop()
-                offset = pending.pop(task)
-                page = task.result()
-                if len(page) < limit:
-                    end = offset + limit if end is None else min(end, offset + limit)
-                else:
-                    in_flight = concurrency
-                if page:
-                    yield offset, page
-    finally:
-        await _abandon([*pending, *unread])
+    (offset -> items, stored by an earlier run) are not fetched again; no more than `max_fetches`
+    calls are made (the job's page budget: calls made for pages it cannot store are wasted)."""
+    known = done or {}
+    state = {"next": start, "end": -1, "width": 1}  # end -1: not known yet
+
+    def learn(offset: int, items: int) -> None:
+        if items < limit:
+            end = offset + limit
+            state["end"] = end if state["end"] < 0 else min(state["end"], end)
+        else:
+            state["width"] = concurrency
+
+    def next_offset() -> int | None:
+        while state["end"] < 0 or state["next"] < state["end"]:
+            offset = state["next"]
+            state["next"] += limit
+            if offset not in known:
+                return offset
+            learn(offset, known[offset])  # as if fetched again
+        return None
+
+    pipeline: _Pipeline[int, list[T]] = _Pipeline(
+        fetch, next_offset, lambda: state["width"], lambda offset, page: learn(offset, len(page)), max_fetches
+    )
+    async for offset, page in pipeline.results():
+        if page:
+            yield offset, page
 
 
 async def each_concurrently(
-    items: Iterable[A], fetch: Callable[[A], Awaitable[T]], *, concurrency: int
+    items: Iterable[A], fetch: Callable[[A], Awaitable[T]], *, concurrency: int, max_fetches: int | None = None
 ) -> AsyncGenerator[T]:
-    """fetch(item) for every item, `concurrency` at a time, yielding results as they complete."""
-    todo = iter(items)
-    pending: set[asyncio.Future[T]] = set()
-    unread: list[asyncio.Future[T]] = []
-    try:
-        while True:
-            for item in todo:
-                pending.add(asyncio.ensure_future(fetch(item)))
-                if len(pending) >= concurrency:
-                    break
-            if not pending:
-                return
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            unread = list(done)
-            while unread:
-                yield unread.pop().result()
-    finally:
-        await _abandon([*pending, *unread])
+    """fetch(item) for every item (not None), `concurrency` at a time, yielding results as they
+    complete; at most `max_fetches` of them."""
+    todo: Iterator[A] = iter(items)
+    sentinel = object()
+
+    def next_item() -> A | None:
+        item = next(todo, sentinel)
+        return None if item is sentinel else item  # type: ignore[return-value]
+
+    pipeline: _Pipeline[A, T] = _Pipeline(fetch, next_item, lambda: concurrency, allowance=max_fetches)
+    async for _, result in pipeline.results():
+        yield result
 
 
 def time_windows(start: datetime, end: datetime, max_span: timedelta) -> list[tuple[datetime, datetime]]:

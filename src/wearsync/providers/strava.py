@@ -157,7 +157,9 @@ async def sync_workouts(ctx: SyncContext) -> None:
         (int(key.removeprefix("page:")) - 1) * PER_PAGE: n for key, n in ctx.done.items() if key.startswith("page:")
     }
     concurrency = ctx.settings.strava_page_concurrency
-    pages = offset_pages(fetch, start=0, limit=PER_PAGE, concurrency=concurrency, done=done)
+    pages = offset_pages(
+        fetch, start=0, limit=PER_PAGE, concurrency=concurrency, done=done, max_fetches=ctx.fetch_allowance()
+    )
     async with aclosing(pages):
         async for offset, page in pages:
             await ctx.save_page(map_page(page, map_activity), f"page:{offset // PER_PAGE + 1}", len(page))

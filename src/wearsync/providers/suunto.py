@@ -259,7 +259,9 @@ async def sync_workouts(ctx: SyncContext) -> None:
 
     concurrency = ctx.settings.suunto_page_concurrency
     done = {int(key.removeprefix("offset:")): n for key, n in ctx.done.items()}
-    pages = offset_pages(fetch, start=p.offset, limit=p.limit, concurrency=concurrency, done=done)
+    pages = offset_pages(
+        fetch, start=p.offset, limit=p.limit, concurrency=concurrency, done=done, max_fetches=ctx.fetch_allowance()
+    )
     async with aclosing(pages):
         async for offset, page in pages:
             await ctx.save_page(map_page(page, map_workout), f"offset:{offset}", len(page))
@@ -306,7 +308,9 @@ async def sync_247(ctx: SyncContext) -> None:
 
     concurrency = ctx.settings.suunto_page_concurrency
     todo = [call for call in calls if key(call) not in ctx.done]
-    async with aclosing(each_concurrently(todo, fetch, concurrency=concurrency)) as pages:
+    async with aclosing(
+        each_concurrently(todo, fetch, concurrency=concurrency, max_fetches=ctx.fetch_allowance())
+    ) as pages:
         async for page_key, records in pages:
             await ctx.save_page(records, page_key, len(records))
     ctx.advance_cursor({"to_ms": _ms(end)})

@@ -308,7 +308,9 @@ async def sync_collections(ctx: SyncContext, collections: list[Collection]) -> N
         except RateLimited as e:
             limited.append(e)
 
-    async with aclosing(each_concurrently(todo, run, concurrency=settings.whoop_page_concurrency)) as runs:
+    async with aclosing(
+        each_concurrently(todo, run, concurrency=settings.whoop_page_concurrency, max_fetches=ctx.fetch_allowance())
+    ) as runs:
         async for _ in runs:
             pass
     if limited:
