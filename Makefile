@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install run test lint format mypy pytest clean
+.PHONY: install run test lint format mypy pytest bench clean
 .DEFAULT_GOAL := run
 
 $(VENV)/.installed: pyproject.toml
@@ -18,12 +18,12 @@ run: install
 	$(BIN)/wearsync dev
 
 format: install
-	$(BIN)/ruff format src tests
-	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
 
 lint: install
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 mypy: install
 	$(BIN)/mypy
@@ -32,6 +32,14 @@ pytest: install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint mypy pytest
+
+# The real processes against PostgreSQL and Redis; prints a table, writes bench/results.md and .png.
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	touch $@
+
+bench: $(VENV)/.bench-installed
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) .wearsync .mypy_cache .ruff_cache .pytest_cache

@@ -37,7 +37,7 @@ async def test_in_flight_and_waiting_pages_stay_bounded() -> None:
 
     results = []
     async for item in each_concurrently(range(50), fetch, concurrency=3):
-        await asyncio.sleep(0.005)  # a slow writer: finished pages wait, but at most 3 + 3
+        await asyncio.sleep(0.005)  # a slow writer: finished pages wait, a bounded few
         results.append(item)
     assert sorted(results) == list(range(50))
     assert peak <= 3

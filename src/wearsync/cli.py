@@ -13,7 +13,13 @@ def _api(settings: Settings, args: argparse.Namespace) -> None:
 
     from wearsync.api.app import create_app
 
-    web.run_app(create_app(settings), host=args.host, port=args.port, access_log=None, print=None)
+    try:
+        import uvloop
+
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    except ImportError:  # not on this platform: the standard loop
+        loop = asyncio.new_event_loop()
+    web.run_app(create_app(settings), host=args.host, port=args.port, access_log=None, print=None, loop=loop)
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> None:

@@ -3,7 +3,7 @@ as they arrive, so records are written page by page and memory does not grow wit
 
 Fetching goes on while the caller writes a page: a finished fetch starts the next one at once
 (not when the caller asks for the next page), so upstream calls and database writes overlap.
-At most `concurrency` calls are in flight and at most `concurrency` finished pages wait."""
+At most `concurrency` calls are in flight, and in flight and waiting together at most one more."""
 
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Mapping
@@ -35,7 +35,9 @@ class _Pipeline(Generic[K, T]):
             not self.closing
             and not self.stopped
             and len(self.running) < self.width()
-            and (len(self.running) + self.ready.qsize() < 2 * max(self.width(), 1))
+            # One page more than the width may be fetched while the caller writes one: calls and
+            # writes overlap, and a list's unknown end costs few speculative calls.
+            and (len(self.running) + self.ready.qsize() < self.width() + 1)
         ):
             if self.allowance is not None and self.allowance <= 0:
                 return

@@ -1,0 +1,1 @@
+"""`make bench`: the real wearsync processes under load; see bench/README.md."""
