@@ -18,6 +18,7 @@ from wearsync.db import queries
 from wearsync.models import SyncParams, params_for
 from wearsync.providers import PROVIDERS
 from wearsync.providers.core import Provider
+from wearsync.queue import enqueue_task
 from wearsync.sync import Deps
 
 log = structlog.get_logger(__name__)
@@ -66,7 +67,7 @@ async def schedule_syncs(deps: Deps, queue: ArqRedis) -> dict[str, int]:
                 params=params_for(provider.name, SyncParams()),
             )
             if created:
-                await queue.enqueue_job("sync_task", str(task_id), _job_id=str(task_id))
+                await enqueue_task(queue, str(task_id))
                 started[provider.name] = started.get(provider.name, 0) + 1
     if started:
         log.info("scheduled syncs started", **started)

@@ -13,6 +13,7 @@ from wearsync.api.models import ConnectionIn, ConnectionPath, SyncRequest, TaskP
 from wearsync.db import queries
 from wearsync.models import FINAL_STATUSES, DataType, TaskStatus, params_for
 from wearsync.providers import PROVIDERS
+from wearsync.queue import enqueue_task
 from wearsync.sync import NO_CONNECTION, run_task
 
 log = structlog.get_logger(__name__)
@@ -54,7 +55,7 @@ async def trigger_sync(request: web.Request) -> web.Response:
     )
     if created and req.run_async:
         try:
-            await request.app[QUEUE].enqueue_job("sync_task", str(task_id), _job_id=str(task_id))
+            await enqueue_task(request.app[QUEUE], str(task_id))
         except Exception:
             # Not left queued forever (and coalescing every later request onto it).
             await queries.finish_task(deps.db, task_id, TaskStatus.FAILED, None, "could not enqueue the task")

@@ -3,6 +3,7 @@
 A row whose raw upstream JSON is unchanged is left alone, so a re-sync rewrites nothing.
 """
 
+import json
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
@@ -82,13 +83,17 @@ _SAMPLE = {"sample_type": "text", "recorded_at": "timestamptz", "value": "float8
 
 def _upsert_sql(table: str, columns: dict[str, str], key: tuple[str, ...], touch: bool = True) -> str:
     names = ", ".join(columns)
-    arrays = ", ".join(f"${i}::{pg_type}[]" for i, pg_type in enumerate(columns.values(), start=3))
+    # `raw` goes in as JSON text, serialized once per upstream entry (several samples share one).
+    arrays = ", ".join(
+        f"${i}::{'text' if pg_type == 'jsonb' else pg_type}[]" for i, pg_type in enumerate(columns.values(), start=3)
+    )
+    selected = ", ".join(f"u.{c}::jsonb" if pg_type == "jsonb" else f"u.{c}" for c, pg_type in columns.items())
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in key)
     if touch:
         updates += ", updated_at = now()"
     return (
         f"INSERT INTO {table} AS t (user_id, provider, {names})"
-        f" SELECT $1, $2, * FROM unnest({arrays})"
+        f" SELECT $1, $2, {selected} FROM unnest({arrays}) AS u({names})"
         f" ON CONFLICT (user_id, provider, {', '.join(key)}) DO UPDATE SET {updates}"
         f" WHERE t.raw IS DISTINCT FROM EXCLUDED.raw"
     )
@@ -122,5 +127,18 @@ async def upsert_records(
 ) -> None:
     for record_type, rows in _group(records).items():
         sql, columns, _ = _TABLES[record_type]
-        arrays = [[getattr(row, c) for row in rows] for c in columns]
+        arrays = [_raw_texts(rows) if c == "raw" else [getattr(row, c) for row in rows] for c in columns]
         await conn.execute(sql, user_id, provider, *arrays)
+
+
+def _raw_texts(rows: Sequence[Record]) -> list[str]:
+    """Each row's raw JSON as text, serialized once per distinct upstream object."""
+    texts: dict[int, str] = {}
+    out = []
+    for row in rows:
+        raw = row.raw
+        text = texts.get(id(raw))
+        if text is None:
+            text = texts[id(raw)] = json.dumps(raw, separators=(",", ":"))
+        out.append(text)
+    return out

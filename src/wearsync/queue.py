@@ -1,0 +1,29 @@
+"""Enqueueing a sync task's job in one Redis round trip.
+
+arq's `enqueue_job` takes three round trips (WATCH, EXISTS, MULTI/EXEC) to make sure a job id is
+not used twice. A task's job id is the task's own new UUID, so that cannot happen; one atomic
+script writes the job exactly as arq would (its serialized form, its expiry) and queues it, and
+still refuses an id that exists. This is the API's hottest path (`POST .../sync`)."""
+
+from arq import ArqRedis
+from arq.constants import job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job
+from arq.utils import timestamp_ms
+
+# KEYS: job key, result key, queue. ARGV: serialized job, expiry ms, score, job id.
+_ENQUEUE = """
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
+redis.call('PSETEX', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+return 1
+"""
+
+
+async def enqueue_task(queue: ArqRedis, task_id: str, queue_name: str | None = None) -> bool:
+    """Queue `sync_task(task_id)` with job id `task_id`; False if that job id exists already."""
+    enqueue_time_ms = timestamp_ms()
+    job = serialize_job("sync_task", (task_id,), {}, None, enqueue_time_ms, serializer=queue.job_serializer)
+    keys = (job_key_prefix + task_id, result_key_prefix + task_id, queue_name or queue.default_queue_name)
+    args = (job, str(queue.expires_extra_ms), str(enqueue_time_ms), task_id)
+    created = await queue.eval(_ENQUEUE, 3, *keys, *args)  # type: ignore[misc, arg-type]  # stubs: sync, str only
+    return bool(created)
