@@ -189,17 +189,14 @@ API process is the bottleneck: it used {c.api_cpu:.2f} of a core (the machine wa
 busy: PostgreSQL, Redis, the load generator at {c.loadgen_cpu:.2f} of a core, and whatever else ran;
 load average {load[0]:.1f} at the start). Per request it makes 2 PostgreSQL round trips (the active
 connection, the task insert; API keys are cached for 30 s and pooled connections go back without
-asyncpg's reset query) and 3 Redis round trips for arq's `enqueue_job` (WATCH, EXISTS,
-MULTI/EXEC), and writes an access-log line. In a py-spy profile under this load the handler is
+asyncpg's reset query) and 1 Redis round trip (the enqueue script), and writes an access-log
+line. In a py-spy profile under this load (before the one-round-trip enqueue) the handler was
 about half of the API's time (`enqueue_job` 15%, the task insert 11%, the connection lookup 6%,
 logging 5%); the rest is aiohttp's and asyncio's own work per request (socket writes alone 19%).
-The API runs on uvloop. A one-off experiment before that (the API patched at start-up, this
-machine, back to back with the stock API at 1,240 and 1,329 req/s): enqueueing in one round trip
-(`SET NX` + `ZADD` in one MULTI/EXEC; the job id is the new task's id, so arq's WATCH and EXISTS
-checks are moot) took the API from 0.97 to 0.89 of a core at the same rate; uvloop gave 1,414
-req/s; both together 1,582 req/s. What is left to do: the one-round-trip enqueue (it means writing
-arq's job format ourselves), and the connection check folded into the task insert (one
-statement); a second API process behind a load balancer is the simple way past it.""")
+The API runs on uvloop and enqueues a task's job in one Redis round trip (one script: the job id is
+the new task's id); what is left per request is 2 PostgreSQL round trips (the connection check and
+the task insert, which could become one statement) and aiohttp's and asyncio's own work. A second
+API process behind a load balancer is the simple way past one process's ceiling.""")
     at_target = e.open.rate >= 0.98 * ENQUEUE_RATE
     if not at_target:
         verdict = "under" if e.open.p99_ms < ENQUEUE_P99_MS else "over"

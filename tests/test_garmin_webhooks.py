@@ -362,13 +362,13 @@ async def test_permission_changes_update_the_scopes_and_none_left_deactivates(
 
 
 async def test_a_backfill_recorded_twice_keeps_its_first_record(factory: Factory, db: asyncpg.Pool) -> None:
-    key = await factory.api_key()
-    user_id = uuid.UUID(await factory.user(key))
+    key, user, _ = await factory.connected_user("garmin")  # tasks exist only for connected users
+    user_id = uuid.UUID(user)
     app_id = await queries.application_for_key(db, key)
     assert app_id is not None
     task_id = uuid.uuid4()
-    await queries.create_task(db, task_id=task_id, app_id=app_id, user_id=user_id, provider="garmin", mode="async",
-                              data_types=["workouts"], params={})  # fmt: skip
+    assert await queries.create_task(db, task_id=task_id, app_id=app_id, user_id=user_id, provider="garmin",
+                                     mode="async", data_types=["workouts"], params={}) == (task_id, True)  # fmt: skip
     start, end = datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 10, 31, tzinfo=UTC)
     for status in ("accepted", "duplicate"):  # a rerun asking again is told 409
         await queries.insert_garmin_backfill(db, task_id, user_id, "activities", start, end, status)

@@ -66,7 +66,7 @@ async def schedule_syncs(deps: Deps, queue: ArqRedis) -> dict[str, int]:
                 data_types=data_types,
                 params=params_for(provider.name, SyncParams()),
             )
-            if created:
+            if created and task_id is not None:
                 await enqueue_task(queue, str(task_id))
                 started[provider.name] = started.get(provider.name, 0) + 1
     if started:

@@ -40,9 +40,6 @@ async def trigger_sync(request: web.Request) -> web.Response:
             if t not in provider.supports:
                 raise ApiError(501, _UNSUPPORTED[t].format(provider.name))
     deps, app_id = request.app[DEPS], request[APP_ID]
-    if await queries.get_active_connection(deps.db, req.user_id, provider.name, app_id) is None:
-        raise ApiError(404, NO_CONNECTION)
-
     task_id, created = await queries.create_task(
         deps.db,
         task_id=uuid4(),
@@ -53,6 +50,8 @@ async def trigger_sync(request: web.Request) -> web.Response:
         data_types=data_types,
         params=params_for(provider.name, req.params()),
     )
+    if task_id is None:  # the user has no active connection to the provider (or is not this key's)
+        raise ApiError(404, NO_CONNECTION)
     if created and req.run_async:
         try:
             await enqueue_task(request.app[QUEUE], str(task_id))

@@ -212,16 +212,26 @@ async def create_task(
     mode: str,
     data_types: Sequence[str],
     params: Mapping[str, Any],
-) -> tuple[UUID, bool]:
-    """A task for this sync: (task_id, True) when created, or (the id of the identical task that
-    is queued or running, False): the same sync is never run twice at once (coalescing)."""
+) -> tuple[UUID | None, bool]:
+    """A task for this sync, if the user (of this application) has an active connection to the
+    provider: (task_id, True) when created; (the id of the identical task that is queued or
+    running, False): the same sync is never run twice at once (coalescing); (None, False) without
+    an active connection. One round trip in the common case."""
     for _ in range(3):  # the open task may finish between the insert and the lookup
-        created = await db.fetchval(
+        row = await db.fetchrow(
             """
-            INSERT INTO sync_tasks (id, application_id, user_id, provider, mode, data_types, params, progress)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-            ON CONFLICT (user_id, provider, data_types, params) WHERE status IN ('queued', 'running') DO NOTHING
-            RETURNING id
+            WITH connected AS (
+                SELECT EXISTS (
+                    SELECT 1 FROM provider_connections c JOIN users u ON u.id = c.user_id
+                    WHERE c.user_id = $3 AND c.provider = $4 AND c.active AND u.application_id = $2
+                ) AS ok
+            ), created AS (
+                INSERT INTO sync_tasks (id, application_id, user_id, provider, mode, data_types, params, progress)
+                SELECT $1, $2, $3, $4, $5, $6, $7, $8 FROM connected WHERE ok
+                ON CONFLICT (user_id, provider, data_types, params) WHERE status IN ('queued', 'running') DO NOTHING
+                RETURNING id
+            )
+            SELECT (SELECT ok FROM connected) AS connected, (SELECT id FROM created) AS id
             """,
             task_id,
             app_id,
@@ -232,8 +242,11 @@ async def create_task(
             dict(params),
             initial_progress(data_types),
         )
-        if created is not None:
-            return created, True
+        assert row is not None
+        if not row["connected"]:
+            return None, False
+        if row["id"] is not None:
+            return row["id"], True
         existing = await db.fetchval(
             "SELECT id FROM sync_tasks WHERE user_id = $1 AND provider = $2 AND data_types = $3 AND params = $4"
             " AND status IN ('queued', 'running')",
