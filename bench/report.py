@@ -210,8 +210,11 @@ clients back to back the latency is what Little's law gives: p50 {e.closed.p50_m
     elif e.open.p99_ms >= ENQUEUE_P99_MS:
         notes.append(f"""\
 **Enqueue latency: p99 {e.open.p99_ms:.1f} ms at {e.open.rate:,.0f} req/s, {e.open.p99_ms - ENQUEUE_P99_MS:.1f} ms
-over 25 ms.** The tail is requests waiting for one of the 10 pooled PostgreSQL connections and
-for the CPU the API shares with PostgreSQL, Redis and the load generator.""")
+over 25 ms.** At 1,500 req/s the API is at about three quarters of its capacity on a machine whose
+2 cores it shares with PostgreSQL, Redis and the load generator: the tail is requests queued behind
+others for the CPU, and it moves from about 20 ms to 50 ms between runs (the API's pool went from
+10 to 20 connections, which took waits for a connection out of it). A core of its own (or a
+second API process) would bring it under 25 ms; on this shared machine it is not reliably met.""")
     return notes
 
 

@@ -35,7 +35,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     db_pool_min: int = 1
-    db_pool_max: int = 10
+    db_pool_max: int = 10  # per worker process
+    # The API's pool: its requests are many and short; too few connections queue them (the p99).
+    api_db_pool_max: int = 20
     worker_max_jobs: int = 10
     job_timeout_s: int = 1800
     job_max_tries: int = 5
