@@ -1,8 +1,9 @@
-"""`wearsync` command line: api, worker, migrate, sim, api-key create, dev."""
+"""`wearsync` command line: api, worker, migrate, sim, api-key create|list|revoke, dev."""
 
 import argparse
 import asyncio
 import sys
+from typing import Any
 
 from wearsync.logging import configure_logging
 from wearsync.settings import Settings
@@ -71,6 +72,38 @@ async def _create_key(dsn: str, application: str, name: str) -> str:
         await conn.close()
 
 
+async def _with_db(dsn: str, work: Any) -> Any:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await work(conn)
+    finally:
+        await conn.close()
+
+
+def _api_key_list(settings: Settings, args: argparse.Namespace) -> None:
+    from wearsync.db import queries
+
+    rows = asyncio.run(_with_db(settings.database_url, lambda c: queries.list_api_keys(c, args.app)))
+    print(f"{'prefix':<12} {'application':<20} {'name':<24} {'created':<17} {'last used':<17} revoked")
+    for r in rows:
+        when = [
+            t.strftime("%Y-%m-%d %H:%M") if t else "-" for t in (r["created_at"], r["last_used_at"], r["revoked_at"])
+        ]
+        print(f"{r['prefix']:<12} {r['application']:<20} {r['name']:<24} {when[0]:<17} {when[1]:<17} {when[2]}")
+
+
+def _api_key_revoke(settings: Settings, args: argparse.Namespace) -> None:
+    from wearsync.db import queries
+
+    matches = asyncio.run(_with_db(settings.database_url, lambda c: queries.revoke_api_key(c, args.prefix)))
+    if matches != 1:
+        what = "no active key" if matches == 0 else f"{matches} active keys (nothing revoked)"
+        sys.exit(f"{what} with prefix {args.prefix!r}")
+    print(f"revoked {args.prefix} (the API stops accepting it within 30 s)")
+
+
 def _api_key_create(settings: Settings, args: argparse.Namespace) -> None:
     key = asyncio.run(_create_key(settings.database_url, args.app or args.name, args.name))
     print(key)
@@ -103,6 +136,12 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True, help="what the key is for")
     create.add_argument("--app", help="the application (tenant) it belongs to; default: --name")
     create.set_defaults(run=_api_key_create)
+    listing = keys.add_parser("list", help="list keys: prefix, name, application, created, last used, revoked")
+    listing.add_argument("--app", help="only this application's keys")
+    listing.set_defaults(run=_api_key_list)
+    revoke = keys.add_parser("revoke", help="revoke the key with this prefix (as `list` shows it)")
+    revoke.add_argument("prefix")
+    revoke.set_defaults(run=_api_key_revoke)
     dev = sub.add_parser("dev", help="run everything locally with a demo user (make run)")
     dev.add_argument("--data-dir", default=".wearsync", help="where embedded PostgreSQL and Redis keep data")
     dev.add_argument("--port", type=int, default=8080)

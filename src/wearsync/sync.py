@@ -166,7 +166,7 @@ async def run_task(deps: Deps, task_id: UUID, *, defer_rate_limits: bool = False
     status = overall_status(details)
     error = "; ".join(f"{t}: {e}" for t, e in errors.items() if e is not None) or None
     await queries.finish_task(deps.db, task_id, status, details, error)
-    log.info("sync finished", status=status.value, details=details, token_refreshes=credentials.refreshes)
+    log.info("sync finished", status=status.value, details=details, refreshes=credentials.refreshes)
     return details
 
 

@@ -40,10 +40,44 @@ async def create_api_key(db: Executor, application_name: str, key_name: str) -> 
 
 
 async def application_for_key(db: Executor, key: str) -> UUID | None:
+    """The application of a valid key, noting that it was used. The key is looked up by its
+    SHA-256 (an index lookup of a digest: nothing about the key leaks through timing)."""
     app_id: UUID | None = await db.fetchval(
-        "SELECT application_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL", hash_api_key(key)
+        "UPDATE api_keys SET last_used_at = now() WHERE key_hash = $1 AND revoked_at IS NULL RETURNING application_id",
+        hash_api_key(key),
     )
     return app_id
+
+
+async def list_api_keys(db: Executor, application_name: str | None = None) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await db.fetch(
+        """
+        SELECT k.prefix, k.name, a.name AS application, k.created_at, k.last_used_at, k.revoked_at
+        FROM api_keys k JOIN applications a ON a.id = k.application_id
+        WHERE $1::text IS NULL OR a.name = $1
+        ORDER BY a.name, k.created_at
+        """,
+        application_name,
+    )
+    return rows
+
+
+async def revoke_api_key(db: Executor, prefix: str) -> int:
+    """Revoke the one active key with this prefix; how many matched (0, 1, or more: then none is
+    revoked, the prefix is ambiguous)."""
+    matches: int = await db.fetchval(
+        """
+        WITH matching AS (SELECT id FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL),
+        revoked AS (
+            UPDATE api_keys SET revoked_at = now()
+            WHERE id IN (SELECT id FROM matching) AND (SELECT count(*) FROM matching) = 1
+            RETURNING id
+        )
+        SELECT count(*) FROM matching
+        """,
+        prefix,
+    )
+    return matches
 
 
 # ---- users and connections ----------------------------------------------------------------

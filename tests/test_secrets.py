@@ -1,0 +1,87 @@
+"""Secrets: no token, key or signature in a log line; API keys listed by prefix, revoked, with
+their last use."""
+
+import asyncio
+import os
+import sys
+
+import asyncpg
+import structlog
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import Factory
+from wearsync.api.common import KEY_CACHE
+from wearsync.api.middlewares import KEY_CACHE_S
+from wearsync.logging import configure_logging, redact_secrets
+from wearsync.settings import Settings
+
+Client = TestClient[web.Request, web.Application]
+
+
+def test_log_lines_carry_no_secrets() -> None:
+    event = redact_secrets(None, "info", {
+        "event": "GET https://x/y failed: HTTP 401 (Authorization: Bearer abc.def.ghi)",
+        "access_token": "plain-token",
+        "headers": {"X-WHOOP-Signature": "c2ln", "Content-Type": "application/json"},
+        "body": [{"refresh_token": "r-1"}, "key ws_" + "k" * 40],
+        "count": 3,
+    })  # fmt: skip
+    rendered = str(event)
+    for secret in ("abc.def.ghi", "plain-token", "c2ln", "r-1", "k" * 40):
+        assert secret not in rendered
+    assert event["headers"]["Content-Type"] == "application/json"
+    assert event["count"] == 3
+    assert "HTTP 401" in event["event"]
+
+
+def test_every_process_logs_through_the_redaction() -> None:
+    """The API, worker and CLI all configure logging with `configure_logging`: its chain redacts
+    before it renders. (Checked on a copy: the test session's own logging is left alone.)"""
+    saved = structlog.get_config()
+    try:
+        configure_logging("json", "INFO")
+        processors = structlog.get_config()["processors"]
+    finally:
+        structlog.configure(**saved)
+    assert redact_secrets in processors
+    assert processors.index(redact_secrets) == len(processors) - 2  # right before the renderer
+
+
+async def wearsync(settings: Settings, *args: str) -> tuple[int, str, str]:
+    env = os.environ | {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "wearsync", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await process.communicate()
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+async def test_api_keys_are_listed_by_prefix_used_and_revoked(
+    client: Client, factory: Factory, settings: Settings, db: asyncpg.Pool
+) -> None:
+    code, out, err = await wearsync(settings, "api-key", "create", "--name", "ci", "--app", "acme")
+    assert code == 0, err
+    key = out.strip()
+    assert "not shown again" in err
+    assert await db.fetchval("SELECT count(*) FROM api_keys WHERE key_hash = sha256($1::bytea)", key.encode()) == 1
+    user = await factory.user(key)
+    _, listing, _ = await wearsync(settings, "api-key", "list", "--app", "acme")
+    line = next(line for line in listing.splitlines() if line.startswith(key[:10]))
+    assert "acme" in line
+    assert "ci" in line
+    assert line.split()[-1] == "-"  # not revoked
+    assert await db.fetchval("SELECT last_used_at FROM api_keys WHERE prefix = $1", key[:10]) is not None
+    assert key not in listing  # only the prefix is ever shown
+
+    code, out, _ = await wearsync(settings, "api-key", "revoke", key[:10])
+    assert code == 0
+    assert "revoked" in out
+    client.app[KEY_CACHE].clear()  # as if KEY_CACHE_S had passed
+    assert KEY_CACHE_S <= 30
+    resp = await client.get(f"/api/v1/users/{user}", headers={"X-API-Key": key})
+    assert (resp.status, await resp.json()) == (401, {"detail": "Invalid or missing API key"})
+    code, _, err = await wearsync(settings, "api-key", "revoke", key[:10])
+    assert code != 0
+    assert "no active key" in err
