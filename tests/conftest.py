@@ -190,6 +190,15 @@ async def deps(settings: Settings, db: asyncpg.Pool) -> AsyncIterator[Deps]:
     await redis.aclose()
 
 
+async def stored_tokens(db: asyncpg.Pool, settings: Settings) -> dict[str, Any]:
+    """The one connection's tokens as stored, decrypted (and the stored access token as is)."""
+    row = await db.fetchrow("SELECT access_token, refresh_token, expires_at FROM provider_connections")
+    assert row is not None
+    cipher = settings.cipher()
+    return {"access_token": cipher.open(row["access_token"]), "refresh_token": cipher.open(row["refresh_token"]),
+            "expires_at": row["expires_at"], "stored_access_token": row["access_token"]}  # fmt: skip
+
+
 class Factory:
     """Test data made the way a client makes it: keys in the database, the rest through the API."""
 

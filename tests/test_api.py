@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import Factory
-from wearsync.api.app import create_app
+from wearsync.api.app import SETTINGS, create_app
 from wearsync.settings import Settings
 
 Client = TestClient[web.Request, web.Application]
@@ -94,7 +94,10 @@ async def test_connections_lifecycle(client: Client, factory: Factory, db: async
         f"/api/v1/users/{user_id}/connections/strava", json=body | {"access_token": "newer"}, headers=headers
     )
     assert resp.status == 200
-    assert await db.fetchval("SELECT access_token FROM provider_connections") == "newer"
+    stored = await db.fetchval("SELECT access_token FROM provider_connections")
+    assert stored.startswith("fernet:")  # encrypted at rest
+    assert "newer" not in stored
+    assert client.app[SETTINGS].cipher().open(stored) == "newer"
     resp = await client.get(f"/api/v1/users/{user_id}/connections", headers=headers)
     assert [c["provider"] for c in await resp.json()] == ["strava"]
     resp = await client.delete(f"/api/v1/users/{user_id}/connections/strava", headers=headers)

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from arq.worker import Worker
 from yarl import URL
 
-from tests.conftest import Factory, refreshes, sim_records, start_sync, wait_for_task
+from tests.conftest import Factory, refreshes, sim_records, start_sync, stored_tokens, wait_for_task
 from wearsync.db import queries
 from wearsync.models import DataType, SyncParams
 from wearsync.providers import garmin
@@ -193,12 +193,12 @@ async def test_an_expiring_token_is_refreshed_and_the_refresh_token_rotates(
     key = await factory.api_key()
     user_id = await factory.user(key)
     await factory.connect(key, user_id, "garmin", f"g{uuid.uuid4().hex[:8]}", expires_at="2000-01-01T00:00:00Z")
-    old = await db.fetchval("SELECT refresh_token FROM provider_connections")
+    old = (await stored_tokens(db, settings))["refresh_token"]
     task = await wait_for_task(client, key, await start_sync(client, key, "garmin", user_id))
 
     assert task["status"] == "succeeded", task
     assert refreshes(sim_state, "garmin") == 1  # both data types, one refresh
-    row = await db.fetchrow("SELECT access_token, refresh_token, expires_at FROM provider_connections")
+    row = await stored_tokens(db, settings)
     assert row is not None
     assert row["refresh_token"] != old
     assert row["expires_at"] > datetime.now(UTC) + timedelta(hours=23)  # Garmin's day-long access tokens
@@ -261,7 +261,7 @@ async def pull_context(deps: Deps, key: str, user_id: str) -> SyncContext:
                               mode="sync", data_types=["data_247"], params={})  # fmt: skip
     row = await queries.get_active_connection(deps.db, uid, "garmin")
     assert row is not None
-    connection = Connection.from_row(row)
+    connection = Connection.from_row(row, deps.settings.cipher())
     config = deps.settings.provider("garmin")
     credentials = Credentials(garmin.PROVIDER, config, uid, connection.access_token, connection.refresh_token,
                               connection.expires_at, deps.db, deps.http)  # fmt: skip

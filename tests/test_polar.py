@@ -16,7 +16,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from arq.worker import Worker
 
-from tests.conftest import Factory, sim_records, start_sync, wait_for_task
+from tests.conftest import Factory, sim_records, start_sync, stored_tokens, wait_for_task
+from wearsync.settings import Settings
 from wearsync.sim.common import Fault, SimState
 
 Client = TestClient[web.Request, web.Application]
@@ -191,10 +192,10 @@ async def test_sync_mode_returns_details(client: Client, factory: Factory, db: a
 
 
 async def test_a_refused_token_deactivates_the_connection_as_there_is_no_refresh_token(
-    client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool, sim_state: SimState
+    client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool, sim_state: SimState, settings: Settings
 ) -> None:
     key, user_id, _ = await factory.connected_user("polar")
-    assert await db.fetchval("SELECT refresh_token FROM provider_connections") is None
+    assert (await stored_tokens(db, settings))["refresh_token"] is None
     await db.execute("UPDATE provider_connections SET access_token = 'garbage'")
     task = await wait_for_task(client, key, await start_sync(client, key, "polar", user_id))
 

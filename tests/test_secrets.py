@@ -6,6 +6,7 @@ import os
 import sys
 
 import asyncpg
+import pytest
 import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -13,6 +14,8 @@ from aiohttp.test_utils import TestClient
 from tests.conftest import Factory
 from wearsync.api.common import KEY_CACHE
 from wearsync.api.middlewares import KEY_CACHE_S
+from wearsync.crypto import PREFIX, TokenKeyError, cipher_for, generate_key
+from wearsync.db import queries
 from wearsync.logging import configure_logging, redact_secrets
 from wearsync.settings import Settings
 
@@ -85,3 +88,30 @@ async def test_api_keys_are_listed_by_prefix_used_and_revoked(
     code, _, err = await wearsync(settings, "api-key", "revoke", key[:10])
     assert code != 0
     assert "no active key" in err
+
+
+async def test_tokens_are_encrypted_at_rest_and_keys_rotate(
+    factory: Factory, settings: Settings, db: asyncpg.Pool
+) -> None:
+    await factory.connected_user("suunto")
+    old = settings.cipher()
+    row = await db.fetchrow("SELECT access_token, refresh_token FROM provider_connections")
+    assert row is not None
+    assert row["access_token"].startswith(PREFIX)
+    assert row["refresh_token"].startswith(PREFIX)
+    plain = old.open(row["access_token"])
+    assert plain is not None
+    assert plain.startswith("suunto.")
+    assert plain not in row["access_token"]
+    # A new key first, the old one still listed: rotate, then the new key alone reads everything.
+    new_key = generate_key()
+    both = cipher_for(f"{new_key},{settings.token_keys}")
+    async with db.acquire() as conn:
+        assert await queries.reseal_tokens(conn, both.reseal) == 1
+    rotated = await db.fetchval("SELECT access_token FROM provider_connections")
+    assert rotated != row["access_token"]
+    assert cipher_for(new_key).open(rotated) == plain
+    with pytest.raises(TokenKeyError, match="cannot be decrypted"):
+        old.open(rotated)  # the old key alone no longer reads it
+    with pytest.raises(TokenKeyError, match="not set"):
+        Settings(token_keys="").cipher()

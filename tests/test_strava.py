@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from arq.worker import Worker
 
-from tests.conftest import Factory, refreshes, sim_records, start_sync, start_worker, wait_for_task
+from tests.conftest import Factory, refreshes, sim_records, start_sync, start_worker, stored_tokens, wait_for_task
 from wearsync.settings import Settings
 from wearsync.sim.common import Fault, SimState
 
@@ -156,7 +156,7 @@ async def test_an_expiring_token_is_refreshed_and_the_rotated_refresh_token_stor
     key = await factory.api_key()
     user_id = await factory.user(key)
     await factory.connect(key, user_id, "strava", f"u{uuid.uuid4().hex[:10]}", expires_at="2000-01-01T00:00:00Z")
-    old = await db.fetchrow("SELECT access_token, refresh_token FROM provider_connections")
+    old = await stored_tokens(db, settings)
     assert old is not None
     # Besides, the access token expires upstream after the first page.
     sim_state.faults.append(Fault("strava", LIST, "expire_tokens", skip=1, count=1))
@@ -166,7 +166,7 @@ async def test_an_expiring_token_is_refreshed_and_the_rotated_refresh_token_stor
     assert await db.fetchval("SELECT count(*) FROM workouts") == 450
     assert refreshes(sim_state, "strava") == 2  # before the first call, and once on the 401
     assert Counter(c["status"] for c in list_calls(sim_state))[401] >= 1
-    new = await db.fetchrow("SELECT access_token, refresh_token, expires_at FROM provider_connections")
+    new = await stored_tokens(db, settings)
     assert new is not None
     assert new["refresh_token"] != old["refresh_token"]
     assert new["access_token"] != old["access_token"]

@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from arq.worker import Worker
 
-from tests.conftest import Factory, refreshes, start_sync, start_worker, wait_for_task
+from tests.conftest import Factory, refreshes, start_sync, start_worker, stored_tokens, wait_for_task
 from wearsync.settings import Settings
 from wearsync.sim.common import Fault, SimState
 
@@ -24,7 +24,7 @@ def statuses(sim_state: SimState, path_prefix: str = "/") -> Counter[Any]:
 
 
 async def test_a_refused_access_token_is_refreshed_once_and_the_sync_completes(
-    client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool, sim_state: SimState
+    client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool, sim_state: SimState, settings: Settings
 ) -> None:
     key, user_id, _ = await factory.connected_user("suunto")
     await db.execute("UPDATE provider_connections SET access_token = 'revoked-by-provider'")
@@ -32,7 +32,7 @@ async def test_a_refused_access_token_is_refreshed_once_and_the_sync_completes(
     assert task["status"] == "succeeded", task
     # Both data types met the 401 at once; the connection was refreshed once, and saved.
     assert refreshes(sim_state, "suunto") == 1
-    row = await db.fetchrow("SELECT access_token, expires_at FROM provider_connections")
+    row = await stored_tokens(db, settings)
     assert row is not None
     assert row["access_token"].startswith("suunto.")
     assert row["expires_at"] is not None
@@ -150,6 +150,7 @@ async def test_the_shared_limiter_keeps_two_worker_processes_under_the_limit(
         "WEARSYNC_SUUNTO_RATE_LIMITS": f"{limit}/{window}",
         "WEARSYNC_RATE_LIMIT_MAX_WAIT_S": "5",
         "WEARSYNC_SCHEDULE_INTERVAL_S": "0",  # only the syncs this test asks for
+        "WEARSYNC_TOKEN_KEYS": settings.token_keys,
         **{f"WEARSYNC_{k.upper()}": str(v) for k, v in settings.model_dump().items() if k.startswith("suunto_")
            and k != "suunto_rate_limits"},
     }  # fmt: skip

@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from arq.worker import Worker
 
-from tests.conftest import Factory, sim_records, start_sync, start_worker, wait_for_task
+from tests.conftest import Factory, sim_records, start_sync, start_worker, stored_tokens, wait_for_task
 from wearsync.settings import Settings
 from wearsync.sim.common import Fault, SimState
 
@@ -197,14 +197,14 @@ async def test_a_refused_access_token_is_refreshed_once_and_the_refresh_token_ro
     client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool, sim_state: SimState, settings: Settings
 ) -> None:
     key, user_id, _ = await factory.connected_user("whoop")
-    old_refresh = await db.fetchval("SELECT refresh_token FROM provider_connections")
+    old_refresh = (await stored_tokens(db, settings))["refresh_token"]
     await db.execute("UPDATE provider_connections SET access_token = 'revoked-by-whoop'")
     task = await wait_for_task(client, key, await start_sync(client, key, "whoop", user_id))
 
     assert task["status"] == "succeeded", task
     # Both data types met the 401 at once: one refresh (a second would use a spent token).
     assert Counter(grant for _, grant, _ in sim_state.grants)["refresh_token"] == 1
-    row = await db.fetchrow("SELECT access_token, refresh_token, expires_at FROM provider_connections")
+    row = await stored_tokens(db, settings)
     assert row is not None
     assert row["access_token"].startswith("whoop.")
     # Whoop answers a refresh with a new refresh token only when `offline` is asked for again.

@@ -104,6 +104,20 @@ def _api_key_revoke(settings: Settings, args: argparse.Namespace) -> None:
     print(f"revoked {args.prefix} (the API stops accepting it within 30 s)")
 
 
+def _token_key_generate(settings: Settings, args: argparse.Namespace) -> None:
+    from wearsync.crypto import generate_key
+
+    print(generate_key())
+
+
+def _token_key_rotate(settings: Settings, args: argparse.Namespace) -> None:
+    from wearsync.db import queries
+
+    cipher = settings.cipher()
+    count = asyncio.run(_with_db(settings.database_url, lambda c: queries.reseal_tokens(c, cipher.reseal)))
+    print(f"re-encrypted the tokens of {count} connections under the first key of WEARSYNC_TOKEN_KEYS")
+
+
 def _api_key_create(settings: Settings, args: argparse.Namespace) -> None:
     key = asyncio.run(_create_key(settings.database_url, args.app or args.name, args.name))
     print(key)
@@ -142,6 +156,14 @@ def parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke", help="revoke the key with this prefix (as `list` shows it)")
     revoke.add_argument("prefix")
     revoke.set_defaults(run=_api_key_revoke)
+    token_key = sub.add_parser("token-key", help="keys that encrypt stored OAuth tokens")
+    token_actions = token_key.add_subparsers(dest="action", required=True)
+    token_actions.add_parser("generate", help="print a new key (for WEARSYNC_TOKEN_KEYS)").set_defaults(
+        run=_token_key_generate
+    )
+    token_actions.add_parser(
+        "rotate", help="re-encrypt every stored token under the first key of WEARSYNC_TOKEN_KEYS"
+    ).set_defaults(run=_token_key_rotate)
     dev = sub.add_parser("dev", help="run everything locally with a demo user (make run)")
     dev.add_argument("--data-dir", default=".wearsync", help="where embedded PostgreSQL and Redis keep data")
     dev.add_argument("--port", type=int, default=8080)

@@ -27,6 +27,8 @@ DEMO_USER_ID = uuid.uuid5(uuid.NAMESPACE_URL, "wearsync-demo-user")
 SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_SUBSCRIPTION_KEY = "wearsync-sim", "sim-secret", "sim-subscription-key"
 # The secrets the simulated providers sign their webhooks with (Whoop signs with the client secret).
 SIM_WEBHOOK_SECRET, SIM_VERIFY_TOKEN = "sim-webhook-secret", "sim-verify-token"
+# Encrypts the demo's stored tokens. A demo key, public by being here: generate your own for real use.
+DEMO_TOKEN_KEY = "PM8uOMQS7Kvh6DuncHheSDyBHoiRwE2kbwXB6J4ZBQ8="
 DEMO_PROVIDERS = PROVIDER_NAMES
 
 
@@ -60,6 +62,7 @@ def dev_environment(env: dict[str, str], sim_url: str) -> dict[str, str]:
     env.setdefault("WEARSYNC_SUUNTO_WEBHOOK_SECRET", SIM_WEBHOOK_SECRET)
     env.setdefault("WEARSYNC_POLAR_WEBHOOK_SECRET", SIM_WEBHOOK_SECRET)
     env.setdefault("WEARSYNC_STRAVA_VERIFY_TOKEN", SIM_VERIFY_TOKEN)
+    env.setdefault("WEARSYNC_TOKEN_KEYS", DEMO_TOKEN_KEY)
     return env
 
 

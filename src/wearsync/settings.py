@@ -1,9 +1,13 @@
 """Configuration from the environment; read once by whoever starts a process, never at import."""
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from wearsync.crypto import TokenCipher
 
 PROVIDER_NAMES = ("garmin", "strava", "polar", "suunto", "whoop")
 
@@ -53,6 +57,8 @@ class Settings(BaseSettings):
     rate_limit_max_wait_s: float = 30.0
     rate_limit_max_deferrals: int = 48  # how often a job may be deferred for rate limits before it fails
     token_refresh_margin_s: int = 300  # refresh access tokens this long before they expire
+    # Fernet keys, comma-separated: the first encrypts stored OAuth tokens, all of them decrypt.
+    token_keys: str = ""
     webhook_max_age_s: int = 300  # a signed webhook timestamp older than this is refused (replays)
     # Scheduled incremental syncs of every active pull connection (0: none), and the share of each
     # provider's rate limit they may use (the rest is left to syncs asked for through the API).
@@ -112,6 +118,20 @@ class Settings(BaseSettings):
 
             parse_rate_limits(value)
         return value
+
+    @field_validator("token_keys")
+    @classmethod
+    def _check_token_keys(cls, value: str) -> str:
+        from wearsync.crypto import parse_keys
+
+        parse_keys(value)
+        return value
+
+    def cipher(self) -> "TokenCipher":
+        """What encrypts and decrypts stored tokens; TokenKeyError without a key."""
+        from wearsync.crypto import cipher_for
+
+        return cipher_for(self.token_keys)
 
     def provider(self, name: str) -> ProviderSettings:
         return ProviderSettings(

@@ -73,6 +73,7 @@ def credentials_for(deps: Deps, provider: Provider, connection: Connection) -> C
         db=deps.db,
         http=deps.http,
         refresh_margin=timedelta(seconds=deps.settings.token_refresh_margin_s),
+        cipher=deps.settings.cipher(),
     )
 
 
@@ -133,7 +134,7 @@ async def run_task(deps: Deps, task_id: UUID, *, defer_rate_limits: bool = False
         details = {t.value: False for t in data_types}
         await queries.finish_task(deps.db, task_id, TaskStatus.FAILED, details, NO_CONNECTION)
         return details
-    connection = Connection.from_row(row)
+    connection = Connection.from_row(row, deps.settings.cipher())
     credentials = credentials_for(deps, provider, connection)
     params = SyncParams.model_validate(task["params"])
     log.info("sync started", provider=provider.name, user_id=str(connection.user_id), data_types=data_types)

@@ -36,7 +36,7 @@ async def process_event(deps: Deps, event_id: int) -> str | None:
         log_.info("webhook event ignored", reason=reason)
         await queries.finish_webhook_event(deps.db, event_id, "ignored", reason)
         return "ignored"
-    connection = Connection.from_row(connection_row)
+    connection = Connection.from_row(connection_row, deps.settings.cipher())
     ctx = context_for(
         deps, provider, connection, credentials_for(deps, provider, connection),
         task_id=None, started_at=datetime.now(UTC), data_type=DataType.WORKOUTS, params=SyncParams(),

@@ -100,6 +100,7 @@ async def scheduled_syncs(ctx: dict[str, Any]) -> dict[str, int]:
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or Settings()
     ctx["settings"] = settings
+    settings.cipher()  # no key, no start: tokens are never stored in clear
     db = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
     ctx["deps"] = Deps(settings=settings, db=db, http=create_http_client(settings, ctx["redis"]))
 

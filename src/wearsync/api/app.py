@@ -18,6 +18,7 @@ SETTINGS = web.AppKey("settings", Settings)
 
 async def resources(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    settings.cipher()  # no key, no start: tokens are never stored in clear
     db = await create_pool(settings.database_url, settings.db_pool_min, settings.api_db_pool_max)
     queue = await create_redis_pool(RedisSettings.from_dsn(settings.redis_url), default_queue_name=settings.queue_name)
     # Sync mode runs provider clients inside the request, so the API has an upstream session too.

@@ -146,7 +146,12 @@ async def put_connection(request: web.Request) -> web.Response:
     path = validate(ConnectionPath, request.match_info, _PATH)
     body = validate(ConnectionIn, await json_body(request))
     await _own_user(request, path.user_id)
-    row = await queries.upsert_connection(request.app[DEPS].db, path.user_id, path.provider, **body.model_dump())
+    cipher = request.app[DEPS].settings.cipher()
+    fields = body.model_dump() | {
+        "access_token": cipher.seal(body.access_token),
+        "refresh_token": cipher.seal(body.refresh_token),
+    }
+    row = await queries.upsert_connection(request.app[DEPS].db, path.user_id, path.provider, **fields)
     return json_response(_connection_json(row))
 
 

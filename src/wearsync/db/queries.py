@@ -2,7 +2,7 @@
 
 import hashlib
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -582,3 +582,19 @@ async def stalest_connections(db: Executor, provider: str, older_than_s: float, 
         limit,
     )
     return rows
+
+
+async def reseal_tokens(
+    conn: asyncpg.Connection | PoolConnectionProxy, reseal: Callable[[str | None], str | None]
+) -> int:
+    """Re-encrypt every connection's tokens (key rotation), in one transaction."""
+    async with conn.transaction():
+        rows = await conn.fetch(
+            "SELECT user_id, provider, access_token, refresh_token FROM provider_connections FOR UPDATE"
+        )
+        await conn.executemany(
+            "UPDATE provider_connections SET access_token = $3, refresh_token = $4"
+            " WHERE user_id = $1 AND provider = $2",
+            [(r["user_id"], r["provider"], reseal(r["access_token"]), reseal(r["refresh_token"])) for r in rows],
+        )
+    return len(rows)

@@ -8,6 +8,7 @@ from uuid import UUID
 
 import asyncpg
 
+from wearsync.crypto import TokenCipher
 from wearsync.db import queries
 from wearsync.db.records import upsert_records
 from wearsync.models import DataType, SyncParams
@@ -30,8 +31,12 @@ class Connection:
     scopes: list[str]
 
     @classmethod
-    def from_row(cls, row: asyncpg.Record) -> "Connection":
-        return cls(**{f: row[f] for f in cls.__dataclass_fields__})
+    def from_row(cls, row: asyncpg.Record, cipher: TokenCipher) -> "Connection":
+        """The connection as stored, its tokens decrypted."""
+        fields = {f: row[f] for f in cls.__dataclass_fields__}
+        fields["access_token"] = cipher.open(row["access_token"])
+        fields["refresh_token"] = cipher.open(row["refresh_token"])
+        return cls(**fields)
 
 
 @dataclass

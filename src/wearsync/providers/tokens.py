@@ -19,6 +19,7 @@ import aiohttp
 import asyncpg
 import structlog
 
+from wearsync.crypto import TokenCipher
 from wearsync.db import queries
 from wearsync.providers.errors import ConnectionRevoked, MalformedPayload, ProviderError, UpstreamError
 from wearsync.providers.http import HttpClient
@@ -105,6 +106,7 @@ class Credentials:
     http: HttpClient
     refresh_margin: timedelta = timedelta(minutes=5)
     refreshes: int = 0  # how many times this task asked the provider for new tokens
+    cipher: TokenCipher | None = None  # stored tokens are encrypted (None: stored as they are)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def token(self) -> str:
@@ -124,14 +126,14 @@ class Credentials:
                 row = await queries.lock_connection(conn, self.user_id, self.provider.name)
                 if row is None or not row["active"]:
                     raise ConnectionRevoked(f"the {self.provider.name} connection was deactivated during the sync")
-                if row["access_token"] == stale:
+                if self._open(row["access_token"]) == stale:
                     if not row["refresh_token"]:
                         reason = f"{self.provider.name} refused the access token and issues no refresh token"
                         await queries.deactivate_connection(conn, self.user_id, self.provider.name, reason)
                         refused = GrantRefused(reason)
                     else:
                         try:
-                            row = await self._refresh_row(conn, row["refresh_token"])
+                            row = await self._refresh_row(conn, self._open(row["refresh_token"]) or "")
                         except GrantRefused as e:
                             await queries.deactivate_connection(conn, self.user_id, self.provider.name, str(e))
                             refused = e
@@ -141,10 +143,16 @@ class Credentials:
                     f"{refused}. The connection is now inactive: the user must connect {self.provider.name} again"
                 ) from refused
             self.access_token, self.refresh_token, self.expires_at = (
-                row["access_token"],
-                row["refresh_token"],
+                self._open(row["access_token"]) or "",
+                self._open(row["refresh_token"]),
                 row["expires_at"],
             )
+
+    def _open(self, stored: str | None) -> str | None:
+        return self.cipher.open(stored) if self.cipher is not None else stored
+
+    def _seal(self, token: str | None) -> str | None:
+        return self.cipher.seal(token) if self.cipher is not None else token
 
     async def _refresh_row(self, conn: queries.Executor, refresh_token: str) -> asyncpg.Record:
         grant = {"grant_type": "refresh_token", "refresh_token": refresh_token, **self.provider.refresh_params}
@@ -157,7 +165,7 @@ class Credentials:
             conn,
             self.user_id,
             self.provider.name,
-            access_token=tokens.access_token,
-            refresh_token=tokens.refresh_token or refresh_token,
+            access_token=self._seal(tokens.access_token) or "",
+            refresh_token=self._seal(tokens.refresh_token or refresh_token),
             expires_at=tokens.expires_at,
         )
