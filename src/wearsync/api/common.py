@@ -71,5 +71,5 @@ async def json_body(request: web.Request, *, optional: bool = False) -> Any:
         raise ApiError(422, "Request body is required")
     try:
         return await request.json(loads=json.loads)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
         raise ApiError(400, "Request body is not valid JSON") from None

@@ -63,7 +63,7 @@ async def receive(request: web.Request) -> web.Response:
 def _json(body: bytes) -> object:
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
         raise MalformedPayload("the body is not JSON") from None
 
 
