@@ -5,10 +5,14 @@ import asyncio
 import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from arq import create_pool
+from arq.connections import RedisSettings
 
 from tests.conftest import Factory, start_worker, wait_for_task
 from wearsync.settings import Settings
 from wearsync.sim.common import SimState
+from wearsync.sync import Deps
+from wearsync.worker import reap_lost_tasks
 
 Client = TestClient[web.Request, web.Application]
 
@@ -60,3 +64,25 @@ async def test_a_finished_task_does_not_absorb_new_requests(
         second = await post(client, key, user_id, "data_type=workouts")
         assert second["task_id"] != first["task_id"]
         assert (await wait_for_task(client, key, str(second["task_id"])))["status"] == "succeeded"
+
+
+async def test_a_queued_task_whose_job_redis_lost_is_enqueued_again(
+    client: Client, factory: Factory, settings: Settings, deps: Deps, db: asyncpg.Pool
+) -> None:
+    key, user_id, _ = await factory.connected_user("suunto")
+    lost = str((await post(client, key, user_id, "data_type=workouts"))["task_id"])
+    kept = str((await post(client, key, user_id, "data_type=247"))["task_id"])
+    await db.execute("UPDATE sync_tasks SET created_at = now() - interval '10 minutes'")
+    redis = await create_pool(RedisSettings.from_dsn(settings.redis_url), default_queue_name=settings.queue_name)
+    try:
+        # Redis restarted empty as far as `lost` is concerned: its job and its place in the queue are gone.
+        await redis.delete(f"arq:job:{lost}")
+        await redis.zrem(settings.queue_name, lost)
+        ctx = {"deps": deps, "redis": redis}
+        assert await reap_lost_tasks(ctx) == 1  # `kept` still has its job
+        assert await reap_lost_tasks(ctx) == 0  # and now so has `lost`
+    finally:
+        await redis.aclose()
+    async with start_worker(settings):
+        done = [await wait_for_task(client, key, task_id) for task_id in (lost, kept)]
+    assert [d["status"] for d in done] == ["succeeded", "succeeded"]

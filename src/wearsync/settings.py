@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     # provider's rate limit they may use (the rest is left to syncs asked for through the API).
     schedule_interval_s: int = Field(6 * 3600, ge=0)
     schedule_rate_share: float = Field(0.5, gt=0, le=1)
+    task_reap_after_s: int = 120  # a queued task whose job Redis lost is enqueued again after this
     webhook_reap_after_s: int = 300  # an event still pending this long after it arrived is enqueued again
 
     garmin_api_url: str = "https://apis.garmin.com"

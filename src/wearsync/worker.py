@@ -8,12 +8,14 @@ from uuid import UUID, uuid4
 import structlog
 from arq import Retry
 from arq.connections import RedisSettings
+from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
 from arq.cron import cron
 from arq.worker import func
 
 from wearsync.db import TRANSIENT_DB_ERRORS, create_pool, queries
 from wearsync.models import TaskStatus
 from wearsync.providers.errors import JobSliceDone, RateLimited
+from wearsync.queue import enqueue_task
 from wearsync.schedule import schedule_syncs
 from wearsync.settings import Settings
 from wearsync.sync import Deps, create_http_client, run_task
@@ -92,6 +94,23 @@ async def reap_webhook_events(ctx: dict[str, Any]) -> int:
     return len(event_ids)
 
 
+async def reap_lost_tasks(ctx: dict[str, Any]) -> int:
+    """Enqueue again the tasks PostgreSQL says are waiting whose job Redis no longer has (Redis
+    restarted and lost its contents): queued for a while with no job and no job in progress."""
+    deps: Deps = ctx["deps"]
+    redis = ctx["redis"]
+    lost = 0
+    for task_id in await queries.waiting_tasks(deps.db, older_than_s=deps.settings.task_reap_after_s):
+        keys = (f"{job_key_prefix}{task_id}", f"{in_progress_key_prefix}{task_id}", f"{result_key_prefix}{task_id}")
+        if await redis.exists(*keys):
+            continue  # its job is queued, running, or done (the task will be finished by it)
+        if await enqueue_task(redis, str(task_id), deps.settings.queue_name):
+            lost += 1
+    if lost:
+        log.warning("re-enqueued tasks whose job was lost", count=lost)
+    return lost
+
+
 async def scheduled_syncs(ctx: dict[str, Any]) -> dict[str, int]:
     """Every minute: start the incremental syncs that are due (see wearsync.schedule)."""
     return await schedule_syncs(ctx["deps"], ctx["redis"])
@@ -120,6 +139,7 @@ class WorkerSettings:
     on_shutdown = shutdown
     cron_jobs = [
         cron(reap_webhook_events, minute=set(range(60)), run_at_startup=True),
+        cron(reap_lost_tasks, minute=set(range(60)), second=15, run_at_startup=True),
         cron(scheduled_syncs, second=30, unique=True),  # every minute; one run at a time across workers
     ]
     keep_result = 3600

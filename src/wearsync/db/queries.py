@@ -325,6 +325,16 @@ async def start_task(db: Executor, task_id: UUID) -> asyncpg.Record | None:
     return row
 
 
+async def waiting_tasks(db: Executor, older_than_s: float) -> list[UUID]:
+    """Tasks queued (never started) for longer than `older_than_s`: their job should have run."""
+    rows = await db.fetch(
+        "SELECT id FROM sync_tasks WHERE status = 'queued' AND created_at < now() - make_interval(secs => $1)"
+        " ORDER BY created_at LIMIT 1000",
+        float(older_than_s),
+    )
+    return [r["id"] for r in rows]
+
+
 async def update_type_progress(
     db: Executor,
     task_id: UUID,
