@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install run test lint format mypy pytest bench clean
+.PHONY: install run test test-faults lint format mypy pytest bench clean
 .DEFAULT_GOAL := run
 
 $(VENV)/.installed: pyproject.toml
@@ -32,6 +32,10 @@ pytest: install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint mypy pytest
+
+# Breaks things on purpose (also part of `make test`): killed workers, lost Redis jobs, ...
+test-faults: install
+	$(BIN)/pytest tests/faults $(PYTEST_ARGS)
 
 # The real processes against PostgreSQL and Redis; prints a table, writes bench/results.md and .png.
 $(VENV)/.bench-installed: $(VENV)/.installed

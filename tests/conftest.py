@@ -190,6 +190,15 @@ async def deps(settings: Settings, db: asyncpg.Pool) -> AsyncIterator[Deps]:
     await redis.aclose()
 
 
+def process_env(settings: Settings, **overrides: object) -> dict[str, str]:
+    """The environment that makes a `wearsync` subprocess run with these settings."""
+    env = dict(os.environ) | {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
+    for name, value in (settings.model_dump() | overrides).items():
+        if name not in ("database_url", "redis_url") and value is not None:
+            env[f"WEARSYNC_{name.upper()}"] = str(value)
+    return env
+
+
 async def stored_tokens(db: asyncpg.Pool, settings: Settings) -> dict[str, Any]:
     """The one connection's tokens as stored, decrypted (and the stored access token as is)."""
     row = await db.fetchrow("SELECT access_token, refresh_token, expires_at FROM provider_connections")

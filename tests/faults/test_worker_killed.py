@@ -1,0 +1,53 @@
+"""A worker killed with SIGKILL in the middle of a sync: another worker finishes the task, and the
+stored rows are exactly the simulator's records (none lost, none twice)."""
+
+import asyncio
+import signal
+import sys
+
+import asyncpg
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import Factory, process_env, sim_records, start_sync, start_worker, wait_for_task
+from wearsync.settings import Settings
+from wearsync.sim.common import SimState
+
+Client = TestClient[web.Request, web.Application]
+
+
+async def test_a_killed_workers_task_is_finished_by_another(
+    client: Client, factory: Factory, settings: Settings, db: asyncpg.Pool, sim_state: SimState, sim_server: object
+) -> None:
+    key, user_id, sim_user = await factory.connected_user("suunto")
+    sim_state.provider("suunto").user_history[sim_user] = {"workouts": 600}
+    sim_state.provider("suunto").latency_s = 0.05
+    # One job for the whole sync, with a short timeout, so that the killed worker's job is given to
+    # another worker soon: arq keeps a started job from others for its timeout + 10 s.
+    fast = settings.model_copy(update={"job_timeout_s": 5, "job_max_pages": 0, "schedule_interval_s": 0})
+    victim = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "wearsync", "worker", env=process_env(fast),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        task_id = await start_sync(client, key, "suunto", user_id, "data_type=workouts&limit=10")
+        for _ in range(600):  # until it is well into the sync
+            if (await db.fetchval("SELECT count(*) FROM workouts")) >= 100:
+                break
+            await asyncio.sleep(0.05)
+        victim.send_signal(signal.SIGKILL)
+        await victim.wait()
+        stored_when_killed = await db.fetchval("SELECT count(*) FROM workouts")
+        assert 100 <= stored_when_killed < 600
+        async with start_worker(fast):
+            task = await wait_for_task(client, key, task_id, timeout_s=90)
+    finally:
+        if victim.returncode is None:
+            victim.kill()
+            await victim.wait()
+    assert task["status"] == "succeeded", task
+    assert task["attempts"] == 2  # the killed run, then the one that finished
+    served = await sim_records(sim_server, "suunto", sim_user)  # type: ignore[arg-type]
+    stored = [r["provider_record_id"] for r in await db.fetch("SELECT provider_record_id FROM workouts")]
+    assert sorted(stored) == sorted(w["workoutKey"] for w in served["workouts"])  # none lost, none twice
+    assert task["progress"]["workouts"]["records"] == {"workouts": 600}
