@@ -73,16 +73,27 @@ async def test_a_queued_task_whose_job_redis_lost_is_enqueued_again(
     lost = str((await post(client, key, user_id, "data_type=workouts"))["task_id"])
     kept = str((await post(client, key, user_id, "data_type=247"))["task_id"])
     await db.execute("UPDATE sync_tasks SET created_at = now() - interval '10 minutes'")
+    # A third, as if a worker had started it and died with Redis: running, idle, no job anywhere.
+    other_key, other_user, _ = await factory.connected_user("suunto")
+    stalled = str((await post(client, other_key, other_user, "data_type=workouts"))["task_id"])
+    await db.execute(
+        "UPDATE sync_tasks SET status = 'running', attempts = 1, updated_at = now() - interval '1 hour'"
+        " WHERE id = $1::uuid",
+        stalled,
+    )
     redis = await create_pool(RedisSettings.from_dsn(settings.redis_url), default_queue_name=settings.queue_name)
     try:
         # Redis restarted empty as far as `lost` is concerned: its job and its place in the queue are gone.
-        await redis.delete(f"arq:job:{lost}")
-        await redis.zrem(settings.queue_name, lost)
+        for task_id in (lost, stalled):
+            await redis.delete(f"arq:job:{task_id}")
+            await redis.zrem(settings.queue_name, task_id)
         ctx = {"deps": deps, "redis": redis}
-        assert await reap_lost_tasks(ctx) == 1  # `kept` still has its job
-        assert await reap_lost_tasks(ctx) == 0  # and now so has `lost`
+        assert await reap_lost_tasks(ctx) == 2  # `kept` still has its job
+        assert await reap_lost_tasks(ctx) == 0  # and now so have the other two
     finally:
         await redis.aclose()
     async with start_worker(settings):
         done = [await wait_for_task(client, key, task_id) for task_id in (lost, kept)]
-    assert [d["status"] for d in done] == ["succeeded", "succeeded"]
+        done.append(await wait_for_task(client, other_key, stalled))
+    assert [d["status"] for d in done] == ["succeeded", "succeeded", "succeeded"]
+    assert done[2]["attempts"] == 2

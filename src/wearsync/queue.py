@@ -19,11 +19,13 @@ return 1
 """
 
 
-async def enqueue_task(queue: ArqRedis, task_id: str, queue_name: str | None = None) -> bool:
-    """Queue `sync_task(task_id)` with job id `task_id`; False if that job id exists already."""
+async def enqueue_task(queue: ArqRedis, task_id: str, queue_name: str | None = None, job_id: str | None = None) -> bool:
+    """Queue `sync_task(task_id)` with job id `job_id` (default: the task id); False if that job id
+    exists already."""
+    job_id = job_id or task_id
     enqueue_time_ms = timestamp_ms()
     job = serialize_job("sync_task", (task_id,), {}, None, enqueue_time_ms, serializer=queue.job_serializer)
-    keys = (job_key_prefix + task_id, result_key_prefix + task_id, queue_name or queue.default_queue_name)
-    args = (job, str(queue.expires_extra_ms), str(enqueue_time_ms), task_id)
+    keys = (job_key_prefix + job_id, result_key_prefix + job_id, queue_name or queue.default_queue_name)
+    args = (job, str(queue.expires_extra_ms), str(enqueue_time_ms), job_id)
     created = await queue.eval(_ENQUEUE, 3, *keys, *args)  # type: ignore[misc, arg-type]  # stubs: sync, str only
     return bool(created)

@@ -8,7 +8,7 @@ from uuid import UUID, uuid4
 import structlog
 from arq import Retry
 from arq.connections import RedisSettings
-from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix
 from arq.cron import cron
 from arq.worker import func
 
@@ -32,8 +32,7 @@ async def sync_task(ctx: dict[str, Any], task_id: str) -> dict[str, bool] | None
         return await run_task(deps, UUID(task_id), defer_rate_limits=True)
     except JobSliceDone as e:
         # A new job (a job id of its own, so job_try starts again) at the back of the queue.
-        await ctx["redis"].enqueue_job("sync_task", task_id, _job_id=f"{task_id}:{uuid4().hex[:8]}",
-                                       _queue_name=deps.settings.queue_name)  # fmt: skip
+        await _continue_in_new_job(ctx, deps, task_id)
         log.info("task continues in a new job", reason=str(e))
         return None
     except RateLimited as e:
@@ -94,18 +93,30 @@ async def reap_webhook_events(ctx: dict[str, Any]) -> int:
     return len(event_ids)
 
 
+async def _continue_in_new_job(ctx: dict[str, Any], deps: Deps, task_id: str) -> None:
+    """The task goes on in a new job (its own id, so job_try starts again) at the back of the queue;
+    the task row names it, for the reaper to check on."""
+    job_id = f"{task_id}:{uuid4().hex[:8]}"
+    await queries.set_task_job(deps.db, UUID(task_id), job_id)
+    await enqueue_task(ctx["redis"], task_id, deps.settings.queue_name, job_id=job_id)
+
+
 async def reap_lost_tasks(ctx: dict[str, Any]) -> int:
-    """Enqueue again the tasks PostgreSQL says are waiting whose job Redis no longer has (Redis
-    restarted and lost its contents): queued for a while with no job and no job in progress."""
+    """Enqueue again the tasks PostgreSQL says are waiting or running whose job Redis no longer
+    has (Redis restarted and lost its contents, or the enqueue failed): queued for a while, or
+    running with no progress for longer than a job may take, with their job neither queued nor in
+    progress."""
     deps: Deps = ctx["deps"]
     redis = ctx["redis"]
+    settings = deps.settings
     lost = 0
-    for task_id in await queries.waiting_tasks(deps.db, older_than_s=deps.settings.task_reap_after_s):
-        keys = (f"{job_key_prefix}{task_id}", f"{in_progress_key_prefix}{task_id}", f"{result_key_prefix}{task_id}")
-        if await redis.exists(*keys):
-            continue  # its job is queued, running, or done (the task will be finished by it)
-        if await enqueue_task(redis, str(task_id), deps.settings.queue_name):
-            lost += 1
+    idle = settings.job_timeout_s + 60
+    for task in await queries.possibly_lost_tasks(deps.db, settings.task_reap_after_s, idle):
+        job_id = task["job_id"]
+        if await redis.exists(f"{job_key_prefix}{job_id}", f"{in_progress_key_prefix}{job_id}"):
+            continue  # its job is queued or running
+        await _continue_in_new_job(ctx, deps, str(task["id"]))
+        lost += 1
     if lost:
         log.warning("re-enqueued tasks whose job was lost", count=lost)
     return lost

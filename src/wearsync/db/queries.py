@@ -325,14 +325,24 @@ async def start_task(db: Executor, task_id: UUID) -> asyncpg.Record | None:
     return row
 
 
-async def waiting_tasks(db: Executor, older_than_s: float) -> list[UUID]:
-    """Tasks queued (never started) for longer than `older_than_s`: their job should have run."""
-    rows = await db.fetch(
-        "SELECT id FROM sync_tasks WHERE status = 'queued' AND created_at < now() - make_interval(secs => $1)"
-        " ORDER BY created_at LIMIT 1000",
-        float(older_than_s),
+async def possibly_lost_tasks(db: Executor, queued_for_s: float, idle_for_s: float) -> list[asyncpg.Record]:
+    """Tasks whose job may be lost: queued for longer than `queued_for_s`, or running with no
+    progress for longer than `idle_for_s`; (id, status, job_id)."""
+    rows: list[asyncpg.Record] = await db.fetch(
+        """
+        SELECT id, status::text AS status, coalesce(job_id, id::text) AS job_id FROM sync_tasks
+        WHERE (status = 'queued' AND created_at < now() - make_interval(secs => $1))
+           OR (status = 'running' AND updated_at < now() - make_interval(secs => $2))
+        ORDER BY created_at LIMIT 1000
+        """,
+        float(queued_for_s),
+        float(idle_for_s),
     )
-    return [r["id"] for r in rows]
+    return rows
+
+
+async def set_task_job(db: Executor, task_id: UUID, job_id: str) -> None:
+    await db.execute("UPDATE sync_tasks SET job_id = $2, updated_at = now() WHERE id = $1", task_id, job_id)
 
 
 async def update_type_progress(
