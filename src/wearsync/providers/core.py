@@ -133,6 +133,16 @@ class SyncContext:
             await queries.update_type_progress(self.db, self.task_id, self.data_type, pages_total=pages_total)
 
 
+def num(value: Any) -> float | None:
+    """An optional upstream number as a float (None stays None)."""
+    return None if value is None else float(value)
+
+
+def integer(value: Any) -> int | None:
+    """An optional upstream number as an int (None stays None)."""
+    return None if value is None else int(value)
+
+
 def map_page(items: Sequence[Any], mapper: Callable[[Any], Record | Sequence[Record]]) -> list[Record]:
     """Map one upstream page to rows; a record we cannot read fails the data type, clearly."""
     rows: list[Record] = []

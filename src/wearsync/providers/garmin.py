@@ -67,7 +67,7 @@ from yarl import URL
 
 from wearsync.db import queries
 from wearsync.models import DataType
-from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, map_page
+from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, integer, map_page, num
 from wearsync.providers.errors import MalformedPayload, NotSupported, ProviderError, UpstreamError
 from wearsync.providers.http import HttpClient, Params
 from wearsync.providers.paging import each_concurrently, time_windows
@@ -116,14 +116,6 @@ def _from_s(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
-def _num(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
-def _int(value: Any) -> int | None:
-    return None if value is None else int(value)
-
-
 def _offset_minutes(summary: dict[str, Any]) -> int | None:
     offset = summary.get("startTimeOffsetInSeconds")
     return None if offset is None else round(int(offset) / 60)
@@ -134,7 +126,7 @@ def _offset_minutes(summary: dict[str, Any]) -> int | None:
 
 def map_activity(a: dict[str, Any]) -> Workout:
     start = _from_s(a["startTimeInSeconds"])
-    duration = _num(a.get("durationInSeconds"))
+    duration = num(a.get("durationInSeconds"))
     kind = a.get("activityType")
     return Workout(
         provider_record_id=str(a["summaryId"]),
@@ -146,32 +138,32 @@ def map_activity(a: dict[str, Any]) -> Workout:
         name=a.get("activityName"),
         utc_offset_minutes=_offset_minutes(a),
         duration_s=duration,
-        distance_m=_num(a.get("distanceInMeters")),
-        energy_kcal=_num(a.get("activeKilocalories")),
-        steps=_int(a.get("steps")),
-        avg_hr=_num(a.get("averageHeartRateInBeatsPerMinute")),
-        max_hr=_num(a.get("maxHeartRateInBeatsPerMinute")),
-        avg_speed_mps=_num(a.get("averageSpeedInMetersPerSecond")),
-        max_speed_mps=_num(a.get("maxSpeedInMetersPerSecond")),
-        ascent_m=_num(a.get("totalElevationGainInMeters")),
-        descent_m=_num(a.get("totalElevationLossInMeters")),
-        avg_cadence=_num(a.get("averageRunCadenceInStepsPerMinute", a.get("averageBikeCadenceInRoundsPerMinute"))),
-        max_cadence=_num(a.get("maxRunCadenceInStepsPerMinute", a.get("maxBikeCadenceInRoundsPerMinute"))),
+        distance_m=num(a.get("distanceInMeters")),
+        energy_kcal=num(a.get("activeKilocalories")),
+        steps=integer(a.get("steps")),
+        avg_hr=num(a.get("averageHeartRateInBeatsPerMinute")),
+        max_hr=num(a.get("maxHeartRateInBeatsPerMinute")),
+        avg_speed_mps=num(a.get("averageSpeedInMetersPerSecond")),
+        max_speed_mps=num(a.get("maxSpeedInMetersPerSecond")),
+        ascent_m=num(a.get("totalElevationGainInMeters")),
+        descent_m=num(a.get("totalElevationLossInMeters")),
+        avg_cadence=num(a.get("averageRunCadenceInStepsPerMinute", a.get("averageBikeCadenceInRoundsPerMinute"))),
+        max_cadence=num(a.get("maxRunCadenceInStepsPerMinute", a.get("maxBikeCadenceInRoundsPerMinute"))),
         device_name=a.get("deviceName"),
     )
 
 
 def map_daily(d: dict[str, Any]) -> list[Record]:
-    active, bmr = _num(d.get("activeKilocalories")), _num(d.get("bmrKilocalories"))
+    active, bmr = num(d.get("activeKilocalories")), num(d.get("bmrKilocalories"))
     day: list[Record] = [
         DailyActivity(
             provider_record_id=str(d["calendarDate"]),
             day=date.fromisoformat(d["calendarDate"]),
             raw=d,
-            steps=_int(d.get("steps")),
+            steps=integer(d.get("steps")),
             energy_kcal=active + bmr if active is not None and bmr is not None else None,
             active_energy_kcal=active,
-            distance_m=_num(d.get("distanceInMeters")),
+            distance_m=num(d.get("distanceInMeters")),
         )
     ]
     start = int(d["startTimeInSeconds"])
@@ -199,7 +191,7 @@ def map_epochs(epochs: list[dict[str, Any]]) -> list[Record]:
 
 def map_sleep(s: dict[str, Any]) -> SleepSession:
     start = _from_s(s["startTimeInSeconds"])
-    duration = _num(s.get("durationInSeconds"))
+    duration = num(s.get("durationInSeconds"))
     score = s.get("overallSleepScore") or {}
     return SleepSession(
         provider_record_id=str(s["summaryId"]),
@@ -208,11 +200,11 @@ def map_sleep(s: dict[str, Any]) -> SleepSession:
         raw=s,
         utc_offset_minutes=_offset_minutes(s),
         duration_s=duration,
-        deep_s=_num(s.get("deepSleepDurationInSeconds")),
-        light_s=_num(s.get("lightSleepDurationInSeconds")),
-        rem_s=_num(s.get("remSleepInSeconds")),
-        awake_s=_num(s.get("awakeDurationInSeconds")),
-        score=_num(score.get("value")),
+        deep_s=num(s.get("deepSleepDurationInSeconds")),
+        light_s=num(s.get("lightSleepDurationInSeconds")),
+        rem_s=num(s.get("remSleepInSeconds")),
+        awake_s=num(s.get("awakeDurationInSeconds")),
+        score=num(score.get("value")),
     )
 
 
@@ -223,7 +215,7 @@ def map_hrv(h: dict[str, Any]) -> Recovery:
         recorded_at=_from_s(end),
         raw=h,
         utc_offset_minutes=_offset_minutes(h),
-        hrv_rmssd_ms=_num(h.get("lastNightAvg")),
+        hrv_rmssd_ms=num(h.get("lastNightAvg")),
     )
 
 

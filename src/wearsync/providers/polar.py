@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 import structlog
 
 from wearsync.models import DataType
-from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, map_page
+from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, map_page, num
 from wearsync.providers.errors import MalformedPayload, ProviderError, UpstreamError, WebhookRejected
 from wearsync.records import Record, Sample, Workout
 from wearsync.settings import ProviderSettings, Settings
@@ -95,10 +95,6 @@ def parse_start(start_time: str, offset_minutes: int | None) -> datetime:
     return (local - timedelta(minutes=offset_minutes)).replace(tzinfo=UTC)
 
 
-def _num(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
 def heart_rate_samples(exercise: dict[str, Any], start: datetime) -> list[Sample]:
     """One `heart_rate` row per value of the heart-rate series; an empty value is a gap."""
     rows = []
@@ -135,10 +131,10 @@ def map_exercise(exercise: dict[str, Any]) -> list[Record]:
         raw=exercise,
         utc_offset_minutes=offset,
         duration_s=duration_s,
-        distance_m=_num(exercise.get("distance")),
-        energy_kcal=_num(exercise.get("calories")),
-        avg_hr=_num(hr.get("average")),
-        max_hr=_num(hr.get("maximum")),
+        distance_m=num(exercise.get("distance")),
+        energy_kcal=num(exercise.get("calories")),
+        avg_hr=num(hr.get("average")),
+        max_hr=num(hr.get("maximum")),
         device_name=exercise.get("device"),
     )
     return [workout, *heart_rate_samples(exercise, start)]

@@ -51,7 +51,7 @@ import structlog
 
 from wearsync.db import queries
 from wearsync.models import DataType
-from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, map_page
+from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, map_page, num
 from wearsync.providers.errors import MalformedPayload, UpstreamError
 from wearsync.providers.paging import offset_pages
 from wearsync.providers.ratelimit import RateLimit
@@ -82,10 +82,6 @@ SPORTS: dict[str, str] = {
 }  # fmt: skip
 
 
-def _num(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
 def _utc(value: str) -> datetime:
     """Strava's `start_date` ("2024-05-01T06:30:00Z") as an aware UTC datetime."""
     parsed = datetime.fromisoformat(value)
@@ -93,10 +89,10 @@ def _utc(value: str) -> datetime:
 
 
 def _energy_kcal(activity: dict[str, Any]) -> float | None:
-    calories = _num(activity.get("calories"))
+    calories = num(activity.get("calories"))
     if calories:
         return calories
-    return _num(activity.get("kilojoules"))  # 1 kJ of work ~ 1 kcal burned, as Strava estimates
+    return num(activity.get("kilojoules"))  # 1 kJ of work ~ 1 kcal burned, as Strava estimates
 
 
 # ---- mapping --------------------------------------------------------------------------------
@@ -106,7 +102,7 @@ def map_activity(a: dict[str, Any]) -> Workout:
     start = _utc(a["start_date"])
     elapsed = float(a["elapsed_time"])
     sport_type = str(a.get("sport_type") or a["type"])
-    offset_s = _num(a.get("utc_offset"))
+    offset_s = num(a.get("utc_offset"))
     return Workout(
         provider_record_id=str(a["id"]),
         sport=SPORTS.get(sport_type, "other"),
@@ -117,18 +113,18 @@ def map_activity(a: dict[str, Any]) -> Workout:
         name=a.get("name"),
         utc_offset_minutes=None if offset_s is None else round(offset_s / 60),
         duration_s=elapsed,
-        distance_m=_num(a.get("distance")),
+        distance_m=num(a.get("distance")),
         energy_kcal=_energy_kcal(a),
-        avg_hr=_num(a.get("average_heartrate")),  # present only when has_heartrate
-        max_hr=_num(a.get("max_heartrate")),
-        avg_speed_mps=_num(a.get("average_speed")),
-        max_speed_mps=_num(a.get("max_speed")),
-        ascent_m=_num(a.get("total_elevation_gain")),
-        max_altitude_m=_num(a.get("elev_high")),
-        min_altitude_m=_num(a.get("elev_low")),
-        avg_power_w=_num(a.get("average_watts")),
-        max_power_w=_num(a.get("max_watts")),
-        avg_cadence=_num(a.get("average_cadence")),
+        avg_hr=num(a.get("average_heartrate")),  # present only when has_heartrate
+        max_hr=num(a.get("max_heartrate")),
+        avg_speed_mps=num(a.get("average_speed")),
+        max_speed_mps=num(a.get("max_speed")),
+        ascent_m=num(a.get("total_elevation_gain")),
+        max_altitude_m=num(a.get("elev_high")),
+        min_altitude_m=num(a.get("elev_low")),
+        avg_power_w=num(a.get("average_watts")),
+        max_power_w=num(a.get("max_watts")),
+        avg_cadence=num(a.get("average_cadence")),
         device_name=a.get("device_name"),
     )
 

@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from wearsync.models import DataType
-from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, map_page
+from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, integer, map_page, num
 from wearsync.providers.errors import MalformedPayload, WebhookRejected
 from wearsync.providers.paging import each_concurrently, offset_pages, time_windows
 from wearsync.providers.ratelimit import RateLimit
@@ -68,14 +68,6 @@ def _from_ms(ms: float) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
-def _num(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
-def _int(value: Any) -> int | None:
-    return None if value is None else int(value)
-
-
 def _parse_time(value: str) -> tuple[datetime, int | None]:
     """A Suunto ISO 8601 timestamp as UTC, plus its UTC offset in minutes if it carries one."""
     parsed = datetime.fromisoformat(value)
@@ -86,7 +78,7 @@ def _parse_time(value: str) -> tuple[datetime, int | None]:
 
 
 def _percent(fraction_or_percent: Any) -> float | None:
-    value = _num(fraction_or_percent)
+    value = num(fraction_or_percent)
     if value is None:
         return None
     return value * 100 if value <= 1 else value
@@ -97,7 +89,7 @@ def _percent(fraction_or_percent: Any) -> float | None:
 
 def map_workout(w: dict[str, Any]) -> Workout:
     start = _from_ms(w["startTime"])
-    total_time = _num(w.get("totalTime"))
+    total_time = num(w.get("totalTime"))
     # `stopTime` can be missing from fresh payloads: start + totalTime.
     end = _from_ms(w["stopTime"]) if w.get("stopTime") is not None else start + timedelta(seconds=total_time or 0)
     activity_id = int(w["activityId"])
@@ -112,24 +104,24 @@ def map_workout(w: dict[str, Any]) -> Workout:
         end_time=end,
         raw=w,
         name=w.get("name"),
-        utc_offset_minutes=_int(w.get("timeOffsetInMinutes")),
+        utc_offset_minutes=integer(w.get("timeOffsetInMinutes")),
         duration_s=total_time,
-        distance_m=_num(w.get("totalDistance")),
-        energy_kcal=_num(w.get("energyConsumption")),
-        steps=_int(w.get("stepCount")),
-        avg_hr=_num(hr.get("avg")),
-        max_hr=_num(hr.get("hrmax")),  # `max` is the user's configured maximum, not this workout's
-        min_hr=_num(hr.get("min")),
-        avg_speed_mps=_num(w.get("avgSpeed")),
-        max_speed_mps=_num(w.get("maxSpeed")),
-        ascent_m=_num(w.get("totalAscent")),
-        descent_m=_num(w.get("totalDescent")),
-        max_altitude_m=_num(w.get("maxAltitude")),
-        min_altitude_m=_num(w.get("minAltitude")),
-        avg_power_w=_num(w.get("avgPower")),
-        max_power_w=_num(w.get("maxPower")),
-        avg_cadence=_num(w.get("avgCadence")),
-        max_cadence=_num(w.get("maxCadence")),
+        distance_m=num(w.get("totalDistance")),
+        energy_kcal=num(w.get("energyConsumption")),
+        steps=integer(w.get("stepCount")),
+        avg_hr=num(hr.get("avg")),
+        max_hr=num(hr.get("hrmax")),  # `max` is the user's configured maximum, not this workout's
+        min_hr=num(hr.get("min")),
+        avg_speed_mps=num(w.get("avgSpeed")),
+        max_speed_mps=num(w.get("maxSpeed")),
+        ascent_m=num(w.get("totalAscent")),
+        descent_m=num(w.get("totalDescent")),
+        max_altitude_m=num(w.get("maxAltitude")),
+        min_altitude_m=num(w.get("minAltitude")),
+        avg_power_w=num(w.get("avgPower")),
+        max_power_w=num(w.get("maxPower")),
+        avg_cadence=num(w.get("avgCadence")),
+        max_cadence=num(w.get("maxCadence")),
         device_name=gear.get("displayName") or gear.get("name"),
     )
 
@@ -138,8 +130,8 @@ def map_sleep(entry: dict[str, Any]) -> SleepSession:
     data = entry["entryData"]
     start, offset = _parse_time(data["BedtimeStart"])
     end, _ = _parse_time(data["BedtimeEnd"])
-    duration = _num(data.get("Duration"))
-    stages = [_num(data.get(k)) for k in ("DeepSleepDuration", "LightSleepDuration", "REMSleepDuration")]
+    duration = num(data.get("Duration"))
+    stages = [num(data.get(k)) for k in ("DeepSleepDuration", "LightSleepDuration", "REMSleepDuration")]
     awake = max(0.0, duration - sum(s or 0 for s in stages)) if duration is not None else None
     return SleepSession(
         provider_record_id=str(data.get("SleepId") or _parse_time(entry["timestamp"])[0].isoformat()),
@@ -153,10 +145,10 @@ def map_sleep(entry: dict[str, Any]) -> SleepSession:
         light_s=stages[1],
         rem_s=stages[2],
         awake_s=awake,
-        score=_num(data.get("SleepQualityScore")),
-        avg_hr=_num(data.get("HRAvg")),
-        min_hr=_num(data.get("HRMin")),
-        avg_hrv_ms=_num(data.get("AvgHRV")),
+        score=num(data.get("SleepQualityScore")),
+        avg_hr=num(data.get("HRAvg")),
+        min_hr=num(data.get("HRMin")),
+        avg_hrv_ms=num(data.get("AvgHRV")),
         spo2_percent=_percent(data.get("MaxSpo2")),
     )
 
@@ -164,14 +156,14 @@ def map_sleep(entry: dict[str, Any]) -> SleepSession:
 def map_recovery(entry: dict[str, Any]) -> Recovery:
     data = entry["entryData"]
     recorded_at, offset = _parse_time(entry["timestamp"])
-    balance = _num(data.get("Balance"))
+    balance = num(data.get("Balance"))
     return Recovery(
         provider_record_id=recorded_at.isoformat(),
         recorded_at=recorded_at,
         raw=entry,
         utc_offset_minutes=offset,
         score=balance * 100 if balance is not None else None,  # body resources, 0-1 upstream
-        stress_state=STRESS_STATES.get(_int(data.get("StressState")) or 0),
+        stress_state=STRESS_STATES.get(integer(data.get("StressState")) or 0),
     )
 
 
@@ -179,11 +171,11 @@ def map_activity(entry: dict[str, Any]) -> list[Sample]:
     data = entry["entryData"]
     at, _ = _parse_time(entry["timestamp"])
     values = {
-        "heart_rate": _num(data.get("HR")),
-        "steps": _num(data.get("StepCount")),
+        "heart_rate": num(data.get("HR")),
+        "steps": num(data.get("StepCount")),
         "energy": None if data.get("EnergyConsumption") is None else float(data["EnergyConsumption"]) / JOULES_PER_KCAL,
         "spo2": _percent(data.get("SpO2")),
-        "hrv_rmssd": _num(data.get("HRV")) or None,  # 0 means no reading
+        "hrv_rmssd": num(data.get("HRV")) or None,  # 0 means no reading
     }
     return [Sample(kind, at, value, entry) for kind, value in values.items() if value is not None]
 

@@ -58,7 +58,7 @@ from urllib.parse import quote
 import structlog
 
 from wearsync.models import DataType
-from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, map_page
+from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, map_page, num
 from wearsync.providers.errors import MalformedPayload, RateLimited, WebhookRejected
 from wearsync.providers.http import HttpClient
 from wearsync.providers.paging import each_concurrently, time_windows
@@ -130,10 +130,6 @@ def _offset_minutes(value: str | None) -> int | None:
     return (-1 if sign == "-" else 1) * (int(hours) * 60 + int(minutes))
 
 
-def _num(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
 def _seconds(millis: Any) -> float | None:
     return None if millis is None else float(millis) / 1000
 
@@ -161,11 +157,11 @@ def map_workout(w: dict[str, Any]) -> Workout:
         raw=w,
         utc_offset_minutes=_offset_minutes(w.get("timezone_offset")),
         duration_s=(end - start).total_seconds(),
-        distance_m=_num(score.get("distance_meter")),
+        distance_m=num(score.get("distance_meter")),
         energy_kcal=_kcal(score.get("kilojoule")),
-        avg_hr=_num(score.get("average_heart_rate")),
-        max_hr=_num(score.get("max_heart_rate")),
-        ascent_m=_num(score.get("altitude_gain_meter")),
+        avg_hr=num(score.get("average_heart_rate")),
+        max_hr=num(score.get("max_heart_rate")),
+        ascent_m=num(score.get("altitude_gain_meter")),
     )
 
 
@@ -185,8 +181,8 @@ def map_sleep(s: dict[str, Any]) -> SleepSession:
         light_s=_seconds(stages.get("total_light_sleep_time_milli")),
         rem_s=_seconds(stages.get("total_rem_sleep_time_milli")),
         awake_s=_seconds(stages.get("total_awake_time_milli")),
-        score=_num(score.get("sleep_performance_percentage")),
-        respiratory_rate=_num(score.get("respiratory_rate")),
+        score=num(score.get("sleep_performance_percentage")),
+        respiratory_rate=num(score.get("respiratory_rate")),
     )
 
 
@@ -196,11 +192,11 @@ def map_recovery(r: dict[str, Any]) -> Recovery:
         provider_record_id=str(r["cycle_id"]),
         recorded_at=_time(r["created_at"]),
         raw=r,
-        score=_num(score.get("recovery_score")),
-        resting_hr=_num(score.get("resting_heart_rate")),
-        hrv_rmssd_ms=_num(score.get("hrv_rmssd_milli")),
-        spo2_percent=_num(score.get("spo2_percentage")),
-        skin_temp_c=_num(score.get("skin_temp_celsius")),
+        score=num(score.get("recovery_score")),
+        resting_hr=num(score.get("resting_heart_rate")),
+        hrv_rmssd_ms=num(score.get("hrv_rmssd_milli")),
+        spo2_percent=num(score.get("spo2_percentage")),
+        skin_temp_c=num(score.get("skin_temp_celsius")),
     )
 
 
