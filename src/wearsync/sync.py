@@ -172,8 +172,9 @@ async def run_task(deps: Deps, task_id: UUID, *, defer_rate_limits: bool = False
 
 
 def _most_telling(failures: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one exception of a failed task group the caller should handle: anything unexpected
-    before a rate-limit deferral, the longest wait among deferrals."""
+    """The one exception of a failed task group the caller should handle. Provider errors and
+    rate limits come back as results, so these are unexpected ones (a lost database connection, a
+    bug); the first that is not the cancellation of a sibling."""
     leaves: list[BaseException] = []
     pending: list[BaseException] = [failures]
     while pending:
@@ -182,11 +183,7 @@ def _most_telling(failures: BaseExceptionGroup[BaseException]) -> BaseException:
             pending.extend(error.exceptions)
         else:
             leaves.append(error)
-    others = [e for e in leaves if not isinstance(e, RateLimited | asyncio.CancelledError)]
-    if others:
-        return others[0]
-    limited = [e for e in leaves if isinstance(e, RateLimited)]
-    return max(limited, key=lambda e: e.retry_after_s) if limited else leaves[0]
+    return next((e for e in leaves if not isinstance(e, asyncio.CancelledError)), leaves[0])
 
 
 async def _sync_data_type(

@@ -24,6 +24,17 @@ from wearsync.webhooks import process_event
 log = structlog.get_logger(__name__)
 
 
+def _may_defer(deps: Deps, job_try: int) -> bool:
+    """Whether a rate-limited job may be deferred once more (arq's max_tries covers both budgets)."""
+    return job_try < deps.settings.job_max_tries + deps.settings.rate_limit_max_deferrals
+
+
+def _wait_out(e: RateLimited) -> Retry:
+    """Defer the job until the provider's window reopens, without holding a worker slot; jitter
+    keeps the deferred jobs from all coming back at the same instant."""
+    return Retry(defer=e.retry_after_s + random.uniform(0, min(5, 0.5 + e.retry_after_s / 10)))
+
+
 async def sync_task(ctx: dict[str, Any], task_id: str) -> dict[str, bool] | None:
     deps: Deps = ctx["deps"]
     job_try: int = ctx["job_try"]
@@ -37,9 +48,9 @@ async def sync_task(ctx: dict[str, Any], task_id: str) -> dict[str, bool] | None
         return None
     except RateLimited as e:
         # Wait for the provider's window to reopen without holding this worker slot.
-        if job_try < deps.settings.job_max_tries + deps.settings.rate_limit_max_deferrals:
+        if _may_defer(deps, job_try):
             log.info("rate limited, deferring the task", seconds=round(e.retry_after_s), error=str(e))
-            raise Retry(defer=e.retry_after_s + random.uniform(0, min(5, 0.5 + e.retry_after_s / 10))) from e
+            raise _wait_out(e) from e
         await queries.finish_task(deps.db, UUID(task_id), TaskStatus.FAILED, None, f"gave up waiting: {e}")
         return None
     except TRANSIENT_DB_ERRORS as e:
@@ -65,8 +76,8 @@ async def process_webhook(ctx: dict[str, Any], event_id: int) -> str | None:
     try:
         return await process_event(deps, event_id)
     except RateLimited as e:
-        if job_try < deps.settings.job_max_tries + deps.settings.rate_limit_max_deferrals:
-            raise Retry(defer=e.retry_after_s + random.uniform(0, min(5, 0.5 + e.retry_after_s / 10))) from e
+        if _may_defer(deps, job_try):
+            raise _wait_out(e) from e
         await queries.finish_webhook_event(deps.db, event_id, "failed", f"gave up waiting: {e}")
         return "failed"
     except TRANSIENT_DB_ERRORS as e:
