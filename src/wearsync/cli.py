@@ -1,10 +1,12 @@
-"""`wearsync` command line: api, worker, migrate, sim, api-key create|list|revoke, dev."""
+"""`wearsync` command line: api, worker, migrate, sim, api-key create|list|revoke, dev; and the operators'
+commands sync, tasks, connections (wearsync.operate)."""
 
 import argparse
 import asyncio
 import sys
 from typing import Any
 
+from wearsync import operate
 from wearsync.logging import configure_logging
 from wearsync.settings import Settings
 
@@ -169,6 +171,7 @@ def parser() -> argparse.ArgumentParser:
     dev.add_argument("--port", type=int, default=8080)
     dev.add_argument("--sim-port", type=int, default=8090)
     dev.set_defaults(run=_dev)
+    operate.add_commands(sub)
     return p
 
 

@@ -11,61 +11,33 @@ from aiohttp import web
 from wearsync.api.common import APP_ID, DEPS, QUEUE, ApiError, json_body, json_response, validate
 from wearsync.api.models import ConnectionIn, ConnectionPath, SyncRequest, TaskPath, UserIn, UserPath
 from wearsync.db import queries
-from wearsync.models import FINAL_STATUSES, DataType, TaskStatus, params_for
-from wearsync.providers import PROVIDERS
-from wearsync.queue import enqueue_task
+from wearsync.models import FINAL_STATUSES
 from wearsync.sync import NO_CONNECTION, run_task
+from wearsync.tasks import SyncRefused, describe_task, start_sync
 
 log = structlog.get_logger(__name__)
 
 _PATH = {"provider": "path", "user_id": "path", "task_id": "path"}
 _SYNC_LOCATIONS = {(f.alias or name): "query" for name, f in SyncRequest.model_fields.items()} | _PATH
-_REQUESTED = {"workouts": (DataType.WORKOUTS,), "247": (DataType.DATA_247,), "all": tuple(DataType)}
-_UNSUPPORTED = {
-    DataType.WORKOUTS: "Provider '{}' does not support workouts",
-    DataType.DATA_247: "Provider '{}' does not support 247 data (sleep/recovery/activity)",
-}
+_REFUSED_STATUS = {"unsupported": 501, "not_connected": 404}
 
 
 async def trigger_sync(request: web.Request) -> web.Response:
     """POST /api/v1/{provider}/users/{user_id}/sync: checks in the contract's order (the key was
     checked by the middleware), then a task row, then the job or the sync itself."""
     req = validate(SyncRequest, {**request.query, **request.match_info}, _SYNC_LOCATIONS)
-    provider = PROVIDERS[req.provider]
-    if req.data_type == "all":
-        data_types = [t for t in DataType if t in provider.supports]
-    else:
-        data_types = list(_REQUESTED[req.data_type])
-        for t in data_types:
-            if t not in provider.supports:
-                raise ApiError(501, _UNSUPPORTED[t].format(provider.name))
-    deps, app_id = request.app[DEPS], request[APP_ID]
-    task_id, created = await queries.create_task(
-        deps.db,
-        task_id=uuid4(),
-        app_id=app_id,
-        user_id=req.user_id,
-        provider=provider.name,
-        mode="async" if req.run_async else "sync",
-        data_types=data_types,
-        params=params_for(provider.name, req.params()),
-    )
-    if task_id is None:  # the user has no active connection to the provider (or is not this key's)
-        raise ApiError(404, NO_CONNECTION)
-    if created and req.run_async:
-        try:
-            await enqueue_task(request.app[QUEUE], str(task_id))
-        except Exception:
-            # Not left queued forever (and coalescing every later request onto it).
-            await queries.finish_task(deps.db, task_id, TaskStatus.FAILED, None, "could not enqueue the task")
-            raise
+    deps = request.app[DEPS]
+    try:
+        task_id, created = await start_sync(deps.db, request.app[QUEUE], request[APP_ID], req)
+    except SyncRefused as e:
+        raise ApiError(_REFUSED_STATUS[e.reason], e.detail) from None
     if req.run_async:
-        log.info("sync queued", task_id=str(task_id), provider=provider.name, coalesced=not created)
+        log.info("sync queued", task_id=str(task_id), provider=req.provider, coalesced=not created)
         return json_response({
             "success": True,
             "async": True,
             "task_id": str(task_id),
-            "message": f"Sync task queued for {provider.name}. Check task status for results.",
+            "message": f"Sync task queued for {req.provider}. Check task status for results.",
         })  # fmt: skip
     if created:
         details = await run_task(deps, task_id) or {}
@@ -85,20 +57,10 @@ async def _outcome(db: asyncpg.Pool, task_id: UUID, poll_s: float = 0.2) -> dict
 
 async def get_task(request: web.Request) -> web.Response:
     path = validate(TaskPath, request.match_info, _PATH)
-    row = await queries.get_task(request.app[DEPS].db, path.task_id, request[APP_ID])
-    if row is None:
+    task = await describe_task(request.app[DEPS].db, path.task_id, request[APP_ID])
+    if task is None:
         raise ApiError(404, "Task not found")
-    task = dict(row)
-    started, finished = task["started_at"], task["finished_at"]
-    # `done` (which pages are stored, for a rerun to skip) is the worker's bookkeeping.
-    task["progress"] = {t: {k: v for k, v in p.items() if k != "done"} for t, p in task["progress"].items()}
-    if task["provider"] == "garmin":  # its data comes by webhook: what was asked, what has come
-        task["backfill"] = await queries.garmin_backfill_summary(request.app[DEPS].db, path.task_id)
-    return json_response({
-        "task_id": task.pop("id"),
-        **task,
-        "duration_s": (finished - started).total_seconds() if started and finished else None,
-    })  # fmt: skip
+    return json_response(task)
 
 
 def _user_json(row: asyncpg.Record) -> dict[str, object]:

@@ -1,0 +1,340 @@
+"""Operators' commands: `wearsync sync`, `wearsync tasks`, `wearsync connections`.
+
+Operators are trusted: they act across applications (tenants). `sync` records its task under the
+user's own application, exactly as if that application's key had asked through the API (same
+validation and messages, same coalescing, same queue); `--application NAME` makes sure the user
+is that application's. Tokens are never read, let alone printed.
+
+Exit codes: 0 done (with `--wait`: the task succeeded); 1 the task ended `partial` or `failed`;
+2 refused (bad input, unknown user, no active connection, unsupported data type): nothing started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
+from uuid import UUID
+
+from pydantic import BaseModel, Field, ValidationError
+
+from wearsync.api.models import ProviderName, SyncRequest, UserPath
+from wearsync.models import FINAL_STATUSES, PROVIDER_PARAMS, TaskStatus
+from wearsync.settings import Settings
+
+if TYPE_CHECKING:  # the rest is imported when a command runs: `wearsync` starts fast for the others
+    import asyncpg
+
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
+EXIT_UNSUCCESSFUL, EXIT_REFUSED = 1, 2
+POLL_S = 0.25
+BAR_WIDTH = 24
+# Provider parameters of `sync`: option dest -> how it is spelled on the command line.
+_PROVIDER_OPTIONS = {
+    "since": "--since",
+    "limit": "--limit",
+    "offset": "--offset",
+    "filter_by_modification_time": "--[no-]filter-by-modification-time",
+    "samples": "--samples",
+    "zones": "--zones",
+    "route": "--route",
+    "summary_start_time": "--summary-start-time",
+    "summary_end_time": "--summary-end-time",
+}
+
+
+class Refused(Exception):
+    """Input the command refuses with a message; nothing was started."""
+
+
+class TaskFilter(BaseModel):
+    """The filters of `wearsync tasks`."""
+
+    status: TaskStatus | None = None
+    provider: ProviderName | None = None
+    user_id: UUID | None = None
+    application: str | None = None
+    limit: int = Field(20, ge=1, le=1000)
+
+
+def _validated(model: type[M], data: dict[str, Any]) -> M:
+    from wearsync.api.common import validation_detail
+
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise Refused(validation_detail(e)) from None
+
+
+def _run(settings: Settings, check: Callable[[], T], work: Callable[[T, asyncpg.Pool], Awaitable[int]]) -> None:
+    """Check the input (before connecting to anything), then run the command with a small
+    database pool; exit with its code, or with 2 and the message of a refusal."""
+    import asyncpg
+
+    from wearsync.db import create_pool
+
+    async def main(checked: T) -> int:
+        try:
+            db = await create_pool(settings.database_url, 1, 2)
+        except (OSError, asyncpg.PostgresError) as e:
+            print(f"error: cannot connect to PostgreSQL (DATABASE_URL): {e}", file=sys.stderr)
+            return EXIT_UNSUCCESSFUL
+        try:
+            return await work(checked, db)
+        finally:
+            await db.close()
+
+    try:
+        code = asyncio.run(main(check()))
+    except Refused as e:
+        print(f"error: {e}", file=sys.stderr)
+        code = EXIT_REFUSED
+    sys.exit(code)
+
+
+# ---- wearsync sync ----------------------------------------------------------------------------
+
+
+def sync_request(args: argparse.Namespace) -> SyncRequest:
+    """The API's request model, from the command line: the same checks and the same messages."""
+    given = {name: getattr(args, name) for name in _PROVIDER_OPTIONS if getattr(args, name) is not None}
+    data = {"provider": args.provider, "user_id": args.user_id, "data_type": args.data_type, **given}
+    req = _validated(SyncRequest, data)
+    for name in given:
+        if name not in PROVIDER_PARAMS[req.provider]:
+            print(f"note: {_PROVIDER_OPTIONS[name]} does not apply to {req.provider}; ignored", file=sys.stderr)
+    return req
+
+
+def _sync_command(settings: Settings, args: argparse.Namespace) -> None:
+    _run(settings, lambda: sync_request(args), lambda req, db: _sync(settings, args, req, db))
+
+
+async def _sync(settings: Settings, args: argparse.Namespace, req: SyncRequest, db: asyncpg.Pool) -> int:
+    from arq import create_pool as create_redis_pool
+    from arq.connections import RedisSettings
+
+    from wearsync.db.operators import find_user
+    from wearsync.tasks import SyncRefused, start_sync
+
+    user = await find_user(db, req.user_id, args.application)
+    if user is None:
+        raise Refused("User not found" + (f" in application {args.application!r}" if args.application else ""))
+    queue = await create_redis_pool(RedisSettings.from_dsn(settings.redis_url), default_queue_name=settings.queue_name)
+    try:
+        task_id, created = await start_sync(db, queue, user["application_id"], req)
+    except SyncRefused as e:
+        raise Refused(e.detail) from None
+    finally:
+        await queue.aclose()
+    print(task_id)
+    if created:
+        print(f"Sync task queued for {req.provider} (application {user['application']}).", file=sys.stderr)
+    else:
+        print("The same sync is already queued or running: that is its task.", file=sys.stderr)
+    if not args.wait:
+        return 0
+    task = await follow_task(db, task_id, sys.stdout)
+    return 0 if task["status"] == TaskStatus.SUCCEEDED else EXIT_UNSUCCESSFUL
+
+
+async def follow_task(db: asyncpg.Pool, task_id: UUID, out: TextIO, poll_s: float = POLL_S) -> dict[str, Any]:
+    """Show the task's progress until it ends; the final task, as the API describes it."""
+    from wearsync.tasks import describe_task
+
+    view = ProgressView(out)
+    while True:
+        task = await describe_task(db, task_id)
+        if task is None:  # deleted underneath us (its user was)
+            raise Refused(f"task {task_id} no longer exists")
+        view.show(task)
+        if task["status"] in FINAL_STATUSES:
+            view.finish(task)
+            return task
+        await asyncio.sleep(poll_s)
+
+
+def _records_text(records: dict[str, int], data_type: str) -> str:
+    total = sum(records.values())
+    text = f"{total} record{'s' if total != 1 else ''}"
+    if set(records) - {data_type}:
+        text += " (" + ", ".join(f"{kind} {n}" for kind, n in sorted(records.items())) + ")"
+    return text
+
+
+def progress_line(data_type: str, progress: dict[str, Any], bar_width: int = BAR_WIDTH) -> str:
+    """One data type's progress: a bar (full when it succeeded; empty dots while the number of
+    pages is not known), its status, pages and records, and its error."""
+    status, pages, total = progress.get("status", "queued"), progress.get("pages", 0), progress.get("pages_total")
+    if status == "succeeded":
+        fill = bar_width
+    elif total:
+        fill = min(bar_width, bar_width * pages // total)
+    else:
+        fill = 0
+    bar = "#" * fill + ("-" if total or status == "succeeded" else ".") * (bar_width - fill)
+    pages_text = f"{pages}/{total} pages" if total else f"{pages} page{'s' if pages != 1 else ''}"
+    records = _records_text(progress.get("records", {}), data_type)
+    line = f"{data_type:<9} [{bar}] {status:<9} {pages_text:>11}  {records}"
+    return line + (f"  error: {progress['error']}" if progress.get("error") else "")
+
+
+class ProgressView:
+    """Renders a task's progress on `out`: on a terminal, one line per data type redrawn in place;
+    otherwise (a pipe, a log file), a line each time something changed."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out, self.tty = out, out.isatty()
+        self.started = time.monotonic()
+        self.drawn = 0  # lines drawn last time (terminal)
+        self.last: dict[str, str] = {}  # last line printed per key (pipe)
+
+    def lines(self, task: dict[str, Any]) -> list[tuple[str, str]]:
+        header = f"task {task['task_id']} ({task['provider']}): {task['status']}"
+        if self.tty:
+            header += f"  {time.monotonic() - self.started:.0f}s"
+        items = [("", header)]
+        items += [(t, progress_line(t, p)) for t, p in task["progress"].items()]
+        return items
+
+    def show(self, task: dict[str, Any]) -> None:
+        items = self.lines(task)
+        if self.tty:
+            width = shutil.get_terminal_size().columns - 1  # a wrapped line would break the redraw
+            up = f"\x1b[{self.drawn}F" if self.drawn else ""
+            self.out.write(up + "".join(f"{line[:width]}\x1b[K\n" for _, line in items))
+            self.drawn = len(items)
+        else:
+            for key, line in items:
+                if self.last.get(key) != line:
+                    self.out.write(line + "\n")
+                    self.last[key] = line
+        self.out.flush()
+
+    def finish(self, task: dict[str, Any]) -> None:
+        took = f" in {task['duration_s']:.1f}s" if task["duration_s"] is not None else ""
+        self.out.write(f"{task['status']}{took}" + (f": {task['error']}" if task["error"] else "") + "\n")
+        backfill = task.get("backfill")
+        if backfill:
+            self.out.write(
+                f"Garmin backfill: {backfill['requested']} window(s) requested, {backfill['delivered']} delivered"
+                " so far (the data arrives by webhook)\n"
+            )
+        self.out.flush()
+
+
+# ---- wearsync tasks, wearsync connections ----------------------------------------------------
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    """A plain left-aligned table; the last column is not padded."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    for cells in [headers, *rows]:
+        out.write("  ".join(c.ljust(w) for c, w in zip(cells[:-1], widths, strict=False)) + "  " + cells[-1] + "\n")
+
+
+def _shorten(text: str | None, width: int = 200) -> str:
+    """On one line, and short: the last column of a table may wrap, but one error should not fill
+    the screen (an upstream error carries up to 300 characters of the body)."""
+    if not text:
+        return "-"
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _tasks_command(settings: Settings, args: argparse.Namespace) -> None:
+    data = {"status": args.status, "provider": args.provider, "user_id": args.user, "application": args.application}
+    given = {k: v for k, v in data.items() if v is not None} | {"limit": args.limit}
+    _run(settings, lambda: _validated(TaskFilter, given), _tasks)
+
+
+async def _tasks(filters: TaskFilter, db: asyncpg.Pool) -> int:
+    from wearsync.db.operators import recent_tasks
+
+    rows = await recent_tasks(db, **filters.model_dump())
+    cells = []
+    for r in rows:
+        took = r["finished_at"] - r["started_at"] if r["started_at"] and r["finished_at"] else None
+        cells.append([
+            str(r["id"]), r["provider"], str(r["user_id"]), r["status"], ",".join(r["data_types"]),
+            _when(r["created_at"]), f"{took.total_seconds():.1f}s" if took is not None else "-", _shorten(r["error"]),
+        ])  # fmt: skip
+    headers = ["id", "provider", "user", "status", "data types", "created (UTC)", "duration", "error"]
+    table(headers, cells, sys.stdout)
+    return 0
+
+
+def _connections_command(settings: Settings, args: argparse.Namespace) -> None:
+    _run(settings, lambda: _validated(UserPath, {"user_id": args.user_id}), _connections)
+
+
+async def _connections(path: UserPath, db: asyncpg.Pool) -> int:
+    from wearsync.db.operators import connections_overview, find_user
+
+    user = await find_user(db, path.user_id)
+    if user is None:
+        raise Refused("User not found")
+    print(f"user {user['id']}  application {user['application']}  external id {user['external_id'] or '-'}")
+    cells = []
+    for c in await connections_overview(db, path.user_id):
+        state = "active" if c["active"] else f"inactive ({c['inactive_reason'] or 'no reason recorded'})"
+        last = f"{_when(c['last_sync_at'])} {c['last_sync_status']}" if c["last_sync_at"] else "never"
+        scopes = ",".join(c["scopes"]) or "-"
+        cells.append([c["provider"], c["provider_user_id"], state, scopes, _when(c["expires_at"]), last])
+    headers = ["provider", "provider user", "state", "scopes", "token expires (UTC)", "last sync (UTC)"]
+    table(headers, cells, sys.stdout)
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `sync`, `tasks` and `connections` with the `wearsync` parser."""
+    sync = sub.add_parser(
+        "sync",
+        help="queue a sync as the API does (the user's own application); --wait follows it",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sync.add_argument("provider", help="garmin, strava, polar, suunto or whoop")
+    sync.add_argument("user_id", help="our user id (UUID)")
+    sync.add_argument("--data-type", default="all", help="workouts, 247 or all (default: all)")
+    sync.add_argument("--wait", action="store_true", help="show progress per data type until the task ends")
+    sync.add_argument("--application", help="refuse unless the user belongs to this application")
+    suunto = sync.add_argument_group("suunto")
+    suunto.add_argument("--since", help="Unix time to sync from; 0: everything (default: since the last sync)")
+    suunto.add_argument("--limit", help="items per upstream request, 1-100 (default 50)")
+    suunto.add_argument("--offset", help="pagination offset (default 0)")
+    suunto.add_argument(
+        "--filter-by-modification-time",
+        action=argparse.BooleanOptionalAction,
+        help="filter by modification time rather than creation time (default: on)",
+    )
+    polar = sync.add_argument_group("polar")
+    for name, what in (("samples", "sample data"), ("zones", "heart-rate zones"), ("route", "the GPS route")):
+        polar.add_argument(f"--{name}", action="store_true", default=None, help=f"include {what}")
+    garmin = sync.add_argument_group("garmin")
+    garmin.add_argument("--summary-start-time", help="backfill from: Unix time or ISO 8601 date")
+    garmin.add_argument("--summary-end-time", help="backfill until: Unix time or ISO 8601 date")
+    sync.set_defaults(run=_sync_command)
+
+    tasks = sub.add_parser("tasks", help="list recent sync tasks, newest first (every application)")
+    tasks.add_argument("--status", help="queued, running, succeeded, partial or failed")
+    tasks.add_argument("--provider")
+    tasks.add_argument("--user", help="only this user's tasks (UUID)")
+    tasks.add_argument("--application", help="only this application's tasks")
+    tasks.add_argument("--limit", default="20", help="at most this many (default 20, at most 1000)")
+    tasks.set_defaults(run=_tasks_command)
+
+    connections = sub.add_parser("connections", help="a user's provider connections (never their tokens)")
+    connections.add_argument("user_id", help="our user id (UUID)")
+    connections.set_defaults(run=_connections_command)
