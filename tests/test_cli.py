@@ -7,6 +7,7 @@ import io
 import os
 import pty
 import re
+import signal
 import struct
 import sys
 import termios
@@ -115,6 +116,44 @@ async def test_sync_wait_follows_the_task_until_it_succeeds(
     kinds = sorted(k for k in stored if k != "workouts" and stored[k])
     total = sum(stored[k] for k in kinds)
     assert last_247.endswith(f"{total} records (" + ", ".join(f"{k} {stored[k]}" for k in kinds) + ")")
+
+
+async def test_ctrl_c_stops_waiting_and_the_task_goes_on(
+    factory: Factory, settings: Settings, db: asyncpg.Pool, sim_server: TestServer
+) -> None:
+    _, user_id, _ = await factory.connected_user("suunto")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "wearsync", "sync", "suunto", user_id, "--wait",
+        env=process_env(settings), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    task_id = (await asyncio.wait_for(process.stdout.readline(), TIMEOUT_S)).decode().strip()
+    assert (await asyncio.wait_for(process.stdout.readline(), TIMEOUT_S)).decode().endswith(": queued\n")
+    process.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(process.communicate(), TIMEOUT_S)
+    assert process.returncode == 130
+    assert err.decode().endswith(f"Stopped waiting; task {task_id} goes on (wearsync tasks --user {user_id}).\n")
+    assert await db.fetchval("SELECT status::text FROM sync_tasks WHERE id = $1", uuid.UUID(task_id)) == "queued"
+
+
+async def test_sync_wait_of_garmin_reports_the_backfill_it_asked_for(
+    factory: Factory, settings: Settings, db: asyncpg.Pool, worker: Worker, sim_server: TestServer
+) -> None:
+    """Garmin's data comes by webhook: the task ends when the backfill is asked for (ISO dates are
+    read as the API reads them)."""
+    _, user_id, _ = await factory.connected_user("garmin")
+    code, out, err = await wearsync(
+        settings, "sync", "garmin", user_id, "--wait", "--summary-start-time", "2026-08-01",
+        "--summary-end-time", "2026-10-15",
+    )  # fmt: skip
+    assert code == 0, (out, err)
+    last_247 = [line for line in out.splitlines() if line.startswith("data_247 ")][-1]
+    assert last_247 == f"data_247  [{'#' * 24}] succeeded 12/12 pages  0 records"
+    assert out.splitlines()[-1] == (
+        "Garmin backfill: 15 window(s) requested, 0 delivered so far (the data arrives by webhook)"
+    )
+    params = await db.fetchval("SELECT params FROM sync_tasks")
+    assert params == {"summary_start_time": 1785542400, "summary_end_time": 1792022400}
 
 
 @asynccontextmanager

@@ -6,7 +6,8 @@ validation and messages, same coalescing, same queue); `--application NAME` make
 is that application's. Tokens are never read, let alone printed.
 
 Exit codes: 0 done (with `--wait`: the task succeeded); 1 the task ended `partial` or `failed`;
-2 refused (bad input, unknown user, no active connection, unsupported data type): nothing started.
+2 refused (bad input, unknown user, no active connection, unsupported data type): nothing started;
+130 interrupted (Ctrl-C: a queued task goes on).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ if TYPE_CHECKING:  # the rest is imported when a command runs: `wearsync` starts
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
-EXIT_UNSUCCESSFUL, EXIT_REFUSED = 1, 2
+EXIT_UNSUCCESSFUL, EXIT_REFUSED, EXIT_INTERRUPTED = 1, 2, 130
 POLL_S = 0.25
 BAR_WIDTH = 24
 # Provider parameters of `sync`: option dest -> how it is spelled on the command line.
@@ -96,6 +97,8 @@ def _run(settings: Settings, check: Callable[[], T], work: Callable[[T, asyncpg.
     except Refused as e:
         print(f"error: {e}", file=sys.stderr)
         code = EXIT_REFUSED
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
     sys.exit(code)
 
 
@@ -141,7 +144,11 @@ async def _sync(settings: Settings, args: argparse.Namespace, req: SyncRequest, 
         print("The same sync is already queued or running: that is its task.", file=sys.stderr)
     if not args.wait:
         return 0
-    task = await follow_task(db, task_id, sys.stdout)
+    try:
+        task = await follow_task(db, task_id, sys.stdout)
+    except asyncio.CancelledError:  # Ctrl-C
+        print(f"Stopped waiting; task {task_id} goes on (wearsync tasks --user {req.user_id}).", file=sys.stderr)
+        raise
     return 0 if task["status"] == TaskStatus.SUCCEEDED else EXIT_UNSUCCESSFUL
 
 
