@@ -170,7 +170,13 @@ async def start_worker(settings: Settings) -> AsyncIterator[Worker]:
         yield running
     finally:
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        # A job may still be recording its end in Redis after its task row went final: cancelled
+        # there, close() would re-raise its CancelledError and skip the shutdown. Collect them first.
+        jobs = list(running.tasks.values())
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(task, *jobs, return_exceptions=True)
+        running.tasks.clear()
         await running.close()
 
 

@@ -152,12 +152,26 @@ async def test_empty_and_absent_lists_store_empty_pages(http: HttpClient, upstre
     ctx = make_ctx(http)
     with upstream() as m:
         m.get(REST, payload=[])
-        m.get(REST, body="", status=200)
+        m.get(REST, body="", status=204)
         assert await garmin.pull_summaries(ctx, "activities", (T0, T0 + 2 * DAY)) == 0
     assert [(key, rows, n) for key, rows, n in ctx.saved] == [
         (f"activities@{T0}-{T0 + DAY}", [], 0),
         (f"activities@{T0 + DAY}-{T0 + 2 * DAY}", [], 0),
     ]
+
+
+async def test_a_200_with_no_body_is_a_body_cut_short_not_an_empty_list(
+    http: HttpClient, upstream: type[aioresponses]
+) -> None:
+    ctx = make_ctx(http)
+    with upstream() as m:
+        m.get(REST, body="", status=200)  # retried: the second try answers
+        m.get(REST, payload=[summary(summaryId="a1")])
+        assert await garmin.pull_summaries(ctx, "activities", (T0, T0 + DAY)) == 1
+    with upstream() as m:
+        m.get(REST, body="", status=200, repeat=True)
+        with pytest.raises(MalformedPayload, match="empty body"):
+            await garmin.pull_summaries(ctx, "activities", (T0, T0 + DAY))
 
 
 async def test_a_range_is_pulled_a_day_at_a_time_with_the_token(http: HttpClient, upstream: type[aioresponses]) -> None:

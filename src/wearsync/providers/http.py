@@ -116,6 +116,8 @@ class HttpClient:
         assert last is not None
         if last.reason == "malformed JSON":
             raise MalformedPayload(f"{method} {url} returned malformed JSON: {last.body[:200]}")
+        if last.reason == "empty body":
+            raise MalformedPayload(f"{method} {url} returned an empty body (HTTP 200)")
         raise UpstreamError(method, url, last.status, last.body, reason=last.reason)
 
     async def _once(
@@ -146,7 +148,13 @@ class HttpClient:
             raise UpstreamAuthError(method, url, status, text)
         if status >= 400:
             raise UpstreamError(method, url, status, text)
+        if not body:
+            # "No content" is a 204 (or a 201/202 acknowledgement); a 200 whose body is missing is
+            # an answer cut short, not an empty list: taking it as one would be a silent gap.
+            if status == 200:
+                raise _Transient("empty body", status)
+            return None
         try:
-            return json.loads(body) if body else None
+            return json.loads(body)
         except ValueError as e:
             raise _Transient("malformed JSON", status, text) from e

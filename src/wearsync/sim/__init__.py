@@ -12,7 +12,7 @@ import aiohttp
 from aiohttp import web
 
 from wearsync.sim import garmin, polar, strava, suunto, whoop
-from wearsync.sim.common import DELIVERY_SESSION, STATE_KEY, USER_NAME, Fault, SimState, WebhookTarget
+from wearsync.sim.common import DELIVERY_SESSION, EMITTERS, STATE_KEY, USER_NAME, Fault, SimState, WebhookTarget
 
 SIMULATORS = {"garmin": garmin, "strava": strava, "polar": polar, "suunto": suunto, "whoop": whoop}
 
@@ -114,6 +114,7 @@ async def delivery_session(app: web.Application) -> AsyncIterator[None]:
 def create_sim_app(state: SimState | None = None) -> web.Application:
     app = web.Application()
     app[STATE_KEY] = state or SimState()
+    app[EMITTERS] = {name: module.emit for name, module in SIMULATORS.items() if hasattr(module, "emit")}
     app.cleanup_ctx.append(delivery_session)
     for name, module in SIMULATORS.items():
         api, auth = module.create_apps()

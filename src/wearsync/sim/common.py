@@ -28,8 +28,11 @@ class Fault:
     matching calls through.
 
     Kinds: "status" (answer `status`), "timeout" (never answer), "cut" (close the connection),
-    "malformed" (truncated JSON), "ratelimit" (the provider's own 429), "expire_tokens" (the
-    calling user's access tokens expire now; the call then goes on, and is refused)."""
+    "malformed" (truncated JSON), "truncated" (the real answer's headers and half its body, then
+    the connection is closed), "empty" (200 with no body), "ratelimit" (the provider's own 429),
+    "expire_tokens" (the calling user's access tokens expire now; the call then goes on, and is
+    refused), "event" (`event` happens upstream first, as the provider's `/_sim/P/users/U/events`
+    would make it happen for the calling user; the call then goes on and sees it)."""
 
     provider: str
     path_prefix: str  # matched against the provider's own path, e.g. "/247samples"
@@ -37,6 +40,7 @@ class Fault:
     status: int = 500
     count: int = 1
     skip: int = 0
+    event: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -148,6 +152,9 @@ class WebhookTarget:
 
 
 STATE_KEY = web.AppKey("sim_state", SimState)
+# Provider name -> its simulator's `emit(request, user, body)`: what "event" faults make happen.
+Emit = Callable[[web.Request, str, dict[str, Any]], Awaitable[dict[str, Any]]]
+EMITTERS = web.AppKey("sim_emitters", dict[str, Emit])
 DELIVERY_SESSION = web.AppKey("sim_delivery_session", aiohttp.ClientSession)
 
 
@@ -244,18 +251,39 @@ class RateLimitStyle:
 
 
 async def _faulty_response(
-    request: web.Request, fault: Fault, rate_limit: RateLimitStyle | None, headers: dict[str, str]
+    request: web.Request, fault: Fault, rate_limit: RateLimitStyle | None, headers: dict[str, str], handler: "Handler"
 ) -> web.StreamResponse:
     if fault.kind == "timeout":
-        await asyncio.sleep(3600)
+        # Never answer; stop waiting once the caller gives up, so that no handler lingers.
+        for _ in range(72_000):  # an hour at most
+            if request.transport is None or request.transport.is_closing():
+                break
+            await asyncio.sleep(0.05)
     if fault.kind == "cut" and request.transport is not None:
         request.transport.close()
         raise web.HTTPInternalServerError()
     if fault.kind == "malformed":
         return web.Response(status=200, text='{"payload": [{"truncat', content_type="application/json")
+    if fault.kind == "empty":
+        return web.Response(status=200, content_type="application/json")
+    if fault.kind == "truncated":
+        return await _truncated(request, await handler(request))
     if fault.kind == "ratelimit" and rate_limit is not None:
         return web.json_response(rate_limit.body, status=429, headers=headers | {"Retry-After": "1"})
     return json_error(fault.status, {"error": f"injected fault {fault.status}"})
+
+
+async def _truncated(request: web.Request, answer: web.StreamResponse) -> web.StreamResponse:
+    """`answer` as a connection that dies mid-body: all its headers (the whole body's
+    Content-Length), half its body, then the connection closes."""
+    body = answer.body if isinstance(answer, web.Response) and isinstance(answer.body, bytes) else b"{}"
+    response = web.StreamResponse(status=answer.status, headers={"Content-Type": answer.content_type})
+    response.content_length = len(body)
+    await response.prepare(request)
+    await response.write(body[: len(body) // 2])
+    if request.transport is not None:
+        request.transport.close()
+    return response
 
 
 def fault_middleware(provider: str, rate_limit: RateLimitStyle | None = None) -> Middleware:
@@ -283,14 +311,16 @@ def fault_middleware(provider: str, rate_limit: RateLimitStyle | None = None) ->
         fault = state.take_fault(provider, path)
         if fault is None and knobs.error_rate and random.random() < knobs.error_rate:
             fault = Fault(provider, path, "status", 500)
-        if fault is not None and fault.kind == "expire_tokens":
+        if fault is not None and fault.kind in ("expire_tokens", "event"):
             user = bearer_user(request, provider)
-            if user is not None:
+            if user is not None and fault.kind == "expire_tokens":
                 state.access_expired_before[(provider, user)] = time.time() + 0.001
+            if user is not None and fault.kind == "event":
+                await request.config_dict[EMITTERS][provider](request, user, dict(fault.event))
             fault = None
         if fault is not None:
             entry["status"] = f"fault:{fault.kind}"
-            return await _faulty_response(request, fault, rate_limit, headers)
+            return await _faulty_response(request, fault, rate_limit, headers, handler)
         try:
             response = await handler(request)
         except web.HTTPException as e:

@@ -237,14 +237,27 @@ def _added(request_or_app: web.Request | web.Application, user: str) -> list[dic
     return added
 
 
+def _changed(request_or_app: web.Request | web.Application, user: str) -> dict[str, dict[str, Any]]:
+    """Workouts changed after the history was laid out (by `emit`): workoutKey -> {"changes":
+    fields merged into the workout, "modified_ms": when}."""
+    app = request_or_app.config_dict if isinstance(request_or_app, web.Request) else request_or_app
+    changed: dict[str, dict[str, Any]] = app[STATE_KEY].changes.setdefault((NAME, user), {}).setdefault("changed", {})
+    return changed
+
+
 def all_workouts(
     request_or_app: web.Request | web.Application, user: str
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Every workout served (history and added ones) and their modification times."""
+    """Every workout served (history and added ones, as changed) and their modification times."""
     data = user_data(request_or_app, user)
     added = _added(request_or_app, user)
+    changed = _changed(request_or_app, user)
     modified = data.modified_ms | {a["workout"]["workoutKey"]: a["modified_ms"] for a in added}
-    return data.workouts + [a["workout"] for a in added], modified
+    modified |= {key: c["modified_ms"] for key, c in changed.items()}
+    workouts = data.workouts + [a["workout"] for a in added]
+    if changed:
+        workouts = [w | changed[w["workoutKey"]]["changes"] if w["workoutKey"] in changed else w for w in workouts]
+    return workouts, modified
 
 
 async def list_workouts(request: web.Request) -> web.Response:
@@ -349,19 +362,38 @@ def create_apps() -> tuple[web.Application, web.Application]:
 
 
 async def emit(request: web.Request, user: str, body: dict[str, Any]) -> dict[str, Any]:
-    """A new workout is recorded (`{"kind": "create"}`) and Suunto notifies: the notification
-    carries the workout, signed with HMAC-SHA256 of the body (hex) in `X-HMAC-SHA256-Signature`
-    under the webhook's secret (unconfirmed by public docs)."""
+    """Something happens to the user's workouts and Suunto notifies: `{"kind": "create"}` records a
+    new workout (WORKOUT_CREATED); `{"kind": "update", "workoutKey"?, "changes": {...}}` merges
+    `changes` into a workout (by default the one modified longest ago, which a list ordered by
+    modification time then moves from its head to its tail) and stamps it modified now
+    (WORKOUT_UPDATED). The notification carries the workout, signed with HMAC-SHA256 of the body
+    (hex) in `X-HMAC-SHA256-Signature` under the webhook's secret (unconfirmed by public docs)."""
     state = request.config_dict[STATE_KEY]
-    added = _added(request, user)
-    data = user_data(request, user)
-    rng = user_rng(NAME, user, f"added-{len(added)}")
-    (workout,), _ = _workouts(rng, state.anchor + timedelta(days=len(added) + 1), 1, data.offset_minutes)
-    workout["workoutId"] = 9_000_000_000 + len(added)
-    added.append({"workout": workout, "modified_ms": int(time.time() * 1000)})
+    if body.get("kind", "create") == "update":
+        workouts, modified_ms = all_workouts(request, user)
+        key = (
+            body.get("workoutKey")
+            or min(workouts, key=lambda w: (modified_ms[w["workoutKey"]], w["workoutId"]))["workoutKey"]
+        )
+        changes = body.get("changes")
+        if not isinstance(changes, dict) or key not in modified_ms:
+            raise web.HTTPBadRequest(text='{"error": "update: a known workoutKey and an object of changes"}',
+                                     content_type="application/json")  # fmt: skip
+        change = _changed(request, user).setdefault(key, {"changes": {}})
+        change["changes"] |= changes
+        change["modified_ms"] = int(time.time() * 1000)
+        workout = next(w for w in all_workouts(request, user)[0] if w["workoutKey"] == key)
+        kind = "WORKOUT_UPDATED"
+    else:
+        added = _added(request, user)
+        data = user_data(request, user)
+        rng = user_rng(NAME, user, f"added-{len(added)}")
+        (workout,), _ = _workouts(rng, state.anchor + timedelta(days=len(added) + 1), 1, data.offset_minutes)
+        workout["workoutId"] = 9_000_000_000 + len(added)
+        added.append({"workout": workout, "modified_ms": int(time.time() * 1000)})
+        kind = "WORKOUT_CREATED"
     target = state.webhook_targets.get(NAME)
-    notification = {"type": "WORKOUT_CREATED", "username": user, "workoutid": workout["workoutKey"],
-                    "workout": workout}  # fmt: skip
+    notification = {"type": kind, "username": user, "workoutid": workout["workoutKey"], "workout": workout}
     raw = json.dumps(notification).encode()
     signature = hmac.new((target.secret if target else "").encode(), raw, hashlib.sha256).hexdigest()
     status = await deliver(request, NAME, raw, {"X-HMAC-SHA256-Signature": signature})
