@@ -5,6 +5,7 @@ import asyncio
 
 import pytest
 
+from wearsync.providers.errors import ListShifted
 from wearsync.providers.paging import each_concurrently, offset_pages
 
 
@@ -79,3 +80,29 @@ async def test_a_failure_stops_new_fetches_and_is_raised_after_the_ones_in_fligh
         await drain()
     assert 2 in landed  # in flight when page 4 failed, and still delivered
     assert max(asked) <= 4 + 2 * 3  # nothing new started after the failure, beyond the window
+
+
+async def test_a_record_on_two_pages_means_the_list_moved() -> None:
+    listed = ["a", "b", "c", "d", "e"]
+
+    async def fetch(offset: int) -> list[str]:
+        page = listed[offset : offset + 2]
+        if offset == 0:  # "a" changes once the first page is read: it moves to the end
+            listed.append(listed.pop(0))
+        return page
+
+    async def read(record_key: bool) -> list[str]:
+        pages = offset_pages(fetch, start=0, limit=2, concurrency=1, record_key=(lambda r: r) if record_key else None)
+        return [r async for _, page in pages for r in page]
+
+    assert await read(record_key=False) == ["a", "b", "d", "e", "a"]  # "c" fell between two pages
+    listed[:] = ["a", "b", "c", "d", "e"]
+    with pytest.raises(ListShifted, match="record a was listed at offsets 0 and 4: the list moved"):
+        await read(record_key=True)
+    listed[:] = ["a", "b", "c", "d", "e"]
+
+    async def still(offset: int) -> list[str]:
+        return listed[offset : offset + 2]
+
+    pages = offset_pages(still, start=0, limit=2, concurrency=2, record_key=lambda r: r)
+    assert [r async for _, page in pages for r in page] == listed  # an unchanged list reads as is

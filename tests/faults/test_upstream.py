@@ -142,3 +142,63 @@ async def test_a_lasting_fault_mid_list_fails_the_data_type_clearly(
     # again once when the server cut a connection it reused.
     failed = [r for r in list_calls(sim_state, listing) if str(r["status"]).startswith("fault:")]
     assert 3 <= len(failed) <= 4 * 3 * (2 if fault == "cut connection" else 1), len(failed)
+
+
+async def test_a_workout_changed_between_suunto_pages_is_not_lost(
+    client: Client, factory: Factory, settings: Settings, db: asyncpg.Pool, sim_state: SimState, sim_server: TestServer
+) -> None:
+    """Suunto lists by modification time: a workout changed while the list is paged moves from its
+    head to its tail, so every later offset shifts by one and one workout falls between two pages
+    already cut. The sync notices (the moved workout comes back on a second page) and lists again."""
+    listing = LISTINGS["suunto"]
+    # The third list call (the first page was fetched alone, before) sees the change first.
+    change = {"kind": "update", "changes": {"name": "renamed mid-sync"}}
+    injected = Fault("suunto", listing.path, "event", skip=2, event=change)
+    task, user_id, sim_user = await sync_with_faults(client, factory, settings, sim_state, listing, injected)
+
+    assert injected.count == 0, "the change happened"
+    assert task["status"] == "succeeded", task
+    served = listing.served(await sim_records(sim_server, "suunto", sim_user))
+    rows = await stored(db, user_id, "suunto")
+    assert sorted(set(served) - set(rows)) == [], "workouts lost"
+    assert rows == served  # each as served now: the renamed one renamed
+    assert [w["name"] for w in rows.values()].count("renamed mid-sync") == 1
+    assert task["progress"]["workouts"]["records"] == {"workouts": len(served)}
+    assert len(list_calls(sim_state, listing)) >= 2 * 7, "listed again: 6 full pages and the empty one"
+
+
+async def test_an_activity_uploaded_between_strava_pages_is_not_lost(
+    client: Client, factory: Factory, settings: Settings, db: asyncpg.Pool, sim_state: SimState, sim_server: TestServer
+) -> None:
+    """Strava lists newest first: an activity uploaded while the list is paged pushes every later
+    activity one place back, so the pages still to come repeat one, and the new one is on a page
+    already read. The sync notices (an activity on two pages) and lists again."""
+    listing = LISTINGS["strava"]
+    injected = Fault("strava", listing.path, "event", skip=1, event={"kind": "create"})
+    task, user_id, sim_user = await sync_with_faults(client, factory, settings, sim_state, listing, injected)
+
+    assert injected.count == 0, "the upload happened"
+    assert task["status"] == "succeeded", task
+    served = listing.served(await sim_records(sim_server, "strava", sim_user))
+    assert len(served) == listing.history["workouts"] + 1
+    rows = await stored(db, user_id, "strava")
+    assert sorted(set(served) - set(rows)) == [], "activities lost"
+    assert rows == served
+    assert task["progress"]["workouts"]["records"] == {"workouts": len(served)}
+    assert len(list_calls(sim_state, listing)) >= 3 + 3, "listed again"
+
+
+async def test_a_list_that_keeps_moving_fails_the_data_type_after_three_readings(
+    client: Client, factory: Factory, settings: Settings, db: asyncpg.Pool, sim_state: SimState, sim_server: TestServer
+) -> None:
+    listing = LISTINGS["suunto"]
+    change = {"kind": "update", "changes": {"name": "renamed again"}}
+    injected = Fault("suunto", listing.path, "event", skip=1, count=-1, event=change)  # every call from the second
+    task, _, _ = await sync_with_faults(client, factory, settings, sim_state, listing, injected)
+
+    assert task["status"] == "failed", task
+    assert task["attempts"] == 1, task
+    assert task["error"].startswith("workouts: record "), task["error"]
+    assert "the list moved while it was paged, 3 times in a row" in task["error"], task["error"]
+    assert task["progress"]["workouts"]["status"] == "failed"
+    assert len(list_calls(sim_state, listing)) <= 3 * 8, "three readings, then it gave up"

@@ -381,6 +381,20 @@ async def update_type_progress(
     )
 
 
+async def restart_type_progress(db: Executor, task_id: UUID, data_type: str) -> None:
+    """One data type's pages are read again from the start: no page counts as done, and the pages
+    and records it counts are those of the new reading."""
+    await db.execute(
+        """
+        UPDATE sync_tasks SET updated_at = now(), progress = jsonb_set(progress, ARRAY[$2::text],
+            coalesce(progress -> $2, '{}') || '{"done": {}, "pages": 0, "records": {}}'::jsonb)
+        WHERE id = $1
+        """,
+        task_id,
+        data_type,
+    )
+
+
 async def finish_task(
     db: Executor, task_id: UUID, status: TaskStatus, result: Mapping[str, bool] | None, error: str | None
 ) -> None:

@@ -7,17 +7,23 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+import structlog
 
 from wearsync.crypto import TokenCipher
 from wearsync.db import queries
 from wearsync.db.records import upsert_records
 from wearsync.models import DataType, SyncParams
-from wearsync.providers.errors import JobSliceDone, MalformedPayload, UpstreamAuthError
+from wearsync.providers.errors import JobSliceDone, ListShifted, MalformedPayload, UpstreamAuthError
 from wearsync.providers.http import Bucket, HttpClient, Params
 from wearsync.providers.ratelimit import RateLimit, parse_rate_limits
 from wearsync.providers.tokens import Credentials
 from wearsync.records import RECORD_KIND, Record
 from wearsync.settings import ProviderSettings, Settings
+
+log = structlog.get_logger(__name__)
+
+# How often a list that moved while it was paged is listed again before its data type fails.
+RELISTS = 2
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,27 @@ class SyncContext:
                 )
         if self.page_budget is not None:
             self.page_budget.spend()
+
+    async def list_again_if_moved(self, listing: Callable[[Mapping[str, int]], Awaitable[None]]) -> None:
+        """`listing(done)` pages a list, skipping the pages in `done`, and raises ListShifted when the
+        list moved under it. Then it runs again from the start with the type's progress started
+        over (at most RELISTS times; the upserts make the pages read again harmless), and a list
+        that keeps moving fails the data type, saying so."""
+        done = self.done
+        for listed in range(1, RELISTS + 2):
+            try:
+                return await listing(done)
+            except ListShifted as e:
+                if listed > RELISTS:
+                    raise ListShifted(
+                        f"{e} while it was paged, {listed} times in a row; the next sync tries again"
+                    ) from e
+                log.info(
+                    "list moved while it was paged, listing it again", data_type=self.data_type.value, error=str(e)
+                )
+            done = {}
+            if self.task_id is not None:
+                await queries.restart_type_progress(self.db, self.task_id, self.data_type)
 
     async def set_pages_total(self, pages_total: int) -> None:
         if self.task_id is not None:

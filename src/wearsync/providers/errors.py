@@ -10,6 +10,12 @@ class MalformedPayload(ProviderError):
     """An upstream answer we could not read."""
 
 
+class ListShifted(ProviderError):
+    """A list moved while it was paged: a record came back on a second page (records were added,
+    or a changed one moved, ahead of pages still to come), so pages cut before and after the move
+    do not join up and one record may fall between them."""
+
+
 class NotSupported(ProviderError):
     """The provider's client cannot sync this data type (yet)."""
 

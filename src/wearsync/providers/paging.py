@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
+from wearsync.providers.errors import ListShifted
+
 T = TypeVar("T")
 A = TypeVar("A")
 K = TypeVar("K")
@@ -103,13 +105,21 @@ async def offset_pages(
     concurrency: int,
     done: Mapping[int, int] | None = None,
     max_fetches: int | None = None,
+    record_key: Callable[[T], str | None] | None = None,
 ) -> AsyncGenerator[tuple[int, list[T]]]:
     """(offset, page) of an offset/limit list, `concurrency` requests in flight. The list's length
     is not known up front: the first short page marks the end, and no page past it is requested.
     Until a full page shows there is more, one request goes alone, so a small or unchanged history
     costs one call, not `concurrency` (upstream calls are the scarce resource). Offsets in `done`
     (offset -> items, stored by an earlier run) are not fetched again; no more than `max_fetches`
-    calls are made (the job's page budget: calls made for pages it cannot store are wasted)."""
+    calls are made (the job's page budget: calls made for pages it cannot store are wasted).
+
+    Offsets are positions in a list that may change while it is paged. With `record_key`, a record
+    met on two pages raises ListShifted: whatever moved it may also have moved another record past
+    a page boundary, unseen. (A record that moves from ahead of the pages read to behind them
+    always shows up twice: the list's length stays, so the pages hold as many places as it has
+    records, and one missed means another read twice. Only this run's pages are compared: those
+    in `done` were read by an earlier job.)"""
     known = done or {}
     state = {"next": start, "end": -1, "width": 1}  # end -1: not known yet
 
@@ -132,7 +142,12 @@ async def offset_pages(
     pipeline: _Pipeline[int, list[T]] = _Pipeline(
         fetch, next_offset, lambda: state["width"], lambda offset, page: learn(offset, len(page)), max_fetches
     )
+    seen: dict[str, int] = {}  # record key -> the offset of the page it was on
     async for offset, page in pipeline.results():
+        keys = [record_key(item) for item in page] if record_key is not None else []
+        for key in keys:
+            if key is not None and seen.setdefault(key, offset) != offset:
+                raise ListShifted(f"record {key} was listed at offsets {seen[key]} and {offset}: the list moved")
         if page:
             yield offset, page
 

@@ -5,9 +5,12 @@ A sync first fixes its range: `before` = the moment the task first started (`ctx
 same on every rerun of the task) and `after` = 0, all history. With the range fixed, page N always
 means the same activities, so pages are independent: they are fetched concurrently
 (`WEARSYNC_STRAVA_PAGE_CONCURRENCY`) and a rerun of a deferred task skips the pages it stored
-(`ctx.done` keys `page:N`). Activities uploaded while a task runs but started before its
-`before` shift the pages behind them; the upserts make a re-read harmless, and the next sync
-picks up anything moved out of reach.
+(`ctx.done` keys `page:N`). An activity uploaded while a task runs but started before its
+`before` pushes every older one a place back: the pages still to come repeat one, and the new one
+is on a page already read. An activity listed on two pages shows this, and the list is read
+again from the start (the upserts make the re-read harmless). Not caught: an activity deleted
+meanwhile pulls the older ones a place forward, and one of them may be missed unseen (page numbers
+cannot overlap to show it, and Strava gives no count).
 
 Choices where Strava's documentation is silent (unconfirmed):
 - The list ends with the first page shorter than `per_page` (an empty page when the count is a
@@ -149,16 +152,17 @@ async def sync_workouts(ctx: SyncContext) -> None:
             raise MalformedPayload(f"GET {url} returned no activity list: {str(body)[:200]}")
         return body
 
-    done = {
-        (int(key.removeprefix("page:")) - 1) * PER_PAGE: n for key, n in ctx.done.items() if key.startswith("page:")
-    }
-    concurrency = ctx.settings.strava_page_concurrency
-    pages = offset_pages(
-        fetch, start=0, limit=PER_PAGE, concurrency=concurrency, done=done, max_fetches=ctx.fetch_allowance()
-    )
-    async with aclosing(pages):
-        async for offset, page in pages:
-            await ctx.save_page(map_page(page, map_activity), f"page:{offset // PER_PAGE + 1}", len(page))
+    async def listing(done: Mapping[str, int]) -> None:
+        pages = offset_pages(
+            fetch, start=0, limit=PER_PAGE, concurrency=ctx.settings.strava_page_concurrency,
+            done={(int(k.removeprefix("page:")) - 1) * PER_PAGE: n for k, n in done.items() if k.startswith("page:")},
+            max_fetches=ctx.fetch_allowance(), record_key=lambda a: str(a.get("id")),
+        )  # fmt: skip
+        async with aclosing(pages):
+            async for offset, page in pages:
+                await ctx.save_page(map_page(page, map_activity), f"page:{offset // PER_PAGE + 1}", len(page))
+
+    await ctx.list_again_if_moved(listing)
     ctx.advance_cursor({"after": int((ctx.started_at - LATE_UPLOADS).timestamp())})
 
 

@@ -249,14 +249,18 @@ async def sync_workouts(ctx: SyncContext) -> None:
         payload: list[dict[str, Any]] = body.get("payload") or []
         return payload
 
-    concurrency = ctx.settings.suunto_page_concurrency
-    done = {int(key.removeprefix("offset:")): n for key, n in ctx.done.items()}
-    pages = offset_pages(
-        fetch, start=p.offset, limit=p.limit, concurrency=concurrency, done=done, max_fetches=ctx.fetch_allowance()
-    )
-    async with aclosing(pages):
-        async for offset, page in pages:
-            await ctx.save_page(map_page(page, map_workout), f"offset:{offset}", len(page))
+    async def listing(done: Mapping[str, int]) -> None:
+        # Listed by modification time (by default), a workout changed meanwhile moves to the end.
+        pages = offset_pages(
+            fetch, start=p.offset, limit=p.limit, concurrency=ctx.settings.suunto_page_concurrency,
+            done={int(key.removeprefix("offset:")): n for key, n in done.items()},
+            max_fetches=ctx.fetch_allowance(), record_key=lambda w: str(w.get("workoutKey")),
+        )  # fmt: skip
+        async with aclosing(pages):
+            async for offset, page in pages:
+                await ctx.save_page(map_page(page, map_workout), f"offset:{offset}", len(page))
+
+    await ctx.list_again_if_moved(listing)
     if p.filter_by_modification_time and p.offset == 0:
         ctx.advance_cursor({"modified_since_ms": _ms(ctx.started_at - CURSOR_OVERLAP)})
 
