@@ -182,6 +182,9 @@ async def test_make_run_demo_end_to_end(dev_run: DevRun) -> None:
     assert task["progress"]["data_247"]["records"]["daily_activity"] == counts["daily_activity"] > 0
     assert pulled == {"garmin", "strava", "polar", "suunto", "whoop"}
     assert landed == 1
+    # The processes log readable lines here (JSON is the services' default elsewhere).
+    assert "[info     ] request" in dev_run.text
+    assert not [line for line in dev_run.text.splitlines() if line.startswith("{")]
 
     # Ctrl-C (SIGINT to the terminal's process group) stops everything, cleanly.
     os.killpg(dev_run.process.pid, signal.SIGINT)

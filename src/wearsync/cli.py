@@ -178,5 +178,6 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     settings = Settings()
-    configure_logging(settings.log_format, settings.log_level)
+    service = args.command in ("api", "worker", "sim")  # long-running: one JSON object per line
+    configure_logging(settings.log_format or ("json" if service else "console"), settings.log_level)
     args.run(settings, args)

@@ -202,6 +202,7 @@ def run_dev(data_dir: str, api_port: int = 8080, sim_port: int = 8090) -> None:
         if not env.get("REDIS_URL"):
             env["REDIS_URL"] = _start_redis(data / "valkey", stack)
         env = dev_environment(env, sim_url)
+        env.setdefault("WEARSYNC_LOG_FORMAT", "console")  # readable lines in the terminal
         asyncio.run(_run_migrations(env["DATABASE_URL"]))
 
         def stop_children() -> None:

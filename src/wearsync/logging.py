@@ -1,4 +1,9 @@
-"""structlog set-up: configured once per process, JSON in production, console in development."""
+"""structlog set-up: configured once per process, JSON in production, console in development.
+
+Every line carries what the context bound: `request_id` in the API (middlewares.request_context),
+`task_id` or `event_id` in a worker's job (worker.py), down to the provider clients' lines. The
+standard library's loggers (arq, aiohttp, asyncio) go through the same chain, so a process writes
+one format only."""
 
 import logging
 import re
@@ -39,17 +44,23 @@ def configure_logging(log_format: str = "console", level: str = "INFO") -> None:
         if log_format == "json"
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
-    logging.basicConfig(format="%(message)s", stream=sys.stderr, level=level.upper())
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+    ]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, redact_secrets, renderer],
+        )
+    )
+    logging.basicConfig(handlers=[handler], level=level.upper())
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info,
-            redact_secrets,
-            renderer,
-        ],
+        processors=[*shared, redact_secrets, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,

@@ -35,8 +35,14 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("REDIS_URL", "WEARSYNC_REDIS_URL"),
     )
     queue_name: str = "wearsync:queue"
-    log_format: str = Field("console", pattern="^(console|json)$")
+    # console (readable) or json; empty: json for the services (api, worker, sim), console otherwise.
+    log_format: str = Field("", pattern="^(|console|json)$")
     log_level: str = "INFO"
+    # /metrics: public unless a token is set, then only to `Authorization: Bearer <token>`.
+    metrics_token: str = ""
+    # Each worker's own /metrics (0: none); several workers on one host need a port each.
+    worker_metrics_port: int = Field(0, ge=0, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
 
     db_pool_min: int = 1
     db_pool_max: int = 10  # per worker process

@@ -16,6 +16,7 @@ import asyncpg
 import structlog
 from redis.asyncio import Redis
 
+from wearsync import metrics
 from wearsync.db import queries
 from wearsync.models import DataType, SyncParams, TaskStatus
 from wearsync.providers import PROVIDERS
@@ -127,6 +128,14 @@ async def run_task(deps: Deps, task_id: UUID, *, defer_rate_limits: bool = False
     if task is None:
         log.info("task already finished or unknown, nothing to do")
         return None
+    with metrics.task_run(task["provider"]) as run:
+        details = await _run_started(deps, task, defer_rate_limits)
+        run.outcome = overall_status(details).value
+    return details
+
+
+async def _run_started(deps: Deps, task: asyncpg.Record, defer_rate_limits: bool) -> dict[str, bool]:
+    task_id: UUID = task["id"]
     provider = PROVIDERS[task["provider"]]
     data_types = [DataType(t) for t in task["data_types"]]
     row = await queries.get_active_connection(deps.db, task["user_id"], provider.name)

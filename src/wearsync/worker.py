@@ -12,6 +12,7 @@ from arq.constants import in_progress_key_prefix, job_key_prefix
 from arq.cron import cron
 from arq.worker import func
 
+from wearsync import metrics
 from wearsync.db import TRANSIENT_DB_ERRORS, create_pool, queries
 from wearsync.models import TaskStatus
 from wearsync.providers.errors import JobSliceDone, RateLimited
@@ -32,7 +33,9 @@ def _may_defer(deps: Deps, job_try: int) -> bool:
 def _wait_out(e: RateLimited) -> Retry:
     """Defer the job until the provider's window reopens, without holding a worker slot; jitter
     keeps the deferred jobs from all coming back at the same instant."""
-    return Retry(defer=e.retry_after_s + random.uniform(0, min(5, 0.5 + e.retry_after_s / 10)))
+    defer = e.retry_after_s + random.uniform(0, min(5, 0.5 + e.retry_after_s / 10))
+    metrics.rate_limit_wait(e.provider, "deferred", defer)
+    return Retry(defer=defer)
 
 
 async def sync_task(ctx: dict[str, Any], task_id: str) -> dict[str, bool] | None:
@@ -142,11 +145,17 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or Settings()
     ctx["settings"] = settings
     settings.cipher()  # no key, no start: tokens are never stored in clear
+    if settings.worker_metrics_port:  # several workers on one host need a port each
+        host, port = settings.worker_metrics_host, settings.worker_metrics_port
+        ctx["metrics"] = await metrics.start_server(host, port, settings.metrics_token)
+        log.info("serving metrics", url=f"http://{host}:{port}/metrics")
     db = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
     ctx["deps"] = Deps(settings=settings, db=db, http=create_http_client(settings, ctx["redis"]))
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    if "metrics" in ctx:
+        await ctx["metrics"].cleanup()
     deps: Deps | None = ctx.get("deps")
     if deps is not None:
         await deps.http.session.close()

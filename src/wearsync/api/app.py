@@ -34,6 +34,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
 def setup_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/health", views.health, name="health")
+    r.add_get("/metrics", views.scrape, name="metrics")
     r.add_post("/api/v1/{provider}/users/{user_id}/sync", views.trigger_sync, name="sync")
     r.add_get("/api/v1/tasks/{task_id}", views.get_task, name="task")
     r.add_post("/api/v1/users", views.create_user, name="users")

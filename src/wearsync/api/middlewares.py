@@ -9,14 +9,16 @@ import redis.exceptions
 import structlog
 from aiohttp import web
 
+from wearsync import metrics
 from wearsync.api.common import APP_ID, DEPS, KEY_CACHE, ApiError, dumps
 from wearsync.db import TRANSIENT_DB_ERRORS, queries
 
 log = structlog.get_logger("wearsync.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# Webhooks carry no API key: each provider's own signature or verify token is checked instead.
-PUBLIC_ROUTES = frozenset({"health", "webhook", "webhook-strava-validation"})
+# Webhooks carry no API key: each provider's own signature or verify token is checked instead;
+# /metrics has its own optional token (Prometheus sends no API key).
+PUBLIC_ROUTES = frozenset({"health", "metrics", "webhook", "webhook-strava-validation"})
 INVALID_KEY = "Invalid or missing API key"
 
 
@@ -36,8 +38,9 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         response.headers["X-Request-ID"] = request_id
         return response
     finally:
-        log.info("request", method=request.method, path=request.path, status=status,
-                 ms=round((time.perf_counter() - started) * 1000, 1))  # fmt: skip
+        elapsed = time.perf_counter() - started
+        log.info("request", method=request.method, path=request.path, status=status, ms=round(elapsed * 1000, 1))
+        metrics.observe_request(request, status, elapsed)
         structlog.contextvars.unbind_contextvars("request_id")
 
 

@@ -8,6 +8,7 @@ import asyncpg
 import structlog
 from aiohttp import web
 
+from wearsync import metrics
 from wearsync.api.common import APP_ID, DEPS, QUEUE, ApiError, json_body, json_response, validate
 from wearsync.api.models import ConnectionIn, ConnectionPath, SyncRequest, TaskPath, UserIn, UserPath
 from wearsync.db import queries
@@ -152,3 +153,12 @@ async def health(request: web.Request) -> web.Response:
     if failed:
         return json_response({"detail": f"Unavailable: {', '.join(failed)}", **checks}, status=503)
     return json_response({"status": "ok", **checks})
+
+
+async def scrape(request: web.Request) -> web.StreamResponse:
+    """GET /metrics: this process's metrics, with the queue depth and open tasks counted now."""
+    deps = request.app[DEPS]
+    if not metrics.authorized(request, deps.settings.metrics_token):
+        raise ApiError(401, metrics.INVALID_TOKEN)
+    await metrics.count_open_work(deps.db, request.app[QUEUE], deps.settings.queue_name)
+    return await metrics.expose(request)

@@ -341,6 +341,15 @@ async def possibly_lost_tasks(db: Executor, queued_for_s: float, idle_for_s: flo
     return rows
 
 
+async def open_task_counts(db: Executor) -> dict[tuple[str, str], int]:
+    """Tasks queued or running, per (provider, status): the partial index of open tasks answers it."""
+    rows = await db.fetch(
+        "SELECT provider, status::text AS status, count(*) AS n FROM sync_tasks"
+        " WHERE status IN ('queued', 'running') GROUP BY provider, status"
+    )
+    return {(r["provider"], r["status"]): r["n"] for r in rows}
+
+
 async def set_task_job(db: Executor, task_id: UUID, job_id: str) -> None:
     await db.execute("UPDATE sync_tasks SET job_id = $2, updated_at = now() WHERE id = $1", task_id, job_id)
 

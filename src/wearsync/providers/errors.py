@@ -35,10 +35,11 @@ class UpstreamAuthError(UpstreamError):
 
 class RateLimited(ProviderError):
     """The provider, or our share of its rate limit, asks for a longer wait than a worker slot
-    should be held for: an async job is deferred by `retry_after_s`, a sync call fails the type."""
+    should be held for: an async job is deferred by `retry_after_s`, a sync call fails the type.
+    `provider`: whose limit it is (for metrics), when known."""
 
-    def __init__(self, message: str, retry_after_s: float) -> None:
-        self.retry_after_s = retry_after_s
+    def __init__(self, message: str, retry_after_s: float, provider: str = "") -> None:
+        self.retry_after_s, self.provider = retry_after_s, provider
         super().__init__(f"{message}; retry in {retry_after_s:.0f}s")
 
 

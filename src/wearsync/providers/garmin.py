@@ -291,7 +291,7 @@ async def token_user_id(http: HttpClient, config: ProviderSettings, access_token
     """Garmin's id of a token's user (the token response carries none): what its webhooks name
     the user by, so what the connection stores as provider_user_id."""
     url = f"{config.api_url}{REST}/user/id"
-    body = await http.get_json(url, headers={"Authorization": f"Bearer {access_token}"})
+    body = await http.get_json(url, headers={"Authorization": f"Bearer {access_token}"}, provider=NAME)
     if not isinstance(body, dict) or not body.get("userId"):
         raise MalformedPayload(f"GET {url} returned no userId: {str(body)[:200]}")
     return str(body["userId"])

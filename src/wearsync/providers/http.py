@@ -9,12 +9,13 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from time import time
+from time import perf_counter, time
 from typing import Any
 
 import aiohttp
 import structlog
 
+from wearsync import metrics
 from wearsync.providers.errors import MalformedPayload, RateLimited, UpstreamAuthError, UpstreamError
 from wearsync.providers.ratelimit import RateLimit, RateLimiter
 
@@ -79,9 +80,15 @@ class HttpClient:
     max_429_waits: int = 10
 
     async def get_json(
-        self, url: str, *, params: Params | None = None, headers: Mapping[str, str], bucket: Bucket | None = None
+        self,
+        url: str,
+        *,
+        params: Params | None = None,
+        headers: Mapping[str, str],
+        bucket: Bucket | None = None,
+        provider: str | None = None,
     ) -> Any:
-        return await self.request_json("GET", url, params=params, headers=headers, bucket=bucket)
+        return await self.request_json("GET", url, params=params, headers=headers, bucket=bucket, provider=provider)
 
     async def request_json(
         self,
@@ -93,15 +100,18 @@ class HttpClient:
         data: Mapping[str, str] | None = None,
         json_body: Any = None,
         bucket: Bucket | None = None,
+        provider: str | None = None,
     ) -> Any:
-        """One call, retried on transient failures; every attempt takes a slot of `bucket`."""
+        """One call, retried on transient failures; every attempt takes a slot of `bucket`.
+        `provider` names a call outside any bucket (token grants) in the metrics."""
+        label = bucket.name if bucket is not None else provider or "unknown"
         last: _Transient | None = None
         attempt = waits_429 = 0
         while attempt <= self.retries:
             if self.limiter is not None and bucket is not None:
                 await self.limiter.acquire(bucket.name, bucket.limits)
             try:
-                return await self._once(method, url, params, headers, data, json_body)
+                return await self._once(method, url, label, params, headers, data, json_body)
             except _Transient as e:
                 last, attempt = e, attempt + 1
                 log.warning("upstream call failed", method=method, url=url, reason=e.reason, attempt=attempt)
@@ -112,6 +122,7 @@ class HttpClient:
                 if e.retry_after_s > self.max_inline_wait_s or waits_429 > self.max_429_waits:
                     raise
                 log.info("upstream rate limited, waiting", url=url, seconds=e.retry_after_s)
+                metrics.rate_limit_wait(label, "upstream_429", e.retry_after_s)
                 await asyncio.sleep(e.retry_after_s + random.uniform(0, 0.1))
         assert last is not None
         if last.reason == "malformed JSON":
@@ -124,11 +135,13 @@ class HttpClient:
         self,
         method: str,
         url: str,
+        provider: str,
         params: Params | None,
         headers: Mapping[str, str],
         data: Mapping[str, str] | None,
         json_body: Any,
     ) -> Any:
+        started, outcome = perf_counter(), "error"
         try:
             async with self.session.request(
                 method, url, params=params, headers=headers, data=data, json=json_body
@@ -136,12 +149,16 @@ class HttpClient:
                 body = await resp.read()
                 status = resp.status
                 resp_headers = resp.headers
+            outcome = str(status)
         except (aiohttp.ClientError, TimeoutError) as e:
+            outcome = "timeout" if isinstance(e, TimeoutError) else "error"
             raise _Transient(type(e).__name__) from e
+        finally:
+            metrics.upstream_call(provider, outcome, perf_counter() - started)
         text = body.decode("utf-8", "replace")
         if status == 429:
             wait = retry_after_seconds(resp_headers, 60.0)
-            raise RateLimited(f"{method} {url} was rate limited (HTTP 429: {text[:200]})", wait)
+            raise RateLimited(f"{method} {url} was rate limited (HTTP 429: {text[:200]})", wait, provider=provider)
         if status >= 500:
             raise _Transient(f"HTTP {status}", status, text)
         if status in (401, 403):

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import structlog
 from redis.asyncio import Redis
 
+from wearsync import metrics
 from wearsync.providers.errors import RateLimited
 
 log = structlog.get_logger(__name__)
@@ -88,8 +89,9 @@ class RateLimiter:
                 return
             wait_s = wait_ms / 1000
             if wait_s > self.max_wait_s:
-                raise RateLimited(f"{bucket}'s rate limit is used up", wait_s)
+                raise RateLimited(f"{bucket}'s rate limit is used up", wait_s, provider=bucket)
             log.info("rate limit reached, waiting", bucket=bucket, seconds=round(wait_s, 3))
+            metrics.rate_limit_wait(bucket, "limiter", wait_s)
             # Jitter, so that waiting workers do not all retry at the same instant.
             await asyncio.sleep(wait_s + random.uniform(0, min(1.0, wait_s / 10)))
 

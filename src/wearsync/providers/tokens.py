@@ -82,7 +82,7 @@ async def request_tokens(
         form |= {"client_id": config.client_id, "client_secret": config.client_secret}
     url = f"{config.auth_url}{provider.token_path}"
     try:
-        body = await http.request_json("POST", url, headers=headers, data=form)
+        body = await http.request_json("POST", url, headers=headers, data=form, provider=provider.name)
     except UpstreamError as e:
         # 400 is a refused grant (OAuth's invalid_grant; Strava says "invalid" refresh_token);
         # 401 is our client credentials, which is no reason to give up on the user's connection.

@@ -333,7 +333,7 @@ async def profile_user_id(http: HttpClient, config: ProviderSettings, access_tok
     """Whoop's numeric user id of a token's user: what a connection must store as its
     provider_user_id for webhooks to find it (the token response carries none)."""
     url = f"{config.api_url}/developer/v2/user/profile/basic"
-    body = await http.get_json(url, headers={"Authorization": f"Bearer {access_token}"})
+    body = await http.get_json(url, headers={"Authorization": f"Bearer {access_token}"}, provider="whoop")
     if not isinstance(body, dict) or not isinstance(body.get("user_id"), int):
         raise MalformedPayload(f"GET {url} returned no user_id: {str(body)[:200]}")
     return str(body["user_id"])
