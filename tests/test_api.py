@@ -10,7 +10,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import Factory
+from tests.conftest import Factory, start_sync
 from wearsync.api.app import SETTINGS, create_app
 from wearsync.settings import Settings
 
@@ -55,22 +55,37 @@ async def test_user_errors(client: Client, factory: Factory) -> None:
     assert await resp.json() == {"detail": "User not found"}
 
 
-async def test_a_key_sees_only_its_applications_users(client: Client, factory: Factory) -> None:
-    _, their_user, _ = await factory.connected_user("suunto")
+async def test_a_key_sees_only_its_applications_users(client: Client, factory: Factory, db: asyncpg.Pool) -> None:
+    """Every route that names a user or a task answers another application's key exactly as it
+    answers for an id that does not exist (404, the same detail), and changes nothing."""
+    owner_key, their_user, _ = await factory.connected_user("suunto")
+    their_task = await start_sync(client, owner_key, "suunto", their_user, "data_type=workouts")
+    stored = await db.fetchrow("SELECT access_token, active, updated_at FROM provider_connections")
     mine = {"X-API-Key": await factory.api_key("another-app")}
-    for method, path in [
-        ("GET", f"/api/v1/users/{their_user}"),
-        ("GET", f"/api/v1/users/{their_user}/connections"),
-        ("DELETE", f"/api/v1/users/{their_user}/connections/suunto"),
-    ]:
-        resp = await client.request(method, path, headers=mine)
-        assert resp.status == 404, path
-    resp = await client.put(
-        f"/api/v1/users/{their_user}/connections/suunto",
-        json={"access_token": "x", "provider_user_id": "y"},
-        headers=mine,
-    )
-    assert resp.status == 404
+    await factory.user(mine["X-API-Key"])  # the other application has users of its own
+    connection = {"access_token": "x", "provider_user_id": "y"}
+    routes: list[tuple[str, str, dict[str, Any] | None]] = [
+        ("GET", "/api/v1/users/{user}", None),
+        ("GET", "/api/v1/users/{user}/connections", None),
+        ("PUT", "/api/v1/users/{user}/connections/suunto", connection),
+        ("DELETE", "/api/v1/users/{user}/connections/suunto", None),
+        ("POST", "/api/v1/suunto/users/{user}/sync", None),
+        ("POST", "/api/v1/suunto/users/{user}/sync?async=false", None),
+        ("POST", "/api/v1/suunto/users/{user}/sync?data_type=workouts", None),  # the open task's own request
+        ("GET", "/api/v1/tasks/{task}", None),
+    ]
+    for method, route, body in routes:
+        answers = []
+        for user, task in [(their_user, their_task), (str(uuid.uuid4()), str(uuid.uuid4()))]:
+            resp = await client.request(method, route.format(user=user, task=task), json=body, headers=mine)
+            answers.append((resp.status, await resp.json()))
+        theirs, unknown = answers
+        assert theirs == unknown, route
+        assert theirs[0] == 404, route
+        assert set(theirs[1]) == {"detail"}, route
+    # Nothing changed, and no task was made for their user.
+    assert await db.fetchrow("SELECT access_token, active, updated_at FROM provider_connections") == stored
+    assert await db.fetchval("SELECT count(*) FROM sync_tasks") == 1
 
 
 async def test_connections_lifecycle(client: Client, factory: Factory, db: asyncpg.Pool) -> None:

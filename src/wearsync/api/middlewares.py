@@ -92,7 +92,7 @@ async def api_key_auth(request: web.Request, handler: Handler) -> web.StreamResp
     if route.name in PUBLIC_ROUTES or request.match_info.http_exception is not None:
         return await handler(request)
     key = request.headers.get("X-API-Key", "")
-    if not key or len(key) > 200:
+    if not key or len(key) > 200 or not key.isascii():  # keys are ASCII; a header may not be UTF-8
         raise ApiError(401, INVALID_KEY)
     app_id = await _application_for_key(request, key)
     if app_id is None:

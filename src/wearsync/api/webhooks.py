@@ -33,18 +33,14 @@ async def receive(request: web.Request) -> web.Response:
     provider = _provider_with_webhook(request)
     assert provider.webhook is not None
     deps = request.app[DEPS]
-    if request.content_length is not None and request.content_length > provider.webhook.max_body_bytes:
-        raise ApiError(413, "Webhook payload too large")
-    body = await request.content.read(provider.webhook.max_body_bytes + 1)
-    if len(body) > provider.webhook.max_body_bytes:
-        raise ApiError(413, "Webhook payload too large")
+    body = await _body(request, provider.webhook.max_body_bytes)
     try:
         provider.webhook.verify(request.headers, body, deps.settings.provider(provider.name), deps.settings)
     except WebhookRejected as e:
         log.warning("webhook rejected", provider=provider.name, reason=str(e))
         raise ApiError(401, f"Invalid webhook signature: {e}") from None
     try:
-        events = provider.webhook.parse(_json(body))
+        events = provider.webhook.events(_json(body))
     except MalformedPayload as e:
         raise ApiError(400, f"Unreadable webhook payload: {e}") from None
     new_ids = await queries.insert_webhook_events(deps.db, provider.name, events)
@@ -58,6 +54,20 @@ async def receive(request: web.Request) -> web.Response:
             log.error("webhook event stored but not enqueued", event_id=event_id, error=repr(e))
     log.info("webhook received", provider=provider.name, events=len(events), new=len(new_ids))
     return json_response({"received": len(events), "new": len(new_ids)})
+
+
+async def _body(request: web.Request, limit: int) -> bytes:
+    """The body, refused (413) as soon as it is longer than `limit`, whether it says its length
+    or comes in chunks without one."""
+    too_large = ApiError(413, f"Webhook payload too large: more than {limit} bytes")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
 
 
 def _json(body: bytes) -> object:
@@ -74,6 +84,7 @@ async def strava_challenge(request: web.Request) -> web.Response:
     if query.get("hub.mode") != "subscribe" or "hub.challenge" not in query:
         raise ApiError(400, "Expected hub.mode=subscribe and hub.challenge")
     expected = settings.strava_verify_token
-    if not expected or not hmac.compare_digest(query.get("hub.verify_token", ""), expected):
+    given = query.get("hub.verify_token", "").encode("utf-8", "replace")  # compare_digest: str only if ASCII
+    if not expected or not hmac.compare_digest(given, expected.encode()):
         raise ApiError(403, "Invalid verify token")
     return json_response({"hub.challenge": query["hub.challenge"]})

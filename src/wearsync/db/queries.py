@@ -354,6 +354,14 @@ async def set_task_job(db: Executor, task_id: UUID, job_id: str) -> None:
     await db.execute("UPDATE sync_tasks SET job_id = $2, updated_at = now() WHERE id = $1", task_id, job_id)
 
 
+def readable(text: str | None) -> str | None:
+    """An error message as PostgreSQL stores it: upstream data quoted in it may hold NUL characters
+    or lone surrogates, which text and jsonb refuse; they are written as escapes instead."""
+    if text is None:
+        return None
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode()
+
+
 async def update_type_progress(
     db: Executor,
     task_id: UUID,
@@ -384,7 +392,7 @@ async def update_type_progress(
         data_type,
         pages,
         kinds,
-        fields,
+        {k: readable(v) if isinstance(v, str) else v for k, v in fields.items()},
         [records[k] for k in kinds] if records else [],
         dict(done or {}),
     )
@@ -413,7 +421,7 @@ async def finish_task(
         task_id,
         status.value,
         dict(result) if result is not None else None,
-        error,
+        readable(error),
     )
 
 
@@ -475,7 +483,7 @@ async def finish_webhook_event(db: Executor, event_id: int, status: str, detail:
         "UPDATE webhook_events SET status = $2, detail = $3, processed_at = now() WHERE id = $1",
         event_id,
         status,
-        detail,
+        readable(detail),
     )
 
 

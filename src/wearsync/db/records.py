@@ -4,8 +4,12 @@ A row whose raw upstream JSON is unchanged is left alone, so a re-sync rewrites 
 """
 
 import json
-from collections.abc import Sequence
-from typing import Any
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from datetime import date, datetime
+from types import NoneType
+from typing import Any, get_args
 from uuid import UUID
 
 import asyncpg
@@ -99,16 +103,17 @@ def _upsert_sql(table: str, columns: dict[str, str], key: tuple[str, ...], touch
     )
 
 
+_SCHEMA = (
+    (Workout, "workouts", _WORKOUT, ("provider_record_id",)),
+    (SleepSession, "sleep_sessions", _SLEEP, ("provider_record_id",)),
+    (Recovery, "recoveries", _RECOVERY, ("provider_record_id",)),
+    (DailyActivity, "daily_activity", _DAILY, ("provider_record_id",)),
+    (Sample, "samples", _SAMPLE, ("sample_type", "recorded_at")),
+)
 # record type -> (statement, columns, the fields that identify a record)
 _TABLES: dict[type, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     record_type: (_upsert_sql(table, cols, key, touch=table != "samples"), tuple(cols), key)
-    for record_type, table, cols, key in (
-        (Workout, "workouts", _WORKOUT, ("provider_record_id",)),
-        (SleepSession, "sleep_sessions", _SLEEP, ("provider_record_id",)),
-        (Recovery, "recoveries", _RECOVERY, ("provider_record_id",)),
-        (DailyActivity, "daily_activity", _DAILY, ("provider_record_id",)),
-        (Sample, "samples", _SAMPLE, ("sample_type", "recorded_at")),
-    )
+    for record_type, table, cols, key in _SCHEMA
 }
 
 
@@ -139,6 +144,115 @@ def _raw_texts(rows: Sequence[Record]) -> list[str]:
         raw = row.raw
         text = texts.get(id(raw))
         if text is None:
-            text = texts[id(raw)] = json.dumps(raw, separators=(",", ":"))
+            text = texts[id(raw)] = json_text(raw)
         out.append(text)
     return out
+
+
+# ---- what PostgreSQL accepts ----------------------------------------------------------------
+
+MAX_KEY_CHARS = 255  # a provider's record id: far longer than any provider's, well within an index entry
+
+
+def check_text(value: Any) -> str:
+    """`value` if PostgreSQL stores it as text: a string without NUL characters or lone surrogates
+    (which UTF-8 cannot encode); ValueError otherwise."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected text, got {type(value).__name__}")
+    if "\x00" in value:
+        raise ValueError("text with a NUL character")
+    if not _utf8(value):
+        raise ValueError("text with a lone surrogate")
+    return value
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate, which JSON escapes can make
+        return False
+    return True
+
+
+def json_text(value: Any) -> str:
+    """`value` as JSON text PostgreSQL's jsonb accepts; ValueError for NaN or infinite numbers,
+    NUL characters (`\\u0000`) and lone surrogates, which jsonb refuses."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if not _utf8(text):
+        raise ValueError("JSON with a lone surrogate")
+    # Every backslash in the text starts an escape; with the escaped backslashes gone, any
+    # `\u0000` left is a NUL character.
+    if "\\u0000" in text.replace("\\\\", ""):
+        raise ValueError("JSON with a NUL character")
+    return text
+
+
+def _key_text(value: Any) -> None:
+    if len(check_text(value)) > MAX_KEY_CHARS:
+        raise ValueError(f"longer than {MAX_KEY_CHARS} characters")
+
+
+def _int4(value: Any) -> None:
+    if not isinstance(value, int) or not -(2**31) <= value < 2**31:
+        raise ValueError("not an integer within PostgreSQL's integer range")
+
+
+def _finite(value: Any) -> None:
+    if not isinstance(value, int | float) or not -sys.float_info.max <= value <= sys.float_info.max:
+        raise ValueError("not a finite number")
+
+
+def _aware(value: Any) -> None:
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise ValueError("not a timezone-aware datetime")
+
+
+def _date(value: Any) -> None:
+    if not isinstance(value, date):
+        raise ValueError("not a date")
+
+
+def _bool(value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError("not a boolean")
+
+
+_CHECKS: dict[str, Callable[[Any], object]] = {
+    "text": check_text, "int": _int4, "float8": _finite, "timestamptz": _aware, "date": _date, "bool": _bool,
+    "jsonb": json_text,
+}  # fmt: skip
+# record type -> (column, its check, nullable) for each column
+_COLUMN_CHECKS: dict[type, list[tuple[str, Callable[[Any], object], bool]]] = {
+    record_type: [
+        (
+            f.name,
+            _key_text if f.name in key and cols[f.name] == "text" else _CHECKS[cols[f.name]],
+            NoneType in get_args(f.type),
+        )
+        for f in fields(record_type)
+    ]
+    for record_type, _, cols, key in _SCHEMA
+}
+
+
+def check_storable(record: Record, *, raw: bool = True) -> None:
+    """ValueError naming the field unless every column of the record's row is one PostgreSQL
+    stores: text as `check_text` (an id at most MAX_KEY_CHARS long), int within int4, finite
+    floats (NaN or infinity is no measurement), aware datetimes, dates, booleans, raw JSON as
+    `json_text` (unless `raw` is False: checked already), and None only where the column may be
+    null."""
+    for column, check, nullable in _COLUMN_CHECKS[type(record)]:
+        value = getattr(record, column)
+        if value is None:
+            if nullable:
+                continue
+            problem = "missing"
+        elif check is json_text and not raw:
+            continue
+        else:
+            try:
+                check(value)
+                continue
+            except ValueError as e:
+                problem = str(e)
+        raise ValueError(f"{type(record).__name__}.{column}: {problem}: {str(value)[:100]!r}")

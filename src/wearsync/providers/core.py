@@ -11,7 +11,7 @@ import structlog
 
 from wearsync.crypto import TokenCipher
 from wearsync.db import queries
-from wearsync.db.records import upsert_records
+from wearsync.db.records import MAX_KEY_CHARS, check_storable, check_text, json_text, upsert_records
 from wearsync.models import DataType, SyncParams
 from wearsync.providers.errors import JobSliceDone, ListShifted, MalformedPayload, UpstreamAuthError
 from wearsync.providers.http import Bucket, HttpClient, Params
@@ -171,17 +171,21 @@ def integer(value: Any) -> int | None:
 
 
 def map_page(items: Sequence[Any], mapper: Callable[[Any], Record | Sequence[Record]]) -> list[Record]:
-    """Map one upstream page to rows; a record we cannot read fails the data type, clearly."""
+    """Map one upstream page to rows, each one PostgreSQL stores (`check_storable`); a record we
+    cannot read fails the data type, clearly."""
     rows: list[Record] = []
     for item in items:
         try:
             mapped = mapper(item)
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            mapped_rows = list(mapped) if isinstance(mapped, Sequence) else [mapped]
+            raws: set[int] = set()  # rows of one item often share its raw JSON: checked once
+            for row in mapped_rows:
+                check_storable(row, raw=id(row.raw) not in raws)
+                raws.add(id(row.raw))
+        # OverflowError, OSError: a number or date beyond what datetime and timedelta hold.
+        except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError, OSError) as e:
             raise MalformedPayload(f"unreadable record ({type(e).__name__}: {e}): {str(item)[:200]}") from e
-        if isinstance(mapped, Sequence):
-            rows.extend(mapped)
-        else:
-            rows.append(mapped)
+        rows.extend(mapped_rows)
     return rows
 
 
@@ -209,7 +213,25 @@ class Webhook:
     verify: Callable[[Mapping[str, str], bytes, ProviderSettings, Settings], None]
     parse: Callable[[Any], list[WebhookEvent]]
     process: Callable[[SyncContext, WebhookEvent], Awaitable[str | None]]  # optional detail to record
-    max_body_bytes: int = 1024 * 1024  # more than the provider ever sends
+    max_body_bytes: int = 64 * 1024  # more than the provider ever sends (an event names a record)
+
+    def events(self, payload: Any) -> list[WebhookEvent]:
+        """The delivery's events as `parse` reads them, each one PostgreSQL stores as it is;
+        MalformedPayload for anything else (NUL characters, NaN, ids longer than any provider's)."""
+        events = self.parse(payload)
+        for event in events:
+            try:
+                check_text(event.kind)
+                # A connection's provider_user_id is at most as long (api/models.py); the key,
+                # made of ids, must fit an index entry.
+                if len(check_text(event.provider_user_id)) > MAX_KEY_CHARS:
+                    raise ValueError(f"a user id longer than {MAX_KEY_CHARS} characters")
+                if len(check_text(event.dedupe_key)) > 2 * MAX_KEY_CHARS:
+                    raise ValueError(f"an event key longer than {2 * MAX_KEY_CHARS} characters")
+                json_text(event.payload)
+            except ValueError as e:
+                raise MalformedPayload(f"unstorable {event.kind[:50]!r} event: {e}") from None
+        return events
 
 
 @dataclass(frozen=True)

@@ -321,8 +321,10 @@ def verify_notification(headers: Mapping[str, str], body: bytes, config: Provide
     secret = settings.suunto_webhook_secret
     if not secret:
         raise WebhookRejected("WEARSYNC_SUUNTO_WEBHOOK_SECRET is not set, so no notification can be trusted")
-    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(headers.get("X-HMAC-SHA256-Signature", "").lower(), expected):
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest().encode()
+    # As bytes: compare_digest refuses str with non-ASCII characters, which a header may hold.
+    given = headers.get("X-HMAC-SHA256-Signature", "").lower().encode("utf-8", "replace")
+    if not hmac.compare_digest(given, expected):
         raise WebhookRejected("bad or missing X-HMAC-SHA256-Signature")
 
 
@@ -359,5 +361,10 @@ PROVIDER = Provider(
     rate_limits=(RateLimit(100, 15 * 60),),
     sync={DataType.WORKOUTS: sync_workouts, DataType.DATA_247: sync_247},
     api_headers=lambda config: {"Ocp-Apim-Subscription-Key": config.subscription_key},
-    webhook=Webhook(verify=verify_notification, parse=parse_notification, process=process_notification),
+    webhook=Webhook(
+        verify=verify_notification,
+        parse=parse_notification,
+        process=process_notification,
+        max_body_bytes=1024 * 1024,  # a notification may carry the whole workout
+    ),
 )

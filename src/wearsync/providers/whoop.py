@@ -354,7 +354,7 @@ def verify_notification(headers: Mapping[str, str], body: bytes, config: Provide
     given, timestamp = headers.get(SIGNATURE), headers.get(TIMESTAMP)
     if not given or not timestamp:
         raise WebhookRejected(f"missing {SIGNATURE} or {TIMESTAMP}")
-    if not timestamp.isascii() or not timestamp.isdigit():
+    if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 15:
         raise WebhookRejected(f"{TIMESTAMP} is not milliseconds since the epoch")
     expected = signature(secret, timestamp, body)
     if not hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode()):
