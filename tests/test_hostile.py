@@ -112,6 +112,16 @@ async def test_header_bytes_that_are_not_utf8_are_refused_or_ignored(client: Cli
     assert (status, json.loads(body)["id"]) == (200, user_id)
 
 
+async def test_a_metrics_token_that_is_not_utf8_is_401(
+    aiohttp_client: Any, settings: Settings, db: asyncpg.Pool
+) -> None:
+    client: Client = await aiohttp_client(create_app(settings.model_copy(update={"metrics_token": "t"})))
+    request = b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\nAuthorization: Bearer \xff\r\n\r\n"
+    status, body = await raw_request(client, request)
+    assert status == 401
+    assert set(json.loads(body)) == {"detail"}
+
+
 # ---- webhook deliveries larger than the provider sends ------------------------------------------
 
 

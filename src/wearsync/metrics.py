@@ -120,7 +120,7 @@ def authorized(request: web.Request, token: str) -> bool:
     """Without a token anyone may scrape; with one, only `Authorization: Bearer <token>`."""
     if not token:
         return True
-    given = request.headers.get("Authorization", "").encode()
+    given = request.headers.get("Authorization", "").encode("utf-8", "replace")  # a header may not be UTF-8
     return hmac.compare_digest(given, f"Bearer {token}".encode())
 
 
