@@ -6,7 +6,7 @@ from aiohttp import web
 from arq import create_pool as create_redis_pool
 from arq.connections import RedisSettings
 
-from wearsync.api import views, webhooks
+from wearsync.api import openapi, views, webhooks
 from wearsync.api.common import DEPS, KEY_CACHE, QUEUE
 from wearsync.api.middlewares import api_key_auth, errors, request_context
 from wearsync.db import create_pool
@@ -44,12 +44,16 @@ def setup_routes(app: web.Application) -> None:
     r.add_delete("/api/v1/users/{user_id}/connections/{provider}", views.delete_connection, name="disconnect")
     r.add_post("/api/v1/webhooks/{provider}", webhooks.receive, name="webhook")
     r.add_get("/api/v1/webhooks/strava", webhooks.strava_challenge, name="webhook-strava-validation")
+    r.add_get("/api/v1/openapi.json", openapi.serve_document, name="openapi")
+    r.add_get("/docs", openapi.docs_page, name="docs")
+    r.add_static("/docs/static", openapi.DOCS_DIR / "static", name="docs-static")
 
 
 def create_app(settings: Settings | None = None) -> web.Application:
     app = web.Application(middlewares=[request_context, errors, api_key_auth], client_max_size=64 * 1024)
     app[SETTINGS] = settings or Settings()
     app[KEY_CACHE] = {}
+    app[openapi.DOCUMENT] = {}
     app.cleanup_ctx.append(resources)
     setup_routes(app)
     return app

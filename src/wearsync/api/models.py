@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
 from wearsync.models import SyncParams
 from wearsync.settings import PROVIDER_NAMES
@@ -25,7 +25,7 @@ def _query_bool(value: Any) -> Any:
     raise ValueError("must be true, false, 1 or 0")
 
 
-def _unix_or_iso(value: Any) -> Any:
+def unix_or_iso(value: Any) -> Any:
     """A Unix timestamp (seconds) or an ISO 8601 date or datetime, as Unix seconds."""
     if value is None:
         return None
@@ -42,7 +42,15 @@ def _unix_or_iso(value: Any) -> Any:
 
 
 QueryBool = Annotated[bool, BeforeValidator(_query_bool)]
-UnixTime = Annotated[int | None, BeforeValidator(_unix_or_iso), Field(ge=0, le=MAX_UNIX_S)]
+_Unix = Annotated[int, Field(ge=0, le=MAX_UNIX_S)]
+# Documented as what clients send: Unix seconds, or an ISO 8601 date or date-time of a year
+# Unix seconds from 0 reach (1970 to 9999).
+_YEARS = r"^(19[7-9][0-9]|[2-9][0-9]{3})-"
+_IsoDate = Annotated[str, WithJsonSchema({"type": "string", "format": "date", "pattern": _YEARS})]
+_IsoDateTime = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time", "pattern": _YEARS})]
+UnixTime = Annotated[
+    _Unix | None, BeforeValidator(unix_or_iso, json_schema_input_type=_Unix | _IsoDate | _IsoDateTime | None)
+]
 
 
 class SyncRequest(BaseModel):
@@ -52,18 +60,24 @@ class SyncRequest(BaseModel):
 
     provider: ProviderName
     user_id: UUID
-    data_type: Literal["workouts", "247", "all"] = "all"
-    run_async: QueryBool = Field(True, alias="async")
+    data_type: Literal["workouts", "247", "all"] = Field(
+        "all", description="`workouts`, `247` (sleep, recovery, activity samples) or `all` the provider supports"
+    )
+    run_async: QueryBool = Field(
+        True, alias="async", description="`false`: the sync runs inside the request, which answers per-type results"
+    )
     # Absent: continue from where the last sync got to (all data on a first sync); 0: all data.
-    since: int | None = Field(None, ge=0, le=MAX_UNIX_S)
-    limit: int = Field(50, ge=1, le=100)
-    offset: int = Field(0, ge=0, le=10_000_000)
-    filter_by_modification_time: QueryBool = True
-    samples: QueryBool = False
-    zones: QueryBool = False
-    route: QueryBool = False
-    summary_start_time: UnixTime = None
-    summary_end_time: UnixTime = None
+    since: int | None = Field(
+        None, ge=0, le=MAX_UNIX_S, description="Suunto: Unix seconds to sync from; 0: all; absent: since the last sync"
+    )
+    limit: int = Field(50, ge=1, le=100, description="Suunto: items per upstream request")
+    offset: int = Field(0, ge=0, le=10_000_000, description="Suunto: pagination offset")
+    filter_by_modification_time: QueryBool = Field(True, description="Suunto: by modification time, not creation")
+    samples: QueryBool = Field(False, description="Polar: include samples (heart rate, speed, ...)")
+    zones: QueryBool = Field(False, description="Polar: include heart-rate zones")
+    route: QueryBool = Field(False, description="Polar: include the GPS route")
+    summary_start_time: UnixTime = Field(None, description="Garmin: start of the range (Unix seconds or ISO 8601)")
+    summary_end_time: UnixTime = Field(None, description="Garmin: end of the range (Unix seconds or ISO 8601)")
 
     @model_validator(mode="after")
     def _start_before_end(self) -> "SyncRequest":
@@ -104,3 +118,16 @@ class ConnectionPath(BaseModel):
 
 class TaskPath(BaseModel):
     task_id: UUID
+
+
+# Documented, not validated, by these: the webhook receivers check what their provider sends.
+class WebhookPath(BaseModel):
+    provider: ProviderName = Field(description="answered with 404 for any other")
+
+
+class StravaChallengeQuery(BaseModel):
+    """Strava's subscription validation request."""
+
+    hub_mode: Literal["subscribe"] = Field(alias="hub.mode")
+    hub_challenge: str = Field(alias="hub.challenge")
+    hub_verify_token: str = Field(alias="hub.verify_token")

@@ -1,0 +1,281 @@
+"""The API's OpenAPI 3.1 document, built from the router and the pydantic models the views
+validate with (api/models.py) and answer with (api/responses.py); and the `/docs` page.
+
+Every named route has one entry in OPERATIONS, under its route name: a new route is documented by
+adding its line there (tests/test_openapi.py fails for a route without one)."""
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, TypeAdapter
+
+from wearsync.api.middlewares import INVALID_KEY, PUBLIC_ROUTES
+from wearsync.api.models import (
+    ConnectionIn,
+    ConnectionPath,
+    StravaChallengeQuery,
+    SyncRequest,
+    TaskPath,
+    UserIn,
+    UserPath,
+    WebhookPath,
+)
+from wearsync.api.responses import (
+    Connection,
+    Error,
+    Health,
+    StravaChallenge,
+    SyncQueued,
+    SyncResult,
+    Task,
+    User,
+    WebhookReceipt,
+)
+from wearsync.metrics import INVALID_TOKEN
+from wearsync.sync import NO_CONNECTION
+
+DOCS_DIR = Path(__file__).parent / "docs"  # index.html, and static/ (Swagger UI, shipped in the wheel)
+REF = "#/components/schemas/{model}"
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What the router does not know about a route: its models, responses and words. 401 (unless
+    the route is public), 400/413/422 (when pydantic checks what it gets) and 503 are added."""
+
+    tag: str
+    summary: str
+    params: type[BaseModel] | None = None  # path and query: a field named in the route's path is a path parameter
+    body: Any = None  # the JSON body's type (anything pydantic describes)
+    body_required: bool = True
+    ok: Any = None  # the success response's type; None: no body
+    status: int = 200
+    media_type: str = "application/json"
+    errors: Mapping[int, str] = field(default_factory=dict)  # error statuses besides the ones added below
+    validated: bool = True  # params and body checked by pydantic (422); False: by the view itself
+    stateful: bool = True  # uses PostgreSQL or Redis (so may answer 503)
+
+
+TAGS = {
+    "sync": "Start syncs of a user's data from a provider",
+    "tasks": "Follow a sync task",
+    "users": "Your application's users",
+    "connections": "A user's connections to providers (OAuth tokens)",
+    "webhooks": "Receivers of the providers' notifications (signed by the provider; no API key)",
+    "meta": "Health, metrics and documentation",
+}
+
+USER_NOT_FOUND = {404: "User not found"}
+
+OPERATIONS: dict[str, Operation] = {
+    "health": Operation("meta", "Health of PostgreSQL and Redis", ok=Health),
+    "metrics": Operation(
+        "meta",
+        "Prometheus metrics (with WEARSYNC_METRICS_TOKEN set: `Authorization: Bearer <token>`)",
+        ok=str,
+        media_type="text/plain",
+        errors={401: INVALID_TOKEN},
+    ),
+    "openapi": Operation("meta", "This OpenAPI document", ok=dict[str, Any], stateful=False),
+    "docs": Operation("meta", "Browsable API documentation", ok=str, media_type="text/html", stateful=False),
+    "sync": Operation(
+        "sync",
+        "Sync a user's data from a provider",
+        SyncRequest,
+        ok=SyncQueued | SyncResult,
+        errors={404: NO_CONNECTION, 501: "The provider does not support the requested data type"},
+    ),
+    "task": Operation(
+        "tasks", "A sync task's status, progress and result", TaskPath, ok=Task, errors={404: "Task not found"}
+    ),
+    "users": Operation(
+        "users",
+        "Create a user (the id is made when not given)",
+        body=UserIn,
+        body_required=False,
+        ok=User,
+        status=201,
+        errors={409: "A user with this id or external_id already exists"},
+    ),
+    "user": Operation("users", "A user", UserPath, ok=User, errors=USER_NOT_FOUND),
+    "connections": Operation(
+        "connections", "A user's connections", UserPath, ok=list[Connection], errors=USER_NOT_FOUND
+    ),
+    "connection": Operation(
+        "connections",
+        "Connect a user to a provider with the user's OAuth tokens",
+        ConnectionPath,
+        body=ConnectionIn,
+        ok=Connection,
+        errors=USER_NOT_FOUND,
+    ),
+    "disconnect": Operation(
+        "connections",
+        "Disconnect a user from a provider",
+        ConnectionPath,
+        status=204,
+        errors={404: f"User not found, or: {NO_CONNECTION}"},
+    ),
+    "webhook": Operation(
+        "webhooks",
+        "Receive a provider's notification",
+        WebhookPath,
+        body=dict[str, Any],
+        ok=WebhookReceipt,
+        validated=False,
+        errors={
+            400: "Unreadable webhook payload",
+            401: "Invalid webhook signature",
+            404: "No webhook for provider",
+            413: "Webhook payload too large",
+        },
+    ),
+    "webhook-strava-validation": Operation(
+        "webhooks",
+        "Strava's subscription validation: echoes hub.challenge",
+        StravaChallengeQuery,
+        ok=StravaChallenge,
+        validated=False,
+        errors={400: "Expected hub.mode=subscribe and hub.challenge", 403: "Invalid verify token"},
+    ),
+}
+
+
+class UndocumentedRoute(LookupError):
+    pass
+
+
+def _error_statuses(name: str, op: Operation) -> dict[int, str]:
+    statuses = dict(op.errors)
+    if name not in PUBLIC_ROUTES:
+        statuses[401] = INVALID_KEY
+    if op.validated and op.body is not None:
+        statuses |= {400: "The body is not JSON", 413: "The body is too large"}
+    if op.validated and (op.params is not None or op.body is not None):
+        statuses[422] = "A parameter or the body is invalid: the detail names it"
+    if op.stateful:
+        statuses[503] = "PostgreSQL or Redis is unavailable: try again later"
+    return dict(sorted(statuses.items()))
+
+
+def _absent_not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A parameter's None is its absence: `anyOf [X, null]` becomes X."""
+    if "anyOf" in schema:
+        options = [s for s in schema["anyOf"] if s != {"type": "null"}]
+        schema = {k: v for k, v in schema.items() if k != "anyOf"} | (
+            options[0] if len(options) == 1 else {"anyOf": options}
+        )
+    if schema.get("default", "") is None:
+        del schema["default"]
+    return schema
+
+
+def _parameters(model: type[BaseModel], path: str, schemas: dict[str, Any]) -> list[dict[str, Any]]:
+    in_path = set(re.findall(r"\{(\w+)", path))
+    schema = model.model_json_schema(ref_template=REF)
+    schemas.update(schema.get("$defs", {}))
+    missing = in_path - set(schema["properties"])
+    if missing:
+        raise UndocumentedRoute(f"{path}: {model.__name__} has no field for {', '.join(sorted(missing))}")
+    parameters = []
+    for name, prop in schema["properties"].items():
+        prop = _absent_not_null({k: v for k, v in prop.items() if k != "title"})
+        where = "path" if name in in_path else "query"
+        parameter = {"name": name, "in": where, "required": where == "path" or name in schema.get("required", ())}
+        if "description" in prop:
+            parameter["description"] = prop.pop("description")
+        parameters.append(parameter | {"schema": prop})
+    return parameters
+
+
+def _json_content(schema: dict[str, Any], media_type: str = "application/json") -> dict[str, Any]:
+    return {media_type: {"schema": schema}}
+
+
+def _operation(
+    name: str, path: str, op: Operation, types: dict[Any, dict[str, Any]], schemas: dict[str, Any]
+) -> dict[str, Any]:
+    error_ref = {"$ref": REF.format(model="Error")}
+    responses: dict[str, Any] = {str(op.status): {"description": HTTPStatus(op.status).phrase}}
+    if op.ok is not None:
+        responses[str(op.status)]["content"] = _json_content(types[("ok", name)], op.media_type)
+    for status, description in _error_statuses(name, op).items():
+        responses[str(status)] = {"description": description, "content": _json_content(error_ref)}
+    operation: dict[str, Any] = {"operationId": name, "tags": [op.tag], "summary": op.summary}
+    if name in PUBLIC_ROUTES:
+        operation["security"] = []
+    if op.params is not None:
+        operation["parameters"] = _parameters(op.params, path, schemas)
+    if op.body is not None:
+        operation["requestBody"] = {"required": op.body_required, "content": _json_content(types[("body", name)])}
+    return operation | {"responses": responses}
+
+
+def _type_schemas(operations: Mapping[str, Operation]) -> tuple[dict[Any, dict[str, Any]], dict[str, Any]]:
+    """JSON schemas of every body and response type, sharing one set of component schemas."""
+    inputs: list[tuple[Any, Any, TypeAdapter[Any]]] = [("error", "serialization", TypeAdapter(Error))]
+    for name, op in operations.items():
+        if op.body is not None:
+            inputs.append((("body", name), "validation", TypeAdapter(op.body)))
+        if op.ok is not None:
+            inputs.append((("ok", name), "serialization", TypeAdapter(op.ok)))
+    by_key, definitions = TypeAdapter.json_schemas(inputs, ref_template=REF)
+    return {key: schema for (key, _), schema in by_key.items()}, definitions.get("$defs", {})
+
+
+def document(router: web.UrlDispatcher) -> dict[str, Any]:
+    """The OpenAPI document of every route but static files; UndocumentedRoute names any route
+    that has no entry in OPERATIONS."""
+    routes = [r for r in router.routes() if r.method != "HEAD" and not isinstance(r.resource, web.StaticResource)]
+    missing = sorted({f"{r.method} {r.resource.canonical if r.resource else '?'} ({r.name})"
+                      for r in routes if r.name not in OPERATIONS})  # fmt: skip
+    if missing:
+        raise UndocumentedRoute(f"routes without an entry in api/openapi.py OPERATIONS: {'; '.join(missing)}")
+    types, schemas = _type_schemas({r.name: OPERATIONS[r.name] for r in routes if r.name})
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        assert route.name is not None
+        assert route.resource is not None
+        op = OPERATIONS[route.name]
+        if op.tag not in TAGS:
+            raise UndocumentedRoute(f"route {route.name}: tag {op.tag!r} is not in api/openapi.py TAGS")
+        path = route.resource.canonical
+        paths.setdefault(path, {})[route.method.lower()] = _operation(route.name, path, op, types, schemas)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "wearsync",
+            "version": version("wearsync"),
+            "description": "Pulls wearable data from Garmin, Strava, Polar, Suunto and Whoop into PostgreSQL. "
+            'Every call but the public ones needs an `X-API-Key` header; every error body is `{"detail": ...}`.',
+        },
+        "tags": [{"name": name, "description": text} for name, text in TAGS.items()],
+        "paths": paths,
+        "components": {
+            "schemas": dict(sorted(schemas.items())),
+            "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+        },
+        "security": [{"ApiKey": []}],
+    }
+
+
+# The document as JSON, made on the first request (every route is added by then).
+DOCUMENT = web.AppKey("openapi_document", dict[str, str])
+
+
+async def serve_document(request: web.Request) -> web.Response:
+    cache = request.app[DOCUMENT]
+    if "json" not in cache:
+        cache["json"] = json.dumps(document(request.app.router))
+    return web.Response(text=cache["json"], content_type="application/json")
+
+
+async def docs_page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(DOCS_DIR / "index.html")
