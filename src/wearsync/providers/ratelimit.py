@@ -40,7 +40,8 @@ def parse_rate_limits(text: str) -> tuple[RateLimit, ...]:
 # KEYS: one prefix per limit. ARGV: limit, window ms, limit, window ms, ...
 # Returns 0 when a slot was taken in every window, else the ms until the blocking window ends.
 # A call made in the last moments of a window may reach the provider in the next one, so it is
-# counted in both (the guard): the provider's next window then never sees more than the limit.
+# counted in both (the guard: the last quarter of a window, at most 1 s, wide enough for a call
+# delayed by a loaded machine): the provider's next window then never sees more than the limit.
 _TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -51,7 +52,7 @@ for i = 1, #KEYS do
   local window = math.floor(now / span)
   local left = (window + 1) * span - now
   keys[i], spans[i] = KEYS[i] .. ':' .. window, span
-  late[i] = left < math.min(500, span / 10) and (KEYS[i] .. ':' .. (window + 1)) or false
+  late[i] = left < math.min(1000, span / 4) and (KEYS[i] .. ':' .. (window + 1)) or false
   if tonumber(redis.call('GET', keys[i]) or '0') >= limit then
     wait = math.max(wait, left)
   elseif late[i] and tonumber(redis.call('GET', late[i]) or '0') >= limit then
