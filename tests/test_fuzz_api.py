@@ -97,6 +97,25 @@ async def test_sync_query_values_get_a_404_or_a_422_naming_the_parameter(
     assert any(name in body["detail"] for name in query), body
 
 
+CONNECTION = {
+    "access_token": "a", "refresh_token": "r", "expires_at": "2030-01-01T00:00:00Z", "provider_user_id": "u",
+    "scopes": ["read"],
+}  # fmt: skip
+
+
+@FUZZ
+@given(body=st.one_of(mutated(CONNECTION), mutated({"external_id": "alice"}), json_values))
+async def test_a_user_or_connection_body_gets_a_2xx_or_a_4xx_with_a_detail(
+    client: Client, unconnected: tuple[str, str], body: Any
+) -> None:
+    key, user_id = unconnected
+    for method, url in [("PUT", f"/api/v1/users/{user_id}/connections/strava"), ("POST", "/api/v1/users")]:
+        resp = await client.request(method, url, data=json.dumps(body), headers={"X-API-Key": key})
+        if resp.status >= 300:
+            assert 400 <= resp.status < 500, await resp.text()
+            assert isinstance((await resp.json())["detail"], str)
+
+
 SIGNATURE_HEADERS = ["Polar-Webhook-Signature", "X-HMAC-SHA256-Signature", whoop.SIGNATURE, whoop.TIMESTAMP]
 # Header values a client can send (no line breaks): anything else, non-ASCII too.
 header_values = st.one_of(

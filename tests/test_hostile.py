@@ -235,3 +235,30 @@ async def test_an_upstream_error_quoting_a_nul_character_is_stored_escaped(
     assert task["status"] == "failed"
     for error in (task["error"], task["progress"]["workouts"]["error"]):
         assert 'HTTP 400: {"message": "Bad\\x00Request"}' in error
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"expires_at": 1e400}, "expires_at"),  # huge numbers
+        ({"expires_at": 10**30}, "expires_at"),
+        ({"expires_at": "9999-12-31T23:59:59-14:00"}, "expires_at"),  # year 10000 in UTC
+        ({"expires_at": "0001-01-01T00:00:00+14:00"}, "expires_at"),  # year 0 in UTC
+        ({"provider_user_id": "y\x00"}, "provider_user_id"),  # text PostgreSQL cannot hold
+        ({"scopes": ["read\x00"]}, "scopes"),
+        ({"access_token": "\x00"}, "access_token"),
+        ({"scopes": [1e308]}, "scopes"),
+    ],
+)
+async def test_connection_bodies_postgresql_cannot_store_are_422_naming_the_field(
+    client: Client, factory: Factory, body: dict[str, Any], field: str
+) -> None:
+    key = await factory.api_key()
+    user_id = await factory.user(key)
+    connection = {"access_token": "x", "provider_user_id": "y"} | body
+    resp = await client.put(f"/api/v1/users/{user_id}/connections/strava", json=connection, headers={"X-API-Key": key})
+    assert resp.status == 422
+    assert field in (await resp.json())["detail"]
+    resp = await client.post("/api/v1/users", json={"external_id": "a\x00"}, headers={"X-API-Key": key})
+    assert resp.status == 422
+    assert "external_id" in (await resp.json())["detail"]

@@ -90,21 +90,41 @@ class SyncRequest(BaseModel):
         return SyncParams.model_validate(self.model_dump(include=set(SyncParams.model_fields)))
 
 
+def _no_nul(value: Any) -> Any:
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain NUL characters")  # PostgreSQL text cannot hold them
+    return value
+
+
+Text = Annotated[str, BeforeValidator(_no_nul)]
+
+
 class UserIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: UUID | None = None
-    external_id: str | None = Field(None, min_length=1, max_length=255)
+    external_id: Text | None = Field(None, min_length=1, max_length=255)
 
 
 class ConnectionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    access_token: str = Field(min_length=1, max_length=8192)
-    refresh_token: str | None = Field(None, max_length=8192)
+    access_token: Text = Field(min_length=1, max_length=8192)
+    refresh_token: Text | None = Field(None, max_length=8192)
     expires_at: AwareDatetime | None = None
-    provider_user_id: str = Field(min_length=1, max_length=255)
-    scopes: list[Annotated[str, Field(max_length=255)]] = Field(default_factory=list, max_length=100)
+    provider_user_id: Text = Field(min_length=1, max_length=255)
+    scopes: list[Annotated[Text, Field(max_length=255)]] = Field(default_factory=list, max_length=100)
+
+    @model_validator(mode="after")
+    def _expires_in_range(self) -> "ConnectionIn":
+        """Stored in UTC: 9999-12-31T23:00-05:00 is a moment of year 10000 there, which no
+        datetime holds."""
+        if self.expires_at is not None:
+            try:
+                self.expires_at.astimezone(UTC)
+            except OverflowError:
+                raise ValueError("expires_at must be within the years 1 to 9999 in UTC") from None
+        return self
 
 
 class UserPath(BaseModel):
