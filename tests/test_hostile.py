@@ -17,6 +17,8 @@ from tests.fuzzing import signed_headers
 from wearsync.api.app import create_app
 from wearsync.dev import SIM_CLIENT_SECRET
 from wearsync.providers import PROVIDERS, whoop
+from wearsync.providers.errors import MalformedPayload
+from wearsync.providers.http import HttpClient
 from wearsync.settings import Settings
 
 Client = TestClient[web.Request, web.Application]
@@ -262,3 +264,16 @@ async def test_connection_bodies_postgresql_cannot_store_are_422_naming_the_fiel
     resp = await client.post("/api/v1/users", json={"external_id": "a\x00"}, headers={"X-API-Key": key})
     assert resp.status == 422
     assert "external_id" in (await resp.json())["detail"]
+
+
+async def test_upstream_json_nested_too_deep_to_read_is_malformed_payload(
+    aiohttp_client: Any, http: HttpClient
+) -> None:
+    async def nested(request: web.Request) -> web.Response:
+        return web.Response(body=b"[" * 100_000 + b"]" * 100_000, content_type="application/json")
+
+    upstream = web.Application()
+    upstream.router.add_get("/deep", nested)
+    server: Client = await aiohttp_client(upstream)
+    with pytest.raises(MalformedPayload, match="malformed JSON"):
+        await http.get_json(str(server.make_url("/deep")), headers={})

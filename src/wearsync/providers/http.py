@@ -173,5 +173,5 @@ class HttpClient:
             return None
         try:
             return json.loads(body)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:  # RecursionError: absurdly deep nesting
             raise _Transient("malformed JSON", status, text) from e
