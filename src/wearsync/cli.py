@@ -22,19 +22,20 @@ def _api(settings: Settings, args: argparse.Namespace) -> None:
         loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
     except ImportError:  # not on this platform: the standard loop
         loop = asyncio.new_event_loop()
-    web.run_app(create_app(settings), host=args.host, port=args.port, access_log=None, print=None, loop=loop)
+    # SIGTERM: stop accepting, answer the requests in flight (for up to the grace), then exit.
+    web.run_app(create_app(settings), host=args.host, port=args.port, access_log=None, print=None, loop=loop,
+                shutdown_timeout=settings.shutdown_grace_s)  # fmt: skip
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> None:
-    from arq import run_worker
     from arq.worker import async_check_health
 
-    from wearsync.worker import WorkerSettings, health_check_key, worker_options
+    from wearsync.worker import health_check_key, run_worker, worker_options
 
     if args.check:  # for container health checks: exit 0 if this host's worker reported in lately
         options = worker_options(settings)
         sys.exit(asyncio.run(async_check_health(options["redis_settings"], health_check_key(settings))))
-    run_worker(WorkerSettings, **worker_options(settings))  # type: ignore[arg-type]
+    run_worker(settings)
 
 
 async def _run_migrations(dsn: str) -> list[str]:

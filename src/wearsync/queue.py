@@ -5,10 +5,15 @@ not used twice. A task's job id is the task's own new UUID, so that cannot happe
 script writes the job exactly as arq would (its serialized form, its expiry) and queues it, and
 still refuses an id that exists. This is the API's hottest path (`POST .../sync`)."""
 
+from uuid import UUID, uuid4
+
 from arq import ArqRedis
 from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
+
+from wearsync.db import queries
+from wearsync.db.queries import Executor
 
 # KEYS: job key, result key, queue. ARGV: serialized job, expiry ms, score, job id.
 _ENQUEUE = """
@@ -29,3 +34,11 @@ async def enqueue_task(queue: ArqRedis, task_id: str, queue_name: str | None = N
     args = (job, str(queue.expires_extra_ms), str(enqueue_time_ms), job_id)
     created = await queue.eval(_ENQUEUE, 3, *keys, *args)  # type: ignore[misc, arg-type]  # stubs: sync, str only
     return bool(created)
+
+
+async def continue_in_new_job(queue: ArqRedis, db: Executor, task_id: str, queue_name: str) -> None:
+    """The task goes on in a new job (its own id, so arq counts its tries afresh) at the back of
+    the queue; the task row names it, for the reaper to check on."""
+    job_id = f"{task_id}:{uuid4().hex[:8]}"
+    await queries.set_task_job(db, UUID(task_id), job_id)
+    await enqueue_task(queue, task_id, queue_name, job_id=job_id)

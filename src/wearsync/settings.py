@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     schedule_rate_share: float = Field(0.5, gt=0, le=1)
     task_reap_after_s: int = 120  # a queued task whose job Redis lost is enqueued again after this
     webhook_reap_after_s: int = 300  # an event still pending this long after it arrived is enqueued again
+    # On SIGTERM, how long the API gives the requests in flight and the worker its jobs to finish
+    # before they are cancelled (a cancelled job goes back to the queue): within the orchestrator's
+    # own grace (Docker's stop_grace_period, Kubernetes' terminationGracePeriodSeconds).
+    shutdown_grace_s: int = Field(25, ge=0)
 
     garmin_api_url: str = "https://apis.garmin.com"
     garmin_auth_url: str = "https://diauth.garmin.com"

@@ -6,7 +6,7 @@ the job, a bug fails the task in one place (the job wrapper).
 """
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -39,6 +39,8 @@ class Deps:
     settings: Settings
     db: asyncpg.Pool
     http: HttpClient
+    # Set when the worker is told to stop (SIGTERM): its jobs stop after the page in hand.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def create_http_client(settings: Settings, redis: Redis) -> HttpClient:
@@ -148,8 +150,11 @@ async def _run_started(deps: Deps, task: asyncpg.Record, defer_rate_limits: bool
     params = SyncParams.model_validate(task["params"])
     log.info("sync started", provider=provider.name, user_id=str(connection.user_id), data_types=data_types)
     progress: dict[str, Any] = task["progress"]
-    # A job stores a bounded number of pages, then the rest of the task queues up behind others.
-    budget = PageBudget(deps.settings.job_max_pages) if defer_rate_limits and deps.settings.job_max_pages else None
+    # A job stores a bounded number of pages (or, its worker stopping, the page in hand), then the
+    # rest of the task queues up behind others.
+    budget = (
+        PageBudget(deps.settings.job_max_pages or None, stopping=deps.stopping.is_set) if defer_rate_limits else None
+    )
     # A rerun (deferred or crashed job) skips what an earlier run finished.
     to_run = [t for t in data_types if progress.get(t.value, {}).get("status") != "succeeded"]
     try:

@@ -2,21 +2,22 @@
 
 import random
 import socket
+from signal import Signals
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import structlog
 from arq import Retry
 from arq.connections import RedisSettings
 from arq.constants import in_progress_key_prefix, job_key_prefix
 from arq.cron import cron
-from arq.worker import func
+from arq.worker import Worker, func, get_kwargs
 
 from wearsync import metrics
 from wearsync.db import TRANSIENT_DB_ERRORS, create_pool, queries
 from wearsync.models import TaskStatus
 from wearsync.providers.errors import JobSliceDone, RateLimited
-from wearsync.queue import enqueue_task
+from wearsync.queue import continue_in_new_job
 from wearsync.schedule import schedule_syncs
 from wearsync.settings import Settings
 from wearsync.sync import Deps, create_http_client, run_task
@@ -46,7 +47,7 @@ async def sync_task(ctx: dict[str, Any], task_id: str) -> dict[str, bool] | None
         return await run_task(deps, UUID(task_id), defer_rate_limits=True)
     except JobSliceDone as e:
         # A new job (a job id of its own, so job_try starts again) at the back of the queue.
-        await _continue_in_new_job(ctx, deps, task_id)
+        await continue_in_new_job(ctx["redis"], deps.db, task_id, deps.settings.queue_name)
         log.info("task continues in a new job", reason=str(e))
         return None
     except RateLimited as e:
@@ -107,14 +108,6 @@ async def reap_webhook_events(ctx: dict[str, Any]) -> int:
     return len(event_ids)
 
 
-async def _continue_in_new_job(ctx: dict[str, Any], deps: Deps, task_id: str) -> None:
-    """The task goes on in a new job (its own id, so job_try starts again) at the back of the queue;
-    the task row names it, for the reaper to check on."""
-    job_id = f"{task_id}:{uuid4().hex[:8]}"
-    await queries.set_task_job(deps.db, UUID(task_id), job_id)
-    await enqueue_task(ctx["redis"], task_id, deps.settings.queue_name, job_id=job_id)
-
-
 async def reap_lost_tasks(ctx: dict[str, Any]) -> int:
     """Enqueue again the tasks PostgreSQL says are waiting or running whose job Redis no longer
     has (Redis restarted and lost its contents, or the enqueue failed): queued for a while, or
@@ -129,7 +122,7 @@ async def reap_lost_tasks(ctx: dict[str, Any]) -> int:
         job_id = task["job_id"]
         if await redis.exists(f"{job_key_prefix}{job_id}", f"{in_progress_key_prefix}{job_id}"):
             continue  # its job is queued or running
-        await _continue_in_new_job(ctx, deps, str(task["id"]))
+        await continue_in_new_job(redis, deps.db, str(task["id"]), settings.queue_name)
         lost += 1
     if lost:
         log.warning("re-enqueued tasks whose job was lost", count=lost)
@@ -177,6 +170,24 @@ class WorkerSettings:
     health_check_interval = 30
 
 
+class DrainingWorker(Worker):
+    """arq's worker, stopping gracefully on SIGTERM or SIGINT: it picks no new job, its running
+    jobs stop after the page in hand (their tasks go on in new jobs, for other workers), and a job
+    still running when WEARSYNC_SHUTDOWN_GRACE_S ends is cancelled, which puts it back in the
+    queue (arq runs it again; its task resumes from its progress)."""
+
+    def handle_sig_wait_for_completion(self, signum: Signals) -> None:
+        deps = self.ctx.get("deps")
+        if isinstance(deps, Deps):
+            deps.stopping.set()
+        super().handle_sig_wait_for_completion(signum)
+
+
+def run_worker(settings: Settings) -> None:
+    """`wearsync worker`: run until told to stop."""
+    DrainingWorker(**{**get_kwargs(dict(vars(WorkerSettings))), **worker_options(settings)}).run()
+
+
 def worker_options(settings: Settings) -> dict[str, Any]:
     return {
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
@@ -187,6 +198,8 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "max_tries": settings.job_max_tries + settings.rate_limit_max_deferrals,
         "ctx": {"settings": settings},
         "health_check_key": health_check_key(settings),
+        # On SIGTERM: how long running jobs get to stop by themselves (0: cancelled at once).
+        "job_completion_wait": settings.shutdown_grace_s,
     }
 
 

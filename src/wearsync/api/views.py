@@ -13,6 +13,7 @@ from wearsync.api.common import APP_ID, DEPS, QUEUE, ApiError, json_body, json_r
 from wearsync.api.models import ConnectionIn, ConnectionPath, SyncRequest, TaskPath, UserIn, UserPath
 from wearsync.db import queries
 from wearsync.models import FINAL_STATUSES
+from wearsync.queue import continue_in_new_job
 from wearsync.sync import NO_CONNECTION, run_task
 from wearsync.tasks import SyncRefused, describe_task, start_sync
 
@@ -42,7 +43,14 @@ async def trigger_sync(request: web.Request) -> web.Response:
         })  # fmt: skip
     if created:
         with structlog.contextvars.bound_contextvars(task_id=str(task_id)):  # as a worker's job lines
-            details = await run_task(deps, task_id) or {}
+            try:
+                details = await run_task(deps, task_id) or {}
+            except asyncio.CancelledError:
+                # The API is stopping and the grace for requests ran out: a worker takes the task
+                # over and resumes it from its progress (the caller, cut off, finds it by asking again).
+                await continue_in_new_job(request.app[QUEUE], deps.db, str(task_id), deps.settings.queue_name)
+                log.warning("sync cut off by shutdown, handed to a worker")
+                raise
     else:  # the same sync is already queued or running: wait for its outcome
         details = await _outcome(deps.db, task_id)
     return json_response({"success": all(details.values()), "details": details, "task_id": str(task_id)})

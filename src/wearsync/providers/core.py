@@ -47,13 +47,27 @@ class Connection:
 
 @dataclass
 class PageBudget:
-    pages: int
+    """The pages one job may store (None: no limit), shared by its task's data types; none more
+    once `stopping` (its worker was told to stop: the page in hand is stored, the rest of the task
+    goes on in a new job)."""
+
+    pages: int | None
     stored: int = 0
+    stopping: Callable[[], bool] = lambda: False
+
+    def left(self) -> int | None:
+        if self.stopping():
+            return 0
+        return None if self.pages is None else self.pages - self.stored
 
     def spend(self) -> None:
         self.stored += 1
-        if self.stored >= self.pages:
-            raise JobSliceDone(self.stored)
+        self.check()
+
+    def check(self) -> None:
+        left = self.left()
+        if left is not None and left <= 0:
+            raise JobSliceDone(self.stored, stopping=self.stopping())
 
 
 @dataclass
@@ -93,10 +107,8 @@ class SyncContext:
         nothing and looking complete."""
         if self.page_budget is None:
             return None
-        left = self.page_budget.pages - self.page_budget.stored
-        if left <= 0:
-            raise JobSliceDone(self.page_budget.stored)
-        return left
+        self.page_budget.check()
+        return self.page_budget.left()
 
     async def get_json(self, url: str, *, params: Params | None = None) -> Any:
         return await self.request_json("GET", url, params=params)

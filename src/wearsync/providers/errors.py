@@ -44,11 +44,13 @@ class RateLimited(ProviderError):
 
 
 class JobSliceDone(RateLimited):
-    """The job stored its share of pages (WEARSYNC_JOB_MAX_PAGES): the rest of the task goes to the
-    back of the queue, so one long history does not hold a worker while other users wait."""
+    """The job stored its share of pages (WEARSYNC_JOB_MAX_PAGES), or its worker is stopping: the
+    rest of the task goes to the back of the queue, so one long history does not hold a worker
+    while other users wait, and a deploy does not cut a job short mid-page."""
 
-    def __init__(self, pages: int) -> None:
-        super().__init__(f"stored {pages} pages; the rest follows in a new job", 0.0)
+    def __init__(self, pages: int, stopping: bool = False) -> None:
+        why = "the worker is stopping" if stopping else f"stored {pages} pages"
+        super().__init__(f"{why}; the rest follows in a new job", 0.0)
 
 
 class ConnectionRevoked(ProviderError):
