@@ -169,12 +169,16 @@ async def start_worker(settings: Settings) -> AsyncIterator[Worker]:
     try:
         yield running
     finally:
-        task.cancel()
-        # A job may still be recording its end in Redis after its task row went final: cancelled
-        # there, close() would re-raise its CancelledError and skip the shutdown. Collect them first.
+        # Jobs whose function returned are recording their end in Redis (the test may have seen
+        # their task row go final already): let them finish, as cancelling them there leaves a
+        # Redis pipeline open, and their CancelledError would make close() skip the shutdown.
+        running.allow_pick_jobs = False
+        recording = [t for job_id, t in running.tasks.items() if job_id not in running.job_tasks]
+        if recording:
+            await asyncio.wait(recording, timeout=5)
         jobs = list(running.tasks.values())
-        for job in jobs:
-            job.cancel()
+        for pending in [task, *jobs]:
+            pending.cancel()
         await asyncio.gather(task, *jobs, return_exceptions=True)
         running.tasks.clear()
         await running.close()
