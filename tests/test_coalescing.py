@@ -1,6 +1,7 @@
 """Coalescing: the same sync requested while it is queued or running is not started twice."""
 
 import asyncio
+from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -9,6 +10,7 @@ from arq import create_pool
 from arq.connections import RedisSettings
 
 from tests.conftest import Factory, start_worker, wait_for_task
+from wearsync.api.app import create_app
 from wearsync.settings import Settings
 from wearsync.sim.common import SimState
 from wearsync.sync import Deps
@@ -52,6 +54,23 @@ async def test_a_sync_call_waits_for_the_identical_queued_task(
     assert await db.fetchval("SELECT count(*) FROM sync_tasks") == 1
     listed = [r for r in sim_state.requests if r["path"] == "/v3/workouts/" and r["query"].get("offset") == "0"]
     assert len(listed) == 1  # the upstream list was read once
+
+
+async def test_a_sync_call_waits_for_an_open_task_only_so_long(
+    aiohttp_client: Any, factory: Factory, settings: Settings, db: asyncpg.Pool
+) -> None:
+    key, user_id, _ = await factory.connected_user("suunto")
+    queued = await post(factory.client, key, user_id, "data_type=workouts")
+    # No worker runs, so the queued task never ends: the waiting call gives up with a 504.
+    impatient: Client = await aiohttp_client(create_app(settings.model_copy(update={"sync_join_wait_s": 0.5})))
+    resp = await impatient.post(
+        f"/api/v1/suunto/users/{user_id}/sync?data_type=workouts&async=false", headers={"X-API-Key": key}
+    )
+    assert resp.status == 504
+    detail = (await resp.json())["detail"]
+    assert f"task {queued['task_id']}" in detail
+    assert "did not finish within 0.5 s" in detail
+    assert await db.fetchval("SELECT status FROM sync_tasks") == "queued"  # untouched, still to run
 
 
 async def test_a_finished_task_does_not_absorb_new_requests(

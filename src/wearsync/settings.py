@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     # before they are cancelled (a cancelled job goes back to the queue): within the orchestrator's
     # own grace (Docker's stop_grace_period, Kubernetes' terminationGracePeriodSeconds).
     shutdown_grace_s: int = Field(25, ge=0)
+    # A sync call (async=false) that finds the same sync already open waits at most this long for
+    # it, then answers 504 naming the task (with no worker running, it would wait forever).
+    sync_join_wait_s: float = Field(300, gt=0)
 
     garmin_api_url: str = "https://apis.garmin.com"
     garmin_auth_url: str = "https://diauth.garmin.com"

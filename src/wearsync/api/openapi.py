@@ -90,7 +90,11 @@ OPERATIONS: dict[str, Operation] = {
         "Sync a user's data from a provider",
         SyncRequest,
         ok=SyncQueued | SyncResult,
-        errors={404: NO_CONNECTION, 501: "The provider does not support the requested data type"},
+        errors={
+            404: NO_CONNECTION,
+            501: "The provider does not support the requested data type",
+            504: "async=false found the same sync open and it did not finish in time (the detail names it)",
+        },
     ),
     "task": Operation(
         "tasks", "A sync task's status, progress and result", TaskPath, ok=Task, errors={404: "Task not found"}

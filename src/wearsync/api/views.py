@@ -52,7 +52,15 @@ async def trigger_sync(request: web.Request) -> web.Response:
                 log.warning("sync cut off by shutdown, handed to a worker")
                 raise
     else:  # the same sync is already queued or running: wait for its outcome
-        details = await _outcome(deps.db, task_id)
+        try:
+            async with asyncio_timeout(deps.settings.sync_join_wait_s):
+                details = await _outcome(deps.db, task_id)
+        except TimeoutError:
+            raise ApiError(
+                504,
+                f"The same sync is already open (task {task_id}) and did not finish within "
+                f"{deps.settings.sync_join_wait_s:g} s; follow it at /api/v1/tasks/{task_id}",
+            ) from None
     return json_response({"success": all(details.values()), "details": details, "task_id": str(task_id)})
 
 
