@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     db_pool_max: int = 10  # per worker process
     # The API's pool: its requests are many and short; too few connections queue them (the p99).
     api_db_pool_max: int = 20
+    db_connect_timeout_s: float = Field(5.0, gt=0)  # a new database connection given up after this
     worker_max_jobs: int = 10
     job_timeout_s: int = 1800
     job_max_tries: int = 5

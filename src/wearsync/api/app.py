@@ -19,7 +19,9 @@ SETTINGS = web.AppKey("settings", Settings)
 async def resources(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     settings.cipher()  # no key, no start: tokens are never stored in clear
-    db = await create_pool(settings.database_url, settings.db_pool_min, settings.api_db_pool_max)
+    db = await create_pool(
+        settings.database_url, settings.db_pool_min, settings.api_db_pool_max, settings.db_connect_timeout_s
+    )
     queue = await create_redis_pool(RedisSettings.from_dsn(settings.redis_url), default_queue_name=settings.queue_name)
     # Sync mode runs provider clients inside the request, so the API has an upstream session too.
     http = create_http_client(settings, queue)

@@ -18,8 +18,12 @@ async def _release(conn: asyncpg.Connection) -> None:
         await conn.execute("ROLLBACK")
 
 
-async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection, reset=_release)
+async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10, connect_timeout_s: float = 60) -> asyncpg.Pool:
+    """`connect_timeout_s` bounds each new connection (asyncpg's default: 60 s): a server that
+    accepts but does not answer must not hold a request that long."""
+    pool = await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, init=_init_connection, reset=_release, timeout=connect_timeout_s
+    )
     assert pool is not None
     return pool
 
@@ -28,7 +32,9 @@ async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10) -> asyncp
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
+    asyncpg.exceptions.TooManyConnectionsError,  # every slot taken, as when all clients reconnect at once
     asyncpg.InterfaceError,  # connection closed underneath us
+    asyncpg.exceptions.InternalClientError,  # the same, found by the protocol mid-operation (as in a COMMIT)
     OSError,  # refused, reset
     TimeoutError,
 )

@@ -1,0 +1,162 @@
+"""PostgreSQL restarted during a sync: the worker process reconnects and its job's retry finishes the
+task with every record stored once; the API answers 503 with a clear detail, quickly, while the
+database is down, refuses connections or does not answer, and works again after."""
+
+import asyncio
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from uuid import uuid4
+
+import asyncpg
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from arq import Retry
+
+from tests.conftest import Factory, sim_records, start_sync, wait_for_task
+from tests.faults.servers import OwnPostgres, WorkerProcess, wait_until
+from wearsync import worker as jobs
+from wearsync.db.migrate import migrate
+from wearsync.settings import Settings
+from wearsync.sim.common import SimState
+from wearsync.sync import Deps
+
+Client = TestClient[web.Request, web.Application]
+DOWN = {"detail": "Database unavailable, try again later"}
+
+
+@pytest.fixture
+async def own_postgres() -> AsyncIterator[OwnPostgres]:
+    folder = Path(tempfile.mkdtemp(prefix="wearsync-pg-"))
+    pg = OwnPostgres(folder, max_connections=40)
+    try:
+        await pg.init()
+        await pg.start()
+        admin = await asyncpg.connect(pg.admin_dsn)
+        await admin.execute("CREATE DATABASE wearsync")
+        await admin.close()
+        conn = await asyncpg.connect(pg.dsn("wearsync"))
+        await migrate(conn)
+        await conn.close()
+        yield pg
+    finally:
+        await pg.stop("immediate", missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def settings(settings: Settings, own_postgres: OwnPostgres) -> Settings:
+    """The usual test settings, with the data in this test's own PostgreSQL; small pools (the
+    cluster takes 40 connections) that connect only when asked (asyncpg otherwise restores a
+    pool's floor in the background); a connection attempt given up after a second."""
+    return settings.model_copy(
+        update={"database_url": own_postgres.dsn("wearsync"), "db_pool_min": 0, "db_pool_max": 4, "api_db_pool_max": 4,
+                "db_connect_timeout_s": 1, "schedule_interval_s": 0, "suunto_rate_limits": "100000/900"}
+    )  # fmt: skip
+
+
+async def answers(client: Client, method: str, path: str, key: str) -> tuple[int, object, float]:
+    """(status, JSON body, seconds taken) of one API call, which must not take more than 5 s."""
+    started = asyncio.get_running_loop().time()
+    resp = await asyncio.wait_for(client.request(method, path, headers={"X-API-Key": key}), 5)
+    return resp.status, await resp.json(), asyncio.get_running_loop().time() - started
+
+
+@pytest.mark.parametrize("stop_mode", ["fast", "immediate"])
+async def test_a_sync_goes_on_after_postgres_restarts(
+    client: Client, factory: Factory, settings: Settings, db: asyncpg.Pool, sim_state: SimState, sim_server: object,
+    own_postgres: OwnPostgres, stop_mode: str,
+) -> None:  # fmt: skip
+    suunto = sim_state.provider("suunto")
+    suunto.latency_s, suunto.rate_limits = 0.05, [(100000, 900)]
+    key, user_id, sim_user = await factory.connected_user("suunto")
+    other_user = await factory.user(key)
+    await factory.connect(key, other_user, "suunto", f"{sim_user}-other")
+    suunto.user_history[sim_user] = {"workouts": 600}
+    async with WorkerProcess(settings.model_copy(update={"job_max_pages": 0})) as worker:
+        task_id = await start_sync(client, key, "suunto", user_id, "data_type=workouts&limit=10")
+        await wait_until(lambda: db.fetchval("SELECT count(*) >= 100 FROM workouts"), "first rows stored")
+        suunto.latency_s = 5  # the sync cannot end before PostgreSQL is down
+        await own_postgres.stop(stop_mode)
+
+        # While PostgreSQL is down: 503 with a detail, at once, for any call that needs it.
+        for method, path in [("POST", f"/api/v1/suunto/users/{other_user}/sync?data_type=workouts"),
+                             ("GET", f"/api/v1/tasks/{task_id}"), ("GET", f"/api/v1/users/{user_id}")]:  # fmt: skip
+            status, body, _ = await answers(client, method, path, key)
+            assert (status, body) == (503, DOWN), (method, path)
+        status, body, _ = await answers(client, "GET", "/health", key)
+        assert status == 503
+        assert body["detail"] == "Unavailable: postgres", body  # type: ignore[index]
+        await wait_until(
+            lambda: worker.logged("database unavailable, retrying the task"), "the job noticing", detail=worker.log
+        )
+        assert worker.alive, worker.log()
+
+        await own_postgres.start()
+        suunto.latency_s = 0.05
+        task = await wait_for_task(client, key, task_id, timeout_s=40)
+        assert task["status"] == "succeeded", task
+        assert task["attempts"] >= 2, task  # the run cut by the restart, then the retry that finished
+        # The API and the worker work as before.
+        again = await start_sync(client, key, "suunto", other_user, "data_type=workouts&limit=10")
+        assert (await wait_for_task(client, key, again, timeout_s=20))["status"] == "succeeded"
+        assert worker.alive, worker.log()
+    served = await sim_records(sim_server, "suunto", sim_user)  # type: ignore[arg-type]
+    stored = await db.fetch("SELECT provider_record_id FROM workouts WHERE user_id = $1", user_id)
+    assert sorted(r["provider_record_id"] for r in stored) == sorted(w["workoutKey"] for w in served["workouts"])
+    assert len(stored) == 600  # none lost, none twice
+    assert task["progress"]["workouts"]["records"]["workouts"] >= 600
+
+
+async def test_the_api_answers_503_quickly_while_postgres_refuses_or_does_not_answer(
+    client: Client, factory: Factory, own_postgres: OwnPostgres
+) -> None:
+    key, user_id, _ = await factory.connected_user("suunto")
+    path = f"/api/v1/users/{user_id}"
+    await own_postgres.stop()
+    await own_postgres.start()  # the API's pooled connections are gone: each call must connect
+
+    # Every connection slot taken: "sorry, too many clients already".
+    held = []
+    try:
+        while True:
+            held.append(await asyncpg.connect(own_postgres.admin_dsn))
+    except asyncpg.TooManyConnectionsError:
+        pass
+    try:
+        status, body, _ = await answers(client, "GET", path, key)
+        assert (status, body) == (503, DOWN)
+    finally:
+        await asyncio.gather(*(conn.close() for conn in held))
+    assert (await answers(client, "GET", path, key))[0] == 200
+
+    await own_postgres.stop()
+    await own_postgres.start()
+    # Accepting connections but never answering (a hung server): the connect timeout ends the wait.
+    os.kill(own_postgres.pid(), signal.SIGSTOP)
+    try:
+        status, body, took = await answers(client, "GET", path, key)
+        assert (status, body) == (503, DOWN)
+        assert took < 3
+    finally:
+        os.kill(own_postgres.pid(), signal.SIGCONT)
+    assert (await answers(client, "GET", path, key))[0] == 200
+
+
+async def test_a_job_that_crashes_while_postgres_is_down_is_retried(
+    deps: Deps, own_postgres: OwnPostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash the job cannot record (the database is gone too) must not leave its task running
+    for good: the job is retried, and its rerun finishes or records the failure."""
+
+    async def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("an error no one expected, as the database went away")
+
+    monkeypatch.setattr(jobs, "run_task", crash)
+    await own_postgres.stop()
+    with pytest.raises(Retry):
+        await jobs.sync_task({"deps": deps, "job_try": 1}, str(uuid4()))
