@@ -112,6 +112,9 @@ def reset_sim(state: SimState) -> None:
     state.webhook_targets.clear()
     state.deliveries.clear()
     state.changes.clear()
+    state.auth_codes.clear()
+    state.revocations.clear()
+    state.withdrawn_before.clear()
     for knobs in state.knobs.values():
         knobs.latency_s = knobs.error_rate = 0.0
         knobs.access_ttl_s = knobs.rate_limits = None

@@ -92,8 +92,10 @@ def test_sim_env_points_every_provider_at_the_simulator() -> None:
     lines = [line for line in (DOCKER / "sim.env").read_text().splitlines() if line and not line.startswith("#")]
     env = dict(line.split("=", 1) for line in lines)
     assert env.pop("COMPOSE_PROFILES") == "sim"
-    # The same settings `make run` uses, with the simulator reached by its service name.
-    expected = dev_environment({}, "http://sim:8090")
+    # The same settings `make run` uses, with the simulator reached by its service name; but the
+    # browser, outside the compose network, finds authorization pages and the API on published ports.
+    expected = dev_environment({}, "http://sim:8090") | {"WEARSYNC_PUBLIC_URL": "http://localhost:8080"}
+    expected |= {f"WEARSYNC_{p.upper()}_AUTHORIZE_URL": f"http://localhost:8090/{p}/auth" for p in PROVIDER_NAMES}
     assert env == expected
     assert set(env) <= _setting_names()
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import aiohttp
 
+from wearsync.oauth import exchange_code
 from wearsync.providers import PROVIDERS
 from wearsync.providers.http import HttpClient
-from wearsync.providers.tokens import request_tokens
 from wearsync.settings import PROVIDER_NAMES, ProviderSettings, Settings
 
 DEMO_USER_ID = uuid.uuid5(uuid.NAMESPACE_URL, "wearsync-demo-user")
@@ -56,6 +56,7 @@ def dev_environment(env: dict[str, str], sim_url: str) -> dict[str, str]:
         upper = name.upper()
         env.setdefault(f"WEARSYNC_{upper}_API_URL", f"{sim_url}/{name}/api")
         env.setdefault(f"WEARSYNC_{upper}_AUTH_URL", f"{sim_url}/{name}/auth")
+        env.setdefault(f"WEARSYNC_{upper}_AUTHORIZE_URL", f"{sim_url}/{name}/auth")
         env.setdefault(f"WEARSYNC_{upper}_CLIENT_ID", SIM_CLIENT_ID)
         env.setdefault(f"WEARSYNC_{upper}_CLIENT_SECRET", SIM_CLIENT_SECRET)
     env.setdefault("WEARSYNC_SUUNTO_SUBSCRIPTION_KEY", SIM_SUBSCRIPTION_KEY)
@@ -92,16 +93,14 @@ async def _connect(session: aiohttp.ClientSession, api_url: str, provider: str, 
     """Connect the demo user the way an OAuth callback would: exchange the simulator's
     `user-demo` code, learn the provider's id of the user, store the connection."""
     config, http = _provider_settings(env, provider), HttpClient(session, retries=2)
-    grant = {"grant_type": "authorization_code", "code": "user-demo", "redirect_uri": "http://localhost/"}
-    tokens = await request_tokens(http, PROVIDERS[provider], config, grant)
-    user_id, lookup = tokens.provider_user_id, PROVIDERS[provider].user_id
-    if user_id is None and lookup is not None:
-        user_id = await lookup(http, config, tokens.access_token)
+    tokens = await exchange_code(
+        http, PROVIDERS[provider], config, {"code": "user-demo", "redirect_uri": "http://localhost/"}
+    )
     body = {
         "access_token": tokens.access_token,
         "refresh_token": tokens.refresh_token,
         "expires_at": tokens.expires_at.isoformat() if tokens.expires_at else None,
-        "provider_user_id": user_id or "demo",
+        "provider_user_id": tokens.provider_user_id or "demo",
         "scopes": tokens.scopes,
     }
     async with session.put(f"{api_url}/api/v1/users/{DEMO_USER_ID}/connections/{provider}", json=body) as r:
@@ -203,6 +202,7 @@ def run_dev(data_dir: str, api_port: int = 8080, sim_port: int = 8090) -> None:
             env["REDIS_URL"] = _start_redis(data / "valkey", stack)
         env = dev_environment(env, sim_url)
         env.setdefault("WEARSYNC_LOG_FORMAT", "console")  # readable lines in the terminal
+        env.setdefault("WEARSYNC_PUBLIC_URL", api_url)  # where the simulators send users back to
         asyncio.run(_run_migrations(env["DATABASE_URL"]))
 
         def stop_children() -> None:

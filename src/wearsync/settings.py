@@ -21,6 +21,7 @@ class ProviderSettings:
     client_id: str
     client_secret: str
     subscription_key: str = ""
+    authorize_url: str = ""  # the host of the page a user's browser is sent to, to allow our app
 
 
 class Settings(BaseSettings):
@@ -66,6 +67,11 @@ class Settings(BaseSettings):
     token_refresh_margin_s: int = 300  # refresh access tokens this long before they expire
     # Fernet keys, comma-separated: the first encrypts stored OAuth tokens, all of them decrypt.
     token_keys: str = ""
+    # Where browsers and providers reach this API: OAuth callbacks are {public_url}/api/v1/oauth/P/callback.
+    public_url: str = "http://127.0.0.1:8080"
+    # Where an OAuth flow may send the user back to (see wearsync.oauth); loopback hosts by default.
+    oauth_redirect_allowlist: str = "http://localhost,http://127.0.0.1"
+    oauth_state_ttl_s: int = Field(600, ge=30, le=3600)  # how long a user has to finish an authorization
     webhook_max_age_s: int = 300  # a signed webhook timestamp older than this is refused (replays)
     # Scheduled incremental syncs of every active pull connection (0: none), and the share of each
     # provider's rate limit they may use (the rest is left to syncs asked for through the API).
@@ -86,6 +92,7 @@ class Settings(BaseSettings):
 
     garmin_api_url: str = "https://apis.garmin.com"
     garmin_auth_url: str = "https://diauth.garmin.com"
+    garmin_authorize_url: str = "https://connect.garmin.com"
     garmin_client_id: str = ""
     garmin_client_secret: str = ""
     garmin_rate_limits: str | None = None  # e.g. "100/900,1000/86400"; default: documented limits
@@ -93,6 +100,7 @@ class Settings(BaseSettings):
 
     strava_api_url: str = "https://www.strava.com"
     strava_auth_url: str = "https://www.strava.com"
+    strava_authorize_url: str = "https://www.strava.com"
     strava_client_id: str = ""
     strava_client_secret: str = ""
     strava_rate_limits: str | None = None  # e.g. "100/900,1000/86400"; default: documented limits
@@ -101,6 +109,7 @@ class Settings(BaseSettings):
 
     polar_api_url: str = "https://www.polaraccesslink.com"
     polar_auth_url: str = "https://polarremote.com"
+    polar_authorize_url: str = "https://flow.polar.com"
     polar_client_id: str = ""
     polar_client_secret: str = ""
     polar_webhook_secret: str = ""  # the signature secret Polar returned when the webhook was created
@@ -108,6 +117,7 @@ class Settings(BaseSettings):
 
     suunto_api_url: str = "https://cloudapi.suunto.com"
     suunto_auth_url: str = "https://cloudapi-oauth.suunto.com"
+    suunto_authorize_url: str = "https://cloudapi-oauth.suunto.com"
     suunto_client_id: str = ""
     suunto_client_secret: str = ""
     suunto_rate_limits: str | None = None  # e.g. "100/900,1000/86400"; default: documented limits
@@ -119,6 +129,7 @@ class Settings(BaseSettings):
 
     whoop_api_url: str = "https://api.prod.whoop.com"
     whoop_auth_url: str = "https://api.prod.whoop.com"
+    whoop_authorize_url: str = "https://api.prod.whoop.com"
     whoop_client_id: str = ""
     whoop_client_secret: str = ""
     whoop_rate_limits: str | None = None  # e.g. "100/900,1000/86400"; default: documented limits
@@ -135,6 +146,14 @@ class Settings(BaseSettings):
             from wearsync.providers.ratelimit import parse_rate_limits
 
             parse_rate_limits(value)
+        return value
+
+    @field_validator("oauth_redirect_allowlist")
+    @classmethod
+    def _check_redirect_allowlist(cls, value: str) -> str:
+        from wearsync.oauth import parse_allowlist
+
+        parse_allowlist(value)
         return value
 
     @field_validator("token_keys")
@@ -158,4 +177,5 @@ class Settings(BaseSettings):
             client_id=getattr(self, f"{name}_client_id"),
             client_secret=getattr(self, f"{name}_client_secret"),
             subscription_key=getattr(self, f"{name}_subscription_key", ""),
+            authorize_url=getattr(self, f"{name}_authorize_url").rstrip("/"),
         )

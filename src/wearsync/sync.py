@@ -7,7 +7,7 @@ the job, a bug fails the task in one place (the job wrapper).
 
 import asyncio
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -112,6 +112,14 @@ def context_for(
         cursor=cursor,
         page_budget=page_budget,
     )
+
+
+def connection_context(deps: Deps, provider: Provider, connection: Connection) -> SyncContext:
+    """A context outside any sync task: a webhook event, connecting or disconnecting a user."""
+    return context_for(
+        deps, provider, connection, credentials_for(deps, provider, connection),
+        task_id=None, started_at=datetime.now(UTC), data_type=DataType.WORKOUTS, params=SyncParams(),
+    )  # fmt: skip
 
 
 def overall_status(details: dict[str, bool]) -> TaskStatus:

@@ -7,16 +7,13 @@ marked `ignored` with the reason and never retried. A provider error marks the e
 with its message; processing twice is harmless (upserts, idempotent deletes).
 """
 
-from datetime import UTC, datetime
-
 import structlog
 
 from wearsync.db import queries
-from wearsync.models import DataType, SyncParams
 from wearsync.providers import PROVIDERS
 from wearsync.providers.core import Connection, WebhookEvent
 from wearsync.providers.errors import ProviderError, RateLimited
-from wearsync.sync import Deps, context_for, credentials_for
+from wearsync.sync import Deps, connection_context
 
 log = structlog.get_logger(__name__)
 
@@ -37,10 +34,7 @@ async def process_event(deps: Deps, event_id: int) -> str | None:
         await queries.finish_webhook_event(deps.db, event_id, "ignored", reason)
         return "ignored"
     connection = Connection.from_row(connection_row, deps.settings.cipher())
-    ctx = context_for(
-        deps, provider, connection, credentials_for(deps, provider, connection),
-        task_id=None, started_at=datetime.now(UTC), data_type=DataType.WORKOUTS, params=SyncParams(),
-    )  # fmt: skip
+    ctx = connection_context(deps, provider, connection)
     try:
         detail = await provider.webhook.process(ctx, event)
     except RateLimited:

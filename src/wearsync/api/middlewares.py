@@ -17,9 +17,10 @@ log = structlog.get_logger("wearsync.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Webhooks carry no API key: each provider's own signature or verify token is checked instead;
-# /metrics has its own optional token (Prometheus sends no API key); the API's docs are public.
+# /metrics has its own optional token (Prometheus sends no API key); the API's docs are public; nor
+# does a browser sent back by a provider carry a key: the OAuth state authenticates it.
 PUBLIC_ROUTES = frozenset(
-    {"health", "metrics", "webhook", "webhook-strava-validation", "openapi", "docs", "docs-static"}
+    {"health", "metrics", "webhook", "webhook-strava-validation", "openapi", "docs", "docs-static", "oauth-callback"}
 )
 INVALID_KEY = "Invalid or missing API key"
 

@@ -152,3 +152,30 @@ class StravaChallengeQuery(BaseModel):
     hub_mode: Literal["subscribe"] = Field(alias="hub.mode")
     hub_challenge: str = Field(alias="hub.challenge")
     hub_verify_token: str = Field(alias="hub.verify_token")
+
+
+class AuthorizeQuery(BaseModel):
+    """`GET /api/v1/oauth/{provider}/authorize`: whom to connect, and where to send them back."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    provider: ProviderName
+    user_id: UUID
+    redirect_uri: str = Field(
+        min_length=1, max_length=2048, description="where the user ends up, with the outcome in the query;"
+        " must match WEARSYNC_OAUTH_REDIRECT_ALLOWLIST",
+    )  # fmt: skip
+
+
+class CallbackQuery(BaseModel):
+    """`GET /api/v1/oauth/{provider}/callback`, as the provider sends the browser back: a code, or
+    an error (providers add parameters of their own: ignored, but Strava's accepted `scope`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    provider: ProviderName
+    state: str = Field(min_length=1, max_length=512, description="the state the authorization started with")
+    code: str | None = Field(None, min_length=1, max_length=4096, description="the authorization code")
+    error: str | None = Field(None, min_length=1, max_length=256, description="the provider's error instead")
+    error_description: str | None = Field(None, max_length=2048)
+    scope: str | None = Field(None, max_length=2048, description="the scopes the user accepted (Strava)")

@@ -18,6 +18,8 @@ from pydantic import BaseModel, TypeAdapter
 
 from wearsync.api.middlewares import INVALID_KEY, PUBLIC_ROUTES
 from wearsync.api.models import (
+    AuthorizeQuery,
+    CallbackQuery,
     ConnectionIn,
     ConnectionPath,
     StravaChallengeQuery,
@@ -28,7 +30,9 @@ from wearsync.api.models import (
     WebhookPath,
 )
 from wearsync.api.responses import (
+    AuthorizationStarted,
     Connection,
+    Disconnected,
     Error,
     Health,
     StravaChallenge,
@@ -122,10 +126,30 @@ OPERATIONS: dict[str, Operation] = {
     ),
     "disconnect": Operation(
         "connections",
-        "Disconnect a user from a provider",
+        "Disconnect a user from a provider: its access is withdrawn at the provider where it allows (best"
+        " effort), then the connection is deactivated (its data stays)",
         ConnectionPath,
-        status=204,
+        ok=Disconnected,
         errors={404: f"User not found, or: {NO_CONNECTION}"},
+    ),
+    "oauth-authorize": Operation(
+        "connections",
+        "Start connecting a user to a provider (OAuth): where to send the user's browser",
+        AuthorizeQuery,
+        ok=AuthorizationStarted,
+        errors={
+            404: "User not found",
+            503: "The provider is not configured (WEARSYNC_<P>_CLIENT_ID), or PostgreSQL or Redis is unavailable",
+        },
+    ),
+    "oauth-callback": Operation(
+        "connections",
+        "Where the provider sends the user back (register it with the provider): stores the connection, queues"
+        " a first sync and redirects to the redirect_uri with status=connected&provider&user_id&task_id, or"
+        " status=error&provider&user_id&error&error_description",
+        CallbackQuery,
+        status=302,
+        errors={400: "Unknown OAuth state (missing, tampered, another provider's), or redirect URI no longer allowed"},
     ),
     "webhook": Operation(
         "webhooks",
@@ -165,7 +189,7 @@ def _error_statuses(name: str, op: Operation) -> dict[int, str]:
     if op.validated and (op.params is not None or op.body is not None):
         statuses[422] = "A parameter or the body is invalid: the detail names it"
     if op.stateful:
-        statuses[503] = "PostgreSQL or Redis is unavailable: try again later"
+        statuses.setdefault(503, "PostgreSQL or Redis is unavailable: try again later")
     return dict(sorted(statuses.items()))
 
 

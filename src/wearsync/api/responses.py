@@ -115,3 +115,22 @@ class WebhookReceipt(BaseModel):
 
 class StravaChallenge(BaseModel):
     hub_challenge: str = Field(alias="hub.challenge")
+
+
+class AuthorizationStarted(BaseModel):
+    """Send the user's browser to `authorization_url`; the provider sends it back to wearsync, which
+    sends it on to your `redirect_uri` with the outcome."""
+
+    provider: ProviderName
+    user_id: UUID
+    authorization_url: str = Field(description="the provider's authorization page, with our client id, scopes, state")
+    state: str = Field(description="single use; bound to the user and your application")
+    expires_at: datetime = Field(description="the user must come back from the provider by then")
+
+
+class Disconnected(BaseModel):
+    user_id: UUID
+    provider: ProviderName
+    active: Literal[False]
+    upstream_revoked: bool = Field(description="the provider withdrew our access to the account")
+    upstream_error: str | None = Field(description="why not, when it did not (the connection is inactive all the same)")

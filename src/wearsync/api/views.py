@@ -13,6 +13,7 @@ from wearsync.api.common import APP_ID, DEPS, QUEUE, ApiError, json_body, json_r
 from wearsync.api.models import ConnectionIn, ConnectionPath, SyncRequest, TaskPath, UserIn, UserPath
 from wearsync.db import queries
 from wearsync.models import FINAL_STATUSES
+from wearsync.oauth import revoke_upstream, save_connection
 from wearsync.queue import continue_in_new_job
 from wearsync.sync import NO_CONNECTION, run_task
 from wearsync.tasks import SyncRefused, describe_task, start_sync
@@ -94,7 +95,7 @@ async def create_user(request: web.Request) -> web.Response:
     return json_response(_user_json(row), status=201)
 
 
-async def _own_user(request: web.Request, user_id: UUID) -> asyncpg.Record:
+async def own_user(request: web.Request, user_id: UUID) -> asyncpg.Record:
     """The user if it belongs to the caller's application; another's is answered as unknown."""
     row = await queries.get_user(request.app[DEPS].db, request[APP_ID], user_id)
     if row is None:
@@ -104,7 +105,7 @@ async def _own_user(request: web.Request, user_id: UUID) -> asyncpg.Record:
 
 async def get_user(request: web.Request) -> web.Response:
     path = validate(UserPath, request.match_info, _PATH)
-    return json_response(_user_json(await _own_user(request, path.user_id)))
+    return json_response(_user_json(await own_user(request, path.user_id)))
 
 
 def _connection_json(row: asyncpg.Record) -> dict[str, object]:
@@ -125,29 +126,38 @@ def _connection_json(row: asyncpg.Record) -> dict[str, object]:
 async def put_connection(request: web.Request) -> web.Response:
     path = validate(ConnectionPath, request.match_info, _PATH)
     body = validate(ConnectionIn, await json_body(request))
-    await _own_user(request, path.user_id)
-    cipher = request.app[DEPS].settings.cipher()
-    fields = body.model_dump() | {
-        "access_token": cipher.seal(body.access_token),
-        "refresh_token": cipher.seal(body.refresh_token),
-    }
-    row = await queries.upsert_connection(request.app[DEPS].db, path.user_id, path.provider, **fields)
+    await own_user(request, path.user_id)
+    deps = request.app[DEPS]
+    row = await save_connection(deps.db, deps.settings.cipher(), path.user_id, path.provider, **body.model_dump())
     return json_response(_connection_json(row))
 
 
 async def list_connections(request: web.Request) -> web.Response:
     path = validate(UserPath, request.match_info, _PATH)
-    await _own_user(request, path.user_id)
+    await own_user(request, path.user_id)
     rows = await queries.list_connections(request.app[DEPS].db, path.user_id)
     return json_response([_connection_json(r) for r in rows])
 
 
 async def delete_connection(request: web.Request) -> web.Response:
+    """Withdraw our access at the provider where it allows (best effort), then deactivate the
+    connection (its data stays); the answer says whether the provider was told."""
     path = validate(ConnectionPath, request.match_info, _PATH)
-    await _own_user(request, path.user_id)
-    if not await queries.deactivate_connection(request.app[DEPS].db, path.user_id, path.provider, "disconnected"):
+    await own_user(request, path.user_id)
+    deps = request.app[DEPS]
+    row = await queries.get_active_connection(deps.db, path.user_id, path.provider)
+    if row is None:
         raise ApiError(404, NO_CONNECTION)
-    return web.Response(status=204)
+    upstream_error = await revoke_upstream(deps, row)
+    # Even where revoking made the provider refuse the token (and so deactivated the connection).
+    await queries.deactivate_connection(deps.db, path.user_id, path.provider, "disconnected", only_active=False)
+    return json_response({
+        "user_id": path.user_id,
+        "provider": path.provider,
+        "active": False,
+        "upstream_revoked": upstream_error is None,
+        "upstream_error": upstream_error,
+    })  # fmt: skip
 
 
 async def health(request: web.Request) -> web.Response:

@@ -167,13 +167,18 @@ async def get_active_connection(
     return row
 
 
-async def deactivate_connection(db: Executor, user_id: UUID, provider: str, reason: str = "disconnected") -> bool:
+async def deactivate_connection(
+    db: Executor, user_id: UUID, provider: str, reason: str = "disconnected", *, only_active: bool = True
+) -> bool:
+    """Deactivate the connection with the reason (`only_active=False`: also replace the reason of an
+    inactive one); whether a row changed."""
     status: str = await db.execute(
         "UPDATE provider_connections SET active = false, inactive_reason = $3, updated_at = now()"
-        " WHERE user_id = $1 AND provider = $2 AND active",
+        " WHERE user_id = $1 AND provider = $2 AND (active OR NOT $4)",
         user_id,
         provider,
         reason,
+        only_active,
     )
     return status != "UPDATE 0"
 

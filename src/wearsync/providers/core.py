@@ -267,6 +267,17 @@ class Provider:
     # How to learn the provider's id of a token's user where the token response does not say it
     # (Whoop, Garmin): what the connection must store for webhooks to find it.
     user_id: Callable[[HttpClient, ProviderSettings, str], Awaitable[str]] | None = None
+    # Connecting a user (wearsync.oauth): the authorization page's path on the provider's authorize
+    # host, the scopes we ask for (joined by scope_separator), extra query parameters, PKCE (S256).
+    authorize_path: str = "/oauth/authorize"
+    scopes: tuple[str, ...] = ()
+    scope_separator: str = " "
+    authorize_params: Mapping[str, str] = field(default_factory=dict)
+    pkce: bool = False
+    # What must happen upstream once a user is connected (Polar: register the user with our app),
+    # and how a disconnect withdraws our access upstream; both with the new connection's context.
+    on_connect: SyncFunction | None = None
+    revoke: SyncFunction | None = None
 
     def bucket(self, settings: Settings) -> Bucket:
         """Its shared rate-limit bucket: the documented limits unless WEARSYNC_<P>_RATE_LIMITS says."""

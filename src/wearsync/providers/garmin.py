@@ -305,6 +305,12 @@ async def fetch_user_id(ctx: SyncContext) -> str:
     return str(body["userId"])
 
 
+async def delete_registration(ctx: SyncContext) -> None:
+    """Withdraw our access (`DELETE /wellness-api/rest/user/registration`, 204): Garmin stops
+    sending the user's data and the tokens stop working."""
+    await ctx.request_json("DELETE", f"{ctx.config.api_url}{REST}/user/registration")
+
+
 # ---- sync: backfill requests ----------------------------------------------------------------
 
 
@@ -491,4 +497,9 @@ PROVIDER = Provider(
         verify=verify_delivery, parse=parse_delivery, process=process_delivery, max_body_bytes=MAX_DELIVERY_BYTES
     ),
     user_id=token_user_id,
+    # OAuth 2 with PKCE on connect.garmin.com; no scope parameter: the user picks what to share
+    # on Garmin's consent page (and may change it later: the permission-change webhook).
+    authorize_path="/oauth2Confirm",
+    pkce=True,
+    revoke=delete_registration,
 )

@@ -33,10 +33,11 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import structlog
 
+from wearsync.db import queries
 from wearsync.models import DataType
 from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, map_page, num
 from wearsync.providers.errors import MalformedPayload, ProviderError, UpstreamError, WebhookRejected
@@ -45,6 +46,7 @@ from wearsync.settings import ProviderSettings, Settings
 
 log = structlog.get_logger(__name__)
 
+NAME = "polar"
 PAGE_KEY = "exercises"
 HEART_RATE = "0"
 
@@ -150,6 +152,24 @@ async def register_user(ctx: SyncContext) -> None:
             raise
 
 
+async def connect_user(ctx: SyncContext) -> None:
+    """A new connection: register the user (again, after a disconnect deleted the registration), so
+    the first sync needs no registration call."""
+    await register_user(ctx)
+    await queries.save_cursor(ctx.db, ctx.connection.user_id, NAME, DataType.WORKOUTS.value, {"registered": True})
+
+
+async def delete_user(ctx: SyncContext) -> None:
+    """Deregister the user from our app (`DELETE /v3/users/{polar user id}`), which also revokes the
+    access token; a user Polar no longer knows (404) is deregistered already."""
+    url = f"{ctx.config.api_url}/v3/users/{quote(ctx.connection.provider_user_id, safe='')}"
+    try:
+        await ctx.request_json("DELETE", url)
+    except UpstreamError as e:
+        if e.status != 404:
+            raise
+
+
 def _flag(value: bool) -> str:
     return "true" if value else "false"
 
@@ -234,11 +254,15 @@ async def process_event(ctx: SyncContext, event: WebhookEvent) -> None:
 
 
 PROVIDER = Provider(
-    name="polar",
+    name=NAME,
     supports=frozenset({DataType.WORKOUTS}),
     delivery="pull",
     token_path="/v2/oauth2/token",
     client_auth="basic",
     sync={DataType.WORKOUTS: sync_exercises},
     webhook=Webhook(verify=verify_event, parse=parse_event, process=process_event),
+    authorize_path="/oauth2/authorization",  # on flow.polar.com
+    scopes=("accesslink.read_all",),
+    on_connect=connect_user,
+    revoke=delete_user,
 )

@@ -222,6 +222,16 @@ async def process_event(ctx: SyncContext, event: WebhookEvent) -> None:
         log.info("strava event with nothing to do", kind=event.kind, object_id=object_id)
 
 
+async def deauthorize(ctx: SyncContext) -> None:
+    """Withdraw our access to the athlete's account (`POST /oauth/deauthorize` on the OAuth host,
+    the access token as a form field): every token of the athlete stops working."""
+    token = await ctx.credentials.token()
+    await ctx.http.request_json(
+        "POST", f"{ctx.config.auth_url}/oauth/deauthorize", headers={"Accept": "application/json"},
+        data={"access_token": token},
+    )  # fmt: skip
+
+
 PROVIDER = Provider(
     name="strava",
     supports=frozenset({DataType.WORKOUTS}),
@@ -231,4 +241,10 @@ PROVIDER = Provider(
     rate_limits=(RateLimit(100, 15 * 60), RateLimit(1000, 86400)),
     sync={DataType.WORKOUTS: sync_workouts},
     webhook=Webhook(verify=verify_event, parse=parse_event, process=process_event),
+    # Strava joins scopes with commas; `read` for the athlete, `activity:read_all` for private
+    # activities too. approval_prompt=auto: a user who approved before is not asked again.
+    scopes=("read", "activity:read_all"),
+    scope_separator=",",
+    authorize_params={"approval_prompt": "auto"},
+    revoke=deauthorize,
 )

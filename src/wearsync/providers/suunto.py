@@ -352,6 +352,12 @@ async def process_notification(ctx: SyncContext, event: WebhookEvent) -> None:
     await ctx.save_page(map_page([workout], map_workout))
 
 
+async def deauthorize(ctx: SyncContext) -> None:
+    """Withdraw our access (`GET /oauth/deauthorize?client_id=...` on the OAuth host, with the
+    user's bearer token): the user's tokens stop working."""
+    await ctx.get_json(f"{ctx.config.auth_url}/oauth/deauthorize", params={"client_id": ctx.config.client_id})
+
+
 PROVIDER = Provider(
     name="suunto",
     supports=frozenset({DataType.WORKOUTS, DataType.DATA_247}),
@@ -367,4 +373,6 @@ PROVIDER = Provider(
         process=process_notification,
         max_body_bytes=1024 * 1024,  # a notification may carry the whole workout
     ),
+    authorize_path="/oauth/authorize",  # no scope parameter: Suunto grants the app's configured access
+    revoke=deauthorize,
 )

@@ -339,6 +339,12 @@ async def profile_user_id(http: HttpClient, config: ProviderSettings, access_tok
     return str(body["user_id"])
 
 
+async def revoke_access(ctx: SyncContext) -> None:
+    """Withdraw our access (`DELETE /developer/v2/user/access`, 204): the tokens stop working and
+    Whoop sends no more webhooks for the user."""
+    await ctx.request_json("DELETE", f"{ctx.config.api_url}/developer/v2/user/access")
+
+
 def signature(secret: str, timestamp: str, body: bytes) -> str:
     """base64(HMAC-SHA256(secret, timestamp + body)), as Whoop signs a delivery."""
     return base64.b64encode(hmac.new(secret.encode(), timestamp.encode() + body, hashlib.sha256).digest()).decode()
@@ -445,4 +451,8 @@ PROVIDER = Provider(
     sync={DataType.WORKOUTS: sync_workouts, DataType.DATA_247: sync_247},
     webhook=Webhook(verify=verify_notification, parse=parse_notification, process=process_notification),
     user_id=profile_user_id,
+    authorize_path="/oauth/oauth2/auth",
+    # `offline` for a refresh token, `read:profile` for the user id webhooks name the user by.
+    scopes=("offline", "read:profile", "read:workout", "read:sleep", "read:recovery", "read:cycles"),
+    revoke=revoke_access,
 )

@@ -62,6 +62,19 @@ class ProviderKnobs:
 
 
 @dataclass
+class AuthCode:
+    """What an authorization code was issued for: the token request must match it."""
+
+    provider: str
+    user: str
+    client_id: str
+    redirect_uri: str
+    scope: str
+    code_challenge: str | None  # PKCE (S256)
+    expires_at: float
+
+
+@dataclass
 class SimState:
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(16))
     # Data is laid out backwards from this instant (today's midnight, UTC, by default), so the
@@ -79,6 +92,12 @@ class SimState:
     refresh_revoked_before: dict[tuple[str, str], float] = field(default_factory=dict)
     # Every token grant served: (provider, grant_type, user).
     grants: list[tuple[str, str, str]] = field(default_factory=list)
+    # Authorization codes the authorize endpoints issued and no token request has used yet.
+    auth_codes: dict[str, AuthCode] = field(default_factory=dict)
+    # Every withdrawal of the app's access by the app (deauthorize, delete registration): (provider,
+    # user); tokens issued before the last one never work again (a new authorization gets new ones).
+    revocations: list[tuple[str, str]] = field(default_factory=list)
+    withdrawn_before: dict[tuple[str, str], float] = field(default_factory=dict)
     # (provider, window seconds, window index) -> requests counted.
     rate_counts: dict[tuple[str, int, int], int] = field(default_factory=dict)
     registered: set[tuple[str, str]] = field(default_factory=set)  # Polar: users registered by the app
@@ -92,6 +111,11 @@ class SimState:
 
     def provider(self, name: str) -> ProviderKnobs:
         return self.knobs.setdefault(name, ProviderKnobs())
+
+    def revoke_access(self, provider: str, user: str) -> None:
+        """The app's access to the user is withdrawn: every token issued so far stops working."""
+        self.withdrawn_before[(provider, user)] = time.time() + 0.001
+        self.revocations.append((provider, user))
 
     # ---- tokens: signed, so they survive nothing but need no store --------------------------
 
@@ -113,7 +137,7 @@ class SimState:
         if expires and expires < time.time():
             return None
         cutoffs = self.access_expired_before if kind == "access" else self.refresh_revoked_before
-        if issued_s < cutoffs.get((provider, user), 0.0):
+        if issued_s < max(cutoffs.get((provider, user), 0.0), self.withdrawn_before.get((provider, user), 0.0)):
             return None
         if kind == "refresh" and token in self.revoked_refresh_tokens:
             return None
@@ -337,65 +361,3 @@ def fault_middleware(provider: str, rate_limit: RateLimitStyle | None = None) ->
 def iso(dt: datetime, offset_minutes: int) -> str:
     """ISO 8601 in the user's local time with its offset, to the millisecond."""
     return dt.astimezone(timezone(timedelta(minutes=offset_minutes))).isoformat(timespec="milliseconds")
-
-
-@dataclass(frozen=True)
-class OAuthStyle:
-    """How a provider's token endpoint behaves."""
-
-    provider: str
-    access_ttl_s: int
-    client_auth: str = "basic"  # "basic" or "body"
-    issues_refresh_token: bool = True
-    rotates_refresh_token: bool = False  # the old refresh token stops working once used
-    # Provider-specific fields of a token response (user ids, expires_at, scope) for (user, ttl).
-    extra: Callable[[str, int], dict[str, Any]] = lambda user, ttl: {}
-    # The body of a refused grant (400).
-    refused: Callable[[str], dict[str, Any]] = lambda what: {"error": "invalid_grant", "error_description": what}
-
-
-def token_endpoint(style: OAuthStyle) -> Handler:
-    """POST token endpoint: the `authorization_code` grant for any code `user-NAME` (tokens of
-    simulated user NAME) and the `refresh_token` grant, as the provider answers them."""
-
-    async def handler(request: web.Request) -> web.Response:
-        state = request.config_dict[STATE_KEY]
-        knobs = state.provider(style.provider)
-        form = await request.post()
-        if style.client_auth == "basic":
-            client = basic_client(request)
-        else:
-            client = (str(form.get("client_id", "")), str(form.get("client_secret", "")))
-        if client != (knobs.client_id, knobs.client_secret):
-            return json_error(401, {"error": "invalid_client"})
-        grant = str(form.get("grant_type", ""))
-        if grant == "authorization_code":
-            code = str(form.get("code", ""))
-            user = code.removeprefix("user-")
-            if not code.startswith("user-") or not USER_NAME.match(user):
-                return json_error(400, style.refused("Invalid authorization code"))
-            state.refresh_revoked_before.pop((style.provider, user), None)  # connecting again
-            refresh_token = None
-        elif grant == "refresh_token" and style.issues_refresh_token:
-            refresh_token = str(form.get("refresh_token", ""))
-            found = state.read_token(style.provider, refresh_token, "refresh")
-            if found is None:
-                return json_error(400, style.refused("Invalid refresh token"))
-            user = found
-            if style.rotates_refresh_token:
-                state.revoked_refresh_tokens.add(refresh_token)
-                refresh_token = None
-        else:
-            return json_error(400, {"error": "unsupported_grant_type"})
-        state.grants.append((style.provider, grant, user))
-        ttl = knobs.access_ttl_s or style.access_ttl_s
-        body: dict[str, Any] = {
-            "access_token": state.issue_token(style.provider, user, "access", ttl),
-            "token_type": "bearer",
-            "expires_in": ttl,
-        }
-        if style.issues_refresh_token:
-            body["refresh_token"] = refresh_token or state.issue_token(style.provider, user, "refresh", None)
-        return web.json_response(body | style.extra(user, ttl))
-
-    return handler

@@ -26,11 +26,15 @@ working too) and `{"kind": "permissions", "permissions": [...]}`. Deliveries are
 
 Heart-rate samples in dailies come every 10 minutes, not every 15 s as on a real device, to keep
 test volumes small. Errors carry Garmin's `{"errorMessage": ...}` body (exact texts unconfirmed).
-OAuth: code `user-NAME` -> tokens of NAME (PKCE's code_verifier is accepted and ignored); client
-credentials in the form body; access tokens live 86400 s; refresh tokens rotate (Garmin's docs say
-a refresh returns a new refresh token; unconfirmed) and report `refresh_token_expires_in`.
+OAuth: the authorization page `GET /oauth2Confirm` (connect.garmin.com's path, under /garmin/auth
+too) requires PKCE (`code_challenge`, `code_challenge_method=S256`) and issues a code whose token
+request must carry the matching `code_verifier` (else 400 invalid_grant); the shortcut code
+`user-NAME` -> tokens of NAME without PKCE (sim/oauth.py); client credentials in the form body;
+access tokens live 86400 s; refresh tokens rotate (Garmin's docs say a refresh returns a new
+refresh token; unconfirmed) and report `refresh_token_expires_in`.
 Rate limit: 100 calls per minute per app (evaluation tier, unconfirmed); over it, 429 with
-`Retry-After`.
+`Retry-After`. `DELETE /wellness-api/rest/user/registration` (the app withdraws its access): 204,
+the user's tokens stop working.
 """
 
 import asyncio
@@ -46,7 +50,6 @@ from aiohttp import web
 
 from wearsync.sim.common import (
     STATE_KEY,
-    OAuthStyle,
     RateLimitStyle,
     SimState,
     WebhookTarget,
@@ -55,9 +58,9 @@ from wearsync.sim.common import (
     deliver,
     fault_middleware,
     json_error,
-    token_endpoint,
     user_rng,
 )
+from wearsync.sim.oauth import OAuthStyle, authorize_endpoint, token_endpoint
 
 NAME = "garmin"
 ACCESS_TTL_S = 86400
@@ -294,6 +297,11 @@ def _authorized_user(request: web.Request) -> str:
     return user
 
 
+async def delete_registration(request: web.Request) -> web.Response:
+    request.config_dict[STATE_KEY].revoke_access(NAME, _authorized_user(request))
+    return web.Response(status=204)
+
+
 def _seconds(request: web.Request, name: str) -> int:
     try:
         return int(request.query[name])
@@ -442,6 +450,7 @@ OAUTH = OAuthStyle(
     ACCESS_TTL_S,
     client_auth="body",
     rotates_refresh_token=True,
+    pkce=True,
     extra=lambda user, ttl: {
         "scope": "PARTNER_WRITE PARTNER_READ CONNECT_READ CONNECT_WRITE",
         "jti": secrets.token_hex(16),
@@ -472,11 +481,13 @@ def create_apps() -> tuple[web.Application, web.Application]:
     api[BACKFILLS] = Backfills()
     api.on_shutdown.append(_stop_deliveries)
     api.router.add_get("/wellness-api/rest/user/id", user_id)
+    api.router.add_delete("/wellness-api/rest/user/registration", delete_registration)
     api.router.add_get("/wellness-api/rest/backfill/{type}", backfill)
     for kind in SUMMARY_TYPES:
         api.router.add_get(f"/wellness-api/rest/{kind}", summaries_endpoint(kind))
     auth = web.Application(middlewares=[fault_middleware(NAME)])
     auth.router.add_post("/di-oauth2-service/oauth/token", token_endpoint(OAUTH))
+    auth.router.add_get("/oauth2Confirm", authorize_endpoint(OAUTH))
     return api, auth
 
 

@@ -6,6 +6,8 @@ Data API (mounted under /polar/api):
   with the user JSON, 409 if already registered. Until then, data calls are answered 403 with
   Polar's error shape {"timestamp", "status": 403, "errorType": "Forbidden", "message", "corrId"}
   (the body is our choice; Polar only says the user must be registered first).
+- `DELETE /v3/users/{polar-user-id}`: deregisters the token's user (its own id only, else 403;
+  404 when not registered) and revokes its access token: 204.
 - `GET /v3/exercises?samples=&zones=&route=` (true|false): the exercises that started in the last
   30 days before the simulator's anchor, oldest first, in one JSON list (no pagination). Older
   exercises exist (`older_workouts`) but are not served. `GET /v3/exercises/{id}`: one of them.
@@ -18,9 +20,11 @@ Data API (mounted under /polar/api):
   1 or 5 s (watches record every second; coarser here to keep test data small).
   Route points every 15 s; their `time` is the offset from the start as an ISO 8601 duration
   ("PT1M15S"; unconfirmed: our choice).
-OAuth (under /polar/auth): `/v2/oauth2/token`, client credentials by HTTP Basic; code `user-NAME`
-yields a long-lived access token (10 years) and no refresh token; `x_user_id` is the Polar user id
-(an integer). Rate limits: none documented; the "ratelimit" fault answers 429 with Retry-After.
+OAuth (under /polar/auth): the authorization page `GET /oauth2/authorization` (flow.polar.com's
+path; sim/oauth.py) and `/v2/oauth2/token`, client credentials by HTTP Basic; an issued code, or
+the shortcut code `user-NAME`, yields a long-lived access token (10 years) and no refresh token;
+`x_user_id` is the Polar user id (an integer). Rate limits: none documented; the "ratelimit" fault
+answers 429 with Retry-After.
 
 Webhooks (`emit`, for a registered user only, as AccessLink notifies only about those):
 `{"kind": "exercise"}` records a new exercise that just ended (served by the list, the detail and
@@ -41,16 +45,15 @@ from aiohttp import web
 
 from wearsync.sim.common import (
     STATE_KEY,
-    OAuthStyle,
     RateLimitStyle,
     bearer_user,
     cached_user_data,
     deliver,
     fault_middleware,
     json_error,
-    token_endpoint,
     user_rng,
 )
+from wearsync.sim.oauth import OAuthStyle, authorize_endpoint, token_endpoint
 
 NAME = "polar"
 ACCESS_TTL_S = 10 * 365 * 86400
@@ -287,6 +290,20 @@ async def register_user(request: web.Request) -> web.Response:
     })  # fmt: skip
 
 
+async def delete_user(request: web.Request) -> web.Response:
+    user = _user(request, registered=False)
+    if isinstance(user, web.Response):
+        return user
+    if request.match_info["user_id"] != str(polar_user_id(user)):
+        return polar_error(403, "Forbidden", "Not the token's user")
+    state = request.config_dict[STATE_KEY]
+    if (NAME, user) not in state.registered:
+        return polar_error(404, "Not Found", "User is not registered to the partner")
+    state.registered.discard((NAME, user))
+    state.revoke_access(NAME, user)
+    return web.Response(status=204)
+
+
 def _flags(request: web.Request) -> dict[str, bool] | web.Response:
     flags = {}
     for name in FLAGS:
@@ -343,10 +360,12 @@ RATE_LIMIT = RateLimitStyle(
 def create_apps() -> tuple[web.Application, web.Application]:
     api = web.Application(middlewares=[fault_middleware(NAME, RATE_LIMIT)])
     api.router.add_post("/v3/users", register_user)
+    api.router.add_delete("/v3/users/{user_id}", delete_user)
     api.router.add_get("/v3/exercises", list_exercises)
     api.router.add_get("/v3/exercises/{id}", get_exercise)
     auth = web.Application(middlewares=[fault_middleware(NAME)])
     auth.router.add_post("/v2/oauth2/token", token_endpoint(OAUTH))
+    auth.router.add_get("/oauth2/authorization", authorize_endpoint(OAUTH))
     return api, auth
 
 

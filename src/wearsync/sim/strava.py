@@ -11,8 +11,11 @@ Data API (mounted under /strava/api, followed by Strava's own `/api/v3`):
 - `GET /api/v3/athlete`: the authenticated athlete.
 Every call needs a bearer token from the OAuth server; a bad one is Strava's 401 body.
 
-OAuth (under /strava/auth): `POST /oauth/token` and `POST /api/v3/oauth/token`, client
-credentials in the form body; code `user-NAME` yields tokens of user NAME with the `athlete`
+OAuth (under /strava/auth): the authorization page `GET /oauth/authorize` (sim/oauth.py; the
+redirect back carries the accepted `scope`), `POST /oauth/deauthorize` (the app withdraws its
+access: the athlete's tokens stop working), `POST /oauth/token` and `POST /api/v3/oauth/token`,
+client credentials in the form body, no redirect_uri checked; an issued code, or the shortcut code
+`user-NAME`, yields tokens of user NAME with the `athlete`
 summary; access tokens last 6 hours (`expires_at` in epoch seconds); refresh tokens rotate: each
 refresh returns a new one (without `athlete`, as Strava does) and the old one is refused with
 Strava's 400 body.
@@ -42,7 +45,6 @@ from yarl import URL
 from wearsync.sim.common import (
     DELIVERY_SESSION,
     STATE_KEY,
-    OAuthStyle,
     RateLimitStyle,
     SimState,
     WebhookTarget,
@@ -50,8 +52,8 @@ from wearsync.sim.common import (
     deliver,
     fault_middleware,
     json_error,
-    token_endpoint,
 )
+from wearsync.sim.oauth import OAuthStyle, authorize_endpoint, token_endpoint
 from wearsync.sim.strava_data import NAME, athlete, legacy_type, new_activity, user_data
 
 ACCESS_TTL_S = 6 * 3600
@@ -176,8 +178,25 @@ OAUTH = OAuthStyle(
     rotates_refresh_token=True,
     extra=lambda user, ttl: {"token_type": "Bearer", "expires_at": int(time.time()) + ttl, "athlete": athlete(user)},
     refused=_refused,
+    checks_redirect_uri=False,  # Strava's token request takes no redirect_uri
+    returns_scope=True,  # its redirect back says which scopes the athlete accepted
 )
 _token_endpoint = token_endpoint(OAUTH)
+
+
+async def deauthorize(request: web.Request) -> web.Response:
+    """`POST /oauth/deauthorize` with the access token (form, query or bearer): the app's access to
+    the athlete ends, every token stops working; answers the token it was given."""
+    form = await request.post()
+    token = str(form.get("access_token") or request.query.get("access_token") or "")
+    if not token and request.headers.get("Authorization", "").startswith("Bearer "):
+        token = request.headers["Authorization"][7:].strip()
+    state = request.config_dict[STATE_KEY]
+    user = state.read_token(NAME, token, "access")
+    if user is None:
+        return _error(401, "Authorization Error", "Athlete", "access_token", "invalid")
+    state.revoke_access(NAME, user)
+    return web.json_response({"access_token": token})
 
 
 async def oauth_token(request: web.Request) -> web.StreamResponse:
@@ -398,6 +417,8 @@ def create_apps() -> tuple[web.Application, web.Application]:
     auth = web.Application(middlewares=[fault_middleware(NAME)])
     auth.router.add_post("/oauth/token", oauth_token)
     auth.router.add_post("/api/v3/oauth/token", oauth_token)
+    auth.router.add_get("/oauth/authorize", authorize_endpoint(OAUTH))
+    auth.router.add_post("/oauth/deauthorize", deauthorize)
     return api, auth
 
 

@@ -9,8 +9,11 @@ a bearer token from the OAuth server and the `Ocp-Apim-Subscription-Key` header.
 
 Shapes of the 24/7 entries follow what public Suunto clients read (unconfirmed by public docs):
 `{"timestamp", "entryData": {...}}` with HR in bpm, SpO2 as a 0-1 fraction, energy in joules.
-OAuth (under /suunto/auth): `/oauth/token` with client credentials by HTTP Basic; code `user-NAME`
-yields tokens of user NAME; refresh tokens do not rotate (unconfirmed); access tokens last a day.
+OAuth (under /suunto/auth): the authorization page `GET /oauth/authorize` (sim/oauth.py),
+`GET /oauth/deauthorize?client_id=` with the user's bearer token (the app withdraws its access:
+200, the user's tokens stop working) and `/oauth/token` with client credentials by HTTP Basic; an
+issued code, or the shortcut code `user-NAME`, yields tokens of user NAME; refresh tokens do not
+rotate (unconfirmed); access tokens last a day.
 Rate limit: 100 calls per 15 minutes per app; over it, a 429 with `Retry-After` (as Azure API
 Management, Suunto's gateway, answers).
 """
@@ -27,7 +30,6 @@ from aiohttp import web
 
 from wearsync.sim.common import (
     STATE_KEY,
-    OAuthStyle,
     RateLimitStyle,
     bearer_user,
     cached_user_data,
@@ -35,9 +37,9 @@ from wearsync.sim.common import (
     fault_middleware,
     iso,
     json_error,
-    token_endpoint,
     user_rng,
 )
+from wearsync.sim.oauth import OAuthStyle, authorize_endpoint, token_endpoint
 
 NAME = "suunto"
 ACCESS_TTL_S = 86400
@@ -199,13 +201,7 @@ def _build_user_data(user: str, history: dict[str, int], anchor: datetime) -> Us
 # ---- data API ---------------------------------------------------------------------------------
 
 
-def _authorized_user(request: web.Request) -> str:
-    knobs = request.config_dict[STATE_KEY].provider(NAME)
-    if request.headers.get("Ocp-Apim-Subscription-Key") != knobs.subscription_key:
-        raise web.HTTPUnauthorized(
-            text='{"statusCode": 401, "message": "Access denied due to missing or invalid subscription key."}',
-            content_type="application/json",
-        )
+def _token_user(request: web.Request) -> str:
     user = bearer_user(request, NAME)
     if user is None:
         raise web.HTTPUnauthorized(
@@ -213,6 +209,25 @@ def _authorized_user(request: web.Request) -> str:
             content_type="application/json",
         )
     return user
+
+
+async def deauthorize(request: web.Request) -> web.Response:
+    """The app withdraws its access to the token's user (on the OAuth host: no subscription key)."""
+    state = request.config_dict[STATE_KEY]
+    if request.query.get("client_id") != state.provider(NAME).client_id:
+        return json_error(400, {"error": "invalid_client"})
+    state.revoke_access(NAME, _token_user(request))
+    return web.Response(status=200)
+
+
+def _authorized_user(request: web.Request) -> str:
+    knobs = request.config_dict[STATE_KEY].provider(NAME)
+    if request.headers.get("Ocp-Apim-Subscription-Key") != knobs.subscription_key:
+        raise web.HTTPUnauthorized(
+            text='{"statusCode": 401, "message": "Access denied due to missing or invalid subscription key."}',
+            content_type="application/json",
+        )
+    return _token_user(request)
 
 
 def _int_param(request: web.Request, name: str, default: int | None = None) -> int:
@@ -358,6 +373,8 @@ def create_apps() -> tuple[web.Application, web.Application]:
     api.router.add_get("/247/daily-activity-statistics", daily_activity_statistics)
     auth = web.Application(middlewares=[fault_middleware(NAME)])
     auth.router.add_post("/oauth/token", token_endpoint(OAUTH))
+    auth.router.add_get("/oauth/authorize", authorize_endpoint(OAUTH))
+    auth.router.add_get("/oauth/deauthorize", deauthorize)
     return api, auth
 
 

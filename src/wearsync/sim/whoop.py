@@ -11,10 +11,12 @@ A record matches a range it intersects, as Whoop documents ("occurred after or d
 recovery is matched and ordered by its cycle. Details: `GET /developer/v2/activity/workout/{id}`,
 `.../activity/sleep/{id}`, `/developer/v2/cycle/{id}` and `/developer/v2/cycle/{id}/recovery` (404
 `{"error": "Not Found", ...}` for an id the user does not have: our choice).
-`GET /developer/v2/user/profile/basic` too. A bad bearer token is a 401.
+`GET /developer/v2/user/profile/basic` too. A bad bearer token is a 401. `DELETE
+/developer/v2/user/access` (the app withdraws its access): 204, the user's tokens stop working.
 
-OAuth (under /whoop/auth): `POST /oauth/oauth2/token`, client credentials in the form; code
-`user-NAME` gives tokens of NAME with scope "offline read:..." and no user id; access tokens last
+OAuth (under /whoop/auth): the authorization page `GET /oauth/oauth2/auth` (sim/oauth.py) and
+`POST /oauth/oauth2/token`, client credentials in the form; an issued code, or the shortcut code
+`user-NAME`, gives tokens of NAME with scope "offline read:..." and no user id; access tokens last
 an hour; refresh tokens rotate (a used one is refused: 400 invalid_grant), and a refresh grant
 without `scope=offline` gets no new refresh token (Whoop issues them for `offline` only).
 
@@ -59,16 +61,15 @@ from aiohttp import web
 from wearsync.sim.common import (
     STATE_KEY,
     Handler,
-    OAuthStyle,
     RateLimitStyle,
     bearer_user,
     cached_user_data,
     deliver,
     fault_middleware,
     json_error,
-    token_endpoint,
     user_rng,
 )
+from wearsync.sim.oauth import OAuthStyle, authorize_endpoint, token_endpoint
 
 NAME = "whoop"
 ACCESS_TTL_S = 3600
@@ -347,6 +348,11 @@ def _authorized_user(request: web.Request) -> str:
     return user
 
 
+async def revoke_access(request: web.Request) -> web.Response:
+    request.config_dict[STATE_KEY].revoke_access(NAME, _authorized_user(request))
+    return web.Response(status=204)
+
+
 def _time_param(request: web.Request, name: str) -> datetime | None:
     raw = request.query.get(name)
     if raw is None:
@@ -469,8 +475,10 @@ def create_apps() -> tuple[web.Application, web.Application]:
             api.router.add_get(path + "/{id}", detail_endpoint(kind))
     api.router.add_get("/developer/v2/cycle/{id}/recovery", detail_endpoint("recovery"))
     api.router.add_get("/developer/v2/user/profile/basic", profile)
+    api.router.add_delete("/developer/v2/user/access", revoke_access)
     auth = web.Application(middlewares=[fault_middleware(NAME)])
     auth.router.add_post("/oauth/oauth2/token", token)
+    auth.router.add_get("/oauth/oauth2/auth", authorize_endpoint(OAUTH))
     return api, auth
 
 

@@ -1,0 +1,93 @@
+"""Connecting a user to a provider: the start of the OAuth flow (API key) and the provider's
+callback (public: the browser comes back from the provider without our key; the single-use state
+authenticates it). How the flow works, and the redirect URI rule: wearsync/oauth.py.
+
+The callback ends in a redirect (302) to the caller's redirect URI with the outcome in its query:
+`status=connected&provider=P&user_id=U&task_id=T` (the first sync), or `status=error&provider=P&
+user_id=U&error=E&error_description=...` where E is the provider's own error (`access_denied`, ...),
+`state_used`, `state_expired`, `invalid_request` (no code), `invalid_grant` (the provider refused
+the code: a wrong PKCE verifier, a used code), `token_exchange_failed`, `insufficient_scope` or
+`registration_failed`. Without a state we issued (missing, tampered, another provider's), or when
+the redirect URI is no longer allowed, there is nowhere trusted to send the browser: 400 JSON.
+"""
+
+from datetime import UTC, datetime
+
+import structlog
+from aiohttp import web
+
+from wearsync import oauth
+from wearsync.api.common import APP_ID, DEPS, QUEUE, ApiError, json_response, validate
+from wearsync.api.models import AuthorizeQuery, CallbackQuery
+from wearsync.api.views import own_user
+from wearsync.providers import PROVIDERS
+
+log = structlog.get_logger(__name__)
+
+_AUTHORIZE_LOCATIONS = {"provider": "path", "user_id": "query", "redirect_uri": "query"}
+_CALLBACK_LOCATIONS = {name: "query" for name in CallbackQuery.model_fields} | {"provider": "path"}
+UNKNOWN_STATE = "Unknown OAuth state: start again with GET /api/v1/oauth/{provider}/authorize"
+REDIRECT_NOT_ALLOWED = "Invalid query parameter 'redirect_uri': not allowed by WEARSYNC_OAUTH_REDIRECT_ALLOWLIST"
+
+
+async def authorize(request: web.Request) -> web.Response:
+    """GET /api/v1/oauth/{provider}/authorize?user_id=&redirect_uri=: where to send the user's
+    browser to connect the provider."""
+    query = validate(AuthorizeQuery, {**request.query, **request.match_info}, _AUTHORIZE_LOCATIONS)
+    deps = request.app[DEPS]
+    if not oauth.redirect_allowed(query.redirect_uri, deps.settings.oauth_redirect_allowlist):
+        raise ApiError(422, REDIRECT_NOT_ALLOWED)
+    provider, config = PROVIDERS[query.provider], deps.settings.provider(query.provider)
+    if not config.client_id:
+        upper = provider.name.upper()
+        raise ApiError(503, f"Provider '{provider.name}' is not configured: set WEARSYNC_{upper}_CLIENT_ID and _SECRET")
+    await own_user(request, query.user_id)
+    auth = await oauth.start_authorization(
+        deps.db, deps.settings.cipher(), app_id=request[APP_ID], user_id=query.user_id, provider=provider,
+        redirect_uri=query.redirect_uri, ttl_s=deps.settings.oauth_state_ttl_s,
+    )  # fmt: skip
+    url = oauth.authorization_url(
+        provider, config, callback=oauth.callback_url(deps.settings, provider.name), state=auth.state,
+        verifier=auth.code_verifier,
+    )  # fmt: skip
+    return json_response({
+        "provider": provider.name,
+        "user_id": query.user_id,
+        "authorization_url": url,
+        "state": auth.state,
+        "expires_at": auth.expires_at,
+    })  # fmt: skip
+
+
+async def callback(request: web.Request) -> web.Response:
+    """GET /api/v1/oauth/{provider}/callback?code=&state= (or ?error=&state=): finish the flow and
+    send the browser back to the caller with the outcome."""
+    query = validate(CallbackQuery, {**request.query, **request.match_info}, _CALLBACK_LOCATIONS)
+    deps = request.app[DEPS]
+    auth = await oauth.take_authorization(deps.db, deps.settings.cipher(), query.provider, query.state)
+    if auth is None:
+        raise ApiError(400, UNKNOWN_STATE.format(provider=query.provider))
+    if not oauth.redirect_allowed(auth.redirect_uri, deps.settings.oauth_redirect_allowlist):
+        raise ApiError(400, "The redirect URI of this authorization is no longer allowed")
+    outcome = {"provider": auth.provider, "user_id": str(auth.user_id)}
+
+    def back(**params: str) -> web.Response:
+        if params.get("status") != "connected":
+            log.info("connecting failed", provider=auth.provider, user_id=str(auth.user_id), error=params["error"])
+            params = {"status": "error", **params}
+        return web.Response(status=302, headers={"Location": oauth.with_query(auth.redirect_uri, outcome | params)})
+
+    if auth.used:
+        return back(error="state_used", error_description="This authorization was finished already")
+    if auth.expires_at <= datetime.now(UTC):
+        return back(error="state_expired", error_description="The authorization took too long: start again")
+    if query.error is not None:
+        return back(error=query.error, error_description=query.error_description or f"{auth.provider}: {query.error}")
+    if query.code is None:
+        return back(error="invalid_request", error_description=f"{auth.provider} sent neither a code nor an error")
+    try:
+        await oauth.connect_user(deps, auth, query.code, query.scope)
+    except oauth.ConnectFailed as e:
+        return back(error=e.error, error_description=e.description)
+    task_id = await oauth.queue_first_sync(deps, request.app[QUEUE], auth)
+    return back(status="connected", **({"task_id": str(task_id)} if task_id else {}))

@@ -1,0 +1,344 @@
+"""Connecting users through the providers' OAuth 2 authorization-code flow, and disconnecting them.
+
+Starting (`GET /api/v1/oauth/{provider}/authorize`): a *state* of 32 random bytes is stored (as its
+SHA-256, like API keys) in `oauth_states` with what it is bound to: the API key's application, the
+user, the provider, the caller's redirect URI and, where the provider uses PKCE (Garmin), the code
+verifier (encrypted like tokens). It is valid for WEARSYNC_OAUTH_STATE_TTL_S and for one callback.
+The provider's authorization URL carries our callback, `{WEARSYNC_PUBLIC_URL}/api/v1/oauth/{provider}
+/callback` (register it with the provider), its scopes, the state and the S256 code challenge.
+
+Finishing (the callback, answered in wearsync/api/oauth.py): the state is taken (a second use finds
+it used), the code exchanged at the provider's token endpoint (with the verifier), the provider's id
+of the user learnt, the scopes checked, the connection stored encrypted (the same code as
+`PUT .../connections/{provider}`), the provider told where it needs to be (Polar: register the
+user), and a first sync of everything queued, as `POST .../sync` queues one.
+
+Redirect URIs (WEARSYNC_OAUTH_REDIRECT_ALLOWLIST): entries `scheme://host[:port][/path]`, comma-
+separated. A redirect URI is allowed when its scheme (http or https) and host equal an entry's, its
+port equals the entry's (the scheme's default when the entry names none) — except that a loopback
+entry (localhost, 127.0.0.1, [::1]) without a port allows any port, as RFC 8252 7.3 does for apps
+on the user's machine — and its path is the entry's path or below it. It must carry no user info,
+no fragment, and no `.` or `..` segment. The default allows only loopback hosts (development).
+The rule is checked when a flow starts and again at its callback (the setting may have changed
+between the two), so the callback redirects nowhere the operator did not allow: no open redirect.
+"""
+
+import asyncio
+import base64
+import dataclasses
+import hashlib
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode, urlsplit
+from uuid import UUID
+
+import asyncpg
+import structlog
+from arq import ArqRedis
+from redis.exceptions import RedisError
+
+from wearsync.api.models import SyncRequest
+from wearsync.crypto import TokenCipher
+from wearsync.db import queries
+from wearsync.providers import PROVIDERS
+from wearsync.providers.core import Connection, Provider
+from wearsync.providers.errors import ProviderError
+from wearsync.providers.http import HttpClient
+from wearsync.providers.tokens import GrantRefused, TokenSet, request_tokens
+from wearsync.settings import ProviderSettings, Settings
+from wearsync.sync import Deps, connection_context
+from wearsync.tasks import SyncRefused, start_sync
+
+log = structlog.get_logger(__name__)
+
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+MAX_REDIRECT_URI = 2048
+
+
+# ---- redirect URIs ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AllowedRedirect:
+    scheme: str
+    host: str
+    port: int | None  # None: the scheme's default (any port for a loopback host)
+    path: str
+
+
+def _parts(uri: str) -> tuple[str, str, int | None, str]:
+    """(scheme, host, explicit port, path) of an absolute http(s) URI; ValueError if it is not one
+    we would ever redirect to."""
+    parts = urlsplit(uri)  # ValueError for a malformed one (e.g. a bad IPv6 host)
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    if scheme not in _DEFAULT_PORTS or not host:
+        raise ValueError("must be an absolute http or https URL")
+    if parts.username is not None or parts.password is not None or parts.fragment or "\\" in uri:
+        raise ValueError("must carry no user info, fragment or backslash")
+    if any(segment in (".", "..") for segment in parts.path.split("/")):
+        raise ValueError("must not contain . or .. path segments")
+    return scheme, host, parts.port, parts.path or "/"
+
+
+def parse_allowlist(value: str) -> tuple[AllowedRedirect, ...]:
+    """The entries of WEARSYNC_OAUTH_REDIRECT_ALLOWLIST; ValueError naming a bad one."""
+    entries = []
+    for entry in (e.strip() for e in value.split(",")):
+        if not entry:
+            continue
+        try:
+            scheme, host, port, path = _parts(entry)
+        except ValueError as e:
+            raise ValueError(f"WEARSYNC_OAUTH_REDIRECT_ALLOWLIST entry {entry!r} {e}") from None
+        if urlsplit(entry).query:
+            raise ValueError(f"WEARSYNC_OAUTH_REDIRECT_ALLOWLIST entry {entry!r} must carry no query")
+        entries.append(AllowedRedirect(scheme, host, port, path))
+    return tuple(entries)
+
+
+def _path_within(path: str, prefix: str) -> bool:
+    return prefix == "/" or path == prefix or path.startswith(prefix if prefix.endswith("/") else prefix + "/")
+
+
+def redirect_allowed(uri: str, allowlist: str) -> bool:
+    if len(uri) > MAX_REDIRECT_URI:
+        return False
+    try:
+        scheme, host, port, path = _parts(uri)
+    except ValueError:
+        return False
+    for allowed in parse_allowlist(allowlist):
+        if (scheme, host) != (allowed.scheme, allowed.host) or not _path_within(path, allowed.path):
+            continue
+        if allowed.port is None and host in _LOOPBACK:
+            return True
+        if (port or _DEFAULT_PORTS[scheme]) == (allowed.port or _DEFAULT_PORTS[scheme]):
+            return True
+    return False
+
+
+def with_query(uri: str, params: Mapping[str, str]) -> str:
+    """`uri` with `params` added to its query (the caller's own parameters stay)."""
+    return uri + ("&" if urlsplit(uri).query else ("" if uri.endswith("?") else "?")) + urlencode(params)
+
+
+# ---- starting a flow -------------------------------------------------------------------------
+
+
+def callback_url(settings: Settings, provider: str) -> str:
+    return f"{settings.public_url.rstrip('/')}/api/v1/oauth/{provider}/callback"
+
+
+def code_challenge(verifier: str) -> str:
+    """PKCE's S256 challenge of a code verifier (RFC 7636 4.2)."""
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+
+
+def authorization_url(
+    provider: Provider, config: ProviderSettings, *, callback: str, state: str, verifier: str | None
+) -> str:
+    query = {"response_type": "code", "client_id": config.client_id, "redirect_uri": callback, "state": state}
+    if provider.scopes:
+        query["scope"] = provider.scope_separator.join(provider.scopes)
+    if verifier is not None:
+        query |= {"code_challenge": code_challenge(verifier), "code_challenge_method": "S256"}
+    return f"{config.authorize_url}{provider.authorize_path}?{urlencode(query | dict(provider.authorize_params))}"
+
+
+def _state_hash(state: str) -> bytes:
+    return hashlib.sha256(state.encode()).digest()
+
+
+@dataclass(frozen=True)
+class Authorization:
+    """A flow started and not finished: what its state is bound to."""
+
+    state: str
+    app_id: UUID
+    user_id: UUID
+    provider: str
+    redirect_uri: str
+    code_verifier: str | None
+    expires_at: datetime
+    used: bool = False  # taken by an earlier callback
+
+
+async def start_authorization(
+    db: asyncpg.Pool,
+    cipher: TokenCipher,
+    *,
+    app_id: UUID,
+    user_id: UUID,
+    provider: Provider,
+    redirect_uri: str,
+    ttl_s: int,
+) -> Authorization:
+    # 43 characters of the URL-safe alphabet: as PKCE asks of a verifier, and plenty for a state.
+    auth = Authorization(
+        state=secrets.token_urlsafe(32),
+        app_id=app_id,
+        user_id=user_id,
+        provider=provider.name,
+        redirect_uri=redirect_uri,
+        code_verifier=secrets.token_urlsafe(32) if provider.pkce else None,
+        expires_at=datetime.now(UTC) + timedelta(seconds=ttl_s),
+    )
+    async with db.acquire() as conn, conn.transaction():
+        await conn.execute("DELETE FROM oauth_states WHERE expires_at < now() - interval '1 day'")
+        await conn.execute(
+            "INSERT INTO oauth_states (state_hash, application_id, user_id, provider, redirect_uri, code_verifier,"
+            " expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            _state_hash(auth.state), app_id, user_id, provider.name, redirect_uri,
+            cipher.seal(auth.code_verifier), auth.expires_at,
+        )  # fmt: skip
+    return auth
+
+
+async def take_authorization(db: asyncpg.Pool, cipher: TokenCipher, provider: str, state: str) -> Authorization | None:
+    """The flow a callback's state belongs to, marked used (`used`: it was already); None when no
+    flow of this provider has this state."""
+    row = await db.fetchrow(
+        """
+        UPDATE oauth_states s SET used_at = coalesce(s.used_at, now())
+        FROM (SELECT state_hash, used_at FROM oauth_states WHERE state_hash = $1 AND provider = $2 FOR UPDATE) old
+        WHERE s.state_hash = old.state_hash
+        RETURNING s.application_id, s.user_id, s.redirect_uri, s.code_verifier, s.expires_at, old.used_at
+        """,
+        _state_hash(state),
+        provider,
+    )
+    if row is None:
+        return None
+    return Authorization(
+        state=state,
+        app_id=row["application_id"],
+        user_id=row["user_id"],
+        provider=provider,
+        redirect_uri=row["redirect_uri"],
+        code_verifier=cipher.open(row["code_verifier"]),
+        expires_at=row["expires_at"],
+        used=row["used_at"] is not None,
+    )
+
+
+# ---- finishing one ---------------------------------------------------------------------------
+
+
+async def exchange_code(
+    http: HttpClient, provider: Provider, config: ProviderSettings, grant: Mapping[str, str]
+) -> TokenSet:
+    """Tokens for an authorization code (`grant`: code, redirect_uri, ...), with the provider's id
+    of their user, asked for where the token response does not carry it (Whoop, Garmin)."""
+    tokens = await request_tokens(http, provider, config, {"grant_type": "authorization_code", **grant})
+    if tokens.provider_user_id is None and provider.user_id is not None:
+        user_id = await provider.user_id(http, config, tokens.access_token)
+        tokens = dataclasses.replace(tokens, provider_user_id=user_id)
+    return tokens
+
+
+def missing_scopes(provider: Provider, granted: list[str]) -> list[str]:
+    """The scopes we asked for that the user did not grant (where the provider says what was granted)."""
+    return [s for s in provider.scopes if granted and s not in granted]
+
+
+async def save_connection(
+    db: asyncpg.Pool,
+    cipher: TokenCipher,
+    user_id: UUID,
+    provider: str,
+    *,
+    access_token: str,
+    refresh_token: str | None,
+    expires_at: datetime | None,
+    provider_user_id: str,
+    scopes: list[str],
+) -> asyncpg.Record:
+    """Store (or replace) a user's connection, its tokens encrypted; it is active."""
+    return await queries.upsert_connection(
+        db, user_id, provider,
+        access_token=cipher.seal(access_token) or "", refresh_token=cipher.seal(refresh_token),
+        expires_at=expires_at, provider_user_id=provider_user_id, scopes=scopes,
+    )  # fmt: skip
+
+
+class ConnectFailed(Exception):
+    """Why a callback did not connect the user: `error` (an OAuth-style code) and `description` go
+    to the caller's redirect URI."""
+
+    def __init__(self, error: str, description: str) -> None:
+        super().__init__(f"{error}: {description}")
+        self.error, self.description = error, description[:300]
+
+
+async def connect_user(deps: Deps, auth: Authorization, code: str, granted_scope: str | None) -> None:
+    """Exchange the code, check what was granted, store the connection and tell the provider where
+    it needs it; ConnectFailed says why not (a connection whose upstream setup failed is left
+    inactive, with the reason)."""
+    provider, cipher = PROVIDERS[auth.provider], deps.settings.cipher()
+    grant = {"code": code, "redirect_uri": callback_url(deps.settings, provider.name)}
+    if auth.code_verifier is not None:
+        grant["code_verifier"] = auth.code_verifier
+    try:
+        tokens = await exchange_code(deps.http, provider, deps.settings.provider(provider.name), grant)
+    except GrantRefused as e:
+        raise ConnectFailed("invalid_grant", str(e)) from e
+    except ProviderError as e:
+        raise ConnectFailed("token_exchange_failed", str(e)) from e
+    if tokens.provider_user_id is None:
+        raise ConnectFailed("token_exchange_failed", f"{provider.name}'s token response names no user")
+    # Where the token response does not list the scopes, the redirect said which were accepted (Strava).
+    granted = tokens.scopes or (granted_scope or "").replace(",", " ").split()
+    missing = missing_scopes(provider, granted)
+    if missing:
+        raise ConnectFailed("insufficient_scope", f"the user did not grant {', '.join(missing)}")
+    row = await save_connection(
+        deps.db, cipher, auth.user_id, provider.name,
+        access_token=tokens.access_token, refresh_token=tokens.refresh_token, expires_at=tokens.expires_at,
+        provider_user_id=tokens.provider_user_id, scopes=granted,
+    )  # fmt: skip
+    if provider.on_connect is not None:
+        try:
+            await provider.on_connect(connection_context(deps, provider, Connection.from_row(row, cipher)))
+        except ProviderError as e:
+            await queries.deactivate_connection(deps.db, auth.user_id, provider.name, f"connecting failed: {e}")
+            raise ConnectFailed("registration_failed", str(e)) from e
+    log.info("user connected", provider=provider.name, user_id=str(auth.user_id))
+
+
+REVOKE_TIMEOUT_S = 10.0  # a disconnect waits no longer for the provider
+
+
+async def revoke_upstream(deps: Deps, row: asyncpg.Record) -> str | None:
+    """Withdraw our access to a connection's account at the provider, best effort: None when that
+    happened, else why not (the caller disconnects locally all the same)."""
+    provider = PROVIDERS[row["provider"]]
+    if provider.revoke is None:
+        return f"{provider.name} offers no way to revoke access"
+    ctx = connection_context(deps, provider, Connection.from_row(row, deps.settings.cipher()))
+    try:
+        async with asyncio.timeout(REVOKE_TIMEOUT_S):
+            await provider.revoke(ctx)
+    except TimeoutError:
+        reason = f"{provider.name} did not answer within {REVOKE_TIMEOUT_S:.0f} s"
+    except ProviderError as e:
+        reason = str(e)[:300]
+    else:
+        log.info("access revoked upstream", provider=provider.name, user_id=str(row["user_id"]))
+        return None
+    log.warning("revoking access upstream failed", provider=provider.name, user_id=str(row["user_id"]), error=reason)
+    return reason
+
+
+async def queue_first_sync(deps: Deps, queue: ArqRedis, auth: Authorization) -> UUID | None:
+    """A sync of everything the provider offers, started as `POST .../sync` starts one; None when it
+    could not be queued (the connection stands: scheduled syncs, or the caller, will sync it)."""
+    request = SyncRequest.model_validate({"provider": auth.provider, "user_id": auth.user_id})
+    try:
+        task_id, _ = await start_sync(deps.db, queue, auth.app_id, request)
+    except (SyncRefused, RedisError) as e:
+        log.warning("first sync not queued", provider=auth.provider, user_id=str(auth.user_id), error=repr(e))
+        return None
+    return task_id
