@@ -113,15 +113,18 @@ class SyncContext:
     async def get_json(self, url: str, *, params: Params | None = None) -> Any:
         return await self.request_json("GET", url, params=params)
 
-    async def request_json(self, method: str, url: str, *, params: Params | None = None, json_body: Any = None) -> Any:
+    async def request_json(
+        self, method: str, url: str, *, params: Params | None = None, json_body: Any = None, empty_ok: bool = False
+    ) -> Any:
         """A data call with the connection's token; a 401 refreshes the token once and retries."""
         for attempt in (1, 2):
             token = await self.credentials.token()
             headers = {**self.headers, "Authorization": f"Bearer {token}"}
             try:
                 return await self.http.request_json(
-                    method, url, params=params, headers=headers, json_body=json_body, bucket=self.bucket
-                )
+                    method, url, params=params, headers=headers, json_body=json_body, bucket=self.bucket,
+                    empty_ok=empty_ok,
+                )  # fmt: skip
             except UpstreamAuthError as e:
                 if e.status != 401 or attempt == 2:
                     raise

@@ -101,9 +101,11 @@ class HttpClient:
         json_body: Any = None,
         bucket: Bucket | None = None,
         provider: str | None = None,
+        empty_ok: bool = False,
     ) -> Any:
         """One call, retried on transient failures; every attempt takes a slot of `bucket`.
-        `provider` names a call outside any bucket (token grants) in the metrics."""
+        `provider` names a call outside any bucket (token grants) in the metrics. `empty_ok`: a 200
+        without a body is the answer (an endpoint that acknowledges with nothing), not one cut short."""
         label = bucket.name if bucket is not None else provider or "unknown"
         last: _Transient | None = None
         attempt = waits_429 = 0
@@ -111,7 +113,7 @@ class HttpClient:
             if self.limiter is not None and bucket is not None:
                 await self.limiter.acquire(bucket.name, bucket.limits)
             try:
-                return await self._once(method, url, label, params, headers, data, json_body)
+                return await self._once(method, url, label, params, headers, data, json_body, empty_ok)
             except _Transient as e:
                 last, attempt = e, attempt + 1
                 log.warning("upstream call failed", method=method, url=url, reason=e.reason, attempt=attempt)
@@ -140,6 +142,7 @@ class HttpClient:
         headers: Mapping[str, str],
         data: Mapping[str, str] | None,
         json_body: Any,
+        empty_ok: bool,
     ) -> Any:
         started, outcome = perf_counter(), "error"
         try:
@@ -168,7 +171,7 @@ class HttpClient:
         if not body:
             # "No content" is a 204 (or a 201/202 acknowledgement); a 200 whose body is missing is
             # an answer cut short, not an empty list: taking it as one would be a silent gap.
-            if status == 200:
+            if status == 200 and not empty_ok:
                 raise _Transient("empty body", status)
             return None
         try:

@@ -228,7 +228,7 @@ async def deauthorize(ctx: SyncContext) -> None:
     token = await ctx.credentials.token()
     await ctx.http.request_json(
         "POST", f"{ctx.config.auth_url}/oauth/deauthorize", headers={"Accept": "application/json"},
-        data={"access_token": token},
+        data={"access_token": token}, provider=ctx.connection.provider,
     )  # fmt: skip
 
 
