@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestClient
 from arq.worker import Worker
 
 from tests.conftest import Factory, wait_for_task
+from wearsync.api.responses import AuthorizationStarted, Disconnected
 from wearsync.oauth import code_challenge, redirect_allowed
 from wearsync.settings import Settings
 from wearsync.sim.common import Fault, SimState
@@ -74,7 +75,9 @@ async def start(
     query = urlencode({"user_id": user_id, "redirect_uri": redirect_uri})
     resp = await client.get(f"/api/v1/oauth/{provider}/authorize?{query}", headers={"X-API-Key": key})
     assert resp.status == 200, await resp.text()
-    return Flow(key, user_id, await resp.json())
+    started = await resp.json()
+    AuthorizationStarted.model_validate(started)  # as the OpenAPI document describes it
+    return Flow(key, user_id, started)
 
 
 async def consent(browser: aiohttp.ClientSession, flow: Flow, sim_user: str, **page: str) -> str:
@@ -371,6 +374,7 @@ async def test_disconnect_revokes_upstream(
     access = settings.cipher().open(await db.fetchval("SELECT access_token FROM provider_connections")) or ""
     resp = await public.delete(f"/api/v1/users/{flow.user_id}/connections/{provider}", headers={"X-API-Key": flow.key})
     assert resp.status == 200, await resp.text()
+    Disconnected.model_validate(await resp.json())
     assert await resp.json() == {"user_id": flow.user_id, "provider": provider, "active": False,
                                  "upstream_revoked": True, "upstream_error": None}  # fmt: skip
     assert sim_state.revocations == [(provider, sim_user)]
