@@ -239,7 +239,7 @@ async def test_an_expired_state_is_refused(
     assert await db.fetchval("SELECT count(*) FROM provider_connections") == 0
 
 
-async def test_an_unknown_or_tampered_state_is_a_400_with_no_redirect(
+async def test_an_unknown_or_tampered_state_is_a_403_with_no_redirect(
     public: Client, factory: Factory, browser: aiohttp.ClientSession, sim_state: SimState
 ) -> None:
     flow = await start(public, factory, "suunto")
@@ -251,7 +251,7 @@ async def test_an_unknown_or_tampered_state_is_a_400_with_no_redirect(
     ]
     for url in cases:
         async with browser.get(url, allow_redirects=False) as resp:
-            assert resp.status == 400
+            assert resp.status == 403
             assert "Location" not in resp.headers
             assert (await resp.json())["detail"].startswith("Unknown OAuth state")
     async with browser.get(callback.split("?")[0] + "?code=abc", allow_redirects=False) as resp:
@@ -262,27 +262,33 @@ async def test_an_unknown_or_tampered_state_is_a_400_with_no_redirect(
 
 
 @pytest.mark.parametrize(
-    "redirect_uri",
+    ("redirect_uri", "status"),
     [
-        "https://evil.example.com/cb",
-        "http://localhost.evil.example.com/cb",
-        "http://localhost@evil.example.com/cb",
-        "http://evil.example.com\\@localhost/cb",
-        "javascript:alert(1)",
-        "//evil.example.com/cb",
-        "http://localhost/cb#fragment",
-        "ftp://localhost/cb",
+        ("https://evil.example.com/cb", 403),
+        ("http://localhost.evil.example.com/cb", 403),
+        ("http://localhost@evil.example.com/cb", 403),
+        ("http://evil.example.com\\@localhost/cb", 403),
+        ("http://localhost/cb#fragment", 403),
+        ("http://localhost/a/../b", 403),
+        ("javascript:alert(1)", 422),  # not even an http(s) URL
+        ("//evil.example.com/cb", 422),
+        ("ftp://localhost/cb", 422),
+        ("http://localhost/ cb", 422),
     ],
 )
-async def test_a_redirect_uri_not_allowed_is_refused(client: Client, factory: Factory, redirect_uri: str) -> None:
+async def test_a_redirect_uri_not_allowed_is_refused(
+    client: Client, factory: Factory, redirect_uri: str, status: int
+) -> None:
     key = await factory.api_key()
     user_id = await factory.user(key)
     query = urlencode({"user_id": user_id, "redirect_uri": redirect_uri})
     resp = await client.get(f"/api/v1/oauth/strava/authorize?{query}", headers={"X-API-Key": key})
-    assert resp.status == 422
-    assert await resp.json() == {
-        "detail": "Invalid query parameter 'redirect_uri': not allowed by WEARSYNC_OAUTH_REDIRECT_ALLOWLIST"
-    }
+    assert resp.status == status
+    detail = (await resp.json())["detail"]
+    if status == 403:
+        assert detail == "redirect_uri is not allowed by WEARSYNC_OAUTH_REDIRECT_ALLOWLIST"
+    else:
+        assert detail.startswith("Invalid query parameter 'redirect_uri': String should match pattern")
 
 
 def test_the_redirect_allow_list_rule() -> None:
@@ -309,7 +315,7 @@ async def test_a_redirect_uri_disallowed_since_the_start_gets_no_redirect(
     callback = await consent(browser, flow, "late")
     settings.oauth_redirect_allowlist = "https://app.example.com"
     async with browser.get(callback, allow_redirects=False) as resp:
-        assert resp.status == 400
+        assert resp.status == 403
         assert "Location" not in resp.headers
         assert await resp.json() == {"detail": "The redirect URI of this authorization is no longer allowed"}
     assert not sim_state.grants
@@ -407,3 +413,15 @@ async def test_disconnect_when_the_provider_fails_still_disconnects(
     assert await db.fetchval("SELECT active FROM provider_connections") is False
     resp = await client.delete(f"/api/v1/users/{user_id}/connections/whoop", headers={"X-API-Key": key})
     assert resp.status == 404
+
+
+@pytest.mark.parametrize("token", ["tok\nen", "tök", "two words", "\t"])
+async def test_tokens_no_http_header_can_carry_are_refused(client: Client, factory: Factory, token: str) -> None:
+    """Such a token could never be sent to the provider (to sync, or to revoke on disconnect)."""
+    key = await factory.api_key()
+    user_id = await factory.user(key)
+    for field in ("access_token", "refresh_token"):
+        body = {"access_token": "ok", "provider_user_id": "y", field: token}
+        resp = await client.put(f"/api/v1/users/{user_id}/connections/polar", json=body, headers={"X-API-Key": key})
+        assert resp.status == 422
+        assert (await resp.json())["detail"].startswith(f"Invalid parameter '{field}'")

@@ -107,11 +107,16 @@ class UserIn(BaseModel):
     external_id: Text | None = Field(None, min_length=1, max_length=255)
 
 
+# What an OAuth token is made of (RFC 6750's b64token is a subset): visible ASCII, which an HTTP
+# header can carry; anything else could never be sent to the provider.
+Token = Annotated[str, Field(pattern=r"^[\x21-\x7e]+$")]
+
+
 class ConnectionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    access_token: Text = Field(min_length=1, max_length=8192)
-    refresh_token: Text | None = Field(None, max_length=8192)
+    access_token: Token = Field(min_length=1, max_length=8192)
+    refresh_token: Token | None = Field(None, max_length=8192)
     expires_at: AwareDatetime | None = None
     provider_user_id: Text = Field(min_length=1, max_length=255)
     scopes: list[Annotated[Text, Field(max_length=255)]] = Field(default_factory=list, max_length=100)
@@ -162,9 +167,13 @@ class AuthorizeQuery(BaseModel):
     provider: ProviderName
     user_id: UUID
     redirect_uri: str = Field(
-        min_length=1, max_length=2048, description="where the user ends up, with the outcome in the query;"
-        " must match WEARSYNC_OAUTH_REDIRECT_ALLOWLIST",
+        max_length=2048, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[\x21-\x7e]+$",
+        description="where the user ends up, with the outcome in the query; an absolute http(s) URL that"
+        " WEARSYNC_OAUTH_REDIRECT_ALLOWLIST allows (else 403)",
     )  # fmt: skip
+
+
+_VISIBLE, _PRINTABLE = r"^[\x21-\x7e]+$", r"^[\x20-\x7e]*$"
 
 
 class CallbackQuery(BaseModel):
@@ -174,8 +183,10 @@ class CallbackQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     provider: ProviderName
-    state: str = Field(min_length=1, max_length=512, description="the state the authorization started with")
-    code: str | None = Field(None, min_length=1, max_length=4096, description="the authorization code")
-    error: str | None = Field(None, min_length=1, max_length=256, description="the provider's error instead")
-    error_description: str | None = Field(None, max_length=2048)
-    scope: str | None = Field(None, max_length=2048, description="the scopes the user accepted (Strava)")
+    # ASCII, as OAuth 2 has them (RFC 6749 A.5-A.8), and short enough that the whole query stays
+    # within the request line aiohttp reads (8190 bytes) even with every character percent-encoded.
+    state: str = Field(max_length=256, pattern=_VISIBLE, description="the state the authorization started with")
+    code: str | None = Field(None, max_length=1024, pattern=_VISIBLE, description="the authorization code")
+    error: str | None = Field(None, max_length=128, pattern=_VISIBLE, description="the provider's error instead")
+    error_description: str | None = Field(None, max_length=512, pattern=_PRINTABLE)
+    scope: str | None = Field(None, max_length=512, pattern=_PRINTABLE, description="the scopes accepted (Strava)")

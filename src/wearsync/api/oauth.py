@@ -8,7 +8,9 @@ user_id=U&error=E&error_description=...` where E is the provider's own error (`a
 `state_used`, `state_expired`, `invalid_request` (no code), `invalid_grant` (the provider refused
 the code: a wrong PKCE verifier, a used code), `token_exchange_failed`, `insufficient_scope` or
 `registration_failed`. Without a state we issued (missing, tampered, another provider's), or when
-the redirect URI is no longer allowed, there is nowhere trusted to send the browser: 400 JSON.
+the redirect URI is no longer allowed, there is nowhere trusted to send the browser: 403 JSON.
+A malformed query is a 422 like everywhere else (an authorize `redirect_uri` that is no absolute
+http(s) URL too); a well-formed `redirect_uri` that the allow-list does not allow is a 403.
 """
 
 from datetime import UTC, datetime
@@ -27,7 +29,8 @@ log = structlog.get_logger(__name__)
 _AUTHORIZE_LOCATIONS = {"provider": "path", "user_id": "query", "redirect_uri": "query"}
 _CALLBACK_LOCATIONS = {name: "query" for name in CallbackQuery.model_fields} | {"provider": "path"}
 UNKNOWN_STATE = "Unknown OAuth state: start again with GET /api/v1/oauth/{provider}/authorize"
-REDIRECT_NOT_ALLOWED = "Invalid query parameter 'redirect_uri': not allowed by WEARSYNC_OAUTH_REDIRECT_ALLOWLIST"
+REDIRECT_NOT_ALLOWED = "redirect_uri is not allowed by WEARSYNC_OAUTH_REDIRECT_ALLOWLIST"
+REDIRECT_NO_LONGER_ALLOWED = "The redirect URI of this authorization is no longer allowed"
 
 
 async def authorize(request: web.Request) -> web.Response:
@@ -36,7 +39,7 @@ async def authorize(request: web.Request) -> web.Response:
     query = validate(AuthorizeQuery, {**request.query, **request.match_info}, _AUTHORIZE_LOCATIONS)
     deps = request.app[DEPS]
     if not oauth.redirect_allowed(query.redirect_uri, deps.settings.oauth_redirect_allowlist):
-        raise ApiError(422, REDIRECT_NOT_ALLOWED)
+        raise ApiError(403, REDIRECT_NOT_ALLOWED)
     provider, config = PROVIDERS[query.provider], deps.settings.provider(query.provider)
     if not config.client_id:
         upper = provider.name.upper()
@@ -66,9 +69,9 @@ async def callback(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     auth = await oauth.take_authorization(deps.db, deps.settings.cipher(), query.provider, query.state)
     if auth is None:
-        raise ApiError(400, UNKNOWN_STATE.format(provider=query.provider))
+        raise ApiError(403, UNKNOWN_STATE.format(provider=query.provider))
     if not oauth.redirect_allowed(auth.redirect_uri, deps.settings.oauth_redirect_allowlist):
-        raise ApiError(400, "The redirect URI of this authorization is no longer allowed")
+        raise ApiError(403, REDIRECT_NO_LONGER_ALLOWED)
     outcome = {"provider": auth.provider, "user_id": str(auth.user_id)}
 
     def back(**params: str) -> web.Response:

@@ -29,6 +29,7 @@ from wearsync.api.models import (
     UserPath,
     WebhookPath,
 )
+from wearsync.api.oauth import REDIRECT_NO_LONGER_ALLOWED, REDIRECT_NOT_ALLOWED, UNKNOWN_STATE
 from wearsync.api.responses import (
     AuthorizationStarted,
     Connection,
@@ -138,6 +139,7 @@ OPERATIONS: dict[str, Operation] = {
         AuthorizeQuery,
         ok=AuthorizationStarted,
         errors={
+            403: REDIRECT_NOT_ALLOWED,
             404: "User not found",
             503: "The provider is not configured (WEARSYNC_<P>_CLIENT_ID), or PostgreSQL or Redis is unavailable",
         },
@@ -149,7 +151,10 @@ OPERATIONS: dict[str, Operation] = {
         " status=error&provider&user_id&error&error_description",
         CallbackQuery,
         status=302,
-        errors={400: "Unknown OAuth state (missing, tampered, another provider's), or redirect URI no longer allowed"},
+        errors={
+            403: f"{UNKNOWN_STATE.format(provider='{provider}')} (tampered, another provider's), or:"
+            f" {REDIRECT_NO_LONGER_ALLOWED}"
+        },
     ),
     "webhook": Operation(
         "webhooks",
