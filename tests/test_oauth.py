@@ -20,6 +20,8 @@ from arq.worker import Worker
 
 from tests.conftest import Factory, wait_for_task
 from wearsync.api.responses import AuthorizationStarted, Disconnected
+from wearsync.crypto import cipher_for, generate_key
+from wearsync.db import queries
 from wearsync.oauth import code_challenge, redirect_allowed
 from wearsync.settings import Settings
 from wearsync.sim.common import Fault, SimState
@@ -425,3 +427,16 @@ async def test_tokens_no_http_header_can_carry_are_refused(client: Client, facto
         resp = await client.put(f"/api/v1/users/{user_id}/connections/polar", json=body, headers={"X-API-Key": key})
         assert resp.status == 422
         assert (await resp.json())["detail"].startswith(f"Invalid parameter '{field}'")
+
+
+async def test_an_authorization_under_way_survives_a_token_key_rotation(
+    public: Client, factory: Factory, browser: aiohttp.ClientSession, db: asyncpg.Pool, settings: Settings
+) -> None:
+    """Its PKCE verifier is encrypted like tokens, so `wearsync token-key rotate` re-encrypts it too."""
+    flow = await start(public, factory, "garmin")
+    new_key = generate_key()
+    async with db.acquire() as conn:
+        await queries.reseal_tokens(conn, cipher_for(f"{new_key},{settings.token_keys}").reseal)
+    settings.token_keys = new_key  # the old key dropped
+    outcome = await finish(browser, await consent(browser, flow, "rotated"))
+    assert outcome["status"] == "connected", outcome

@@ -662,8 +662,14 @@ async def stalest_connections(db: Executor, provider: str, older_than_s: float, 
 async def reseal_tokens(
     conn: asyncpg.Connection | PoolConnectionProxy, reseal: Callable[[str | None], str | None]
 ) -> int:
-    """Re-encrypt every connection's tokens (key rotation), in one transaction."""
+    """Re-encrypt every connection's tokens (key rotation), and the PKCE verifiers of authorizations
+    under way, in one transaction; the number of connections."""
     async with conn.transaction():
+        states = await conn.fetch("SELECT state_hash, code_verifier FROM oauth_states WHERE code_verifier IS NOT NULL")
+        await conn.executemany(
+            "UPDATE oauth_states SET code_verifier = $2 WHERE state_hash = $1",
+            [(r["state_hash"], reseal(r["code_verifier"])) for r in states],
+        )
         rows = await conn.fetch(
             "SELECT user_id, provider, access_token, refresh_token FROM provider_connections FOR UPDATE"
         )
