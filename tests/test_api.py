@@ -74,6 +74,8 @@ async def test_a_key_sees_only_its_applications_users(client: Client, factory: F
         ("POST", "/api/v1/suunto/users/{user}/sync?data_type=workouts", None),  # the open task's own request
         ("GET", "/api/v1/tasks/{task}", None),
         ("GET", "/api/v1/oauth/suunto/authorize?user_id={user}&redirect_uri=http%3A%2F%2Flocalhost%2Fcb", None),
+        *(("GET", f"/api/v1/users/{{user}}/{data}", None) for data in ("workouts", "sleep", "recovery", "daily")),
+        ("GET", "/api/v1/users/{user}/samples?type=heart_rate", None),
     ]
     for method, route, body in routes:
         answers = []

@@ -53,10 +53,15 @@ def error_is_detail(ctx: CheckContext, response: Response, case: Case[Any]) -> b
 
 
 def in_order(query: dict[str, Any] | None) -> None:
-    """A rule the schema cannot state: a Garmin range's start is not after its end."""
-    times = query and (query.get("summary_start_time"), query.get("summary_end_time"))
-    if query and times and None not in times and unix_or_iso(times[0]) > unix_or_iso(times[1]):
-        query["summary_start_time"], query["summary_end_time"] = times[1], times[0]
+    """Rules the schema cannot state: a range's start is not after its end (a Garmin sync's, a
+    list's), and a list's cursor is one the API gave out (here: none, the first page)."""
+    if not query:
+        return
+    query.pop("cursor", None)
+    for start, end in (("summary_start_time", "summary_end_time"), ("start", "end")):
+        times = (query.get(start), query.get(end))
+        if None not in times and unix_or_iso(times[0]) > unix_or_iso(times[1]):
+            query[start], query[end] = times[1], times[0]
 
 
 def has_inputs(operation: Operation) -> bool:

@@ -6,7 +6,7 @@ from aiohttp import web
 from arq import create_pool as create_redis_pool
 from arq.connections import RedisSettings
 
-from wearsync.api import oauth, openapi, views, webhooks
+from wearsync.api import data, oauth, openapi, views, webhooks
 from wearsync.api.common import DEPS, KEY_CACHE, QUEUE
 from wearsync.api.middlewares import api_key_auth, errors, request_context
 from wearsync.db import create_pool
@@ -46,6 +46,11 @@ def setup_routes(app: web.Application) -> None:
     r.add_delete("/api/v1/users/{user_id}/connections/{provider}", views.delete_connection, name="disconnect")
     r.add_get("/api/v1/oauth/{provider}/authorize", oauth.authorize, name="oauth-authorize")
     r.add_get("/api/v1/oauth/{provider}/callback", oauth.callback, name="oauth-callback")
+    r.add_get("/api/v1/users/{user_id}/workouts", data.workouts, name="workouts")
+    r.add_get("/api/v1/users/{user_id}/sleep", data.sleep, name="sleep")
+    r.add_get("/api/v1/users/{user_id}/recovery", data.recovery, name="recovery")
+    r.add_get("/api/v1/users/{user_id}/daily", data.daily, name="daily")
+    r.add_get("/api/v1/users/{user_id}/samples", data.samples, name="samples")
     r.add_post("/api/v1/webhooks/{provider}", webhooks.receive, name="webhook")
     r.add_get("/api/v1/webhooks/strava", webhooks.strava_challenge, name="webhook-strava-validation")
     r.add_get("/api/v1/openapi.json", openapi.serve_document, name="openapi")

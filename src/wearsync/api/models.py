@@ -190,3 +190,35 @@ class CallbackQuery(BaseModel):
     error: str | None = Field(None, max_length=128, pattern=_VISIBLE, description="the provider's error instead")
     error_description: str | None = Field(None, max_length=512, pattern=_PRINTABLE)
     scope: str | None = Field(None, max_length=512, pattern=_PRINTABLE, description="the scopes accepted (Strava)")
+
+
+# ---- the read API ---------------------------------------------------------------------------
+
+# Units: heart_rate bpm, steps count, energy kcal, spo2 percent, hrv_rmssd ms.
+SampleType = Literal["heart_rate", "steps", "energy", "spo2", "hrv_rmssd"]
+PAGE_LIMIT, SAMPLES_PAGE_LIMIT = 100, 1000
+
+
+class ListQuery(BaseModel):
+    """Path and query of a list of a user's data, e.g. `GET /api/v1/users/{user_id}/workouts`."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt filter is an error, not all the data
+
+    user_id: UUID
+    start: UnixTime = Field(None, description="Rows whose time is at or after this (Unix seconds or ISO 8601)")
+    end: UnixTime = Field(None, description="Rows whose time is before this (Unix seconds or ISO 8601)")
+    provider: ProviderName | None = Field(None, description="One provider's rows only")
+    cursor: str | None = Field(None, max_length=200, description="The previous page's `next_cursor`")
+    limit: int = Field(50, ge=1, le=PAGE_LIMIT, description="Rows per page")
+    include_raw: QueryBool = Field(False, description="Add each row's upstream JSON, as the provider sent it")
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> "ListQuery":
+        if self.start is not None and self.end is not None and self.start > self.end:
+            raise ValueError("start must not be after end")
+        return self
+
+
+class SamplesQuery(ListQuery):
+    type: SampleType = Field(description="The time series to read")
+    limit: int = Field(50, ge=1, le=SAMPLES_PAGE_LIMIT, description="Samples per page")

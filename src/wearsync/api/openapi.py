@@ -22,6 +22,8 @@ from wearsync.api.models import (
     CallbackQuery,
     ConnectionIn,
     ConnectionPath,
+    ListQuery,
+    SamplesQuery,
     StravaChallengeQuery,
     SyncRequest,
     TaskPath,
@@ -33,15 +35,20 @@ from wearsync.api.oauth import REDIRECT_NO_LONGER_ALLOWED, REDIRECT_NOT_ALLOWED,
 from wearsync.api.responses import (
     AuthorizationStarted,
     Connection,
+    DailyPage,
     Disconnected,
     Error,
     Health,
+    RecoveryPage,
+    SamplePage,
+    SleepPage,
     StravaChallenge,
     SyncQueued,
     SyncResult,
     Task,
     User,
     WebhookReceipt,
+    WorkoutPage,
 )
 from wearsync.metrics import INVALID_TOKEN
 from wearsync.sync import NO_CONNECTION
@@ -73,6 +80,7 @@ TAGS = {
     "tasks": "Follow a sync task",
     "users": "Your application's users",
     "connections": "A user's connections to providers (OAuth tokens)",
+    "data": "A user's stored data, oldest first, a page at a time: pass `next_cursor` back as `cursor`",
     "webhooks": "Receivers of the providers' notifications (signed by the provider; no API key)",
     "meta": "Health, metrics and documentation",
 }
@@ -155,6 +163,15 @@ OPERATIONS: dict[str, Operation] = {
             403: f"{UNKNOWN_STATE.format(provider='{provider}')} (tampered, another provider's), or:"
             f" {REDIRECT_NO_LONGER_ALLOWED}"
         },
+    ),
+    "workouts": Operation("data", "A user's workouts, by start time", ListQuery, ok=WorkoutPage, errors=USER_NOT_FOUND),
+    "sleep": Operation("data", "A user's sleep, by start time", ListQuery, ok=SleepPage, errors=USER_NOT_FOUND),
+    "recovery": Operation(
+        "data", "A user's recovery measurements, by time", ListQuery, ok=RecoveryPage, errors=USER_NOT_FOUND
+    ),
+    "daily": Operation("data", "A user's daily activity, by day", ListQuery, ok=DailyPage, errors=USER_NOT_FOUND),
+    "samples": Operation(
+        "data", "One time series of a user, by time", SamplesQuery, ok=SamplePage, errors=USER_NOT_FOUND
     ),
     "webhook": Operation(
         "webhooks",

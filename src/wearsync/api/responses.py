@@ -4,13 +4,13 @@ Views build their JSON themselves (the contract fixes its exact form); these mod
 and tests/test_api_fuzz.py checks every response of the running API against them. A field that
 is always present has no default; clients may meet fields added later."""
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import date, datetime
+from typing import Any, Generic, Literal, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from wearsync.api.models import ProviderName
+from wearsync.api.models import ProviderName, SampleType
 from wearsync.models import DataType, TaskStatus
 
 
@@ -134,3 +134,129 @@ class Disconnected(BaseModel):
     active: Literal[False]
     upstream_revoked: bool = Field(description="the provider withdrew our access to the account")
     upstream_error: str | None = Field(description="why not, when it did not (the connection is inactive all the same)")
+
+
+# ---- the read API: one shape per kind of data ------------------------------------------------
+# Units: seconds, metres, kcal, bpm, m/s, watts, percent. Instants are UTC; utc_offset_minutes is
+# the user's offset from UTC at the time, when the provider says. A value the provider did not
+# give is null.
+
+
+class StoredRecord(BaseModel):
+    id: int = Field(description="wearsync's id of the row; ties in time are ordered by it")
+    provider: ProviderName
+    provider_record_id: str = Field(description="the provider's id of the record (unique per user and provider)")
+    created_at: datetime = Field(description="when wearsync first stored the record")
+    updated_at: datetime = Field(description="when wearsync last stored a change of it upstream")
+    raw: dict[str, Any] | None = Field(None, description="the provider's JSON of it, only with `include_raw=true`")
+
+
+class WorkoutRecord(StoredRecord):
+    """A workout (Strava activity, Polar exercise, ...); listed by `start_time`."""
+
+    sport: str = Field(description="normalized sport: running, cycling, swimming, ..., other")
+    provider_sport: str | None = Field(description="the provider's own name or code of the sport")
+    name: str | None
+    start_time: datetime
+    end_time: datetime
+    utc_offset_minutes: int | None
+    duration_s: float | None
+    distance_m: float | None
+    energy_kcal: float | None
+    steps: int | None
+    avg_hr: float | None
+    max_hr: float | None
+    min_hr: float | None
+    avg_speed_mps: float | None
+    max_speed_mps: float | None
+    ascent_m: float | None
+    descent_m: float | None
+    max_altitude_m: float | None
+    min_altitude_m: float | None
+    avg_power_w: float | None
+    max_power_w: float | None
+    avg_cadence: float | None = Field(description="revolutions or steps per minute, as the provider counts")
+    max_cadence: float | None
+    device_name: str | None
+
+
+class SleepRecord(StoredRecord):
+    """A sleep period (a night or a nap); listed by `start_time`."""
+
+    start_time: datetime
+    end_time: datetime
+    utc_offset_minutes: int | None
+    is_nap: bool
+    duration_s: float | None
+    deep_s: float | None
+    light_s: float | None
+    rem_s: float | None
+    awake_s: float | None
+    score: float | None = Field(description="the provider's sleep score, 0-100")
+    avg_hr: float | None
+    min_hr: float | None
+    avg_hrv_ms: float | None
+    respiratory_rate: float | None = Field(description="breaths per minute")
+    spo2_percent: float | None
+
+
+class RecoveryRecord(StoredRecord):
+    """A recovery or readiness measurement; listed by `recorded_at`."""
+
+    recorded_at: datetime
+    utc_offset_minutes: int | None
+    score: float | None = Field(description="0-100")
+    resting_hr: float | None
+    hrv_rmssd_ms: float | None
+    spo2_percent: float | None
+    skin_temp_c: float | None
+    stress_state: str | None
+
+
+class DailyRecord(StoredRecord):
+    """One day's activity totals; listed by `day` (`start`/`end` select the days whose midnight,
+    UTC, is in [start, end))."""
+
+    day: date
+    steps: int | None
+    energy_kcal: float | None = Field(description="total: active and resting")
+    active_energy_kcal: float | None
+    distance_m: float | None
+
+
+class SampleRecord(BaseModel):
+    """One point of a time series; listed by `recorded_at`, then provider."""
+
+    provider: ProviderName
+    type: SampleType
+    recorded_at: datetime
+    value: float = Field(description="heart_rate bpm, steps count, energy kcal, spo2 percent, hrv_rmssd ms")
+    raw: dict[str, Any] | None = Field(None, description="the JSON it came from, only with `include_raw=true`")
+
+
+Item = TypeVar("Item", bound=BaseModel)
+
+
+class Page(BaseModel, Generic[Item]):
+    data: list[Item] = Field(description="oldest first")
+    next_cursor: str | None = Field(description="pass it as `cursor` for the next page; null on the last page")
+
+
+class WorkoutPage(Page[WorkoutRecord]):
+    pass
+
+
+class SleepPage(Page[SleepRecord]):
+    pass
+
+
+class RecoveryPage(Page[RecoveryRecord]):
+    pass
+
+
+class DailyPage(Page[DailyRecord]):
+    pass
+
+
+class SamplePage(Page[SampleRecord]):
+    pass

@@ -1,0 +1,141 @@
+"""The read API: a user's stored workouts, sleep, recovery, days and samples, page by page.
+
+Every list answers `{"data": [...], "next_cursor": ...}`, ordered by time (a workout's or sleep's
+start, a recovery's or sample's instant, a day) then by row id (samples: by provider). A page
+starts strictly after the position its cursor names, so paging neither repeats nor skips rows
+that share a time; `next_cursor` is null on the last page. The cursor is opaque to clients:
+urlsafe base64 of JSON naming the list and the last row's (time, id); anything else is a 422.
+"""
+
+import base64
+import binascii
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, TypeVar
+
+import asyncpg
+from aiohttp import web
+
+from wearsync.api.common import DEPS, ApiError, json_response, validate
+from wearsync.api.models import ListQuery, SamplesQuery
+from wearsync.api.views import own_user
+from wearsync.db import reads
+from wearsync.settings import PROVIDER_NAMES
+
+Query = TypeVar("Query", bound=ListQuery)
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+BAD_CURSOR = "Invalid query parameter 'cursor': not a cursor of this list; pass next_cursor as it came"
+
+
+def _time_json(value: datetime | date) -> int | str:
+    """Instants as exact microseconds since the epoch, days as ISO dates."""
+    if isinstance(value, datetime):
+        return (value - EPOCH) // timedelta(microseconds=1)
+    return value.isoformat()
+
+
+def encode_cursor(listing: str, time: datetime | date, tiebreak: int | str) -> str:
+    text = json.dumps([listing, _time_json(time), tiebreak], separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _decode(listing: str, cursor: str) -> tuple[Any, Any]:
+    """The (time, tiebreak) JSON of a cursor this list gave out; ValueError for anything else."""
+    try:
+        parsed = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, RecursionError):
+        raise ValueError("not a cursor") from None
+    if not isinstance(parsed, list) or len(parsed) != 3:
+        raise ValueError("not a cursor")
+    name, time, tiebreak = parsed
+    if name != listing:
+        raise ValueError("a cursor of another list")
+    return time, tiebreak
+
+
+def _instant(value: Any) -> datetime:
+    if type(value) is not int:
+        raise ValueError("not an instant")
+    return EPOCH + timedelta(microseconds=value)  # OverflowError beyond year 9999
+
+
+def record_position(listing: str, kind: reads.Kind, cursor: str | None) -> reads.RecordPosition | None:
+    if cursor is None:
+        return None
+    try:
+        time, row_id = _decode(listing, cursor)
+        at: datetime | date = date.fromisoformat(time) if kind.is_day else _instant(time)
+        if type(row_id) is not int or not 0 < row_id < 2**63:
+            raise ValueError("not a row id")
+    except (ValueError, TypeError, OverflowError):
+        raise ApiError(422, BAD_CURSOR) from None
+    return at, row_id
+
+
+def sample_position(cursor: str | None) -> reads.SamplePosition | None:
+    if cursor is None:
+        return None
+    try:
+        time, provider = _decode("samples", cursor)
+        if provider not in PROVIDER_NAMES:
+            raise ValueError("not a provider")
+        return _instant(time), provider
+    except (ValueError, TypeError, OverflowError):
+        raise ApiError(422, BAD_CURSOR) from None
+
+
+def parse(model: type[Query], request: web.Request) -> Query:
+    """The path and query, validated; a detail names any parameter that is wrong or unknown."""
+    locations = {name: "query" for name in (*model.model_fields, *request.query)} | {"user_id": "path"}
+    return validate(model, {**request.query, **request.match_info}, locations)
+
+
+def window(query: ListQuery) -> reads.Window:
+    def at(unix_s: int | None) -> datetime | None:
+        return None if unix_s is None else datetime.fromtimestamp(unix_s, UTC)
+
+    return reads.Window(query.user_id, at(query.start), at(query.end), query.provider, query.include_raw)
+
+
+def page(
+    rows: Sequence[asyncpg.Record], query: ListQuery, next_cursor: Callable[[asyncpg.Record], str]
+) -> web.Response:
+    """The first `limit` rows (one more was read to learn whether another page exists)."""
+    shown = rows[: query.limit]
+    data = [dict(row) for row in shown]
+    if not query.include_raw:
+        for item in data:
+            del item["raw"]
+    more = len(rows) > query.limit
+    return json_response({"data": data, "next_cursor": next_cursor(shown[-1]) if more else None})
+
+
+def records(listing: str, kind: reads.Kind) -> Handler:
+    """The handler of one kind's list: `GET /api/v1/users/{user_id}/<listing>`."""
+
+    async def handler(request: web.Request) -> web.Response:
+        query = parse(ListQuery, request)
+        after = record_position(listing, kind, query.cursor)
+        await own_user(request, query.user_id)
+        rows = await reads.read_records(request.app[DEPS].db, kind, window(query), after, query.limit + 1)
+        return page(rows, query, lambda last: encode_cursor(listing, last[kind.time], last["id"]))
+
+    return handler
+
+
+workouts = records("workouts", reads.WORKOUTS)
+sleep = records("sleep", reads.SLEEP)
+recovery = records("recovery", reads.RECOVERY)
+daily = records("daily", reads.DAILY)
+
+
+async def samples(request: web.Request) -> web.Response:
+    """`GET /api/v1/users/{user_id}/samples?type=heart_rate`: one time series, every provider's
+    samples merged in time order (a provider's at the same instant: by provider name)."""
+    query = parse(SamplesQuery, request)
+    after = sample_position(query.cursor)
+    await own_user(request, query.user_id)
+    rows = await reads.read_samples(request.app[DEPS].db, query.type, window(query), after, query.limit + 1)
+    return page(rows, query, lambda last: encode_cursor("samples", last["recorded_at"], last["provider"]))
