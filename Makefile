@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install run test test-faults lint format mypy pytest bench clean
+.PHONY: install run test test-faults lint format mypy pytest bench soak clean
 .DEFAULT_GOAL := run
 
 $(VENV)/.installed: pyproject.toml
@@ -44,6 +44,10 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 
 bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.run
+
+# 1,000 users syncing at once against slow, failing simulators: nothing lost, memory flat (bench/soak.md).
+soak: install
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .wearsync .mypy_cache .ruff_cache .pytest_cache

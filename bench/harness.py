@@ -83,14 +83,15 @@ class Child:
 
 @dataclass
 class Processes:
-    """Every subprocess of the run. `stop` asks one to exit (SIGINT) and kills its process group
-    after a grace period; `close` does that for all that still run."""
+    """Every subprocess of the run (logs in `log_dir`). `stop` asks one to exit (SIGINT) and kills
+    its process group after a grace period; `close` does that for all that still run."""
 
     children: list[Child] = field(default_factory=list)
+    log_dir: Path = LOG_DIR
 
     def start(self, name: str, args: list[str], env: dict[str, str]) -> Child:
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        log = LOG_DIR / f"{name}.log"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_dir / f"{name}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "wearsync", *args],
@@ -321,7 +322,7 @@ async def _forget_jobs(redis: Redis, db: asyncpg.Pool, run_id: str) -> None:
 
 @dataclass
 class Sim:
-    """The Suunto simulator and its /_sim control API."""
+    """The simulators' /_sim control API (Suunto's unless a method names another provider)."""
 
     session: aiohttp.ClientSession
     url: str
@@ -341,9 +342,26 @@ class Sim:
     async def set_history(self, user: str, workouts: int, days_247: int) -> None:
         await self._call("PUT", f"/_sim/{PROVIDER}/users/{user}/history", {"workouts": workouts, "days_247": days_247})
 
-    async def requests(self) -> list[dict[str, Any]]:
-        log: list[dict[str, Any]] = await self._call("GET", f"/_sim/requests?provider={PROVIDER}")
+    async def configure(self, provider: str, **knobs: Any) -> None:
+        """Set a provider's knobs (latency_s, error_rate, rate_limits, history, ...)."""
+        await self._call("POST", f"/_sim/{provider}/config", knobs)
+
+    async def requests(self, provider: str = PROVIDER) -> list[dict[str, Any]]:
+        log: list[dict[str, Any]] = await self._call("GET", f"/_sim/requests?provider={provider}")
         return log
+
+    async def records(self, provider: str, user: str) -> dict[str, Any]:
+        """Everything the provider's simulator serves this user."""
+        records: dict[str, Any] = await self._call("GET", f"/_sim/{provider}/users/{user}/records")
+        return records
+
+    async def set_webhook(self, provider: str, url: str, secret: str = "") -> None:
+        await self._call("POST", f"/_sim/{provider}/webhook", {"url": url, "secret": secret})
+
+    async def deliveries(self) -> dict[str, Any]:
+        """Webhook deliveries the simulators have sent (by provider and status) and have in flight."""
+        deliveries: dict[str, Any] = await self._call("GET", "/_sim/deliveries")
+        return deliveries
 
     async def clear_requests(self) -> None:
         await self._call("DELETE", "/_sim/requests")
@@ -398,9 +416,9 @@ class Api:
         }
         await self._call("PUT", f"/users/{user_id}/connections/{PROVIDER}", body)
 
-    async def sync(self, user_id: str, **query: Any) -> str:
+    async def sync(self, user_id: str, *, provider: str = PROVIDER, **query: Any) -> str:
         params = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in query.items()}
-        task_id: str = (await self._call("POST", f"/{PROVIDER}/users/{user_id}/sync", params=params))["task_id"]
+        task_id: str = (await self._call("POST", f"/{provider}/users/{user_id}/sync", params=params))["task_id"]
         return task_id
 
     async def wait(self, task_id: str, timeout_s: float = 120.0, poll_s: float = 0.02) -> dict[str, Any]:

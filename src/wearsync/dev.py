@@ -89,21 +89,25 @@ def _provider_settings(env: dict[str, str], provider: str) -> ProviderSettings:
     return settings.provider(provider)
 
 
-async def _connect(session: aiohttp.ClientSession, api_url: str, provider: str, env: dict[str, str]) -> None:
-    """Connect the demo user the way an OAuth callback would: exchange the simulator's
-    `user-demo` code, learn the provider's id of the user, store the connection."""
+async def _connect(
+    session: aiohttp.ClientSession, api_url: str, provider: str, env: dict[str, str],
+    user_id: uuid.UUID | str = DEMO_USER_ID, sim_user: str = "demo",
+) -> None:  # fmt: skip
+    """Connect a user (the demo user) the way an OAuth callback would: exchange the simulator's
+    `user-SIM_USER` code, learn the provider's id of the user, store the connection. `session`
+    sends the API key."""
     config, http = _provider_settings(env, provider), HttpClient(session, retries=2)
     tokens = await exchange_code(
-        http, PROVIDERS[provider], config, {"code": "user-demo", "redirect_uri": "http://localhost/"}
+        http, PROVIDERS[provider], config, {"code": f"user-{sim_user}", "redirect_uri": "http://localhost/"}
     )
     body = {
         "access_token": tokens.access_token,
         "refresh_token": tokens.refresh_token,
         "expires_at": tokens.expires_at.isoformat() if tokens.expires_at else None,
-        "provider_user_id": tokens.provider_user_id or "demo",
+        "provider_user_id": tokens.provider_user_id or sim_user,
         "scopes": tokens.scopes,
     }
-    async with session.put(f"{api_url}/api/v1/users/{DEMO_USER_ID}/connections/{provider}", json=body) as r:
+    async with session.put(f"{api_url}/api/v1/users/{user_id}/connections/{provider}", json=body) as r:
         r.raise_for_status()
 
 

@@ -5,6 +5,7 @@
 history sizes, latency, injected faults, and the log of requests served.
 """
 
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -95,6 +96,16 @@ async def set_webhook(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
+async def get_deliveries(request: web.Request) -> web.Response:
+    """Webhook deliveries sent, counted by provider and the status the receiver answered (0: no
+    answer), and Garmin's backfill deliveries still in flight."""
+    sent = Counter((provider, status) for provider, _, status in request.app[STATE_KEY].deliveries)
+    return web.json_response({
+        "sent": [{"provider": p, "status": status, "count": n} for (p, status), n in sorted(sent.items())],
+        "in_flight": garmin.deliveries_in_flight(request.app),
+    })  # fmt: skip
+
+
 async def emit_event(request: web.Request) -> web.Response:
     """Body: what happened upstream (provider-specific, e.g. {"kind": "create"}); the simulator
     changes its data accordingly and sends the webhook the provider would send."""
@@ -127,6 +138,7 @@ def create_sim_app(state: SimState | None = None) -> web.Application:
     app.router.add_delete("/_sim/faults", clear_faults)
     app.router.add_post("/_sim/{provider}/webhook", set_webhook)
     app.router.add_post("/_sim/{provider}/users/{user}/events", emit_event)
+    app.router.add_get("/_sim/deliveries", get_deliveries)
     app.router.add_get("/_sim/requests", get_requests)
     app.router.add_delete("/_sim/requests", clear_requests)
     return app

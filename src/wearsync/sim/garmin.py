@@ -505,6 +505,11 @@ def backfills(app: web.Application, user: str) -> list[dict[str, Any]]:
     return list(_backfills(app).by_user.get(user, []))
 
 
+def deliveries_in_flight(app: web.Application) -> int:
+    """Backfill deliveries not yet sent (waiting for their delay, or sending)."""
+    return len(_backfills(app).deliveries)
+
+
 async def deliveries_sent(app: web.Application) -> None:
     """Wait until every backfill delivery in flight has been sent (for tests); its errors raise."""
     deliveries = _backfills(app).deliveries
