@@ -289,7 +289,7 @@ async def bench_run(admin_dsn: str, redis_url: str, processes: Processes) -> Asy
             await wait_until_up(f"{sim_url}/_sim/requests", sim_child)
             async with (
                 aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session,
-                asyncpg.create_pool(dsn, min_size=1, max_size=4) as db,
+                asyncpg.create_pool(dsn, min_size=4, max_size=4, max_inactive_connection_lifetime=0) as db,
             ):
                 try:
                     yield Run(admin_dsn, redis_url, processes, run_id, dsn, env, Sim(session, sim_url),

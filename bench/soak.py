@@ -32,7 +32,7 @@ from typing import Any, NoReturn
 import aiohttp
 
 from bench import expected
-from bench.harness import Deployment, Processes, Run, bench_run, proc_status_kb, servers
+from bench.harness import Child, Deployment, Processes, Run, bench_run, proc_status_kb, servers
 from bench.run import machine
 from wearsync.dev import _connect
 from wearsync.settings import PROVIDER_NAMES
@@ -59,6 +59,10 @@ LOG_EVENTS = {
     "sync task crashed": "sync tasks crashed",
     "webhook event crashed": "webhook events crashed",
 }
+
+
+class RoundFailed(Exception):
+    """A round could not finish: out of time, or a process died."""
 
 
 @dataclass(frozen=True)
@@ -210,7 +214,10 @@ async def run_round(
             break
         open_work = f"{tasks} tasks open, {deliveries} deliveries in flight, {events} events pending"
         if time.monotonic() > deadline:
-            raise TimeoutError(f"round {number} not done: {open_work}")
+            raise RoundFailed(f"round {number} not done in time: {open_work}")
+        for child in _children(dep).values():
+            if child.process.poll() is not None:
+                raise RoundFailed(f"{child.name} exited ({child.process.returncode}) in round {number}: {open_work}")
         if time.monotonic() - last_report > 15:
             log(f"round {number}: {open_work}")
             last_report = time.monotonic()
@@ -226,8 +233,7 @@ async def run_round(
 
 
 def rss_mb(dep: Deployment) -> dict[str, float]:
-    children = [dep.api, *dep.workers]
-    return {c.name.removeprefix(f"{dep.name}-"): proc_status_kb(c.pid, "VmRSS") / 1024 for c in children}
+    return {name: proc_status_kb(c.pid, "VmRSS") / 1024 for name, c in _children(dep).items()}
 
 
 async def sample_memory(dep: Deployment, trace: list[tuple[float, dict[str, float]]], every_s: float) -> None:
@@ -410,7 +416,7 @@ async def soak(admin_dsn: str, redis_url: str, processes: Processes, config: Con
                 for number in range(1, config.rounds + 1):
                     result.rounds.append(await run_round(run, dep, users, number, config, deadline))
                     round_ends.append(await idle_rss(dep, config.settle_s))
-            except TimeoutError as e:
+            except RoundFailed as e:
                 result.error = str(e)
                 log(f"giving up: {e}")
             finally:
@@ -421,16 +427,17 @@ async def soak(admin_dsn: str, redis_url: str, processes: Processes, config: Con
                 Memory(name, start_rss[name], [end[name] for end in round_ends] or [start_rss[name]], peaks[name])
                 for name in start_rss
             ]
-            await configure_sims(run, 0.0, 0.0)  # the checks read the simulators' records
-            log("checking every user's rows against the simulators")
-            await collect(run, users, result)
-            names = [c.name for c in [dep.api, *dep.workers]]
+            names = [c.name for c in _children(dep).values()]
+        # Checked with the API and workers stopped: nothing moves, and their connections are free.
+        await configure_sims(run, 0.0, 0.0)  # the checks read the simulators' records
+        log("checking every user's rows against the simulators")
+        await collect(run, users, result)
         result.logged, result.retried_by_reason = read_logs(processes.log_dir, names)
     result.duration_s = time.monotonic() - started
     return result
 
 
-def _children(dep: Deployment) -> dict[str, Any]:
+def _children(dep: Deployment) -> dict[str, Child]:
     return {c.name.removeprefix(f"{dep.name}-"): c for c in [dep.api, *dep.workers]}
 
 
