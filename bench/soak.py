@@ -95,6 +95,7 @@ class Round:
     sync_s: float  # from the first sync asked for until all tasks were final
     settled_s: float  # ... until the webhooks were delivered and processed too
     upstream: dict[str, Counter[str]]  # provider -> status (200, 429, fault:status, ...) -> calls
+    finished: bool = True
 
 
 @dataclass
@@ -223,24 +224,36 @@ async def run_round(
             last_report = time.monotonic()
         await asyncio.sleep(0.5)
     settled_s = time.monotonic() - started
-    upstream = {p: Counter(str(r["status"]) for r in await run.sim.requests(p)) for p in PROVIDER_NAMES}
+    upstream = await upstream_calls(run)
     log(f"round {number}: tasks final in {sync_s:.1f} s, all settled in {settled_s:.1f} s, "
         f"{sum(sum(c.values()) for c in upstream.values())} upstream calls")  # fmt: skip
     return Round(number, len(users), sync_s, settled_s, upstream)
 
 
+async def upstream_calls(run: Run) -> dict[str, Counter[str]]:
+    """The calls the simulators answered since their log was last cleared: provider -> status -> calls."""
+    return {p: Counter(str(r["status"]) for r in await run.sim.requests(p)) for p in PROVIDER_NAMES}
+
+
 # ---- memory -------------------------------------------------------------------------------------
 
 
+def _mb(pid: int, field_name: str) -> float:
+    """A memory field of a process, in MB; 0 for a process that is gone."""
+    try:
+        return proc_status_kb(pid, field_name) / 1024
+    except OSError:
+        return 0.0
+
+
 def rss_mb(dep: Deployment) -> dict[str, float]:
-    return {name: proc_status_kb(c.pid, "VmRSS") / 1024 for name, c in _children(dep).items()}
+    return {name: _mb(c.pid, "VmRSS") for name, c in _children(dep).items()}
 
 
 async def sample_memory(dep: Deployment, trace: list[tuple[float, dict[str, float]]], every_s: float) -> None:
     started = time.monotonic()
     while True:
-        with contextlib.suppress(OSError, KeyError):  # a process that just exited
-            trace.append((time.monotonic() - started, rss_mb(dep)))
+        trace.append((time.monotonic() - started, rss_mb(dep)))
         await asyncio.sleep(every_s)
 
 
@@ -414,15 +427,19 @@ async def soak(admin_dsn: str, redis_url: str, processes: Processes, config: Con
             sampler = asyncio.create_task(sample_memory(dep, result.trace, config.sample_every_s))
             try:
                 for number in range(1, config.rounds + 1):
-                    result.rounds.append(await run_round(run, dep, users, number, config, deadline))
+                    try:
+                        result.rounds.append(await run_round(run, dep, users, number, config, deadline))
+                    except RoundFailed as e:
+                        result.error = str(e)
+                        log(f"giving up: {e}")
+                        result.rounds.append(Round(number, len(users), 0.0, 0.0, await upstream_calls(run), False))
+                        round_ends.append(rss_mb(dep))
+                        break
                     round_ends.append(await idle_rss(dep, config.settle_s))
-            except RoundFailed as e:
-                result.error = str(e)
-                log(f"giving up: {e}")
             finally:
                 sampler.cancel()
                 await asyncio.gather(sampler, return_exceptions=True)
-            peaks = {name: proc_status_kb(c.pid, "VmHWM") / 1024 for name, c in _children(dep).items()}
+            peaks = {name: _mb(c.pid, "VmHWM") for name, c in _children(dep).items()}
             result.memory = [
                 Memory(name, start_rss[name], [end[name] for end in round_ends] or [start_rss[name]], peaks[name])
                 for name in start_rss
@@ -472,7 +489,8 @@ def _count_rows(result: Result) -> list[tuple[str, str]]:
     users_differing = len({d.split(",")[0] for d in result.differences})
     rows = [("users connected", f"{_n(result.config.users)} in {result.connect_s:.1f} s")]
     rows += [(f"round {r.number}: tasks", f"{_n(r.tasks)}, all final after {r.sync_s:.1f} s, webhooks processed "
-              f"after {r.settled_s:.1f} s") for r in result.rounds]  # fmt: skip
+              f"after {r.settled_s:.1f} s" if r.finished else f"{_n(r.tasks)}, NOT finished (see above)")
+             for r in result.rounds]  # fmt: skip
     rows.append(("tasks by status", _counts(Counter(dict(statuses.most_common())))))
     rows += [(f"{p} tasks", _counts(counts)) for p, counts in sorted(result.tasks.items())]
     rows.append(("tasks by attempts", _counts({str(a): n for a, n in sorted(result.attempts.items())}, ": ")))
@@ -480,7 +498,7 @@ def _count_rows(result: Result) -> list[tuple[str, str]]:
     rows.append(("users whose rows equal the simulators' records",
                  f"{_n(result.users_checked - users_differing)} of {_n(result.config.users)}"))  # fmt: skip
     for r in result.rounds:
-        calls = {p: sum(r.upstream[p].values()) for p in PROVIDER_NAMES}
+        calls = {p: sum(r.upstream.get(p, Counter()).values()) for p in PROVIDER_NAMES}
         rows.append((f"round {r.number}: upstream calls", f"{_n(sum(calls.values()))} ({_counts(calls)})"))
     rows.append(("upstream errors injected (500)", _n(result.upstream("fault:status"))))
     rows.append(("upstream calls retried", f"{_n(sum(result.retried_by_reason.values()))} "
@@ -493,7 +511,7 @@ def _count_rows(result: Result) -> list[tuple[str, str]]:
 
 
 def _memory_rows(result: Result) -> list[str]:
-    rounds = len(result.rounds)
+    rounds = max((len(m.round_end_mb) for m in result.memory), default=0)
     lines = [
         "| process | start (idle) | " + "".join(f"end of round {i + 1} | " for i in range(rounds)) + "peak | verdict |",
         "| --- | --- | " + "--- | " * rounds + "--- | --- |",
@@ -567,9 +585,14 @@ def memory_note(result: Result) -> str:
         f"the RSS at the end is within {c.memory_tolerance:.0%} of the RSS at the end of round 1. Round 1 runs every "
         "code path and holds the largest working set (first syncs carry all the rows), so a bounded process ends "
         "every later round where it ended the first, give or take the allocator's fragmentation; what a leak keeps "
-        f"grows with every task. Over the later rounds' {later_tasks:,} tasks, the tolerance lets through a leak of "
-        f"at most about {threshold} per task; one that keeps something per stored row would already show in round 1 "
-        "(its end far above the start)."
+        "grows with every task. "
+        + (
+            f"Over the later rounds' {later_tasks:,} tasks, the tolerance lets through a leak of at most about "
+            f"{threshold} per task; one that keeps something per stored row would already show in round 1 (its end "
+            "far above the start)."
+            if len(result.rounds) > 1
+            else "With one round there is nothing to compare: no verdict."
+        )
     )
 
 

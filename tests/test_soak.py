@@ -76,7 +76,7 @@ def test_every_failed_check_is_reported() -> None:
     assert soak.failures(good) == []
     bad = soak.Result(
         config,
-        rounds=[soak.Round(1, 5, 1.0, 1.0, upstream)],
+        rounds=[soak.Round(1, 5, 0.0, 0.0, upstream, finished=False)],
         tasks={"suunto": Counter(succeeded=3, partial=1)},
         open_tasks=["suunto task 1: running"],
         users_checked=4,
@@ -92,3 +92,7 @@ def test_every_failed_check_is_reported() -> None:
                   "differ from the simulators", "deliveries not taken", "events not processed",
                   "2 errors injected, 1 retried", "crashes logged", "worker0 memory grew"):  # fmt: skip
         assert words in found
+    report = soak.report(bad, soak.failures(bad))
+    assert "**FAILED**" in report
+    assert "| round 1: tasks | 5, NOT finished (see above) |" in report
+    assert "| worker0 | 60.0 | 70.0 | 80.0 | 82.0 | GREW: +10.0 MB after round 1 (allowed 3.5 MB) |" in report
