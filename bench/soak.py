@@ -77,6 +77,8 @@ class Config:
     settle_s: float = 2.0  # idle time before RSS is taken at the start and after each round
     memory_tolerance: float = 0.05  # RSS growth allowed from the end of round 1 to the end
     connect_concurrency: int = 16
+    # Every round with users of its own (first syncs every round) instead of re-syncs of round 1's.
+    fresh_users: bool = False
     sync_concurrency: int = 64
 
 
@@ -168,10 +170,10 @@ async def configure_sims(run: Run, latency_s: float, error_rate: float) -> None:
                                 rate_limits=[list(NO_LIMIT)], history=HISTORY[provider])  # fmt: skip
 
 
-async def connect_users(run: Run, dep: Deployment, config: Config) -> list[User]:
+async def connect_users(run: Run, dep: Deployment, config: Config, prefix: str = "soak") -> list[User]:
     """Users made and connected through the API (tokens from the simulators' OAuth servers, as an
     OAuth callback gets them), round-robin over the providers."""
-    users = [User(PROVIDER_NAMES[i % len(PROVIDER_NAMES)], f"soak{i:05d}") for i in range(config.users)]
+    users = [User(PROVIDER_NAMES[i % len(PROVIDER_NAMES)], f"{prefix}{i:05d}") for i in range(config.users)]
     api = run.api(dep)
     async with aiohttp.ClientSession(headers={"X-API-Key": run.key}) as session:
 
@@ -367,8 +369,9 @@ def _task_failures(result: Result) -> list[str]:
 
 def _data_failures(result: Result) -> list[str]:
     failed = []
-    if result.users_checked != result.config.users:
-        failed.append(f"rows checked for {result.users_checked} of {result.config.users} users")
+    users = result.config.users * (result.config.rounds if result.config.fresh_users else 1)
+    if result.users_checked != users:
+        failed.append(f"rows checked for {result.users_checked} of {users} users")
     if result.differences:
         examples = result.differences[:5]
         failed.append(f"{len(result.differences)} user/table pairs differ from the simulators, e.g. {examples}")
@@ -418,6 +421,7 @@ async def soak(admin_dsn: str, redis_url: str, processes: Processes, config: Con
         async with run.deployment("soak", limits_env(), workers=config.workers) as dep:
             await run.sim.set_webhook("garmin", f"{dep.api_url}/api/v1/webhooks/garmin")
             users = await connect_users(run, dep, config)
+            everyone = list(users)
             result.connect_s = time.monotonic() - started
             log(f"{len(users)} users connected in {result.connect_s:.1f} s; now {config.latency_s * 1000:.0f} ms "
                 f"latency and {config.error_rate:.1%} errors upstream")  # fmt: skip
@@ -427,6 +431,9 @@ async def soak(admin_dsn: str, redis_url: str, processes: Processes, config: Con
             sampler = asyncio.create_task(sample_memory(dep, result.trace, config.sample_every_s))
             try:
                 for number in range(1, config.rounds + 1):
+                    if config.fresh_users and number > 1:
+                        users = await connect_users(run, dep, config, prefix=f"soak{number}x")
+                        everyone += users
                     try:
                         result.rounds.append(await run_round(run, dep, users, number, config, deadline))
                     except RoundFailed as e:
@@ -448,7 +455,7 @@ async def soak(admin_dsn: str, redis_url: str, processes: Processes, config: Con
         # Checked with the API and workers stopped: nothing moves, and their connections are free.
         await configure_sims(run, 0.0, 0.0)  # the checks read the simulators' records
         log("checking every user's rows against the simulators")
-        await collect(run, users, result)
+        await collect(run, everyone, result)
         result.logged, result.retried_by_reason = read_logs(processes.log_dir, names)
     result.duration_s = time.monotonic() - started
     return result
@@ -471,14 +478,20 @@ def _counts(counts: Counter[str] | dict[str, int], sep: str = " ") -> str:
 
 def _what_was_run(c: Config) -> str:
     accounts = "; ".join(f"{p} {', '.join(f'{k} {v}' for k, v in h.items())}" for p, h in HISTORY.items())
+    rounds = (
+        "every round with users of its own (first syncs every round)"
+        if c.fresh_users
+        else "round 1: first syncs; then re-syncs of the same users"
+    )
+    fresh = " --fresh-users" if c.fresh_users else ""
     return (
         f"`python -m bench.soak --users {c.users} --rounds {c.rounds} --workers {c.workers} "
-        f"--latency-ms {c.latency_s * 1000:.0f} --error-rate {c.error_rate}`: {c.users:,} users "
-        f"({c.users // len(PROVIDER_NAMES):,} per provider) made and connected through the API, then {c.rounds} "
-        "round(s) of every user's sync asked for at once (round 1: first syncs; then re-syncs), against simulators "
-        f"answering every call {c.latency_s * 1000:.0f} ms late and {c.error_rate:.1%} of them with a 500, rate "
-        f"limits (theirs and ours) at {NO_LIMIT[0]:,} per {NO_LIMIT[1]} s. One API and {c.workers} worker(s), default "
-        f"settings otherwise, no scheduled syncs. Each simulated account: {accounts}."
+        f"--latency-ms {c.latency_s * 1000:.0f} --error-rate {c.error_rate}{fresh}`: "
+        f"{c.users:,} users ({c.users // len(PROVIDER_NAMES):,} per provider) made and connected through the API, "
+        f"then {c.rounds} round(s) of every user's sync asked for at once ({rounds}), against simulators answering "
+        f"every call {c.latency_s * 1000:.0f} ms late and {c.error_rate:.1%} of them with a 500, rate limits (theirs "
+        f"and ours) at {NO_LIMIT[0]:,} per {NO_LIMIT[1]} s. One API and {c.workers} worker(s), default settings "
+        f"otherwise, no scheduled syncs. Each simulated account: {accounts}."
     )
 
 
@@ -496,7 +509,7 @@ def _count_rows(result: Result) -> list[tuple[str, str]]:
     rows.append(("tasks by attempts", _counts({str(a): n for a, n in sorted(result.attempts.items())}, ": ")))
     rows += [(f"rows in {table}", _n(n)) for table, n in result.rows.items()]
     rows.append(("users whose rows equal the simulators' records",
-                 f"{_n(result.users_checked - users_differing)} of {_n(result.config.users)}"))  # fmt: skip
+                 f"{_n(result.users_checked - users_differing)} of {_n(result.users_checked)}"))  # fmt: skip
     for r in result.rounds:
         calls = {p: sum(r.upstream.get(p, Counter()).values()) for p in PROVIDER_NAMES}
         rows.append((f"round {r.number}: upstream calls", f"{_n(sum(calls.values()))} ({_counts(calls)})"))
@@ -611,13 +624,14 @@ def main() -> None:
     parser.add_argument("--error-rate", type=float, default=defaults.error_rate)
     parser.add_argument("--timeout-s", type=float, default=defaults.timeout_s, help="the whole run")
     parser.add_argument("--memory-tolerance", type=float, default=defaults.memory_tolerance)
+    parser.add_argument("--fresh-users", action="store_true", help="every round: users of its own, first syncs")
     parser.add_argument("--no-write", action="store_true", help="leave bench/soak.md alone")
     args = parser.parse_args()
     if args.users < len(PROVIDER_NAMES) or args.rounds < 1:
         parser.error(f"--users must be at least {len(PROVIDER_NAMES)} and --rounds at least 1")
     config = Config(users=args.users, rounds=args.rounds, workers=args.workers, latency_s=args.latency_ms / 1000,
                     error_rate=args.error_rate, timeout_s=args.timeout_s,
-                    memory_tolerance=args.memory_tolerance)  # fmt: skip
+                    memory_tolerance=args.memory_tolerance, fresh_users=args.fresh_users)  # fmt: skip
     signal.signal(signal.SIGTERM, _terminate)
     processes = Processes(log_dir=HERE.parent / ".wearsync" / "soak" / "logs")
     meta = machine()
