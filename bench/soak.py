@@ -601,8 +601,13 @@ def memory_note(result: Result) -> str:
         "grows with every task. "
         + (
             f"Over the later rounds' {later_tasks:,} tasks, the tolerance lets through a leak of at most about "
-            f"{threshold} per task; one that keeps something per stored row would already show in round 1 (its end "
-            "far above the start)."
+            f"{threshold} per task. "
+            + (
+                "Every round stored rows (`--fresh-users`), so memory kept per stored row would show too."
+                if c.fresh_users
+                else "Re-syncs store few rows: `--fresh-users` (rows stored every round) also looks for memory kept "
+                "per stored row."
+            )
             if len(result.rounds) > 1
             else "With one round there is nothing to compare: no verdict."
         )
