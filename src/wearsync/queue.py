@@ -16,7 +16,7 @@ from arq.utils import timestamp_ms
 from redis.asyncio import Redis
 
 from wearsync.db import queries
-from wearsync.db.queries import Executor
+from wearsync.sync import Deps
 
 # Redis is unreachable (refused, reset, timed out, loading after a restart): the same command can
 # succeed once it is back.
@@ -43,17 +43,32 @@ async def enqueue_task(queue: ArqRedis, task_id: str, queue_name: str | None = N
     return bool(created)
 
 
-async def continue_in_new_job(
-    queue: ArqRedis, db: Executor, task_id: str, queue_name: str, replacing: str | None = None
-) -> bool:
+async def continue_in_new_job(deps: Deps, queue: ArqRedis, task_id: str, replacing: str | None = None) -> bool:
     """The task goes on in a new job (its own id, so arq counts its tries afresh) at the back of
     the queue; the task row names it, for the reaper to check on. Only if the task's job is still
-    `replacing` (None: whatever it is): whether it was enqueued."""
+    `replacing` (None: whatever it is): whether it was enqueued.
+
+    Carried through even when the caller is cancelled (a stopping process hands its work over
+    this way): cut between its update and its enqueue, the task would name a job Redis never got
+    and wait for the reaper. The process awaits `finish_handovers` before closing its pools."""
+    handover = asyncio.ensure_future(_continue_in_new_job(deps, queue, task_id, replacing))
+    deps.handovers.add(handover)
+    handover.add_done_callback(deps.handovers.discard)
+    return await asyncio.shield(handover)
+
+
+async def _continue_in_new_job(deps: Deps, queue: ArqRedis, task_id: str, replacing: str | None) -> bool:
     job_id = f"{task_id}:{uuid4().hex[:8]}"
-    if not await queries.set_task_job(db, UUID(task_id), job_id, replacing):
+    if not await queries.set_task_job(deps.db, UUID(task_id), job_id, replacing):
         return False
-    await enqueue_task(queue, task_id, queue_name, job_id=job_id)
+    await enqueue_task(queue, task_id, deps.settings.queue_name, job_id=job_id)
     return True
+
+
+async def finish_handovers(deps: Deps, timeout_s: float = 10) -> None:
+    """Wait (a bounded time) for the hand-overs still under way; their errors were the callers'."""
+    if deps.handovers:
+        await asyncio.wait(set(deps.handovers), timeout=timeout_s)
 
 
 async def wait_for_redis(redis: Redis, timeout_s: float, stop: asyncio.Event) -> bool:

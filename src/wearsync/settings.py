@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     # On SIGTERM, how long the API gives the requests in flight and the worker its jobs to finish
     # before they are cancelled (a cancelled job goes back to the queue): within the orchestrator's
     # own grace (Docker's stop_grace_period, Kubernetes' terminationGracePeriodSeconds).
-    shutdown_grace_s: int = Field(25, ge=0)
+    shutdown_grace_s: float = Field(25, ge=0)
     # A sync call (async=false) that finds the same sync already open waits at most this long for
     # it, then answers 504 naming the task (with no worker running, it would wait forever).
     sync_join_wait_s: float = Field(300, gt=0)

@@ -41,6 +41,8 @@ class Deps:
     http: HttpClient
     # Set when the worker is told to stop (SIGTERM): its jobs stop after the page in hand.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    # Tasks handing work over to a new job (queue.continue_in_new_job), awaited before closing.
+    handovers: set[asyncio.Task[bool]] = field(default_factory=set)
 
 
 def create_http_client(settings: Settings, redis: Redis) -> HttpClient:

@@ -17,7 +17,7 @@ from wearsync import metrics
 from wearsync.db import TRANSIENT_DB_ERRORS, create_pool, queries
 from wearsync.models import TaskStatus
 from wearsync.providers.errors import JobSliceDone, RateLimited
-from wearsync.queue import QUEUE_UNAVAILABLE, continue_in_new_job, wait_for_redis
+from wearsync.queue import QUEUE_UNAVAILABLE, continue_in_new_job, finish_handovers, wait_for_redis
 from wearsync.schedule import schedule_syncs
 from wearsync.settings import Settings
 from wearsync.sync import Deps, create_http_client, run_task
@@ -48,7 +48,7 @@ async def sync_task(ctx: dict[str, Any], task_id: str) -> dict[str, bool] | None
             return await run_task(deps, UUID(task_id), defer_rate_limits=True)
         except JobSliceDone as e:
             # A new job (a job id of its own, so job_try starts again) at the back of the queue.
-            await continue_in_new_job(ctx["redis"], deps.db, task_id, deps.settings.queue_name, ctx.get("job_id"))
+            await continue_in_new_job(deps, ctx["redis"], task_id, ctx.get("job_id"))
             log.info("task continues in a new job", reason=str(e))
             return None
     except QUEUE_UNAVAILABLE as e:
@@ -134,7 +134,7 @@ async def _after_redis_outage(ctx: dict[str, Any], deps: Deps, task_id: str, err
     log.warning("queue unavailable, the task waits for it", error=repr(error))
     if await wait_for_redis(ctx["redis"], deps.settings.redis_outage_wait_s, stop=deps.stopping):
         try:
-            if await continue_in_new_job(ctx["redis"], deps.db, task_id, deps.settings.queue_name, ctx.get("job_id")):
+            if await continue_in_new_job(deps, ctx["redis"], task_id, ctx.get("job_id")):
                 log.info("queue back, the task continues in a new job")
             return
         except QUEUE_UNAVAILABLE:
@@ -157,7 +157,7 @@ async def reap_lost_tasks(ctx: dict[str, Any]) -> int:
         job_id = task["job_id"]
         if await redis.exists(f"{job_key_prefix}{job_id}", f"{in_progress_key_prefix}{job_id}"):
             continue  # its job is queued or running
-        if await continue_in_new_job(redis, deps.db, str(task["id"]), settings.queue_name, replacing=job_id):
+        if await continue_in_new_job(deps, redis, str(task["id"]), replacing=job_id):
             lost += 1
     if lost:
         log.warning("re-enqueued tasks whose job was lost", count=lost)
@@ -188,6 +188,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await ctx["metrics"].cleanup()
     deps: Deps | None = ctx.get("deps")
     if deps is not None:
+        await finish_handovers(deps)
         await deps.http.session.close()
         await deps.db.close()
 

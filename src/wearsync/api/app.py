@@ -10,6 +10,7 @@ from wearsync.api import data, oauth, openapi, views, webhooks
 from wearsync.api.common import DEPS, KEY_CACHE, QUEUE
 from wearsync.api.middlewares import api_key_auth, errors, request_context
 from wearsync.db import create_pool
+from wearsync.queue import finish_handovers
 from wearsync.settings import Settings
 from wearsync.sync import Deps, create_http_client
 
@@ -28,6 +29,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     app[DEPS] = Deps(settings=settings, db=db, http=http)
     app[QUEUE] = queue
     yield
+    await finish_handovers(app[DEPS])  # a sync call cut off by shutdown hands its task to a worker
     await http.session.close()
     await queue.aclose()
     await db.close()

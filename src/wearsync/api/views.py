@@ -49,7 +49,7 @@ async def trigger_sync(request: web.Request) -> web.Response:
             except asyncio.CancelledError:
                 # The API is stopping and the grace for requests ran out: a worker takes the task
                 # over and resumes it from its progress (the caller, cut off, finds it by asking again).
-                await continue_in_new_job(request.app[QUEUE], deps.db, str(task_id), deps.settings.queue_name)
+                await continue_in_new_job(deps, request.app[QUEUE], str(task_id))
                 log.warning("sync cut off by shutdown, handed to a worker")
                 raise
     else:  # the same sync is already queued or running: wait for its outcome
