@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+import yarl
 
 from tests.conftest import with_database
 from wearsync.db.migrate import migrate
@@ -114,6 +115,45 @@ async def poll_task(session: aiohttp.ClientSession, task_command: list[str], tas
     pytest.fail(f"task {task_id} did not finish: {task}")
 
 
+async def connect_by_oauth(
+    session: aiohttp.ClientSession, banner: str, authorize: list[str], task_command: list[str]
+) -> None:
+    """The printed OAuth flow, as a browser would follow it: the authorization URL with the
+    simulator's login_hint, back to wearsync's callback, on to the redirect URI, connected."""
+    hint = re.search(r"with (&login_hint=\w+) added", banner)
+    assert hint, banner
+    url = (await run_curl(session, authorize))["authorization_url"] + hint.group(1)
+    async with session.get(url, allow_redirects=False) as at_provider:
+        assert at_provider.status == 302, await at_provider.text()
+        callback = at_provider.headers["Location"]
+    async with session.get(callback, allow_redirects=False) as at_wearsync:
+        assert at_wearsync.status == 302, await at_wearsync.text()
+        outcome = yarl.URL(at_wearsync.headers["Location"])
+    assert str(outcome.with_query(None)) == "http://localhost:3000/connected", outcome
+    assert (outcome.query["provider"], outcome.query["status"]) == ("strava", "connected"), outcome
+    first_sync = await poll_task(session, task_command, outcome.query["task_id"])
+    assert first_sync["status"] == "succeeded", first_sync
+
+
+async def operator_cli(banner: str, key: str) -> None:
+    """The printed operator commands, with the printed environment: a sync waited for, then the
+    task list that shows it."""
+    lines = [line.strip() for line in banner[banner.index("# the operator CLI") :].splitlines()[1:4]]
+    assert lines[0].startswith("export "), lines
+    env = os.environ | dict(pair.split("=", 1) for pair in shlex.split(lines[0].removeprefix("export ")))
+    outputs = []
+    for line in lines[1:]:
+        cli = await asyncio.create_subprocess_exec(
+            *shlex.split(line), env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        out, _ = await asyncio.wait_for(cli.communicate(), 60)
+        assert cli.returncode == 0, (line, out.decode())
+        outputs.append(out.decode())
+    task_id = outputs[0].split()[0]  # `sync` prints the task id first
+    assert "succeeded" in outputs[0], outputs[0]
+    assert task_id[:8] in outputs[1], outputs[1]
+
+
 async def test_make_run_demo_end_to_end(dev_run: DevRun) -> None:
     try:
         await asyncio.wait_for(dev_run.banner.wait(), 60)
@@ -127,7 +167,7 @@ async def test_make_run_demo_end_to_end(dev_run: DevRun) -> None:
     assert user, banner
     assert sim, banner
     commands = printed_commands(banner, key.group(1))
-    assert len(commands) == 5, banner
+    assert len(commands) == 8, banner
 
     async with aiohttp.ClientSession() as session:
         queued = await run_curl(session, commands[0])
@@ -136,7 +176,12 @@ async def test_make_run_demo_end_to_end(dev_run: DevRun) -> None:
         assert task["status"] == "succeeded", task
         in_request = await run_curl(session, commands[2])
         assert (in_request["success"], in_request["details"]) == (True, {"workouts": True})
-        connections = await run_curl(session, commands[3])
+        workouts = await run_curl(session, commands[3])
+        times = [w["start_time"] for w in workouts["data"]]
+        assert (len(times), times == sorted(times), bool(workouts["next_cursor"])) == (5, True, True), workouts
+        samples = await run_curl(session, commands[4])
+        assert [s["type"] for s in samples["data"]] == ["heart_rate"] * 5, samples
+        connections = await run_curl(session, commands[5])
         assert sorted(c["provider"] for c in connections) == ["garmin", "polar", "strava", "suunto", "whoop"]
         loop = next(line for line in banner.splitlines() if line.strip().startswith("for p in "))
         providers, _, template = loop.strip().removeprefix("for p in ").partition("; do ")
@@ -165,7 +210,7 @@ async def test_make_run_demo_end_to_end(dev_run: DevRun) -> None:
         assert await migrate(conn) == []
         # Garmin's backfill arrives by webhook; and the printed webhook demo lands a new workout.
         async with aiohttp.ClientSession() as session:
-            notified = await run_curl(session, commands[4])
+            notified = await run_curl(session, commands[6])
         new_key = notified["workout"]["workoutKey"]
         for _ in range(200):
             pulled = {r["provider"] for r in await conn.fetch("SELECT DISTINCT provider FROM workouts")}
@@ -185,6 +230,10 @@ async def test_make_run_demo_end_to_end(dev_run: DevRun) -> None:
     # The processes log readable lines here (JSON is the services' default elsewhere).
     assert "[info     ] request" in dev_run.text
     assert not [line for line in dev_run.text.splitlines() if line.startswith("{")]
+
+    async with aiohttp.ClientSession() as session:
+        await connect_by_oauth(session, banner, commands[7], commands[1])
+    await operator_cli(banner, key.group(1))
 
     # Ctrl-C (SIGINT to the terminal's process group) stops everything, cleanly.
     os.killpg(dev_run.process.pid, signal.SIGINT)

@@ -24,6 +24,8 @@ from wearsync.providers.http import HttpClient
 from wearsync.settings import PROVIDER_NAMES, ProviderSettings, Settings
 
 DEMO_USER_ID = uuid.uuid5(uuid.NAMESPACE_URL, "wearsync-demo-user")
+# A second demo user, not connected anywhere: the banner connects it by OAuth, through a browser.
+OAUTH_USER_ID = uuid.uuid5(uuid.NAMESPACE_URL, "wearsync-demo-user-alice")
 SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_SUBSCRIPTION_KEY = "wearsync-sim", "sim-secret", "sim-subscription-key"
 # The secrets the simulated providers sign their webhooks with (Whoop signs with the client secret).
 SIM_WEBHOOK_SECRET, SIM_VERIFY_TOKEN = "sim-webhook-secret", "sim-verify-token"
@@ -140,9 +142,12 @@ async def create_demo(database_url: str, api_url: str, sim_url: str, env: dict[s
         await conn.close()
     headers = {"X-API-Key": key}
     async with aiohttp.ClientSession(headers=headers) as session:
-        async with session.post(f"{api_url}/api/v1/users", json={"id": str(DEMO_USER_ID), "external_id": "demo"}) as r:
-            if r.status not in (201, 409):
-                raise RuntimeError(f"creating the demo user failed: {r.status} {await r.text()}")
+        for user_id, external_id in ((DEMO_USER_ID, "demo"), (OAUTH_USER_ID, "alice")):
+            async with session.post(
+                f"{api_url}/api/v1/users", json={"id": str(user_id), "external_id": external_id}
+            ) as r:
+                if r.status not in (201, 409):  # 409: made by an earlier run
+                    raise RuntimeError(f"creating the demo user failed: {r.status} {await r.text()}")
         for provider in DEMO_PROVIDERS:
             await _connect(session, api_url, provider, env)
     async with aiohttp.ClientSession() as session:
@@ -150,15 +155,19 @@ async def create_demo(database_url: str, api_url: str, sim_url: str, env: dict[s
     return key
 
 
-def _print_banner(api_url: str, sim_url: str, key: str) -> None:
+def _print_banner(api_url: str, sim_url: str, key: str, operator_env: str) -> None:
     base = f"{api_url}/api/v1"
-    user = DEMO_USER_ID
+    user, alice = DEMO_USER_ID, OAUTH_USER_ID
     sync_p = f'curl -s -X POST -H "X-API-Key: $WEARSYNC_KEY" "{base}/$p/users/{user}/sync"'
     every_provider = f"for p in {' '.join(DEMO_PROVIDERS)}; do {sync_p}; echo; done"
+    cli = Path(sys.executable).with_name("wearsync")
+    with contextlib.suppress(ValueError):
+        cli = cli.relative_to(Path.cwd())
     print(
         f"""
 wearsync is running.
-  API        {api_url}        (health: {api_url}/health)
+  API        {api_url}        (health: {api_url}/health, metrics: {api_url}/metrics)
+  API docs   {api_url}/docs
   simulators {sim_url}
   demo user  {user}  (connected to: {", ".join(DEMO_PROVIDERS)})
   API key    {key}
@@ -176,6 +185,10 @@ Try:
   curl -s -X POST -H "X-API-Key: $WEARSYNC_KEY" \\
     "{base}/suunto/users/{user}/sync?data_type=workouts&async=false&limit=100"
 
+  # read what landed, oldest first: 5 per page (next_cursor is the next page's &cursor=)
+  curl -s -H "X-API-Key: $WEARSYNC_KEY" "{base}/users/{user}/workouts?provider=suunto&limit=5"
+  curl -s -H "X-API-Key: $WEARSYNC_KEY" "{base}/users/{user}/samples?type=heart_rate&start=2025-01-01&limit=5"
+
   # the user and their connections
   curl -s -H "X-API-Key: $WEARSYNC_KEY" "{base}/users/{user}/connections"
 
@@ -184,6 +197,19 @@ Try:
 
   # a new workout upstream: the Suunto simulator notifies wearsync by webhook, and it lands
   curl -s -X POST "{sim_url}/_sim/suunto/users/demo/events"
+
+  # connect a user by OAuth, as your app would: ask for Strava's authorization page for user alice,
+  curl -s -H "X-API-Key: $WEARSYNC_KEY" \\
+    "{base}/oauth/strava/authorize?user_id={alice}&redirect_uri=http://localhost:3000/connected"
+  # then open its authorization_url in a browser with &login_hint=alice added: the simulated
+  # Strava signs alice in and approves, wearsync stores the connection, queues a first sync and
+  # sends the browser on to http://localhost:3000/connected?...&status=connected&task_id=...
+  # (nothing listens there: the address bar shows the outcome)
+
+  # the operator CLI, on the same servers
+  export {operator_env}
+  {cli} sync suunto {user} --wait
+  {cli} tasks --limit 5
 
 Ctrl-C stops everything.
 """,
@@ -230,7 +256,10 @@ def run_dev(data_dir: str, api_port: int = 8080, sim_port: int = 8090) -> None:
         asyncio.run(_wait_http(f"{sim_url}/_sim/requests"))
         asyncio.run(_wait_http(f"{api_url}/health"))
         key = asyncio.run(create_demo(env["DATABASE_URL"], api_url, sim_url, env))
-        _print_banner(api_url, sim_url, key)
+        # What the operator CLI needs to reach the same servers (the embedded ones have no defaults).
+        operator_env = " ".join(f"{name}={env[name]}" for name in ("DATABASE_URL", "REDIS_URL", "WEARSYNC_QUEUE_NAME")
+                                if name in env)  # fmt: skip
+        _print_banner(api_url, sim_url, key, operator_env)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         try:
             while all(child.poll() is None for child in children):
