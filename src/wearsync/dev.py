@@ -9,6 +9,7 @@ providers through the API itself, and prints curl commands to try.
 import asyncio
 import contextlib
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -233,6 +234,8 @@ def run_dev(data_dir: str, api_port: int = 8080, sim_port: int = 8090) -> None:
         env = dev_environment(env, sim_url)
         env.setdefault("WEARSYNC_LOG_FORMAT", "console")  # readable lines in the terminal
         env.setdefault("WEARSYNC_PUBLIC_URL", api_url)  # where the simulators send users back to
+        # Ctrl-C: the children finish what they are doing well within the wait in stop_children.
+        env.setdefault("WEARSYNC_SHUTDOWN_GRACE_S", "5")
         asyncio.run(_run_migrations(env["DATABASE_URL"]))
 
         def stop_children() -> None:
@@ -257,10 +260,12 @@ def run_dev(data_dir: str, api_port: int = 8080, sim_port: int = 8090) -> None:
         asyncio.run(_wait_http(f"{api_url}/health"))
         key = asyncio.run(create_demo(env["DATABASE_URL"], api_url, sim_url, env))
         # What the operator CLI needs to reach the same servers (the embedded ones have no defaults).
-        operator_env = " ".join(f"{name}={env[name]}" for name in ("DATABASE_URL", "REDIS_URL", "WEARSYNC_QUEUE_NAME")
-                                if name in env)  # fmt: skip
+        names = ("DATABASE_URL", "REDIS_URL", "WEARSYNC_QUEUE_NAME")
+        operator_env = " ".join(f"{name}={shlex.quote(env[name])}" for name in names if name in env)
         _print_banner(api_url, sim_url, key, operator_env)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        # Ctrl-C stops everything even when started with SIGINT ignored (in the background of a script).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             while all(child.poll() is None for child in children):
                 time.sleep(0.5)
