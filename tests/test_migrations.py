@@ -11,3 +11,9 @@ async def test_migrations_are_recorded_and_idempotent(database_url: str) -> None
         assert names == [name for name, _ in migration_files()]
     finally:
         await conn.close()
+
+
+def test_migration_numbers_are_unique_and_consecutive() -> None:
+    # Two branches each adding "0011_..." would both apply, in an order nobody chose.
+    numbers = [int(name.split("_", 1)[0]) for name, _ in migration_files()]
+    assert numbers == list(range(1, len(numbers) + 1))

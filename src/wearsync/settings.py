@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     schedule_rate_share: float = Field(0.5, gt=0, le=1)
     task_reap_after_s: int = 120  # a queued task whose job Redis lost is enqueued again after this
     webhook_reap_after_s: int = 300  # an event still pending this long after it arrived is enqueued again
+    # Finished tasks and handled webhook events are deleted this many days after (0: kept forever);
+    # a connection's latest task is always kept (its last sync).
+    task_retention_days: int = Field(90, ge=0)
+    webhook_event_retention_days: int = Field(30, ge=0)
     # On SIGTERM, how long the API gives the requests in flight and the worker its jobs to finish
     # before they are cancelled (a cancelled job goes back to the queue): within the orchestrator's
     # own grace (Docker's stop_grace_period, Kubernetes' terminationGracePeriodSeconds).

@@ -14,7 +14,7 @@ from arq.cron import cron
 from arq.worker import Worker, func
 
 from wearsync import metrics
-from wearsync.db import TRANSIENT_DB_ERRORS, create_pool, queries
+from wearsync.db import TRANSIENT_DB_ERRORS, create_pool, queries, retention
 from wearsync.models import TaskStatus
 from wearsync.providers.errors import JobSliceDone, RateLimited
 from wearsync.queue import QUEUE_UNAVAILABLE, continue_in_new_job, finish_handovers, wait_for_redis
@@ -164,6 +164,32 @@ async def reap_lost_tasks(ctx: dict[str, Any]) -> int:
     return lost
 
 
+# Rows one statement deletes, and statements one run may take: bounded work per run, while a
+# run every hour still clears far more history than a day makes.
+PRUNE_BATCH, PRUNE_MAX_BATCHES = 2000, 50
+
+
+async def prune_history(ctx: dict[str, Any]) -> dict[str, int]:
+    """Every hour: delete finished tasks and handled webhook events past their retention."""
+    deps: Deps = ctx["deps"]
+    settings = deps.settings
+    deleted = {"tasks": 0, "webhook_events": 0}
+    for kind, days, prune in (
+        ("tasks", settings.task_retention_days, retention.prune_tasks),
+        ("webhook_events", settings.webhook_event_retention_days, retention.prune_webhook_events),
+    ):
+        if not days:
+            continue
+        for _ in range(PRUNE_MAX_BATCHES):
+            count = await prune(deps.db, days, PRUNE_BATCH)
+            deleted[kind] += count
+            if count < PRUNE_BATCH:
+                break
+    if any(deleted.values()):
+        log.info("pruned history", **deleted)
+    return deleted
+
+
 async def scheduled_syncs(ctx: dict[str, Any]) -> dict[str, int]:
     """Every minute: start the incremental syncs that are due (see wearsync.schedule)."""
     return await schedule_syncs(ctx["deps"], ctx["redis"])
@@ -203,6 +229,7 @@ class WorkerSettings:
         cron(reap_webhook_events, minute=set(range(60)), run_at_startup=True),
         cron(reap_lost_tasks, minute=set(range(60)), second=15, run_at_startup=True),
         cron(scheduled_syncs, second=30, unique=True),  # every minute; one run at a time across workers
+        cron(prune_history, minute=41, second=45, unique=True),
     ]
     keep_result = 3600
     health_check_interval = 30
