@@ -76,6 +76,7 @@ async def test_a_key_sees_only_its_applications_users(client: Client, factory: F
         ("GET", "/api/v1/oauth/suunto/authorize?user_id={user}&redirect_uri=http%3A%2F%2Flocalhost%2Fcb", None),
         *(("GET", f"/api/v1/users/{{user}}/{data}", None) for data in ("workouts", "sleep", "recovery", "daily")),
         ("GET", "/api/v1/users/{user}/samples?type=heart_rate", None),
+        ("DELETE", "/api/v1/users/{user}", None),
     ]
     for method, route, body in routes:
         answers = []

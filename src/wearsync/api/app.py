@@ -43,6 +43,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/api/v1/tasks/{task_id}", views.get_task, name="task")
     r.add_post("/api/v1/users", views.create_user, name="users")
     r.add_get("/api/v1/users/{user_id}", views.get_user, name="user")
+    r.add_delete("/api/v1/users/{user_id}", views.delete_user, name="user-delete")
     r.add_get("/api/v1/users/{user_id}/connections", views.list_connections, name="connections")
     r.add_put("/api/v1/users/{user_id}/connections/{provider}", views.put_connection, name="connection")
     r.add_delete("/api/v1/users/{user_id}/connections/{provider}", views.delete_connection, name="disconnect")

@@ -47,6 +47,7 @@ from wearsync.api.responses import (
     SyncResult,
     Task,
     User,
+    UserDeleted,
     WebhookReceipt,
     WorkoutPage,
 )
@@ -122,6 +123,15 @@ OPERATIONS: dict[str, Operation] = {
         errors={409: "A user with this id or external_id already exists"},
     ),
     "user": Operation("users", "A user", UserPath, ok=User, errors=USER_NOT_FOUND),
+    "user-delete": Operation(
+        "users",
+        "Delete a user and everything stored about them: access is withdrawn at each provider first (best"
+        " effort), then the data, tasks and connections are deleted. Sent again after a cut-off request, it"
+        " goes on where it stopped",
+        UserPath,
+        ok=UserDeleted,
+        errors=USER_NOT_FOUND,
+    ),
     "connections": Operation(
         "connections", "A user's connections", UserPath, ok=list[Connection], errors=USER_NOT_FOUND
     ),

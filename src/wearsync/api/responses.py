@@ -136,6 +136,26 @@ class Disconnected(BaseModel):
     upstream_error: str | None = Field(description="why not, when it did not (the connection is inactive all the same)")
 
 
+class Revocation(BaseModel):
+    provider: ProviderName
+    upstream_revoked: bool = Field(description="the provider withdrew our access to the account")
+    upstream_error: str | None = Field(description="why not, when it did not")
+
+
+class DeletedRows(BaseModel):
+    workouts: int
+    sleep: int
+    recovery: int
+    daily: int
+    samples: int
+
+
+class UserDeleted(BaseModel):
+    user_id: UUID
+    deleted: DeletedRows = Field(description="data rows deleted, by kind")
+    connections: list[Revocation] = Field(description="the user's active connections, each revoked upstream first")
+
+
 # ---- the read API: one shape per kind of data ------------------------------------------------
 # Units: seconds, metres, kcal, bpm, m/s, watts, percent. Instants are UTC; utc_offset_minutes is
 # the user's offset from UTC at the time, when the provider says. A value the provider did not

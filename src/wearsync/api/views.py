@@ -11,7 +11,7 @@ from aiohttp import web
 from wearsync import metrics
 from wearsync.api.common import APP_ID, DEPS, QUEUE, ApiError, json_body, json_response, validate
 from wearsync.api.models import ConnectionIn, ConnectionPath, SyncRequest, TaskPath, UserIn, UserPath
-from wearsync.db import queries
+from wearsync.db import queries, retention
 from wearsync.models import FINAL_STATUSES
 from wearsync.oauth import revoke_upstream, save_connection
 from wearsync.queue import continue_in_new_job
@@ -137,6 +137,29 @@ async def list_connections(request: web.Request) -> web.Response:
     await own_user(request, path.user_id)
     rows = await queries.list_connections(request.app[DEPS].db, path.user_id)
     return json_response([_connection_json(r) for r in rows])
+
+
+async def delete_user(request: web.Request) -> web.Response:
+    """Delete a user and everything stored about them: our access withdrawn at each provider first
+    (best effort, as disconnecting does), then the data. A request cut off before it answers can be
+    sent again; it goes on where it stopped."""
+    path = validate(UserPath, request.match_info, _PATH)
+    await own_user(request, path.user_id)
+    deps = request.app[DEPS]
+    active = [row for row in await queries.list_connections(deps.db, path.user_id) if row["active"]]
+    errors = await asyncio.gather(*(revoke_upstream(deps, row) for row in active))
+    for row in active:  # a repeat does not revoke again
+        await queries.deactivate_connection(deps.db, path.user_id, row["provider"], "disconnected", only_active=False)
+    deleted = await retention.delete_user(deps.db, path.user_id)
+    log.info("user deleted", user_id=str(path.user_id), **deleted)
+    return json_response({
+        "user_id": path.user_id,
+        "deleted": deleted,
+        "connections": [
+            {"provider": row["provider"], "upstream_revoked": error is None, "upstream_error": error}
+            for row, error in zip(active, errors, strict=True)
+        ],
+    })  # fmt: skip
 
 
 async def delete_connection(request: web.Request) -> web.Response:

@@ -1,8 +1,20 @@
-"""Deleting history past its retention, in bounded batches: finished sync tasks (each connection
-keeps its latest, its last sync) and webhook events already handled. Each batch is one short
-statement, so a large backlog never holds locks or a transaction open for long."""
+"""Deleting what is no longer to be kept, in bounded batches: history past its retention
+(finished sync tasks, each connection keeping its latest, and webhook events already handled) and
+a deleted user's data. Each batch is one short statement, so a large backlog or a user with years
+of samples never holds locks or a transaction open for long."""
+
+from uuid import UUID
 
 from wearsync.db.queries import Executor
+
+# A user's data tables, by the name the read API gives them.
+USER_DATA = {
+    "workouts": "workouts",
+    "sleep": "sleep_sessions",
+    "recovery": "recoveries",
+    "daily": "daily_activity",
+    "samples": "samples",
+}
 
 
 def _deleted(status: str) -> int:
@@ -45,3 +57,19 @@ async def prune_webhook_events(db: Executor, older_than_days: int, batch: int) -
         batch,
     )
     return _deleted(status)
+
+
+async def delete_user(db: Executor, user_id: UUID, batch: int = 10_000) -> dict[str, int]:
+    """Delete a user's data rows table by table, `batch` rows a statement, then the user, and with it
+    (cascaded) its connections, tasks and cursors, and any row a sync still running wrote since.
+    Cut off, it leaves the user in place, to be deleted again. Rows deleted, by read API name."""
+    deleted = dict.fromkeys(USER_DATA, 0)
+    for name, table in USER_DATA.items():
+        while True:
+            rows = f"SELECT ctid FROM {table} WHERE user_id = $1 LIMIT $2"
+            count = _deleted(await db.execute(f"DELETE FROM {table} WHERE ctid = ANY(ARRAY({rows}))", user_id, batch))
+            deleted[name] += count
+            if count < batch:
+                break
+    await db.execute("DELETE FROM users WHERE id = $1", user_id)
+    return deleted

@@ -1,0 +1,88 @@
+"""DELETE /api/v1/users/{id}: access withdrawn at every provider, then every row about the user
+gone (data, tasks, connections, cursors), in bounded statements; nobody else's rows touched."""
+
+from uuid import UUID
+
+import asyncpg
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from arq.worker import Worker
+
+from tests.conftest import Factory, start_sync, wait_for_task
+from wearsync.api.responses import UserDeleted
+from wearsync.db import retention
+from wearsync.sim.common import Fault, SimState
+
+Client = TestClient[web.Request, web.Application]
+# Every table holding rows of a user, and the ones that must be empty after the user is deleted.
+USER_TABLES = (*retention.USER_DATA.values(), "provider_connections", "sync_tasks", "sync_cursors")
+
+
+async def rows_of(db: asyncpg.Pool, user_id: str) -> dict[str, int]:
+    return {
+        table: await db.fetchval(f"SELECT count(*) FROM {table} WHERE user_id = $1", UUID(user_id))
+        for table in USER_TABLES
+    }
+
+
+async def synced_user(client: Client, factory: Factory, sim_state: SimState, key: str | None = None) -> tuple[str, str]:
+    """(key, user id) of a user connected to Suunto and Whoop, both synced."""
+    key = key or await factory.api_key()
+    user_id = await factory.user(key)
+    for provider in ("suunto", "whoop"):
+        sim_user = f"{provider}-{user_id[:8]}"
+        sim_state.provider(provider).user_history[sim_user] = {"workouts": 30, "days_247": 5}
+        await factory.connect(key, user_id, provider, sim_user)
+        task = await wait_for_task(client, key, await start_sync(client, key, provider, user_id))
+        assert task["status"] == "succeeded", task
+    return key, user_id
+
+
+async def test_deleting_a_user_revokes_upstream_and_deletes_every_row(
+    client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool, sim_state: SimState
+) -> None:
+    key, user_id = await synced_user(client, factory, sim_state)
+    _, other_user = await synced_user(client, factory, sim_state, key=key)  # same application
+    before, others_before = await rows_of(db, user_id), await rows_of(db, other_user)
+    assert all(before.values()), before
+    sim_state.revocations.clear()
+
+    resp = await client.delete(f"/api/v1/users/{user_id}", headers={"X-API-Key": key})
+
+    assert resp.status == 200, await resp.text()
+    body = UserDeleted.model_validate(await resp.json())
+    assert body.deleted.model_dump() == {name: before[table] for name, table in retention.USER_DATA.items()}
+    assert [(c.provider, c.upstream_revoked, c.upstream_error) for c in body.connections] == [
+        ("suunto", True, None), ("whoop", True, None),
+    ]  # fmt: skip
+    assert sorted(p for p, _ in sim_state.revocations) == ["suunto", "whoop"]
+    assert set((await rows_of(db, user_id)).values()) == {0}
+    assert await rows_of(db, other_user) == others_before
+    resp = await client.get(f"/api/v1/users/{user_id}", headers={"X-API-Key": key})
+    assert resp.status == 404
+    resp = await client.delete(f"/api/v1/users/{user_id}", headers={"X-API-Key": key})
+    assert (resp.status, await resp.json()) == (404, {"detail": "User not found"})
+
+
+async def test_a_provider_refusing_the_revocation_does_not_keep_the_data(
+    client: Client, factory: Factory, db: asyncpg.Pool, sim_state: SimState
+) -> None:
+    key, user_id, _ = await factory.connected_user("whoop")
+    sim_state.faults.append(Fault("whoop", "/developer/v2/user/access", "status", 502, count=-1))
+    resp = await client.delete(f"/api/v1/users/{user_id}", headers={"X-API-Key": key})
+    assert resp.status == 200, await resp.text()
+    (connection,) = (await resp.json())["connections"]
+    assert (connection["provider"], connection["upstream_revoked"]) == ("whoop", False)
+    assert "HTTP 502" in connection["upstream_error"]
+    assert set((await rows_of(db, user_id)).values()) == {0}
+
+
+async def test_a_large_history_is_deleted_a_batch_at_a_time(
+    client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool, sim_state: SimState
+) -> None:
+    _, user_id = await synced_user(client, factory, sim_state)
+    before = await rows_of(db, user_id)
+    assert before["samples"] > 7
+    deleted = await retention.delete_user(db, UUID(user_id), batch=7)
+    assert deleted == {name: before[table] for name, table in retention.USER_DATA.items()}
+    assert set((await rows_of(db, user_id)).values()) == {0}
