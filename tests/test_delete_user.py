@@ -1,16 +1,21 @@
 """DELETE /api/v1/users/{id}: access withdrawn at every provider, then every row about the user
 gone (data, tasks, connections, cursors), in bounded statements; nobody else's rows touched."""
 
+import asyncio
 from uuid import UUID
 
 import asyncpg
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from arq.connections import ArqRedis
+from arq.jobs import Job
 from arq.worker import Worker
 
 from tests.conftest import Factory, start_sync, wait_for_task
 from wearsync.api.responses import UserDeleted
 from wearsync.db import retention
+from wearsync.settings import Settings
 from wearsync.sim.common import Fault, SimState
 
 Client = TestClient[web.Request, web.Application]
@@ -86,3 +91,28 @@ async def test_a_large_history_is_deleted_a_batch_at_a_time(
     deleted = await retention.delete_user(db, UUID(user_id), batch=7)
     assert deleted == {name: before[table] for name, table in retention.USER_DATA.items()}
     assert set((await rows_of(db, user_id)).values()) == {0}
+
+
+async def test_a_sync_running_when_its_user_is_deleted_stops_quietly(
+    client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool, sim_state: SimState,
+    settings: Settings, capfd: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    key, user_id, sim_user = await factory.connected_user("suunto")
+    sim_state.provider("suunto").user_history[sim_user] = {"workouts": 400}
+    sim_state.provider("suunto").latency_s = 0.1
+    task_id = await start_sync(client, key, "suunto", user_id, "data_type=workouts&limit=10")
+    for _ in range(200):  # under way: some pages stored
+        if await db.fetchval("SELECT count(*) FROM workouts"):
+            break
+        await asyncio.sleep(0.05)
+    # Deleted while the provider still answers (no revocation): the next page's write is refused.
+    await retention.delete_user(db, UUID(user_id))
+    redis = ArqRedis.from_url(settings.redis_url)
+    try:
+        assert await Job(task_id, redis, _queue_name=settings.queue_name).result(timeout=30) is None
+    finally:
+        await redis.aclose()
+    assert set((await rows_of(db, user_id)).values()) == {0}
+    logged = capfd.readouterr().out
+    assert "the task's user was deleted" in logged
+    assert "sync task crashed" not in logged

@@ -6,6 +6,7 @@ from signal import Signals
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 import structlog
 from arq import Retry
 from arq.connections import RedisSettings
@@ -67,6 +68,10 @@ async def sync_task(ctx: dict[str, Any], task_id: str) -> dict[str, bool] | None
             raise retry from e
         raise
     except Exception as e:
+        if isinstance(e, asyncpg.ForeignKeyViolationError) and await queries.get_task(deps.db, UUID(task_id)) is None:
+            # Its user was deleted meanwhile (DELETE /users/{id}), the task with it: nothing to finish.
+            log.info("the task's user was deleted, the task stops")
+            return None
         log.exception("sync task crashed")
         try:
             await queries.finish_task(deps.db, UUID(task_id), TaskStatus.FAILED, None, f"internal error: {e!r}")
