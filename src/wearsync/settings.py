@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     # The API's pool: its requests are many and short; too few connections queue them (the p99).
     api_db_pool_max: int = 20
     db_connect_timeout_s: float = Field(5.0, gt=0)  # a new database connection given up after this
+    # PostgreSQL cancels a statement of the API's or a worker's pool past this (0: never), so a query
+    # stuck on a lock or a runaway plan gives its connection back; the largest page write (a few
+    # hundred thousand samples) takes seconds. Lock waits are short here, so they give up sooner.
+    db_statement_timeout_s: float = Field(60.0, ge=0)
+    db_lock_timeout_s: float = Field(10.0, ge=0)
     worker_max_jobs: int = 10
     job_timeout_s: int = 1800
     job_max_tries: int = 5

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from wearsync import metrics
 from wearsync.api.common import APP_ID, DEPS, KEY_CACHE, ApiError, dumps
-from wearsync.db import TRANSIENT_DB_ERRORS, queries
+from wearsync.db import DB_TIMEOUT_ERRORS, TRANSIENT_DB_ERRORS, queries
 from wearsync.queue import QUEUE_UNAVAILABLE
 
 log = structlog.get_logger("wearsync.api")
@@ -58,6 +58,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if e.status < 400:
             raise
         return _error(e.status, e.reason)
+    except DB_TIMEOUT_ERRORS as e:
+        log.error("database statement timed out", error=repr(e))
+        return _error(503, "Database busy: a query timed out, try again later")
     except TRANSIENT_DB_ERRORS as e:
         log.error("database unavailable", error=repr(e))
         return _error(503, "Database unavailable, try again later")

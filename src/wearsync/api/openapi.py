@@ -159,7 +159,7 @@ OPERATIONS: dict[str, Operation] = {
         errors={
             403: REDIRECT_NOT_ALLOWED,
             404: "User not found",
-            503: "The provider is not configured (WEARSYNC_<P>_CLIENT_ID), or PostgreSQL or Redis is unavailable",
+            503: "The provider is not configured (WEARSYNC_<P>_CLIENT_ID), PostgreSQL or Redis unavailable or busy",
         },
     ),
     "oauth-callback": Operation(
@@ -221,7 +221,7 @@ def _error_statuses(name: str, op: Operation) -> dict[int, str]:
     if op.validated and (op.params is not None or op.body is not None):
         statuses[422] = "A parameter or the body is invalid: the detail names it"
     if op.stateful:
-        statuses.setdefault(503, "PostgreSQL or Redis is unavailable: try again later")
+        statuses.setdefault(503, "PostgreSQL or Redis is unavailable or busy (a query timed out): try again later")
     return dict(sorted(statuses.items()))
 
 

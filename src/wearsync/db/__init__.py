@@ -1,8 +1,11 @@
 """PostgreSQL access: the pool, migrations and a few query modules. SQL lives next to its caller."""
 
 import json
+import math
 
 import asyncpg
+
+from wearsync.settings import Settings
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -18,17 +21,49 @@ async def _release(conn: asyncpg.Connection) -> None:
         await conn.execute("ROLLBACK")
 
 
-async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10, connect_timeout_s: float = 60) -> asyncpg.Pool:
+def _milliseconds(seconds: float) -> str:
+    """A PostgreSQL timeout setting: whole milliseconds, never rounded down to 0 (which means none)."""
+    return str(math.ceil(seconds * 1000))
+
+
+async def create_pool(
+    dsn: str, min_size: int = 1, max_size: int = 10, connect_timeout_s: float = 60, **server_settings: str
+) -> asyncpg.Pool:
     """`connect_timeout_s` bounds each new connection (asyncpg's default: 60 s): a server that
-    accepts but does not answer must not hold a request that long."""
+    accepts but does not answer must not hold a request that long. `server_settings`: PostgreSQL
+    settings every connection starts with (see service_pool)."""
     pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection, reset=_release, timeout=connect_timeout_s
-    )
+        dsn, min_size=min_size, max_size=max_size, init=_init_connection, reset=_release, timeout=connect_timeout_s,
+        server_settings=server_settings,
+    )  # fmt: skip
     assert pool is not None
     return pool
 
 
-# Errors after which the same work can succeed once the database is back.
+async def service_pool(settings: Settings, max_size: int) -> asyncpg.Pool:
+    """The pool of the API or a worker. PostgreSQL cancels any of its statements that runs past
+    the statement timeout or waits for a lock past the lock timeout (0: none), so a stuck query
+    gives its connection back; the connection stays usable. Migrations connect on their own,
+    without these limits (index builds on big tables)."""
+    limits = {"statement_timeout": settings.db_statement_timeout_s, "lock_timeout": settings.db_lock_timeout_s}
+    in_ms = {name: _milliseconds(seconds) for name, seconds in limits.items() if seconds > 0}
+    return await create_pool(
+        settings.database_url, settings.db_pool_min, max_size, settings.db_connect_timeout_s, **in_ms
+    )
+
+
+# A statement the server cancelled: past the pool's statement_timeout (QueryCanceledError, 57014,
+# also what an operator's pg_cancel_backend raises; a kind of OperatorInterventionError) or a lock
+# wait past its lock_timeout (LockNotAvailableError, 55P03). Transient: the statement's transaction
+# is rolled back, nothing is half done, and what made it that slow (a lock held elsewhere, a busy
+# server) usually passes; one that is always too slow still fails its job once the job's tries
+# (WEARSYNC_JOB_MAX_TRIES) are spent.
+DB_TIMEOUT_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.QueryCanceledError,
+    asyncpg.exceptions.LockNotAvailableError,
+)
+
+# Errors after which the same work can succeed once the database is back (or less busy).
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
@@ -37,4 +72,5 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InternalClientError,  # the same, found by the protocol mid-operation (as in a COMMIT)
     OSError,  # refused, reset
     TimeoutError,
+    *DB_TIMEOUT_ERRORS,
 )

@@ -21,6 +21,9 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
     """Apply the migrations not yet recorded; returns the names applied now."""
     applied_now = []
     async with conn.transaction():
+        # No statement limit, whatever the session brings (DATABASE_URL options, a role's
+        # setting): an index build on a big table may take long. The services' limits are theirs.
+        await conn.execute("SET LOCAL statement_timeout = 0")
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_ID)
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations"

@@ -185,6 +185,10 @@ async def deactivate_connection(
 
 async def lock_connection(conn: Executor, user_id: UUID, provider: str) -> asyncpg.Record | None:
     """The connection row, locked until the caller's transaction ends (one token refresh at a time)."""
+    # Whoever holds it is asking the provider for tokens, which may take longer than the pool's
+    # lock_timeout: waiting for it is the point (the new token is then in the row). The statement
+    # timeout still bounds the wait.
+    await conn.execute("SET LOCAL lock_timeout = 0")
     row: asyncpg.Record | None = await conn.fetchrow(
         f"SELECT {_CONNECTION_COLUMNS} FROM provider_connections c WHERE c.user_id = $1 AND c.provider = $2 FOR UPDATE",
         user_id,

@@ -1,0 +1,175 @@
+"""PostgreSQL's statement and lock timeouts on the API's and workers' pools: a query stuck behind a
+lock held elsewhere is cancelled by the server; the API answers 503, a worker retries the job, and
+once the lock is gone the same work succeeds. Migrations and the wait for a token refresh under
+way are not cut short."""
+
+import asyncio
+import contextlib
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from arq.jobs import Job, JobStatus
+
+from tests.conftest import Factory, refreshes, start_sync, start_worker, wait_for_task, with_database
+from tests.faults.servers import wait_until
+from wearsync.api.app import create_app
+from wearsync.api.common import DEPS, QUEUE
+from wearsync.db import migrate as migrations
+from wearsync.db import queries, service_pool
+from wearsync.providers import PROVIDERS
+from wearsync.providers.core import Connection
+from wearsync.settings import Settings
+from wearsync.sim.common import SimState
+from wearsync.sync import Deps, credentials_for
+
+Client = TestClient[web.Request, web.Application]
+
+# A lock wait given up by lock_timeout (LockNotAvailableError), and by statement_timeout with no
+# lock_timeout (QueryCanceledError): both must end the same way.
+LIMITS = [
+    pytest.param({"db_lock_timeout_s": 0.2, "db_statement_timeout_s": 60}, id="lock_timeout"),
+    pytest.param({"db_lock_timeout_s": 0, "db_statement_timeout_s": 0.2}, id="statement_timeout"),
+]
+BUSY = {"detail": "Database busy: a query timed out, try again later"}
+
+
+@contextlib.asynccontextmanager
+async def row_locked(database_url: str, sql: str, *args: Any) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction elsewhere holding the row lock `sql` (a SELECT ... FOR UPDATE) takes, until
+    the block ends; the connection is yielded to change the row before it commits."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with conn.transaction():
+            assert await conn.fetchval(sql, *args) is not None
+            yield conn
+    finally:
+        await conn.close()
+
+
+async def waiting_for_lock(db: asyncpg.Pool) -> bool:
+    """Whether a session of the test database is waiting for a lock now."""
+    return bool(
+        await db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+    )
+
+
+async def test_the_api_and_worker_pools_carry_the_limits(settings: Settings) -> None:
+    limited = settings.model_copy(update={"db_statement_timeout_s": 2.5, "db_lock_timeout_s": 0.0001})
+    pool = await service_pool(limited, 1)
+    try:
+        assert await pool.fetchval("SHOW statement_timeout") == "2500ms"
+        assert await pool.fetchval("SHOW lock_timeout") == "1ms"  # rounded up, not down to 0 (none)
+    finally:
+        await pool.close()
+    unlimited = settings.model_copy(update={"db_statement_timeout_s": 0, "db_lock_timeout_s": 0})
+    pool = await service_pool(unlimited, 1)
+    try:
+        assert [await pool.fetchval(f"SHOW {name}") for name in ("statement_timeout", "lock_timeout")] == ["0", "0"]
+    finally:
+        await pool.close()
+
+
+@pytest.mark.parametrize("limits", LIMITS)
+async def test_an_api_query_stuck_on_a_lock_answers_503_then_succeeds(
+    aiohttp_client: Any, factory: Factory, settings: Settings, limits: dict[str, float]
+) -> None:
+    key, user_id, sim_user = await factory.connected_user("suunto")
+    api: Client = await aiohttp_client(create_app(settings.model_copy(update=limits)))
+    body = {"access_token": "new", "refresh_token": "r", "provider_user_id": sim_user, "scopes": []}
+    url, headers = f"/api/v1/users/{user_id}/connections/suunto", {"X-API-Key": key}
+    lock = "SELECT 1 FROM provider_connections WHERE user_id = $1 FOR UPDATE"
+    async with row_locked(settings.database_url, lock, uuid.UUID(user_id)):
+        resp = await api.put(url, json=body, headers=headers)
+        assert (resp.status, await resp.json()) == (503, BUSY)
+    resp = await api.put(url, json=body, headers=headers)
+    assert resp.status == 200, await resp.text()
+    # The connection that waited was given back in working order.
+    assert await api.app[DEPS].db.fetchval("SELECT 1") == 1
+
+
+async def status_is(job: Job, status: JobStatus) -> bool:
+    return await job.status() == status
+
+
+@pytest.mark.parametrize("limits", LIMITS)
+async def test_a_worker_query_stuck_on_a_lock_retries_the_job_then_succeeds(
+    client: Client, factory: Factory, settings: Settings, db: asyncpg.Pool, limits: dict[str, float]
+) -> None:
+    key, user_id, _ = await factory.connected_user("suunto")
+    task_id = await start_sync(client, key, "suunto", user_id, "data_type=workouts")  # queued; no worker yet
+    lock = "SELECT 1 FROM sync_tasks WHERE id = $1 FOR UPDATE"
+    async with start_worker(settings.model_copy(update=limits)):
+        job = Job(task_id, client.app[QUEUE], _queue_name=settings.queue_name)
+        async with row_locked(settings.database_url, lock, uuid.UUID(task_id)):
+            await wait_until(lambda: waiting_for_lock(db), "the job waiting for the lock")
+            await wait_until(lambda: status_is(job, JobStatus.deferred), "the job given up and deferred")
+            status = await db.fetchval("SELECT status::text FROM sync_tasks WHERE id = $1", uuid.UUID(task_id))
+            assert status == "queued"  # not failed: nothing is wrong with the task itself
+        task = await wait_for_task(client, key, task_id)
+        assert task["status"] == "succeeded", task
+        result = await job.result_info()
+        assert result is not None
+        assert result.success
+        assert result.job_try >= 2  # retried
+    assert await db.fetchval("SELECT count(*) FROM workouts") == 300  # the simulator's default history
+
+
+async def test_a_refresh_under_way_is_waited_for_past_the_lock_timeout(
+    deps: Deps, factory: Factory, db: asyncpg.Pool, sim_state: SimState
+) -> None:
+    """The wait for another worker's token refresh (which holds the connection's row while it asks
+    the provider) is by design: the lock timeout does not cut it short, and the waiter then uses
+    the tokens that refresh saved instead of refreshing again."""
+    _, user_id, _ = await factory.connected_user("suunto")
+    settings = deps.settings.model_copy(update={"db_lock_timeout_s": 0.1, "db_statement_timeout_s": 30})
+    pool = await service_pool(settings, 2)
+    try:
+        limited = dataclasses.replace(deps, settings=settings, db=pool)
+        row = await queries.get_active_connection(db, uuid.UUID(user_id), "suunto")
+        assert row is not None
+        connection = Connection.from_row(row, settings.cipher())
+        credentials = credentials_for(limited, PROVIDERS["suunto"], connection)
+        lock = "SELECT 1 FROM provider_connections WHERE user_id = $1 FOR UPDATE"
+        async with row_locked(settings.database_url, lock, uuid.UUID(user_id)) as refresher:
+            refresh = asyncio.create_task(credentials.refresh(connection.access_token))
+            await wait_until(lambda: waiting_for_lock(db), "the refresh waiting for the lock")
+            await asyncio.sleep(0.5)  # well past the lock timeout
+            assert not refresh.done()
+            await refresher.execute(
+                "UPDATE provider_connections SET access_token = $2 WHERE user_id = $1",
+                uuid.UUID(user_id),
+                settings.cipher().seal("refreshed-elsewhere"),
+            )
+        await refresh
+        assert credentials.access_token == "refreshed-elsewhere"
+        assert refreshes(sim_state, "suunto") == 0
+    finally:
+        await pool.close()
+
+
+async def test_migrations_have_no_statement_timeout(servers: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Even on a session that brings one (DATABASE_URL options, a role's setting): a migration may
+    build an index on a big table."""
+    files = [*migrations.migration_files(), ("9999_slow", "SELECT pg_sleep(0.5)")]
+    monkeypatch.setattr(migrations, "migration_files", lambda: files)
+    name = f"wearsync_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(servers[0])
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        conn = await asyncpg.connect(with_database(servers[0], name), server_settings={"statement_timeout": "100"})
+        try:
+            assert (await migrations.migrate(conn))[-1] == "9999_slow"
+            assert await conn.fetchval("SHOW statement_timeout") == "100ms"  # the session's own, after
+        finally:
+            await conn.close()
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
