@@ -24,7 +24,9 @@ from arq.worker import Worker
 from redis.asyncio import Redis
 
 from tests.conftest import Factory, process_env, sim_records, start_sync, start_worker
+from tests.test_read_api import explain
 from wearsync.cli import parser
+from wearsync.db.operators import RECENT_TASKS_SQL
 from wearsync.operate import ProgressView, progress_line
 from wearsync.settings import Settings
 from wearsync.sim.common import Fault, SimState
@@ -346,6 +348,39 @@ async def test_tasks_lists_recent_tasks_newest_first_with_filters(
         code, out, err = await cli(settings, "tasks", *args)
         assert code == 0, (args, err)
         assert [r[0] for r in rows_of(out)[1:]] == expected, args
+
+
+async def test_tasks_reads_only_the_newest_matching_tasks(factory: Factory, db: asyncpg.Pool) -> None:
+    """`wearsync tasks` without --user, on a table of many users' tasks: the first entries of one
+    index in the list's order, no sort and no sequential scan; with --status / --provider checked
+    in the index, so only the tasks listed are read from the table."""
+    key = await factory.api_key()
+    users = [uuid.UUID(await factory.user(key)) for _ in range(20)]
+    await db.execute(
+        """
+        INSERT INTO sync_tasks (id, application_id, user_id, provider, mode, data_types, params, status, created_at)
+        SELECT gen_random_uuid(), u.application_id, u.id,
+               (ARRAY['garmin', 'strava', 'polar', 'suunto', 'whoop'])[g % 5 + 1], 'async', ARRAY['workouts'], '{}',
+               (CASE WHEN g % 47 = 0 THEN 'failed' WHEN g % 13 = 0 THEN 'partial' ELSE 'succeeded' END)::task_status,
+               now() - g * interval '1 minute'
+        FROM generate_series(1, 30000) g JOIN users u ON u.id = ($1::uuid[])[g % 20 + 1]
+        """,
+        users,
+    )
+    await db.execute("ANALYZE sync_tasks")
+    limit = 20
+    filters = [("NULL", "NULL"), ("'failed'", "NULL"), ("NULL", "'strava'"), ("'failed'", "'strava'")]
+    async with db.acquire() as conn:
+        await conn.execute(f"PREPARE tasks AS {RECENT_TASKS_SQL}")
+        for status, provider in filters:
+            nodes = await explain(conn, "tasks", f"{status}, {provider}, NULL, NULL, {limit}")
+            scans = [n for n in nodes if "Scan" in n["Node Type"]]
+            assert [(n["Node Type"], n.get("Index Name")) for n in scans] == [("Index Scan", "sync_tasks_created_idx")]
+            assert not [n for n in nodes if "Sort" in n["Node Type"]], nodes  # incremental sorts too
+            assert nodes[0]["Actual Rows"] == limit
+            assert scans[0]["Actual Rows"] == limit  # every task read from the table is listed
+            assert "Rows Removed by Filter" not in scans[0], scans[0]
+        await conn.execute("DEALLOCATE tasks")
 
 
 async def test_connections_shows_state_scopes_expiry_and_last_sync_but_never_tokens(

@@ -23,6 +23,22 @@ async def find_user(db: Executor, user_id: UUID, application: str | None = None)
     return row
 
 
+# Newest first: the first entries of sync_tasks_created_idx, on which --status and --provider are
+# checked (--user takes the user's own index). A command runs it once, so as a custom plan, in
+# which a filter not given drops out.
+RECENT_TASKS_SQL = """
+SELECT t.id, t.provider, t.user_id, t.status::text AS status, t.data_types, t.created_at,
+       t.started_at, t.finished_at, t.error
+FROM sync_tasks t
+WHERE ($1::task_status IS NULL OR t.status = $1::task_status)
+  AND ($2::text IS NULL OR t.provider = $2)
+  AND ($3::uuid IS NULL OR t.user_id = $3)
+  AND ($4::text IS NULL OR t.application_id = (SELECT id FROM applications WHERE name = $4))
+ORDER BY t.created_at DESC, t.id
+LIMIT $5
+"""
+
+
 async def recent_tasks(
     db: Executor,
     *,
@@ -33,24 +49,7 @@ async def recent_tasks(
     limit: int = 20,
 ) -> list[asyncpg.Record]:
     """The latest tasks, newest first, matching every filter given."""
-    rows: list[asyncpg.Record] = await db.fetch(
-        """
-        SELECT t.id, t.provider, t.user_id, t.status::text AS status, t.data_types, t.created_at,
-               t.started_at, t.finished_at, t.error
-        FROM sync_tasks t
-        WHERE ($1::task_status IS NULL OR t.status = $1::task_status)
-          AND ($2::text IS NULL OR t.provider = $2)
-          AND ($3::uuid IS NULL OR t.user_id = $3)
-          AND ($4::text IS NULL OR t.application_id = (SELECT id FROM applications WHERE name = $4))
-        ORDER BY t.created_at DESC, t.id
-        LIMIT $5
-        """,
-        status,
-        provider,
-        user_id,
-        application,
-        limit,
-    )
+    rows: list[asyncpg.Record] = await db.fetch(RECENT_TASKS_SQL, status, provider, user_id, application, limit)
     return rows
 
 
