@@ -6,12 +6,15 @@ Fetching goes on while the caller writes a page: a finished fetch starts the nex
 At most `concurrency` calls are in flight, and in flight and waiting together at most one more."""
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
+from wearsync.providers.core import SyncContext, map_page
 from wearsync.providers.errors import ListShifted
+from wearsync.records import Record
 
 T = TypeVar("T")
 A = TypeVar("A")
@@ -150,6 +153,36 @@ async def offset_pages(
                 raise ListShifted(f"record {key} was listed at offsets {seen[key]} and {offset}: the list moved")
         if page:
             yield offset, page
+
+
+async def save_offset_list(
+    ctx: SyncContext,
+    fetch: Callable[[int], Awaitable[list[T]]],
+    mapper: Callable[[T], Record | Sequence[Record]],
+    *,
+    start: int,
+    limit: int,
+    concurrency: int,
+    record_key: Callable[[T], str | None],
+    page_key: Callable[[int], str],
+    page_offset: Callable[[str], int | None],
+) -> None:
+    """Store an offset/limit list (`offset_pages`) page by page, each under `page_key(offset)`,
+    skipping the pages an earlier run stored (`page_offset(key)`: the offset of a stored page's
+    key, None for another list's); listed again from the start when it moved (see
+    `SyncContext.list_again_if_moved`)."""
+
+    async def listing(done: Mapping[str, int]) -> None:
+        stored = {offset: items for key, items in done.items() if (offset := page_offset(key)) is not None}
+        pages = offset_pages(
+            fetch, start=start, limit=limit, concurrency=concurrency, done=stored,
+            max_fetches=ctx.fetch_allowance(), record_key=record_key,
+        )  # fmt: skip
+        async with aclosing(pages):
+            async for offset, page in pages:
+                await ctx.save_page(map_page(page, mapper), page_key(offset), len(page))
+
+    await ctx.list_again_if_moved(listing)
 
 
 async def each_concurrently(

@@ -46,7 +46,6 @@ Webhooks (`POST /api/v1/webhooks/strava`; the subscription's validation GET is i
 import hashlib
 import json
 from collections.abc import Mapping
-from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -56,7 +55,7 @@ from wearsync.db import queries
 from wearsync.models import DataType
 from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, map_page, num
 from wearsync.providers.errors import MalformedPayload, UpstreamError
-from wearsync.providers.paging import offset_pages
+from wearsync.providers.paging import save_offset_list
 from wearsync.providers.ratelimit import RateLimit
 from wearsync.records import Workout
 from wearsync.settings import ProviderSettings, Settings
@@ -152,17 +151,11 @@ async def sync_workouts(ctx: SyncContext) -> None:
             raise MalformedPayload(f"GET {url} returned no activity list: {str(body)[:200]}")
         return body
 
-    async def listing(done: Mapping[str, int]) -> None:
-        pages = offset_pages(
-            fetch, start=0, limit=PER_PAGE, concurrency=ctx.settings.strava_page_concurrency,
-            done={(int(k.removeprefix("page:")) - 1) * PER_PAGE: n for k, n in done.items() if k.startswith("page:")},
-            max_fetches=ctx.fetch_allowance(), record_key=lambda a: str(a.get("id")),
-        )  # fmt: skip
-        async with aclosing(pages):
-            async for offset, page in pages:
-                await ctx.save_page(map_page(page, map_activity), f"page:{offset // PER_PAGE + 1}", len(page))
-
-    await ctx.list_again_if_moved(listing)
+    await save_offset_list(
+        ctx, fetch, map_activity, start=0, limit=PER_PAGE, concurrency=ctx.settings.strava_page_concurrency,
+        record_key=lambda a: str(a.get("id")), page_key=lambda offset: f"page:{offset // PER_PAGE + 1}",
+        page_offset=lambda key: (int(key.removeprefix("page:")) - 1) * PER_PAGE if key.startswith("page:") else None,
+    )  # fmt: skip
     ctx.advance_cursor({"after": int((ctx.started_at - LATE_UPLOADS).timestamp())})
 
 

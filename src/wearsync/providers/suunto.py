@@ -19,7 +19,7 @@ from typing import Any
 from wearsync.models import DataType
 from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, integer, map_page, num
 from wearsync.providers.errors import MalformedPayload, WebhookRejected
-from wearsync.providers.paging import each_concurrently, offset_pages, time_windows
+from wearsync.providers.paging import each_concurrently, save_offset_list, time_windows
 from wearsync.providers.ratelimit import RateLimit
 from wearsync.records import DailyActivity, Record, Recovery, Sample, SleepSession, Workout
 from wearsync.settings import ProviderSettings, Settings
@@ -249,18 +249,12 @@ async def sync_workouts(ctx: SyncContext) -> None:
         payload: list[dict[str, Any]] = body.get("payload") or []
         return payload
 
-    async def listing(done: Mapping[str, int]) -> None:
-        # Listed by modification time (by default), a workout changed meanwhile moves to the end.
-        pages = offset_pages(
-            fetch, start=p.offset, limit=p.limit, concurrency=ctx.settings.suunto_page_concurrency,
-            done={int(key.removeprefix("offset:")): n for key, n in done.items()},
-            max_fetches=ctx.fetch_allowance(), record_key=lambda w: str(w.get("workoutKey")),
-        )  # fmt: skip
-        async with aclosing(pages):
-            async for offset, page in pages:
-                await ctx.save_page(map_page(page, map_workout), f"offset:{offset}", len(page))
-
-    await ctx.list_again_if_moved(listing)
+    # Listed by modification time (by default), a workout changed meanwhile moves to the end.
+    await save_offset_list(
+        ctx, fetch, map_workout, start=p.offset, limit=p.limit, concurrency=ctx.settings.suunto_page_concurrency,
+        record_key=lambda w: str(w.get("workoutKey")), page_key=lambda offset: f"offset:{offset}",
+        page_offset=lambda key: int(key.removeprefix("offset:")),
+    )  # fmt: skip
     if p.filter_by_modification_time and p.offset == 0:
         ctx.advance_cursor({"modified_since_ms": _ms(ctx.started_at - CURSOR_OVERLAP)})
 
