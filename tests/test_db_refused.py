@@ -36,7 +36,8 @@ async def one_connection_role(database_url: str) -> AsyncIterator[str]:
         await admin.execute(f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{name}"')
         await admin.execute(f'GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO "{name}"')
         parts = urlsplit(database_url)
-        yield urlunsplit(parts._replace(netloc=f"{name}@{parts.hostname}:{parts.port or 5432}"))
+        where = parts.netloc.rpartition("@")[2]  # host:port, or nothing (a socket given in the query)
+        yield urlunsplit(parts._replace(netloc=f"{name}@{where}"))
     finally:
         await admin.execute(f'DROP OWNED BY "{name}"')  # its rights in this database
         await admin.execute(f'DROP ROLE IF EXISTS "{name}"')
