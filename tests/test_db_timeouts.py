@@ -173,3 +173,27 @@ async def test_migrations_have_no_statement_timeout(servers: tuple[str, str], mo
     finally:
         await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         await admin.close()
+
+
+@pytest.mark.parametrize("limits", LIMITS)
+async def test_a_sync_call_cut_off_by_the_database_is_finished_by_a_worker(
+    aiohttp_client: Any, factory: Factory, settings: Settings, db: asyncpg.Pool, limits: dict[str, float]
+) -> None:
+    key, user_id, _ = await factory.connected_user("suunto")
+    api: Client = await aiohttp_client(create_app(settings.model_copy(update=limits)))
+    url = f"/api/v1/suunto/users/{user_id}/sync?async=false&data_type=workouts"
+    blocker = await asyncpg.connect(settings.database_url)
+    try:
+        async with blocker.transaction():
+            await blocker.execute("LOCK TABLE workouts IN EXCLUSIVE MODE")  # its pages cannot be stored
+            resp = await api.post(url, headers={"X-API-Key": key})
+            assert (resp.status, await resp.json()) == (503, BUSY)
+    finally:
+        await blocker.close()
+    row = await db.fetchrow("SELECT id, status::text, job_id FROM sync_tasks")
+    assert row is not None
+    assert str(row["job_id"]).startswith(f"{row['id']}:"), "handed to a worker in a job of its own"
+    async with start_worker(settings):
+        task = await wait_for_task(api, key, str(row["id"]))
+    assert task["status"] == "succeeded", task
+    assert await db.fetchval("SELECT count(*) FROM workouts") == 300

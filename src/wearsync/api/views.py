@@ -1,6 +1,7 @@
 """Handlers. Each validates its input with a model from api/models.py, then does one thing."""
 
 import asyncio
+import contextlib
 from asyncio import timeout as asyncio_timeout
 from uuid import UUID, uuid4
 
@@ -11,10 +12,10 @@ from aiohttp import web
 from wearsync import metrics
 from wearsync.api.common import APP_ID, DEPS, QUEUE, ApiError, json_body, json_response, validate
 from wearsync.api.models import ConnectionIn, ConnectionPath, SyncRequest, TaskPath, UserIn, UserPath
-from wearsync.db import queries, retention
+from wearsync.db import TRANSIENT_DB_ERRORS, queries, retention
 from wearsync.models import FINAL_STATUSES
 from wearsync.oauth import revoke_upstream, save_connection
-from wearsync.queue import continue_in_new_job
+from wearsync.queue import QUEUE_UNAVAILABLE, continue_in_new_job
 from wearsync.sync import NO_CONNECTION, run_task
 from wearsync.tasks import SyncRefused, describe_task, start_sync
 
@@ -51,6 +52,13 @@ async def trigger_sync(request: web.Request) -> web.Response:
                 # over and resumes it from its progress (the caller, cut off, finds it by asking again).
                 await continue_in_new_job(deps, request.app[QUEUE], str(task_id))
                 log.warning("sync cut off by shutdown, handed to a worker")
+                raise
+            except TRANSIENT_DB_ERRORS:
+                # The database failed the sync mid-way (the caller gets a 503): a worker takes the
+                # task over from its progress, or, the database still failing, the reaper does later.
+                with contextlib.suppress(*TRANSIENT_DB_ERRORS, *QUEUE_UNAVAILABLE):
+                    await continue_in_new_job(deps, request.app[QUEUE], str(task_id))
+                    log.warning("sync cut off by the database, handed to a worker")
                 raise
     else:  # the same sync is already queued or running: wait for its outcome
         try:
