@@ -6,8 +6,11 @@ import asyncio
 import sys
 from typing import Any
 
+import structlog
+from pydantic import ValidationError
+
 from wearsync import operate
-from wearsync.logging import configure_logging
+from wearsync.logging import capture_stray_output, configure_logging
 from wearsync.settings import Settings
 
 
@@ -179,7 +182,14 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    settings = Settings()
     service = args.command in ("api", "worker", "sim")  # long-running: one JSON object per line
+    try:
+        settings = Settings()
+    except ValidationError as e:  # logged in the command's default format, without the values (secrets)
+        configure_logging("json" if service else "console")
+        errors = [f"{'.'.join(map(str, error['loc']))}: {error['msg']}" for error in e.errors(include_url=False)]
+        structlog.get_logger(__name__).critical("invalid settings", errors=errors)
+        sys.exit(2)
     configure_logging(settings.log_format or ("json" if service else "console"), settings.log_level)
+    capture_stray_output()
     args.run(settings, args)

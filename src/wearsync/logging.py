@@ -2,13 +2,15 @@
 
 Every line carries what the context bound: `request_id` in the API (middlewares.request_context),
 `task_id` or `event_id` in a worker's job (worker.py), down to the provider clients' lines. The
-standard library's loggers (arq, aiohttp, asyncio) go through the same chain, so a process writes
-one format only."""
+standard library's loggers (arq, aiohttp, asyncio) go through the same chain, and so, with
+`capture_stray_output`, does what Python itself would print, so a process writes one format only."""
 
 import logging
 import re
 import sys
+import threading
 from collections.abc import MutableMapping
+from types import TracebackType
 from typing import Any
 
 import structlog
@@ -65,3 +67,39 @@ def configure_logging(log_format: str = "console", level: str = "INFO") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+def capture_stray_output() -> None:
+    """What Python would print to stderr in plain text goes through the chain above, one line each:
+    warnings, an exception that ends the process or a thread, and one Python can only report
+    ("Exception ignored in ...": raised in a `__del__`, or by a coroutine or generator closed as it
+    is collected). For the processes `wearsync` runs; a test process keeps its own hooks."""
+    logging.captureWarnings(True)
+    sys.excepthook = _uncaught
+    threading.excepthook = _uncaught_in_thread
+    sys.unraisablehook = _unraisable
+
+
+_log = structlog.get_logger(__name__)
+
+
+def _uncaught(kind: type[BaseException], error: BaseException, traceback: TracebackType | None) -> None:
+    _log.critical("uncaught exception, the process ends", exc_info=(kind, error, traceback))
+
+
+def _uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:  # as Python's own hook: a thread may end that way
+        return
+    thread = args.thread.name if args.thread is not None else None
+    _log.error(
+        "uncaught exception in a thread", thread=thread, exc_info=(args.exc_type, args.exc_value, args.exc_traceback)
+    )
+
+
+def _unraisable(unraisable: "sys.UnraisableHookArgs") -> None:  # a name in typeshed only
+    try:
+        where = repr(unraisable.object)
+    except Exception:  # the object may be half torn down
+        where = object.__repr__(unraisable.object)
+    info = (unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback)
+    _log.error(unraisable.err_msg or "Exception ignored in", object=where, exc_info=info)

@@ -93,16 +93,22 @@ def task_run(provider: str) -> Iterator[TaskRun]:
         TASK_RUN_SECONDS.labels(provider, run.outcome).observe(time.perf_counter() - started)
 
 
-async def count_open_work(db: asyncpg.Pool, redis: Redis, queue_name: str) -> None:
+# KEYS: queue. ARGV: now (ms). Jobs that may run now, and all jobs: read at once, so ready <= total.
+_QUEUE_DEPTH = "return {redis.call('ZCOUNT', KEYS[1], '-inf', ARGV[1]), redis.call('ZCARD', KEYS[1])}"
+
+
+async def count_open_work(db: asyncpg.Pool, redis: Redis, queue_name: str, timeout_s: float = 2) -> None:
     """Queue depth and open tasks, read at scrape time (arq scores each job by when it may run, in
-    ms). When Redis or PostgreSQL does not answer, they are left out and the rest is still served."""
+    ms). When Redis or PostgreSQL does not answer within `timeout_s`, they are left out and the rest
+    is still served.
+
+    One Redis command rather than a pipeline: cut off by the timeout or failed, redis-py closes the
+    command's connection (a reply may still be on its way) and gives it back to the pool, and there is
+    no pipeline object left holding one."""
     now_ms = int(time.time() * 1000)
     try:
-        async with asyncio.timeout(2):
-            async with redis.pipeline(transaction=True) as pipe:
-                pipe.zcount(queue_name, "-inf", now_ms)
-                pipe.zcard(queue_name)
-                ready, total = await pipe.execute()
+        async with asyncio.timeout(timeout_s):
+            ready, total = await redis.eval(_QUEUE_DEPTH, 1, queue_name, str(now_ms))  # type: ignore[misc]  # stubs: sync
             counts = await queries.open_task_counts(db)
     except Exception as e:
         log.warning("queue depth unavailable for metrics", error=repr(e))

@@ -6,6 +6,7 @@ script writes the job exactly as arq would (its serialized form, its expiry) and
 still refuses an id that exists. This is the API's hottest path (`POST .../sync`)."""
 
 import asyncio
+from collections.abc import Callable
 from uuid import UUID, uuid4
 
 import redis.exceptions
@@ -71,18 +72,22 @@ async def finish_handovers(deps: Deps, timeout_s: float = 10) -> None:
         await asyncio.wait(set(deps.handovers), timeout=timeout_s)
 
 
-async def wait_for_redis(redis: Redis, timeout_s: float, stop: asyncio.Event) -> bool:
+async def wait_for_redis(
+    redis: Redis, timeout_s: float, stop: asyncio.Event, waiting: Callable[[Exception, float], None] | None = None
+) -> bool:
     """Whether Redis answers again within `timeout_s` (pinged with a growing pause), unless
-    `stop` is set first."""
+    `stop` is set first. `waiting(error, pause)` hears of each ping that failed."""
     loop = asyncio.get_running_loop()
     deadline, pause = loop.time() + timeout_s, 0.2
     while not stop.is_set():
         try:
             await redis.ping()
             return True
-        except QUEUE_UNAVAILABLE:
+        except QUEUE_UNAVAILABLE as e:
             if loop.time() + pause > deadline:
                 return False
+            if waiting is not None:
+                waiting(e, pause)
             await asyncio.sleep(pause)
             pause = min(2 * pause, 2.0)
     return False

@@ -1,18 +1,20 @@
 """The loop `wearsync worker` runs: arq's, made to outlive a Redis outage.
 
-arq's worker ends, and the process with it, on the first Redis error of its polling loop. This one
-waits for Redis with a growing pause instead, and the jobs it is running carry on (a job that
-needs Redis meanwhile waits for it: see `sync_task`). Redis may come back empty (restarted
-without persistence): a marker key tells, and the worker then looks for lost tasks at once instead
-of at the reaper's next minute."""
+arq's worker ends, and the process with it, on the first Redis error of its polling loop (and when
+Redis is not up within a few seconds of its start). This one waits for Redis with a growing pause
+instead, and the jobs it is running carry on (a job that needs Redis meanwhile waits for it: see
+`sync_task`). Redis may come back empty (restarted without persistence): a marker key tells, and
+the worker then looks for lost tasks at once instead of at the reaper's next minute."""
 
 import asyncio
+import math
 from typing import Any
 
 import structlog
 from arq.worker import get_kwargs
+from redis.asyncio import Redis
 
-from wearsync.queue import QUEUE_UNAVAILABLE
+from wearsync.queue import QUEUE_UNAVAILABLE, wait_for_redis
 from wearsync.settings import Settings
 from wearsync.worker import DrainingWorker, WorkerSettings, reap_lost_tasks, worker_options
 
@@ -22,14 +24,50 @@ PAUSE_S, MAX_PAUSE_S = 0.5, 4.0
 
 
 class OutlastingWorker(DrainingWorker):
-    """The worker `wearsync worker` runs: it drains on SIGTERM (DrainingWorker), its polling loop
-    survives Redis errors, and it notices a Redis that lost its keys."""
+    """The worker `wearsync worker` runs: it drains on SIGTERM (DrainingWorker), waits for a Redis
+    that is not up yet at its start, its polling loop survives Redis errors, and it notices a Redis
+    that lost its keys."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.outage_pause_s: float | None = None  # while Redis is down: the next pause
         # Set once and never expiring: only a Redis that lost its contents lacks it.
         self.marker_key = f"{self.queue_name}:contents-marker"
+
+    async def main(self) -> None:
+        if self._pool is None:
+            await self._wait_for_queue()
+        await super().main()  # arq connects, starts up and polls
+
+    async def _wait_for_queue(self) -> None:
+        """arq gives up on a Redis that does not answer at start after a few tries, and the process
+        ends; a worker started before Redis (a deploy, a restart of everything) waits for it. A
+        SIGTERM meanwhile cancels the wait, as it cancels arq's main task."""
+        settings: Settings = self.ctx["settings"]
+        redis_settings = self.redis_settings
+        assert redis_settings is not None  # a worker without a pool of its own has them
+        where = redis_settings.unix_socket_path or f"{redis_settings.host}:{redis_settings.port}"
+        address = f"{where}/{redis_settings.database}"  # without credentials
+        failed = 0
+
+        def waiting(error: Exception, pause: float) -> None:
+            nonlocal failed
+            failed += 1
+            log.warning(
+                "queue unavailable at start, the worker waits for it",
+                redis=address,
+                error=repr(error),
+                retry_in_s=pause,
+            )
+
+        timeout = redis_settings.conn_timeout  # also for a Redis that takes connections and does not answer
+        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        try:
+            await wait_for_redis(redis, math.inf, asyncio.Event(), waiting)
+        finally:
+            await redis.aclose()
+        if failed:
+            log.info("queue available, the worker starts", redis=address)
 
     async def _poll_iteration(self) -> None:
         try:

@@ -5,6 +5,7 @@ import asyncio
 import os
 import pwd
 import shutil
+import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
@@ -69,6 +70,16 @@ class OwnRedis:
             return False
         finally:
             await client.aclose()
+
+    def pause(self) -> None:
+        """SIGSTOP: connections are still accepted and commands taken (by the kernel), and nothing
+        answered, as from a Redis that hangs, until `resume`."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
 
     async def stop(self) -> None:
         """SIGKILL: nothing saved, nothing flushed, connections cut."""

@@ -3,7 +3,6 @@ API outlive the outage (the API answers 503 meanwhile), the tasks are recovered 
 PostgreSQL rows and finish, and the stored rows are exactly the simulator's records."""
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -20,14 +19,6 @@ from wearsync.worker_loop import create_worker
 
 Client = TestClient[web.Request, web.Application]
 USERS, WORKOUTS = 5, 400
-
-
-@pytest.fixture
-async def own_redis() -> AsyncIterator[OwnRedis]:
-    redis = OwnRedis()
-    await redis.start()
-    yield redis
-    await redis.stop()
 
 
 @pytest.fixture
