@@ -301,6 +301,17 @@ def refreshes(sim_state: SimState, provider: str) -> int:
     return sum(1 for p, grant, _ in sim_state.grants if p == provider and grant == "refresh_token")
 
 
+async def stored_suunto_workouts_as_served(
+    db: asyncpg.Pool, sim_server: TestServer, user_id: str, sim_user: str
+) -> list[str]:
+    """The user's stored Suunto workouts equal the simulator's, none lost, none twice; their ids."""
+    served = await sim_records(sim_server, "suunto", sim_user)
+    rows = await db.fetch("SELECT provider_record_id FROM workouts WHERE user_id = $1", uuid.UUID(user_id))
+    stored = sorted(r["provider_record_id"] for r in rows)
+    assert stored == sorted(w["workoutKey"] for w in served["workouts"])
+    return stored
+
+
 async def wait_for_task(
     client: TestClient[web.Request, web.Application], key: str, task_id: str, timeout_s: float = 60
 ) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from arq.cron import cron
 from arq.worker import Worker, func
 
 from wearsync import metrics
-from wearsync.db import TRANSIENT_DB_ERRORS, queries, retention, service_pool
+from wearsync.db import TRANSIENT_DB_ERRORS, queries, retention, service_pool_when_up
 from wearsync.models import TaskStatus
 from wearsync.providers.errors import JobSliceDone, RateLimited
 from wearsync.queue import QUEUE_UNAVAILABLE, continue_in_new_job, finish_handovers, wait_for_redis
@@ -208,7 +208,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         host, port = settings.worker_metrics_host, settings.worker_metrics_port
         ctx["metrics"] = await metrics.start_server(host, port, settings.metrics_token)
         log.info("serving metrics", url=f"http://{host}:{port}/metrics")
-    db = await service_pool(settings, settings.db_pool_max)
+    db = await service_pool_when_up(settings, settings.db_pool_max)
     ctx["deps"] = Deps(settings=settings, db=db, http=create_http_client(settings, ctx["redis"]))
 
 

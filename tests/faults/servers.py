@@ -90,17 +90,18 @@ class OwnRedis:
 
 
 class WorkerProcess:
-    """`python -m wearsync worker` with these settings; its output kept, to tell what it noticed."""
+    """`python -m wearsync worker` (or another `command`) with these settings; its output kept, to
+    tell what it noticed."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, *command: str) -> None:
+        self.settings, self.command = settings, command or ("worker",)
         self.output = bytearray()
         self.process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> "WorkerProcess":
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "wearsync", "worker", env=process_env(self.settings),
+            sys.executable, "-m", "wearsync", *self.command, env=process_env(self.settings),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
         self._reader = asyncio.create_task(self._read())

@@ -4,11 +4,7 @@ database is down, refuses connections or does not answer, and works again after.
 
 import asyncio
 import os
-import shutil
 import signal
-import tempfile
-from collections.abc import AsyncIterator
-from pathlib import Path
 from uuid import uuid4
 
 import asyncpg
@@ -17,10 +13,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from arq import Retry
 
-from tests.conftest import Factory, sim_records, start_sync, wait_for_task
+from tests.conftest import Factory, start_sync, stored_suunto_workouts_as_served, wait_for_task
+from tests.faults.conftest import on_own_postgres
 from tests.faults.servers import OwnPostgres, WorkerProcess, wait_until
 from wearsync import worker as jobs
-from wearsync.db.migrate import migrate
 from wearsync.settings import Settings
 from wearsync.sim.common import SimState
 from wearsync.sync import Deps
@@ -30,33 +26,8 @@ DOWN = {"detail": "Database unavailable, try again later"}
 
 
 @pytest.fixture
-async def own_postgres() -> AsyncIterator[OwnPostgres]:
-    folder = Path(tempfile.mkdtemp(prefix="wearsync-pg-"))
-    pg = OwnPostgres(folder, max_connections=40)
-    try:
-        await pg.init()
-        await pg.start()
-        admin = await asyncpg.connect(pg.admin_dsn)
-        await admin.execute("CREATE DATABASE wearsync")
-        await admin.close()
-        conn = await asyncpg.connect(pg.dsn("wearsync"))
-        await migrate(conn)
-        await conn.close()
-        yield pg
-    finally:
-        await pg.stop("immediate", missing_ok=True)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture
 def settings(settings: Settings, own_postgres: OwnPostgres) -> Settings:
-    """The usual test settings, with the data in this test's own PostgreSQL; small pools (the
-    cluster takes 40 connections) that connect only when asked (asyncpg otherwise restores a
-    pool's floor in the background); a connection attempt given up after a second."""
-    return settings.model_copy(
-        update={"database_url": own_postgres.dsn("wearsync"), "db_pool_min": 0, "db_pool_max": 4, "api_db_pool_max": 4,
-                "db_connect_timeout_s": 1, "schedule_interval_s": 0, "suunto_rate_limits": "100000/900"}
-    )  # fmt: skip
+    return on_own_postgres(settings, own_postgres)
 
 
 async def answers(client: Client, method: str, path: str, key: str) -> tuple[int, object, float]:
@@ -105,9 +76,7 @@ async def test_a_sync_goes_on_after_postgres_restarts(
         again = await start_sync(client, key, "suunto", other_user, "data_type=workouts&limit=10")
         assert (await wait_for_task(client, key, again, timeout_s=20))["status"] == "succeeded"
         assert worker.alive, worker.log()
-    served = await sim_records(sim_server, "suunto", sim_user)  # type: ignore[arg-type]
-    stored = await db.fetch("SELECT provider_record_id FROM workouts WHERE user_id = $1", user_id)
-    assert sorted(r["provider_record_id"] for r in stored) == sorted(w["workoutKey"] for w in served["workouts"])
+    stored = await stored_suunto_workouts_as_served(db, sim_server, user_id, sim_user)  # type: ignore[arg-type]
     assert len(stored) == 600  # none lost, none twice
     assert task["progress"]["workouts"]["records"]["workouts"] >= 600
 

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.conftest import Factory, sim_records, start_sync, wait_for_task
+from tests.conftest import Factory, start_sync, stored_suunto_workouts_as_served, wait_for_task
 from tests.faults.servers import OwnRedis, WorkerProcess, wait_until
 from wearsync.api.app import create_app
 from wearsync.settings import Settings
@@ -67,9 +67,7 @@ async def test_a_worker_started_before_redis_waits_for_it_then_syncs(
         assert task["status"] == "succeeded", task
         assert await worker.logged("queue available, the worker starts"), worker.log()
 
-    served = await sim_records(sim_server, "suunto", sim_user)
-    stored = await db.fetch("SELECT provider_record_id FROM workouts WHERE user_id = $1", user_id)
-    assert sorted(r["provider_record_id"] for r in stored) == sorted(w["workoutKey"] for w in served["workouts"])
+    await stored_suunto_workouts_as_served(db, sim_server, user_id, sim_user)
 
 
 async def test_a_sigterm_ends_a_worker_waiting_for_redis_with_exit_code_0(settings: Settings) -> None:

@@ -9,7 +9,7 @@ from arq.connections import RedisSettings
 from wearsync.api import data, oauth, openapi, views, webhooks
 from wearsync.api.common import DEPS, KEY_CACHE, QUEUE
 from wearsync.api.middlewares import api_key_auth, errors, request_context
-from wearsync.db import service_pool
+from wearsync.db import service_pool_when_up
 from wearsync.queue import finish_handovers
 from wearsync.settings import Settings
 from wearsync.sync import Deps, create_http_client
@@ -20,7 +20,7 @@ SETTINGS = web.AppKey("settings", Settings)
 async def resources(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     settings.cipher()  # no key, no start: tokens are never stored in clear
-    db = await service_pool(settings, settings.api_db_pool_max)
+    db = await service_pool_when_up(settings, settings.api_db_pool_max)
     queue = await create_redis_pool(RedisSettings.from_dsn(settings.redis_url), default_queue_name=settings.queue_name)
     # Sync mode runs provider clients inside the request, so the API has an upstream session too.
     http = create_http_client(settings, queue)

@@ -1,11 +1,16 @@
 """PostgreSQL access: the pool, migrations and a few query modules. SQL lives next to its caller."""
 
+import asyncio
 import json
 import math
+from urllib.parse import parse_qsl, urlsplit
 
 import asyncpg
+import structlog
 
 from wearsync.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -74,3 +79,35 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
     *DB_TIMEOUT_ERRORS,
 )
+
+
+def _where(dsn: str) -> str:
+    """host:port/database of a DSN, without its credentials (or the socket folder it names)."""
+    parts = urlsplit(dsn)
+    host = parts.netloc.rpartition("@")[2] or dict(parse_qsl(parts.query)).get("host", "")
+    return f"{host}{parts.path}"
+
+
+async def service_pool_when_up(settings: Settings, max_size: int) -> asyncpg.Pool:
+    """`service_pool`, once PostgreSQL answers: a process started before its database (a deploy,
+    a restart of everything) waits for it, asking again with a growing pause and logging each try,
+    instead of ending. Only what can pass is waited out (refused, starting up, out of slots); a
+    wrong password or database name ends the process at once. A SIGTERM meanwhile cancels the wait."""
+    pause = 0.2
+    while True:
+        pool: asyncpg.Pool | None = None
+        try:
+            pool = await service_pool(settings, max_size)
+            await pool.fetchval("SELECT 1")  # a pool without a floor (min 0) connects only when asked
+            if pause > 0.2:
+                log.info("database available", database=_where(settings.database_url))
+            return pool
+        except TRANSIENT_DB_ERRORS as e:
+            if pool is not None:
+                pool.terminate()
+            log.warning(
+                "database unavailable at start, waiting for it",
+                database=_where(settings.database_url), error=repr(e), retry_in_s=pause,
+            )  # fmt: skip
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, 2.0)
