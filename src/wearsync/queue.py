@@ -10,6 +10,7 @@ from collections.abc import Callable
 from uuid import UUID, uuid4
 
 import redis.exceptions
+import structlog
 from arq import ArqRedis
 from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
@@ -18,6 +19,8 @@ from redis.asyncio import Redis
 
 from wearsync.db import queries
 from wearsync.sync import Deps
+
+log = structlog.get_logger(__name__)
 
 # Redis is unreachable (refused, reset, timed out, loading after a restart): the same command can
 # succeed once it is back.
@@ -67,9 +70,15 @@ async def _continue_in_new_job(deps: Deps, queue: ArqRedis, task_id: str, replac
 
 
 async def finish_handovers(deps: Deps, timeout_s: float = 10) -> None:
-    """Wait (a bounded time) for the hand-overs still under way; their errors were the callers'."""
-    if deps.handovers:
-        await asyncio.wait(set(deps.handovers), timeout=timeout_s)
+    """Wait (a bounded time) for the hand-overs still under way, and for those that what is still
+    ending starts meanwhile (a sync call cancelled at shutdown starts its own on its way out)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while deps.handovers and loop.time() < deadline:
+        done, _ = await asyncio.wait(set(deps.handovers), timeout=deadline - loop.time())
+        for task in done:
+            if not task.cancelled() and (error := task.exception()) is not None:
+                log.warning("handing a task over failed", error=repr(error))  # its caller may be gone
 
 
 async def wait_for_redis(

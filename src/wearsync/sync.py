@@ -41,8 +41,9 @@ class Deps:
     http: HttpClient
     # Set when the worker is told to stop (SIGTERM): its jobs stop after the page in hand.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    # Tasks handing work over to a new job (queue.continue_in_new_job), awaited before closing.
-    handovers: set[asyncio.Task[bool]] = field(default_factory=set)
+    # Hand-overs of work to a new job under way (queue.continue_in_new_job), and the API's sync
+    # calls, which hand their task over when cancelled: awaited before the pools close.
+    handovers: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
 def create_http_client(settings: Settings, redis: Redis) -> HttpClient:

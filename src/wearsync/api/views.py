@@ -44,6 +44,11 @@ async def trigger_sync(request: web.Request) -> web.Response:
             "message": f"Sync task queued for {req.provider}. Check task status for results.",
         })  # fmt: skip
     if created:
+        # The API stopping cancels this request; the hand-over it then makes must be waited for
+        # before the pools close, and may start after the shutdown already looked for hand-overs.
+        this_call = asyncio.current_task()
+        assert this_call is not None
+        deps.handovers.add(this_call)
         with structlog.contextvars.bound_contextvars(task_id=str(task_id)):  # as a worker's job lines
             try:
                 details = await run_task(deps, task_id) or {}
@@ -60,6 +65,8 @@ async def trigger_sync(request: web.Request) -> web.Response:
                     await continue_in_new_job(deps, request.app[QUEUE], str(task_id))
                     log.warning("sync cut off by the database, handed to a worker")
                 raise
+            finally:
+                deps.handovers.discard(this_call)
     else:  # the same sync is already queued or running: wait for its outcome
         try:
             async with asyncio_timeout(deps.settings.sync_join_wait_s):
