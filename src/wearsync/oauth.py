@@ -332,6 +332,15 @@ async def revoke_upstream(deps: Deps, row: asyncpg.Record) -> str | None:
     return reason
 
 
+async def disconnect(deps: Deps, row: asyncpg.Record) -> dict[str, object]:
+    """Withdraw our access to a connection's account at the provider (best effort), then deactivate
+    the connection, also where revoking made the provider refuse the token (and so deactivated it
+    already): whether the provider was told, and if not, why."""
+    upstream_error = await revoke_upstream(deps, row)
+    await queries.deactivate_connection(deps.db, row["user_id"], row["provider"], "disconnected", only_active=False)
+    return {"upstream_revoked": upstream_error is None, "upstream_error": upstream_error}
+
+
 async def queue_first_sync(deps: Deps, queue: ArqRedis, auth: Authorization) -> UUID | None:
     """A sync of everything the provider offers, started as `POST .../sync` starts one; None when it
     could not be queued (the connection stands: scheduled syncs, or the caller, will sync it)."""

@@ -14,7 +14,7 @@ from wearsync.api.common import APP_ID, DEPS, QUEUE, ApiError, json_body, json_r
 from wearsync.api.models import ConnectionIn, ConnectionPath, SyncRequest, TaskPath, UserIn, UserPath
 from wearsync.db import TRANSIENT_DB_ERRORS, queries, retention
 from wearsync.models import FINAL_STATUSES
-from wearsync.oauth import revoke_upstream, save_connection
+from wearsync.oauth import disconnect, save_connection
 from wearsync.queue import QUEUE_UNAVAILABLE, continue_in_new_job
 from wearsync.sync import NO_CONNECTION, run_task
 from wearsync.tasks import SyncRefused, describe_task, start_sync
@@ -162,17 +162,15 @@ async def delete_user(request: web.Request) -> web.Response:
     await own_user(request, path.user_id)
     deps = request.app[DEPS]
     active = [row for row in await queries.list_connections(deps.db, path.user_id) if row["active"]]
-    errors = await asyncio.gather(*(revoke_upstream(deps, row) for row in active))
-    for row in active:  # a repeat does not revoke again
-        await queries.deactivate_connection(deps.db, path.user_id, row["provider"], "disconnected", only_active=False)
+    # Deactivated as they are revoked: a repeat does not revoke again.
+    outcomes = await asyncio.gather(*(disconnect(deps, row) for row in active))
     deleted = await retention.delete_user(deps.db, path.user_id)
     log.info("user deleted", user_id=str(path.user_id), **deleted)
     return json_response({
         "user_id": path.user_id,
         "deleted": deleted,
         "connections": [
-            {"provider": row["provider"], "upstream_revoked": error is None, "upstream_error": error}
-            for row, error in zip(active, errors, strict=True)
+            {"provider": row["provider"], **outcome} for row, outcome in zip(active, outcomes, strict=True)
         ],
     })  # fmt: skip
 
@@ -186,16 +184,8 @@ async def delete_connection(request: web.Request) -> web.Response:
     row = await queries.get_active_connection(deps.db, path.user_id, path.provider)
     if row is None:
         raise ApiError(404, NO_CONNECTION)
-    upstream_error = await revoke_upstream(deps, row)
-    # Even where revoking made the provider refuse the token (and so deactivated the connection).
-    await queries.deactivate_connection(deps.db, path.user_id, path.provider, "disconnected", only_active=False)
-    return json_response({
-        "user_id": path.user_id,
-        "provider": path.provider,
-        "active": False,
-        "upstream_revoked": upstream_error is None,
-        "upstream_error": upstream_error,
-    })  # fmt: skip
+    outcome = await disconnect(deps, row)
+    return json_response({"user_id": path.user_id, "provider": path.provider, "active": False, **outcome})
 
 
 async def health(request: web.Request) -> web.Response:
