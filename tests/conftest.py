@@ -7,6 +7,7 @@ starts from empty tables."""
 import asyncio
 import contextlib
 import os
+import socket
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -37,6 +38,14 @@ from wearsync.sim import create_sim_app
 from wearsync.sim.common import STATE_KEY, SimState
 from wearsync.sync import Deps, create_http_client
 from wearsync.worker import WorkerSettings, worker_options
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -19,15 +18,8 @@ import asyncpg
 import pytest
 import yarl
 
-from tests.conftest import with_database
+from tests.conftest import free_port, with_database
 from wearsync.db.migrate import migrate
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

