@@ -46,13 +46,15 @@ def as_served(exercise: dict[str, Any], flags: set[str]) -> dict[str, Any]:
 
 
 def expected_heart_rate(exercises: list[dict[str, Any]]) -> dict[datetime, float]:
+    """Heart-rate series as the spec shapes them (`sample-type` "0", `recording-rate`, `data` with
+    `null` or empty gaps)."""
     expected = {}
     for e in exercises:
         for series in e["samples"]:
-            if series["sample_type"] == "0":
+            if series["sample-type"] == "0":
                 for i, value in enumerate(series["data"].split(",")):
-                    if value != "":
-                        expected[utc_start(e) + timedelta(seconds=i * series["recording_rate"])] = float(value)
+                    if value not in ("", "null"):
+                        expected[utc_start(e) + timedelta(seconds=i * series["recording-rate"])] = float(value)
     return expected
 
 
@@ -152,6 +154,11 @@ async def test_samples_zones_and_route_flags_are_honoured(
     if "samples" in flags:
         expected = expected_heart_rate(served["exercises"])
         assert len(expected) > 1000
+        # Both spellings of a gap, and RR series without a recording rate, were served.
+        served_series = [series for e in served["exercises"] for series in e["samples"]]
+        assert any(",null," in series["data"] for series in served_series)
+        assert any(",," in series["data"] for series in served_series)
+        assert any(series["recording-rate"] is None for series in served_series)
         assert {r["sample_type"] for r in samples} == {"heart_rate"}
         assert {r["recorded_at"]: r["value"] for r in samples} == expected
         assert len(samples) == len(expected)

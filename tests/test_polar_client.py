@@ -1,17 +1,21 @@
 """Edge cases of the Polar client, one upstream answer at a time (aioresponses). The full path
 against the simulator and PostgreSQL is in test_polar.py; here storage is replaced by a list."""
 
+import functools
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from aioresponses import aioresponses
 
 from tests.clients import RecordingContext, recording_context, sent
 from wearsync.models import SyncParams
 from wearsync.providers import polar
+from wearsync.providers.core import map_page
 from wearsync.providers.errors import MalformedPayload, UpstreamAuthError, UpstreamError
 from wearsync.providers.http import HttpClient
 from wearsync.records import Sample, Workout
@@ -20,6 +24,7 @@ from wearsync.settings import Settings
 API = "https://polar.test/api"
 USERS = f"{API}/v3/users"
 EXERCISES = re.compile(r"^https://polar\.test/api/v3/exercises\?.*$")
+POLAR_SPEC = Path(__file__).resolve().parents[2] / "shared" / "upstream-specs" / "polar" / "swagger.yaml"
 
 
 def make_ctx(http: HttpClient, done: Mapping[str, int] | None = None, **params: Any) -> RecordingContext:
@@ -128,19 +133,26 @@ async def test_a_page_stored_by_an_earlier_run_is_not_fetched_again(
     assert ctx.pages == []
 
 
-@pytest.mark.parametrize("body", [{"exercises": []}, None, "exercises"])
+@pytest.mark.parametrize("body", [{"exercises": []}, "exercises", 17])
 async def test_an_answer_that_is_no_list_fails_the_type(
     http: HttpClient, upstream: type[aioresponses], body: Any
 ) -> None:
     ctx = make_ctx(http)
     with upstream() as m:
         m.post(USERS, payload={})
-        if body is None:
-            m.get(EXERCISES, body="null", content_type="application/json")
-        else:
-            m.get(EXERCISES, payload=body)
+        m.get(EXERCISES, payload=body)
         with pytest.raises(MalformedPayload, match="returned no exercise list"):
             await polar.sync_exercises(ctx)
+
+
+async def test_no_content_is_no_exercises(http: HttpClient, upstream: type[aioresponses]) -> None:
+    ctx = make_ctx(http)
+    with upstream() as m:
+        m.post(USERS, status=204)
+        m.get(EXERCISES, status=204)
+        await polar.sync_exercises(ctx)
+    assert ctx.pages == [[]]
+    assert ctx.page_keys == [("exercises", 0)]
 
 
 @pytest.mark.parametrize(
@@ -150,7 +162,8 @@ async def test_an_answer_that_is_no_list_fails_the_type(
         ({"duration": "PT"}, "'PT'"),
         ({"start_time": "yesterday"}, "yesterday"),
         ({"start_time_utc_offset": None}, "start_time_utc_offset is missing"),
-        ({"samples": [{"sample_type": "0", "recording_rate": 1, "data": "120,x"}]}, "could not convert"),
+        ({"samples": [{"sample-type": "0", "recording-rate": 1, "data": "120,x"}]}, "could not convert"),
+        ({"samples": [{"sample-type": "0", "recording-rate": None, "data": "120"}]}, "recording-rate None"),
     ],
 )
 async def test_an_unreadable_exercise_fails_the_page_naming_it(
@@ -236,26 +249,94 @@ def test_sports(sport: str, detailed: str | None, expected: tuple[str, str]) -> 
 
 def test_heart_rate_samples_skip_gaps_and_other_types_stay_in_raw() -> None:
     samples = [
-        {"sample_type": "1", "recording_rate": 1, "data": "10.8,11.2"},  # speed: raw only
-        {"sample_type": "0", "recording_rate": 5, "data": "120,121,,123, "},
+        {"recording-rate": 1, "sample-type": "1", "data": "10.8,11.2"},  # speed: raw only
+        {"recording-rate": None, "sample-type": "11", "data": "512,498"},  # RR intervals: no rate, raw only
+        {"recording-rate": 5, "sample-type": "0", "data": "120,121,null,123,NULL,,124, "},
     ]
-    raw = exercise(samples=samples, heart_rate_zones=[{"index": 1}], route=[{"latitude": 60.1}])
+    zones = [{"index": 1, "lower-limit": 110, "upper-limit": 130, "in-zone": "PT4S"}]
+    raw = exercise(samples=samples, heart_rate_zones=zones, route=[{"latitude": 60.1, "time": "PT210.026S"}])
     workout, *rows = polar.map_exercise(raw)
     assert isinstance(workout, Workout)
-    assert workout.raw["route"] == [{"latitude": 60.1}]
-    assert workout.raw["heart_rate_zones"] == [{"index": 1}]
+    assert workout.raw["route"] == [{"latitude": 60.1, "time": "PT210.026S"}]
+    assert workout.raw["heart_rate_zones"] == zones
     start = datetime(2026, 11, 1, 5, 30, tzinfo=UTC)
     assert all(isinstance(r, Sample) for r in rows)
     assert [(r.sample_type, r.recorded_at, r.value) for r in rows if isinstance(r, Sample)] == [
         ("heart_rate", start, 120.0),
         ("heart_rate", start + timedelta(seconds=5), 121.0),
-        ("heart_rate", start + timedelta(seconds=15), 123.0),  # index 2 was a gap
+        ("heart_rate", start + timedelta(seconds=15), 123.0),  # index 2 was a gap (null)
+        ("heart_rate", start + timedelta(seconds=30), 124.0),  # 4 and 5 were gaps (NULL, empty)
+    ]
+
+
+def test_underscored_series_keys_are_read_too() -> None:
+    """Public AccessLink clients also read `sample_type` / `recording_rate`: so does ours."""
+    rows = polar.map_exercise(exercise(samples=[{"sample_type": "0", "recording_rate": 2, "data": "99,100"}]))
+    assert [(r.recorded_at, r.value) for r in rows[1:] if isinstance(r, Sample)] == [
+        (datetime(2026, 11, 1, 5, 30, tzinfo=UTC), 99.0),
+        (datetime(2026, 11, 1, 5, 30, 2, tzinfo=UTC), 100.0),
     ]
 
 
 def test_empty_heart_rate_series_gives_no_samples() -> None:
-    rows = polar.map_exercise(exercise(samples=[{"sample_type": "0", "recording_rate": 1, "data": ""}]))
-    assert len(rows) == 1
+    for data in ("", None):
+        rows = polar.map_exercise(exercise(samples=[{"sample-type": "0", "recording-rate": 1, "data": data}]))
+        assert len(rows) == 1
+
+
+# ---- Polar's own examples (swagger.yaml) ------------------------------------------------------
+
+
+def spec_example(name: str) -> Any:
+    """The example object of a schema of Polar's AccessLink spec, assembled from the examples of its
+    properties (the spec gives examples per property, not per object)."""
+    spec = polar_spec()
+    schema = spec["components"]["schemas"][name]
+    return _example(spec, schema)
+
+
+def _example(spec: dict[str, Any], schema: dict[str, Any]) -> Any:
+    if "$ref" in schema:
+        return _example(spec, spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]])
+    if "example" in schema:
+        return schema["example"]
+    if schema.get("type") == "array":
+        return [_example(spec, schema["items"])]
+    return {key: _example(spec, prop) for key, prop in schema.get("properties", {}).items()}
+
+
+@functools.cache
+def polar_spec() -> dict[str, Any]:
+    if not POLAR_SPEC.is_file():
+        pytest.skip(f"Polar's AccessLink spec is not at {POLAR_SPEC}")
+    spec: dict[str, Any] = yaml.safe_load(POLAR_SPEC.read_text())
+    return spec
+
+
+def test_the_specs_exercise_example_maps_to_storable_rows() -> None:
+    example = spec_example("exerciseHashId")
+    assert example["samples"][0]["sample-type"] == "1"  # the documented shape, hyphenated
+    assert example["heart_rate_zones"][0]["lower-limit"] == 110
+    heart_rate = example["samples"][0] | {"sample-type": "0"}  # the example's series, read as heart rate
+    example["samples"].append(heart_rate)
+    workout, *samples = map_page([example], polar.map_exercise)  # map_page: every row storable
+    assert isinstance(workout, Workout)
+    start = datetime(2008, 10, 13, 7, 40, 2, tzinfo=UTC)  # 10:40:02 local at UTC+3 (offset 180)
+    assert (workout.provider_record_id, workout.start_time, workout.duration_s) == (
+        "2AC312F",
+        start,
+        2 * 3600 + 44 * 60,
+    )
+    assert (workout.avg_hr, workout.max_hr, workout.energy_kcal, workout.distance_m) == (129, 147, 530, 1600)
+    assert (workout.sport, workout.provider_sport, workout.device_name) == (
+        "other",
+        "WATERSPORTS_WATERSKI",
+        "Polar M400",
+    )
+    values = heart_rate["data"].split(",")
+    assert [(s.recorded_at, s.value) for s in samples if isinstance(s, Sample)] == [
+        (start + timedelta(seconds=5 * i), float(v)) for i, v in enumerate(values)
+    ]
 
 
 @pytest.mark.parametrize(

@@ -3,10 +3,13 @@
 AccessLink serves data only to users our app has registered (`POST /v3/users` with our
 `member-id`, the wearsync user id); a sync registers first and takes 409 (already registered) as
 success. `GET /v3/exercises` then answers the last 30 days in one list: one call, one page.
-The contract's `samples`, `zones` and `route` go upstream as true/false. Heart-rate samples
-(sample_type "0") become `heart_rate` Sample rows at start + i * recording_rate, gaps (empty
-values) skipped; the other sample types, the zones and the route stay in the workout's raw JSON
-only (our choice: the samples table keeps the types every provider shares).
+The contract's `samples`, `zones` and `route` go upstream as true/false. A sample series is
+AccessLink's `sample` schema: `sample-type`, `recording-rate` (seconds) and `data`, the values
+comma-separated, where `null` (or nothing) marks a moment the sensor was offline. Heart-rate series
+(type "0") become `heart_rate` Sample rows at start + i * recording-rate, gaps skipped; the other
+sample types, the zones and the route stay in the workout's raw JSON only (our choice: the samples
+table keeps the types every provider shares). docs/providers/polar.md lists the upstream facts
+this relies on and where each comes from.
 
 Polar tokens are long-lived and come without a refresh token: a refused token deactivates the
 connection (the shared Credentials.refresh). Rate limits: none documented, so none are counted
@@ -16,11 +19,11 @@ Polar's sport list as public clients read them (unconfirmed by AccessLink's docs
 
 Webhooks: a delivery is signed with `Polar-Webhook-Signature`, the hex HMAC-SHA256 of the raw
 body under the signature secret Polar returned when the webhook was created
-(WEARSYNC_POLAR_WEBHOOK_SECRET). Polar signs no timestamp of its own (the body's `timestamp` is
-when the event happened, and a retry may come much later), so none is checked for age: a replay is
-a duplicate of a stored event. `PING` (sent when the webhook is created) names no user: it is
-acknowledged and nothing is stored. `EXERCISE` names the exercise by `entity_id` and `url`: the
-worker fetches it only if the URL is exactly `<WEARSYNC_POLAR_API_URL>/v3/exercises/<entity_id>`
+(WEARSYNC_POLAR_WEBHOOK_SECRET). Polar signs no time apart from the body (whose `timestamp` is
+when the notification was sent, says the spec), so none is checked for age: a replay is a
+duplicate of a stored event. `PING` (sent when the webhook is created or changed) names no user:
+it is acknowledged and nothing is stored. `EXERCISE` names the exercise by `entity_id` and `url`:
+the worker fetches it only if the URL is exactly `<WEARSYNC_POLAR_API_URL>/v3/exercises/<entity_id>`
 (anything else fails the event, no request made: no server-side request forgery), without
 samples, zones or route (our choice: one light call per exercise; a sync asks for those), and
 upserts it as a sync would, so the row's raw JSON is the exercise without those fields. `SLEEP`
@@ -48,7 +51,8 @@ log = structlog.get_logger(__name__)
 
 NAME = "polar"
 PAGE_KEY = "exercises"
-HEART_RATE = "0"
+HEART_RATE = "0"  # Polar's sample types: 0 heart rate (bpm), 1 speed (km/h), 2 cadence, 3 altitude, ...
+GAPS = ("", "null")  # a value the sensor did not record, as the spec documents it ("null") or left empty
 
 SPORTS: dict[str, str] = {
     "RUNNING": "running", "ROAD_RUNNING": "running", "TRAIL_RUNNING": "trail_running",
@@ -97,17 +101,23 @@ def parse_start(start_time: str, offset_minutes: int | None) -> datetime:
     return (local - timedelta(minutes=offset_minutes)).replace(tzinfo=UTC)
 
 
+def series_field(series: dict[str, Any], name: str) -> Any:
+    """A sample series' field by the spec's hyphenated name ("sample-type"), else by its underscored
+    spelling, which public AccessLink clients also read (the exercise's own fields are underscored)."""
+    return series[name] if name in series else series[name.replace("-", "_")]
+
+
 def heart_rate_samples(exercise: dict[str, Any], start: datetime) -> list[Sample]:
-    """One `heart_rate` row per value of the heart-rate series; an empty value is a gap."""
+    """One `heart_rate` row per value of the heart-rate series; a null or empty value is a gap."""
     rows = []
     for series in exercise.get("samples") or []:
-        if str(series["sample_type"]) != HEART_RATE:
+        if str(series_field(series, "sample-type")) != HEART_RATE:
             continue
-        rate = float(series["recording_rate"])
-        if rate <= 0:
-            raise ValueError(f"recording_rate {rate} of exercise {exercise['id']}")
-        for i, value in enumerate(series["data"].split(",") if series["data"] else []):
-            if value.strip():
+        rate = num(series_field(series, "recording-rate"))  # null only for RR intervals, says the spec
+        if rate is None or rate <= 0:
+            raise ValueError(f"recording-rate {rate!r} of the heart-rate series of exercise {exercise['id']}")
+        for i, value in enumerate((series["data"] or "").split(",")):
+            if value.strip().lower() not in GAPS:
                 raw = {"exercise_id": exercise["id"], "sample_type": HEART_RATE, "recording_rate": rate, "index": i}
                 rows.append(Sample("heart_rate", start + timedelta(seconds=i * rate), float(value), raw))
     return rows
@@ -184,6 +194,8 @@ async def sync_exercises(ctx: SyncContext) -> None:
     url = f"{ctx.config.api_url}/v3/exercises"
     query = {"samples": _flag(p.samples), "zones": _flag(p.zones), "route": _flag(p.route)}
     body = await ctx.get_json(url, params=query)
+    if body is None:  # 204 No Content: AccessLink's answer where it has no data
+        body = []
     if not isinstance(body, list):
         raise MalformedPayload(f"GET {url} returned no exercise list: {str(body)[:200]}")
     await ctx.save_page(map_page(body, map_exercise), PAGE_KEY, len(body))
@@ -208,7 +220,8 @@ def verify_event(headers: Mapping[str, str], body: bytes, config: ProviderSettin
 
 def parse_event(payload: Any) -> list[WebhookEvent]:
     """One delivery is one event, or none for a PING. Polar gives events no id: the key is the
-    event, user, entity (or date) and timestamp, the same for a redelivery."""
+    event, user, entity (or date) and the time Polar sent it; the same notification sent again
+    at another time is processed again, harmlessly (an upsert)."""
     if not isinstance(payload, dict) or not isinstance(payload.get("event"), str) or not payload["event"]:
         raise MalformedPayload("a Polar event is a JSON object with an event name")
     kind = payload["event"]

@@ -15,11 +15,14 @@ Data API (mounted under /polar/api):
   (our choice: no HR sensor means no zones and no HR samples; no GPS means no route).
 - Exercise fields as AccessLink documents them; `start_time` is local time without an offset,
   `start_time_utc_offset` its offset in minutes, `duration` an ISO 8601 duration ("PT1H2M3.5S").
-  Samples: `sample_type` "0" heart rate (bpm), "1" speed (km/h), "3" altitude (m), "8" running
-  cadence; `data` comma-separated, an empty value is a gap. The simulator records heart rate every
-  1 or 5 s (watches record every second; coarser here to keep test data small).
-  Route points every 15 s; their `time` is the offset from the start as an ISO 8601 duration
-  ("PT1M15S"; unconfirmed: our choice).
+  The optional fields have the spec's shapes (swagger.yaml `sample`, `zone`, `location`): samples
+  `{"recording-rate", "sample-type", "data"}`, "0" heart rate (bpm), "1" speed (km/h), "3"
+  altitude (m), "8" running cadence, "11" RR intervals (ms; `recording-rate` null, as the spec says
+  of RR data); `data` comma-separated, a sensor offline written `null` (the spec) or left empty.
+  Heart rate every 1 or 5 s (watches record every second; coarser here to keep test data small).
+  Zones `{"index", "lower-limit", "upper-limit", "in-zone"}`; route points every 15 s,
+  `{"latitude", "longitude", "time", "satellites", "fix"}`, `time` the offset from the start in
+  seconds as the spec's example writes it ("PT210.026S").
 OAuth (under /polar/auth): the authorization page `GET /oauth2/authorization` (flow.polar.com's
 path; sim/oauth.py) and `/v2/oauth2/token`, client credentials by HTTP Basic; an issued code, or
 the shortcut code `user-NAME`, yields a long-lived access token (10 years) and no refresh token;
@@ -96,12 +99,17 @@ def _utc(dt: datetime) -> str:
     return dt.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _series(values: list[float | None], digits: int) -> str:
-    return ",".join("" if v is None else (str(int(v)) if digits == 0 else f"{v:.{digits}f}") for v in values)
+def _series(values: list[float | None], digits: int, gap: str = "null") -> str:
+    return ",".join(gap if v is None else (str(int(v)) if digits == 0 else f"{v:.{digits}f}") for v in values)
+
+
+def _sample(sample_type: str, rate: int | None, data: str) -> dict[str, Any]:
+    return {"recording-rate": rate, "sample-type": sample_type, "data": data}
 
 
 def _samples(rng: Any, duration_s: float, speed: float, has_hr: bool, outdoor: bool, running: bool) -> list[Any]:
     samples: list[dict[str, Any]] = []
+    gap = rng.choice(["null", ""])  # the spec writes an offline sensor as null; some series leave it empty
     if has_hr:
         rate = rng.choice([1, 5, 5, 5])
         hr: list[float | None] = []
@@ -109,21 +117,24 @@ def _samples(rng: Any, duration_s: float, speed: float, has_hr: bool, outdoor: b
         for _ in range(int(duration_s // rate) + 1):
             value = min(195.0, max(70.0, value + rng.uniform(-3, 3.4)))
             hr.append(None if rng.random() < 0.01 else round(value))  # strap contact lost: a gap
-        samples.append({"sample_type": "0", "recording_rate": rate, "data": _series(hr, 0)})
+        samples.append(_sample("0", rate, _series(hr, 0, gap)))
+        if rng.random() < 0.2:  # a chest strap also records RR intervals, at no fixed rate
+            rr: list[float | None] = [rng.randint(380, 650) for _ in range(120)]
+            samples.append(_sample("11", None, _series(rr, 0, gap)))
     if speed:
         count = int(duration_s // 5) + 1
         speeds: list[float | None] = [round(speed * rng.uniform(0.7, 1.3), 1) for _ in range(count)]
-        samples.append({"sample_type": "1", "recording_rate": 5, "data": _series(speeds, 1)})
+        samples.append(_sample("1", 5, _series(speeds, 1, gap)))
     if outdoor:
         altitude = rng.uniform(10, 600)
         altitudes: list[float | None] = []
         for _ in range(int(duration_s // 10) + 1):
             altitude += rng.uniform(-2, 2)
             altitudes.append(round(altitude, 1))
-        samples.append({"sample_type": "3", "recording_rate": 10, "data": _series(altitudes, 1)})
+        samples.append(_sample("3", 10, _series(altitudes, 1, gap)))
     if running:
         cadence: list[float | None] = [rng.randint(160, 185) for _ in range(int(duration_s // 5) + 1)]
-        samples.append({"sample_type": "8", "recording_rate": 5, "data": _series(cadence, 0)})
+        samples.append(_sample("8", 5, _series(cadence, 0, gap)))
     return samples
 
 
@@ -131,21 +142,21 @@ def _zones(rng: Any, duration_s: float, max_hr: int) -> list[dict[str, Any]]:
     shares = [rng.random() for _ in _ZONES]
     total = sum(shares) * 1.1  # some time is spent below zone 1
     return [
-        {"index": i + 1, "lower_limit": max_hr * low // 100, "upper_limit": max_hr * high // 100,
-         "in_zone": duration(int(duration_s * share / total) * 10)}
+        {"index": i + 1, "lower-limit": max_hr * low // 100, "upper-limit": max_hr * high // 100,
+         "in-zone": duration(int(duration_s * share / total) * 10)}
         for i, ((low, high), share) in enumerate(zip(_ZONES, shares, strict=True))
     ]  # fmt: skip
 
 
 def _route(rng: Any, duration_s: float, speed: float) -> list[dict[str, Any]]:
-    lat, lon, altitude = 60.17 + rng.uniform(-0.2, 0.2), 24.94 + rng.uniform(-0.2, 0.2), rng.uniform(10, 300)
+    lat, lon = 60.17 + rng.uniform(-0.2, 0.2), 24.94 + rng.uniform(-0.2, 0.2)
     step = speed / 3.6 * 15 / 111_000  # degrees per 15 s, roughly
     points = []
     for second in range(0, int(duration_s) + 1, 15):
         lat, lon = lat + step * rng.uniform(-1, 1), lon + step * rng.uniform(-1, 1)
-        altitude += rng.uniform(-1.5, 1.5)
-        points.append({"latitude": round(lat, 6), "longitude": round(lon, 6), "time": duration(second * 10),
-                       "altitude": round(altitude, 1), "satellites": rng.randint(5, 12)})  # fmt: skip
+        time = f"PT{second}.{rng.randrange(1000):03d}S"
+        points.append({"latitude": round(lat, 8), "longitude": round(lon, 8), "time": time,
+                       "satellites": rng.randint(5, 12), "fix": rng.choice([2, 3])})  # fmt: skip
     return points
 
 
