@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     schedule_rate_share: float = Field(0.5, gt=0, le=1)
     task_reap_after_s: int = 120  # a queued task whose job Redis lost is enqueued again after this
     webhook_reap_after_s: int = 300  # an event still pending this long after it arrived is enqueued again
+    # A webhook event that failed for a reason that may pass (upstream 5xx or unreachable, rate
+    # limits, Redis or PostgreSQL away) is tried again after a pause that doubles from the first to
+    # the longest, for as long as the provider's data is worth waiting for; then it fails for good.
+    webhook_retry_first_s: float = Field(60, ge=0)
+    webhook_retry_longest_s: float = Field(3600, ge=0)
+    webhook_retry_for_s: int = Field(24 * 3600, ge=0)
     # Finished tasks and handled webhook events are deleted this many days after (0: kept forever);
     # a connection's latest task is always kept (its last sync).
     task_retention_days: int = Field(90, ge=0)

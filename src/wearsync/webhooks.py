@@ -3,8 +3,11 @@ provider's client do what the event asks (upsert the pushed records, fetch the a
 delete, deactivate), and record the outcome on the event.
 
 Events for unknown users or inactive connections are acknowledged upstream already; here they are
-marked `ignored` with the reason and never retried. A provider error marks the event `failed`
-with its message; processing twice is harmless (upserts, idempotent deletes).
+marked `ignored` with the reason and never retried. A failure that may pass (the provider
+unreachable or answering 5xx, its rate limit, Redis or PostgreSQL away) marks the event `failed`
+with a time to try again, which the worker's reaper keeps (growing pauses, for
+WEARSYNC_WEBHOOK_RETRY_FOR_S); any other marks it `failed` for good, with its message.
+Processing twice is harmless (upserts, idempotent deletes).
 """
 
 import structlog
@@ -12,7 +15,7 @@ import structlog
 from wearsync.db import queries
 from wearsync.providers import PROVIDERS
 from wearsync.providers.core import Connection, WebhookEvent
-from wearsync.providers.errors import ProviderError, RateLimited
+from wearsync.providers.errors import ProviderError, RateLimited, UpstreamAuthError, UpstreamError
 from wearsync.sync import Deps, connection_context
 
 log = structlog.get_logger(__name__)
@@ -40,9 +43,33 @@ async def process_event(deps: Deps, event_id: int) -> str | None:
     except RateLimited:
         raise  # the job is deferred and the event stays pending
     except ProviderError as e:
-        log_.warning("webhook event failed", error=str(e))
-        await queries.finish_webhook_event(deps.db, event_id, "failed", str(e))
-        return "failed"
+        return await fail_event(deps, event_id, str(e), may_pass=may_pass(e))
     await queries.finish_webhook_event(deps.db, event_id, "processed", detail)
     log_.info("webhook event processed", user_id=str(connection.user_id))
     return "processed"
+
+
+def may_pass(error: ProviderError) -> bool:
+    """Whether the provider failed in a way that passes by itself: unreachable, 5xx, its 429.
+    Not: our token refused, an answer we cannot read, a record it says is not there."""
+    if not isinstance(error, UpstreamError) or isinstance(error, UpstreamAuthError):
+        return False
+    return error.status is None or error.status >= 500 or error.status == 429
+
+
+async def fail_event(deps: Deps, event_id: int, detail: str, may_pass: bool) -> str:
+    """Record an event's failure: "retrying" if it is to be tried again later (the reaper enqueues
+    it when due), "failed" if for good."""
+    if may_pass:
+        settings = deps.settings
+        retry_at = await queries.fail_webhook_event(
+            deps.db, event_id, detail,
+            settings.webhook_retry_first_s, settings.webhook_retry_longest_s, settings.webhook_retry_for_s,
+        )  # fmt: skip
+        if retry_at is not None:
+            log.warning("webhook event failed, tried again later", error=detail, retry_at=retry_at.isoformat())
+            return "retrying"
+    else:
+        await queries.finish_webhook_event(deps.db, event_id, "failed", detail)
+    log.warning("webhook event failed", error=detail)
+    return "failed"

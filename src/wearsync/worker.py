@@ -22,7 +22,7 @@ from wearsync.queue import QUEUE_UNAVAILABLE, continue_in_new_job, finish_handov
 from wearsync.schedule import schedule_syncs
 from wearsync.settings import Settings
 from wearsync.sync import Deps, create_http_client, run_task
-from wearsync.webhooks import process_event
+from wearsync.webhooks import fail_event, process_event
 
 log = structlog.get_logger(__name__)
 
@@ -96,7 +96,8 @@ def _retry_for_database(deps: Deps, job_try: int, error: BaseException) -> Retry
 
 
 async def process_webhook(ctx: dict[str, Any], event_id: int) -> str | None:
-    """Process one stored webhook event (see wearsync.webhooks)."""
+    """Process one stored webhook event (see wearsync.webhooks): its status, "retrying" when it
+    failed for a reason that may pass and the reaper enqueues it again later."""
     deps: Deps = ctx["deps"]
     job_try: int = ctx["job_try"]
     structlog.contextvars.bind_contextvars(event_id=event_id, job_try=job_try)
@@ -104,30 +105,39 @@ async def process_webhook(ctx: dict[str, Any], event_id: int) -> str | None:
         return await process_event(deps, event_id)
     except RateLimited as e:
         if _may_defer(deps, job_try):
-            raise _wait_out(e) from e
-        await queries.finish_webhook_event(deps.db, event_id, "failed", f"gave up waiting: {e}")
-        return "failed"
+            deferred = _wait_out(e)
+            await queries.postpone_webhook_event(deps.db, event_id, (deferred.defer_score or 0) / 1000)
+            raise deferred from e
+        return await fail_event(deps, event_id, f"gave up waiting: {e}", may_pass=True)
+    except QUEUE_UNAVAILABLE as e:  # the rate limiter's Redis
+        return await fail_event(deps, event_id, f"queue unavailable: {e!r}", may_pass=True)
     except TRANSIENT_DB_ERRORS as e:
-        if job_try < deps.settings.job_max_tries:
-            raise Retry(defer=min(60, 2**job_try)) from e
-        raise
+        if retry := _retry_for_database(deps, job_try, e):
+            raise retry from e
+        raise  # still pending: the reaper enqueues it again
     except Exception as e:
         log.exception("webhook event crashed")
-        await queries.finish_webhook_event(deps.db, event_id, "failed", f"internal error: {e!r}")
+        try:
+            await queries.finish_webhook_event(deps.db, event_id, "failed", f"internal error: {e!r}")
+        except TRANSIENT_DB_ERRORS as lost:
+            if retry := _retry_for_database(deps, job_try, lost):
+                raise retry from e
+            raise
         return "failed"
     finally:
         structlog.contextvars.unbind_contextvars("event_id", "job_try")
 
 
 async def reap_webhook_events(ctx: dict[str, Any]) -> int:
-    """Enqueue again the webhook events still pending well after they arrived: their job was
-    lost (Redis restarted, or the enqueue failed after the event was stored)."""
+    """Enqueue again the webhook events still pending well after they arrived (their job was
+    lost: Redis restarted, or the enqueue failed after the event was stored, or the database
+    failed it past its tries) and the failed ones whose next try is due."""
     deps: Deps = ctx["deps"]
     event_ids = await queries.stale_webhook_events(deps.db, older_than_s=deps.settings.webhook_reap_after_s)
     for event_id in event_ids:
         await ctx["redis"].enqueue_job("process_webhook", event_id, _queue_name=deps.settings.queue_name)
     if event_ids:
-        log.warning("re-enqueued stale webhook events", count=len(event_ids))
+        log.warning("re-enqueued webhook events", count=len(event_ids))
     return len(event_ids)
 
 

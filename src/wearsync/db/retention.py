@@ -44,12 +44,12 @@ async def prune_tasks(db: Executor, older_than_days: int, batch: int) -> int:
 
 async def prune_webhook_events(db: Executor, older_than_days: int, batch: int) -> int:
     """Delete up to `batch` webhook events received more than `older_than_days` ago and no longer
-    pending (processed, ignored or failed)."""
+    pending (processed, ignored or failed, and not to be tried again)."""
     status: str = await db.execute(
         """
         DELETE FROM webhook_events WHERE id IN (
             SELECT id FROM webhook_events
-            WHERE received_at < now() - make_interval(days => $1) AND status <> 'pending'
+            WHERE received_at < now() - make_interval(days => $1) AND status <> 'pending' AND retry_at IS NULL
             LIMIT $2
         )
         """,
