@@ -121,8 +121,9 @@ async def test_a_ping_stores_nothing_and_a_sleep_event_is_acknowledged_and_left_
     assert (ping["delivery_status"], set(ping["event"])) == (200, {"event", "timestamp"})
     assert await db.fetchval("SELECT count(*) FROM webhook_events") == 0
     body, headers = signed({"event": "PING", "timestamp": "2026-05-15T14:22:24Z"})
-    resp = await client.post(URL, data=body, headers=headers)
-    assert (resp.status, await resp.json()) == (200, {"received": 0, "new": 0})
+    for sent in (headers, {}, {"Polar-Webhook-Signature": "0" * 64}):  # the secret may not be known yet
+        resp = await client.post(URL, data=body, headers=sent)
+        assert (resp.status, await resp.json()) == (200, {"received": 0, "new": 0})
 
     sleep = await emit(sim_server, sim_user, {"kind": "sleep"})
     assert sleep["delivery_status"] == 200
@@ -201,7 +202,7 @@ async def test_an_exercise_url_that_is_not_our_polar_api_is_refused_without_a_re
 def test_verify_takes_the_hex_hmac_of_the_body_and_refuses_the_rest() -> None:
     settings = Settings(polar_webhook_secret="s3cret")
     config = settings.provider("polar")
-    body = b'{"event": "PING", "timestamp": "2018-05-15T14:22:24Z"}'
+    body = json.dumps(exercise_event(475, "aQlC83", "https://www.polaraccesslink.com/v3/exercises/aQlC83")).encode()
     good = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
     polar.verify_event({"Polar-Webhook-Signature": good}, body, config, settings)
     for headers, s, reason in [
@@ -212,6 +213,17 @@ def test_verify_takes_the_hex_hmac_of_the_body_and_refuses_the_rest() -> None:
     ]:
         with pytest.raises(WebhookRejected, match=reason):
             polar.verify_event(headers, body, s.provider("polar"), s)
+
+
+def test_a_ping_passes_unsigned_as_polar_sends_it_before_we_can_know_the_secret() -> None:
+    body = b'{"event": "PING", "timestamp": "2018-05-15T14:22:24Z"}'  # the spec's webhookPing example
+    for settings in (Settings(), Settings(polar_webhook_secret="s3cret")):
+        for headers in ({}, {"Polar-Webhook-Signature": "0" * 64}):
+            polar.verify_event(headers, body, settings.provider("polar"), settings)
+    settings = Settings(polar_webhook_secret="s3cret")
+    for not_a_ping in (b'{"event": "EXERCISE"}', b'{"event": "ping"}', b'["PING"]', b"PING", b"\xff"):
+        with pytest.raises(WebhookRejected, match="bad or missing"):
+            polar.verify_event({}, not_a_ping, settings.provider("polar"), settings)
 
 
 def test_parse_makes_one_event_per_delivery_and_none_for_a_ping() -> None:

@@ -33,8 +33,10 @@ Webhooks (`emit`, for a registered user only, as AccessLink notifies only about 
 `{"kind": "exercise"}` records a new exercise that just ended (served by the list, the detail and
 `records`) and sends `{"event": "EXERCISE", "user_id", "entity_id", "timestamp", "url"}`, the url
 on this simulator's own API; `{"kind": "sleep"}` sends a SLEEP event for last night;
-`{"kind": "ping"}` sends `{"event": "PING", "timestamp"}`. Signed with `Polar-Webhook-Signature`,
-the hex HMAC-SHA256 of the body under the webhook target's secret.
+`{"kind": "ping"}` sends `{"event": "PING", "timestamp"}` (the spec's webhookPayloadExercise,
+webhookPayloadSleep and webhookPing). Signed with `Polar-Webhook-Signature`, the hex HMAC-SHA256
+of the body under the webhook target's secret, and named by `Polar-Webhook-Event` (both as public
+AccessLink clients read them; the spec names neither).
 """
 
 import hashlib
@@ -420,5 +422,6 @@ async def emit(request: web.Request, user: str, body: dict[str, Any]) -> dict[st
     target = state.webhook_targets.get(NAME)
     raw = json.dumps(event).encode()
     signature = hmac.new((target.secret if target else "").encode(), raw, hashlib.sha256).hexdigest()
-    status = await deliver(request, NAME, raw, {"Polar-Webhook-Signature": signature})
+    headers = {"Polar-Webhook-Signature": signature, "Polar-Webhook-Event": event["event"]}
+    status = await deliver(request, NAME, raw, headers)
     return {"event": event, "delivery_status": status, "exercise": exercise}
