@@ -18,8 +18,10 @@ from wearsync.providers import polar
 from wearsync.providers.core import map_page
 from wearsync.providers.errors import MalformedPayload, UpstreamAuthError, UpstreamError
 from wearsync.providers.http import HttpClient
+from wearsync.providers.ratelimit import RateLimit
 from wearsync.records import Sample, Workout
 from wearsync.settings import Settings
+from wearsync.sim import polar as sim_polar
 
 API = "https://polar.test/api"
 USERS = f"{API}/v3/users"
@@ -351,3 +353,10 @@ def test_parse_duration(text: str, seconds: float) -> None:
 def test_parse_duration_refuses_what_is_not_one(text: str) -> None:
     with pytest.raises(ValueError, match="not an ISO 8601 duration"):
         polar.parse_duration(text)
+
+
+def test_calls_count_against_the_floor_of_accesslinks_limits_as_the_simulator_enforces_them() -> None:
+    floor = (RateLimit(500, 15 * 60), RateLimit(5000, 86400))  # 500 + 20 and 5,000 + 100 per user
+    assert polar.PROVIDER.bucket(Settings()).limits == floor
+    assert [(limit.requests, limit.per_seconds) for limit in floor] == sim_polar.RATE_LIMIT.limits
+    assert polar.PROVIDER.bucket(Settings(polar_rate_limits="1000/900")).limits == (RateLimit(1000, 900),)

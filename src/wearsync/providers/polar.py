@@ -12,10 +12,14 @@ table keeps the types every provider shares). docs/providers/polar.md lists the 
 this relies on and where each comes from.
 
 Polar tokens are long-lived and come without a refresh token: a refused token deactivates the
-connection (the shared Credentials.refresh). Rate limits: none documented, so none are counted
-here; a 429 is still honoured by the shared HTTP core. The sport names below are those of
-Polar's sport list as public clients read them (unconfirmed by AccessLink's docs); an unknown
-`detailed_sport_info` falls back to `sport`, then to "other", keeping Polar's name.
+connection (the shared Credentials.refresh). Rate limits: AccessLink allows an app 500 + 20 x its
+registered users calls per 15 minutes and 5,000 + 100 x users per 24 hours (second-hand: not in
+the spec); the limiter counts the floor, 500 and 5,000, which no user count undercuts
+(WEARSYNC_POLAR_RATE_LIMITS raises it), and a 429 is honoured by the shared HTTP core.
+
+The sport names below are those of Polar's sport list as public clients read them (unconfirmed
+by AccessLink's docs); an unknown `detailed_sport_info` falls back to `sport`, then to "other",
+keeping Polar's name.
 
 Webhooks: a delivery is signed with `Polar-Webhook-Signature`, the hex HMAC-SHA256 of the raw
 body under the signature secret Polar returned when the webhook was created
@@ -46,6 +50,7 @@ from wearsync.db import queries
 from wearsync.models import DataType
 from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, map_page, num
 from wearsync.providers.errors import MalformedPayload, ProviderError, UpstreamError, WebhookRejected
+from wearsync.providers.ratelimit import RateLimit
 from wearsync.records import Record, Sample, Workout
 from wearsync.settings import ProviderSettings, Settings
 
@@ -292,6 +297,7 @@ PROVIDER = Provider(
     webhook=Webhook(verify=verify_event, parse=parse_event, process=process_event),
     authorize_path="/oauth2/authorization",  # on flow.polar.com
     scopes=("accesslink.read_all",),
+    rate_limits=(RateLimit(500, 15 * 60), RateLimit(5000, 86400)),  # the floor of 500 + 20/user, 5000 + 100/user
     on_connect=connect_user,
     revoke=delete_user,
 )

@@ -26,8 +26,10 @@ Data API (mounted under /polar/api):
 OAuth (under /polar/auth): the authorization page `GET /oauth2/authorization` (flow.polar.com's
 path; sim/oauth.py) and `/v2/oauth2/token`, client credentials by HTTP Basic; an issued code, or
 the shortcut code `user-NAME`, yields a long-lived access token (10 years) and no refresh token;
-`x_user_id` is the Polar user id (an integer). Rate limits: none documented; the "ratelimit" fault
-answers 429 with Retry-After.
+`x_user_id` is the Polar user id (an integer). Rate limits: 500 calls per 15 minutes and 5,000 per
+day, the floor of AccessLink's 500 + 20 and 5,000 + 100 per registered user (second-hand); a call
+past them, or the "ratelimit" fault, is answered 429 in Polar's error shape with Retry-After (our
+choice: the header names and formats Polar uses for its counts are not confirmed, so none are sent).
 
 Webhooks (`emit`, for a registered user only, as AccessLink notifies only about those):
 `{"kind": "exercise"}` records a new exercise that just ended (served by the list, the detail and
@@ -364,9 +366,9 @@ OAUTH = OAuthStyle(
 )  # fmt: skip
 
 RATE_LIMIT = RateLimitStyle(
-    limits=[],  # none documented; tests may set some with the `rate_limits` knob
+    limits=[(500, 15 * 60), (5000, 86400)],  # tests may set others with the `rate_limits` knob
     headers=lambda usage: {"Retry-After": "1"} if any(used > limit for limit, _, used in usage) else {},
-    body={"status": 429, "errorType": "Too Many Requests", "message": "Rate limit exceeded"},
+    body={"status": 429, "errorType": "Too Many Requests", "message": "Rate limit exceeded", "corrId": "sim"},
 )
 
 
