@@ -112,6 +112,7 @@ def reset_sim(state: SimState) -> None:
     """Every test starts with a simulator as a fresh app would find it (data stays cached)."""
     state.faults.clear()
     state.requests.clear()
+    state.record_exchanges = False
     state.grants.clear()
     state.rate_counts.clear()
     state.revoked_refresh_tokens.clear()

@@ -33,10 +33,11 @@ URL = "/api/v1/webhooks/whoop"
 WORKOUT_DETAIL = "/developer/v2/activity/workout/"
 
 
-async def connect(factory: Factory, client: Client) -> tuple[str, str, str]:
-    """(user id, simulated user, Whoop user id) of a user connected as a client would: the
-    connection's provider_user_id is Whoop's numeric id, asked from the profile endpoint."""
-    key = await factory.api_key()
+async def connect(factory: Factory, client: Client, key: str | None = None) -> tuple[str, str, str]:
+    """(user id, simulated user, Whoop user id) of a user connected as a client would (with `key`,
+    or a new API key): the connection's provider_user_id is Whoop's numeric id, asked from the
+    profile endpoint."""
+    key = key or await factory.api_key()
     user_id = await factory.user(key)
     sim_user = f"u{uuid.uuid4().hex[:10]}"
     tokens = await factory.sim_tokens("whoop", sim_user)
@@ -72,7 +73,9 @@ def signed(
     return body, {"X-WHOOP-Signature": base64.b64encode(digest).decode(), "X-WHOOP-Signature-Timestamp": stamp}
 
 
-def event(user_id: int | str, record_id: str, kind: str = "workout.updated", trace: str = "t-1") -> dict[str, Any]:
+def event(
+    user_id: int | str, record_id: str | int, kind: str = "workout.updated", trace: str = "t-1"
+) -> dict[str, Any]:
     return {"user_id": user_id, "id": record_id, "type": kind, "trace_id": trace}
 
 
@@ -188,9 +191,9 @@ async def test_a_new_night_lands_its_sleep_and_recovery_and_their_deletion_remov
     sleep, recovery = by(served["sleep"], "id", sleep_id), by(served["recovery"], "sleep_id", sleep_id)
     assert recovery["cycle_id"] == sleep["cycle_id"] == max(c["id"] for c in before["cycle"]) + 1
     # The night closed the cycle that was open; the new one is open now.
-    (was_open,) = [c for c in before["cycle"] if c["end"] is None]
+    (was_open,) = [c for c in before["cycle"] if "end" not in c]
     assert by(served["cycle"], "id", was_open["id"])["end"] == sleep["start"]
-    assert [c["id"] for c in served["cycle"] if c["end"] is None] == [sleep["cycle_id"]]
+    assert [c["id"] for c in served["cycle"] if "end" not in c] == [sleep["cycle_id"]]
     assert list(await rows(db, "sleep_sessions", user_id)) == [sleep_id]
     assert_sleep((await rows(db, "sleep_sessions", user_id))[sleep_id], sleep)
     recovery_key = str(recovery["cycle_id"])
@@ -217,27 +220,74 @@ async def test_a_new_night_lands_its_sleep_and_recovery_and_their_deletion_remov
     assert sleep_id not in {s["id"] for s in served["sleep"]} | {r["sleep_id"] for r in served["recovery"]}
 
 
-async def test_a_recovery_deletion_finds_the_row_by_the_sleep_its_raw_or_our_sleep_row_names(
+async def test_a_recovery_deletion_finds_the_row_by_the_sleep_its_raw_or_our_sleep_row_names_or_by_its_cycle(
     client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool
 ) -> None:
     user_id, _, whoop_id = await connect(factory, client)
     uid = uuid.UUID(user_id)
+    sleep_1, sleep_2, sleep_3 = (str(uuid.uuid4()) for _ in range(3))
     await db.execute(
         """INSERT INTO sleep_sessions (user_id, provider, provider_record_id, start_time, end_time, raw)
-           VALUES ($1, 'whoop', 'sleep-1', now() - interval '8 hours', now(), '{"cycle_id": 42}')""",
-        uid,
-    )
-    for cycle, raw in (("42", {}), ("43", {"sleep_id": "sleep-2"}), ("44", {"sleep_id": "sleep-3"})):
+           VALUES ($1, 'whoop', $2, now() - interval '8 hours', now(), '{"cycle_id": 42}')""",
+        uid, sleep_1,
+    )  # fmt: skip
+    for cycle, raw in (("42", {}), ("43", {"sleep_id": sleep_2}), ("44", {"sleep_id": sleep_3}), ("45", {})):
         await db.execute(
             "INSERT INTO recoveries (user_id, provider, provider_record_id, recorded_at, raw)"
             " VALUES ($1, 'whoop', $2, now(), $3)",
             uid, cycle, raw,
         )  # fmt: skip
-    for sleep_id in ("sleep-1", "sleep-2"):
-        body, headers = signed(event(int(whoop_id), sleep_id, "recovery.deleted"))
+    for record_id in (sleep_1, sleep_2, 45):  # two sleeps' UUIDs, a cycle's integer
+        body, headers = signed(event(int(whoop_id), record_id, "recovery.deleted", trace=str(record_id)))
         assert (await client.post(URL, data=body, headers=headers)).status == 200
-    assert [e["status"] for e in await settled(db, 2)] == ["processed", "processed"]
+    assert [e["status"] for e in await settled(db, 3)] == ["processed"] * 3
     assert list(await rows(db, "recoveries", user_id)) == ["44"]
+
+
+@pytest.mark.usefixtures("target")
+async def test_a_recovery_event_naming_its_cycle_fetches_the_cycles_recovery(
+    client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool, sim_server: TestServer, sim_state: SimState
+) -> None:
+    """Sources disagree whether a v2 recovery event names the sleep (UUID) or the cycle (integer):
+    with the cycle, the recovery is fetched by it directly, without a sleep."""
+    user_id, sim_user, _ = await connect(factory, client)
+    sim_state.requests.clear()
+    emitted = await emit(sim_server, sim_user, {"kind": "sleep.updated", "recovery_id": "cycle"})
+    (sleep_event, recovery_event) = emitted["events"]
+    cycle_id = emitted["records"][1]["cycle_id"]
+    assert (recovery_event["type"], recovery_event["id"]) == ("recovery.updated", cycle_id)
+    assert isinstance(cycle_id, int)
+    assert [e["status"] for e in await settled(db, 2)] == ["processed", "processed"]
+    served = by((await sim_records(sim_server, "whoop", sim_user))["recovery"], "cycle_id", cycle_id)
+    assert_recovery((await rows(db, "recoveries", user_id))[str(cycle_id)], served)
+    # The sleep's own event fetched the sleep; the recovery's went to the cycle's recovery alone.
+    assert sorted(r["path"] for r in sim_state.requests if r["provider"] == "whoop") == sorted(
+        [f"/developer/v2/activity/sleep/{sleep_event['id']}", f"/developer/v2/cycle/{cycle_id}/recovery"]
+    )
+
+    changes = {"score": {"recovery_score": 7}}
+    await emit(sim_server, sim_user, {"kind": "recovery.updated", "id": cycle_id, "changes": changes})
+    await settled(db, 3)
+    changed = by((await sim_records(sim_server, "whoop", sim_user))["recovery"], "cycle_id", cycle_id)
+    assert changed["score"]["recovery_score"] == 7
+    assert_recovery((await rows(db, "recoveries", user_id))[str(cycle_id)], changed)
+
+    await emit(sim_server, sim_user, {"kind": "recovery.deleted", "id": cycle_id})
+    assert [e["status"] for e in await settled(db, 4)] == ["processed"] * 4
+    assert await rows(db, "recoveries", user_id) == {}
+
+
+async def test_a_recovery_event_naming_neither_a_sleep_nor_a_cycle_fails_clearly(
+    client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool, sim_state: SimState
+) -> None:
+    _, _, whoop_id = await connect(factory, client)
+    sim_state.requests.clear()
+    body, headers = signed(event(int(whoop_id), "sleep-1", "recovery.updated"))
+    assert (await client.post(URL, data=body, headers=headers)).status == 200
+    (stored,) = await settled(db, 1)
+    assert stored["status"] == "failed"
+    assert "names a sleep (UUID) or a cycle (integer), not 'sleep-1'" in stored["detail"]
+    assert sim_state.requests == []
 
 
 async def test_bad_missing_or_stale_signatures_are_refused_and_nothing_is_stored(

@@ -34,10 +34,12 @@ verified as Whoop signs them (base64 HMAC-SHA256 under our client secret of the
 than WEARSYNC_WEBHOOK_MAX_AGE_S away from now is refused as a replay). A connection must carry
 Whoop's numeric user id as its provider_user_id (the token response has none: ask
 `GET /developer/v2/user/profile/basic`, see `profile_user_id`). An update fetches the record
-(`/activity/workout/{id}`, `/activity/sleep/{id}`; for a recovery, whose event names its sleep, the
-sleep for its cycle, then `/cycle/{cycle_id}/recovery`) and upserts it; a delete removes our
-row. Our recovery rows are keyed by cycle id, so a recovery deletion finds its row by the sleep:
-the `sleep_id` in the recovery's raw JSON, or the `cycle_id` in our row of that sleep. Event types
+(`/activity/workout/{id}`, `/activity/sleep/{id}`) and upserts it; a delete removes our row.
+A recovery event names either its sleep (a UUID) or its cycle (an integer): sources disagree
+which one v2 sends, so both are read. The spec has no recovery-by-sleep route: for a sleep, its
+`cycle_id` comes from `/activity/sleep/{id}`; then `/cycle/{cycle_id}/recovery`. Our recovery rows
+are keyed by cycle id, so a deletion naming a cycle deletes that row, and one naming a sleep finds
+it by the `sleep_id` in the recovery's raw JSON, or the `cycle_id` in our row of that sleep. Event types
 we do not store (e.g. future ones) are acknowledged and left alone. A redelivery carries the same
 `trace_id`, which makes it a duplicate; a later event about the same record does not.
 """
@@ -48,6 +50,7 @@ import hmac
 import json
 import re
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -417,13 +420,41 @@ async def _delete_recovery(ctx: SyncContext, sleep_id: str) -> None:
     )  # fmt: skip
 
 
+def recovery_names_cycle(record_id: Any) -> bool:
+    """Whether a recovery event's id is its cycle's (an integer) rather than its sleep's (a UUID)."""
+    if isinstance(record_id, int):
+        return True
+    text = str(record_id)
+    if text.isascii() and text.isdigit():
+        return True
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        raise MalformedPayload(f"a recovery event names a sleep (UUID) or a cycle (integer), not {text!r}") from None
+    return False
+
+
+async def _update_recovery(ctx: SyncContext, record_id: Any) -> None:
+    cycle_id = str(record_id)
+    if not recovery_names_cycle(record_id):
+        sleep = await _fetch(ctx, f"{SLEEP.path}/{quote(cycle_id, safe='')}")
+        if sleep.get("cycle_id") is None:
+            raise MalformedPayload(f"sleep {record_id} names no cycle_id, so its recovery cannot be found")
+        cycle_id = str(sleep["cycle_id"])
+    recovery = await _fetch(ctx, f"{CYCLES.path}/{quote(cycle_id, safe='')}/recovery")
+    await ctx.save_page(map_page([recovery], RECOVERY.mapper))
+
+
 async def process_notification(ctx: SyncContext, event: WebhookEvent) -> None:
     """Fetch and upsert the record an update names, or delete our row of a deleted one."""
     record_id = str(event.payload["id"])
     in_path = quote(record_id, safe="")
     kind, _, action = event.kind.partition(".")
     if action == "deleted" and kind == "recovery":
-        await _delete_recovery(ctx, record_id)
+        if recovery_names_cycle(event.payload["id"]):
+            await _delete(ctx, "recoveries", record_id)
+        else:
+            await _delete_recovery(ctx, record_id)
     elif action == "deleted" and kind in _DETAIL:
         await _delete(ctx, _DETAIL[kind][1], record_id)
     elif action == "updated" and kind in _DETAIL:
@@ -431,11 +462,7 @@ async def process_notification(ctx: SyncContext, event: WebhookEvent) -> None:
         record = await _fetch(ctx, f"{collection.path}/{in_path}")
         await ctx.save_page(map_page([record], collection.mapper))
     elif action == "updated" and kind == "recovery":
-        sleep = await _fetch(ctx, f"{SLEEP.path}/{in_path}")
-        if sleep.get("cycle_id") is None:
-            raise MalformedPayload(f"sleep {record_id} names no cycle_id, so its recovery cannot be found")
-        recovery = await _fetch(ctx, f"{CYCLES.path}/{quote(str(sleep['cycle_id']), safe='')}/recovery")
-        await ctx.save_page(map_page([recovery], RECOVERY.mapper))
+        await _update_recovery(ctx, event.payload["id"])
     else:
         log.info("whoop webhook event not stored", kind=event.kind, record_id=record_id)
 

@@ -84,7 +84,12 @@ class SimState:
     )
     knobs: dict[str, ProviderKnobs] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
+    # Every call served: provider, app ("api" or "auth"), method, path, query, status, user; with
+    # `record_exchanges` also the request's headers and body and the answer (status, content type,
+    # body), which the conformance tests check against the providers' specs (off by default: a
+    # benchmark's answers would fill the memory).
     requests: list[dict[str, Any]] = field(default_factory=list)
+    record_exchanges: bool = False
     # Refresh tokens used once where the provider rotates them, or revoked.
     revoked_refresh_tokens: set[str] = field(default_factory=set)
     # (provider, user) -> instant before which its access / refresh tokens no longer work.
@@ -318,11 +323,15 @@ def fault_middleware(provider: str, rate_limit: RateLimitStyle | None = None) ->
         state = request.config_dict[STATE_KEY]
         knobs = state.provider(provider)
         # The provider's own path: without the /<provider>/api or /<provider>/auth mount point.
-        path = "/" + request.path.split("/", 3)[-1]
-        entry: dict[str, Any] = {"provider": provider, "method": request.method, "path": path,
+        _, _, app, path = [*request.path.split("/", 3), "", ""][:4]  # /<provider>/<app>/<path>
+        entry: dict[str, Any] = {"provider": provider, "app": app, "method": request.method, "path": "/" + path,
                                  "query": dict(request.query), "status": None, "at": time.time(),
                                  "user": bearer_user(request, provider)}  # fmt: skip
+        path = entry["path"]
         state.requests.append(entry)
+        if state.record_exchanges:
+            entry["headers"] = dict(request.headers)
+            entry["body"] = (await request.read()).decode("utf-8", "replace")  # aiohttp keeps it for the handler
         if knobs.latency_s:
             await asyncio.sleep(knobs.latency_s)
         headers: dict[str, str] = {}
@@ -331,7 +340,7 @@ def fault_middleware(provider: str, rate_limit: RateLimitStyle | None = None) ->
             headers = rate_limit.headers(usage)
             if any(used > limit for limit, _, used in usage):
                 entry["status"] = 429
-                return web.json_response(rate_limit.body, status=429, headers=headers)
+                return _recorded(state, entry, web.json_response(rate_limit.body, status=429, headers=headers))
         fault = state.take_fault(provider, path)
         if fault is None and knobs.error_rate and random.random() < knobs.error_rate:
             fault = Fault(provider, path, "status", 500)
@@ -350,12 +359,26 @@ def fault_middleware(provider: str, rate_limit: RateLimitStyle | None = None) ->
         except web.HTTPException as e:
             entry["status"] = e.status
             e.headers.update(headers)
+            _recorded(state, entry, e)
             raise
         response.headers.update(headers)
         entry["status"] = response.status
-        return response
+        return _recorded(state, entry, response)
 
     return middleware
+
+
+R = TypeVar("R", bound=web.StreamResponse)
+
+
+def _recorded(state: SimState, entry: dict[str, Any], response: R) -> R:
+    """`response`, kept in the request log's `entry` when the state records exchanges."""
+    if state.record_exchanges:  # as text, so that /_sim/requests can list it as JSON
+        body = response.body if isinstance(response, web.Response) else None
+        entry["response"] = {"status": response.status, "content_type": response.content_type,
+                             "headers": dict(response.headers),
+                             "body": body.decode("utf-8", "replace") if isinstance(body, bytes) else ""}  # fmt: skip
+    return response
 
 
 def iso(dt: datetime, offset_minutes: int) -> str:

@@ -5,7 +5,9 @@ Data API (mounted under /whoop/api, followed by Whoop's own `/developer`): `GET
 /developer/v2/activity/workout`, `.../activity/sleep`, `/developer/v2/recovery` and
 `/developer/v2/cycle` with `start`, `end` (RFC 3339 with an offset; `end` defaults to now),
 `limit` (default 10, 1-25, else 400) and `nextToken`; body `{"records": [...], "next_token"}`,
-newest first, `next_token` null on the last page (an opaque keyset cursor, so pages never shift).
+newest first, no `next_token` on the last page (the spec: "If the token is not present, there are
+no more records"; an opaque keyset cursor, so pages never shift). The current cycle has no `end`
+(the spec: "If not present, the user is currently in this cycle"; not null: it is not nullable).
 A record matches a range it intersects, as Whoop documents ("occurred after or during `start`",
 "intersect `end` or ended before it"): end >= start (an open cycle never ends), start < end; a
 recovery is matched and ordered by its cycle. Details: `GET /developer/v2/activity/workout/{id}`,
@@ -34,9 +36,11 @@ temperature, some sleeps the respiratory rate; `spikeball` is a sport our client
 Webhooks (`emit`): `{"kind": "workout.updated"}` records a new scored workout that just ended;
 `{"kind": "sleep.updated"}` (or `recovery.updated`) a new scored night a day after the latest
 (maybe not over yet by the wall clock: the simulator does not mind), with its cycle (closing the
-open one) and recovery, and sends `sleep.updated` then `recovery.updated`; with an `"id"` (for a
-recovery, its sleep's id, as Whoop's events name it) and `"changes"` (merged into the record) it
-changes a record; `{"kind": "<x>.deleted", "id": ...}` deletes one. Each event is POSTed as
+open one) and recovery, and sends `sleep.updated` then `recovery.updated` (naming the recovery by
+its sleep's UUID, or with `"recovery_id": "cycle"` by its cycle's integer id: sources disagree
+which one Whoop's v2 events carry, so the simulator sends either); with an `"id"` (for a recovery,
+its sleep's UUID or its cycle's id; the event names it as given) and `"changes"` (merged into the
+record) it changes a record; `{"kind": "<x>.deleted", "id": ...}` deletes one. Each event is POSTed as
 `{"user_id", "id", "type", "trace_id"}` with `X-WHOOP-Signature` = base64(HMAC-SHA256(secret,
 `X-WHOOP-Signature-Timestamp` (epoch ms) + body)) under the webhook target's secret (Whoop signs
 with the app's client secret).
@@ -157,9 +161,10 @@ def _sleeps_and_cycles(
         cycle_id, cycle_end = first_cycle + n, nights[n + 1][0] if n + 1 < len(nights) else None
         cycle: dict[str, Any] = {
             "id": cycle_id, "user_id": user_id, **_stamps(rng, onset, anchor),
-            "start": z(onset), "end": None if cycle_end is None else z(cycle_end), "timezone_offset": offset,
-            "score_state": _score_state(rng, 0.02),
+            "start": z(onset), "timezone_offset": offset, "score_state": _score_state(rng, 0.02),
         }  # fmt: skip
+        if cycle_end is not None:
+            cycle["end"] = z(cycle_end)
         if cycle["score_state"] == "SCORED":
             cycle["score"] = {"strain": round(rng.uniform(4, 19), 4), "kilojoule": round(rng.uniform(6000, 14000), 3),
                               "average_heart_rate": rng.randint(55, 80),
@@ -302,8 +307,13 @@ def _build_user_data(user: str, history: dict[str, int], anchor: datetime) -> Us
 
 
 def _key(kind: str, record: dict[str, Any]) -> str:
-    """How Whoop's events name a record: by its id, a recovery by its sleep's."""
+    """What changes to a record are kept under: its id, a recovery's its sleep's."""
     return str(record["sleep_id"] if kind == "recovery" else record["id"])
+
+
+def _names(kind: str, record: dict[str, Any]) -> set[str]:
+    """The ids an event may name a record by: a recovery by its sleep's or its cycle's."""
+    return {str(record["sleep_id"]), str(record["cycle_id"])} if kind == "recovery" else {str(record["id"])}
 
 
 def served(request_or_app: web.Request | web.Application, user: str) -> dict[str, list[Entry]]:
@@ -319,10 +329,10 @@ def served(request_or_app: web.Request | web.Application, user: str) -> dict[str
         every = [e.record for e in entries] + changes["added"].get(kind, [])
         out[kind] = [changes["changed"].get((kind, _key(kind, r)), r) for r in every
                      if (kind, _key(kind, r)) not in changes["deleted"]]  # fmt: skip
-    spans = {c["id"]: (c["start"], c["end"]) for c in out["cycle"]}
+    spans = {c["id"]: (c["start"], c.get("end")) for c in out["cycle"]}
 
     def entry(kind: str, r: dict[str, Any]) -> Entry:
-        start, end = spans[r["cycle_id"]] if kind == "recovery" else (r["start"], r["end"])
+        start, end = spans[r["cycle_id"]] if kind == "recovery" else (r["start"], r.get("end"))
         return _entry(_at(start), None if end is None else _at(end), r["cycle_id" if kind == "recovery" else "id"], r)
 
     return {kind: sorted((entry(kind, r) for r in rs), key=lambda e: e.key, reverse=True) for kind, rs in out.items()}
@@ -401,8 +411,10 @@ def collection_endpoint(kind: str) -> Handler:
             if e.start < end and (start is None or e.end is None or e.end >= start) and (after is None or e.key < after)
         ]
         page = matching[:limit]
-        next_token = _encode_token(page[-1].key) if len(matching) > limit else None
-        return web.json_response({"records": [e.record for e in page], "next_token": next_token})
+        body: dict[str, Any] = {"records": [e.record for e in page]}
+        if len(matching) > limit:
+            body["next_token"] = _encode_token(page[-1].key)
+        return web.json_response(body)
 
     return handler
 
@@ -535,7 +547,7 @@ def _new_night(user: str, data: UserData, now: dict[str, list[Entry]], changes: 
         if e.end is None:
             changes["changed"][("cycle", str(e.record["id"]))] = e.record | {"end": z(onset)}
     cycle = {"id": cycle_id, "user_id": data.user_id, "created_at": z(onset), "updated_at": z(wake),
-             "start": z(onset), "end": None, "timezone_offset": data.timezone_offset, "score_state": "SCORED",
+             "start": z(onset), "timezone_offset": data.timezone_offset, "score_state": "SCORED",
              "score": {"strain": round(rng.uniform(4, 19), 4), "kilojoule": round(rng.uniform(6000, 14000), 3),
                        "average_heart_rate": rng.randint(55, 80), "max_heart_rate": rng.randint(120, 190)}}  # fmt: skip
     sleep = {"id": _uuid(rng), "cycle_id": cycle_id, "v1_id": rng.randrange(10**6, 10**8), "user_id": data.user_id,
@@ -575,21 +587,22 @@ async def emit(request: web.Request, user: str, body: dict[str, Any]) -> dict[st
             changes["added"]["workout"].append(made[0])
         else:
             made = _new_night(user, data, now, changes)
+        recovery_id = made[-1]["cycle_id"] if body.get("recovery_id") == "cycle" else made[0]["id"]
         events = [("workout.updated", made[0]["id"])] if obj == "workout" else [
-            ("sleep.updated", made[0]["id"]), ("recovery.updated", made[0]["id"])]  # fmt: skip
+            ("sleep.updated", made[0]["id"]), ("recovery.updated", recovery_id)]  # fmt: skip
     else:
-        key = str(body["id"])
-        found = [e.record for e in now[obj] if _key(obj, e.record) == key]
+        found = [e.record for e in now[obj] if str(body["id"]) in _names(obj, e.record)]
         if not found:
-            raise web.HTTPNotFound(text=json.dumps({"error": f"no {obj} {key} for {user}"}),
+            raise web.HTTPNotFound(text=json.dumps({"error": f"no {obj} {body['id']} for {user}"}),
                                    content_type="application/json")  # fmt: skip
+        key = _key(obj, found[0])
         if action == "deleted":
             changes["deleted"].add((obj, key))
             made = []
         else:
             made = [_merged(found[0], body.get("changes") or {}) | {"updated_at": z(datetime.now(UTC))}]
             changes["changed"][(obj, key)] = made[0]
-        events = [(kind, key)]
+        events = [(kind, body["id"])]
     target = state.webhook_targets.get(NAME)
     sent = []
     for event_type, record_id in events:

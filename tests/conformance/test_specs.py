@@ -1,0 +1,82 @@
+"""The judge itself: where it looks for the specs, and that it refuses what the specs refuse."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conformance.specs import REQUIRE_ENV, SPECS_ENV, judge, load, swagger2_to_openapi3
+
+
+def test_absent_specs_skip_saying_where_they_were_looked_for_or_fail_where_required(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(SPECS_ENV, str(tmp_path))
+    monkeypatch.delenv(REQUIRE_ENV, raising=False)
+    with pytest.raises(pytest.skip.Exception, match=f"whoop's spec not found at {tmp_path}/whoop/openapi.json"):
+        load("whoop")
+    monkeypatch.setenv(REQUIRE_ENV, "1")
+    with pytest.raises(pytest.fail.Exception, match=f"not found at {tmp_path}"):
+        load("whoop")
+
+
+def exchange(path: str, query: dict[str, str], answer: Any, status: int = 200) -> dict[str, Any]:
+    """One call as the simulator records it, with a bearer token."""
+    return {"provider": "whoop", "app": "api", "method": "GET", "path": path, "query": query,
+            "headers": {"Authorization": "Bearer t"}, "body": "",
+            "response": {"status": status, "content_type": "application/json", "headers": {},
+                         "body": json.dumps(answer)}}  # fmt: skip
+
+
+WORKOUT = {"id": "ecfc6a15-4661-442f-a9a4-f160dd7afae8", "user_id": 10129, "created_at": "2022-04-24T11:25:44.774Z",
+           "updated_at": "2022-04-24T14:25:44.774Z", "start": "2022-04-24T02:25:44.774Z",
+           "end": "2022-04-24T10:25:44.774Z", "timezone_offset": "-05:00", "sport_name": "running",
+           "score_state": "PENDING_SCORE"}  # fmt: skip
+
+
+def test_the_judge_refuses_what_the_spec_does_not_allow() -> None:
+    spec = load("whoop")
+    path = "/developer/v2/activity/workout"
+    assert judge(spec, exchange(path, {"limit": "25"}, {"records": [WORKOUT]})).operation_id == "getWorkoutCollection"
+    refused = [
+        (exchange("/developer/v2/activity/workouts", {}, {"records": []}), "no operation"),
+        (exchange(path, {"limit": "26"}, {"records": []}), "does not match getWorkoutCollection"),  # max 25
+        (exchange(path, {"start": "yesterday"}, {"records": []}), "does not match"),  # not a date-time
+        (exchange(path, {"page": "2"}, {"records": []}), r"query parameters \['page'\] are not in"),
+        (exchange(path, {}, {"records": [], "next_token": None}), "is not getWorkoutCollection's"),  # not nullable
+        (exchange(path, {}, {"records": [{k: v for k, v in WORKOUT.items() if k != "start"}]}), "is not"),
+        (exchange(path, {}, {"records": []}) | {"headers": {}}, "no bearer token"),
+    ]
+    for entry, reason in refused:
+        with pytest.raises(AssertionError, match=reason):
+            judge(spec, entry)
+
+
+def test_swagger2_becomes_openapi3_with_the_same_parameters_schemas_and_examples() -> None:
+    swagger = {
+        "swagger": "2.0", "info": {"title": "t", "version": "1"}, "host": "api.example.com", "basePath": "/v3",
+        "parameters": {"page": {"name": "page", "in": "query", "type": "integer"}},
+        "paths": {"/things/{id}": {"get": {
+            "operationId": "getThing",
+            "parameters": [{"name": "id", "in": "path", "required": True, "type": "integer", "format": "int64"},
+                           {"$ref": "#/parameters/page"},
+                           {"name": "keys", "in": "query", "type": "array", "items": {"type": "string"}}],
+            "responses": {"200": {"description": "ok", "schema": {"$ref": "#/definitions/Thing"},
+                                  "examples": {"application/json": {"id": 1}}}},
+        }}},
+        "definitions": {"Thing": {"type": "object", "properties": {"id": {"type": "integer"}}}},
+    }  # fmt: skip
+    converted = swagger2_to_openapi3(swagger)
+    assert converted["servers"] == [{"url": "https://api.example.com/v3"}]
+    operation = converted["paths"]["/things/{id}"]["get"]
+    assert operation["parameters"] == [
+        {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "format": "int64"}},
+        {"name": "page", "in": "query", "schema": {"type": "integer"}},
+        {"name": "keys", "in": "query", "style": "form", "explode": False,
+         "schema": {"type": "array", "items": {"type": "string"}}},
+    ]  # fmt: skip
+    assert operation["responses"]["200"]["content"]["application/json"] == {
+        "schema": {"$ref": "#/components/schemas/Thing"}, "example": {"id": 1},
+    }  # fmt: skip
+    assert converted["components"]["schemas"] == swagger["definitions"]
