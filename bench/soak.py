@@ -35,7 +35,7 @@ from bench import expected
 from bench.harness import Child, Deployment, Processes, Run, bench_run, proc_status_kb, servers
 from bench.run import machine
 from wearsync.dev import _connect
-from wearsync.settings import PROVIDER_NAMES
+from wearsync.settings import PROVIDER_NAMES, webhook_path
 
 HERE = Path(__file__).resolve().parent
 NO_LIMIT = (1_000_000, 900)  # rate limits (the simulators' and ours) that the run never reaches
@@ -419,7 +419,9 @@ async def soak(admin_dsn: str, redis_url: str, processes: Processes, config: Con
         log(f"database wearsync_bench_{run.run_id}, simulators at {run.sim.url}, logs in {processes.log_dir}")
         await configure_sims(run, 0.0, 0.0)
         async with run.deployment("soak", limits_env(), workers=config.workers) as dep:
-            await run.sim.set_webhook("garmin", f"{dep.api_url}/api/v1/webhooks/garmin")
+            await run.sim.set_webhook(
+                "garmin", dep.api_url + webhook_path("garmin", run.env["WEARSYNC_GARMIN_WEBHOOK_PATH_SECRET"])
+            )
             users = await connect_users(run, dep, config)
             everyone = list(users)
             result.connect_s = time.monotonic() - started

@@ -9,8 +9,9 @@ from typing import Any
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from wearsync.dev import SIM_CLIENT_SECRET, SIM_WEBHOOK_SECRET
+from wearsync.dev import SIM_CLIENT_SECRET, SIM_WEBHOOK_SECRET, dev_environment
 from wearsync.providers import whoop
+from wearsync.settings import webhook_path
 
 # Bounded, so that every property test takes seconds. The function-scoped fixtures (a database
 # pool, an API client) are shared by a test's examples on purpose: each example leaves no trace.
@@ -75,6 +76,13 @@ def _mutate_somewhere(draw: st.DrawFn, value: Any) -> Any:
         index = draw(st.integers(0, len(value) - 1))
         return [*value[:index], _mutate_somewhere(draw, value[index]), *value[index + 1 :]]
     return draw(st.one_of(st.sampled_from(HOSTILE), json_values))
+
+
+def hook_path(provider: str) -> str:
+    """Where the tests' API (configured as `make run`'s) takes the provider's webhook: with the
+    path secret of a provider that signs nothing."""
+    secret = dev_environment({}, "").get(f"WEARSYNC_{provider.upper()}_WEBHOOK_PATH_SECRET", "")
+    return webhook_path(provider, secret)
 
 
 def signed_headers(provider: str, body: bytes) -> dict[str, str]:

@@ -33,7 +33,7 @@ Operation = APIOperation[Any, Any, Any, Any]
 EXAMPLES = 30  # per operation and mode: bounded, so the whole run takes seconds
 # Bodies shaped by each provider, not by this API's schema: a valid JSON object may still be
 # an unreadable delivery (400), so only the other checks apply.
-PROVIDER_SHAPED = {"POST /api/v1/webhooks/{provider}"}
+PROVIDER_SHAPED = {"POST /api/v1/webhooks/{provider}", "POST /api/v1/webhooks/{provider}/{path_secret}"}
 
 
 def no_server_error(ctx: CheckContext, response: Response, case: Case[Any]) -> bool | None:

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from tests.conftest import Factory
-from tests.fuzzing import FUZZ, HOSTILE, json_values, mutated, signed_headers
+from tests.fuzzing import FUZZ, HOSTILE, hook_path, json_values, mutated, signed_headers
 from tests.test_fuzz_parsers import WEBHOOK_SEEDS
 from wearsync.api.models import MAX_UNIX_S, SyncRequest
 from wearsync.providers import whoop
@@ -139,7 +139,7 @@ async def test_a_webhook_delivery_gets_a_2xx_or_a_4xx_with_a_detail(
     body = data.draw(_bodies(provider), label="body")
     headers: dict[str, Any] = signed_headers(provider, body) if data.draw(st.booleans(), label="signed") else {}
     headers |= data.draw(st.dictionaries(st.sampled_from(SIGNATURE_HEADERS), header_values, max_size=2), "headers")
-    resp = await client.post(f"/api/v1/webhooks/{provider}", data=body, headers=headers)
+    resp = await client.post(hook_path(provider), data=body, headers=headers)
     if resp.status == 200:
         assert set(await resp.json()) == {"received", "new"}
         return

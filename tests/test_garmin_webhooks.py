@@ -20,6 +20,7 @@ from arq.worker import Worker
 from yarl import URL
 
 from tests.conftest import Factory, sim_records, start_sync, wait_for_task
+from tests.fuzzing import hook_path
 from tests.test_garmin import DAY, assert_stored, snapshot
 from wearsync.db import queries
 from wearsync.providers import garmin
@@ -29,7 +30,7 @@ from wearsync.sim import garmin as garmin_sim
 from wearsync.sim.common import SimState, WebhookTarget
 
 Client = TestClient[web.Request, web.Application]
-HOOK = "/api/v1/webhooks/garmin"
+HOOK = hook_path("garmin")
 TYPES = ("activities", "dailies", "epochs", "sleeps", "hrv")
 
 

@@ -13,13 +13,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.conftest import Factory, sim_records, wait_for_task
-from tests.fuzzing import signed_headers
+from tests.fuzzing import hook_path, signed_headers
 from wearsync.api.app import create_app
 from wearsync.dev import SIM_CLIENT_SECRET
 from wearsync.providers import PROVIDERS, whoop
 from wearsync.providers.errors import MalformedPayload
 from wearsync.providers.http import HttpClient
 from wearsync.settings import Settings
+from wearsync.sim.strava import FIRST_SUBSCRIPTION_ID
 
 Client = TestClient[web.Request, web.Application]
 
@@ -55,7 +56,7 @@ async def test_bad_query_values_get_a_422_naming_the_parameter(client: Client, f
 
 async def test_webhook_bodies_nested_or_not_utf8_are_400(client: Client) -> None:
     for body in (b"[" * 60_000, b"\xff\xfe{}"):
-        resp = await client.post("/api/v1/webhooks/strava", data=io.BytesIO(body))
+        resp = await client.post(hook_path("strava"), data=io.BytesIO(body))
         assert resp.status == 400
         assert (await resp.json())["detail"].startswith("Unreadable webhook payload")
 
@@ -130,7 +131,13 @@ async def test_a_metrics_token_that_is_not_utf8_is_401(
 def smallest_delivery(provider: str) -> dict[str, Any]:
     """A delivery each provider's receiver reads (and answers 200)."""
     deliveries: dict[str, dict[str, Any]] = {
-        "strava": {"object_type": "activity", "object_id": 1, "aspect_type": "create", "owner_id": 2},
+        "strava": {
+            "object_type": "activity",
+            "object_id": 1,
+            "aspect_type": "create",
+            "owner_id": 2,
+            "subscription_id": FIRST_SUBSCRIPTION_ID,
+        },
         "polar": {"event": "PING", "timestamp": "2024-05-01T06:30:00.000Z"},
         "suunto": {"type": "WORKOUT_CREATED", "username": "nobody", "workoutid": "w1"},
         "whoop": {"user_id": 1, "id": "r1", "type": "workout.updated", "trace_id": "t1"},
@@ -154,7 +161,7 @@ async def test_a_webhook_delivery_over_the_providers_limit_is_413_with_or_withou
 ) -> None:
     webhook = PROVIDERS[provider].webhook
     assert webhook is not None
-    limit, url = webhook.max_body_bytes, f"/api/v1/webhooks/{provider}"
+    limit, url = webhook.max_body_bytes, hook_path(provider)
     at_limit = json.dumps(smallest_delivery(provider)).encode().ljust(limit)
     for sent in (io.BytesIO(at_limit), chunks(at_limit)):
         resp = await client.post(url, data=sent, headers=signed_headers(provider, at_limit))
@@ -180,7 +187,7 @@ async def test_signature_values_of_any_characters_or_length_are_refused_with_401
     assert resp.status == 401
     assert "milliseconds" in (await resp.json())["detail"]
     query = {"hub.mode": "subscribe", "hub.challenge": "c", "hub.verify_token": "é"}
-    resp = await client.get("/api/v1/webhooks/strava", params=query)
+    resp = await client.get(hook_path("strava"), params=query)
     assert (resp.status, await resp.json()) == (403, {"detail": "Invalid verify token"})
 
 

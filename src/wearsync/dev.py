@@ -22,7 +22,8 @@ import aiohttp
 from wearsync.oauth import exchange_code
 from wearsync.providers import PROVIDERS
 from wearsync.providers.http import HttpClient
-from wearsync.settings import PROVIDER_NAMES, ProviderSettings, Settings
+from wearsync.settings import PROVIDER_NAMES, ProviderSettings, Settings, webhook_path
+from wearsync.sim.strava import FIRST_SUBSCRIPTION_ID
 
 DEMO_USER_ID = uuid.uuid5(uuid.NAMESPACE_URL, "wearsync-demo-user")
 # A second demo user, not connected anywhere: the banner connects it by OAuth, through a browser.
@@ -30,6 +31,8 @@ OAUTH_USER_ID = uuid.uuid5(uuid.NAMESPACE_URL, "wearsync-demo-user-alice")
 SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_SUBSCRIPTION_KEY = "wearsync-sim", "sim-secret", "sim-subscription-key"
 # The secrets the simulated providers sign their webhooks with (Whoop signs with the client secret).
 SIM_WEBHOOK_SECRET, SIM_VERIFY_TOKEN = "sim-webhook-secret", "sim-verify-token"
+# The secret last segments of the unsigned webhooks' URLs: demo values, public by being here.
+SIM_GARMIN_PATH_SECRET, SIM_STRAVA_PATH_SECRET = "demo-garmin-hook-path-secret", "demo-strava-hook-path-secret"
 # Encrypts the demo's stored tokens. A demo key, public by being here: generate your own for real use.
 DEMO_TOKEN_KEY = "PM8uOMQS7Kvh6DuncHheSDyBHoiRwE2kbwXB6J4ZBQ8="
 DEMO_PROVIDERS = PROVIDER_NAMES
@@ -66,6 +69,9 @@ def dev_environment(env: dict[str, str], sim_url: str) -> dict[str, str]:
     env.setdefault("WEARSYNC_SUUNTO_WEBHOOK_SECRET", SIM_WEBHOOK_SECRET)
     env.setdefault("WEARSYNC_POLAR_WEBHOOK_SECRET", SIM_WEBHOOK_SECRET)
     env.setdefault("WEARSYNC_STRAVA_VERIFY_TOKEN", SIM_VERIFY_TOKEN)
+    env.setdefault("WEARSYNC_STRAVA_SUBSCRIPTION_ID", str(FIRST_SUBSCRIPTION_ID))  # the simulator's first
+    env.setdefault("WEARSYNC_GARMIN_WEBHOOK_PATH_SECRET", SIM_GARMIN_PATH_SECRET)
+    env.setdefault("WEARSYNC_STRAVA_WEBHOOK_PATH_SECRET", SIM_STRAVA_PATH_SECRET)
     env.setdefault("WEARSYNC_TOKEN_KEYS", DEMO_TOKEN_KEY)
     return env
 
@@ -114,17 +120,20 @@ async def _connect(
         r.raise_for_status()
 
 
-async def _subscribe_webhooks(session: aiohttp.ClientSession, api_url: str, sim_url: str) -> None:
+async def _subscribe_webhooks(session: aiohttp.ClientSession, api_url: str, sim_url: str, env: dict[str, str]) -> None:
     """Point the simulators' webhooks at the demo API, as each provider's developer portal would
     (Strava through its push subscription API, which validates the callback first)."""
-    hooks = f"{api_url}/api/v1/webhooks"
+
+    def hook(provider: str) -> str:
+        return api_url + webhook_path(provider, _provider_settings(env, provider).webhook_path_secret)
+
     secrets = {"suunto": SIM_WEBHOOK_SECRET, "polar": SIM_WEBHOOK_SECRET, "whoop": SIM_CLIENT_SECRET, "garmin": ""}
     for provider, secret in secrets.items():
-        async with session.post(f"{sim_url}/_sim/{provider}/webhook", json={"url": f"{hooks}/{provider}",
+        async with session.post(f"{sim_url}/_sim/{provider}/webhook", json={"url": hook(provider),
                                                                              "secret": secret}) as r:  # fmt: skip
             r.raise_for_status()
     form = {"client_id": SIM_CLIENT_ID, "client_secret": SIM_CLIENT_SECRET,
-            "callback_url": f"{hooks}/strava", "verify_token": SIM_VERIFY_TOKEN}  # fmt: skip
+            "callback_url": hook("strava"), "verify_token": SIM_VERIFY_TOKEN}  # fmt: skip
     async with session.post(f"{sim_url}/strava/api/api/v3/push_subscriptions", data=form) as r:
         if r.status not in (200, 201):
             raise RuntimeError(f"subscribing to Strava's webhooks failed: {r.status} {await r.text()}")
@@ -152,7 +161,7 @@ async def create_demo(database_url: str, api_url: str, sim_url: str, env: dict[s
         for provider in DEMO_PROVIDERS:
             await _connect(session, api_url, provider, env)
     async with aiohttp.ClientSession() as session:
-        await _subscribe_webhooks(session, api_url, sim_url)
+        await _subscribe_webhooks(session, api_url, sim_url, env)
     return key
 
 

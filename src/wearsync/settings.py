@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from wearsync.crypto import TokenCipher
 
 PROVIDER_NAMES = ("garmin", "strava", "polar", "suunto", "whoop")
+WEBHOOK_PATH_SECRET = "^(|[A-Za-z0-9_-]{16,128})$"  # unset, or hard to guess and one URL path segment
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,9 @@ class ProviderSettings:
     client_id: str
     client_secret: str
     subscription_key: str = ""
-    authorize_url: str = ""  # the host of the page a user's browser is sent to, to allow our app
+    authorize_url: str = ""
+    # The secret last segment of the webhook's URL, for a provider that signs nothing (Garmin, Strava).
+    webhook_path_secret: str = ""  # the host of the page a user's browser is sent to, to allow our app
 
 
 class Settings(BaseSettings):
@@ -111,6 +114,10 @@ class Settings(BaseSettings):
     garmin_client_id: str = ""
     garmin_client_secret: str = ""
     garmin_rate_limits: str | None = None  # e.g. "100/900,1000/86400"; default: documented limits
+    # Garmin and Strava sign no webhook: theirs are at /api/v1/webhooks/P/<secret>, a random string of
+    # yours (16 or more URL-safe characters) in the URL registered at the provider; unset, P's
+    # webhook answers 404 to every delivery.
+    garmin_webhook_path_secret: str = Field("", pattern=WEBHOOK_PATH_SECRET)
     garmin_backfill_days: int = Field(30, ge=1, le=3650)  # a sync without a range asks for this many days
 
     strava_api_url: str = "https://www.strava.com"
@@ -119,8 +126,11 @@ class Settings(BaseSettings):
     strava_client_id: str = ""
     strava_client_secret: str = ""
     strava_rate_limits: str | None = None  # e.g. "100/900,1000/86400"; default: documented limits
+    strava_webhook_path_secret: str = Field("", pattern=WEBHOOK_PATH_SECRET)  # see garmin_webhook_path_secret
     strava_page_concurrency: int = Field(4, ge=1, le=32)
     strava_verify_token: str = ""  # what we gave Strava when subscribing to its webhook
+    # The id Strava gave our push subscription: an event naming another is refused (401).
+    strava_subscription_id: str = ""
 
     polar_api_url: str = "https://www.polaraccesslink.com"
     polar_auth_url: str = "https://polarremote.com"
@@ -193,4 +203,13 @@ class Settings(BaseSettings):
             client_secret=getattr(self, f"{name}_client_secret"),
             subscription_key=getattr(self, f"{name}_subscription_key", ""),
             authorize_url=getattr(self, f"{name}_authorize_url").rstrip("/"),
+            webhook_path_secret=getattr(self, f"{name}_webhook_path_secret", ""),
         )
+
+    def webhook_path(self, name: str) -> str:
+        return webhook_path(name, self.provider(name).webhook_path_secret)
+
+
+def webhook_path(provider: str, path_secret: str = "") -> str:
+    """The path of a provider's webhook: what to register at the provider, after our host."""
+    return f"/api/v1/webhooks/{provider}" + (f"/{path_secret}" if path_secret else "")

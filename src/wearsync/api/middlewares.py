@@ -1,5 +1,6 @@
 """Request id and access log, JSON errors, and API-key authentication."""
 
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -20,9 +21,20 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # /metrics has its own optional token (Prometheus sends no API key); the API's docs are public; nor
 # does a browser sent back by a provider carry a key: the OAuth state authenticates it.
 PUBLIC_ROUTES = frozenset(
-    {"health", "metrics", "webhook", "webhook-strava-validation", "openapi", "docs", "docs-static", "oauth-callback"}
+    {
+        "health",
+        "metrics",
+        "webhook",
+        "webhook-unsigned",
+        "webhook-strava-validation",
+        "openapi",
+        "docs",
+        "docs-static",
+        "oauth-callback",
+    }
 )
 INVALID_KEY = "Invalid or missing API key"
+SECRET_WEBHOOK_PATH = re.compile(r"^(/api/v1/webhooks/[^/]*/).+")  # with what follows: a path secret
 
 
 def _error(status: int, detail: str) -> web.Response:
@@ -42,7 +54,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         return response
     finally:
         elapsed = time.perf_counter() - started
-        log.info("request", method=request.method, path=request.path, status=status, ms=round(elapsed * 1000, 1))
+        path = SECRET_WEBHOOK_PATH.sub(r"\1***", request.path)  # the path secret is a credential
+        log.info("request", method=request.method, path=path, status=status, ms=round(elapsed * 1000, 1))
         metrics.observe_request(request, status, elapsed)
         structlog.contextvars.unbind_contextvars("request_id")
 

@@ -148,12 +148,20 @@ class TaskPath(BaseModel):
 
 # Documented, not validated, by these: the webhook receivers check what their provider sends.
 class WebhookPath(BaseModel):
-    provider: ProviderName = Field(description="answered with 404 for any other")
+    provider: ProviderName = Field(description="answered with 404 for any other, and for garmin and strava")
+
+
+class UnsignedWebhookPath(BaseModel):
+    """The webhook of a provider that signs nothing: the secret in its URL is the check."""
+
+    provider: Literal["garmin", "strava"] = Field(description="answered with 404 for any other")
+    path_secret: str = Field(description="WEARSYNC_GARMIN_WEBHOOK_PATH_SECRET or WEARSYNC_STRAVA_WEBHOOK_PATH_SECRET")
 
 
 class StravaChallengeQuery(BaseModel):
     """Strava's subscription validation request."""
 
+    path_secret: str = Field(description="WEARSYNC_STRAVA_WEBHOOK_PATH_SECRET; answered with 404 for any other")
     hub_mode: Literal["subscribe"] = Field(alias="hub.mode")
     hub_challenge: str = Field(alias="hub.challenge")
     hub_verify_token: str = Field(alias="hub.verify_token")

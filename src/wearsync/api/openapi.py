@@ -27,6 +27,7 @@ from wearsync.api.models import (
     StravaChallengeQuery,
     SyncRequest,
     TaskPath,
+    UnsignedWebhookPath,
     UserIn,
     UserPath,
     WebhookPath,
@@ -87,6 +88,14 @@ TAGS = {
 }
 
 USER_NOT_FOUND = {404: "User not found"}
+
+
+def _webhook(summary: str, params: type[BaseModel], invalid: str, not_found: str) -> Operation:
+    """A webhook receiver: the body is the provider's, read by the view itself."""
+    errors = {400: "Unreadable webhook payload", 401: invalid, 404: not_found, 413: "Webhook payload too large"}
+    body = dict[str, Any]
+    return Operation("webhooks", summary, params, body=body, ok=WebhookReceipt, validated=False, errors=errors)
+
 
 OPERATIONS: dict[str, Operation] = {
     "health": Operation("meta", "Health of PostgreSQL and Redis", ok=Health),
@@ -183,19 +192,14 @@ OPERATIONS: dict[str, Operation] = {
     "samples": Operation(
         "data", "One time series of a user, by time", SamplesQuery, ok=SamplePage, errors=USER_NOT_FOUND
     ),
-    "webhook": Operation(
-        "webhooks",
-        "Receive a provider's notification",
-        WebhookPath,
-        body=dict[str, Any],
-        ok=WebhookReceipt,
-        validated=False,
-        errors={
-            400: "Unreadable webhook payload",
-            401: "Invalid webhook signature",
-            404: "No webhook for provider",
-            413: "Webhook payload too large",
-        },
+    "webhook": _webhook(
+        "Receive a provider's notification", WebhookPath, "Invalid webhook signature", "No webhook for provider"
+    ),
+    "webhook-unsigned": _webhook(
+        "Receive the notification of a provider that signs nothing (Garmin, Strava) at its secret URL",
+        UnsignedWebhookPath,
+        "Invalid webhook (Strava: another subscription's event)",
+        "No webhook for provider at this URL",
     ),
     "webhook-strava-validation": Operation(
         "webhooks",
@@ -203,7 +207,11 @@ OPERATIONS: dict[str, Operation] = {
         StravaChallengeQuery,
         ok=StravaChallenge,
         validated=False,
-        errors={400: "Expected hub.mode=subscribe and hub.challenge", 403: "Invalid verify token"},
+        errors={
+            400: "Expected hub.mode=subscribe and hub.challenge",
+            403: "Invalid verify token",
+            404: "No webhook for provider at this URL",
+        },
     ),
 }
 

@@ -1,5 +1,8 @@
-"""Webhook receivers: `POST /api/v1/webhooks/{provider}` for every provider (no API key: each
-delivery is checked as its provider signs it), and Strava's subscription validation GET.
+"""Webhook receivers: `POST /api/v1/webhooks/{provider}` for every provider that signs its
+deliveries (no API key: each delivery is checked as its provider signs it), `POST
+/api/v1/webhooks/{provider}/{path_secret}` for those that sign nothing (Garmin, Strava: the secret
+in the URL is the check; any other URL of theirs answers 404), and Strava's subscription validation
+GET at its URL.
 
 A delivery is verified, split into events, stored in PostgreSQL and only then acknowledged, with
 one job per new event enqueued for the worker: the request itself makes no upstream call, an
@@ -22,15 +25,28 @@ from wearsync.providers.errors import MalformedPayload, WebhookRejected
 log = structlog.get_logger(__name__)
 
 
-def _provider_with_webhook(request: web.Request) -> Provider:
-    provider = PROVIDERS.get(request.match_info["provider"])
+def _provider_with_webhook(request: web.Request, name: str) -> Provider:
+    """The provider whose webhook this URL is: 404 for any other URL, such as one without the path
+    secret of a provider that signs nothing, or with a wrong one (which is not told apart, so the
+    answer says nothing of the secret)."""
+    provider = PROVIDERS.get(name)
     if provider is None or provider.webhook is None:
-        raise ApiError(404, f"No webhook for provider '{request.match_info['provider']}'")
+        raise ApiError(404, f"No webhook for provider '{name}'")
+    given = request.match_info.get("path_secret")
+    if provider.webhook.path_secret or given is not None:
+        expected = request.app[DEPS].settings.provider(name).webhook_path_secret
+        if not (provider.webhook.path_secret and expected and given and _same(given, expected)):
+            log.warning("webhook delivery to an unknown URL", provider=name)
+            raise ApiError(404, f"No webhook for provider '{name}' at this URL")
     return provider
 
 
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode())  # compare_digest: str only if ASCII
+
+
 async def receive(request: web.Request) -> web.Response:
-    provider = _provider_with_webhook(request)
+    provider = _provider_with_webhook(request, request.match_info["provider"])
     assert provider.webhook is not None
     deps = request.app[DEPS]
     body = await _body(request, provider.webhook.max_body_bytes)
@@ -78,13 +94,14 @@ def _json(body: bytes) -> object:
 
 
 async def strava_challenge(request: web.Request) -> web.Response:
-    """Strava's subscription validation: echo `hub.challenge` when the verify token is ours."""
+    """Strava's subscription validation, at the URL its events go to: echo `hub.challenge` when
+    the verify token is ours."""
+    _provider_with_webhook(request, "strava")
     settings = request.app[DEPS].settings
     query = request.query
     if query.get("hub.mode") != "subscribe" or "hub.challenge" not in query:
         raise ApiError(400, "Expected hub.mode=subscribe and hub.challenge")
     expected = settings.strava_verify_token
-    given = query.get("hub.verify_token", "").encode("utf-8", "replace")  # compare_digest: str only if ASCII
-    if not expected or not hmac.compare_digest(given, expected.encode()):
+    if not expected or not _same(query.get("hub.verify_token", ""), expected):
         raise ApiError(403, "Invalid verify token")
     return json_response({"hub.challenge": query["hub.challenge"]})

@@ -229,6 +229,9 @@ class Webhook:
     parse: Callable[[Any], list[WebhookEvent]]
     process: Callable[[SyncContext, WebhookEvent], Awaitable[str | None]]  # optional detail to record
     max_body_bytes: int = 64 * 1024  # more than the provider ever sends (an event names a record)
+    # The provider signs nothing: only a delivery to the URL with our secret last segment is its
+    # (WEARSYNC_P_WEBHOOK_PATH_SECRET); any other URL of it answers 404.
+    path_secret: bool = False
 
     def events(self, payload: Any) -> list[WebhookEvent]:
         """The delivery's events as `parse` reads them, each one PostgreSQL stores as it is;

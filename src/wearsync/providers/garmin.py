@@ -10,12 +10,12 @@ which counts as requested too. Each request is a page of the task (a rerun skips
 adds its summaries to the rows of that user and type whose window holds their start time, so the
 task endpoint shows how many windows have been delivered since (`backfill`).
 
-Webhook (`POST /api/v1/webhooks/garmin`, one URL for every summary type: a body names its type by
-its top-level key):
-- Garmin does not sign its deliveries, so `verify` accepts any body: deployments must keep the
-  webhook URL private (unguessable, or behind an allow-list of Garmin's addresses), as anyone who
-  can post to it and knows a user's Garmin id can write that user's rows or deactivate the
-  connection. A forged ping still cannot send the user's token off the configured Garmin API host.
+Webhook (`POST /api/v1/webhooks/garmin/<WEARSYNC_GARMIN_WEBHOOK_PATH_SECRET>`, one URL for every
+summary type: a body names its type by its top-level key):
+- Garmin does not sign its deliveries: a delivery is taken as Garmin's for arriving at the URL with
+  our path secret (any other URL answers 404), as anyone who can post to it and knows a user's
+  Garmin id could write that user's rows or deactivate the connection. A forged ping still cannot
+  send the user's token off the configured Garmin API host.
 - Push `{"<type>": [summary, ...]}` and ping `{"<type>": [{"userId", "callbackURL"}]}` for the
   types we store (activities, dailies, epochs, sleeps, hrv): one event per (type, user) of a push,
   keyed by a hash of the type, user and summaries, and one per ping, keyed by its callback URL, so
@@ -383,8 +383,8 @@ MAX_DELIVERY_BYTES = 16 * 1024 * 1024  # a push may hold many users' epochs or d
 
 
 def verify_delivery(headers: Mapping[str, str], body: bytes, config: ProviderSettings, settings: Settings) -> None:
-    """Garmin signs nothing, so any delivery is accepted: keep the webhook URL private (see the
-    module docstring). A pushed record lands only on the connection of the user it names."""
+    """Garmin signs nothing: a delivery is taken as Garmin's for arriving at the URL with our path
+    secret (checked before). A pushed record lands only on the connection of the user it names."""
 
 
 def _digest(*parts: Any) -> str:
@@ -494,7 +494,11 @@ PROVIDER = Provider(
     rate_limits=(RateLimit(100, 60),),  # evaluation-tier figure (unconfirmed)
     sync={DataType.WORKOUTS: sync_workouts, DataType.DATA_247: sync_247},
     webhook=Webhook(
-        verify=verify_delivery, parse=parse_delivery, process=process_delivery, max_body_bytes=MAX_DELIVERY_BYTES
+        verify=verify_delivery,
+        parse=parse_delivery,
+        process=process_delivery,
+        max_body_bytes=MAX_DELIVERY_BYTES,
+        path_secret=True,
     ),
     user_id=token_user_id,
     # OAuth 2 with PKCE on connect.garmin.com; no scope parameter: the user picks what to share

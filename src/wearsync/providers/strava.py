@@ -25,12 +25,12 @@ Choices where Strava's documentation is silent (unconfirmed):
 - Sports map from `sport_type` (the legacy `type` where it is missing); unknown ones are `other`
   with Strava's name kept in `provider_sport`.
 
-Webhooks (`POST /api/v1/webhooks/strava`; the subscription's validation GET is in api/webhooks.py):
-- Strava signs nothing and sends no secret with its events. The one thing an event could be
-  checked against is our subscription id, which our settings do not hold, so every event whose
-  body reads is accepted and the callback URL itself must be kept private: a forged create or
-  update only makes us re-read what the athlete's own token serves, but a forged delete or
-  deauthorization would take effect.
+Webhooks (`POST /api/v1/webhooks/strava/<WEARSYNC_STRAVA_WEBHOOK_PATH_SECRET>`; the
+subscription's validation GET at the same URL is in api/webhooks.py):
+- Strava signs nothing and sends no secret with its events. An event is taken as Strava's for
+  arriving at the callback URL with our path secret (any other URL answers 404) and naming our
+  push subscription (`subscription_id`, WEARSYNC_STRAVA_SUBSCRIPTION_ID; another is 401): a
+  forged delete or deauthorization would take effect.
 - One event per delivery, for the connection whose `provider_user_id` is the athlete id
   (`owner_id`); a body that is not JSON or lacks the object or owner ids is refused (400; Strava
   tries an event three times at most). The dedupe key is the object, aspect, `event_time` and
@@ -54,7 +54,7 @@ import structlog
 from wearsync.db import queries
 from wearsync.models import DataType
 from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, map_page, num
-from wearsync.providers.errors import MalformedPayload, UpstreamError
+from wearsync.providers.errors import MalformedPayload, UpstreamError, WebhookRejected
 from wearsync.providers.paging import save_offset_list
 from wearsync.providers.ratelimit import RateLimit
 from wearsync.records import Workout
@@ -165,7 +165,18 @@ DEAUTHORIZED = "deauthorized by the athlete at Strava"
 
 
 def verify_event(headers: Mapping[str, str], body: bytes, config: ProviderSettings, settings: Settings) -> None:
-    """Nothing to verify: Strava signs no event (see the module's docstring)."""
+    """Strava signs no event: one is taken as Strava's for arriving at the URL with our path
+    secret (checked before) and naming our push subscription. A body that is no JSON object is
+    left to `parse_event` to refuse."""
+    expected = settings.strava_subscription_id
+    if not expected:
+        raise WebhookRejected("WEARSYNC_STRAVA_SUBSCRIPTION_ID is not set, so no event can be trusted")
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return
+    if isinstance(payload, dict) and str(payload.get("subscription_id")) != expected:
+        raise WebhookRejected("the event names another push subscription than ours")
 
 
 def parse_event(payload: Any) -> list[WebhookEvent]:
@@ -233,7 +244,7 @@ PROVIDER = Provider(
     client_auth="body",
     rate_limits=(RateLimit(100, 15 * 60), RateLimit(1000, 86400)),
     sync={DataType.WORKOUTS: sync_workouts},
-    webhook=Webhook(verify=verify_event, parse=parse_event, process=process_event),
+    webhook=Webhook(verify=verify_event, parse=parse_event, process=process_event, path_secret=True),
     # Strava joins scopes with commas; `read` for the athlete, `activity:read_all` for private
     # activities too. approval_prompt=auto: a user who approved before is not asked again.
     scopes=("read", "activity:read_all"),

@@ -31,7 +31,6 @@ and POSTs the event Strava would send to the subscription's callback, unsigned, 
 A target set through `/_sim/strava/webhook` counts as the app's subscription (id 1).
 """
 
-import itertools
 import json
 import secrets
 import time
@@ -63,7 +62,10 @@ CHALLENGE_TIMEOUT_S = 2.0  # Strava's: the callback must echo the challenge with
 APPLICATION_ID = 4242  # the simulated app's id, as subscriptions show it
 SUBSCRIPTION_KEY = (NAME, "*subscription")  # in state.changes: not a user name, never a user's
 UPDATABLE = {"name", "sport_type", "private"}  # the fields whose change Strava announces
-_subscription_ids = itertools.count(120_001)
+# The id of the app's first push subscription on a fresh simulator, and one more for each later
+# one (Strava gives each a new id); what wearsync's WEARSYNC_STRAVA_SUBSCRIPTION_ID names in dev.
+FIRST_SUBSCRIPTION_ID = 120_001
+SUBSCRIPTIONS_MADE_KEY = (NAME, "*subscriptions made")
 
 
 def _state(request_or_app: web.Request | web.Application) -> SimState:
@@ -235,9 +237,16 @@ def _subscription(state: SimState) -> dict[str, Any] | None:
         return None
     subscription: dict[str, Any] | None = state.changes.get(SUBSCRIPTION_KEY)
     if subscription is None or subscription["target"] is not target:  # set through /_sim/strava/webhook
-        subscription = {"id": 1, "target": target, "created_at": _now_iso()}
+        subscription = {"id": _next_subscription_id(state), "target": target, "created_at": _now_iso()}
         state.changes[SUBSCRIPTION_KEY] = subscription
     return subscription
+
+
+def _next_subscription_id(state: SimState) -> int:
+    made = state.changes.setdefault(SUBSCRIPTIONS_MADE_KEY, {"count": 0})
+    made["count"] += 1
+    subscription_id: int = FIRST_SUBSCRIPTION_ID + made["count"] - 1
+    return subscription_id
 
 
 def _now_iso() -> str:
@@ -298,7 +307,7 @@ async def create_subscription(request: web.Request) -> web.Response:
         return _subscription_error(400, "", "already exists")
     target = WebhookTarget(fields["callback_url"], verify_token=fields["verify_token"])
     state.webhook_targets[NAME] = target
-    subscription = {"id": next(_subscription_ids), "target": target, "created_at": _now_iso()}
+    subscription = {"id": _next_subscription_id(state), "target": target, "created_at": _now_iso()}
     state.changes[SUBSCRIPTION_KEY] = subscription
     return web.json_response({"id": subscription["id"]}, status=201)
 
