@@ -268,3 +268,27 @@ async def test_simulator_serves_data_only_to_registered_users(
             assert resp.status == 400
     async with aiohttp.ClientSession() as session, session.get(sim_server.make_url("/polar/api/v3/exercises")) as resp:
         assert resp.status == 401  # no token
+
+
+async def test_another_polar_account_and_a_registration_gone_since_are_registered_again(
+    client: Client, factory: Factory, worker: Worker, sim_server: TestServer, sim_state: SimState, db: asyncpg.Pool
+) -> None:
+    key, user_id, first = await factory.connected_user("polar")
+    assert (await wait_for_task(client, key, await start_sync(client, key, "polar", user_id)))["status"] == "succeeded"
+
+    # The user connects another Polar account while the first is still registered with our app.
+    second = f"u{uuid.uuid4().hex[:10]}"
+    await factory.connect(key, user_id, "polar", second)
+    task = await wait_for_task(client, key, await start_sync(client, key, "polar", user_id))
+    assert task["status"] == "succeeded", task
+    assert sim_state.registered[("polar", first)] != sim_state.registered[("polar", second)]  # member-ids
+    served = {e["id"] for e in (await sim_records(sim_server, "polar", second))["exercises"]}
+    stored = {r["provider_record_id"] for r in await db.fetch("SELECT provider_record_id FROM workouts")}
+    assert served <= stored
+
+    # Polar forgets the registration (the user removed our app in Flow): the next sync registers again.
+    del sim_state.registered[("polar", second)]
+    task = await wait_for_task(client, key, await start_sync(client, key, "polar", user_id))
+    assert task["status"] == "succeeded", task
+    calls = [(r["method"], r["path"], r["status"]) for r in sim_state.requests if r["provider"] == "polar"]
+    assert calls[-3:] == [("GET", "/v3/exercises", 403), ("POST", "/v3/users", 200), ("GET", "/v3/exercises", 200)]

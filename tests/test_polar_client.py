@@ -55,13 +55,13 @@ def exercise(n: int = 1, **fields: Any) -> dict[str, Any]:
 async def test_registers_then_fetches_once_with_the_flags(http: HttpClient, upstream: type[aioresponses]) -> None:
     ctx = make_ctx(http, samples=True, zones=False, route=True)
     with upstream() as m:
-        m.post(USERS, payload={"polar-user-id": 12345678, "member-id": str(ctx.connection.user_id)})
+        m.post(USERS, payload={"polar-user-id": 12345678, "member-id": f"{ctx.connection.user_id}_12345678"})
         m.get(EXERCISES, payload=[exercise(1), exercise(2)])
         await polar.sync_exercises(ctx)
         calls = sent(m)
     assert [(method, url.path) for method, url, _ in calls] == [("POST", "/api/v3/users"), ("GET", "/api/v3/exercises")]
     register, fetch = calls[0][2], calls[1][2]
-    assert register["json"] == {"member-id": str(ctx.connection.user_id)}
+    assert register["json"] == {"member-id": f"{ctx.connection.user_id}_12345678"}  # user and Polar account
     assert register["headers"]["Authorization"] == fetch["headers"]["Authorization"] == "Bearer token-1"
     assert fetch["params"] == {"samples": "true", "zones": "false", "route": "true"}
     assert ctx.ids() == ["EX1", "EX2"]
@@ -101,6 +101,58 @@ async def test_403_not_registered_fails_without_a_refresh(http: HttpClient, upst
         with pytest.raises(UpstreamAuthError, match="HTTP 403"):
             await polar.sync_exercises(ctx)
     assert ctx.credentials.refreshes == 0
+
+
+async def test_an_account_registered_before_is_not_registered_again(
+    http: HttpClient, upstream: type[aioresponses]
+) -> None:
+    ctx = make_ctx(http)
+    ctx.cursor = {"registered": "12345678"}
+    with upstream() as m:
+        m.get(EXERCISES, payload=[exercise()])
+        await polar.sync_exercises(ctx)
+        assert [method for method, _, _ in sent(m)] == ["GET"]
+    assert ctx.new_cursor == {"registered": "12345678"}
+
+
+@pytest.mark.parametrize("cursor", [{"registered": "87654321"}, {"registered": True}, {}])
+async def test_another_account_or_an_older_cursor_is_registered(
+    http: HttpClient, upstream: type[aioresponses], cursor: dict[str, Any]
+) -> None:
+    ctx = make_ctx(http)
+    ctx.cursor = cursor
+    with upstream() as m:
+        m.post(USERS, status=409, body="already registered")
+        m.get(EXERCISES, payload=[])
+        await polar.sync_exercises(ctx)
+        assert [method for method, _, _ in sent(m)] == ["POST", "GET"]
+    assert ctx.new_cursor == {"registered": "12345678"}
+
+
+async def test_a_registration_gone_since_is_made_again_once(http: HttpClient, upstream: type[aioresponses]) -> None:
+    ctx = make_ctx(http)
+    ctx.cursor = {"registered": "12345678"}
+    with upstream() as m:
+        m.get(EXERCISES, status=403, body='{"errorType": "Forbidden"}')
+        m.post(USERS, payload={})
+        m.get(EXERCISES, payload=[exercise()])
+        await polar.sync_exercises(ctx)
+        assert sorted(method for method, _, _ in sent(m)) == ["GET", "GET", "POST"]  # sent() groups by URL
+    assert ctx.ids() == ["EX1"]
+
+
+async def test_a_403_that_stays_after_registering_fails_the_type(
+    http: HttpClient, upstream: type[aioresponses]
+) -> None:
+    ctx = make_ctx(http)
+    ctx.cursor = {"registered": "12345678"}
+    with upstream() as m:
+        m.get(EXERCISES, status=403, body='{"message": "User has not accepted all mandatory consents"}', repeat=True)
+        m.post(USERS, status=409, body="already registered")
+        with pytest.raises(UpstreamAuthError, match=r"HTTP 403: .*consents"):
+            await polar.sync_exercises(ctx)
+        assert sorted(method for method, _, _ in sent(m)) == ["GET", "GET", "POST"]  # sent() groups by URL
+    assert ctx.pages == []
 
 
 async def test_401_asks_the_credentials_once(http: HttpClient, upstream: type[aioresponses]) -> None:

@@ -52,7 +52,7 @@ async def registered_user(factory: Factory, sim_state: SimState) -> tuple[str, s
     """(user id, simulated user, Polar user id) of a connected user the app has registered with
     Polar (AccessLink notifies only about those)."""
     _, user_id, sim_user = await factory.connected_user("polar")
-    sim_state.registered.add(("polar", sim_user))
+    sim_state.registered[("polar", sim_user)] = f"member-{sim_user}"
     polar_id = int(await factory.db.fetchval("SELECT provider_user_id FROM provider_connections"))
     sim_state.requests.clear()
     return user_id, sim_user, polar_id

@@ -1,8 +1,9 @@
 """Polar AccessLink v3 client: exercises only (Polar's 24/7 data is not synced here).
 
 AccessLink serves data only to users our app has registered (`POST /v3/users` with our
-`member-id`, the wearsync user id); a sync registers first and takes 409 (already registered) as
-success. `GET /v3/exercises` then answers the last 30 days in one list: one call, one page.
+`member-id`); a sync registers first and takes 409 (already registered) as success, then keeps
+which Polar account it registered in its cursor, to skip that call next time. `GET /v3/exercises`
+then answers the last 30 days in one list: one call, one page.
 The contract's `samples`, `zones` and `route` go upstream as true/false. A sample series is
 AccessLink's `sample` schema: `sample-type`, `recording-rate` (seconds) and `data`, the values
 comma-separated, where `null` (or nothing) marks a moment the sensor was offline. Heart-rate series
@@ -48,8 +49,14 @@ import structlog
 
 from wearsync.db import queries
 from wearsync.models import DataType
-from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, map_page, num
-from wearsync.providers.errors import MalformedPayload, ProviderError, UpstreamError, WebhookRejected
+from wearsync.providers.core import Connection, Provider, SyncContext, Webhook, WebhookEvent, map_page, num
+from wearsync.providers.errors import (
+    MalformedPayload,
+    ProviderError,
+    UpstreamAuthError,
+    UpstreamError,
+    WebhookRejected,
+)
 from wearsync.providers.ratelimit import RateLimit
 from wearsync.records import Record, Sample, Workout
 from wearsync.settings import ProviderSettings, Settings
@@ -159,11 +166,18 @@ def map_exercise(exercise: dict[str, Any]) -> list[Record]:
     return [workout, *heart_rate_samples(exercise, start)]
 
 
+def member_id(connection: Connection) -> str:
+    """Our name for the user at Polar: the wearsync user and the Polar account, as Polar answers a
+    member-id another account registered with the same 409 as a user registered already, so a
+    user who connects a second Polar account while the first is registered would never be."""
+    return f"{connection.user_id}_{connection.provider_user_id}"
+
+
 async def register_user(ctx: SyncContext) -> None:
     """Register the user with our app; Polar answers 409 when that was done before."""
     url = f"{ctx.config.api_url}/v3/users"
     try:
-        await ctx.request_json("POST", url, json_body={"member-id": str(ctx.connection.user_id)})
+        await ctx.request_json("POST", url, json_body={"member-id": member_id(ctx.connection)})
     except UpstreamError as e:
         if e.status != 409:
             raise
@@ -173,7 +187,8 @@ async def connect_user(ctx: SyncContext) -> None:
     """A new connection: register the user (again, after a disconnect deleted the registration), so
     the first sync needs no registration call."""
     await register_user(ctx)
-    await queries.save_cursor(ctx.db, ctx.connection.user_id, NAME, DataType.WORKOUTS.value, {"registered": True})
+    registered = {"registered": ctx.connection.provider_user_id}
+    await queries.save_cursor(ctx.db, ctx.connection.user_id, NAME, DataType.WORKOUTS.value, registered)
 
 
 async def delete_user(ctx: SyncContext) -> None:
@@ -195,18 +210,28 @@ async def sync_exercises(ctx: SyncContext) -> None:
     if PAGE_KEY in ctx.done:  # stored by an earlier run of this task
         return
     await ctx.set_pages_total(1)
-    if not (ctx.cursor and ctx.cursor.get("registered")):  # once is enough: saves a call a sync
+    account = ctx.connection.provider_user_id
+    registered = ctx.cursor is not None and ctx.cursor.get("registered") == account
+    if not registered:  # once per account is enough: saves a call a sync
         await register_user(ctx)
     p = ctx.params
     url = f"{ctx.config.api_url}/v3/exercises"
     query = {"samples": _flag(p.samples), "zones": _flag(p.zones), "route": _flag(p.route)}
-    body = await ctx.get_json(url, params=query)
+    try:
+        body = await ctx.get_json(url, params=query)
+    except UpstreamAuthError as e:
+        # Registered once, but no longer (a disconnect, or the user removed our app in Flow): again.
+        # A 403 that stays is Polar's "mandatory consents not accepted", for the user to settle.
+        if e.status != 403 or not registered:
+            raise
+        await register_user(ctx)
+        body = await ctx.get_json(url, params=query)
     if body is None:  # 204 No Content: AccessLink's answer where it has no data
         body = []
     if not isinstance(body, list):
         raise MalformedPayload(f"GET {url} returned no exercise list: {str(body)[:200]}")
     await ctx.save_page(map_page(body, map_exercise), PAGE_KEY, len(body))
-    ctx.advance_cursor({"registered": True})
+    ctx.advance_cursor({"registered": account})
 
 
 # ---- webhook: EXERCISE, SLEEP, ... events ----------------------------------------------------

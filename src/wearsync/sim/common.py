@@ -105,7 +105,7 @@ class SimState:
     withdrawn_before: dict[tuple[str, str], float] = field(default_factory=dict)
     # (provider, window seconds, window index) -> requests counted.
     rate_counts: dict[tuple[str, int, int], int] = field(default_factory=dict)
-    registered: set[tuple[str, str]] = field(default_factory=set)  # Polar: users registered by the app
+    registered: dict[tuple[str, str], str] = field(default_factory=dict)  # Polar: users registered, their member-id
     # Where each provider sends its webhooks (set through /_sim/P/webhook, or the provider's own
     # subscription API where it has one), and every delivery made: (provider, url, status).
     webhook_targets: dict[str, "WebhookTarget"] = field(default_factory=dict)

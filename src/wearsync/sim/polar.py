@@ -3,9 +3,10 @@
 
 Data API (mounted under /polar/api):
 - `POST /v3/users` with JSON {"member-id": "..."}: registers the token's user with our app; 200
-  with the user JSON, 409 if already registered. Until then, data calls are answered 403 with
-  Polar's error shape {"timestamp", "status": 403, "errorType": "Forbidden", "message", "corrId"}
-  (the body is our choice; Polar only says the user must be registered first).
+  with the user JSON, 409 if already registered or if another user has that member-id. Until
+  then, data calls are answered 403 with Polar's error shape {"timestamp", "status": 403,
+  "errorType": "Forbidden", "message", "corrId"} (our choice: Polar only says the user must be
+  registered first, and documents 403 for consents not accepted).
 - `DELETE /v3/users/{polar-user-id}`: deregisters the token's user (its own id only, else 403;
   404 when not registered) and revokes its access token: 204.
 - `GET /v3/exercises?samples=&zones=&route=` (true|false): the exercises that started in the last
@@ -293,9 +294,9 @@ async def register_user(request: web.Request) -> web.Response:
     if not isinstance(body, dict) or not isinstance(body.get("member-id"), str) or not body["member-id"]:
         return polar_error(400, "Bad Request", "member-id is required")
     state = request.config_dict[STATE_KEY]
-    if (NAME, user) in state.registered:
+    if (NAME, user) in state.registered or body["member-id"] in state.registered.values():
         return polar_error(409, "Conflict", "User already registered to partner or duplicated member-id")
-    state.registered.add((NAME, user))
+    state.registered[(NAME, user)] = body["member-id"]
     polar_id = polar_user_id(user)
     return web.json_response({
         "polar-user-id": polar_id, "member-id": body["member-id"],
@@ -314,7 +315,7 @@ async def delete_user(request: web.Request) -> web.Response:
     state = request.config_dict[STATE_KEY]
     if (NAME, user) not in state.registered:
         return polar_error(404, "Not Found", "User is not registered to the partner")
-    state.registered.discard((NAME, user))
+    del state.registered[(NAME, user)]
     state.revoke_access(NAME, user)
     return web.Response(status=204)
 
