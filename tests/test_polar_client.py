@@ -1,21 +1,17 @@
 """Edge cases of the Polar client, one upstream answer at a time (aioresponses). The full path
 against the simulator and PostgreSQL is in test_polar.py; here storage is replaced by a list."""
 
-import functools
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from aioresponses import aioresponses
 
 from tests.clients import RecordingContext, recording_context, sent
 from wearsync.models import SyncParams
 from wearsync.providers import polar
-from wearsync.providers.core import map_page
 from wearsync.providers.errors import MalformedPayload, UpstreamAuthError, UpstreamError
 from wearsync.providers.http import HttpClient
 from wearsync.providers.ratelimit import RateLimit
@@ -26,7 +22,6 @@ from wearsync.sim import polar as sim_polar
 API = "https://polar.test/api"
 USERS = f"{API}/v3/users"
 EXERCISES = re.compile(r"^https://polar\.test/api/v3/exercises\?.*$")
-POLAR_SPEC = Path(__file__).resolve().parents[2] / "shared" / "upstream-specs" / "polar" / "swagger.yaml"
 
 
 def make_ctx(http: HttpClient, done: Mapping[str, int] | None = None, **params: Any) -> RecordingContext:
@@ -336,61 +331,6 @@ def test_empty_heart_rate_series_gives_no_samples() -> None:
     for data in ("", None):
         rows = polar.map_exercise(exercise(samples=[{"sample-type": "0", "recording-rate": 1, "data": data}]))
         assert len(rows) == 1
-
-
-# ---- Polar's own examples (swagger.yaml) ------------------------------------------------------
-
-
-def spec_example(name: str) -> Any:
-    """The example object of a schema of Polar's AccessLink spec, assembled from the examples of its
-    properties (the spec gives examples per property, not per object)."""
-    spec = polar_spec()
-    schema = spec["components"]["schemas"][name]
-    return _example(spec, schema)
-
-
-def _example(spec: dict[str, Any], schema: dict[str, Any]) -> Any:
-    if "$ref" in schema:
-        return _example(spec, spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]])
-    if "example" in schema:
-        return schema["example"]
-    if schema.get("type") == "array":
-        return [_example(spec, schema["items"])]
-    return {key: _example(spec, prop) for key, prop in schema.get("properties", {}).items()}
-
-
-@functools.cache
-def polar_spec() -> dict[str, Any]:
-    if not POLAR_SPEC.is_file():
-        pytest.skip(f"Polar's AccessLink spec is not at {POLAR_SPEC}")
-    spec: dict[str, Any] = yaml.safe_load(POLAR_SPEC.read_text())
-    return spec
-
-
-def test_the_specs_exercise_example_maps_to_storable_rows() -> None:
-    example = spec_example("exerciseHashId")
-    assert example["samples"][0]["sample-type"] == "1"  # the documented shape, hyphenated
-    assert example["heart_rate_zones"][0]["lower-limit"] == 110
-    heart_rate = example["samples"][0] | {"sample-type": "0"}  # the example's series, read as heart rate
-    example["samples"].append(heart_rate)
-    workout, *samples = map_page([example], polar.map_exercise)  # map_page: every row storable
-    assert isinstance(workout, Workout)
-    start = datetime(2008, 10, 13, 7, 40, 2, tzinfo=UTC)  # 10:40:02 local at UTC+3 (offset 180)
-    assert (workout.provider_record_id, workout.start_time, workout.duration_s) == (
-        "2AC312F",
-        start,
-        2 * 3600 + 44 * 60,
-    )
-    assert (workout.avg_hr, workout.max_hr, workout.energy_kcal, workout.distance_m) == (129, 147, 530, 1600)
-    assert (workout.sport, workout.provider_sport, workout.device_name) == (
-        "other",
-        "WATERSPORTS_WATERSKI",
-        "Polar M400",
-    )
-    values = heart_rate["data"].split(",")
-    assert [(s.recorded_at, s.value) for s in samples if isinstance(s, Sample)] == [
-        (start + timedelta(seconds=5 * i), float(v)) for i, v in enumerate(values)
-    ]
 
 
 @pytest.mark.parametrize(

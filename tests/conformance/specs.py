@@ -33,17 +33,36 @@ HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 
 
 @dataclass(frozen=True)
+class Correction:
+    """One schema of a published spec changed where the spec contradicts itself: its own example or
+    description says otherwise than the schema (test_specs checks each is still needed)."""
+
+    pointer: str  # JSON pointer to the schema object
+    changes: dict[str, Any]  # keywords set; None removes one
+    why: str
+
+
+@dataclass(frozen=True)
 class SpecFile:
     path: str  # under the specs directory
     host_url: str  # the origin the simulator's paths (the provider's own) are joined to
     swagger2: bool = False
+    corrections: tuple[Correction, ...] = ()
 
+
+POLAR_SAMPLE = "/components/schemas/sample/properties"
 
 # Per provider: its spec, and where a simulator's path (after /<provider>/api) sits in it.
 SPEC_FILES = {
     "whoop": SpecFile("whoop/openapi.json", "https://api.prod.whoop.com"),
     "strava": SpecFile("strava/swagger.bundled.json", "https://www.strava.com", swagger2=True),
-}
+    "polar": SpecFile("polar/swagger.yaml", "https://www.polaraccesslink.com", corrections=(
+        Correction(f"{POLAR_SAMPLE}/sample-type", {"format": None},
+                   "OpenAPI's `byte` is base64, but the spec's own example is '1': a sample type number"),
+        Correction(f"{POLAR_SAMPLE}/recording-rate", {"nullable": True},
+                   "its description: 'Null when recording rate is not applicable - currently only with RR-data'"),
+    )),
+}  # fmt: skip
 
 
 def specs_dir() -> Path:
@@ -98,17 +117,40 @@ def load(provider: str) -> UpstreamSpec:
     return _load(provider, str(path))
 
 
+def published(provider: str, path: str) -> dict[str, Any]:
+    """The spec as its provider published it (as OpenAPI 3), without our corrections."""
+    text = Path(path).read_text()
+    document: dict[str, Any] = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    return swagger2_to_openapi3(document) if SPEC_FILES[provider].swagger2 else document
+
+
 @functools.cache
 def _load(provider: str, path: str) -> UpstreamSpec:
-    text = Path(path).read_text()
-    document = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-    file = SPEC_FILES[provider]
-    if file.swagger2:
-        document = swagger2_to_openapi3(document)
+    document, file = published(provider, path), SPEC_FILES[provider]
+    for correction in file.corrections:
+        corrected(document, correction)
     # The documents are not checked as documents: Whoop's lacks `info.version`, which strict OpenAPI
     # requires; what matters here is its operations and schemas.
     api = OpenAPI.from_dict(document, config=Config(spec_validator_cls=None))
     return UpstreamSpec(provider, document, api, file.host_url)
+
+
+def pointed(document: dict[str, Any], pointer: str) -> dict[str, Any]:
+    """The object a JSON pointer names (`~1` is `/`, `~0` is `~`)."""
+    node: Any = document
+    for part in pointer.removeprefix("/").split("/"):
+        node = node[part.replace("~1", "/").replace("~0", "~")]
+    assert isinstance(node, dict), pointer
+    return node
+
+
+def corrected(document: dict[str, Any], correction: Correction) -> None:
+    schema = pointed(document, correction.pointer)
+    for keyword, value in correction.changes.items():
+        if value is None:
+            schema.pop(keyword, None)
+        else:
+            schema[keyword] = value
 
 
 # ---- Swagger 2.0 -> OpenAPI 3.0 ----------------------------------------------------------------
