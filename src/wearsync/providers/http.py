@@ -1,6 +1,11 @@
 """The shared HTTP core: one aiohttp session per process, bounded retries with exponential
 backoff and full jitter on timeouts, connection errors, 5xx and unreadable bodies, and 429s
-waited out as the provider says when the wait is short."""
+waited out as the provider says when the wait is short.
+
+Redirects are never followed by aiohttp (it would follow one to any host, re-sending a token
+request's form with our client secret on a 307): a GET is followed within its own origin (scheme,
+host and port: the provider's host its credentials are meant for), at most MAX_REDIRECTS times;
+any other redirect is an UpstreamError naming where it pointed, and nothing is sent there."""
 
 import asyncio
 import contextlib
@@ -14,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import structlog
+from yarl import URL
 
 from wearsync import metrics
 from wearsync.providers.errors import MalformedPayload, RateLimited, UpstreamAuthError, UpstreamError
@@ -22,6 +28,20 @@ from wearsync.providers.ratelimit import RateLimit, RateLimiter
 log = structlog.get_logger(__name__)
 
 Params = Mapping[str, str | int | float]
+
+MAX_REDIRECTS = 3
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+
+
+def redirect_target(method: str, url: URL, status: int, location: str | None) -> URL | None:
+    """Where a redirect of `method url` may be followed, or None when it may not: only a GET, only
+    to the same origin (a body, or a bearer token, is never sent anywhere else)."""
+    if status not in REDIRECT_STATUSES or not location:
+        return None
+    target = url.join(URL(location))
+    if method != "GET" or target.origin() != url.origin():
+        return None
+    return target
 
 
 def retry_after_seconds(headers: Mapping[str, str], default: float) -> float:
@@ -144,20 +164,22 @@ class HttpClient:
         json_body: Any,
         empty_ok: bool,
     ) -> Any:
-        started, outcome = perf_counter(), "error"
-        try:
-            async with self.session.request(
-                method, url, params=params, headers=headers, data=data, json=json_body
-            ) as resp:
-                body = await resp.read()
-                status = resp.status
-                resp_headers = resp.headers
-            outcome = str(status)
-        except (aiohttp.ClientError, TimeoutError) as e:
-            outcome = "timeout" if isinstance(e, TimeoutError) else "error"
-            raise _Transient(type(e).__name__) from e
-        finally:
-            metrics.upstream_call(provider, outcome, perf_counter() - started)
+        target: str | URL = url
+        for _ in range(MAX_REDIRECTS + 1):
+            status, resp_headers, body, asked = await self._exchange(
+                method, target, provider, params, headers, data, json_body
+            )
+            if status not in REDIRECT_STATUSES:
+                break
+            location = resp_headers.get("Location")
+            next_target = redirect_target(method, asked, status, location)
+            if next_target is None:
+                raise UpstreamError(
+                    method, url, status, f"a redirect to {location!r}, not followed (off the host, or not a GET)"
+                )
+            target, params = next_target, None  # the redirect names the whole URL, query included
+        else:
+            raise UpstreamError(method, url, status, f"more than {MAX_REDIRECTS} redirects")
         text = body.decode("utf-8", "replace")
         if status == 429:
             wait = retry_after_seconds(resp_headers, 60.0)
@@ -178,3 +200,28 @@ class HttpClient:
             return json.loads(body)
         except (ValueError, RecursionError) as e:  # RecursionError: absurdly deep nesting
             raise _Transient("malformed JSON", status, text) from e
+
+    async def _exchange(
+        self,
+        method: str,
+        url: str | URL,
+        provider: str,
+        params: Params | None,
+        headers: Mapping[str, str],
+        data: Mapping[str, str] | None,
+        json_body: Any,
+    ) -> tuple[int, Mapping[str, str], bytes, URL]:
+        """One request and its whole answer (status, headers, body, the URL asked), nothing followed."""
+        started, outcome = perf_counter(), "error"
+        try:
+            async with self.session.request(
+                method, url, params=params, headers=headers, data=data, json=json_body, allow_redirects=False
+            ) as resp:
+                body = await resp.read()
+                outcome = str(resp.status)
+                return resp.status, resp.headers, body, resp.url
+        except (aiohttp.ClientError, TimeoutError) as e:
+            outcome = "timeout" if isinstance(e, TimeoutError) else "error"
+            raise _Transient(type(e).__name__) from e
+        finally:
+            metrics.upstream_call(provider, outcome, perf_counter() - started)
