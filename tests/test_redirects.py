@@ -45,9 +45,7 @@ def _app(handler: Any) -> web.Application:
 
 async def test_a_token_request_redirected_elsewhere_is_not_resent(aiohttp_server: Any, http: HttpClient) -> None:
     own_url, reached = await servers(aiohttp_server)
-    config = ProviderSettings(
-        api_url=own_url, auth_url=own_url, client_id="our-client", client_secret="our-secret"
-    )
+    config = ProviderSettings(api_url=own_url, auth_url=own_url, client_id="our-client", client_secret="our-secret")
     grant = {"grant_type": "refresh_token", "refresh_token": "the-users-refresh-token"}
     with pytest.raises(UpstreamError, match="not followed") as raised:
         await request_tokens(http, PROVIDERS["strava"], config, grant)
