@@ -196,6 +196,20 @@ async def test_an_exercise_url_that_is_not_our_polar_api_is_refused_without_a_re
     assert await db.fetchval("SELECT count(*) FROM workouts") == 0
 
 
+async def test_an_exercise_polar_no_longer_has_is_processed_with_nothing_stored(
+    client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool, sim_state: SimState
+) -> None:
+    _, _, polar_id = await registered_user(factory, sim_state)
+    url = f"{factory.settings.polar_api_url}/v3/exercises/GONE42"  # deleted, or past its 30 days
+    body, headers = signed(exercise_event(polar_id, "GONE42", url))
+    assert (await client.post(URL, data=body, headers=headers)).status == 200
+    (event,) = await settled(db, 1)
+    assert event["status"] == "processed"
+    assert event["detail"] == "exercise GONE42 is no longer at Polar (404): nothing stored"
+    assert polar_calls(sim_state) == [("GET", "/v3/exercises/GONE42", NO_FLAGS)]
+    assert await db.fetchval("SELECT count(*) FROM workouts") == 0
+
+
 # ---- unit tests ---------------------------------------------------------------------------------
 
 

@@ -300,16 +300,23 @@ def exercise_url(config: ProviderSettings, entity_id: str, announced: str) -> st
     return expected
 
 
-async def process_event(ctx: SyncContext, event: WebhookEvent) -> None:
-    """Fetch and upsert an announced exercise; other events are not data we store."""
+async def process_event(ctx: SyncContext, event: WebhookEvent) -> str | None:
+    """Fetch and upsert an announced exercise; other events are not data we store. An exercise
+    Polar no longer has (404: deleted, or past its 30 days) is nothing to store."""
     if event.kind != "EXERCISE":
         log.info("polar webhook event not stored", kind=event.kind, user=event.provider_user_id)
-        return
+        return None
     url = exercise_url(ctx.config, event.payload["entity_id"], event.payload["url"])
-    body = await ctx.get_json(url, params={"samples": "false", "zones": "false", "route": "false"})
+    try:
+        body = await ctx.get_json(url, params={"samples": "false", "zones": "false", "route": "false"})
+    except UpstreamError as e:
+        if e.status != 404:
+            raise
+        return f"exercise {event.payload['entity_id']} is no longer at Polar (404): nothing stored"
     if not isinstance(body, dict):
         raise MalformedPayload(f"GET {url} returned no exercise: {str(body)[:200]}")
     await ctx.save_page(map_page([body], map_exercise))
+    return None
 
 
 PROVIDER = Provider(
