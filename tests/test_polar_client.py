@@ -58,6 +58,7 @@ async def test_registers_then_fetches_once_with_the_flags(http: HttpClient, upst
     register, fetch = calls[0][2], calls[1][2]
     assert register["json"] == {"member-id": f"{ctx.connection.user_id}_12345678"}  # user and Polar account
     assert register["headers"]["Authorization"] == fetch["headers"]["Authorization"] == "Bearer token-1"
+    assert register["headers"]["Accept"] == fetch["headers"]["Accept"] == "application/json"  # not XML
     assert fetch["params"] == {"samples": "true", "zones": "false", "route": "true"}
     assert ctx.ids() == ["EX1", "EX2"]
     assert ctx.page_keys == [("exercises", 2)]

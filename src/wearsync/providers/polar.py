@@ -330,6 +330,8 @@ PROVIDER = Provider(
     authorize_path="/oauth2/authorization",  # on flow.polar.com
     scopes=("accesslink.read_all",),
     rate_limits=(RateLimit(500, 15 * 60), RateLimit(5000, 86400)),  # the floor of 500 + 20/user, 5000 + 100/user
+    # AccessLink also speaks XML (the spec lists both for users); Polar's example client asks for JSON.
+    api_headers=lambda config: {"Accept": "application/json"},
     on_connect=connect_user,
     revoke=delete_user,
 )
