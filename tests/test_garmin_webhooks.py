@@ -290,14 +290,14 @@ async def test_a_ping_whose_callback_points_elsewhere_is_refused(
     assert await db.fetchval("SELECT count(*) FROM daily_activity") == 0
 
 
-async def test_a_ping_for_a_user_we_do_not_know_is_acknowledged_and_ignored(
+async def test_a_ping_for_a_user_we_do_not_know_is_acknowledged_and_dropped(
     client: Client, worker: Worker, db: asyncpg.Pool, sim_server: TestServer, sim_state: SimState
 ) -> None:
     sim_state.requests.clear()
     ping = {"userId": "nobody", "callbackURL": "https://evil.example/wellness-api/rest/dailies"}
-    assert (await client.post(HOOK, json={"dailies": [ping]})).status == 200
-    (event,) = await settled(sim_server, db)
-    assert (event["status"], event["detail"]) == ("ignored", "no active garmin connection for provider user nobody")
+    resp = await client.post(HOOK, json={"dailies": [ping]})
+    assert await resp.json() == {"received": 1, "new": 0}
+    assert await settled(sim_server, db) == []
     assert sim_state.requests == []
 
 
@@ -336,9 +336,9 @@ async def test_a_deregistration_deactivates_the_connection(
     assert (found["active"], found["inactive_reason"]) == (False, "deregistered by the user at Garmin")
     resp = await client.post(f"/api/v1/garmin/users/{user_id}/sync", headers={"X-API-Key": key})
     assert resp.status == 404
-    # Delivered again: acknowledged, and ignored, as the connection is no longer active.
+    # Delivered again: acknowledged, and dropped, as the connection is no longer active.
     await emit(sim_server, sim_user, {"kind": "deregistration"})
-    assert [e["status"] for e in await settled(sim_server, db)] == ["processed", "ignored"]
+    assert [e["status"] for e in await settled(sim_server, db)] == ["processed"]
 
 
 async def test_permission_changes_update_the_scopes_and_none_left_deactivates(

@@ -16,13 +16,15 @@ from aiohttp.test_utils import TestClient, TestServer
 from arq import create_pool
 from arq.connections import RedisSettings
 from arq.worker import Worker
+from prometheus_client import REGISTRY
 
 from tests.conftest import Factory
+from wearsync.api.common import DEPS, QUEUE
 from wearsync.dev import SIM_WEBHOOK_SECRET
 from wearsync.settings import Settings
 from wearsync.sim.common import SimState, WebhookTarget
 from wearsync.sync import Deps
-from wearsync.worker import reap_webhook_events
+from wearsync.worker import process_webhook, reap_webhook_events
 
 Client = TestClient[web.Request, web.Application]
 URL = "/api/v1/webhooks/suunto"
@@ -37,6 +39,17 @@ def signed(payload: dict[str, Any], secret: str = SIM_WEBHOOK_SECRET) -> tuple[b
 def notification(user: str, key: str, **workout: Any) -> dict[str, Any]:
     w = {"workoutKey": key, "activityId": 1, "startTime": 1_790_000_000_000, "totalTime": 1800.0} | workout
     return {"type": "WORKOUT_CREATED", "username": user, "workoutid": key, "workout": w}
+
+
+def dropped(provider: str) -> float:
+    """Events dropped at receipt so far, as /metrics counts them."""
+    return REGISTRY.get_sample_value("wearsync_webhook_events_dropped_total", {"provider": provider}) or 0.0
+
+
+async def queue_length(client: Client) -> int:
+    """Jobs in the test API's queue."""
+    length: int = await client.app[QUEUE].zcard(client.app[DEPS].settings.queue_name)
+    return length
 
 
 async def settled(db: asyncpg.Pool, expected: int, timeout_s: float = 30) -> list[asyncpg.Record]:
@@ -111,18 +124,35 @@ async def test_the_same_event_delivered_twice_is_processed_once(
     assert await db.fetchval("SELECT duration_s FROM workouts WHERE provider_record_id = 'dup-1'") == 2400.0
 
 
-async def test_events_for_unknown_users_or_inactive_connections_are_acknowledged_and_ignored(
-    client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool
+async def test_events_for_unknown_users_or_inactive_connections_are_acknowledged_and_dropped_at_receipt(
+    client: Client, factory: Factory, db: asyncpg.Pool
 ) -> None:
+    """Nobody to do them for: neither stored nor queued, only counted."""
     key, user_id, sim_user = await factory.connected_user("suunto")
     await client.delete(f"/api/v1/users/{user_id}/connections/suunto", headers={"X-API-Key": key})
+    before = dropped("suunto")
     for user in ("nobody-we-know", sim_user):
         body, headers = signed(notification(user, f"w-{user}"))
-        assert (await client.post(URL, data=body, headers=headers)).status == 200
-    events = await settled(db, 2)
-    assert [e["status"] for e in events] == ["ignored", "ignored"]
-    assert "no active suunto connection for provider user nobody-we-know" in events[0]["detail"]
-    assert [e["attempts"] for e in events] == [1, 1]
+        resp = await client.post(URL, data=body, headers=headers)
+        assert (resp.status, await resp.json()) == (200, {"received": 1, "new": 0})
+    assert dropped("suunto") - before == 2
+    assert await db.fetchval("SELECT count(*) FROM webhook_events") == 0
+    assert await queue_length(client) == 0
+
+
+async def test_an_event_whose_connection_went_inactive_after_receipt_is_ignored(
+    client: Client, factory: Factory, deps: Deps, db: asyncpg.Pool
+) -> None:
+    key, user_id, sim_user = await factory.connected_user("suunto")
+    body, headers = signed(notification(sim_user, "w-late"))
+    assert await (await client.post(URL, data=body, headers=headers)).json() == {"received": 1, "new": 1}
+    await client.delete(f"/api/v1/users/{user_id}/connections/suunto", headers={"X-API-Key": key})
+    event_id = await db.fetchval("SELECT id FROM webhook_events")
+    assert await process_webhook({"deps": deps, "job_try": 1}, event_id) == "ignored"
+    event = await db.fetchrow("SELECT * FROM webhook_events")
+    assert event is not None
+    assert (event["status"], event["attempts"]) == ("ignored", 1)
+    assert event["detail"] == f"no active suunto connection for provider user {sim_user}"
     assert await db.fetchval("SELECT count(*) FROM workouts") == 0
 
 

@@ -40,6 +40,11 @@ RATE_LIMIT_WAITS = Counter("wearsync_rate_limit_waits", "Waits for a provider's 
 RATE_LIMIT_WAIT_SECONDS = Counter(
     "wearsync_rate_limit_wait_seconds", "Seconds waited (or deferred) for rate limits", ["provider", "reason"]
 )
+WEBHOOK_EVENTS_DROPPED = Counter(
+    "wearsync_webhook_events_dropped",
+    "Webhook events dropped at receipt, as no active connection names their user",
+    ["provider"],
+)
 QUEUE_JOBS = Gauge("wearsync_queue_jobs", "Jobs in the arq queue: ready to run, or deferred to later", ["state"])
 OPEN_TASKS = Gauge("wearsync_open_tasks", "Sync tasks queued or running, from PostgreSQL", ["provider", "status"])
 

@@ -1,4 +1,4 @@
-"""Enqueueing a sync task's job in one Redis round trip.
+"""Enqueueing a sync task's job in one Redis round trip, and webhook events' jobs in bulk.
 
 arq's `enqueue_job` takes three round trips (WATCH, EXISTS, MULTI/EXEC) to make sure a job id is
 not used twice. A task's job id is the task's own new UUID, so that cannot happen; one atomic
@@ -6,7 +6,7 @@ script writes the job exactly as arq would (its serialized form, its expiry) and
 still refuses an id that exists. This is the API's hottest path (`POST .../sync`)."""
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from uuid import UUID, uuid4
 
 import redis.exceptions
@@ -39,12 +39,30 @@ async def enqueue_task(queue: ArqRedis, task_id: str, queue_name: str | None = N
     """Queue `sync_task(task_id)` with job id `job_id` (default: the task id); False if that job id
     exists already."""
     job_id = job_id or task_id
-    enqueue_time_ms = timestamp_ms()
-    job = serialize_job("sync_task", (task_id,), {}, None, enqueue_time_ms, serializer=queue.job_serializer)
-    keys = (job_key_prefix + job_id, result_key_prefix + job_id, queue_name or queue.default_queue_name)
-    args = (job, str(queue.expires_extra_ms), str(enqueue_time_ms), job_id)
+    keys, args = _job("sync_task", task_id, queue, queue_name, job_id)
     created = await queue.eval(_ENQUEUE, 3, *keys, *args)  # type: ignore[misc, arg-type]  # stubs: sync, str only
     return bool(created)
+
+
+async def enqueue_webhook_events(queue: ArqRedis, event_ids: Sequence[int], queue_name: str | None = None) -> None:
+    """Queue `process_webhook(event_id)` for each event, in one round trip (a delivery may carry
+    thousands). Each job gets an id of its own: arq's job keys are global to the Redis server,
+    while event ids are only unique per database."""
+    async with queue.pipeline(transaction=False) as pipe:
+        for event_id in event_ids:
+            keys, args = _job("process_webhook", event_id, queue, queue_name, uuid4().hex)
+            pipe.eval(_ENQUEUE, 3, *keys, *args)  # type: ignore[arg-type]  # stubs: str only
+        await pipe.execute()
+
+
+def _job(
+    function: str, arg: str | int, queue: ArqRedis, queue_name: str | None, job_id: str
+) -> tuple[tuple[str, str, str], tuple[bytes, str, str, str]]:
+    """The keys and arguments of _ENQUEUE for the job `function(arg)`, as arq would write it."""
+    enqueue_time_ms = timestamp_ms()
+    job = serialize_job(function, (arg,), {}, None, enqueue_time_ms, serializer=queue.job_serializer)
+    keys = (job_key_prefix + job_id, result_key_prefix + job_id, queue_name or queue.default_queue_name)
+    return keys, (job, str(queue.expires_extra_ms), str(enqueue_time_ms), job_id)
 
 
 async def continue_in_new_job(deps: Deps, queue: ArqRedis, task_id: str, replacing: str | None = None) -> bool:

@@ -18,7 +18,13 @@ from wearsync import metrics
 from wearsync.db import TRANSIENT_DB_ERRORS, queries, retention, service_pool_when_up
 from wearsync.models import TaskStatus
 from wearsync.providers.errors import JobSliceDone, RateLimited
-from wearsync.queue import QUEUE_UNAVAILABLE, continue_in_new_job, finish_handovers, wait_for_redis
+from wearsync.queue import (
+    QUEUE_UNAVAILABLE,
+    continue_in_new_job,
+    enqueue_webhook_events,
+    finish_handovers,
+    wait_for_redis,
+)
 from wearsync.schedule import schedule_syncs
 from wearsync.settings import Settings
 from wearsync.sync import Deps, create_http_client, run_task
@@ -134,8 +140,7 @@ async def reap_webhook_events(ctx: dict[str, Any]) -> int:
     failed it past its tries) and the failed ones whose next try is due."""
     deps: Deps = ctx["deps"]
     event_ids = await queries.stale_webhook_events(deps.db, older_than_s=deps.settings.webhook_reap_after_s)
-    for event_id in event_ids:
-        await ctx["redis"].enqueue_job("process_webhook", event_id, _queue_name=deps.settings.queue_name)
+    await enqueue_webhook_events(ctx["redis"], event_ids, deps.settings.queue_name)
     if event_ids:
         log.warning("re-enqueued webhook events", count=len(event_ids))
     return len(event_ids)

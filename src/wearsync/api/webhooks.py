@@ -16,11 +16,13 @@ import json
 import structlog
 from aiohttp import web
 
+from wearsync import metrics
 from wearsync.api.common import DEPS, QUEUE, ApiError, json_response
 from wearsync.db import queries
 from wearsync.providers import PROVIDERS
 from wearsync.providers.core import Provider
-from wearsync.providers.errors import MalformedPayload, WebhookRejected
+from wearsync.providers.errors import MalformedPayload, TooManyItems, WebhookRejected
+from wearsync.queue import enqueue_webhook_events
 
 log = structlog.get_logger(__name__)
 
@@ -59,15 +61,19 @@ async def receive(request: web.Request) -> web.Response:
         events = provider.webhook.events(_json(body))
     except MalformedPayload as e:
         raise ApiError(400, f"Unreadable webhook payload: {e}") from None
-    new_ids = await queries.insert_webhook_events(deps.db, provider.name, events)
-    queue = request.app[QUEUE]
-    for event_id in new_ids:
-        try:
-            # No job id of ours: arq's job keys are global to the Redis server, event ids are
-            # only unique per database, and the insert above already ran once per event.
-            await queue.enqueue_job("process_webhook", event_id)
-        except Exception as e:  # stored: the reaper enqueues it later
-            log.error("webhook event stored but not enqueued", event_id=event_id, error=repr(e))
+    except TooManyItems as e:
+        raise ApiError(413, f"Webhook payload too large: {e}") from None
+    # Nobody to do them for: not stored, not queued (a flood for made-up users costs one query).
+    connected = await queries.connected_upstream_users(deps.db, provider.name, [e.provider_user_id for e in events])
+    kept = [event for event in events if event.provider_user_id in connected]
+    if dropped := len(events) - len(kept):
+        metrics.WEBHOOK_EVENTS_DROPPED.labels(provider.name).inc(dropped)
+        log.info("webhook events for users without an active connection dropped", provider=provider.name, count=dropped)
+    new_ids = await queries.insert_webhook_events(deps.db, provider.name, kept)
+    try:
+        await enqueue_webhook_events(request.app[QUEUE], new_ids, deps.settings.queue_name)
+    except Exception as e:  # stored: the reaper enqueues them later
+        log.error("webhook events stored but not enqueued", event_ids=new_ids[:20], count=len(new_ids), error=repr(e))
     log.info("webhook received", provider=provider.name, events=len(events), new=len(new_ids))
     return json_response({"received": len(events), "new": len(new_ids)})
 

@@ -477,6 +477,19 @@ async def insert_webhook_events(db: Executor, provider: str, events: Sequence[An
     return [r["id"] for r in rows]
 
 
+async def connected_upstream_users(db: Executor, provider: str, provider_user_ids: Sequence[str]) -> set[str]:
+    """Of these provider user ids, the ones an active connection names."""
+    rows = await db.fetch(
+        """
+        SELECT DISTINCT provider_user_id FROM provider_connections
+        WHERE provider = $1 AND provider_user_id = ANY($2::text[]) AND active
+        """,
+        provider,
+        list(set(provider_user_ids)),
+    )
+    return {r["provider_user_id"] for r in rows}
+
+
 async def claim_webhook_event(db: Executor, event_id: int) -> asyncpg.Record | None:
     """The event, counted as one more attempt, unless it is already done."""
     row: asyncpg.Record | None = await db.fetchrow(

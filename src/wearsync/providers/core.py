@@ -13,7 +13,7 @@ from wearsync.crypto import TokenCipher
 from wearsync.db import queries
 from wearsync.db.records import MAX_KEY_CHARS, check_storable, check_text, json_text, upsert_records
 from wearsync.models import DataType, SyncParams
-from wearsync.providers.errors import JobSliceDone, ListShifted, MalformedPayload, UpstreamAuthError
+from wearsync.providers.errors import JobSliceDone, ListShifted, MalformedPayload, TooManyItems, UpstreamAuthError
 from wearsync.providers.http import Bucket, HttpClient, Params
 from wearsync.providers.ratelimit import RateLimit, parse_rate_limits
 from wearsync.providers.tokens import Credentials
@@ -215,6 +215,7 @@ class WebhookEvent:
     provider_user_id: str  # the provider's id of the user, which names our connection
     dedupe_key: str  # the same event delivered twice has the same key
     payload: dict[str, Any]
+    items: int = 1  # the records or notifications it carries (a Garmin push: its summaries)
 
 
 @dataclass(frozen=True)
@@ -229,14 +230,19 @@ class Webhook:
     parse: Callable[[Any], list[WebhookEvent]]
     process: Callable[[SyncContext, WebhookEvent], Awaitable[str | None]]  # optional detail to record
     max_body_bytes: int = 64 * 1024  # more than the provider ever sends (an event names a record)
+    # Records and notifications one delivery may carry (WebhookEvent.items): more is refused (413).
+    max_items: int = 100
     # The provider signs nothing: only a delivery to the URL with our secret last segment is its
     # (WEARSYNC_P_WEBHOOK_PATH_SECRET); any other URL of it answers 404.
     path_secret: bool = False
 
     def events(self, payload: Any) -> list[WebhookEvent]:
         """The delivery's events as `parse` reads them, each one PostgreSQL stores as it is;
-        MalformedPayload for anything else (NUL characters, NaN, ids longer than any provider's)."""
+        MalformedPayload for anything else (NUL characters, NaN, ids longer than any provider's);
+        TooManyItems for more records or notifications than `max_items`."""
         events = self.parse(payload)
+        if (items := sum(event.items for event in events)) > self.max_items:
+            raise TooManyItems(f"{items} records or notifications in one delivery, at most {self.max_items}")
         for event in events:
             try:
                 check_text(event.kind)

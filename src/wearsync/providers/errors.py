@@ -58,5 +58,9 @@ class ConnectionRevoked(ProviderError):
     user must connect again."""
 
 
+class TooManyItems(Exception):
+    """A webhook delivery carrying more than its provider ever sends in one (answered 413)."""
+
+
 class WebhookRejected(Exception):
     """A webhook delivery whose signature or verify token is bad or missing (answered 401)."""

@@ -419,7 +419,7 @@ def _summary_events(summary_type: str, items: list[dict[str, Any]]) -> list[Webh
     for user, summaries in pushed.items():
         key = f"{summary_type}.push:{user}:{_digest(summary_type, user, summaries)}"
         payload = {"summaryType": summary_type, "userId": user, "summaries": summaries}
-        events[key] = WebhookEvent(f"{summary_type}.push", user, key, payload)
+        events[key] = WebhookEvent(f"{summary_type}.push", user, key, payload, items=len(summaries))
     return list(events.values())
 
 
@@ -499,6 +499,8 @@ PROVIDER = Provider(
         process=process_delivery,
         max_body_bytes=MAX_DELIVERY_BYTES,
         path_secret=True,
+        # Garmin documents no maximum; its deliveries carry a day's summaries of a few users.
+        max_items=10_000,
     ),
     user_id=token_user_id,
     # OAuth 2 with PKCE on connect.garmin.com; no scope parameter: the user picks what to share

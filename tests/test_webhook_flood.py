@@ -1,0 +1,77 @@
+"""One delivery cannot flood the queue: events for users nobody connected are dropped at receipt
+(counted), a delivery carrying more than its provider ever sends is refused whole, and the events
+kept are queued in one round trip. Before, a Garmin delivery of 86,000 summaries for made-up
+users stored and queued 86,000 events ahead of every tenant's syncs."""
+
+import io
+import json
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import Factory
+from tests.fuzzing import hook_path
+from tests.test_webhooks import dropped, queue_length
+from wearsync.providers import garmin
+
+Client = TestClient[web.Request, web.Application]
+HOOK = hook_path("garmin")
+
+
+def epoch(user: str, n: int) -> dict[str, Any]:
+    return {"userId": user, "summaryId": f"{user}-e{n}", "startTimeInSeconds": 1_790_000_000 + 900 * n,
+            "durationInSeconds": 900, "activityType": "WALKING", "steps": n}  # fmt: skip
+
+
+async def test_summaries_for_users_nobody_connected_are_dropped_and_counted(
+    client: Client, factory: Factory, db: asyncpg.Pool
+) -> None:
+    key = await factory.api_key()
+    known = []
+    for name in ("known-1", "known-2"):
+        await factory.connect(key, await factory.user(key), "garmin", name)
+        known.append(name)
+    before = dropped("garmin")
+    # 3,000 made-up users, one summary each, around two real users' summaries.
+    delivery = {"epochs": [epoch(f"stranger-{i}", i) for i in range(3000)] + [epoch(u, 1) for u in known]}
+    resp = await client.post(HOOK, json=delivery)
+    assert (resp.status, await resp.json()) == (200, {"received": 3002, "new": 2})
+    assert dropped("garmin") - before == 3000
+    stored = await db.fetch("SELECT provider_user_id FROM webhook_events ORDER BY provider_user_id")
+    assert [r["provider_user_id"] for r in stored] == known
+    assert await queue_length(client) == 2
+
+
+async def test_a_delivery_over_the_providers_item_cap_is_413_and_stores_nothing(
+    client: Client, factory: Factory, db: asyncpg.Pool
+) -> None:
+    key = await factory.api_key()
+    await factory.connect(key, await factory.user(key), "garmin", "known-1")
+    cap = garmin.PROVIDER.webhook.max_items if garmin.PROVIDER.webhook else 0
+    over = {"epochs": [epoch("known-1", n) for n in range(cap + 1)]}
+    resp = await client.post(HOOK, data=io.BytesIO(json.dumps(over).encode()))
+    assert resp.status == 413
+    assert await resp.json() == {
+        "detail": f"Webhook payload too large: {cap + 1} records or notifications in one delivery, at most {cap}"
+    }
+    assert await db.fetchval("SELECT count(*) FROM webhook_events") == 0
+    at_cap = {"epochs": [epoch("known-1", n) for n in range(cap)]}
+    resp = await client.post(HOOK, data=io.BytesIO(json.dumps(at_cap).encode()))
+    assert (resp.status, await resp.json()) == (200, {"received": 1, "new": 1})  # one user: one event
+
+
+async def test_many_events_of_one_delivery_are_all_queued(client: Client, factory: Factory, db: asyncpg.Pool) -> None:
+    key = await factory.api_key()
+    users = [f"pinged-{i}" for i in range(40)]
+    for name in users:
+        await factory.connect(key, await factory.user(key), "garmin", name)
+    pings = {"dailies": [{"userId": u, "callbackURL": f"https://apis.garmin.com/x?u={u}"} for u in users]}
+    resp = await client.post(HOOK, json=pings)
+    assert (resp.status, await resp.json()) == (200, {"received": 40, "new": 40})
+    assert await queue_length(client) == 40
+    # Delivered again: stored once, queued once.
+    resp = await client.post(HOOK, json=pings)
+    assert (resp.status, await resp.json()) == (200, {"received": 40, "new": 0})
+    assert await queue_length(client) == 40
