@@ -302,6 +302,8 @@ def test_the_redirect_allow_list_rule() -> None:
     refused = [
         "https://app.example.com/oauthx", "https://app.example.com/", "http://app.example.com/oauth",
         "https://app.example.com:8443/oauth", "https://app.example.com/oauth/../admin", "http://127.0.0.1/",
+        "https://app.example.com/oauth/%2e%2e/admin", "https://app.example.com/oauth/%2E./admin",
+        "https://app.example.com/oauth/.%2E%2fadmin", "https://app.example.com/oauth/%252e%252e/admin",
         "https://other.example.com/x", "https://evil.com/?https://app.example.com/oauth", "",
     ]  # fmt: skip
     assert [u for u in allowed if not redirect_allowed(u, allow)] == []

@@ -10,6 +10,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from hatchling.builders.wheel import WheelBuilder
 from openapi_spec_validator import validate
+from prometheus_client import REGISTRY
+from structlog.testing import capture_logs
 
 from wearsync.api.app import create_app
 from wearsync.api.middlewares import INVALID_KEY, PUBLIC_ROUTES
@@ -110,3 +112,18 @@ def test_the_wheel_ships_the_docs_files(tmp_path: Path) -> None:
     docs = {f"wearsync/{path.relative_to(package).as_posix()}" for path in DOCS_DIR.rglob("*") if path.is_file()}
     assert "wearsync/api/docs/static/swagger-ui/swagger-ui-bundle.js" in docs
     assert docs <= names, sorted(docs - names)
+
+
+async def test_a_missing_docs_file_is_logged_and_counted_as_the_404_it_answers(client: Client) -> None:
+    def counted(status: str) -> float:
+        labels = {"route": "docs-static", "status": status}
+        return REGISTRY.get_sample_value("wearsync_http_requests_total", labels) or 0.0
+
+    before = counted("404"), counted("200")
+    with capture_logs() as lines:
+        resp = await client.get("/docs/static/no-such-file.js")
+        found = await client.get("/docs/static/docs.js")
+    assert (resp.status, found.status) == (404, 200)
+    logged = {line["path"]: line["status"] for line in lines if line.get("event") == "request"}
+    assert logged == {"/docs/static/no-such-file.js": 404, "/docs/static/docs.js": 200}
+    assert (counted("404"), counted("200")) == (before[0] + 1, before[1] + 1)

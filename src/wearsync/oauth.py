@@ -18,7 +18,8 @@ separated. A redirect URI is allowed when its scheme (http or https) and host eq
 port equals the entry's (the scheme's default when the entry names none) — except that a loopback
 entry (localhost, 127.0.0.1, [::1]) without a port allows any port, as RFC 8252 7.3 does for apps
 on the user's machine — and its path is the entry's path or below it. It must carry no user info,
-no fragment, and no `.` or `..` segment. The default allows only loopback hosts (development).
+no fragment, and no `.` or `..` segment, percent-encoded or not. The default allows only loopback
+hosts (development).
 The rule is checked when a flow starts and again at its callback (the setting may have changed
 between the two), so the callback redirects nowhere the operator did not allow: no open redirect.
 """
@@ -31,7 +32,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 from uuid import UUID
 
 import asyncpg
@@ -78,9 +79,20 @@ def _parts(uri: str) -> tuple[str, str, int | None, str]:
         raise ValueError("must be an absolute http or https URL")
     if parts.username is not None or parts.password is not None or parts.fragment or "\\" in uri:
         raise ValueError("must carry no user info, fragment or backslash")
-    if any(segment in (".", "..") for segment in parts.path.split("/")):
+    if any(segment in (".", "..") for segment in _decoded(parts.path).split("/")):
         raise ValueError("must not contain . or .. path segments")
     return scheme, host, parts.port, parts.path or "/"
+
+
+def _decoded(path: str) -> str:
+    """The path as whoever serves it may read it: percent-decoded until nothing changes, so that
+    `%2e%2e` (or `%252e%252e`, decoded twice somewhere) counts as the `..` it becomes."""
+    for _ in range(len(path)):  # each round that changes it shortens it
+        decoded = unquote(path)
+        if decoded == path:
+            break
+        path = decoded
+    return path
 
 
 def parse_allowlist(value: str) -> tuple[AllowedRedirect, ...]:

@@ -8,7 +8,7 @@ from arq.connections import RedisSettings
 
 from wearsync.api import data, oauth, openapi, views, webhooks
 from wearsync.api.common import DEPS, KEY_CACHE, QUEUE
-from wearsync.api.middlewares import api_key_auth, errors, request_context
+from wearsync.api.middlewares import api_key_auth, errors, log_file_response, request_context
 from wearsync.db import service_pool_when_up
 from wearsync.queue import finish_handovers
 from wearsync.settings import Settings
@@ -66,5 +66,6 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[KEY_CACHE] = {}
     app[openapi.DOCUMENT] = {}
     app.cleanup_ctx.append(resources)
+    app.on_response_prepare.append(log_file_response)
     setup_routes(app)
     return app

@@ -41,23 +41,42 @@ def _error(status: int, detail: str) -> web.Response:
     return web.json_response({"detail": detail}, status=status, dumps=dumps)
 
 
+_STARTED = web.RequestKey("started", float)
+_FILE_SENT_LATER = web.RequestKey("file_sent_later", bool)
+
+
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
     structlog.contextvars.bind_contextvars(request_id=request_id)
-    started = time.perf_counter()
+    request[_STARTED] = time.perf_counter()
     status = 500
     try:
         response = await handler(request)
         status = response.status
         response.headers["X-Request-ID"] = request_id
+        # A file response settles its status (404 for a missing file, 304, 206) only as aiohttp
+        # sends it, after this middleware: logged then, by log_file_response.
+        request[_FILE_SENT_LATER] = isinstance(response, web.FileResponse) and not response.prepared
         return response
     finally:
-        elapsed = time.perf_counter() - started
-        path = SECRET_WEBHOOK_PATH.sub(r"\1***", request.path)  # the path secret is a credential
-        log.info("request", method=request.method, path=path, status=status, ms=round(elapsed * 1000, 1))
-        metrics.observe_request(request, status, elapsed)
+        if not request.get(_FILE_SENT_LATER):
+            _log_request(request, status)
         structlog.contextvars.unbind_contextvars("request_id")
+
+
+async def log_file_response(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: the request line of a file response, with the status it was sent with."""
+    if request.get(_FILE_SENT_LATER):
+        with structlog.contextvars.bound_contextvars(request_id=response.headers.get("X-Request-ID", "")):
+            _log_request(request, response.status)
+
+
+def _log_request(request: web.Request, status: int) -> None:
+    elapsed = time.perf_counter() - request[_STARTED]
+    path = SECRET_WEBHOOK_PATH.sub(r"\1***", request.path)  # the path secret is a credential
+    log.info("request", method=request.method, path=path, status=status, ms=round(elapsed * 1000, 1))
+    metrics.observe_request(request, status, elapsed)
 
 
 @web.middleware
