@@ -166,8 +166,8 @@ async def gather_bounded(limit: int, jobs: list[Callable[[], Any]]) -> list[Any]
 
 async def configure_sims(run: Run, latency_s: float, error_rate: float) -> None:
     for provider in PROVIDER_NAMES:
-        await run.sim.configure(provider, latency_s=latency_s, error_rate=error_rate,
-                                rate_limits=[list(NO_LIMIT)], history=HISTORY[provider])  # fmt: skip
+        await run.sim.configure(provider, latency_s=latency_s, error_rate=error_rate, rate_limits=[list(NO_LIMIT)],
+                                read_rate_limits=[list(NO_LIMIT)], history=HISTORY[provider])  # fmt: skip
 
 
 async def connect_users(run: Run, dep: Deployment, config: Config, prefix: str = "soak") -> list[User]:

@@ -127,7 +127,7 @@ def reset_sim(state: SimState) -> None:
     state.withdrawn_before.clear()
     for knobs in state.knobs.values():
         knobs.latency_s = knobs.error_rate = 0.0
-        knobs.access_ttl_s = knobs.rate_limits = None
+        knobs.access_ttl_s = knobs.rate_limits = knobs.read_rate_limits = None
         knobs.user_history.clear()
 
 

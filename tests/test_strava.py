@@ -86,7 +86,7 @@ async def test_async_sync_lands_every_served_activity_from_a_fixed_range(
     activities = served["activities"]
     assert len(activities) == 450  # the simulator's default history
     # The edge cases the simulator promises are among them.
-    assert "Paragliding" in {a["sport_type"] for a in activities}
+    assert "Pickleball" in {a["sport_type"] for a in activities}  # one of Strava's we map to "other"
     assert any(a["manual"] and "device_name" not in a for a in activities)
     assert any(not a["has_heartrate"] for a in activities)
     await assert_everything_stored(db, user_id, activities)
@@ -209,10 +209,11 @@ async def test_a_429_burst_and_a_5xx_burst_are_survived(
 async def test_stravas_daily_limit_fails_a_sync_call_with_the_wait_until_midnight(
     client: Client, factory: Factory, db: asyncpg.Pool, sim_state: SimState
 ) -> None:
-    """The simulator's daily limit (2 calls here) is met: its 429 carries no Retry-After, only the
-    usage headers, from which the wait until midnight UTC is read."""
+    """The simulator's daily read limit (2 calls here) is met, the overall one is not: its 429
+    carries no Retry-After, only the usage headers, from which the wait until midnight UTC is read
+    (not the next quarter hour)."""
     key, user_id, _ = await factory.connected_user("strava")
-    sim_state.provider("strava").rate_limits = [(100, 900), (2, 86400)]
+    sim_state.provider("strava").read_rate_limits = [(100, 900), (2, 86400)]
     resp = await client.post(f"/api/v1/strava/users/{user_id}/sync?async=false", headers={"X-API-Key": key})
     body = await resp.json()
     assert (resp.status, body["success"], body["details"]) == (200, False, {"workouts": False})
@@ -284,9 +285,10 @@ async def test_simulator_speaks_stravas_api(
         status, page, headers = await get(LIST, before=epochs[-1] + 1)
         assert status == 200
         assert [a["id"] for a in page] == [a["id"] for a in reversed(activities[-30:])]  # newest first, 30
-        assert (headers["X-RateLimit-Limit"], headers["X-ReadRateLimit-Limit"]) == ("100,1000", "100,1000")
+        # Overall 200 per 15 minutes and 2,000 a day; reads (every call here) 100 and 1,000.
+        assert (headers["X-RateLimit-Limit"], headers["X-ReadRateLimit-Limit"]) == ("200,2000", "100,1000")
         assert usage(headers) == 1
-        assert headers["X-ReadRateLimit-Usage"] == headers["X-RateLimit-Usage"]
+        assert headers["X-ReadRateLimit-Usage"] == headers["X-RateLimit-Usage"]  # every call counts in both
         assert "Retry-After" not in headers
         _, page, _ = await get(LIST, after=epochs[9], per_page=5)  # only after: oldest first
         assert [a["id"] for a in page] == [a["id"] for a in activities[10:15]]
@@ -327,6 +329,15 @@ async def test_simulator_speaks_stravas_api(
             assert resp.headers["X-RateLimit-Limit"] == "1000,9"
             assert usage(resp.headers) == 10
             assert "Retry-After" not in resp.headers
+        # The read limit refuses on its own.
+        sim_state.provider("strava").rate_limits = None
+        sim_state.provider("strava").read_rate_limits = [(1000, 900), (10, 86400)]
+        async with session.get(f"{api}{LIST}") as resp:
+            assert resp.status == 429
+            assert (await resp.json())["message"] == "Rate Limit Exceeded"
+            assert (resp.headers["X-RateLimit-Limit"], resp.headers["X-ReadRateLimit-Limit"]) == ("200,2000", "1000,10")
+            assert resp.headers["X-ReadRateLimit-Usage"].endswith(",11")
+            assert usage(resp.headers) == 11
 
     # Strava's token endpoint answers under /api/v3 too; a used authorization code is Strava's 400.
     config = settings.provider("strava")

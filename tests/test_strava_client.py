@@ -245,22 +245,28 @@ def _distance_to_boundary(instant: float, window_s: int) -> float:
 
 
 @pytest.mark.parametrize(
-    ("usage", "window_s"),
-    [("101,400", 900), ("100,1000", 86400), ("37,1001", 86400)],
-    ids=["15-minute limit: next quarter hour", "both used up: midnight", "daily: midnight"],
-)
+    ("overall", "read", "window_s"),
+    [("101,400", "101,400", 900), ("60,700", "101,400", 900), ("100,1000", "100,1000", 86400),
+     ("37,1001", "37,1001", 86400), ("40,900", "30,1000", 86400), ("200,2000", "90,900", 86400),
+     ("150,1200", "80,800", 900)],
+    ids=["15-minute read limit: next quarter hour", "read 15-minute only: next quarter hour",
+         "both used up: midnight", "daily: midnight", "daily read limit only: midnight",
+         "overall daily limit: midnight", "nothing shown used up: next quarter hour"],
+)  # fmt: skip
 async def test_a_429_with_stravas_usage_headers_waits_until_its_window_ends(
-    upstream: type[aioresponses], usage: str, window_s: int
+    upstream: type[aioresponses], overall: str, read: str, window_s: int
 ) -> None:
-    """Strava's 429 has no Retry-After: the wait is read from the usage headers. Nothing is slept
-    through here (max_inline_wait_s=0), so the RateLimited carries the wait for the job's deferral."""
+    """Strava's 429 has no Retry-After: the wait is read from its usage headers, as documented
+    (developers.strava.com/docs/rate-limits): overall 200 per 15 minutes and 2,000 a day, reads
+    100 and 1,000, each "15-minute,daily". Nothing is slept through here (max_inline_wait_s=0), so
+    the RateLimited carries the wait for the job's deferral."""
     async with aiohttp.ClientSession() as session:
         ctx = make_ctx(HttpClient(session, retries=0, max_inline_wait_s=0.0))
         headers = {
-            "X-RateLimit-Limit": "100,1000",
-            "X-RateLimit-Usage": usage,
+            "X-RateLimit-Limit": "200,2000",
+            "X-RateLimit-Usage": overall,
             "X-ReadRateLimit-Limit": "100,1000",
-            "X-ReadRateLimit-Usage": usage,
+            "X-ReadRateLimit-Usage": read,
         }
         body = {"message": "Rate Limit Exceeded", "errors": [{"resource": "Application", "code": "exceeded"}]}
         with upstream() as m:

@@ -357,6 +357,7 @@ async def test_a_burst_of_200_created_activities_is_all_stored(
 ) -> None:
     # 200 detail calls: more than Strava's 100 per 15 minutes, which is not what this is about.
     sim_state.provider("strava").rate_limits = [(1000, 900), (10000, 86400)]
+    sim_state.provider("strava").read_rate_limits = [(1000, 900), (10000, 86400)]
     settings = settings.model_copy(update={"strava_rate_limits": "1000/900"})
     await subscribe(client, settings)
     _, user_id, sim_user = await factory.connected_user("strava")

@@ -217,10 +217,46 @@ def _operation(document: dict[str, Any], operation: dict[str, Any], shared: list
     return out
 
 
+def _nullable(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` that also takes null; a reference is copied in (OpenAPI 3.0 ignores a $ref's siblings)."""
+    while "$ref" in schema:
+        schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    return schema | {"nullable": True}
+
+
+def _parts(document: dict[str, Any], schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """The schema and the schemas it is made of (`allOf`, however deep), references resolved."""
+    while "$ref" in schema:
+        schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    return [schema, *(p for part in schema.get("allOf", []) for p in _parts(document, part))]
+
+
+def _null_where_examples_are(document: dict[str, Any], schema: dict[str, Any], example: Any) -> None:
+    """Mark `nullable` each property that `example` (an instance of `schema`) shows as null."""
+    while "$ref" in schema:
+        schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    if isinstance(example, list) and "items" in schema:
+        for item in example:
+            _null_where_examples_are(document, schema["items"], item)
+    elif isinstance(example, dict):
+        for part in _parts(document, schema):
+            for name, value in example.items():
+                if name not in part.get("properties", {}):
+                    continue
+                if value is None:
+                    part["properties"][name] = _nullable(document, part["properties"][name])
+                else:
+                    _null_where_examples_are(document, part["properties"][name], value)
+
+
 def swagger2_to_openapi3(document: dict[str, Any]) -> dict[str, Any]:
     """The same API as an OpenAPI 3.0 document: servers from host and basePath, parameters with
     schemas, bodies and forms as request bodies, response schemas and examples under their media
-    type, definitions as component schemas, the OAuth flow as a security scheme."""
+    type, definitions as component schemas, the OAuth flow as a security scheme.
+
+    Swagger 2.0 cannot say that a value may be null, but the document's own response examples show
+    nulls (Strava's `workout_type`, `upload_id`, `start_latlng`, ...): a property an example of the
+    spec shows as null is taken as nullable, and no other."""
     scheme = (document.get("schemes") or ["https"])[0]
     paths: dict[str, Any] = {}
     for path, item in document["paths"].items():
@@ -240,6 +276,12 @@ def swagger2_to_openapi3(document: dict[str, Any]) -> dict[str, Any]:
         "components": {"schemas": document.get("definitions", {}), "securitySchemes": schemes},
         **({"security": document["security"]} if "security" in document else {}),
     })  # fmt: skip
+    for item in converted["paths"].values():
+        for operation in item.values():
+            for response in operation["responses"].values():
+                media = response.get("content", {}).get("application/json", {})
+                if "example" in media:
+                    _null_where_examples_are(converted, media["schema"], media["example"])
     return converted
 
 

@@ -44,10 +44,34 @@ def redirect_target(method: str, url: URL, status: int, location: str | None) ->
     return target
 
 
+def _strava_wait(headers: Mapping[str, str]) -> float | None:
+    """Until the end of the window Strava's usage headers show used up: its overall limit
+    (`X-RateLimit-Limit`/`-Usage`) and its read ("non-upload") limit (`X-ReadRateLimit-*`), each
+    "15-minute,daily"; windows end every quarter hour and at midnight UTC
+    (developers.strava.com/docs/rate-limits). None when there are no such headers; the next quarter
+    hour when they show nothing used up."""
+    now, wait, seen = time(), 0.0, False
+    for prefix in ("X-RateLimit", "X-ReadRateLimit"):
+        usage, limit = headers.get(f"{prefix}-Usage"), headers.get(f"{prefix}-Limit")
+        if not usage or not limit:
+            continue
+        try:
+            used, allowed = [int(n) for n in usage.split(",")], [int(n) for n in limit.split(",")]
+        except ValueError:
+            continue
+        seen = True
+        if len(used) > 1 and len(allowed) > 1 and used[1] >= allowed[1]:
+            wait = max(wait, 86400 - now % 86400)
+        elif used and allowed and used[0] >= allowed[0]:
+            wait = max(wait, 900 - now % 900)
+    if not seen:
+        return None
+    return wait or 900 - now % 900
+
+
 def retry_after_seconds(headers: Mapping[str, str], default: float) -> float:
     """How long a 429 asks us to wait: `Retry-After` (seconds or a date), `X-RateLimit-Reset`
-    (Whoop: seconds to go), or Strava's usage headers (its windows end every quarter hour and at
-    midnight UTC)."""
+    (Whoop: seconds to go), or Strava's usage headers (see `_strava_wait`)."""
     value = headers.get("Retry-After")
     if value is not None:
         try:
@@ -62,15 +86,8 @@ def retry_after_seconds(headers: Mapping[str, str], default: float) -> float:
         with contextlib.suppress(ValueError):
             seconds = float(reset)
             return max(0.0, seconds - time() if seconds > 1e9 else seconds)  # an epoch, or seconds to go
-    usage, limit = headers.get("X-RateLimit-Usage"), headers.get("X-RateLimit-Limit")
-    if usage and limit:
-        with contextlib.suppress(ValueError):
-            used, allowed = [int(n) for n in usage.split(",")], [int(n) for n in limit.split(",")]
-            now = time()
-            if len(used) > 1 and len(allowed) > 1 and used[1] >= allowed[1]:
-                return 86400 - now % 86400
-            return 900 - now % 900
-    return default
+    strava = _strava_wait(headers)
+    return default if strava is None else strava
 
 
 class _Transient(Exception):

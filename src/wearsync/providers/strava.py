@@ -242,6 +242,8 @@ PROVIDER = Provider(
     delivery="pull",
     token_path="/oauth/token",
     client_auth="body",
+    # Strava's read ("non-upload") limit: every call we make is a read, so it binds before the
+    # overall 200 per 15 minutes and 2,000 a day (developers.strava.com/docs/rate-limits).
     rate_limits=(RateLimit(100, 15 * 60), RateLimit(1000, 86400)),
     sync={DataType.WORKOUTS: sync_workouts},
     webhook=Webhook(verify=verify_event, parse=parse_event, process=process_event, path_secret=True),

@@ -46,7 +46,8 @@ async def set_history(request: web.Request) -> web.Response:
 
 async def configure(request: web.Request) -> web.Response:
     """Body, any of: {"latency_s": 0.1, "error_rate": 0.01, "access_ttl_s": 60,
-    "rate_limits": [[100, 900]], "history": {...}} for the whole provider."""
+    "rate_limits": [[100, 900]], "read_rate_limits": [[100, 900]] (Strava's reads), "history": {...}}
+    for the whole provider."""
     _provider(request)
     body = await request.json()
     knobs = request.app[STATE_KEY].provider(request.match_info["provider"])
@@ -56,9 +57,10 @@ async def configure(request: web.Request) -> web.Response:
         knobs.error_rate = float(body["error_rate"])
     if "access_ttl_s" in body:
         knobs.access_ttl_s = None if body["access_ttl_s"] is None else int(body["access_ttl_s"])
-    if "rate_limits" in body:
-        limits = body["rate_limits"]
-        knobs.rate_limits = None if limits is None else [(int(n), int(s)) for n, s in limits]
+    for name in ("rate_limits", "read_rate_limits"):
+        if name in body:
+            limits = body[name]
+            setattr(knobs, name, None if limits is None else [(int(n), int(s)) for n, s in limits])
     if "history" in body:
         knobs.history = {k: int(v) for k, v in body["history"].items()}
     return web.json_response({"ok": True})

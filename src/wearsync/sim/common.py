@@ -52,6 +52,7 @@ class ProviderKnobs:
     access_ttl_s: int | None = None  # None: the provider's own lifetime
     # (requests, seconds) windows counted per app, as the provider counts them; None: its own.
     rate_limits: list[tuple[int, int]] | None = None
+    read_rate_limits: list[tuple[int, int]] | None = None  # the second set, where there is one (Strava's reads)
     error_rate: float = 0.0  # share of data calls answered 500, at random
     # Default history size; users may be given their own with set_history.
     history: dict[str, int] = field(default_factory=dict)
@@ -277,6 +278,10 @@ class RateLimitStyle:
     limits: list[tuple[int, int]]  # (requests, seconds)
     headers: Callable[[list[tuple[int, int, int]]], dict[str, str]]  # from (limit, seconds, usage)
     body: dict[str, Any]
+    # A second set of windows every call also counts against, told in headers of its own (Strava's
+    # read limit under its overall one); None where the provider has one set.
+    read_limits: list[tuple[int, int]] | None = None
+    read_headers: Callable[[list[tuple[int, int, int]]], dict[str, str]] | None = None
 
 
 async def _faulty_response(
@@ -338,6 +343,10 @@ def fault_middleware(provider: str, rate_limit: RateLimitStyle | None = None) ->
         if rate_limit is not None:
             usage = state.count_request(provider, knobs.rate_limits or rate_limit.limits)
             headers = rate_limit.headers(usage)
+            if rate_limit.read_limits is not None and rate_limit.read_headers is not None:
+                reads = state.count_request(f"{provider}:read", knobs.read_rate_limits or rate_limit.read_limits)
+                headers |= rate_limit.read_headers(reads)
+                usage = usage + reads
             if any(used > limit for limit, _, used in usage):
                 entry["status"] = 429
                 return _recorded(state, entry, web.json_response(rate_limit.body, status=429, headers=headers))

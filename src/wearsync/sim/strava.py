@@ -20,9 +20,13 @@ summary; access tokens last 6 hours (`expires_at` in epoch seconds); refresh tok
 refresh returns a new one (without `athlete`, as Strava does) and the old one is refused with
 Strava's 400 body.
 
-Rate limits per app: 100 calls per 15 minutes and 1,000 per day, windows aligned to the quarter
-hour and to midnight UTC; every answer carries `X-RateLimit-Limit`/`-Usage` and the
-`X-ReadRateLimit-*` pair (the same numbers); over a limit, Strava's 429 without `Retry-After`.
+Rate limits per app, as developers.strava.com/docs/rate-limits documents them: overall 200 calls
+per 15 minutes and 2,000 a day (`X-RateLimit-Limit`/`-Usage`), and "non-upload" (read) calls 100
+and 1,000 (`X-ReadRateLimit-Limit`/`-Usage`), each header "15-minute,daily", on every answer;
+windows aligned to the quarter hour and to midnight UTC. Every call of the simulator counts
+against both (it serves none of the upload endpoints Strava exempts from the read limit), a
+refused one too ("requests violating the short term limit will still count toward the long term
+limit"). Over either limit: Strava's 429 with its JSON message, without `Retry-After`.
 
 Webhooks: one push subscription per app (`POST/GET /api/v3/push_subscriptions`,
 `DELETE /api/v3/push_subscriptions/{id}`, client credentials in the form or the query; see
@@ -34,6 +38,7 @@ A target set through `/_sim/strava/webhook` counts as the app's subscription (id
 import json
 import secrets
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -212,16 +217,21 @@ async def oauth_token(request: web.Request) -> web.StreamResponse:
     return web.json_response(body)
 
 
-def _rate_headers(usage: list[tuple[int, int, int]]) -> dict[str, str]:
-    """Strava's usage headers, on every answer: limits and usage per window, 15 minutes first."""
-    limits, used = ",".join(str(u[0]) for u in usage), ",".join(str(u[2]) for u in usage)
-    return {"X-RateLimit-Limit": limits, "X-RateLimit-Usage": used,
-            "X-ReadRateLimit-Limit": limits, "X-ReadRateLimit-Usage": used}  # fmt: skip
+def _usage_headers(prefix: str) -> Callable[[list[tuple[int, int, int]]], dict[str, str]]:
+    """Strava's `<prefix>-Limit` and `<prefix>-Usage`: "15-minute,daily"."""
+
+    def headers(usage: list[tuple[int, int, int]]) -> dict[str, str]:
+        return {f"{prefix}-Limit": ",".join(str(u[0]) for u in usage),
+                f"{prefix}-Usage": ",".join(str(u[2]) for u in usage)}  # fmt: skip
+
+    return headers
 
 
 RATE_LIMIT = RateLimitStyle(
-    limits=[(100, 15 * 60), (1000, 86400)],
-    headers=_rate_headers,
+    limits=[(200, 15 * 60), (2000, 86400)],
+    headers=_usage_headers("X-RateLimit"),
+    read_limits=[(100, 15 * 60), (1000, 86400)],
+    read_headers=_usage_headers("X-ReadRateLimit"),
     body={"message": "Rate Limit Exceeded",
           "errors": [{"resource": "Application", "field": "rate limit", "code": "exceeded"}]},
 )  # fmt: skip

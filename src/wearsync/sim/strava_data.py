@@ -5,9 +5,11 @@ History: 450 activities over about two years by default (`{"workouts": N}` throu
 another size). Activities carry the user's time zone ("(GMT+01:00) Europe/Paris") with
 `utc_offset` in seconds as of the activity (daylight saving time from the system's zone data,
 the standard offset where it is missing), and `start_date_local` in local time with Strava's
-misleading `Z`. A few are manual (no device, heart rate or elevation), some lack heart rate or a
-device name, and a sport type not in Strava's list ("Paragliding") appears at least once, for the
-client's edge cases.
+misleading `Z`. A few are manual (no device, heart rate or elevation; `upload_id` null), some lack
+heart rate or a device name, and a sport type of Strava's list our client does not map
+("Pickleball") appears at least once, for the client's edge cases. An activity without a position
+has `start_latlng`/`end_latlng` null, as the spec's own example shows (the spec's `LatLng` is a
+pair, so not the empty list some clients report from the live API).
 """
 
 import random
@@ -39,7 +41,7 @@ _SPORTS: dict[str, tuple[str, float | None, bool, bool, int]] = {
     "Workout": ("Workout", None, False, False, 2), "HighIntensityIntervalTraining": ("Workout", None, False, False, 1),
     "NordicSki": ("NordicSki", 3.5, True, False, 1), "AlpineSki": ("AlpineSki", 8.0, True, False, 1),
     "Rowing": ("Rowing", 3.0, True, False, 1), "EBikeRide": ("EBikeRide", 7.0, True, True, 1),
-    "VirtualRun": ("VirtualRun", 3.1, False, False, 1), "Paragliding": ("Workout", 9.0, True, False, 1),
+    "VirtualRun": ("VirtualRun", 3.1, False, False, 1), "Pickleball": ("Workout", None, False, False, 1),
 }  # fmt: skip
 _SPORT_TYPES, _WEIGHTS = list(_SPORTS), [s[4] for s in _SPORTS.values()]
 _DEVICES = ["Garmin Forerunner 965", "Garmin Edge 540", "Wahoo ELEMNT BOLT", "Apple Watch Series 9", "Strava App"]
@@ -116,8 +118,8 @@ def _activity(
         "manual": manual,
         "private": False,
         "visibility": "everyone",
-        "start_latlng": [],
-        "end_latlng": [],
+        "start_latlng": None,
+        "end_latlng": None,
         "average_speed": speed or 0.0,
         "max_speed": round(speed * rng.uniform(1.3, 2.0), 3) if speed else 0.0,
         "has_heartrate": False,
@@ -177,8 +179,8 @@ def _activities(
     activity_id = rng.randrange(2 * 10**9, 3 * 10**9)
     for i, at in enumerate(reversed(starts)):
         zone = home if rng.random() < 0.95 else rng.choice(_ZONES)  # away from home now and then
-        # The newest few always include the edge cases: a manual entry, a sport Strava's list lacks.
-        sport_type = {count - 2: "Paragliding", count - 3: "Run"}.get(i) or rng.choices(_SPORT_TYPES, _WEIGHTS)[0]
+        # The newest few always include the edge cases: a manual entry, a sport our client lacks.
+        sport_type = {count - 2: "Pickleball", count - 3: "Run"}.get(i) or rng.choices(_SPORT_TYPES, _WEIGHTS)[0]
         manual = i == count - 3 or rng.random() < 0.03
         a = _activity(rng, athlete_id, at, zone, i, sport_type, manual)
         activity_id += rng.randrange(1_000, 50_000_000)
