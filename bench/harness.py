@@ -278,8 +278,10 @@ async def bench_run(admin_dsn: str, redis_url: str, processes: Processes) -> Asy
         sim_url = f"http://127.0.0.1:{sim_port}"
         # The simulators, whatever the shell says about provider hosts: never the real APIs.
         # No scheduled syncs: every sync is one a measurement asks for.
+        # No webhook rate limit: the simulated Garmin pushes every backfill from one address, far
+        # faster than a real one.
         env = dict(os.environ) | {"DATABASE_URL": dsn, "REDIS_URL": redis_url, "WEARSYNC_LOG_FORMAT": "json",
-                                  "WEARSYNC_SCHEDULE_INTERVAL_S": "0"}  # fmt: skip
+                                  "WEARSYNC_SCHEDULE_INTERVAL_S": "0", "WEARSYNC_WEBHOOK_RATE_LIMIT": ""}  # fmt: skip
         env |= dev_environment({}, sim_url)
         await run_cli(["migrate"], env)
         key = (await run_cli(["api-key", "create", "--name", f"bench-{run_id}"], env)).strip()

@@ -1,7 +1,8 @@
 """One delivery cannot flood the queue: events for users nobody connected are dropped at receipt
 (counted), a delivery carrying more than its provider ever sends is refused whole, and the events
 kept are queued in one round trip. Before, a Garmin delivery of 86,000 summaries for made-up
-users stored and queued 86,000 events ahead of every tenant's syncs."""
+users stored and queued 86,000 events ahead of every tenant's syncs. And the webhook routes have
+a rate limit."""
 
 import io
 import json
@@ -12,9 +13,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import Factory
-from tests.fuzzing import hook_path
+from tests.fuzzing import hook_path, signed_headers
 from tests.test_webhooks import dropped, queue_length
+from wearsync.api.app import create_app
 from wearsync.providers import garmin
+from wearsync.settings import Settings
 
 Client = TestClient[web.Request, web.Application]
 HOOK = hook_path("garmin")
@@ -75,3 +78,22 @@ async def test_many_events_of_one_delivery_are_all_queued(client: Client, factor
     resp = await client.post(HOOK, json=pings)
     assert (resp.status, await resp.json()) == (200, {"received": 40, "new": 0})
     assert await queue_length(client) == 40
+
+
+async def test_deliveries_past_the_rate_limit_are_429_with_retry_after_and_store_nothing(
+    aiohttp_client: Any, factory: Factory, settings: Settings, db: asyncpg.Pool
+) -> None:
+    key = await factory.api_key()
+    await factory.connect(key, await factory.user(key), "garmin", "known-1")
+    client: Client = await aiohttp_client(create_app(settings.model_copy(update={"webhook_rate_limit": "3/60"})))
+    for n in range(3):
+        resp = await client.post(HOOK, json={"epochs": [epoch("known-1", n)]})
+        assert (resp.status, await resp.json()) == (200, {"received": 1, "new": 1})
+    resp = await client.post(HOOK, json={"epochs": [epoch("known-1", 3)]})
+    assert (resp.status, await resp.json()) == (429, {"detail": "Too many webhook deliveries, retry later"})
+    assert 1 <= int(resp.headers["Retry-After"]) <= 60
+    assert await db.fetchval("SELECT count(*) FROM webhook_events") == 3
+    # Each provider has a budget of its own.
+    body = b'{"type": "WORKOUT_CREATED", "username": "nobody", "workoutid": "w1"}'
+    resp = await client.post(hook_path("suunto"), data=body, headers=signed_headers("suunto", body))
+    assert resp.status == 200

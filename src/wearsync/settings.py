@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     oauth_redirect_allowlist: str = "http://localhost,http://127.0.0.1"
     oauth_state_ttl_s: int = Field(600, ge=30, le=3600)  # how long a user has to finish an authorization
     webhook_max_age_s: int = 300  # a signed webhook timestamp older than this is refused (replays)
+    # Webhook deliveries one API process takes from one address for one provider, per seconds
+    # ("count/seconds"; empty: no limit): more are answered 429 with Retry-After.
+    webhook_rate_limit: str = Field("3000/60", pattern=r"^(|[1-9][0-9]*/[1-9][0-9]*)$")
     # Scheduled incremental syncs of every active pull connection (0: none), and the share of each
     # provider's rate limit they may use (the rest is left to syncs asked for through the API).
     schedule_interval_s: int = Field(6 * 3600, ge=0)

@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app = web.Application(middlewares=[request_context, errors, api_key_auth], client_max_size=64 * 1024)
     app[SETTINGS] = settings or Settings()
     app[KEY_CACHE] = {}
+    app[webhooks.DELIVERY_LIMIT] = webhooks.DeliveryLimit.from_setting(app[SETTINGS].webhook_rate_limit)
     app[openapi.DOCUMENT] = {}
     app.cleanup_ctx.append(resources)
     app.on_response_prepare.append(log_file_response)

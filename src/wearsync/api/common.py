@@ -1,6 +1,7 @@
 """The API's one error type, its JSON responses, and pydantic validation that names the field."""
 
 import json
+from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any, TypeVar
 from uuid import UUID
@@ -23,9 +24,9 @@ KEY_CACHE = web.AppKey("api_key_cache", dict[bytes, tuple[UUID, float]])
 class ApiError(Exception):
     """Answered as `{"detail": detail}` with this status by the error middleware."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(detail)
-        self.status, self.detail = status, detail
+        self.status, self.detail, self.headers = status, detail, headers
 
 
 def _default(value: Any) -> Any:

@@ -3,7 +3,7 @@
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from uuid import UUID
 
 import structlog
@@ -37,8 +37,8 @@ INVALID_KEY = "Invalid or missing API key"
 SECRET_WEBHOOK_PATH = re.compile(r"^(/api/v1/webhooks/[^/]*/).+")  # with what follows: a path secret
 
 
-def _error(status: int, detail: str) -> web.Response:
-    return web.json_response({"detail": detail}, status=status, dumps=dumps)
+def _error(status: int, detail: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response({"detail": detail}, status=status, dumps=dumps, headers=headers)
 
 
 _STARTED = web.RequestKey("started", float)
@@ -85,7 +85,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as e:
-        return _error(e.status, e.detail)
+        return _error(e.status, e.detail, e.headers)
     except web.HTTPException as e:
         if e.status < 400:
             raise

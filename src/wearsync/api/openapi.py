@@ -88,11 +88,13 @@ TAGS = {
 }
 
 USER_NOT_FOUND = {404: "User not found"}
+TOO_MANY_DELIVERIES = "Too many webhook deliveries, retry later (Retry-After)"
 
 
 def _webhook(summary: str, params: type[BaseModel], invalid: str, not_found: str) -> Operation:
     """A webhook receiver: the body is the provider's, read by the view itself."""
-    errors = {400: "Unreadable webhook payload", 401: invalid, 404: not_found, 413: "Webhook payload too large"}
+    errors = {400: "Unreadable webhook payload", 401: invalid, 404: not_found, 413: "Webhook payload too large",
+              429: TOO_MANY_DELIVERIES}  # fmt: skip
     body = dict[str, Any]
     return Operation("webhooks", summary, params, body=body, ok=WebhookReceipt, validated=False, errors=errors)
 
@@ -211,6 +213,7 @@ OPERATIONS: dict[str, Operation] = {
             400: "Expected hub.mode=subscribe and hub.challenge",
             403: "Invalid verify token",
             404: "No webhook for provider at this URL",
+            429: TOO_MANY_DELIVERIES,
         },
     ),
 }
