@@ -9,8 +9,8 @@ from typing import Any
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from wearsync.dev import SIM_CLIENT_SECRET, SIM_WEBHOOK_SECRET, dev_environment
-from wearsync.providers import whoop
+from wearsync.dev import SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_WEBHOOK_SECRET, dev_environment
+from wearsync.providers import garmin, whoop
 from wearsync.settings import webhook_path
 
 # Bounded, so that every property test takes seconds. The function-scoped fixtures (a database
@@ -93,4 +93,6 @@ def signed_headers(provider: str, body: bytes) -> dict[str, str]:
     if provider == "whoop":
         timestamp = str(int(time.time() * 1000))
         return {whoop.SIGNATURE: whoop.signature(SIM_CLIENT_SECRET, timestamp, body), whoop.TIMESTAMP: timestamp}
+    if provider == "garmin":  # signs nothing, but names the app it delivers to
+        return {garmin.CLIENT_ID_HEADER: SIM_CLIENT_ID}
     return {}

@@ -295,24 +295,34 @@ WORKOUT_FIELDS = {"name": "activityName", "provider_sport": "activityType", "dur
                   "avg_speed_mps": "averageSpeedInMetersPerSecond", "max_speed_mps": "maxSpeedInMetersPerSecond",
                   "ascent_m": "totalElevationGainInMeters", "descent_m": "totalElevationLossInMeters",
                   "device_name": "deviceName", "min_hr": "-", "avg_power_w": "-"}  # fmt: skip
-SLEEP_FIELDS = {"duration_s": "durationInSeconds", "deep_s": "deepSleepDurationInSeconds",
+SLEEP_FIELDS = {"deep_s": "deepSleepDurationInSeconds",
                 "light_s": "lightSleepDurationInSeconds", "rem_s": "remSleepInSeconds",
                 "awake_s": "awakeDurationInSeconds", "respiratory_rate": "-", "avg_hr": "-"}  # fmt: skip
 
 
-def assert_timed_rows(rows: dict[str, asyncpg.Record], served: list[dict[str, Any]], offset_minutes: int) -> None:
-    """Workouts or sleeps: same ids, raw as served, start and end, the user's UTC offset."""
+def assert_timed_rows(
+    rows: dict[str, asyncpg.Record], served: list[dict[str, Any]], offset_minutes: int, end: Any
+) -> None:
+    """Workouts or sleeps: same ids, raw as served, start, end (`end(summary)`), the user's UTC offset."""
     assert set(rows) == {s["summaryId"] for s in served}
     for s in served:
         row = rows[s["summaryId"]]
         assert row["raw"] == s
         assert row["start_time"] == at(s["startTimeInSeconds"])
-        assert row["end_time"] == at(s["startTimeInSeconds"] + s["durationInSeconds"])
+        assert row["end_time"] == at(end(s))
         assert row["utc_offset_minutes"] == offset_minutes
 
 
+def night_end(s: dict[str, Any]) -> int:
+    """A night ends with its last stage, awake ones included; without stages, after the time
+    asleep (durationInSeconds) and awake."""
+    stages = [x["endTimeInSeconds"] for xs in s.get("sleepLevelsMap", {}).values() for x in xs]
+    asleep_then_awake = s["startTimeInSeconds"] + s["durationInSeconds"] + s["awakeDurationInSeconds"]
+    return int(max(stages) if stages else asleep_then_awake)
+
+
 def assert_workouts(rows: dict[str, asyncpg.Record], activities: list[dict[str, Any]], offset_minutes: int) -> None:
-    assert_timed_rows(rows, activities, offset_minutes)
+    assert_timed_rows(rows, activities, offset_minutes, lambda a: a["startTimeInSeconds"] + a["durationInSeconds"])
     for a in activities:
         row = rows[a["summaryId"]]
         assert row["sport"] == SPORTS.get(a["activityType"], "other")
@@ -322,10 +332,12 @@ def assert_workouts(rows: dict[str, asyncpg.Record], activities: list[dict[str, 
 
 
 def assert_sleeps(rows: dict[str, asyncpg.Record], sleeps: list[dict[str, Any]], offset_minutes: int) -> None:
-    assert_timed_rows(rows, sleeps, offset_minutes)
+    assert_timed_rows(rows, sleeps, offset_minutes, night_end)
     for s in sleeps:
         row = rows[s["summaryId"]]
         assert {c: row[c] for c in SLEEP_FIELDS} == {c: s.get(name) for c, name in SLEEP_FIELDS.items()}
+        assert row["duration_s"] == night_end(s) - s["startTimeInSeconds"]  # the night, awake time included
+        assert row["duration_s"] > s["durationInSeconds"]  # which is the time asleep
         assert row["score"] == (s["overallSleepScore"]["value"] if "overallSleepScore" in s else None)
         assert row["is_nap"] is False
 

@@ -128,13 +128,34 @@ def test_epochs_of_one_slot_are_summed() -> None:
 
 
 def test_a_sleep_without_rem_or_score() -> None:
-    raw = summary(calendarDate="2026-11-01", durationInSeconds=27000, deepSleepDurationInSeconds=5000,
+    raw = summary(calendarDate="2026-11-01", durationInSeconds=25000, deepSleepDurationInSeconds=5000,
                   lightSleepDurationInSeconds=20000, awakeDurationInSeconds=2000)  # fmt: skip
     s = garmin.map_sleep(raw)
     assert isinstance(s, SleepSession)
+    # durationInSeconds is the time asleep: without stages the night lasts it plus the awake time.
     assert s.end_time - s.start_time == timedelta(seconds=27000)
+    assert s.duration_s == 27000
     assert (s.deep_s, s.light_s, s.rem_s, s.awake_s, s.score, s.is_nap) == (5000, 20000, None, 2000, None, False)
     assert garmin.map_sleep(raw | {"overallSleepScore": {"value": 81, "qualifierKey": "GOOD"}}).score == 81
+
+
+def test_a_sleep_ends_with_its_last_stage_awake_included() -> None:
+    """Garmin's documented shape: durationInSeconds (asleep) is short of the session by the awake
+    stages, one of them the last before getting up."""
+    levels = {
+        "light": [{"startTimeInSeconds": T0, "endTimeInSeconds": T0 + 3600},
+                  {"startTimeInSeconds": T0 + 9000, "endTimeInSeconds": T0 + 14000}],
+        "deep": [{"startTimeInSeconds": T0 + 3600, "endTimeInSeconds": T0 + 7200}],
+        "awake": [{"startTimeInSeconds": T0 + 7200, "endTimeInSeconds": T0 + 9000},
+                  {"startTimeInSeconds": T0 + 14000, "endTimeInSeconds": T0 + 15000}],
+    }  # fmt: skip
+    raw = summary(durationInSeconds=12200, deepSleepDurationInSeconds=3600, lightSleepDurationInSeconds=8600,
+                  awakeDurationInSeconds=2800, sleepLevelsMap=levels)  # fmt: skip
+    s = garmin.map_sleep(raw)
+    assert (s.start_time, s.end_time) == (datetime.fromtimestamp(T0, UTC), datetime.fromtimestamp(T0 + 15000, UTC))
+    assert (s.duration_s, s.awake_s, s.deep_s, s.light_s) == (15000, 2800, 3600, 8600)
+    # The stages rule over the sums: a night whose summary misses its last awake stage still ends then.
+    assert garmin.map_sleep(raw | {"awakeDurationInSeconds": 1800}).end_time == s.end_time
 
 
 def test_hrv_is_recovery_at_the_end_of_the_night() -> None:

@@ -5,6 +5,7 @@ Rows are compared with the simulator's records field by field (helpers of test_g
 Plus deregistrations, permission changes, and unit tests of verify/parse."""
 
 import asyncio
+import dataclasses
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -20,17 +21,18 @@ from arq.worker import Worker
 from yarl import URL
 
 from tests.conftest import Factory, sim_records, start_sync, wait_for_task
-from tests.fuzzing import hook_path
+from tests.fuzzing import hook_path, signed_headers
 from tests.test_garmin import DAY, assert_stored, snapshot
 from wearsync.db import queries
 from wearsync.providers import garmin
-from wearsync.providers.errors import MalformedPayload
+from wearsync.providers.errors import MalformedPayload, WebhookRejected
 from wearsync.settings import Settings
 from wearsync.sim import garmin as garmin_sim
 from wearsync.sim.common import SimState, WebhookTarget
 
 Client = TestClient[web.Request, web.Application]
 HOOK = hook_path("garmin")
+FROM_GARMIN = signed_headers("garmin", b"")  # its garmin-client-id header
 TYPES = ("activities", "dailies", "epochs", "sleeps", "hrv")
 
 
@@ -245,12 +247,12 @@ async def test_a_duplicate_delivery_stores_nothing_new(
     day = in_window(served, end - 2 * DAY, end - DAY)
     push = {"dailies": day["dailies"], "epochs": day["epochs"]}
 
-    first = await client.post(HOOK, json=push)
+    first = await client.post(HOOK, json=push, headers=FROM_GARMIN)
     assert await first.json() == {"received": 2, "new": 2}
     await settled(sim_server, db)
     stored = await snapshot(db)
     assert stored["daily_activity"][0] == 1
-    again = await client.post(HOOK, json=push)
+    again = await client.post(HOOK, json=push, headers=FROM_GARMIN)
     assert await again.json() == {"received": 2, "new": 0}
     await settled(sim_server, db)
     assert await snapshot(db) == stored
@@ -281,7 +283,7 @@ async def test_a_ping_whose_callback_points_elsewhere_is_refused(
     api = URL(settings.garmin_api_url)
     url = callback.format(api=api, origin=api.origin(), path=api.path, port=api.port)
     sim_state.requests.clear()
-    resp = await client.post(HOOK, json={"dailies": [{"userId": garmin_id, "callbackURL": url}]})
+    resp = await client.post(HOOK, json={"dailies": [{"userId": garmin_id, "callbackURL": url}]}, headers=FROM_GARMIN)
     assert await resp.json() == {"received": 1, "new": 1}
     (event,) = await settled(sim_server, db)
     assert (event["kind"], event["status"]) == ("dailies.ping", "failed")
@@ -295,7 +297,7 @@ async def test_a_ping_for_a_user_we_do_not_know_is_acknowledged_and_dropped(
 ) -> None:
     sim_state.requests.clear()
     ping = {"userId": "nobody", "callbackURL": "https://evil.example/wellness-api/rest/dailies"}
-    resp = await client.post(HOOK, json={"dailies": [ping]})
+    resp = await client.post(HOOK, json={"dailies": [ping]}, headers=FROM_GARMIN)
     assert await resp.json() == {"received": 1, "new": 0}
     assert await settled(sim_server, db) == []
     assert sim_state.requests == []
@@ -303,10 +305,10 @@ async def test_a_ping_for_a_user_we_do_not_know_is_acknowledged_and_dropped(
 
 async def test_unreadable_deliveries_are_refused_and_unstored_types_dropped(client: Client, db: asyncpg.Pool) -> None:
     for body in (b"[]", b'{"dailies": {"userId": "u"}}', b'{"dailies": [{"summaryId": "s"}]}', b"not json"):
-        resp = await client.post(HOOK, data=body)
+        resp = await client.post(HOOK, data=body, headers=FROM_GARMIN)
         assert resp.status == 400, body
         assert (await resp.json())["detail"].startswith("Unreadable webhook payload")
-    resp = await client.post(HOOK, json={"stressDetails": [{"userId": "u", "summaryId": "s"}]})
+    resp = await client.post(HOOK, json={"stressDetails": [{"userId": "u", "summaryId": "s"}]}, headers=FROM_GARMIN)
     assert (resp.status, await resp.json()) == (200, {"received": 0, "new": 0})
     assert await db.fetchval("SELECT count(*) FROM webhook_events") == 0
 
@@ -387,8 +389,32 @@ async def test_a_backfill_recorded_twice_keeps_its_first_record(factory: Factory
 # ---- verify and parse -----------------------------------------------------------------------
 
 
-def test_any_delivery_is_accepted_as_garmin_signs_nothing(settings: Settings) -> None:
-    garmin.verify_delivery({}, b"anything", settings.provider("garmin"), settings)  # raises nothing
+def test_only_a_delivery_naming_our_client_id_is_taken(settings: Settings) -> None:
+    config = settings.provider("garmin")
+    garmin.verify_delivery({"garmin-client-id": config.client_id}, b"anything", config, settings)  # raises nothing
+    for headers, reason in (
+        ({}, "no garmin-client-id header"),
+        ({"garmin-client-id": config.client_id + "x"}, "the garmin-client-id header is not our client id"),
+        ({"garmin-client-id": "é"}, "the garmin-client-id header is not our client id"),
+    ):
+        with pytest.raises(WebhookRejected, match=reason):
+            garmin.verify_delivery(headers, b"anything", config, settings)
+    unset = dataclasses.replace(config, client_id="")
+    with pytest.raises(WebhookRejected, match="WEARSYNC_GARMIN_CLIENT_ID is not set"):
+        garmin.verify_delivery({"garmin-client-id": ""}, b"anything", unset, settings)
+
+
+async def test_a_delivery_without_our_client_id_is_401_and_stores_nothing(
+    client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool, settings: Settings, sim_state: SimState
+) -> None:
+    key, user_id, _, garmin_id = await connect(factory, settings, sim_state)
+    deregistration = {"deregistrations": [{"userId": garmin_id}]}
+    for headers in ({}, {"garmin-client-id": "another-app"}):
+        resp = await client.post(HOOK, json=deregistration, headers=headers)
+        assert resp.status == 401
+        assert (await resp.json())["detail"].startswith("Invalid webhook signature: ")
+    assert await db.fetchval("SELECT count(*) FROM webhook_events") == 0
+    assert (await connection(client, key, user_id))["active"] is True
 
 
 def activity(user: str, summary_id: str, **fields: Any) -> dict[str, Any]:

@@ -56,7 +56,7 @@ async def test_a_delivery_anywhere_but_the_secret_url_is_404_and_changes_nothing
         resp = await client.post(path, json=forged)
         assert (resp.status, await resp.json()) == (404, NOT_HERE[provider]), path
     await nothing_changed(db)
-    resp = await client.post(hook_path(provider), json=forged)
+    resp = await client.post(hook_path(provider), json=forged, headers=signed_headers(provider, b""))
     assert await resp.json() == {"received": 1, "new": 0}  # taken (and, for a user we do not know, dropped)
 
 

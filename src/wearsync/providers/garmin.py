@@ -13,8 +13,9 @@ task endpoint shows how many windows have been delivered since (`backfill`).
 Webhook (`POST /api/v1/webhooks/garmin/<WEARSYNC_GARMIN_WEBHOOK_PATH_SECRET>`, one URL for every
 summary type: a body names its type by its top-level key):
 - Garmin does not sign its deliveries: a delivery is taken as Garmin's for arriving at the URL with
-  our path secret (any other URL answers 404), as anyone who can post to it and knows a user's
-  Garmin id could write that user's rows or deactivate the connection. A forged ping still cannot
+  our path secret (any other URL answers 404) with our client id in its `garmin-client-id` header
+  (else 401, nothing stored), as anyone who can post to it and knows a user's Garmin id could
+  write that user's rows or deactivate the connection. A forged ping still cannot
   send the user's token off the configured Garmin API host.
 - Push `{"<type>": [summary, ...]}` and ping `{"<type>": [{"userId", "callbackURL"}]}` for the
   types we store (activities, dailies, epochs, sleeps, hrv): one event per (type, user) of a push,
@@ -49,12 +50,14 @@ Mapping: activities -> Workout (summaryId; activityType to our sports, unknown -
 Garmin's type kept; energy = activeKilocalories). dailies -> DailyActivity keyed by calendarDate
 (a later version of the day replaces it), energy = active + BMR (None without BMR), plus
 heart_rate samples from timeOffsetHeartRateSamples. epochs -> steps and (active) energy samples
-per 15 minutes, summed over the activity types of a slot. sleeps -> SleepSession (durationInSeconds
-spans the stages and awake time; score = overallSleepScore.value; Garmin reports no naps here).
+per 15 minutes, summed over the activity types of a slot. sleeps -> SleepSession ending at the end of the last
+sleepLevelsMap stage (awake included; durationInSeconds counts only the time asleep), duration_s =
+end - start; score = overallSleepScore.value; Garmin reports no naps here).
 hrv -> Recovery at the end of the night's measurement, hrv_rmssd_ms = lastNightAvg.
 """
 
 import hashlib
+import hmac
 import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -68,7 +71,7 @@ from yarl import URL
 from wearsync.db import queries
 from wearsync.models import DataType
 from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, integer, map_page, num
-from wearsync.providers.errors import MalformedPayload, NotSupported, ProviderError, UpstreamError
+from wearsync.providers.errors import MalformedPayload, NotSupported, ProviderError, UpstreamError, WebhookRejected
 from wearsync.providers.http import HttpClient, Params
 from wearsync.providers.paging import each_concurrently, time_windows
 from wearsync.providers.ratelimit import RateLimit
@@ -189,17 +192,35 @@ def map_epochs(epochs: list[dict[str, Any]]) -> list[Record]:
     return samples
 
 
+def sleep_end(s: dict[str, Any]) -> int:
+    """When a night ended (Unix seconds): the end of its last `sleepLevelsMap` stage, awake ones
+    included. `durationInSeconds` counts only the time asleep, so without stages the awake time
+    is added to it (our assumption: Garmin documents no other end)."""
+    stage_ends = [
+        int(stage["endTimeInSeconds"])
+        for stages in (s.get("sleepLevelsMap") or {}).values()
+        if isinstance(stages, list)
+        for stage in stages
+        if isinstance(stage, dict) and stage.get("endTimeInSeconds") is not None
+    ]
+    if stage_ends:
+        return max(stage_ends)
+    asleep, awake = int(s.get("durationInSeconds") or 0), int(s.get("awakeDurationInSeconds") or 0)
+    return int(s["startTimeInSeconds"]) + asleep + awake
+
+
 def map_sleep(s: dict[str, Any]) -> SleepSession:
-    start = _from_s(s["startTimeInSeconds"])
-    duration = num(s.get("durationInSeconds"))
+    """duration_s is the whole session (start to end, awake time included), as for the other
+    providers; the time asleep is the sum of the stages (and Garmin's durationInSeconds, in raw)."""
+    start, end = _from_s(s["startTimeInSeconds"]), _from_s(sleep_end(s))
     score = s.get("overallSleepScore") or {}
     return SleepSession(
         provider_record_id=str(s["summaryId"]),
         start_time=start,
-        end_time=start + timedelta(seconds=duration or 0),
+        end_time=end,
         raw=s,
         utc_offset_minutes=_offset_minutes(s),
-        duration_s=duration,
+        duration_s=(end - start).total_seconds(),
         deep_s=num(s.get("deepSleepDurationInSeconds")),
         light_s=num(s.get("lightSleepDurationInSeconds")),
         rem_s=num(s.get("remSleepInSeconds")),
@@ -382,9 +403,20 @@ NO_PERMISSION_LEFT = "the user withdrew every permission at Garmin"
 MAX_DELIVERY_BYTES = 16 * 1024 * 1024  # a push may hold many users' epochs or dailies
 
 
+CLIENT_ID_HEADER = "garmin-client-id"
+
+
 def verify_delivery(headers: Mapping[str, str], body: bytes, config: ProviderSettings, settings: Settings) -> None:
-    """Garmin signs nothing: a delivery is taken as Garmin's for arriving at the URL with our path
-    secret (checked before). A pushed record lands only on the connection of the user it names."""
+    """Garmin signs nothing, but names the app a delivery is for in its `garmin-client-id` header:
+    one without our client id is refused (a delivery has reached the URL with our path secret
+    before this check). A pushed record lands only on the connection of the user it names."""
+    given = headers.get(CLIENT_ID_HEADER)
+    if not config.client_id:
+        raise WebhookRejected("WEARSYNC_GARMIN_CLIENT_ID is not set: no Garmin delivery can be checked")
+    if given is None:
+        raise WebhookRejected(f"no {CLIENT_ID_HEADER} header")
+    if not hmac.compare_digest(given.encode("utf-8", "replace"), config.client_id.encode()):
+        raise WebhookRejected(f"the {CLIENT_ID_HEADER} header is not our client id")
 
 
 def _digest(*parts: Any) -> str:

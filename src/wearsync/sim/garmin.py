@@ -22,7 +22,8 @@ then serves: exactly the chunk. The mode is per user, set by `POST /_sim/garmin/
 {"kind": "delivery_mode", "mode": "push" | "ping"}`, else `state.changes[("garmin", "")]["mode"]`,
 else push. The same events endpoint sends `{"kind": "deregistration"}` (the user's tokens stop
 working too) and `{"kind": "permissions", "permissions": [...]}`. Deliveries are not signed
-(Garmin signs nothing) and not retried; those in flight are cancelled when the app shuts down.
+(Garmin signs nothing) but carry the app's client id in a `garmin-client-id` header; they are not
+retried; those in flight are cancelled when the app shuts down.
 
 Heart-rate samples in dailies come every 10 minutes, not every 15 s as on a real device, to keep
 test volumes small. Errors carry Garmin's `{"errorMessage": ...}` body (exact texts unconfirmed).
@@ -200,29 +201,32 @@ def _daily(rng: Any, t0: int, day: str, offset_s: int, uid: str, epochs: list[di
 
 
 def _sleep(rng: Any, midnight: int, day: str, offset_s: int, uid: str) -> dict[str, Any]:
+    """A night in Garmin's shape: `durationInSeconds` is the time asleep (deep + light + REM); the
+    night ends with its last `sleepLevelsMap` stage, awake stages included (one may come last)."""
     bed = midnight - rng.randrange(0, 7200)
-    stages = {"deep": rng.randrange(3600, 7200), "light": rng.randrange(10800, 16000),
-              "rem": rng.randrange(3600, 7200), "awake": rng.randrange(300, 2400)}  # fmt: skip
+    plan = ["light", "deep", "light", "rem", "awake", "light", "deep", "rem", "light"]
+    if rng.random() < 0.5:
+        plan.append("awake")  # awake in bed before getting up
+    levels: dict[str, list[dict[str, int]]] = {}
+    at = bed
+    for stage in plan:
+        length = rng.randrange(300, 1500) if stage == "awake" else rng.randrange(1800, 4800)
+        levels.setdefault(stage, []).append({"startTimeInSeconds": at, "endTimeInSeconds": at + length})
+        at += length
+    total = {stage: sum(x["endTimeInSeconds"] - x["startTimeInSeconds"] for x in xs) for stage, xs in levels.items()}
     s: dict[str, Any] = {
         "userId": uid, "summaryId": _sid(uid, bed), "calendarDate": day, "startTimeInSeconds": bed,
-        "startTimeOffsetInSeconds": offset_s, "durationInSeconds": sum(stages.values()),
-        "unmeasurableSleepInSeconds": 0, "deepSleepDurationInSeconds": stages["deep"],
-        "lightSleepDurationInSeconds": stages["light"], "remSleepInSeconds": stages["rem"],
-        "awakeDurationInSeconds": stages["awake"],
+        "startTimeOffsetInSeconds": offset_s, "durationInSeconds": total["deep"] + total["light"] + total["rem"],
+        "unmeasurableSleepInSeconds": 0, "deepSleepDurationInSeconds": total["deep"],
+        "lightSleepDurationInSeconds": total["light"], "remSleepInSeconds": total["rem"],
+        "awakeDurationInSeconds": total["awake"], "sleepLevelsMap": levels,
         "validation": rng.choice(["ENHANCED_FINAL", "AUTO_FINAL", "DEVICE"]),
     }  # fmt: skip
     score = rng.randrange(35, 100)
     s["overallSleepScore"] = {"value": score, "qualifierKey": next(q for low, q in _SCORES if score >= low)}
-    if rng.random() < 0.5:
-        levels: dict[str, list[dict[str, int]]] = {}
-        at = bed
-        for stage in ("light", "deep", "rem", "awake"):
-            levels[stage] = [{"startTimeInSeconds": at, "endTimeInSeconds": at + stages[stage]}]
-            at += stages[stage]
-        s["sleepLevelsMap"] = levels
-    if rng.random() < 0.1:  # an older device: no REM stage and no score
+    if rng.random() < 0.1:  # an older device: no REM stage, no score, no stages
         s["lightSleepDurationInSeconds"] += s.pop("remSleepInSeconds")
-        del s["overallSleepScore"]
+        del s["overallSleepScore"], s["sleepLevelsMap"]
     return s
 
 
@@ -403,7 +407,13 @@ async def _deliver_backfill(
             url = f"{api_base}/{kind}?uploadStartTimeInSeconds={at}&uploadEndTimeInSeconds={at + 1}"
             ping = {"userId": data.user_id, "uploadStartTimeInSeconds": at, "uploadEndTimeInSeconds": at + 1}
             body = {kind: [ping | {"callbackURL": url}]}
-        await deliver(request, NAME, json.dumps(body).encode(), {})
+        await deliver(request, NAME, json.dumps(body).encode(), _delivery_headers(state))
+
+
+def _delivery_headers(state: SimState) -> dict[str, str]:
+    """What Garmin sends with every delivery besides the JSON: the consumer key (client id) of
+    the app it is for, and its user agent."""
+    return {"garmin-client-id": state.provider(NAME).client_id, "User-Agent": "Garmin Health API"}
 
 
 async def emit(request: web.Request, user: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -439,7 +449,7 @@ async def emit(request: web.Request, user: str, body: dict[str, Any]) -> dict[st
         raise web.HTTPBadRequest(
             text='{"error": "kind is deregistration, permissions or delivery_mode"}', content_type="application/json"
         )
-    status = await deliver(request, NAME, json.dumps(notification).encode(), {})
+    status = await deliver(request, NAME, json.dumps(notification).encode(), _delivery_headers(state))
     return {"notification": notification, "delivery_status": status}
 
 
