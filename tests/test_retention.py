@@ -60,10 +60,10 @@ async def test_history_past_its_retention_is_deleted_in_batches(
 
     deleted = await worker.prune_history({"deps": deps})
 
-    assert deleted == {"tasks": len(old), "webhook_events": len(gone_events)}
+    assert deleted == {"tasks": len(old), "webhook_events": len(gone_events), "webhook_digests": 0}
     assert {r["id"] for r in await db.fetch("SELECT id FROM sync_tasks")} == kept
     assert {r["id"] for r in await db.fetch("SELECT id FROM webhook_events")} == kept_events
-    assert await worker.prune_history({"deps": deps}) == {"tasks": 0, "webhook_events": 0}
+    assert await worker.prune_history({"deps": deps}) == {"tasks": 0, "webhook_events": 0, "webhook_digests": 0}
 
 
 async def test_a_retention_of_zero_keeps_everything(deps: Deps, db: asyncpg.Pool, factory: Factory) -> None:
@@ -76,7 +76,7 @@ async def test_a_retention_of_zero_keeps_everything(deps: Deps, db: asyncpg.Pool
         db=deps.db,
         http=deps.http,
     )
-    assert await worker.prune_history({"deps": forever}) == {"tasks": 0, "webhook_events": 0}
+    assert await worker.prune_history({"deps": forever}) == {"tasks": 0, "webhook_events": 0, "webhook_digests": 0}
     assert await db.fetchval("SELECT count(*) FROM sync_tasks") == 2
     assert await db.fetchval("SELECT count(*) FROM webhook_events") == 1
 

@@ -24,7 +24,7 @@ from wearsync.dev import SIM_WEBHOOK_SECRET
 from wearsync.settings import Settings
 from wearsync.sim.common import SimState, WebhookTarget
 from wearsync.sync import Deps
-from wearsync.worker import process_webhook, reap_webhook_events
+from wearsync.worker import process_webhook, prune_history, reap_webhook_events
 
 Client = TestClient[web.Request, web.Application]
 URL = "/api/v1/webhooks/suunto"
@@ -122,6 +122,34 @@ async def test_the_same_event_delivered_twice_is_processed_once(
     assert (await (await client.post(URL, data=body, headers=headers)).json())["new"] == 1
     await settled(db, 2)
     assert await db.fetchval("SELECT duration_s FROM workouts WHERE provider_record_id = 'dup-1'") == 2400.0
+
+
+async def test_a_delivery_replayed_after_its_event_was_pruned_stores_nothing(
+    client: Client, factory: Factory, worker: Worker, deps: Deps, db: asyncpg.Pool
+) -> None:
+    """Suunto's signature has no timestamp: the first, older version of a workout, replayed once
+    its event is past retention, must not revert the workout."""
+    _, _, sim_user = await factory.connected_user("suunto")
+    older = signed(notification(sim_user, "w-replayed", totalTime=1800.0))
+    for body, headers in (older, signed(notification(sim_user, "w-replayed", totalTime=2400.0))):
+        assert await (await client.post(URL, data=body, headers=headers)).json() == {"received": 1, "new": 1}
+    await settled(db, 2)
+    await age(db, days=31)
+    assert (await prune_history({"deps": deps}))["webhook_events"] == 2
+    assert await db.fetchval("SELECT count(*) FROM webhook_events") == 0
+    resp = await client.post(URL, data=older[0], headers=older[1])
+    assert await resp.json() == {"received": 1, "new": 0}
+    assert await db.fetchval("SELECT duration_s FROM workouts WHERE provider_record_id = 'w-replayed'") == 2400.0
+    # The digests go too, once past their own retention.
+    await age(db, days=deps.settings.webhook_digest_retention_days)
+    assert (await prune_history({"deps": deps}))["webhook_digests"] == 2
+    assert await db.fetchval("SELECT count(*) FROM webhook_digests") == 0
+
+
+async def age(db: asyncpg.Pool, days: int) -> None:
+    """As if `days` passed since the events and their digests arrived."""
+    for table in ("webhook_events", "webhook_digests"):
+        await db.execute(f"UPDATE {table} SET received_at = received_at - make_interval(days => $1)", days)
 
 
 async def test_events_for_unknown_users_or_inactive_connections_are_acknowledged_and_dropped_at_receipt(

@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     # a connection's latest task is always kept (its last sync).
     task_retention_days: int = Field(90, ge=0)
     webhook_event_retention_days: int = Field(30, ge=0)
+    # A digest of each webhook event's key outlives the event: a delivery replayed within this long
+    # is known and stores nothing (Suunto's and Polar's carry no timestamp).
+    webhook_digest_retention_days: int = Field(400, ge=0)
     # On SIGTERM, how long the API gives the requests in flight and the worker its jobs to finish
     # before they are cancelled (a cancelled job goes back to the queue): within the orchestrator's
     # own grace (Docker's stop_grace_period, Kubernetes' terminationGracePeriodSeconds).

@@ -190,13 +190,15 @@ PRUNE_BATCH, PRUNE_MAX_BATCHES = 2000, 50
 
 
 async def prune_history(ctx: dict[str, Any]) -> dict[str, int]:
-    """Every hour: delete finished tasks and handled webhook events past their retention."""
+    """Every hour: delete finished tasks, handled webhook events and webhook event digests past
+    their retention."""
     deps: Deps = ctx["deps"]
     settings = deps.settings
-    deleted = {"tasks": 0, "webhook_events": 0}
+    deleted = {"tasks": 0, "webhook_events": 0, "webhook_digests": 0}
     for kind, days, prune in (
         ("tasks", settings.task_retention_days, retention.prune_tasks),
         ("webhook_events", settings.webhook_event_retention_days, retention.prune_webhook_events),
+        ("webhook_digests", settings.webhook_digest_retention_days, retention.prune_webhook_digests),
     ):
         if not days:
             continue

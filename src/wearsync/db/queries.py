@@ -457,14 +457,23 @@ async def finish_task(
 
 
 async def insert_webhook_events(db: Executor, provider: str, events: Sequence[Any]) -> list[int]:
-    """Store events (kind, provider_user_id, dedupe_key, payload); the ids of those not seen before."""
+    """Store events (kind, provider_user_id, dedupe_key, payload); the ids of those not seen before,
+    whether their event is still stored or only its key's digest is (webhook_digests)."""
     if not events:
         return []
     rows = await db.fetch(
         """
+        WITH e AS (
+            SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::jsonb[]) AS e(kind, uid, key, payload)
+        ), fresh AS (
+            INSERT INTO webhook_digests (provider, digest)
+            SELECT $1, sha256(convert_to(key, 'UTF8')) FROM e
+            ON CONFLICT DO NOTHING
+            RETURNING digest
+        )
         INSERT INTO webhook_events (provider, kind, provider_user_id, dedupe_key, payload)
-        SELECT $1, e.kind, e.uid, e.key, e.payload
-        FROM unnest($2::text[], $3::text[], $4::text[], $5::jsonb[]) AS e(kind, uid, key, payload)
+        SELECT $1, e.kind, e.uid, e.key, e.payload FROM e
+        WHERE sha256(convert_to(e.key, 'UTF8')) IN (SELECT digest FROM fresh)
         ON CONFLICT (provider, dedupe_key) DO NOTHING
         RETURNING id
         """,

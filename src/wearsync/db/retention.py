@@ -59,6 +59,22 @@ async def prune_webhook_events(db: Executor, older_than_days: int, batch: int) -
     return _deleted(status)
 
 
+async def prune_webhook_digests(db: Executor, older_than_days: int, batch: int) -> int:
+    """Delete up to `batch` webhook event digests received more than `older_than_days` ago."""
+    status: str = await db.execute(
+        """
+        DELETE FROM webhook_digests WHERE (provider, digest) IN (
+            SELECT provider, digest FROM webhook_digests
+            WHERE received_at < now() - make_interval(days => $1)
+            LIMIT $2
+        )
+        """,
+        older_than_days,
+        batch,
+    )
+    return _deleted(status)
+
+
 async def delete_user(db: Executor, user_id: UUID, batch: int = 10_000) -> dict[str, int]:
     """Delete a user's data rows table by table, `batch` rows a statement, then the user, and with it
     (cascaded) its connections, tasks and cursors, and any row a sync still running wrote since.
