@@ -306,6 +306,16 @@ async def sim_records(sim_server: TestServer, provider: str, user: str) -> dict[
         return records
 
 
+async def sim_event(sim_server: TestServer, provider: str, user: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Make something happen upstream for the provider's user (its simulator's `emit`): what it
+    answers, e.g. the record and the webhook delivery's status."""
+    url = sim_server.make_url(f"/_sim/{provider}/users/{user}/events")
+    async with aiohttp.ClientSession() as session, session.post(url, json=body) as resp:
+        assert resp.status == 200, await resp.text()
+        emitted: dict[str, Any] = await resp.json()
+        return emitted
+
+
 def refreshes(sim_state: SimState, provider: str) -> int:
     """How many refresh-token grants the provider's simulated OAuth server has served."""
     return sum(1 for p, grant, _ in sim_state.grants if p == provider and grant == "refresh_token")

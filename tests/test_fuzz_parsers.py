@@ -28,7 +28,7 @@ from wearsync.providers.core import WebhookEvent, map_page
 from wearsync.providers.errors import MalformedPayload
 from wearsync.records import RECORD_KIND, Record
 from wearsync.sim import SIMULATORS, create_sim_app
-from wearsync.sim.common import SimState
+from wearsync.sim.common import SimState, fixture
 
 Parser = Callable[[list[Any]], list[Record]]
 
@@ -174,9 +174,9 @@ WEBHOOK_SEEDS: dict[str, list[Any]] = {
         {"event": "PING", "timestamp": "2024-05-01T06:30:00.000Z"},
     ],
     "suunto": [
-        {"type": "WORKOUT_CREATED", "username": "alice", "workoutid": "w1",
-         "workout": SEEDS["suunto.workout"][0]},
-        {"type": "WORKOUT_UPDATED", "username": "alice", "workoutid": "w1"},
+        fixture("suunto", "webhook_workout_created"),
+        fixture("suunto", "webhook_247_sleep_created"),
+        {"type": "WORKOUT_CREATED", "username": "alice", "workout": SEEDS["suunto.workout"][0]},
     ],
     "whoop": [
         {"user_id": 10129, "id": "ecfc6a15-4661-442f-a9a4-f160dd7afae8", "type": "workout.updated",

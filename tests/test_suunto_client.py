@@ -2,7 +2,8 @@
 against the simulator and PostgreSQL is in test_worker.py; here storage is replaced by a list."""
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,10 +13,15 @@ from yarl import URL
 from tests.clients import RecordingContext, recording_context, sent
 from wearsync.models import DataType, SyncParams
 from wearsync.providers import suunto
+from wearsync.providers.core import map_page
 from wearsync.providers.errors import MalformedPayload, RateLimited, UpstreamAuthError, UpstreamError
 from wearsync.providers.http import HttpClient
 from wearsync.records import DailyActivity, Sample, Workout
 from wearsync.settings import Settings
+from wearsync.sim import suunto as suunto_sim
+from wearsync.sim.common import fixture, fixture_file, user_rng
+
+FIXTURES = Path(suunto_sim.__file__).parent / "fixtures" / "suunto"
 
 API = "https://suunto.test/api"
 WORKOUTS = re.compile(r"^https://suunto\.test/api/v3/workouts/\?.*$")
@@ -103,6 +109,142 @@ def test_workout_units_and_hr_fields() -> None:
     w = suunto.map_workout(raw)
     assert (w.distance_m, w.energy_kcal, w.avg_hr, w.max_hr, w.min_hr) == (10_000.0, 650.0, 150.0, 178.0, 90.0)
     assert (w.utc_offset_minutes, w.device_name) == (120, "Suunto Race")
+
+
+# ---- the documented shapes (wearsync/sim/fixtures/suunto) -----------------------------------
+
+
+def test_every_fixture_names_its_source_and_whether_it_is_official() -> None:
+    names = sorted(p.stem for p in FIXTURES.glob("*.json"))
+    assert len(names) >= 6
+    for name in names:
+        source = fixture_file("suunto", name)["_source"]
+        assert source["url"].startswith("https://"), name
+        assert source["status"] in ("official", "second-hand"), name
+        assert source["note"], name
+
+
+def test_the_documented_workout_answer_maps_heart_rate_cadence_and_key() -> None:
+    """Official example of one workout: `key`, hrdata.workoutAvgHR / workoutMaxHR / userMaxHR,
+    cadence a number."""
+    payload = fixture("suunto", "workout_data_json")["payload"]
+    (w,) = map_page([payload], suunto.map_workout)
+    assert isinstance(w, Workout)
+    assert (w.provider_record_id, w.sport) == ("6570b1c2d3e4f5a6b7c8d9e0", "running")
+    assert (w.avg_hr, w.max_hr, w.min_hr) == (151.0, 178.0, None)  # not userMaxHR (192)
+    assert (w.avg_cadence, w.max_cadence) == (84.0, None)
+    assert (w.start_time, w.end_time) == (
+        datetime(2023, 12, 16, 12, 20, tzinfo=UTC),
+        datetime(2023, 12, 16, 13, 20, tzinfo=UTC),
+    )
+    assert (w.energy_kcal, w.steps, w.distance_m, w.utc_offset_minutes) == (612.0, 9400, 11520.0, 120)
+
+
+def test_a_live_list_item_with_both_heart_rate_forms_maps_the_workouts_own() -> None:
+    item = fixture("suunto", "workout_v3_list_item")
+    (w,) = map_page([item], suunto.map_workout)
+    assert isinstance(w, Workout)
+    assert (w.avg_hr, w.max_hr, w.min_hr) == (138.0, 171.0, 74.0)  # not max / userMaxHR (190)
+    assert (w.avg_cadence, w.max_cadence) == (86.0, 112.0)
+    assert (w.device_name, w.avg_power_w, w.max_power_w) == ("Suunto Race", 212.0, 780.0)
+    # Only the older form present: read too.
+    item["hrdata"] = {"avg": 140, "hrmax": 169, "max": 190, "min": 70}
+    assert suunto.map_workout(item).max_hr == 169.0
+
+
+def test_a_newer_watch_names_its_device_in_an_extension_and_cadence_as_an_object() -> None:
+    item = fixture("suunto", "workout_v3_newer_watch")
+    (w,) = map_page([item], suunto.map_workout)
+    assert isinstance(w, Workout)
+    assert (w.avg_cadence, w.max_cadence) == (82.0, 101.0)
+    assert w.device_name == "Suunto Race 2"
+    assert (w.avg_hr, w.max_hr) == (149.0, 181.0)
+    assert w.end_time == w.start_time + timedelta(seconds=5400)  # no stopTime
+
+
+def test_the_documented_notification_maps_with_its_sibling_gear() -> None:
+    body = fixture("suunto", "webhook_workout_created")
+    (event,) = suunto.PROVIDER.webhook.events(body)  # type: ignore[union-attr]
+    assert (event.kind, event.provider_user_id) == ("workout.workout_created", "johndoe123")
+    assert event.dedupe_key.startswith("67604889401b942184624cb8:")
+    w = suunto.map_workout(body["workout"], body["gear"])
+    assert (w.provider_record_id, w.sport, w.device_name) == (
+        "67604889401b942184624cb8",
+        "cross_country_skiing",
+        "Suunto Vertical",
+    )
+    assert (w.avg_hr, w.max_hr, w.energy_kcal, w.duration_s) == (145.0, 175.0, 500.0, 3600.0)
+    # The same notification again is the same event; a changed workout is a new one.
+    assert suunto.parse_notification(body)[0].dedupe_key == event.dedupe_key
+    changed = body | {"workout": body["workout"] | {"totalTime": 3700}}
+    assert suunto.parse_notification(changed)[0].dedupe_key != event.dedupe_key
+
+
+def test_routes_and_unknown_types_are_acknowledged_without_an_event() -> None:
+    assert suunto.parse_notification({"type": "ROUTE_CREATED", "username": "johndoe123", "route": {}}) == []
+    assert suunto.parse_notification({"type": "SOMETHING_NEW", "username": "johndoe123"}) == []
+    assert suunto.parse_notification({"type": "WORKOUT_UPDATED"}) == []  # not documented: not relied on
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"type": "WORKOUT_CREATED", "workout": {"workoutKey": "k"}}, "needs a username"),
+        ({"type": "SUUNTO_247_SLEEP_CREATED", "username": ""}, "needs a username"),
+        ({"type": "WORKOUT_CREATED", "username": "u", "workout": {"activityId": 1}}, "names no workout"),
+        (["WORKOUT_CREATED"], "a JSON object"),
+        ({"type": ["WORKOUT_CREATED"], "username": "u"}, "type is a string"),
+    ],
+)
+def test_a_notification_we_cannot_act_on_is_refused(body: Any, message: str) -> None:
+    with pytest.raises(MalformedPayload, match=message):
+        suunto.parse_notification(body)
+
+
+def test_a_247_notification_is_one_event_covering_its_samples() -> None:
+    body = fixture("suunto", "webhook_247_sleep_created")
+    (event,) = suunto.parse_notification(body)
+    assert (event.kind, event.provider_user_id) == ("data_247.suunto_247_sleep_created", "johndoe123")
+    assert suunto.parse_notification(body)[0].dedupe_key == event.dedupe_key
+    now = datetime(2026, 5, 1, tzinfo=UTC)
+    assert suunto.notified_window(body, now) == (
+        datetime(2026, 4, 27, 19, 0, tzinfo=UTC),  # BedtimeStart, 22:00+03:00
+        datetime(2026, 4, 28, 3, 40, 1, tzinfo=UTC),
+    )
+    # No readable times: the last two days.
+    assert suunto.notified_window({"samples": [{"timestamp": "yesterday"}, 5]}, now) == (now - timedelta(days=2), now)
+
+
+def test_the_documented_daily_statistics_map_joules_and_skip_null_days() -> None:
+    (day,) = map_page([fixture("suunto", "daily_activity_statistics")["answer"]], suunto.map_daily_statistics)
+    assert isinstance(day, DailyActivity)
+    assert (day.day, day.steps) == (date(2019, 2, 12), 4617)
+    assert day.energy_kcal == pytest.approx(640580.3985 / 4184)  # joules
+
+
+def test_the_simulator_serves_the_fixtures_shapes_both_variants() -> None:
+    listed, newer = fixture("suunto", "workout_v3_list_item"), fixture("suunto", "workout_v3_newer_watch")
+    documented = fixture("suunto", "workout_data_json")["payload"]
+    hr_forms = {frozenset(listed["hrdata"]), frozenset(newer["hrdata"])}
+    assert frozenset(documented["hrdata"]) in hr_forms  # the official form is one of the two
+    workouts, _ = suunto_sim._workouts(user_rng("suunto", "shapes"), datetime.now(UTC), 200, 60)
+    seen_hr = set()
+    for w in workouts:
+        assert set(w) <= set(listed) | set(newer), set(w) - set(listed) - set(newer)
+        if "hrdata" in w:
+            seen_hr.add(frozenset(w["hrdata"]))
+        if "gear" in w:
+            assert set(w["gear"]) == set(listed["gear"])
+        cadence = w.get("cadence")
+        assert cadence is None or set(cadence) == set(newer["cadence"])
+        summary = [e for e in w["extensions"] if e["type"] == "SummaryExtension"]
+        assert all(set(e["gear"]) <= set(newer["extensions"][0]["gear"]) for e in summary)
+    assert seen_hr == hr_forms, "both heart-rate forms are served"
+    notification = suunto_sim.workout_notification("alice", next(w for w in workouts if "gear" in w))
+    documented_body = fixture("suunto", "webhook_workout_created")
+    assert set(notification) == set(documented_body)
+    assert set(notification["gear"]) == set(documented_body["gear"])
+    assert "gear" not in notification["workout"]
 
 
 async def test_a_record_without_its_key_fails_the_type_naming_it(
@@ -215,9 +357,27 @@ async def test_247_windows_null_bodies_and_units(http: HttpClient, upstream: typ
     # 40 days in windows of at most 28: two windows, four endpoints each.
     assert ctx.pages_total == 8
     assert len(calls) == 8
-    for _, _, kw in calls:
-        span = kw["params"]["to"] - kw["params"]["from"]
-        assert 0 < span <= 28 * 86_400_000
+    daily = sorted(
+        (kw["params"] for _, url, kw in calls if url.path.endswith("/daily-activity-statistics")),
+        key=lambda params: params["startdate"],
+    )
+    for _, url, kw in calls:
+        if not url.path.endswith("/daily-activity-statistics"):
+            span = kw["params"]["to"] - kw["params"]["from"]
+            assert 0 < span <= 28 * 86_400_000
+    # Daily statistics: ISO 8601 in UTC without an offset, to the second, the end inclusive, at
+    # most 28 days; from a UTC midnight (each bucket a UTC day), the windows back to back.
+    assert len(daily) == 2
+    for params in daily:
+        assert set(params) == {"startdate", "enddate"}
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", params["startdate"])
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", params["enddate"])
+        start, last = datetime.fromisoformat(params["startdate"]), datetime.fromisoformat(params["enddate"])
+        assert timedelta(0) < last - start < timedelta(days=28)
+    first_start = datetime.fromisoformat(daily[0]["startdate"]).replace(tzinfo=UTC)
+    assert first_start == datetime.fromtimestamp(since, UTC).replace(hour=0, minute=0, second=0)
+    next_start = datetime.fromisoformat(daily[1]["startdate"])
+    assert next_start == datetime.fromisoformat(daily[0]["enddate"]) + timedelta(seconds=1)
     samples = ctx.rows(Sample)
     by_type = {s.sample_type: s.value for s in samples}
     # Two windows served the same entry: the same samples twice, which the upsert dedupes.

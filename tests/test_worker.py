@@ -64,11 +64,20 @@ async def assert_everything_stored(db: asyncpg.Pool, user_id: str, served: dict[
         assert row["avg_power_w"] == w.get("avgPower")
         assert row["max_power_w"] == w.get("maxPower")
         assert row["name"] == w["name"]
-        hr = w.get("hrdata")
+        hr = w.get("hrdata", {})  # documented workoutAvgHR / workoutMaxHR; never userMaxHR or max
         assert (row["avg_hr"], row["max_hr"], row["min_hr"]) == (
-            (hr["avg"], hr["hrmax"], hr["min"]) if hr else (None, None, None)
+            hr.get("workoutAvgHR"),
+            hr.get("workoutMaxHR"),
+            hr.get("min"),
         )
-        assert row["device_name"] == (w["gear"]["displayName"] if "gear" in w else None)
+        cadence = w.get("cadence", {})  # an object, or avgCadence / maxCadence
+        assert (row["avg_cadence"], row["max_cadence"]) == (
+            w.get("avgCadence", cadence.get("avg")),
+            w.get("maxCadence", cadence.get("max")),
+        )
+        summary = [e["gear"] for e in w["extensions"] if e["type"] == "SummaryExtension"]
+        device = w.get("gear") or (summary[0] if summary else None)
+        assert row["device_name"] == (device["displayName"] if device else None)
 
     sleeps = {
         r["provider_record_id"]: r for r in await db.fetch("SELECT * FROM sleep_sessions WHERE user_id = $1", uid)
@@ -98,10 +107,12 @@ async def assert_everything_stored(db: asyncpg.Pool, user_id: str, served: dict[
     assert stored == expected_samples(served["activity"])
 
     daily = await db.fetch("SELECT day, steps, energy_kcal FROM daily_activity WHERE user_id = $1 ORDER BY day", uid)
-    steps = {s["TimeISO8601"][:10]: s["Value"] for s in served["daily"][0]["Sources"][0]["Samples"]}
-    joules = {s["TimeISO8601"][:10]: s["Value"] for s in served["daily"][1]["Sources"][0]["Samples"]}
+    served_daily = {stat["Name"]: stat["Sources"][0]["Samples"] for stat in served["daily"]}
+    steps = {s["TimeISO8601"][:10]: s["Value"] for s in served_daily["stepcount"]}
+    joules = {s["TimeISO8601"][:10]: s["Value"] for s in served_daily["energyconsumption"]}
+    assert None in steps.values(), "a day without data is served as null"
     assert [(r["day"], r["steps"], r["energy_kcal"]) for r in daily] == [
-        (date.fromisoformat(d), steps[d], joules[d] / 4184) for d in sorted(steps)
+        (date.fromisoformat(d), steps[d], joules[d] / 4184) for d in sorted(steps) if steps[d] is not None
     ]
 
 

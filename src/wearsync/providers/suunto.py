@@ -1,11 +1,14 @@
 """Suunto Cloud API client: workouts by offset pages (several in flight), 24/7 data by windows of
-at most 28 days (independent, fetched concurrently), each page written as it lands.
+at most 28 days (independent, fetched concurrently), each page written as it lands; webhook
+notifications of new workouts and 24/7 data.
 
 Calls carry the user's bearer token and our `Ocp-Apim-Subscription-Key`. `since` arrives in Unix
 seconds (the contract) and goes upstream in milliseconds. A 24/7 sync with since=0 reaches back
 `WEARSYNC_SUUNTO_247_HISTORY_DAYS` days. The 24/7 entry shapes are those public clients read
 (unconfirmed by public docs): HR in bpm, SpO2 as a 0-1 fraction, energy in joules; we store bpm,
-percent and kcal.
+percent and kcal. Daily activity statistics take ISO 8601 UTC `startdate`/`enddate` and answer
+joules (official). Every fact relied on, with its source: docs/providers/suunto.md; the documented
+shapes are kept in wearsync/sim/fixtures/suunto/.
 """
 
 import hashlib
@@ -15,6 +18,9 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import aclosing
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
+
+import structlog
 
 from wearsync.models import DataType
 from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, integer, map_page, num
@@ -23,6 +29,8 @@ from wearsync.providers.paging import each_concurrently, save_offset_list, time_
 from wearsync.providers.ratelimit import RateLimit
 from wearsync.records import DailyActivity, Record, Recovery, Sample, SleepSession, Workout
 from wearsync.settings import ProviderSettings, Settings
+
+log = structlog.get_logger(__name__)
 
 MAX_WINDOW = timedelta(days=28)
 JOULES_PER_KCAL = 4184.0
@@ -87,17 +95,50 @@ def _percent(fraction_or_percent: Any) -> float | None:
 # ---- mapping --------------------------------------------------------------------------------
 
 
-def map_workout(w: dict[str, Any]) -> Workout:
+def _first_number(values: Mapping[str, Any], *keys: str) -> float | None:
+    """The first of `keys` that `values` holds a number for."""
+    for key in keys:
+        if values.get(key) is not None:
+            return float(values[key])
+    return None
+
+
+def workout_device(w: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The recording device: `gear` at the workout's root, or, from newer watches, in its
+    SummaryExtension (second-hand); {} if neither."""
+    gear = w.get("gear")
+    if isinstance(gear, dict):
+        return gear
+    for extension in w.get("extensions") or []:
+        is_summary = isinstance(extension, dict) and extension.get("type") == "SummaryExtension"
+        if is_summary and isinstance(extension.get("gear"), dict):
+            return extension["gear"]  # type: ignore[no-any-return]
+    return {}
+
+
+def map_workout(w: dict[str, Any], gear: Mapping[str, Any] | None = None) -> Workout:
+    """One workout as listed (`workoutKey`) or fetched alone (documented as `key`). `gear`: the
+    device a webhook notification names beside the workout, if the workout names none."""
+    key = w.get("workoutKey", w.get("key"))
+    if key is None:
+        raise KeyError("workoutKey")
     start = _from_ms(w["startTime"])
     total_time = num(w.get("totalTime"))
     # `stopTime` can be missing from fresh payloads: start + totalTime.
     end = _from_ms(w["stopTime"]) if w.get("stopTime") is not None else start + timedelta(seconds=total_time or 0)
     activity_id = int(w["activityId"])
     suunto_name, sport = ACTIVITIES.get(activity_id, (f"activityId {activity_id}", "other"))
+    # Documented: workoutAvgHR / workoutMaxHR (and userMaxHR); live answers may also carry
+    # avg / hrmax / max. `max` and `userMaxHR` are the user's configured maximum, not this workout's.
     hr = w.get("hrdata") or {}
-    gear = w.get("gear") or {}
+    # Cadence: avgCadence / maxCadence, or `cadence` as one number (documented) or {"avg", "max"}.
+    cadence = w.get("cadence")
+    cadence_avg, cadence_max = (
+        (num(cadence.get("avg")), num(cadence.get("max"))) if isinstance(cadence, dict) else (num(cadence), None)
+    )
+    device = workout_device(w) or gear or {}
     return Workout(
-        provider_record_id=str(w["workoutKey"]),
+        provider_record_id=str(key),
         sport=sport,
         provider_sport=suunto_name,
         start_time=start,
@@ -109,8 +150,8 @@ def map_workout(w: dict[str, Any]) -> Workout:
         distance_m=num(w.get("totalDistance")),
         energy_kcal=num(w.get("energyConsumption")),
         steps=integer(w.get("stepCount")),
-        avg_hr=num(hr.get("avg")),
-        max_hr=num(hr.get("hrmax")),  # `max` is the user's configured maximum, not this workout's
+        avg_hr=_first_number(hr, "workoutAvgHR", "avg"),
+        max_hr=_first_number(hr, "workoutMaxHR", "hrmax"),
         min_hr=num(hr.get("min")),
         avg_speed_mps=num(w.get("avgSpeed")),
         max_speed_mps=num(w.get("maxSpeed")),
@@ -120,9 +161,9 @@ def map_workout(w: dict[str, Any]) -> Workout:
         min_altitude_m=num(w.get("minAltitude")),
         avg_power_w=num(w.get("avgPower")),
         max_power_w=num(w.get("maxPower")),
-        avg_cadence=num(w.get("avgCadence")),
-        max_cadence=num(w.get("maxCadence")),
-        device_name=gear.get("displayName") or gear.get("name"),
+        avg_cadence=_first_number(w, "avgCadence") if w.get("avgCadence") is not None else cadence_avg,
+        max_cadence=_first_number(w, "maxCadence") if w.get("maxCadence") is not None else cadence_max,
+        device_name=device.get("displayName") or device.get("name"),
     )
 
 
@@ -181,8 +222,10 @@ def map_activity(entry: dict[str, Any]) -> list[Sample]:
 
 
 def map_daily_statistics(stats: list[dict[str, Any]]) -> list[Record]:
-    """Suunto groups daily values by statistic and source; we make one row per local day. Where
-    several sources report a day, the largest value wins (they overlap, so adding would double)."""
+    """Suunto groups daily values by statistic and source, each day a sample at its bucket's start
+    (UTC, no offset); we make one row per day. Where several sources report a day, the largest
+    value wins (they overlap, so adding would double). `Value` null means no data: a day with
+    none is no row (so it never blanks a day stored before)."""
     days: dict[date, dict[str, Any]] = {}
     for stat in stats:
         name = stat["Name"].lower()
@@ -199,6 +242,8 @@ def map_daily_statistics(stats: list[dict[str, Any]]) -> list[Record]:
     rows: list[Record] = []
     for day, row in sorted(days.items()):
         steps, joules = best(row, "stepcount"), best(row, "energyconsumption")
+        if steps is None and joules is None:
+            continue
         rows.append(
             DailyActivity(
                 provider_record_id=day.isoformat(),
@@ -259,12 +304,75 @@ async def sync_workouts(ctx: SyncContext) -> None:
         ctx.advance_cursor({"modified_since_ms": _ms(ctx.started_at - CURSOR_OVERLAP)})
 
 
-_ENDPOINTS_247: dict[str, Callable[[Any], Record | Sequence[Record]]] = {
+_SAMPLES_247: dict[str, Callable[[Any], Record | Sequence[Record]]] = {
     "/247samples/sleep": map_sleep,
     "/247samples/recovery": map_recovery,
     "/247samples/activity": map_activity,
 }
-_DAILY_STATISTICS = "/247/daily-activity-statistics"
+DAILY_STATISTICS = "/247/daily-activity-statistics"
+ALL_247 = (*_SAMPLES_247, DAILY_STATISTICS)
+
+Call247 = tuple[str, datetime, datetime]  # (path, window start, window end)
+
+
+def _utc_midnight(at: datetime) -> datetime:
+    return at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def daily_statistics_params(start: datetime, end: datetime) -> dict[str, str]:
+    """[start, end) as the endpoint takes it: ISO 8601 in UTC without an offset (one written
+    +0200 is refused: second-hand), to the second, the end inclusive (as the official example)."""
+    last = end - timedelta(seconds=1)
+    return {
+        "startdate": f"{start.astimezone(UTC):%Y-%m-%dT%H:%M:%S}",
+        "enddate": f"{last.astimezone(UTC):%Y-%m-%dT%H:%M:%S}",
+    }
+
+
+def calls_247(start: datetime, end: datetime, paths: Sequence[str] = ALL_247) -> list[Call247]:
+    """The calls covering [start, end): each samples endpoint by windows of at most 28 days (epoch
+    ms `from`/`to`); daily statistics by windows of at most 28 days from the first UTC midnight,
+    so that each of its 24-hour buckets, which start at `startdate`, is one UTC day."""
+    calls = [
+        (path, *window) for window in time_windows(start, end, MAX_WINDOW) for path in paths if path in _SAMPLES_247
+    ]
+    if DAILY_STATISTICS in paths:
+        calls += [(DAILY_STATISTICS, *window) for window in time_windows(_utc_midnight(start), end, MAX_WINDOW)]
+    return calls
+
+
+async def fetch_247(ctx: SyncContext, calls: Sequence[Call247]) -> None:
+    """Fetch and store each call's page, several in flight; pages stored by an earlier run of the
+    task are skipped."""
+    await ctx.set_pages_total(len(calls))
+
+    def key(call: Call247) -> str:
+        path, window_start, _ = call
+        return f"{path}@{_ms(window_start)}"
+
+    async def fetch(call: Call247) -> tuple[str, list[Record]]:
+        path, window_start, window_end = call
+        url = f"{ctx.config.api_url}{path}"
+        if path == DAILY_STATISTICS:
+            params: dict[str, str | int] = {**daily_statistics_params(window_start, window_end)}
+        else:
+            params = {"from": _ms(window_start), "to": _ms(window_end)}
+        body = await ctx.get_json(url, params=params)
+        if body is None:
+            return key(call), []
+        if not isinstance(body, list):
+            raise MalformedPayload(f"GET {url} returned no list: {str(body)[:200]}")
+        if path == DAILY_STATISTICS:
+            return key(call), map_page([body], map_daily_statistics)
+        return key(call), map_page(body, _SAMPLES_247[path])
+
+    concurrency = ctx.settings.suunto_page_concurrency
+    todo = [call for call in calls if key(call) not in ctx.done]
+    async with aclosing(
+        each_concurrently(todo, fetch, concurrency=concurrency, max_fetches=ctx.fetch_allowance())
+    ) as pages:
+        async for page_key, records in pages:
+            await ctx.save_page(records, page_key, len(records))
 
 
 async def sync_247(ctx: SyncContext) -> None:
@@ -277,41 +385,24 @@ async def sync_247(ctx: SyncContext) -> None:
         )
     else:
         start = end - timedelta(days=ctx.settings.suunto_247_history_days)
-    calls = [(path, w) for w in time_windows(start, end, MAX_WINDOW) for path in [*_ENDPOINTS_247, _DAILY_STATISTICS]]
-    await ctx.set_pages_total(len(calls))
-
-    def key(call: tuple[str, tuple[datetime, datetime]]) -> str:
-        path, (window_start, _) = call
-        return f"{path}@{_ms(window_start)}"
-
-    async def fetch(call: tuple[str, tuple[datetime, datetime]]) -> tuple[str, list[Record]]:
-        path, (window_start, window_end) = call
-        url = f"{ctx.config.api_url}{path}"
-        body = await ctx.get_json(url, params={"from": _ms(window_start), "to": _ms(window_end)})
-        if body is None:
-            return key(call), []
-        if not isinstance(body, list):
-            raise MalformedPayload(f"GET {url} returned no list: {str(body)[:200]}")
-        if path == _DAILY_STATISTICS:
-            return key(call), map_page([body], map_daily_statistics)
-        return key(call), map_page(body, _ENDPOINTS_247[path])
-
-    concurrency = ctx.settings.suunto_page_concurrency
-    todo = [call for call in calls if key(call) not in ctx.done]
-    async with aclosing(
-        each_concurrently(todo, fetch, concurrency=concurrency, max_fetches=ctx.fetch_allowance())
-    ) as pages:
-        async for page_key, records in pages:
-            await ctx.save_page(records, page_key, len(records))
+    await fetch_247(ctx, calls_247(start, end))
     ctx.advance_cursor({"to_ms": _ms(end)})
 
 
-# ---- webhook: workout notifications -------------------------------------------------------------
+# ---- webhook notifications ----------------------------------------------------------------------
+
+WORKOUT_CREATED = "WORKOUT_CREATED"
+# A 24/7 notification: the endpoints whose data it announces.
+NOTIFIED_247: dict[str, tuple[str, ...]] = {
+    "SUUNTO_247_SLEEP_CREATED": ("/247samples/sleep",),
+    "SUUNTO_247_RECOVERY_CREATED": ("/247samples/recovery",),
+    "SUUNTO_247_ACTIVITY_CREATED": ("/247samples/activity", DAILY_STATISTICS),
+}
 
 
 def verify_notification(headers: Mapping[str, str], body: bytes, config: ProviderSettings, settings: Settings) -> None:
     """HMAC-SHA256 of the raw body under WEARSYNC_SUUNTO_WEBHOOK_SECRET, hex, in
-    `X-HMAC-SHA256-Signature` (unconfirmed by public docs), compared in constant time."""
+    `X-HMAC-SHA256-Signature` (second-hand: public clients), compared in constant time."""
     secret = settings.suunto_webhook_secret
     if not secret:
         raise WebhookRejected("WEARSYNC_SUUNTO_WEBHOOK_SECRET is not set, so no notification can be trusted")
@@ -322,28 +413,90 @@ def verify_notification(headers: Mapping[str, str], body: bytes, config: Provide
         raise WebhookRejected("bad or missing X-HMAC-SHA256-Signature")
 
 
-def parse_notification(payload: Any) -> list[WebhookEvent]:
-    """One notification is one event: `{"type", "username", "workoutid", "workout"?}`. Its key is
-    the workout's key and version, so a redelivery is a duplicate and a later change is not."""
-    if not isinstance(payload, dict) or not isinstance(payload.get("username"), str) or not payload.get("workoutid"):
-        raise MalformedPayload("a Suunto notification needs username and workoutid")
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def notified_workout_key(payload: Mapping[str, Any]) -> str | None:
+    """The workout a notification announces: the embedded workout's `workoutKey` (documented),
+    else a `workoutKey` / legacy `workoutid` beside it."""
     workout = payload.get("workout")
-    version = hashlib.sha256(json.dumps(workout, sort_keys=True).encode()).hexdigest()[:16] if workout else ""
-    kind = f"workout.{str(payload.get('type', 'WORKOUT_CREATED')).lower()}"
-    key = f"{payload['workoutid']}:{kind}:{version}"
-    return [WebhookEvent(kind, payload["username"], key, payload)]
+    if isinstance(workout, dict) and workout.get("workoutKey") is not None:
+        return str(workout["workoutKey"])
+    key = payload.get("workoutKey", payload.get("workoutid"))
+    return None if key is None else str(key)
 
 
-async def process_notification(ctx: SyncContext, event: WebhookEvent) -> None:
-    """Store the workout the notification carries, or fetch it when it carries none."""
-    workout = event.payload.get("workout")
+def parse_notification(payload: Any) -> list[WebhookEvent]:
+    """One notification is at most one event. Documented: `{"type": "WORKOUT_CREATED", "username",
+    "workout": {... "workoutKey"}, "gear"}`; 24/7 types carry samples (second-hand). Routes and
+    types we do not know are acknowledged and not stored. A workout's event key is its key and
+    a digest of what it says, so a redelivery is a duplicate and a later change is not; a 24/7
+    event's key is a digest of the whole notification."""
+    if not isinstance(payload, dict):
+        raise MalformedPayload("a Suunto notification is a JSON object")
+    kind = payload.get("type", WORKOUT_CREATED)  # the legacy form carried no type: workouts only
+    if not isinstance(kind, str):
+        raise MalformedPayload("a Suunto notification's type is a string")
+    if kind != WORKOUT_CREATED and kind not in NOTIFIED_247:
+        log.info("suunto notification acknowledged, not stored", type=kind[:100])
+        return []
+    if not isinstance(payload.get("username"), str) or not payload["username"]:
+        raise MalformedPayload(f"a Suunto {kind} notification needs a username")
+    if kind in NOTIFIED_247:
+        return [WebhookEvent(f"data_247.{kind.lower()}", payload["username"], f"{kind}:{_digest(payload)}", payload)]
+    key = notified_workout_key(payload)
+    if key is None:
+        raise MalformedPayload("a Suunto WORKOUT_CREATED notification names no workout (workout.workoutKey)")
+    version = _digest([payload.get("workout"), payload.get("gear")])
+    return [WebhookEvent("workout.workout_created", payload["username"], f"{key}:{version}", payload)]
+
+
+def _sample_times(samples: Any) -> list[datetime]:
+    """The times a 24/7 notification's samples name (`timestamp`; a sleep's bedtimes), those readable."""
+    times = []
+    for sample in samples if isinstance(samples, list) else []:
+        if not isinstance(sample, dict):
+            continue
+        data = sample.get("entryData")
+        data = data if isinstance(data, dict) else {}
+        for value in (sample.get("timestamp"), data.get("BedtimeStart"), data.get("BedtimeEnd")):
+            if not isinstance(value, str):
+                continue
+            try:
+                times.append(_parse_time(value)[0])
+            except ValueError:
+                continue
+    return times
+
+
+def notified_window(payload: Mapping[str, Any], now: datetime) -> tuple[datetime, datetime]:
+    """The window a 24/7 notification's samples cover; without readable times, the last LATE_247."""
+    times = _sample_times(payload.get("samples"))
+    if not times:
+        return now - LATE_247, now
+    return min(times), max(times) + timedelta(seconds=1)
+
+
+async def process_notification(ctx: SyncContext, event: WebhookEvent) -> str | None:
+    """A workout: store the one the notification carries, or fetch it by its key when it carries
+    none. 24/7 data: sync the window its samples cover, from the endpoints it announces."""
+    payload = event.payload
+    kind = payload.get("type", WORKOUT_CREATED)
+    if kind in NOTIFIED_247:
+        start, end = notified_window(payload, ctx.started_at)
+        await fetch_247(ctx, calls_247(start, end, NOTIFIED_247[kind]))
+        return f"synced {', '.join(NOTIFIED_247[kind])} from {start.isoformat()} to {end.isoformat()}"
+    workout = payload.get("workout")
     if not isinstance(workout, dict):
-        url = f"{ctx.config.api_url}/v3/workouts/{event.payload['workoutid']}"
+        url = f"{ctx.config.api_url}/v3/workouts/{quote(str(notified_workout_key(payload)), safe='')}"
         body = await ctx.get_json(url)
         workout = body.get("payload") if isinstance(body, dict) else None
         if not isinstance(workout, dict):
             raise MalformedPayload(f"GET {url} returned no workout: {str(body)[:200]}")
-    await ctx.save_page(map_page([workout], map_workout))
+    gear = payload.get("gear") if isinstance(payload.get("gear"), dict) else None
+    await ctx.save_page(map_page([workout], lambda w: map_workout(w, gear)))
+    return None
 
 
 async def deauthorize(ctx: SyncContext) -> None:

@@ -5,6 +5,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import json
 import random
 import re
 import secrets
@@ -13,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
+from importlib import resources
 from typing import Any, TypeVar, cast
 
 import aiohttp
@@ -393,3 +395,16 @@ def _recorded(state: SimState, entry: dict[str, Any], response: R) -> R:
 def iso(dt: datetime, offset_minutes: int) -> str:
     """ISO 8601 in the user's local time with its offset, to the millisecond."""
     return dt.astimezone(timezone(timedelta(minutes=offset_minutes))).isoformat(timespec="milliseconds")
+
+
+def fixture_file(provider: str, name: str) -> Any:
+    """sim/fixtures/<provider>/<name>.json: a shape the provider documents (or public clients
+    show), with its `_source` (url; status "official" or "second-hand"; note)."""
+    return json.loads((resources.files("wearsync.sim") / "fixtures" / provider / f"{name}.json").read_text())
+
+
+def fixture(provider: str, name: str) -> Any:
+    """The fixture's shape without its `_source`: what the simulator's answers follow and tests map."""
+    shape = fixture_file(provider, name)
+    shape.pop("_source")
+    return shape

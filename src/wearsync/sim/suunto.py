@@ -2,11 +2,18 @@
 `cloudapi.suunto.com` and its OAuth server, with deterministic data per user.
 
 Data API (mounted under /suunto/api): `GET /v3/workouts/` (since in epoch ms, limit <= 100, offset,
-filter-by-modification-time; body {"error", "payload", "metadata"}), `GET /v3/workouts/{key}`, and
-the 24/7 endpoints `/247samples/{sleep,recovery,activity}` and `/247/daily-activity-statistics` with
-`from`/`to` in epoch ms spanning at most 28 days (entries with from <= time < to). Every call needs
-a bearer token from the OAuth server and the `Ocp-Apim-Subscription-Key` header.
+filter-by-modification-time; body {"error", "payload", "metadata"}), `GET /v3/workouts/{key}` (the
+payload names the workout `key`, as documented for one workout), the 24/7 endpoints
+`/247samples/{sleep,recovery,activity}` with `from`/`to` in epoch ms spanning at most 28 days
+(entries with from <= time < to), and `/247/daily-activity-statistics` with ISO 8601 UTC
+`startdate`/`enddate` (no offset; at most 28 days, the end inclusive): 24-hour buckets from
+`startdate` summing the activity samples' steps and joules, `Value` null where a bucket has none.
+Every call needs a bearer token from the OAuth server and the `Ocp-Apim-Subscription-Key` header.
 
+Shapes follow sim/fixtures/suunto/ (each naming its source, official or second-hand): a workout's
+heart rate is the documented hrdata.workoutAvgHR / workoutMaxHR / userMaxHR, for about half the
+workouts (chosen per workout) also avg / hrmax / max / min and avgCadence / maxCadence with the
+device at the root, for the others cadence {"avg", "max"} and the device in a SummaryExtension.
 Shapes of the 24/7 entries follow what public Suunto clients read (unconfirmed by public docs):
 `{"timestamp", "entryData": {...}}` with HR in bpm, SpO2 as a 0-1 fraction, energy in joules.
 OAuth (under /suunto/auth): the authorization page `GET /oauth/authorize` (sim/oauth.py),
@@ -22,8 +29,9 @@ import hashlib
 import hmac
 import json
 import time
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -35,6 +43,7 @@ from wearsync.sim.common import (
     cached_user_data,
     deliver,
     fault_middleware,
+    fixture,
     iso,
     json_error,
     user_rng,
@@ -61,7 +70,14 @@ class UserData:
     sleep: list[dict[str, Any]]
     recovery: list[dict[str, Any]]
     activity: list[dict[str, Any]]
-    daily: list[tuple[datetime, str, int, float]]  # (local midnight, device, steps, joules)
+    source_247: str  # the name daily statistics give the user's 24/7 data source
+    activity_ms: list[int] = field(default_factory=list)  # each activity entry's time, ascending
+
+    def __post_init__(self) -> None:
+        self.activity_ms = [_ms(datetime.fromisoformat(e["timestamp"])) for e in self.activity]
+
+    def activity_between(self, start_ms: int, end_ms: int) -> list[dict[str, Any]]:
+        return self.activity[bisect_left(self.activity_ms, start_ms) : bisect_left(self.activity_ms, end_ms)]
 
 
 def _ms(dt: datetime) -> int:
@@ -98,21 +114,29 @@ def _workouts(rng: Any, anchor: datetime, count: int, offset: int) -> tuple[list
             "totalDescent": round(rng.uniform(0, 800), 1) if moving else 0.0,
             "maxAltitude": round(rng.uniform(200, 1500), 1),
             "minAltitude": round(rng.uniform(0, 200), 1),
-            "avgCadence": round(rng.uniform(70, 90), 1),
-            "maxCadence": round(rng.uniform(90, 110), 1),
             "hrdata": {
-                "avg": rng.randint(110, 160),
-                "hrmax": rng.randint(160, 185),
-                "max": user_max_hr,  # the user's configured maximum, not the workout's
-                "min": rng.randint(60, 100),
+                "workoutAvgHR": (avg_hr := rng.randint(110, 160)),
+                "workoutMaxHR": (max_hr := rng.randint(160, 185)),
+                "userMaxHR": user_max_hr,  # the user's configured maximum, not the workout's
             },
-            "gear": {
-                "manufacturer": "Suunto",
-                "name": (device := rng.choice(_DEVICES)),
-                "displayName": device,
-                "serialNumber": f"{rng.getrandbits(40):012d}",
-                "swVersion": "2.31.20",
-            },
+        }
+        device = rng.choice(_DEVICES)
+        cadence = {"avg": round(rng.uniform(70, 90), 1), "max": round(rng.uniform(90, 110), 1)}
+        if rng.random() < 0.5:  # as public clients see live answers: both heart-rate forms, gear at the root
+            workout["hrdata"] |= {"avg": avg_hr, "hrmax": max_hr, "max": user_max_hr, "min": rng.randint(60, 100)}
+            workout |= {"avgCadence": cadence["avg"], "maxCadence": cadence["max"], "extensions": []}
+            workout["gear"] = {
+                "manufacturer": "Suunto", "name": device, "displayName": device,
+                "serialNumber": f"{rng.getrandbits(40):012d}", "swVersion": "2.31.20", "hwVersion": "A",
+            }  # fmt: skip
+        else:  # a newer watch: the documented heart rate only, cadence an object, gear in an extension
+            workout["cadence"] = cadence
+            workout["extensions"] = [{
+                "type": "SummaryExtension", "feeling": rng.randint(1, 5),
+                "gear": {"manufacturer": "Suunto", "name": device, "displayName": device,
+                         "softwareVersion": "2.44.6", "hardwareVersion": "B"},
+            }]  # fmt: skip
+        workout |= {
             "name": rng.choice([None, f"{activity_name} {i}"]),
             "notes": rng.choice([None, None, "felt good"]),
         }
@@ -125,7 +149,8 @@ def _workouts(rng: Any, anchor: datetime, count: int, offset: int) -> tuple[list
         if rng.random() < 0.1:
             del workout["hrdata"]
         if rng.random() < 0.1:
-            del workout["gear"]
+            workout.pop("gear", None)
+            workout["extensions"] = []
         workouts.append(workout)
         modified[workout["workoutKey"]] = min(_ms(stop) + rng.randrange(0, 2 * 86400_000), _ms(anchor))
     workouts.reverse()
@@ -134,16 +159,16 @@ def _workouts(rng: Any, anchor: datetime, count: int, offset: int) -> tuple[list
 
 def _data_247(rng: Any, anchor: datetime, days: int, offset: int) -> dict[str, Any]:
     tz_shift = timedelta(minutes=offset)
-    device = rng.choice(_DEVICES)
-    sleep, recovery, activity, daily = [], [], [], []
+    sleep, recovery, activity = [], [], []
     sleep_id = rng.randrange(10**8, 10**9)
     # Local midnights, oldest first.
     first_midnight = (anchor + tz_shift).replace(hour=0, minute=0, second=0, microsecond=0) - tz_shift
     first_midnight -= timedelta(days=days)
+    # Two days the watch was not worn: no activity samples, so a whole UTC day's statistics are null.
+    unworn = rng.randrange(1, days - 2) if days > 3 else -2
     for d in range(days):
         midnight = first_midnight + timedelta(days=d)
-        steps_total, joules_total = 0, 0.0
-        for slot in range(144):  # one sample every 10 minutes
+        for slot in range(144 if d not in (unworn, unworn + 1) else 0):  # one sample every 10 minutes
             t = midnight + timedelta(minutes=10 * slot)
             night = slot < 42 or slot >= 138
             entry: dict[str, Any] = {
@@ -154,10 +179,7 @@ def _data_247(rng: Any, anchor: datetime, days: int, offset: int) -> dict[str, A
             if night:
                 entry["SpO2"] = round(rng.uniform(0.93, 0.99), 3)
                 entry["HRV"] = round(rng.uniform(25, 90), 1)
-            steps_total += entry["StepCount"]
-            joules_total += entry["EnergyConsumption"]
             activity.append({"timestamp": iso(t, offset), "entryData": entry})
-        daily.append((midnight, device, steps_total, round(joules_total, 1)))
         for hour in range(0, 24, 3):
             t = midnight + timedelta(hours=hour, minutes=rng.randrange(0, 60))
             recovery.append({"timestamp": iso(t, offset),
@@ -183,7 +205,8 @@ def _data_247(rng: Any, anchor: datetime, days: int, offset: int) -> dict[str, A
                     "AvgHRV": rng.randrange(25, 90), "MaxSpo2": round(rng.uniform(0.96, 1.0), 3),
                 },
             })  # fmt: skip
-    return {"sleep": sleep, "recovery": recovery, "activity": activity, "daily": daily}
+    source = f"suunto-247-{rng.getrandbits(128):032x}"
+    return {"sleep": sleep, "recovery": recovery, "activity": activity, "source_247": source}
 
 
 def user_data(request_or_app: web.Request | web.Application, user: str) -> UserData:
@@ -298,7 +321,9 @@ async def get_workout(request: web.Request) -> web.Response:
     workouts, _ = all_workouts(request, _authorized_user(request))
     for workout in workouts:
         if workout["workoutKey"] == request.match_info["key"]:
-            return web.json_response({"error": None, "payload": workout, "metadata": {}})
+            # As documented for one workout (fixture workout_data_json): named `key`, not workoutKey.
+            payload = {"key": workout["workoutKey"]} | {k: v for k, v in workout.items() if k != "workoutKey"}
+            return web.json_response({"error": None, "payload": payload, "metadata": {}})
     return json_error(404, {"error": "Workout not found", "payload": None})
 
 
@@ -322,24 +347,63 @@ def samples_endpoint(kind: str) -> Any:
     return handler
 
 
-def daily_statistics(data: UserData, start: int, end: int) -> list[dict[str, Any]]:
-    days = [d for d in data.daily if start <= _ms(d[0]) < end]
+def _utc_param(request: web.Request, name: str) -> datetime:
+    """An ISO 8601 date and time in UTC without an offset (public clients see one written +0200
+    refused as "Invalid arguments")."""
+    raw = request.query.get(name, "")
+    try:
+        parsed = datetime.fromisoformat(raw)
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is not None:
+        raise web.HTTPBadRequest(text="Invalid arguments", content_type="text/plain")
+    return parsed.replace(tzinfo=UTC)
+
+
+def _utc_days(first_ms: int, last_ms: int) -> tuple[datetime, datetime]:
+    first = datetime.fromtimestamp(first_ms / 1000, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return first, datetime.fromtimestamp(last_ms / 1000, UTC)
+
+
+def daily_statistics(data: UserData, start: datetime, last: datetime) -> list[dict[str, Any]]:
+    """24-hour buckets from `start` up to `last` (inclusive), each the sum of the activity samples'
+    steps and joules in it, its time written in UTC without an offset; null where it has none."""
+    end_ms = _ms(last) + 1
+    buckets: list[tuple[datetime, list[dict[str, Any]]]] = []
+    bucket_start = start
+    while bucket_start <= last:
+        bucket_end_ms = min(_ms(bucket_start + timedelta(days=1)), end_ms)
+        entries = data.activity_between(_ms(bucket_start), bucket_end_ms)
+        buckets.append((bucket_start, [e["entryData"] for e in entries]))
+        bucket_start += timedelta(days=1)
+
+    def total(entries: list[dict[str, Any]], field: str) -> float | None:
+        return round(sum(e[field] for e in entries), 4) if entries else None
+
     return [
-        {"Name": name, "Sources": [{"Name": device, "Samples": samples}]}
-        for name, index in (("stepcount", 2), ("energyconsumption", 3))
-        for device in sorted({d[1] for d in days})
-        if (
-            samples := [
-                {"TimeISO8601": iso(d[0], data.offset_minutes), "Value": d[index]} for d in days if d[1] == device
-            ]
-        )
+        {
+            "Name": name,
+            "Aggregation": "sum",
+            "Sources": [
+                {
+                    "Name": data.source_247,
+                    "Samples": [
+                        {"TimeISO8601": f"{at:%Y-%m-%dT%H:%M:%S}.000", "Value": total(entries, entry_key)}
+                        for at, entries in buckets
+                    ],
+                }
+            ],
+        }
+        for name, entry_key in (("energyconsumption", "EnergyConsumption"), ("stepcount", "StepCount"))
     ]
 
 
 async def daily_activity_statistics(request: web.Request) -> web.Response:
     data = user_data(request, _authorized_user(request))
-    start, end = _window(request)
-    return web.json_response(daily_statistics(data, start, end))
+    start, last = _utc_param(request, "startdate"), _utc_param(request, "enddate")
+    if last < start or last - start > timedelta(days=28):
+        return web.Response(status=400, text="Invalid arguments: at most 28 days", content_type="text/plain")
+    return web.json_response(daily_statistics(data, start, last))
 
 
 # ---- OAuth and limits -----------------------------------------------------------------------
@@ -378,15 +442,46 @@ def create_apps() -> tuple[web.Application, web.Application]:
     return api, auth
 
 
+# What each 24/7 notification announces (its samples: the user's latest day of that kind).
+_NOTIFIED_247 = {"sleep": "SUUNTO_247_SLEEP_CREATED", "recovery": "SUUNTO_247_RECOVERY_CREATED",
+                 "activity": "SUUNTO_247_ACTIVITY_CREATED"}  # fmt: skip
+
+
+def workout_notification(user: str, workout: dict[str, Any]) -> dict[str, Any]:
+    """The documented notification of a new workout (fixture webhook_workout_created): the
+    workout inside, without its `gear`, which is a sibling (manufacturer, name, productType)."""
+    notification: dict[str, Any] = fixture(NAME, "webhook_workout_created")
+    embedded = {k: v for k, v in workout.items() if k != "gear"}
+    gear = workout.get("gear") or next(
+        (e["gear"] for e in workout.get("extensions", []) if e.get("type") == "SummaryExtension"), None
+    )
+    notification |= {"username": user, "workout": embedded}
+    if gear:
+        notification["gear"] = {
+            "manufacturer": gear["manufacturer"],
+            "name": gear["name"],
+            "productType": "SPORT_WATCH",
+        }
+    else:
+        del notification["gear"]
+    return notification
+
+
 async def emit(request: web.Request, user: str, body: dict[str, Any]) -> dict[str, Any]:
-    """Something happens to the user's workouts and Suunto notifies: `{"kind": "create"}` records a
-    new workout (WORKOUT_CREATED); `{"kind": "update", "workoutKey"?, "changes": {...}}` merges
-    `changes` into a workout (by default the one modified longest ago, which a list ordered by
-    modification time then moves from its head to its tail) and stamps it modified now
-    (WORKOUT_UPDATED). The notification carries the workout, signed with HMAC-SHA256 of the body
-    (hex) in `X-HMAC-SHA256-Signature` under the webhook's secret (unconfirmed by public docs)."""
+    """Something happens to the user's data and Suunto notifies (signed with HMAC-SHA256 of the body,
+    hex, in `X-HMAC-SHA256-Signature` under the webhook's secret: second-hand):
+    - `{"kind": "create"}` records a new workout: WORKOUT_CREATED in the documented shape; with
+      `"embedded": false` the notification names the workout (`workoutid`) without carrying it;
+    - `{"kind": "update", "workoutKey"?, "changes": {...}}` merges `changes` into a workout (by
+      default the one modified longest ago, which a list ordered by modification time then moves
+      from its head to its tail) and stamps it modified now: no notification (none documented);
+    - `{"kind": "sleep" | "recovery" | "activity"}`: SUUNTO_247_<KIND>_CREATED with the latest day's
+      entries of that kind as `samples` (second-hand shape);
+    - `{"kind": "route"}`: ROUTE_CREATED (no body documented: type and username)."""
     state = request.config_dict[STATE_KEY]
-    if body.get("kind", "create") == "update":
+    kind = body.get("kind", "create")
+    workout: dict[str, Any] | None = None
+    if kind == "update":
         workouts, modified_ms = all_workouts(request, user)
         key = (
             body.get("workoutKey")
@@ -400,21 +495,33 @@ async def emit(request: web.Request, user: str, body: dict[str, Any]) -> dict[st
         change["changes"] |= changes
         change["modified_ms"] = int(time.time() * 1000)
         workout = next(w for w in all_workouts(request, user)[0] if w["workoutKey"] == key)
-        kind = "WORKOUT_UPDATED"
-    else:
+        return {"workout": workout, "delivery_status": None}
+    if kind == "create":
         added = _added(request, user)
         data = user_data(request, user)
         rng = user_rng(NAME, user, f"added-{len(added)}")
         (workout,), _ = _workouts(rng, state.anchor + timedelta(days=len(added) + 1), 1, data.offset_minutes)
         workout["workoutId"] = 9_000_000_000 + len(added)
         added.append({"workout": workout, "modified_ms": int(time.time() * 1000)})
-        kind = "WORKOUT_CREATED"
+        if body.get("embedded", True):
+            notification = workout_notification(user, workout)
+        else:
+            notification = {"type": "WORKOUT_CREATED", "username": user, "workoutid": workout["workoutKey"]}
+    elif kind in _NOTIFIED_247:
+        entries = getattr(user_data(request, user), kind)
+        latest = datetime.fromisoformat(entries[-1]["timestamp"])
+        samples = [e for e in entries if datetime.fromisoformat(e["timestamp"]) > latest - timedelta(days=1)]
+        notification = {"type": _NOTIFIED_247[kind], "username": user, "samples": samples}
+    elif kind == "route":
+        notification = {"type": "ROUTE_CREATED", "username": user}
+    else:
+        raise web.HTTPBadRequest(text='{"error": "kind: create, update, sleep, recovery, activity or route"}',
+                                 content_type="application/json")  # fmt: skip
     target = state.webhook_targets.get(NAME)
-    notification = {"type": kind, "username": user, "workoutid": workout["workoutKey"], "workout": workout}
     raw = json.dumps(notification).encode()
     signature = hmac.new((target.secret if target else "").encode(), raw, hashlib.sha256).hexdigest()
     status = await deliver(request, NAME, raw, {"X-HMAC-SHA256-Signature": signature})
-    return {"workout": workout, "delivery_status": status}
+    return {"workout": notification.get("workout", workout), "notification": notification, "delivery_status": status}
 
 
 def records(app: web.Application, user: str) -> dict[str, Any]:
@@ -425,6 +532,7 @@ def records(app: web.Application, user: str) -> dict[str, Any]:
         "sleep": data.sleep,
         "recovery": data.recovery,
         "activity": data.activity,
-        "daily": daily_statistics(data, 0, 2**62),
+        # Each UTC day of the 24/7 history, as a sync asks for them.
+        "daily": daily_statistics(data, *_utc_days(data.activity_ms[0], data.activity_ms[-1])) if data.activity else [],
         "offset_minutes": data.offset_minutes,
     }
