@@ -13,11 +13,13 @@ the same parameters, schemas and examples, moved to where OpenAPI 3 keeps them).
 import functools
 import json
 import os
+import re
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -376,3 +378,21 @@ def example_instance(spec: UpstreamSpec, schema: dict[str, Any]) -> Any:
         built = {name: example_instance(spec, sub) for name, sub in schema["properties"].items()}
         return {k: v for k, v in built.items() if v is not None}
     return None
+
+
+def paths_named_in_source(spec: UpstreamSpec, source: str, prefix: str = "") -> set[str]:
+    """The spec's path templates that the data-API paths written in a client's source (strings
+    whose path starts with the spec's base path and `prefix`, `{...}` placeholders taken as path
+    parameters) stand for: a call to a path the conformance test does not list shows up here,
+    even where no test exercises it. AssertionError for a path that is in no template of the spec."""
+    base = urlsplit(spec.document["servers"][0]["url"]).path.rstrip("/")
+    assert base + prefix, "a prefix is needed where the spec's server has no base path"
+    templates = {t: re.compile(re.sub(r"\\{[^}]*\\}", "[^/]+", re.escape(t))) for t in spec.document["paths"]}
+    named = set()
+    # In a string: right after its quote, or after an f-string's `{...}` (the host's setting).
+    for literal in re.findall(rf"[\"'}}]({re.escape(base + prefix)}/[^\"'?]*)", source):
+        path = re.sub(r"\{[^}]*\}", "1", literal).removeprefix(base)
+        matching = {t for t, pattern in templates.items() if pattern.fullmatch(path)}
+        assert matching, f"{literal} (named in the client) is no path of {spec.provider}'s spec"
+        named |= matching
+    return named

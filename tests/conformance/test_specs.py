@@ -15,6 +15,7 @@ from tests.conformance.specs import (
     example_instance,
     judge,
     load,
+    paths_named_in_source,
     pointed,
     published,
     specs_dir,
@@ -121,3 +122,15 @@ def test_polars_published_sample_schema_refuses_its_own_example_and_the_null_it_
     corrected = OAS30Validator(spec.schema("sample"), format_checker=oas30_format_checker)
     assert corrected.is_valid(sample)
     assert corrected.is_valid(sample | {"sample-type": "11", "recording-rate": None})
+
+
+def test_the_paths_a_client_names_are_read_from_its_source() -> None:
+    spec = load("whoop")
+    source = """
+    LIST = "/developer/v2/activity/workout"
+    url = f"{config.api_url}/developer/v2/cycle/{cycle_id}/recovery"
+    mentioned = "see GET /developer/v2/recovery"  # not a path of its own: not named
+    """
+    assert paths_named_in_source(spec, source) == {"/v2/activity/workout", "/v2/cycle/{cycleId}/recovery"}
+    with pytest.raises(AssertionError, match=r"/developer/v2/user/measurements \(named in the client\) is no path"):
+        paths_named_in_source(spec, source + 'BODY = "/developer/v2/user/measurements"')
