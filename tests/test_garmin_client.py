@@ -325,6 +325,18 @@ async def test_a_refused_backfill_fails_the_type(http: HttpClient, upstream: typ
     assert ctx.backfills == []
 
 
+async def test_a_backfill_refused_403_says_the_user_shares_no_history(
+    http: HttpClient, upstream: type[aioresponses]
+) -> None:
+    ctx = make_ctx(http, summary_start_time=T0, summary_end_time=T0 + DAY)
+    with upstream() as m:
+        m.get(REST, status=403, payload={"errorMessage": "User has not granted permission to historical data"})
+        with pytest.raises(garmin.NoHistoricalPermission, match=r"no permission for historical data .* activities"):
+            await garmin.sync_workouts(ctx)
+    assert ctx.backfills == []
+    assert ctx.credentials.refreshes == 0  # the token is fine: no refresh
+
+
 async def test_done_requests_and_empty_ranges_ask_nothing(http: HttpClient, upstream: type[aioresponses]) -> None:
     done = make_ctx(http, summary_start_time=T0, summary_end_time=T0 + DAY)
     done.done = {f"backfill/activities@{T0}-{T0 + DAY}": 0}

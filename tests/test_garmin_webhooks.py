@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from arq.worker import Worker
 from yarl import URL
 
-from tests.conftest import Factory, sim_records, start_sync, wait_for_task
+from tests.conftest import Factory, refreshes, sim_records, start_sync, wait_for_task
 from tests.fuzzing import hook_path, signed_headers
 from tests.test_garmin import DAY, assert_stored, snapshot
 from wearsync.db import queries
@@ -359,6 +359,36 @@ async def test_permission_changes_update_the_scopes_and_none_left_deactivates(
     await settled(sim_server, db)
     found = await connection(client, key, user_id)
     assert (found["active"], found["inactive_reason"]) == (False, "the user withdrew every permission at Garmin")
+
+
+async def test_without_historical_permission_a_sync_says_so_and_later_pushes_still_land(
+    client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool, settings: Settings,
+    sim_server: TestServer, sim_state: SimState,
+) -> None:  # fmt: skip
+    key, user_id, sim_user, garmin_id = await connect(factory, settings, sim_state)
+    set_target(sim_state, client)
+    await emit(sim_server, sim_user, {"kind": "permissions", "permissions": ["ACTIVITY_EXPORT", "HEALTH_EXPORT"]})
+    await settled(sim_server, db)
+    task = await wait_for_task(client, key, await start_sync(client, key, "garmin", user_id))
+
+    assert (task["status"], task["result"]) == ("failed", {"workouts": False, "data_247": False})
+    for data_type in ("workouts", "data_247"):
+        assert task["progress"][data_type]["error"].startswith(
+            "the user gave no permission for historical data at Garmin (HISTORICAL_DATA_EXPORT)"
+        )
+    assert (await sim_records(sim_server, "garmin", sim_user))["backfills"] == []
+    assert refreshes(sim_state, "garmin") == 0  # not taken for a refused token
+    found = await connection(client, key, user_id)
+    assert (found["active"], found["scopes"]) == (True, ["ACTIVITY_EXPORT", "HEALTH_EXPORT"])
+
+    pushed = {"userId": garmin_id, "summaryId": "a-after", "activityType": "RUNNING",
+              "startTimeInSeconds": 1_790_000_000, "durationInSeconds": 1800}  # fmt: skip
+    resp = await client.post(HOOK, json={"activities": [pushed]}, headers=FROM_GARMIN)
+    assert await resp.json() == {"received": 1, "new": 1}
+    assert [e["status"] for e in await settled(sim_server, db)][-1] == "processed"
+    assert await db.fetchval("SELECT provider_record_id FROM workouts WHERE user_id = $1", uuid.UUID(user_id)) == (
+        "a-after"
+    )
 
 
 # ---- bookkeeping ----------------------------------------------------------------------------

@@ -5,7 +5,10 @@ Garmin pushes its data to our webhook (push: summaries inline; ping: a callbackU
 sync therefore stores nothing itself: it *asks* Garmin for a backfill of a range, which Garmin
 answers `202 Accepted` at once and delivers later through the webhook. A request spans at most
 30 days, so a range is cut into 30-day windows; one asked before is answered `409` (duplicate),
-which counts as requested too. Each request is a page of the task (a rerun skips it) and a row of
+which counts as requested too; one answered `403` means the user did not grant us their history
+(not a refused token: the data type fails saying so, the connection stays active, and later pushes
+still land). Garmin serves history from about a month before the user first connected to our app;
+a window before that is accepted but never delivered. Each request is a page of the task (a rerun skips it) and a row of
 `garmin_backfills` (task, user, type, window, status accepted | duplicate); every delivery then
 adds its summaries to the rows of that user and type whose window holds their start time, so the
 task endpoint shows how many windows have been delivered since (`backfill`).
@@ -356,6 +359,18 @@ async def _record_backfill(ctx: SyncContext, call: tuple[str, int, int], status:
         await queries.update_type_progress(conn, ctx.task_id, ctx.data_type, pages=1, done={_key(call): 0})
 
 
+class NoHistoricalPermission(ProviderError):
+    """Garmin answers a backfill request 403 when the user did not grant us their history
+    (HISTORICAL_DATA_EXPORT on Garmin's consent page): not a refused token, so the connection
+    stays active and what the user records from now on still arrives by push or ping."""
+
+    def __init__(self, summary_type: str) -> None:
+        super().__init__(
+            f"the user gave no permission for historical data at Garmin (HISTORICAL_DATA_EXPORT): "
+            f"no backfill of {summary_type}; new data still arrives by webhook"
+        )
+
+
 async def request_backfills(ctx: SyncContext, summary_types: Sequence[str]) -> None:
     start, end = backfill_range(ctx)
     windows = [
@@ -371,6 +386,8 @@ async def request_backfills(ctx: SyncContext, summary_types: Sequence[str]) -> N
         try:
             await ctx.get_json(url, params={"summaryStartTimeInSeconds": s, "summaryEndTimeInSeconds": e})
         except UpstreamError as error:
+            if error.status == 403:  # the token is fine: the user shares no history with us
+                raise NoHistoricalPermission(kind) from None
             if error.status != 409:
                 raise
             return call, "duplicate"  # asked before: Garmin delivers it (or has) all the same

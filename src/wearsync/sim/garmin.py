@@ -4,7 +4,9 @@
 
 Data API: `GET /wellness-api/rest/user/id` -> {"userId"}; `GET /wellness-api/rest/backfill/{type}`
 with `summaryStartTimeInSeconds` / `summaryEndTimeInSeconds` (at most 30 days, else 400) answers
-202 with an empty body and remembers the request per user (the same type and range again: 409);
+202 with an empty body and remembers the request per user (the same type and range again: 409), or
+403 if the user no longer shares HISTORICAL_DATA_EXPORT (a permission change took it away); it
+delivers only summaries from 30 days before the user first connected (the anchor, for every user);
 `GET /wellness-api/rest/{type}` with `uploadStartTimeInSeconds` / `uploadEndTimeInSeconds` (at most
 86400 s apart, else 400) returns that user's summaries uploaded in [start, end): what a ping's
 callbackURL points at. Summaries served: activities, dailies, epochs, sleeps, hrv. Each summary has
@@ -73,6 +75,10 @@ BACKFILL_TYPES = frozenset(
     {"activities", "dailies", "epochs", "sleeps", "bodyComps", "stressDetails", "userMetrics", "hrv"}
 )
 SUMMARY_TYPES = ("activities", "dailies", "epochs", "sleeps", "hrv")
+# What a user may share on Garmin's consent page; backfills need HISTORICAL_DATA_EXPORT.
+PERMISSIONS = ["ACTIVITY_EXPORT", "HEALTH_EXPORT", "HISTORICAL_DATA_EXPORT", "WORKOUT_IMPORT", "COURSE_IMPORT"]
+HISTORICAL_PERMISSION = "HISTORICAL_DATA_EXPORT"
+HISTORY_BEFORE_CONNECTING_S = 30 * 86400
 DELIVERY_DELAY_S = 0.5  # Garmin delivers minutes later; long enough for the 202 to be recorded first
 REST = "/wellness-api/rest"
 
@@ -329,6 +335,8 @@ async def backfill(request: web.Request) -> web.Response:
         return json_error(400, {"errorMessage": "summaryStartTimeInSeconds must be before summaryEndTimeInSeconds"})
     if end - start > MAX_BACKFILL_S:
         return json_error(400, {"errorMessage": f"Time range exceeds the maximum of {MAX_BACKFILL_S} seconds"})
+    if HISTORICAL_PERMISSION not in _permissions(request.config_dict[STATE_KEY], user):
+        return json_error(403, {"errorMessage": "User has not granted permission to historical data"})
     asked = request.config_dict[BACKFILLS].by_user.setdefault(user, [])
     if any((b["type"], b["start"], b["end"]) == (kind, start, end) for b in asked):
         return json_error(409, {"errorMessage": "Duplicate backfill request"})
@@ -340,6 +348,18 @@ async def backfill(request: web.Request) -> web.Response:
         deliveries.add(task)
         task.add_done_callback(deliveries.discard)
     return web.Response(status=202)
+
+
+def _permissions(state: SimState, user: str) -> list[str]:
+    """What the user shares with the app: all of it, until a permission change says otherwise."""
+    permissions: list[str] = _changes(state, user).get("permissions", PERMISSIONS)
+    return permissions
+
+
+def history_reach(state: SimState) -> int:
+    """The oldest start time a backfill delivers (Unix seconds): Garmin serves history from about
+    a month before the user first connected to the app, here the anchor for every user."""
+    return int(state.anchor.timestamp()) - HISTORY_BEFORE_CONNECTING_S
 
 
 def _changes(state: SimState, user: str) -> dict[str, Any]:
@@ -395,8 +415,11 @@ async def _deliver_backfill(
     await asyncio.sleep(DELIVERY_DELAY_S)
     data = user_data(request, user)
     summaries = data.summaries.get(kind, [])  # bodyComps, stressDetails, ...: none here
+    reach = history_reach(state)
     for day in range(start, end, MAX_UPLOAD_RANGE_S):
-        chunk = [s for s in summaries if day <= s["startTimeInSeconds"] < min(day + MAX_UPLOAD_RANGE_S, end)]
+        chunk = [
+            s for s in summaries if max(day, reach) <= s["startTimeInSeconds"] < min(day + MAX_UPLOAD_RANGE_S, end)
+        ]
         if not chunk:
             continue
         if state.webhook_targets.get(NAME) is not target:
@@ -442,6 +465,7 @@ async def emit(request: web.Request, user: str, body: dict[str, Any]) -> dict[st
             )
         changes = _changes(state, user)
         changes["permission_changes"] = n = changes.get("permission_changes", 0) + 1
+        changes["permissions"] = permissions
         change = {"userId": data.user_id, "summaryId": f"x{data.user_id[:7]}-perm-{n}", "permissions": permissions,
                   "changeTimeInSeconds": int(time.time())}  # fmt: skip
         notification = {"userPermissionsChange": [change]}
