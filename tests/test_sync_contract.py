@@ -142,8 +142,8 @@ async def test_task_parameters_are_the_providers_own(client: Client, factory: Fa
     key = await factory.api_key()
     user_id = await factory.user(key)
     await db.execute(
-        "INSERT INTO provider_connections (user_id, provider, provider_user_id, access_token)"
-        " VALUES ($1, 'garmin', 'g1', 't'), ($1, 'polar', 'p1', 't')",
+        "INSERT INTO provider_connections (user_id, application_id, provider, provider_user_id, access_token)"
+        " SELECT $1, application_id, p, p || '1', 't' FROM users, unnest(ARRAY['garmin', 'polar']) p WHERE id = $1",
         uuid.UUID(user_id),
     )
     resp = await client.post(

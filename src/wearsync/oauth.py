@@ -176,6 +176,7 @@ class Authorization:
     code_verifier: str | None
     expires_at: datetime
     used: bool = False  # taken by an earlier callback
+    move: bool = False  # the account may be moved from another user of the application
 
 
 async def start_authorization(
@@ -187,6 +188,7 @@ async def start_authorization(
     provider: Provider,
     redirect_uri: str,
     ttl_s: int,
+    move: bool = False,
 ) -> Authorization:
     # 43 characters of the URL-safe alphabet: as PKCE asks of a verifier, and plenty for a state.
     auth = Authorization(
@@ -197,14 +199,15 @@ async def start_authorization(
         redirect_uri=redirect_uri,
         code_verifier=secrets.token_urlsafe(32) if provider.pkce else None,
         expires_at=datetime.now(UTC) + timedelta(seconds=ttl_s),
+        move=move,
     )
     async with db.acquire() as conn, conn.transaction():
         await conn.execute("DELETE FROM oauth_states WHERE expires_at < now() - interval '1 day'")
         await conn.execute(
             "INSERT INTO oauth_states (state_hash, application_id, user_id, provider, redirect_uri, code_verifier,"
-            " expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            " expires_at, move) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             _state_hash(auth.state), app_id, user_id, provider.name, redirect_uri,
-            cipher.seal(auth.code_verifier), auth.expires_at,
+            cipher.seal(auth.code_verifier), auth.expires_at, move,
         )  # fmt: skip
     return auth
 
@@ -217,7 +220,7 @@ async def take_authorization(db: asyncpg.Pool, cipher: TokenCipher, provider: st
         UPDATE oauth_states s SET used_at = coalesce(s.used_at, now())
         FROM (SELECT state_hash, used_at FROM oauth_states WHERE state_hash = $1 AND provider = $2 FOR UPDATE) old
         WHERE s.state_hash = old.state_hash
-        RETURNING s.application_id, s.user_id, s.redirect_uri, s.code_verifier, s.expires_at, old.used_at
+        RETURNING s.application_id, s.user_id, s.redirect_uri, s.code_verifier, s.expires_at, s.move, old.used_at
         """,
         _state_hash(state),
         provider,
@@ -233,6 +236,7 @@ async def take_authorization(db: asyncpg.Pool, cipher: TokenCipher, provider: st
         code_verifier=cipher.open(row["code_verifier"]),
         expires_at=row["expires_at"],
         used=row["used_at"] is not None,
+        move=row["move"],
     )
 
 
@@ -267,12 +271,14 @@ async def save_connection(
     expires_at: datetime | None,
     provider_user_id: str,
     scopes: list[str],
+    move: bool = False,
 ) -> asyncpg.Record:
-    """Store (or replace) a user's connection, its tokens encrypted; it is active."""
+    """Store (or replace) a user's connection, its tokens encrypted; it is active. AccountTaken
+    when another user of the application has the upstream account, unless `move` (queries)."""
     return await queries.upsert_connection(
         db, user_id, provider,
         access_token=cipher.seal(access_token) or "", refresh_token=cipher.seal(refresh_token),
-        expires_at=expires_at, provider_user_id=provider_user_id, scopes=scopes,
+        expires_at=expires_at, provider_user_id=provider_user_id, scopes=scopes, move=move,
     )  # fmt: skip
 
 
@@ -306,11 +312,18 @@ async def connect_user(deps: Deps, auth: Authorization, code: str, granted_scope
     missing = missing_scopes(provider, granted)
     if missing:
         raise ConnectFailed("insufficient_scope", f"the user did not grant {', '.join(missing)}")
-    row = await save_connection(
-        deps.db, cipher, auth.user_id, provider.name,
-        access_token=tokens.access_token, refresh_token=tokens.refresh_token, expires_at=tokens.expires_at,
-        provider_user_id=tokens.provider_user_id, scopes=granted,
-    )  # fmt: skip
+    try:
+        row = await save_connection(
+            deps.db, cipher, auth.user_id, provider.name,
+            access_token=tokens.access_token, refresh_token=tokens.refresh_token, expires_at=tokens.expires_at,
+            provider_user_id=tokens.provider_user_id, scopes=granted, move=auth.move,
+        )  # fmt: skip
+    except queries.AccountTaken as e:
+        raise ConnectFailed(
+            "account_in_use",
+            f"this {provider.name} account ('{tokens.provider_user_id}') is connected to user {e.user_id} of this"
+            " application; authorize with move=true to move it",
+        ) from e
     if provider.on_connect is not None:
         try:
             await provider.on_connect(connection_context(deps, provider, Connection.from_row(row, cipher)))

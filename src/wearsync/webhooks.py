@@ -1,5 +1,6 @@
-"""Processing one stored webhook event in the worker: find the connection it names, let the
-provider's client do what the event asks (upsert the pushed records, fetch the announced one,
+"""Processing one stored webhook event in the worker: find the connections it names (one per
+application that connected the upstream account), let the provider's client do for each, with its
+own token, what the event asks (upsert the pushed records, fetch the announced one,
 delete, deactivate), and record the outcome on the event.
 
 Events for unknown users or inactive connections are acknowledged upstream already; here they are
@@ -30,22 +31,32 @@ async def process_event(deps: Deps, event_id: int) -> str | None:
     assert provider.webhook is not None
     event = WebhookEvent(row["kind"], row["provider_user_id"], row["dedupe_key"], row["payload"])
     log_ = log.bind(provider=provider.name, kind=event.kind, event_id=event_id)
-    connection_row = await queries.connection_by_upstream_user(deps.db, provider.name, event.provider_user_id)
-    if connection_row is None:
+    rows = await queries.connections_by_upstream_user(deps.db, provider.name, event.provider_user_id)
+    if not rows:
         reason = f"no active {provider.name} connection for provider user {event.provider_user_id}"
         log_.info("webhook event ignored", reason=reason)
         await queries.finish_webhook_event(deps.db, event_id, "ignored", reason)
         return "ignored"
-    connection = Connection.from_row(connection_row, deps.settings.cipher())
-    ctx = connection_context(deps, provider, connection)
-    try:
-        detail = await provider.webhook.process(ctx, event)
-    except RateLimited:
-        raise  # the job is deferred and the event stays pending
-    except ProviderError as e:
-        return await fail_event(deps, event_id, str(e), may_pass=may_pass(e))
-    await queries.finish_webhook_event(deps.db, event_id, "processed", detail)
-    log_.info("webhook event processed", user_id=str(connection.user_id))
+    # One upstream account connected in several applications: the event is each one's, done with
+    # each connection's own token. Done again for all of them when it is tried again (idempotent).
+    details, errors = [], []
+    for row in rows:
+        connection = Connection.from_row(row, deps.settings.cipher())
+        try:
+            detail = await provider.webhook.process(connection_context(deps, provider, connection), event)
+        except RateLimited:
+            raise  # the job is deferred and the event stays pending
+        except ProviderError as e:
+            log_.warning("webhook event failed for a connection", user_id=str(connection.user_id), error=str(e))
+            errors.append((connection.user_id, e))
+            continue
+        log_.info("webhook event processed", user_id=str(connection.user_id))
+        if detail:
+            details.append(detail if len(rows) == 1 else f"user {connection.user_id}: {detail}")
+    if errors:
+        described = "; ".join(str(e) if len(rows) == 1 else f"user {user_id}: {e}" for user_id, e in errors)
+        return await fail_event(deps, event_id, described, may_pass=any(may_pass(e) for _, e in errors))
+    await queries.finish_webhook_event(deps.db, event_id, "processed", "; ".join(details) or None)
     return "processed"
 
 

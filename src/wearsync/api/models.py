@@ -142,6 +142,18 @@ class ConnectionPath(BaseModel):
     provider: ProviderName
 
 
+_MOVE = (
+    "the upstream account is connected to another user of this application: true moves it to this user"
+    " (that connection is deactivated, its data stays), false (the default) refuses with 409"
+)
+
+
+class ConnectionPut(ConnectionPath):
+    """`PUT /api/v1/users/{user_id}/connections/{provider}?move=`."""
+
+    move: bool = Field(False, description=_MOVE)
+
+
 class TaskPath(BaseModel):
     task_id: UUID
 
@@ -179,6 +191,7 @@ class AuthorizeQuery(BaseModel):
         description="where the user ends up, with the outcome in the query; an absolute http(s) URL that"
         " WEARSYNC_OAUTH_REDIRECT_ALLOWLIST allows (else 403)",
     )  # fmt: skip
+    move: bool = Field(False, description=_MOVE.replace("409", "error=account_in_use"))
 
 
 _VISIBLE, _PRINTABLE = r"^[\x21-\x7e]+$", r"^[\x20-\x7e]*$"

@@ -6,11 +6,13 @@ The callback ends in a redirect (302) to the caller's redirect URI with the outc
 `status=connected&provider=P&user_id=U&task_id=T` (the first sync), or `status=error&provider=P&
 user_id=U&error=E&error_description=...` where E is the provider's own error (`access_denied`, ...),
 `state_used`, `state_expired`, `invalid_request` (no code), `invalid_grant` (the provider refused
-the code: a wrong PKCE verifier, a used code), `token_exchange_failed`, `insufficient_scope` or
-`registration_failed`. Without a state we issued (missing, tampered, another provider's), or when
-the redirect URI is no longer allowed, there is nowhere trusted to send the browser: 403 JSON.
-A malformed query is a 422 like everywhere else (an authorize `redirect_uri` that is no absolute
-http(s) URL too); a well-formed `redirect_uri` that the allow-list does not allow is a 403.
+the code: a wrong PKCE verifier, a used code), `token_exchange_failed`, `insufficient_scope`,
+`account_in_use` (the upstream account is connected to another user of the application; started
+with `move=true`, the flow moves it instead) or `registration_failed`. Without a state we issued
+(missing, tampered, another provider's), or when the redirect URI is no longer allowed, there is
+nowhere trusted to send the browser: 403 JSON. A malformed query is a 422 like everywhere else (an
+authorize `redirect_uri` that is no absolute http(s) URL too); a well-formed `redirect_uri` that the
+allow-list does not allow is a 403.
 """
 
 from datetime import UTC, datetime
@@ -26,7 +28,7 @@ from wearsync.providers import PROVIDERS
 
 log = structlog.get_logger(__name__)
 
-_AUTHORIZE_LOCATIONS = {"provider": "path", "user_id": "query", "redirect_uri": "query"}
+_AUTHORIZE_LOCATIONS = {"provider": "path", "user_id": "query", "redirect_uri": "query", "move": "query"}
 _CALLBACK_LOCATIONS = {name: "query" for name in CallbackQuery.model_fields} | {"provider": "path"}
 UNKNOWN_STATE = "Unknown OAuth state: start again with GET /api/v1/oauth/{provider}/authorize"
 REDIRECT_NOT_ALLOWED = "redirect_uri is not allowed by WEARSYNC_OAUTH_REDIRECT_ALLOWLIST"
@@ -47,7 +49,7 @@ async def authorize(request: web.Request) -> web.Response:
     await own_user(request, query.user_id)
     auth = await oauth.start_authorization(
         deps.db, deps.settings.cipher(), app_id=request[APP_ID], user_id=query.user_id, provider=provider,
-        redirect_uri=query.redirect_uri, ttl_s=deps.settings.oauth_state_ttl_s,
+        redirect_uri=query.redirect_uri, ttl_s=deps.settings.oauth_state_ttl_s, move=query.move,
     )  # fmt: skip
     url = oauth.authorization_url(
         provider, config, callback=oauth.callback_url(deps.settings, provider.name), state=auth.state,

@@ -22,6 +22,7 @@ from wearsync.api.models import (
     CallbackQuery,
     ConnectionIn,
     ConnectionPath,
+    ConnectionPut,
     ListQuery,
     SamplesQuery,
     StravaChallengeQuery,
@@ -149,10 +150,10 @@ OPERATIONS: dict[str, Operation] = {
     "connection": Operation(
         "connections",
         "Connect a user to a provider with the user's OAuth tokens",
-        ConnectionPath,
+        ConnectionPut,
         body=ConnectionIn,
         ok=Connection,
-        errors=USER_NOT_FOUND,
+        errors=USER_NOT_FOUND | {409: "The upstream account is connected to another user of this application"},
     ),
     "disconnect": Operation(
         "connections",

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from wearsync import metrics
 from wearsync.api.common import APP_ID, DEPS, QUEUE, ApiError, json_body, json_response, validate
-from wearsync.api.models import ConnectionIn, ConnectionPath, SyncRequest, TaskPath, UserIn, UserPath
+from wearsync.api.models import ConnectionIn, ConnectionPath, ConnectionPut, SyncRequest, TaskPath, UserIn, UserPath
 from wearsync.db import TRANSIENT_DB_ERRORS, queries, retention
 from wearsync.models import FINAL_STATUSES
 from wearsync.oauth import disconnect, save_connection
@@ -139,12 +139,24 @@ def _connection_json(row: asyncpg.Record) -> dict[str, object]:
 
 
 async def put_connection(request: web.Request) -> web.Response:
-    path = validate(ConnectionPath, request.match_info, _PATH)
+    path = validate(ConnectionPut, {**request.query, **request.match_info}, _PATH | {"move": "query"})
     body = validate(ConnectionIn, await json_body(request))
     await own_user(request, path.user_id)
     deps = request.app[DEPS]
-    row = await save_connection(deps.db, deps.settings.cipher(), path.user_id, path.provider, **body.model_dump())
+    try:
+        row = await save_connection(
+            deps.db, deps.settings.cipher(), path.user_id, path.provider, move=path.move, **body.model_dump()
+        )
+    except queries.AccountTaken as e:
+        raise ApiError(409, account_taken(path.provider, body.provider_user_id, e)) from None
     return json_response(_connection_json(row))
+
+
+def account_taken(provider: str, provider_user_id: str, taken: queries.AccountTaken) -> str:
+    return (
+        f"The {provider} account '{provider_user_id}' is already connected to user {taken.user_id} of this"
+        " application: disconnect it there first, or send move=true to move it to this user"
+    )
 
 
 async def list_connections(request: web.Request) -> web.Response:

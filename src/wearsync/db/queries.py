@@ -108,8 +108,16 @@ _CONNECTION_COLUMNS = (
 )
 
 
+class AccountTaken(Exception):
+    """The upstream account is actively connected to another user of the same application."""
+
+    def __init__(self, user_id: UUID) -> None:
+        super().__init__(f"connected to user {user_id}")
+        self.user_id = user_id
+
+
 async def upsert_connection(
-    db: Executor,
+    db: asyncpg.Pool,
     user_id: UUID,
     provider: str,
     *,
@@ -118,28 +126,56 @@ async def upsert_connection(
     refresh_token: str | None,
     expires_at: datetime | None,
     scopes: Sequence[str],
+    move: bool = False,
 ) -> asyncpg.Record:
-    row: asyncpg.Record | None = await db.fetchrow(
-        f"""
-        INSERT INTO provider_connections AS c
-            (user_id, provider, provider_user_id, access_token, refresh_token, expires_at, scopes, active)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, true)
-        ON CONFLICT (user_id, provider) DO UPDATE SET
-            provider_user_id = EXCLUDED.provider_user_id, access_token = EXCLUDED.access_token,
-            refresh_token = EXCLUDED.refresh_token, expires_at = EXCLUDED.expires_at,
-            scopes = EXCLUDED.scopes, active = true, inactive_reason = NULL, updated_at = now()
-        RETURNING {_CONNECTION_COLUMNS}
-        """,
-        user_id,
-        provider,
-        provider_user_id,
-        access_token,
-        refresh_token,
-        expires_at,
-        list(scopes),
-    )
-    assert row is not None
-    return row
+    """Store (or replace) the user's active connection. AccountTaken when the upstream account is
+    actively connected to another user of the same application, unless `move`: then that
+    connection is deactivated ("moved to user ...") and this one stored, in one transaction."""
+    for attempt in (1, 2):
+        try:
+            async with db.acquire() as conn, conn.transaction():
+                other: UUID | None = await conn.fetchval(
+                    """
+                    SELECT c.user_id FROM provider_connections c JOIN users u ON u.id = $1
+                    WHERE c.application_id = u.application_id AND c.provider = $2
+                      AND c.provider_user_id = $3 AND c.active AND c.user_id <> $1
+                    FOR UPDATE OF c
+                    """,
+                    user_id,
+                    provider,
+                    provider_user_id,
+                )
+                if other is not None:
+                    if not move:
+                        raise AccountTaken(other)
+                    await deactivate_connection(conn, other, provider, f"moved to user {user_id}")
+                row: asyncpg.Record | None = await conn.fetchrow(
+                    f"""
+                    INSERT INTO provider_connections AS c
+                        (user_id, application_id, provider, provider_user_id, access_token, refresh_token,
+                         expires_at, scopes, active)
+                    SELECT $1, u.application_id, $2, $3, $4, $5, $6, $7, true FROM users u WHERE u.id = $1
+                    ON CONFLICT (user_id, provider) DO UPDATE SET
+                        provider_user_id = EXCLUDED.provider_user_id, access_token = EXCLUDED.access_token,
+                        refresh_token = EXCLUDED.refresh_token, expires_at = EXCLUDED.expires_at,
+                        scopes = EXCLUDED.scopes, active = true, inactive_reason = NULL, updated_at = now()
+                    RETURNING {_CONNECTION_COLUMNS}
+                    """,
+                    user_id,
+                    provider,
+                    provider_user_id,
+                    access_token,
+                    refresh_token,
+                    expires_at,
+                    list(scopes),
+                )
+                assert row is not None
+                return row
+        except asyncpg.UniqueViolationError as e:
+            # Another user of the application connected the account at the same moment: look again.
+            if e.constraint_name != "provider_connections_account_idx" or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 async def list_connections(db: Executor, user_id: UUID) -> list[asyncpg.Record]:
@@ -574,18 +610,19 @@ async def fail_webhook_event(
     return retry_at
 
 
-async def connection_by_upstream_user(db: Executor, provider: str, provider_user_id: str) -> asyncpg.Record | None:
-    """The active connection a provider's webhook names by the provider's own user id."""
-    row: asyncpg.Record | None = await db.fetchrow(
+async def connections_by_upstream_user(db: Executor, provider: str, provider_user_id: str) -> list[asyncpg.Record]:
+    """The active connections a provider's webhook names by the provider's own user id: one per
+    application that connected the account (provider_connections_account_idx)."""
+    rows: list[asyncpg.Record] = await db.fetch(
         f"""
         SELECT {_CONNECTION_COLUMNS} FROM provider_connections c
         WHERE c.provider = $1 AND c.provider_user_id = $2 AND c.active
-        ORDER BY c.updated_at DESC LIMIT 1
+        ORDER BY c.application_id
         """,
         provider,
         provider_user_id,
     )
-    return row
+    return rows
 
 
 # ---- sync cursors -------------------------------------------------------------------------
