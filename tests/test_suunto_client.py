@@ -206,13 +206,19 @@ def test_a_247_notification_is_one_event_covering_its_samples() -> None:
     (event,) = suunto.parse_notification(body)
     assert (event.kind, event.provider_user_id) == ("data_247.suunto_247_sleep_created", "johndoe123")
     assert suunto.parse_notification(body)[0].dedupe_key == event.dedupe_key
-    now = datetime(2026, 5, 1, tzinfo=UTC)
-    assert suunto.notified_window(body, now) == (
+    now, reach = datetime(2026, 5, 1, tzinfo=UTC), timedelta(days=90)
+    assert suunto.notified_window(body, now, reach) == (
         datetime(2026, 4, 27, 19, 0, tzinfo=UTC),  # BedtimeStart, 22:00+03:00
         datetime(2026, 4, 28, 3, 40, 1, tzinfo=UTC),
     )
     # No readable times: the last two days.
-    assert suunto.notified_window({"samples": [{"timestamp": "yesterday"}, 5]}, now) == (now - timedelta(days=2), now)
+    unreadable = {"samples": [{"timestamp": "yesterday"}, 5]}
+    assert suunto.notified_window(unreadable, now, reach) == (now - timedelta(days=2), now)
+    # A watch's wrong clock: no further back than the 24/7 reach, no more than a day ahead.
+    wrong = {"samples": [{"timestamp": "1990-01-01T00:00:00+00:00"}, {"timestamp": "2100-01-01T00:00:00+00:00"}]}
+    assert suunto.notified_window(wrong, now, reach) == (now - reach, now + timedelta(days=1))
+    long_ago = {"samples": [{"timestamp": "1990-01-01T00:00:00+00:00"}]}
+    assert suunto.notified_window(long_ago, now, reach) == (now - reach, now - reach + timedelta(seconds=1))
 
 
 def test_the_documented_daily_statistics_map_joules_and_skip_null_days() -> None:

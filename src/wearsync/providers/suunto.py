@@ -470,12 +470,16 @@ def _sample_times(samples: Any) -> list[datetime]:
     return times
 
 
-def notified_window(payload: Mapping[str, Any], now: datetime) -> tuple[datetime, datetime]:
-    """The window a 24/7 notification's samples cover; without readable times, the last LATE_247."""
+def notified_window(payload: Mapping[str, Any], now: datetime, reach: timedelta) -> tuple[datetime, datetime]:
+    """The window a 24/7 notification's samples cover; without readable times, the last LATE_247.
+    A notification names recent data: a time from a watch's wrong clock must not cost a history's
+    worth of calls, so the window stays within `reach` before now and a day after."""
     times = _sample_times(payload.get("samples"))
     if not times:
         return now - LATE_247, now
-    return min(times), max(times) + timedelta(seconds=1)
+    start = min(max(min(times), now - reach), now)
+    end = min(max(times) + timedelta(seconds=1), now + timedelta(days=1))
+    return start, max(end, start + timedelta(seconds=1))
 
 
 async def process_notification(ctx: SyncContext, event: WebhookEvent) -> str | None:
@@ -484,7 +488,8 @@ async def process_notification(ctx: SyncContext, event: WebhookEvent) -> str | N
     payload = event.payload
     kind = payload.get("type", WORKOUT_CREATED)
     if kind in NOTIFIED_247:
-        start, end = notified_window(payload, ctx.started_at)
+        reach = timedelta(days=ctx.settings.suunto_247_history_days)
+        start, end = notified_window(payload, ctx.started_at, reach)
         await fetch_247(ctx, calls_247(start, end, NOTIFIED_247[kind]))
         return f"synced {', '.join(NOTIFIED_247[kind])} from {start.isoformat()} to {end.isoformat()}"
     workout = payload.get("workout")
