@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 import asyncpg
@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from arq.jobs import Job, JobStatus
+from structlog.testing import capture_logs
 
 from tests.conftest import Factory, refreshes, start_sync, start_worker, wait_for_task, with_database
 from tests.faults.servers import wait_until
@@ -122,12 +123,12 @@ async def test_a_worker_query_stuck_on_a_lock_retries_the_job_then_succeeds(
     assert await db.fetchval("SELECT count(*) FROM workouts") == 300  # the simulator's default history
 
 
-async def test_a_refresh_under_way_is_waited_for_past_the_lock_timeout(
+async def test_a_refresh_under_way_elsewhere_is_waited_for_past_the_lock_timeout(
     deps: Deps, factory: Factory, db: asyncpg.Pool, sim_state: SimState
 ) -> None:
-    """The wait for another worker's token refresh (which holds the connection's row while it asks
-    the provider) is by design: the lock timeout does not cut it short, and the waiter then uses
-    the tokens that refresh saved instead of refreshing again."""
+    """The wait for another process's token refresh (which holds the lease on the connection's row
+    while it asks the provider) is by design, and holds no lock: the lock timeout does not cut it
+    short, and the waiter then uses the tokens that refresh saved instead of refreshing again."""
     _, user_id, _ = await factory.connected_user("suunto")
     settings = deps.settings.model_copy(update={"db_lock_timeout_s": 0.1, "db_statement_timeout_s": 30})
     pool = await service_pool(settings, 2)
@@ -137,22 +138,28 @@ async def test_a_refresh_under_way_is_waited_for_past_the_lock_timeout(
         assert row is not None
         connection = Connection.from_row(row, settings.cipher())
         credentials = credentials_for(limited, PROVIDERS["suunto"], connection)
-        lock = "SELECT 1 FROM provider_connections WHERE user_id = $1 FOR UPDATE"
-        async with row_locked(settings.database_url, lock, uuid.UUID(user_id)) as refresher:
+        elsewhere = uuid.uuid4()  # another process's lease, taken as it starts refreshing
+        taken = await queries.take_refresh_lease(db, uuid.UUID(user_id), "suunto", elsewhere, 60)
+        assert taken is not None
+        assert taken["leased"]
+        with capture_logs() as lines:
             refresh = asyncio.create_task(credentials.refresh(connection.access_token))
-            await wait_until(lambda: waiting_for_lock(db), "the refresh waiting for the lock")
-            await asyncio.sleep(0.5)  # well past the lock timeout
-            assert not refresh.done()
-            await refresher.execute(
-                "UPDATE provider_connections SET access_token = $2 WHERE user_id = $1",
-                uuid.UUID(user_id),
-                settings.cipher().seal("refreshed-elsewhere"),
-            )
+            await wait_until(lambda: found(lines, "token refresh under way elsewhere"), "the refresh waiting")
+        assert not await waiting_for_lock(db)
+        assert not refresh.done()
+        await queries.save_tokens(
+            db, uuid.UUID(user_id), "suunto", access_token=settings.cipher().seal("refreshed-elsewhere") or "",
+            refresh_token=None, expires_at=None, lease=elsewhere,
+        )  # fmt: skip
         await refresh
         assert credentials.access_token == "refreshed-elsewhere"
         assert refreshes(sim_state, "suunto") == 0
     finally:
         await pool.close()
+
+
+async def found(lines: list[MutableMapping[str, Any]], event: str) -> bool:
+    return any(line["event"].startswith(event) for line in lines)
 
 
 async def test_migrations_have_no_statement_timeout(servers: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     # The API's pool: its requests are many and short; too few connections queue them (the p99).
     api_db_pool_max: int = 20
     db_connect_timeout_s: float = Field(5.0, gt=0)  # a new database connection given up after this
+    # A request or job waits at most this for a free connection of its pool (then: 503, a retry).
+    db_acquire_timeout_s: float = Field(10.0, gt=0)
     # PostgreSQL cancels a statement of the API's or a worker's pool past this (0: never), so a query
     # stuck on a lock or a runaway plan gives its connection back; the largest page write (a few
     # hundred thousand samples) takes seconds. Lock waits are short here, so they give up sooner.
@@ -110,6 +112,8 @@ class Settings(BaseSettings):
     # A sync call (async=false) that finds the same sync already open waits at most this long for
     # it, then answers 504 naming the task (with no worker running, it would wait forever).
     sync_join_wait_s: float = Field(300, gt=0)
+    # Sync calls (async=false) one application may have running in one API process; more: 429.
+    sync_calls_per_app: int = Field(4, ge=1)
     # A job that lost Redis waits this long for it to answer again, then goes on in a new job;
     # after that, its task is left queued for the reaper.
     redis_outage_wait_s: float = Field(30.0, ge=0)

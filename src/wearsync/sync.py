@@ -80,7 +80,15 @@ def credentials_for(deps: Deps, provider: Provider, connection: Connection) -> C
         http=deps.http,
         refresh_margin=timedelta(seconds=deps.settings.token_refresh_margin_s),
         cipher=deps.settings.cipher(),
+        lease_s=refresh_lease_s(deps.settings),
     )
+
+
+def refresh_lease_s(settings: Settings) -> float:
+    """The longest one token refresh may take: every try of the token request, the pauses between
+    them, and a margin for storing the tokens."""
+    tries = settings.http_retries + 1
+    return settings.http_timeout_s * tries + settings.http_backoff_max_s * settings.http_retries + 10
 
 
 def context_for(

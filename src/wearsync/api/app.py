@@ -7,7 +7,7 @@ from arq import create_pool as create_redis_pool
 from arq.connections import RedisSettings
 
 from wearsync.api import data, oauth, openapi, views, webhooks
-from wearsync.api.common import DEPS, KEY_CACHE, QUEUE
+from wearsync.api.common import DEPS, KEY_CACHE, QUEUE, SYNC_CALLS
 from wearsync.api.middlewares import api_key_auth, errors, log_file_response, request_context
 from wearsync.db import service_pool_when_up
 from wearsync.queue import finish_handovers
@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[SETTINGS] = settings or Settings()
     app[KEY_CACHE] = {}
     app[webhooks.DELIVERY_LIMIT] = webhooks.DeliveryLimit.from_setting(app[SETTINGS].webhook_rate_limit)
+    app[SYNC_CALLS] = {}
     app[openapi.DOCUMENT] = {}
     app.cleanup_ctx.append(resources)
     app.on_response_prepare.append(log_file_response)

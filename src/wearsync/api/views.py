@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 from asyncio import timeout as asyncio_timeout
+from collections.abc import Iterator
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -10,14 +11,14 @@ import structlog
 from aiohttp import web
 
 from wearsync import metrics
-from wearsync.api.common import APP_ID, DEPS, QUEUE, ApiError, json_body, json_response, validate
+from wearsync.api.common import APP_ID, DEPS, QUEUE, SYNC_CALLS, ApiError, json_body, json_response, validate
 from wearsync.api.models import ConnectionIn, ConnectionPath, ConnectionPut, SyncRequest, TaskPath, UserIn, UserPath
 from wearsync.db import TRANSIENT_DB_ERRORS, queries, retention
 from wearsync.models import FINAL_STATUSES
 from wearsync.oauth import disconnect, save_connection
 from wearsync.queue import QUEUE_UNAVAILABLE, continue_in_new_job
 from wearsync.sync import NO_CONNECTION, run_task
-from wearsync.tasks import SyncRefused, describe_task, start_sync
+from wearsync.tasks import SyncRefused, describe_task, requested_types, start_sync
 
 log = structlog.get_logger(__name__)
 
@@ -30,12 +31,8 @@ async def trigger_sync(request: web.Request) -> web.Response:
     """POST /api/v1/{provider}/users/{user_id}/sync: checks in the contract's order (the key was
     checked by the middleware), then a task row, then the job or the sync itself."""
     req = validate(SyncRequest, {**request.query, **request.match_info}, _SYNC_LOCATIONS)
-    deps = request.app[DEPS]
-    try:
-        task_id, created = await start_sync(deps.db, request.app[QUEUE], request[APP_ID], req)
-    except SyncRefused as e:
-        raise ApiError(_REFUSED_STATUS[e.reason], e.detail) from None
     if req.run_async:
+        task_id, created = await _start(request, req)
         log.info("sync queued", task_id=str(task_id), provider=req.provider, coalesced=not created)
         return json_response({
             "success": True,
@@ -43,6 +40,56 @@ async def trigger_sync(request: web.Request) -> web.Response:
             "task_id": str(task_id),
             "message": f"Sync task queued for {req.provider}. Check task status for results.",
         })  # fmt: skip
+    _refuse_unsupported(req)
+    with _sync_call_slot(request):
+        return await _sync_call(request, req)
+
+
+async def _start(request: web.Request, req: SyncRequest) -> tuple[UUID, bool]:
+    try:
+        return await start_sync(request.app[DEPS].db, request.app[QUEUE], request[APP_ID], req)
+    except SyncRefused as e:
+        raise ApiError(_REFUSED_STATUS[e.reason], e.detail) from None
+
+
+def _refuse_unsupported(req: SyncRequest) -> None:
+    try:
+        requested_types(req)
+    except SyncRefused as e:
+        raise ApiError(_REFUSED_STATUS[e.reason], e.detail) from None
+
+
+# A sync call refused for the application's other calls may try again about this much later.
+SYNC_CALL_RETRY_AFTER_S = 10
+
+
+@contextlib.contextmanager
+def _sync_call_slot(request: web.Request) -> Iterator[None]:
+    """One of the application's WEARSYNC_SYNC_CALLS_PER_APP sync calls in this process, or 429:
+    a sync call holds its request (and, while it writes, a connection of the API's pool) for as
+    long as the provider takes, so one tenant's many must not take the API from the others."""
+    calls, app_id = request.app[SYNC_CALLS], request[APP_ID]
+    limit = request.app[DEPS].settings.sync_calls_per_app
+    if calls.get(app_id, 0) >= limit:
+        raise ApiError(
+            429,
+            f"This application already has {limit} sync calls (async=false) running; wait for one to "
+            "finish, or queue the sync (async=true) and follow its task",
+            {"Retry-After": str(SYNC_CALL_RETRY_AFTER_S)},
+        )
+    calls[app_id] = calls.get(app_id, 0) + 1
+    try:
+        yield
+    finally:
+        calls[app_id] -= 1
+        if not calls[app_id]:
+            del calls[app_id]
+
+
+async def _sync_call(request: web.Request, req: SyncRequest) -> web.Response:
+    """A sync run inside the request (async=false), or the outcome of the same sync already open."""
+    deps = request.app[DEPS]
+    task_id, created = await _start(request, req)
     if created:
         # The API stopping cancels this request; the hand-over it then makes must be waited for
         # before the pools close, and may start after the shutdown already looked for hand-overs.

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import math
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import asyncpg
@@ -31,18 +32,38 @@ def _milliseconds(seconds: float) -> str:
     return str(math.ceil(seconds * 1000))
 
 
+class BoundedPool(asyncpg.Pool):
+    """A pool whose every acquire, also the one inside `pool.fetch()` and its kin, waits at most
+    `acquire_timeout_s` for a free connection, then raises TimeoutError (a 503 in the API, a retry
+    in a worker): a pool that some slow caller keeps full never makes everyone else wait without end."""
+
+    def __init__(self, *args: Any, acquire_timeout_s: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.acquire_timeout_s = acquire_timeout_s
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return super().acquire(timeout=timeout if timeout is not None else self.acquire_timeout_s)
+
+
 async def create_pool(
-    dsn: str, min_size: int = 1, max_size: int = 10, connect_timeout_s: float = 60, **server_settings: str
+    dsn: str,
+    min_size: int = 1,
+    max_size: int = 10,
+    connect_timeout_s: float = 60,
+    acquire_timeout_s: float | None = None,
+    **server_settings: str,
 ) -> asyncpg.Pool:
     """`connect_timeout_s` bounds each new connection (asyncpg's default: 60 s): a server that
-    accepts but does not answer must not hold a request that long. `server_settings`: PostgreSQL
-    settings every connection starts with (see service_pool)."""
-    pool = await asyncpg.create_pool(
+    accepts but does not answer must not hold a request that long; `acquire_timeout_s` (None:
+    none) the wait for a free one. `server_settings`: PostgreSQL settings every connection starts
+    with (see service_pool)."""
+    pool = BoundedPool(
         dsn, min_size=min_size, max_size=max_size, init=_init_connection, reset=_release, timeout=connect_timeout_s,
-        server_settings=server_settings,
+        server_settings=server_settings, acquire_timeout_s=acquire_timeout_s, max_queries=50000,
+        max_inactive_connection_lifetime=300.0, connection_class=asyncpg.Connection, record_class=asyncpg.Record,
+        loop=None,
     )  # fmt: skip
-    assert pool is not None
-    return pool
+    return await pool
 
 
 async def service_pool(settings: Settings, max_size: int) -> asyncpg.Pool:
@@ -53,7 +74,12 @@ async def service_pool(settings: Settings, max_size: int) -> asyncpg.Pool:
     limits = {"statement_timeout": settings.db_statement_timeout_s, "lock_timeout": settings.db_lock_timeout_s}
     in_ms = {name: _milliseconds(seconds) for name, seconds in limits.items() if seconds > 0}
     return await create_pool(
-        settings.database_url, settings.db_pool_min, max_size, settings.db_connect_timeout_s, **in_ms
+        settings.database_url,
+        settings.db_pool_min,
+        max_size,
+        settings.db_connect_timeout_s,
+        settings.db_acquire_timeout_s,
+        **in_ms,
     )
 
 

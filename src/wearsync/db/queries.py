@@ -219,18 +219,42 @@ async def deactivate_connection(
     return status != "UPDATE 0"
 
 
-async def lock_connection(conn: Executor, user_id: UUID, provider: str) -> asyncpg.Record | None:
-    """The connection row, locked until the caller's transaction ends (one token refresh at a time)."""
-    # Whoever holds it is asking the provider for tokens, which may take longer than the pool's
-    # lock_timeout: waiting for it is the point (the new token is then in the row). The statement
-    # timeout still bounds the wait.
-    await conn.execute("SET LOCAL lock_timeout = 0")
-    row: asyncpg.Record | None = await conn.fetchrow(
-        f"SELECT {_CONNECTION_COLUMNS} FROM provider_connections c WHERE c.user_id = $1 AND c.provider = $2 FOR UPDATE",
+async def take_refresh_lease(
+    db: Executor, user_id: UUID, provider: str, lease: UUID, lease_s: float
+) -> asyncpg.Record | None:
+    """The connection row, with `leased`: whether `lease` now holds the right to refresh its tokens
+    for `lease_s` (it does unless another lease holds it, and then `refresh_lease_until` says till
+    when). An inactive connection is never leased. None: no such connection."""
+    row: asyncpg.Record | None = await db.fetchrow(
+        f"""
+        UPDATE provider_connections c
+        SET refresh_lease = CASE WHEN f.free THEN $3 ELSE c.refresh_lease END,
+            refresh_lease_until = CASE WHEN f.free THEN now() + make_interval(secs => $4) ELSE c.refresh_lease_until END
+        FROM (
+            SELECT user_id, provider, active AND (
+                refresh_lease_until IS NULL OR refresh_lease_until <= now() OR refresh_lease = $3
+            ) AS free
+            FROM provider_connections WHERE user_id = $1 AND provider = $2 FOR UPDATE
+        ) f
+        WHERE c.user_id = f.user_id AND c.provider = f.provider
+        RETURNING {_CONNECTION_COLUMNS}, c.refresh_lease_until, c.refresh_lease IS NOT DISTINCT FROM $3 AS leased
+        """,
         user_id,
         provider,
+        lease,
+        lease_s,
     )
     return row
+
+
+async def release_refresh_lease(db: Executor, user_id: UUID, provider: str, lease: UUID) -> None:
+    await db.execute(
+        "UPDATE provider_connections SET refresh_lease = NULL, refresh_lease_until = NULL"
+        " WHERE user_id = $1 AND provider = $2 AND refresh_lease = $3",
+        user_id,
+        provider,
+        lease,
+    )
 
 
 async def save_tokens(
@@ -241,11 +265,15 @@ async def save_tokens(
     access_token: str,
     refresh_token: str | None,
     expires_at: datetime | None,
+    lease: UUID | None = None,
 ) -> asyncpg.Record:
+    """Store a connection's new tokens (and end `lease`, the refresh that got them)."""
     row: asyncpg.Record | None = await db.fetchrow(
         f"""
         UPDATE provider_connections c
-        SET access_token = $3, refresh_token = $4, expires_at = $5, updated_at = now()
+        SET access_token = $3, refresh_token = $4, expires_at = $5, updated_at = now(),
+            refresh_lease = CASE WHEN c.refresh_lease = $6 THEN NULL ELSE c.refresh_lease END,
+            refresh_lease_until = CASE WHEN c.refresh_lease = $6 THEN NULL ELSE c.refresh_lease_until END
         WHERE c.user_id = $1 AND c.provider = $2
         RETURNING {_CONNECTION_COLUMNS}
         """,
@@ -254,6 +282,7 @@ async def save_tokens(
         access_token,
         refresh_token,
         expires_at,
+        lease,
     )
     assert row is not None
     return row

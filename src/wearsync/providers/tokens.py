@@ -2,13 +2,18 @@
 during a sync.
 
 A refresh happens before expiry and once on a 401. Only one refresh per connection runs at a
-time across every worker: the refresher holds the connection's row lock (SELECT ... FOR UPDATE)
-while it asks the provider, saves the new tokens, and only then uses them; whoever waited on the
-lock finds the new token in the row and uses it instead of refreshing again. This matters where
-refresh tokens rotate (Whoop, Strava): a second refresh with the old token would be refused.
+time across every worker and API process: the refresher takes a lease on the connection's row
+(migration 0016), asks the provider, then saves the new tokens and ends the lease in one statement,
+and only then uses them; whoever found the lease taken waits for it to end, finds the new token in
+the row and uses it instead of refreshing again. This matters where refresh tokens rotate (Whoop,
+Strava): a second refresh with the old token would be refused. No database connection (or row
+lock) is held while the provider answers: a slow token endpoint holds no one else's connection.
+A lease outlives the longest the refresher may take (`lease_s`), so one whose holder died expires.
 """
 
 import asyncio
+import contextlib
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,6 +34,8 @@ if TYPE_CHECKING:
     from wearsync.providers.core import Provider
 
 log = structlog.get_logger(__name__)
+
+FIRST_PAUSE_S = 0.05  # the first look again at a connection another process is refreshing
 
 
 class GrantRefused(ProviderError):
@@ -107,6 +114,9 @@ class Credentials:
     refresh_margin: timedelta = timedelta(minutes=5)
     refreshes: int = 0  # how many times this task asked the provider for new tokens
     cipher: TokenCipher | None = None  # stored tokens are encrypted (None: stored as they are)
+    # The longest one refresh may take (the token request, with its retries): the lease on the
+    # connection's row lasts this long, then another process may refresh.
+    lease_s: float = 300.0
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def token(self) -> str:
@@ -117,55 +127,83 @@ class Credentials:
         return self.access_token
 
     async def refresh(self, stale: str) -> None:
-        """Replace the `stale` access token, unless this task or another worker already has."""
+        """Replace the `stale` access token, unless this task or another process already has."""
         async with self._lock:
             if self.access_token != stale:
                 return
-            refused: GrantRefused | None = None
-            async with self.db.acquire() as conn, conn.transaction():
-                row = await queries.lock_connection(conn, self.user_id, self.provider.name)
-                if row is None or not row["active"]:
-                    raise ConnectionRevoked(f"the {self.provider.name} connection was deactivated during the sync")
-                if self._open(row["access_token"]) == stale:
-                    if not row["refresh_token"]:
-                        reason = f"{self.provider.name} refused the access token and issues no refresh token"
-                        await queries.deactivate_connection(conn, self.user_id, self.provider.name, reason)
-                        refused = GrantRefused(reason)
-                    else:
-                        try:
-                            row = await self._refresh_row(conn, self._open(row["refresh_token"]) or "")
-                        except GrantRefused as e:
-                            await queries.deactivate_connection(conn, self.user_id, self.provider.name, str(e))
-                            refused = e
-            if refused is not None:
-                log.warning("connection deactivated: refresh refused", provider=self.provider.name, error=str(refused))
-                raise ConnectionRevoked(
-                    f"{refused}. The connection is now inactive: the user must connect {self.provider.name} again"
-                ) from refused
+            lease = uuid.uuid4()
+            row, leased = await self._lease_or_fresh_row(stale, lease)
+            if leased:
+                row = await self._refresh_leased(row, lease)
             self.access_token, self.refresh_token, self.expires_at = (
                 self._open(row["access_token"]) or "",
                 self._open(row["refresh_token"]),
                 row["expires_at"],
             )
 
-    def _open(self, stored: str | None) -> str | None:
-        return self.cipher.open(stored) if self.cipher is not None else stored
+    async def _lease_or_fresh_row(self, stale: str, lease: uuid.UUID) -> tuple[asyncpg.Record, bool]:
+        """The connection's row once it holds tokens newer than `stale` (and False), or with the
+        lease to refresh them ourselves (and True); waiting while another process holds it."""
+        pause = FIRST_PAUSE_S
+        while True:
+            row = await queries.take_refresh_lease(self.db, self.user_id, self.provider.name, lease, self.lease_s)
+            if row is None or not row["active"]:
+                raise ConnectionRevoked(f"the {self.provider.name} connection was deactivated during the sync")
+            if self._open(row["access_token"]) != stale:
+                if row["leased"]:
+                    await queries.release_refresh_lease(self.db, self.user_id, self.provider.name, lease)
+                return row, False
+            if row["leased"]:
+                return row, True
+            # Another process is asking the provider; its tokens will be in the row when it is done.
+            if pause == FIRST_PAUSE_S:
+                log.info("token refresh under way elsewhere, waiting for it", provider=self.provider.name)
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, 1.0)
 
-    def _seal(self, token: str | None) -> str | None:
-        return self.cipher.seal(token) if self.cipher is not None else token
-
-    async def _refresh_row(self, conn: queries.Executor, refresh_token: str) -> asyncpg.Record:
-        grant = {"grant_type": "refresh_token", "refresh_token": refresh_token, **self.provider.refresh_params}
-        tokens = await request_tokens(self.http, self.provider, self.config, grant)
-        self.refreshes += 1
-        log.info("tokens refreshed", provider=self.provider.name, expires_at=str(tokens.expires_at))
-        # Saved (and committed, when the lock is released) before anyone uses them. Where the
-        # provider does not send a new refresh token, the old one stays valid.
+    async def _refresh_leased(self, row: asyncpg.Record, lease: uuid.UUID) -> asyncpg.Record:
+        """Ask the provider for new tokens with the row's refresh token and save them (ending the
+        lease); a refused grant deactivates the connection."""
+        refresh_token = self._open(row["refresh_token"])
+        try:
+            if not refresh_token:
+                raise GrantRefused(f"{self.provider.name} refused the access token and issues no refresh token")
+            async with asyncio.timeout(self.lease_s):
+                tokens = await self._ask(refresh_token)
+        except GrantRefused as refused:
+            async with self.db.acquire() as conn, conn.transaction():
+                await queries.deactivate_connection(conn, self.user_id, self.provider.name, str(refused))
+                await queries.release_refresh_lease(conn, self.user_id, self.provider.name, lease)
+            log.warning("connection deactivated: refresh refused", provider=self.provider.name, error=str(refused))
+            raise ConnectionRevoked(
+                f"{refused}. The connection is now inactive: the user must connect {self.provider.name} again"
+            ) from refused
+        except BaseException:
+            # The lease ends now rather than when it expires: the next refresh need not wait.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(queries.release_refresh_lease(self.db, self.user_id, self.provider.name, lease))
+            raise
+        # Saved before anyone uses them. Where the provider sends no new refresh token, the old
+        # one stays valid.
         return await queries.save_tokens(
-            conn,
+            self.db,
             self.user_id,
             self.provider.name,
             access_token=self._seal(tokens.access_token) or "",
             refresh_token=self._seal(tokens.refresh_token or refresh_token),
             expires_at=tokens.expires_at,
+            lease=lease,
         )
+
+    async def _ask(self, refresh_token: str) -> TokenSet:
+        grant = {"grant_type": "refresh_token", "refresh_token": refresh_token, **self.provider.refresh_params}
+        tokens = await request_tokens(self.http, self.provider, self.config, grant)
+        self.refreshes += 1
+        log.info("tokens refreshed", provider=self.provider.name, expires_at=str(tokens.expires_at))
+        return tokens
+
+    def _open(self, stored: str | None) -> str | None:
+        return self.cipher.open(stored) if self.cipher is not None else stored
+
+    def _seal(self, token: str | None) -> str | None:
+        return self.cipher.seal(token) if self.cipher is not None else token
