@@ -125,6 +125,7 @@ def reset_sim(state: SimState) -> None:
     state.auth_codes.clear()
     state.revocations.clear()
     state.withdrawn_before.clear()
+    state.peak_in_flight = dict(state.in_flight)
     for knobs in state.knobs.values():
         knobs.latency_s = knobs.error_rate = 0.0
         knobs.access_ttl_s = knobs.rate_limits = knobs.read_rate_limits = None

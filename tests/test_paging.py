@@ -1,12 +1,20 @@
 """The paging helpers: bounded concurrency, fetching that goes on while a page is written, the
-end of a list found without waste, failures raised after the calls in flight land."""
+end of a list found without waste, failures raised after the calls in flight land; and the
+clients that page long lists keep as many pages in flight as allowed."""
 
 import asyncio
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
 
+from tests.conftest import Factory
 from wearsync.providers.errors import ListShifted
 from wearsync.providers.paging import each_concurrently, offset_pages
+from wearsync.settings import Settings
+from wearsync.sim.common import Fault, SimState
+
+Client = TestClient[web.Request, web.Application]
 
 
 async def test_fetching_goes_on_while_the_caller_writes_a_page() -> None:
@@ -25,23 +33,61 @@ async def test_fetching_goes_on_while_the_caller_writes_a_page() -> None:
     assert fetched_while_writing >= 3  # not just the two started before the first answer
 
 
-async def test_in_flight_and_waiting_pages_stay_bounded() -> None:
-    in_flight = peak = 0
+async def settle() -> None:
+    """Let every callback the loop has ready run, and those they schedule (a bounded number of
+    loop turns, no clock): a pipeline that would start more fetches has started them by then."""
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+async def test_exactly_concurrency_pages_are_in_flight_while_none_has_answered(concurrency: int) -> None:
+    answers: dict[int, asyncio.Future[int]] = {}
 
     async def fetch(item: int) -> int:
-        nonlocal in_flight, peak
-        in_flight += 1
-        peak = max(peak, in_flight)
-        await asyncio.sleep(0.001)
-        in_flight -= 1
+        answers[item] = asyncio.get_running_loop().create_future()
+        return await answers[item]
+
+    async def drain() -> list[int]:
+        return [item async for item in each_concurrently(range(10), fetch, concurrency=concurrency)]
+
+    reader = asyncio.create_task(drain())
+    for answered in range(10):
+        await settle()
+        # Never more, and never fewer while the list has more: the calls that are not answered yet.
+        assert len(answers) - answered == min(concurrency, 10 - answered)
+        answers[answered].set_result(answered)
+    assert await reader == list(range(10))
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+async def test_pages_waiting_for_a_busy_writer_stay_within_one_more_than_the_width(concurrency: int) -> None:
+    """The module's bound: fetched pages the caller has not taken yet and calls in flight are
+    together at most `concurrency + 1`; the page the caller is writing comes on top."""
+    started: list[int] = []
+    writing = asyncio.Event()
+    written = asyncio.Event()
+
+    async def fetch(item: int) -> int:
+        started.append(item)
         return item
 
-    results = []
-    async for item in each_concurrently(range(50), fetch, concurrency=3):
-        await asyncio.sleep(0.005)  # a slow writer: finished pages wait, a bounded few
-        results.append(item)
-    assert sorted(results) == list(range(50))
-    assert peak <= 3
+    async def drain() -> list[int]:
+        taken: list[int] = []
+        async for item in each_concurrently(range(20), fetch, concurrency=concurrency):
+            if not taken:
+                writing.set()
+                await written.wait()  # a slow write of the first page: the rest must wait, bounded
+            taken.append(item)
+        return taken
+
+    reader = asyncio.create_task(drain())
+    await writing.wait()
+    await settle()
+    assert len(started) == 1 + concurrency + 1  # the page being written, and the bound
+    written.set()
+    assert await reader == list(range(20))
+    assert started == list(range(20))
 
 
 async def test_offset_pages_stop_at_the_short_page_and_honour_max_fetches() -> None:
@@ -106,3 +152,30 @@ async def test_a_record_on_two_pages_means_the_list_moved() -> None:
 
     pages = offset_pages(still, start=0, limit=2, concurrency=2, record_key=lambda r: r)
     assert [r async for _, page in pages for r in page] == listed  # an unchanged list reads as is
+
+
+# ---- the clients keep as many pages in flight as allowed ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("provider", "path", "history"),
+    [("suunto", "/v3/workouts", 600), ("strava", "/api/v3/athlete/activities", 1500)],
+)
+async def test_a_long_list_is_fetched_with_every_allowed_page_in_flight(
+    client: Client, factory: Factory, sim_state: SimState, settings: Settings, provider: str, path: str, history: int
+) -> None:
+    """After the first page (which goes alone: it may be the only one), the simulator holds the
+    next calls until `page_concurrency` of them are in flight together: its peak is an event
+    count, so a client fetching fewer at a time fails here whatever the machine's speed."""
+    width = getattr(settings, f"{provider}_page_concurrency")
+    assert width > 1
+    key, user_id, sim_user = await factory.connected_user(provider)
+    sim_state.provider(provider).user_history[sim_user] = {"workouts": history}
+    sim_state.faults.append(Fault(provider, path, "gather", count=width, skip=1))
+    resp = await client.post(
+        f"/api/v1/{provider}/users/{user_id}/sync?data_type=workouts&async=false", headers={"X-API-Key": key}
+    )
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["details"] == {"workouts": True}
+    assert sim_state.peak_in_flight[provider] == width
+    assert len([r for r in sim_state.requests if r["path"].startswith(path)]) > width + 1  # a long list

@@ -108,6 +108,21 @@ async def get_deliveries(request: web.Request) -> web.Response:
     })  # fmt: skip
 
 
+async def get_concurrency(request: web.Request) -> web.Response:
+    """The provider's data calls being served now and the most served at once since the last reset."""
+    _provider(request)
+    name, state = request.match_info["provider"], request.app[STATE_KEY]
+    return web.json_response({"in_flight": state.in_flight.get(name, 0), "peak": state.peak_in_flight.get(name, 0)})
+
+
+async def reset_concurrency(request: web.Request) -> web.Response:
+    """The peak starts again from the calls being served now."""
+    _provider(request)
+    name, state = request.match_info["provider"], request.app[STATE_KEY]
+    state.peak_in_flight[name] = state.in_flight.get(name, 0)
+    return web.json_response({"ok": True})
+
+
 async def emit_event(request: web.Request) -> web.Response:
     """Body: what happened upstream (provider-specific, e.g. {"kind": "create"}); the simulator
     changes its data accordingly and sends the webhook the provider would send."""
@@ -140,6 +155,8 @@ def create_sim_app(state: SimState | None = None) -> web.Application:
     app.router.add_delete("/_sim/faults", clear_faults)
     app.router.add_post("/_sim/{provider}/webhook", set_webhook)
     app.router.add_post("/_sim/{provider}/users/{user}/events", emit_event)
+    app.router.add_get("/_sim/{provider}/concurrency", get_concurrency)
+    app.router.add_delete("/_sim/{provider}/concurrency", reset_concurrency)
     app.router.add_get("/_sim/deliveries", get_deliveries)
     app.router.add_get("/_sim/requests", get_requests)
     app.router.add_delete("/_sim/requests", clear_requests)

@@ -3,6 +3,7 @@ and deterministic per-user randomness."""
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -11,7 +12,7 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from importlib import resources
@@ -34,7 +35,10 @@ class Fault:
     the connection is closed), "empty" (200 with no body), "ratelimit" (the provider's own 429),
     "expire_tokens" (the calling user's access tokens expire now; the call then goes on, and is
     refused), "event" (`event` happens upstream first, as the provider's `/_sim/P/users/U/events`
-    would make it happen for the calling user; the call then goes on and sees it)."""
+    would make it happen for the calling user; the call then goes on and sees it), "gather" (the
+    `count` matching calls are held until the last of them arrives, then all go on: so a client
+    that sends that many at once is seen to, whatever the timing; one that does not has each call
+    answered after GATHER_WAIT_S, and the provider's peak of calls in flight shows it)."""
 
     provider: str
     path_prefix: str  # matched against the provider's own path, e.g. "/247samples"
@@ -43,6 +47,22 @@ class Fault:
     count: int = 1
     skip: int = 0
     event: dict[str, Any] = field(default_factory=dict)
+    gathered: asyncio.Event = field(default_factory=asyncio.Event, repr=False)  # "gather": the last one came
+
+    async def gather(self) -> None:
+        """Hold a call of a "gather" fault until the last of its calls arrives (its count is spent)."""
+        if self.count == 0:
+            self.gathered.set()
+            return
+        try:
+            await asyncio.wait_for(self.gathered.wait(), GATHER_WAIT_S)
+        except TimeoutError:  # they do not come together: the calls held are answered, and counted
+            self.gathered.set()
+
+
+# How long a call of a "gather" fault waits for the rest: only a client that never sends them
+# together waits this long.
+GATHER_WAIT_S = 5.0
 
 
 @dataclass
@@ -116,6 +136,10 @@ class SimState:
     # Per (provider, user): records added, changed or deleted after the deterministic history was
     # laid out (by events tests ask for); each simulator decides what it keeps here.
     changes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # Per provider: data calls being served now, and the most ever served at once (counted as calls
+    # come and go: how many pages a client really keeps in flight).
+    in_flight: dict[str, int] = field(default_factory=dict)
+    peak_in_flight: dict[str, int] = field(default_factory=dict)
 
     def provider(self, name: str) -> ProviderKnobs:
         return self.knobs.setdefault(name, ProviderKnobs())
@@ -160,6 +184,16 @@ class SimState:
             self.rate_counts[key] = self.rate_counts.get(key, 0) + 1
             usage.append((requests, seconds, self.rate_counts[key]))
         return usage
+
+    @contextlib.contextmanager
+    def serving(self, provider: str) -> Iterator[None]:
+        """Count one data call in flight while it is served."""
+        self.in_flight[provider] = self.in_flight.get(provider, 0) + 1
+        self.peak_in_flight[provider] = max(self.peak_in_flight.get(provider, 0), self.in_flight[provider])
+        try:
+            yield
+        finally:
+            self.in_flight[provider] -= 1
 
     def _sign(self, body: str) -> str:
         return hmac.new(self.secret, body.encode(), hashlib.sha256).hexdigest()[:32]
@@ -327,6 +361,12 @@ def fault_middleware(provider: str, rate_limit: RateLimitStyle | None = None) ->
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith(f"/{provider}/api/"):
+            return await serve(request, handler)
+        with request.config_dict[STATE_KEY].serving(provider):
+            return await serve(request, handler)
+
+    async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
         state = request.config_dict[STATE_KEY]
         knobs = state.provider(provider)
         # The provider's own path: without the /<provider>/api or /<provider>/auth mount point.
@@ -355,12 +395,8 @@ def fault_middleware(provider: str, rate_limit: RateLimitStyle | None = None) ->
         fault = state.take_fault(provider, path)
         if fault is None and knobs.error_rate and random.random() < knobs.error_rate:
             fault = Fault(provider, path, "status", 500)
-        if fault is not None and fault.kind in ("expire_tokens", "event"):
-            user = bearer_user(request, provider)
-            if user is not None and fault.kind == "expire_tokens":
-                state.access_expired_before[(provider, user)] = time.time() + 0.001
-            if user is not None and fault.kind == "event":
-                await request.config_dict[EMITTERS][provider](request, user, dict(fault.event))
+        if fault is not None and fault.kind in ("expire_tokens", "event", "gather"):
+            await _before_the_call(request, provider, fault)
             fault = None
         if fault is not None:
             entry["status"] = f"fault:{fault.kind}"
@@ -377,6 +413,18 @@ def fault_middleware(provider: str, rate_limit: RateLimitStyle | None = None) ->
         return _recorded(state, entry, response)
 
     return middleware
+
+
+async def _before_the_call(request: web.Request, provider: str, fault: Fault) -> None:
+    """What a fault that lets the call go on makes happen first."""
+    if fault.kind == "gather":
+        await fault.gather()
+        return
+    user = bearer_user(request, provider)
+    if user is not None and fault.kind == "expire_tokens":
+        request.config_dict[STATE_KEY].access_expired_before[(provider, user)] = time.time() + 0.001
+    if user is not None and fault.kind == "event":
+        await request.config_dict[EMITTERS][provider](request, user, dict(fault.event))
 
 
 R = TypeVar("R", bound=web.StreamResponse)
