@@ -131,9 +131,10 @@ async def test_a_delivery_replayed_after_its_event_was_pruned_stores_nothing(
     its event is past retention, must not revert the workout."""
     _, _, sim_user = await factory.connected_user("suunto")
     older = signed(notification(sim_user, "w-replayed", totalTime=1800.0))
-    for body, headers in (older, signed(notification(sim_user, "w-replayed", totalTime=2400.0))):
+    for n, (body, headers) in enumerate((older, signed(notification(sim_user, "w-replayed", totalTime=2400.0)))):
         assert await (await client.post(URL, data=body, headers=headers)).json() == {"received": 1, "new": 1}
-    await settled(db, 2)
+        await settled(db, n + 1)  # one after the other: the newer version is stored last
+    assert await db.fetchval("SELECT duration_s FROM workouts WHERE provider_record_id = 'w-replayed'") == 2400.0
     await age(db, days=31)
     assert (await prune_history({"deps": deps}))["webhook_events"] == 2
     assert await db.fetchval("SELECT count(*) FROM webhook_events") == 0
