@@ -167,9 +167,9 @@ def map_exercise(exercise: dict[str, Any]) -> list[Record]:
 
 
 def member_id(connection: Connection) -> str:
-    """Our name for the user at Polar: the wearsync user and the Polar account, as Polar answers a
-    member-id another account registered with the same 409 as a user registered already, so a
-    user who connects a second Polar account while the first is registered would never be."""
+    """Our name for the user at Polar, one per wearsync user and Polar account: Polar answers a
+    member-id another account holds with the same 409 as an account registered already, so with
+    the user id alone a user's second Polar account would never be registered."""
     return f"{connection.user_id}_{connection.provider_user_id}"
 
 
