@@ -274,9 +274,12 @@ class Factory:
         )
         assert resp.status == 200, await resp.text()
 
-    async def connected_user(self, provider: str = "suunto", sim_user: str | None = None) -> tuple[str, str, str]:
-        """(key, user id, simulated upstream user) of a fresh user connected to the provider."""
-        key = await self.api_key()
+    async def connected_user(
+        self, provider: str = "suunto", sim_user: str | None = None, application: str = "acme"
+    ) -> tuple[str, str, str]:
+        """(key, user id, simulated upstream user) of a fresh user of `application` connected to
+        the provider."""
+        key = await self.api_key(application)
         user_id = await self.user(key)
         sim_user = sim_user or f"u{uuid.uuid4().hex[:10]}"
         await self.connect(key, user_id, provider, sim_user)

@@ -1,10 +1,13 @@
 """Fairness: a long history is synced in bounded jobs that queue up behind other users' jobs."""
 
+from typing import Any
+
 import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import Factory, start_worker, wait_for_task
+from wearsync.api.app import create_app
 from wearsync.settings import Settings
 from wearsync.sim.common import SimState
 
@@ -35,3 +38,47 @@ async def test_a_long_history_does_not_starve_a_short_one(
     # Every page of the big history was fetched once, over several jobs.
     assert order.count(big_sim) <= 12 + 2
     assert await db.fetchval("SELECT count(*) FROM workouts WHERE user_id = $1::uuid", big_user) == 600
+
+
+async def test_parameter_variants_cannot_multiply_a_users_open_tasks(
+    aiohttp_client: Any, factory: Factory, settings: Settings
+) -> None:
+    """Syncs differing only in `offset` are distinct tasks; past the user's cap a new one is
+    refused (429, Retry-After) while the same sync still joins its open task, and other users
+    are not held to this user's count."""
+    api: Client = await aiohttp_client(create_app(settings.model_copy(update={"max_open_tasks_per_user": 3})))
+    key, user, _ = await factory.connected_user("suunto")
+    headers = {"X-API-Key": key}
+    url = f"/api/v1/suunto/users/{user}/sync?data_type=workouts&offset={{}}"
+    opened = []
+    for offset in range(3):  # no worker runs: every task stays queued
+        resp = await api.post(url.format(offset), headers=headers)
+        assert resp.status == 200, await resp.text()
+        opened.append((await resp.json())["task_id"])
+    resp = await api.post(url.format(3), headers=headers)
+    assert resp.status == 429
+    assert int(resp.headers["Retry-After"]) > 0
+    assert (await resp.json())["detail"].startswith("The user already has 3 syncs queued or running")
+    resp = await api.post(url.format(0), headers=headers)
+    assert (resp.status, (await resp.json())["task_id"]) == (200, opened[0])  # the same sync: its task
+    other = await factory.user(key)
+    await factory.connect(key, other, "suunto", "another-upstream-user")
+    resp = await api.post(f"/api/v1/suunto/users/{other}/sync", headers=headers)
+    assert resp.status == 200, await resp.text()
+
+
+async def test_an_applications_open_tasks_are_capped(aiohttp_client: Any, factory: Factory, settings: Settings) -> None:
+    api: Client = await aiohttp_client(create_app(settings.model_copy(update={"max_open_tasks_per_app": 2})))
+    key, user, _ = await factory.connected_user("suunto")
+    other = await factory.user(key)
+    await factory.connect(key, other, "suunto", "another-upstream-user")
+    headers = {"X-API-Key": key}
+    for data_type in ("workouts", "247"):
+        resp = await api.post(f"/api/v1/suunto/users/{user}/sync?data_type={data_type}", headers=headers)
+        assert resp.status == 200, await resp.text()
+    resp = await api.post(f"/api/v1/suunto/users/{other}/sync", headers=headers)
+    assert resp.status == 429
+    assert (await resp.json())["detail"].startswith("The application already has 2 syncs queued or running")
+    other_key, other_apps_user, _ = await factory.connected_user("suunto", application="another")
+    resp = await api.post(f"/api/v1/suunto/users/{other_apps_user}/sync", headers={"X-API-Key": other_key})
+    assert resp.status == 200, await resp.text()  # another application is not held to this one's count

@@ -112,6 +112,10 @@ class Settings(BaseSettings):
     # A sync call (async=false) that finds the same sync already open waits at most this long for
     # it, then answers 504 naming the task (with no worker running, it would wait forever).
     sync_join_wait_s: float = Field(300, gt=0)
+    # Syncs one user, and one application, may have queued or running at once; a new one past
+    # either: 429 (the same sync still joins its open task).
+    max_open_tasks_per_user: int = Field(20, ge=1)
+    max_open_tasks_per_app: int = Field(1000, ge=1)
     # Sync calls (async=false) one application may have running in one API process; more: 429.
     sync_calls_per_app: int = Field(4, ge=1)
     # A job that lost Redis waits this long for it to answer again, then goes on in a new job;

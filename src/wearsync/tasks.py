@@ -14,6 +14,7 @@ from wearsync.db import queries
 from wearsync.models import DataType, TaskStatus, params_for
 from wearsync.providers import PROVIDERS
 from wearsync.queue import enqueue_task
+from wearsync.settings import Settings
 from wearsync.sync import NO_CONNECTION
 
 _REQUESTED = {"workouts": (DataType.WORKOUTS,), "247": (DataType.DATA_247,), "all": tuple(DataType)}
@@ -25,9 +26,10 @@ _UNSUPPORTED = {
 
 class SyncRefused(Exception):
     """A valid request that cannot start: the provider does not support a data type asked for
-    (`unsupported`), or the user has no active connection to it (`not_connected`)."""
+    (`unsupported`), the user has no active connection to it (`not_connected`), or the user or
+    the application has as many syncs queued or running as it may (`too_many_open`)."""
 
-    def __init__(self, reason: Literal["unsupported", "not_connected"], detail: str) -> None:
+    def __init__(self, reason: Literal["unsupported", "not_connected", "too_many_open"], detail: str) -> None:
         super().__init__(detail)
         self.reason, self.detail = reason, detail
 
@@ -44,21 +46,32 @@ def requested_types(req: SyncRequest) -> list[DataType]:
     return list(_REQUESTED[req.data_type])
 
 
-async def start_sync(db: asyncpg.Pool, queue: ArqRedis, app_id: UUID, req: SyncRequest) -> tuple[UUID, bool]:
+async def start_sync(
+    db: asyncpg.Pool, queue: ArqRedis, app_id: UUID, req: SyncRequest, settings: Settings | None = None
+) -> tuple[UUID, bool]:
     """(task id, created) of the sync `req` asks for, for a user of application `app_id`; an
     identical sync already queued or running is that task (created False). Async requests
-    enqueue the new task's job; a sync-mode caller runs it itself."""
+    enqueue the new task's job; a sync-mode caller runs it itself. With `settings`, a new task past
+    its WEARSYNC_MAX_OPEN_TASKS_PER_USER / _PER_APP is refused (`too_many_open`): however its
+    parameters vary, one tenant cannot queue work without bound ahead of the others."""
     data_types = requested_types(req)
-    task_id, created = await queries.create_task(
-        db,
-        task_id=uuid4(),
-        app_id=app_id,
-        user_id=req.user_id,
-        provider=req.provider,
-        mode="async" if req.run_async else "sync",
-        data_types=data_types,
-        params=params_for(req.provider, req.params()),
-    )
+    try:
+        task_id, created = await queries.create_task(
+            db,
+            task_id=uuid4(),
+            app_id=app_id,
+            user_id=req.user_id,
+            provider=req.provider,
+            mode="async" if req.run_async else "sync",
+            data_types=data_types,
+            params=params_for(req.provider, req.params()),
+            max_open_per_user=settings.max_open_tasks_per_user if settings else None,
+            max_open_per_app=settings.max_open_tasks_per_app if settings else None,
+        )
+    except queries.TooManyOpenTasks as e:
+        raise SyncRefused(
+            "too_many_open", f"The {e.scope} already has {e.limit} syncs queued or running; try again once some finish"
+        ) from None
     if task_id is None:  # no active connection to the provider (or not this application's user)
         raise SyncRefused("not_connected", NO_CONNECTION)
     if created and req.run_async:

@@ -24,7 +24,9 @@ log = structlog.get_logger(__name__)
 
 _PATH = {"provider": "path", "user_id": "path", "task_id": "path"}
 _SYNC_LOCATIONS = {(f.alias or name): "query" for name, f in SyncRequest.model_fields.items()} | _PATH
-_REFUSED_STATUS = {"unsupported": 501, "not_connected": 404}
+_REFUSED_STATUS = {"unsupported": 501, "not_connected": 404, "too_many_open": 429}
+# A sync refused for the open tasks of its user or application may try again about this much later.
+OPEN_TASKS_RETRY_AFTER_S = 60
 
 
 async def trigger_sync(request: web.Request) -> web.Response:
@@ -46,10 +48,12 @@ async def trigger_sync(request: web.Request) -> web.Response:
 
 
 async def _start(request: web.Request, req: SyncRequest) -> tuple[UUID, bool]:
+    deps = request.app[DEPS]
     try:
-        return await start_sync(request.app[DEPS].db, request.app[QUEUE], request[APP_ID], req)
+        return await start_sync(deps.db, request.app[QUEUE], request[APP_ID], req, deps.settings)
     except SyncRefused as e:
-        raise ApiError(_REFUSED_STATUS[e.reason], e.detail) from None
+        retry = {"Retry-After": str(OPEN_TASKS_RETRY_AFTER_S)} if e.reason == "too_many_open" else None
+        raise ApiError(_REFUSED_STATUS[e.reason], e.detail, retry) from None
 
 
 def _refuse_unsupported(req: SyncRequest) -> None:

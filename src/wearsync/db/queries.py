@@ -310,6 +310,14 @@ def initial_progress(data_types: Sequence[str]) -> dict[str, Any]:
     return {t: dict(_TYPE_PROGRESS) for t in data_types}
 
 
+class TooManyOpenTasks(Exception):
+    """A new task would take the user's or the application's open tasks past their cap."""
+
+    def __init__(self, scope: str, limit: int) -> None:
+        super().__init__(f"the {scope} already has {limit} syncs queued or running")
+        self.scope, self.limit = scope, limit
+
+
 async def create_task(
     db: Executor,
     *,
@@ -320,11 +328,15 @@ async def create_task(
     mode: str,
     data_types: Sequence[str],
     params: Mapping[str, Any],
+    max_open_per_user: int | None = None,
+    max_open_per_app: int | None = None,
 ) -> tuple[UUID | None, bool]:
     """A task for this sync, if the user (of this application) has an active connection to the
     provider: (task_id, True) when created; (the id of the identical task that is queued or
     running, False): the same sync is never run twice at once (coalescing); (None, False) without
-    an active connection. One round trip in the common case."""
+    an active connection. One round trip in the common case. A new task that would take the user's
+    or the application's open tasks past `max_open_per_user` / `max_open_per_app` (None: no cap)
+    raises TooManyOpenTasks; the identical open task is still found (coalescing adds none)."""
     for _ in range(3):  # the open task may finish between the insert and the lookup
         row = await db.fetchrow(
             """
@@ -333,13 +345,19 @@ async def create_task(
                     SELECT 1 FROM provider_connections c JOIN users u ON u.id = c.user_id
                     WHERE c.user_id = $3 AND c.provider = $4 AND c.active AND u.application_id = $2
                 ) AS ok
+            ), open AS (
+                SELECT
+                    (SELECT count(*) FROM sync_tasks WHERE user_id = $3 AND status IN ('queued', 'running'))
+                        < coalesce($9, 2147483647) AS user_ok,
+                    (SELECT count(*) FROM sync_tasks WHERE application_id = $2 AND status IN ('queued', 'running'))
+                        < coalesce($10, 2147483647) AS app_ok
             ), created AS (
                 INSERT INTO sync_tasks (id, application_id, user_id, provider, mode, data_types, params, progress)
-                SELECT $1, $2, $3, $4, $5, $6, $7, $8 FROM connected WHERE ok
+                SELECT $1, $2, $3, $4, $5, $6, $7, $8 FROM connected, open WHERE ok AND user_ok AND app_ok
                 ON CONFLICT (user_id, provider, data_types, params) WHERE status IN ('queued', 'running') DO NOTHING
                 RETURNING id
             )
-            SELECT (SELECT ok FROM connected) AS connected, (SELECT id FROM created) AS id
+            SELECT (SELECT ok FROM connected) AS connected, (SELECT id FROM created) AS id, open.* FROM open
             """,
             task_id,
             app_id,
@@ -349,6 +367,8 @@ async def create_task(
             list(data_types),
             dict(params),
             initial_progress(data_types),
+            max_open_per_user,
+            max_open_per_app,
         )
         assert row is not None
         if not row["connected"]:
@@ -365,6 +385,10 @@ async def create_task(
         )
         if existing is not None:
             return existing, False
+        if not row["user_ok"]:
+            raise TooManyOpenTasks("user", max_open_per_user or 0)
+        if not row["app_ok"]:
+            raise TooManyOpenTasks("application", max_open_per_app or 0)
     raise RuntimeError("could not create or find the sync task")
 
 
