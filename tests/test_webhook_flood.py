@@ -21,6 +21,7 @@ from wearsync.settings import Settings
 
 Client = TestClient[web.Request, web.Application]
 HOOK = hook_path("garmin")
+FROM_GARMIN = signed_headers("garmin", b"")  # its garmin-client-id header
 
 
 def epoch(user: str, n: int) -> dict[str, Any]:
@@ -39,7 +40,7 @@ async def test_summaries_for_users_nobody_connected_are_dropped_and_counted(
     before = dropped("garmin")
     # 3,000 made-up users, one summary each, around two real users' summaries.
     delivery = {"epochs": [epoch(f"stranger-{i}", i) for i in range(3000)] + [epoch(u, 1) for u in known]}
-    resp = await client.post(HOOK, json=delivery)
+    resp = await client.post(HOOK, json=delivery, headers=FROM_GARMIN)
     assert (resp.status, await resp.json()) == (200, {"received": 3002, "new": 2})
     assert dropped("garmin") - before == 3000
     stored = await db.fetch("SELECT provider_user_id FROM webhook_events ORDER BY provider_user_id")
@@ -54,14 +55,14 @@ async def test_a_delivery_over_the_providers_item_cap_is_413_and_stores_nothing(
     await factory.connect(key, await factory.user(key), "garmin", "known-1")
     cap = garmin.PROVIDER.webhook.max_items if garmin.PROVIDER.webhook else 0
     over = {"epochs": [epoch("known-1", n) for n in range(cap + 1)]}
-    resp = await client.post(HOOK, data=io.BytesIO(json.dumps(over).encode()))
+    resp = await client.post(HOOK, data=io.BytesIO(json.dumps(over).encode()), headers=FROM_GARMIN)
     assert resp.status == 413
     assert await resp.json() == {
         "detail": f"Webhook payload too large: {cap + 1} records or notifications in one delivery, at most {cap}"
     }
     assert await db.fetchval("SELECT count(*) FROM webhook_events") == 0
     at_cap = {"epochs": [epoch("known-1", n) for n in range(cap)]}
-    resp = await client.post(HOOK, data=io.BytesIO(json.dumps(at_cap).encode()))
+    resp = await client.post(HOOK, data=io.BytesIO(json.dumps(at_cap).encode()), headers=FROM_GARMIN)
     assert (resp.status, await resp.json()) == (200, {"received": 1, "new": 1})  # one user: one event
 
 
@@ -71,11 +72,11 @@ async def test_many_events_of_one_delivery_are_all_queued(client: Client, factor
     for name in users:
         await factory.connect(key, await factory.user(key), "garmin", name)
     pings = {"dailies": [{"userId": u, "callbackURL": f"https://apis.garmin.com/x?u={u}"} for u in users]}
-    resp = await client.post(HOOK, json=pings)
+    resp = await client.post(HOOK, json=pings, headers=FROM_GARMIN)
     assert (resp.status, await resp.json()) == (200, {"received": 40, "new": 40})
     assert await queue_length(client) == 40
     # Delivered again: stored once, queued once.
-    resp = await client.post(HOOK, json=pings)
+    resp = await client.post(HOOK, json=pings, headers=FROM_GARMIN)
     assert (resp.status, await resp.json()) == (200, {"received": 40, "new": 0})
     assert await queue_length(client) == 40
 
@@ -87,9 +88,9 @@ async def test_deliveries_past_the_rate_limit_are_429_with_retry_after_and_store
     await factory.connect(key, await factory.user(key), "garmin", "known-1")
     client: Client = await aiohttp_client(create_app(settings.model_copy(update={"webhook_rate_limit": "3/60"})))
     for n in range(3):
-        resp = await client.post(HOOK, json={"epochs": [epoch("known-1", n)]})
+        resp = await client.post(HOOK, json={"epochs": [epoch("known-1", n)]}, headers=FROM_GARMIN)
         assert (resp.status, await resp.json()) == (200, {"received": 1, "new": 1})
-    resp = await client.post(HOOK, json={"epochs": [epoch("known-1", 3)]})
+    resp = await client.post(HOOK, json={"epochs": [epoch("known-1", 3)]}, headers=FROM_GARMIN)
     assert (resp.status, await resp.json()) == (429, {"detail": "Too many webhook deliveries, retry later"})
     assert 1 <= int(resp.headers["Retry-After"]) <= 60
     assert await db.fetchval("SELECT count(*) FROM webhook_events") == 3
