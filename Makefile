@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install run test test-faults lint format mypy pytest bench soak clean
+.PHONY: install run test test-fuzz mutate test-faults lint format mypy pytest bench soak clean
 .DEFAULT_GOAL := run
 
 $(VENV)/.installed: pyproject.toml
@@ -32,6 +32,11 @@ pytest: install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint mypy pytest
+
+# The property tests with thousands of random examples each (`make test` runs 60 fixed ones).
+test-fuzz: install
+	$(BIN)/pytest -q -p no:cacheprovider --hypothesis-profile=fuzz --hypothesis-show-statistics \
+		tests/test_fuzz_parsers.py tests/test_fuzz_api.py tests/test_read_api.py $(PYTEST_ARGS)
 
 # Breaks things on purpose (also part of `make test`): killed workers, lost Redis jobs, ...
 test-faults: install

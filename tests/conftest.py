@@ -24,6 +24,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from aioresponses import aioresponses
 from aioresponses import core as aioresponses_core
 from arq.worker import Worker
+from hypothesis import settings as hypothesis_settings
 from redis.asyncio import Redis
 
 from wearsync.api.app import create_app
@@ -38,6 +39,14 @@ from wearsync.sim import create_sim_app
 from wearsync.sim.common import STATE_KEY, SimState
 from wearsync.sync import Deps, create_http_client
 from wearsync.worker import WorkerSettings, worker_options
+
+# Property tests (tests/fuzzing.py's FUZZ). `make test` draws the same examples on every run, so a
+# regression fails every time rather than once in a while like a flake; `make test-fuzz`
+# (`--hypothesis-profile=fuzz`) draws many more, new ones each run, to find what the fixed set
+# misses: a failure it finds becomes an explicit `@example`.
+hypothesis_settings.register_profile("derandomized", max_examples=60, derandomize=True, database=None)
+hypothesis_settings.register_profile("fuzz", max_examples=2000)
+hypothesis_settings.load_profile("derandomized")
 
 
 def free_port() -> int:

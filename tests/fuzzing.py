@@ -4,22 +4,21 @@ values upstream data and clients can carry, mutations of valid payloads) and web
 import hashlib
 import hmac
 import time
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, example, settings
 from hypothesis import strategies as st
 
 from wearsync.dev import SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_WEBHOOK_SECRET, dev_environment
 from wearsync.providers import garmin, whoop
 from wearsync.settings import webhook_path
 
-# Bounded, so that every property test takes seconds. The function-scoped fixtures (a database
-# pool, an API client) are shared by a test's examples on purpose: each example leaves no trace.
-FUZZ = settings(
-    max_examples=60,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+# How many examples and which: the profile tests/conftest.py loads (`make test`: the same 60 on
+# every run; `make test-fuzz`: thousands, new ones each run). The function-scoped fixtures (a
+# database pool, an API client) are shared by a test's examples on purpose: each example leaves
+# no trace.
+FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 # Values that have broken parsers: nulls, wrong types, numbers beyond every range, numbers as
 # strings, absurd dates, characters PostgreSQL refuses, very long strings.
@@ -31,6 +30,23 @@ HOSTILE: list[Any] = [
     "2024-02-30T00:00:00Z", "2024-05-01T06:30:00Z", "not a date", "PT", "P", "PT99999999999999H", "+99:99",
     [], {}, [None], {"": None},
 ]  # fmt: skip
+
+# Those a query parameter or a header can carry: text, short enough for a request line.
+HOSTILE_TEXT = [str(v) for v in HOSTILE if isinstance(v, str | int | float) and len(str(v)) < 1000]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def with_examples(cases: Iterable[dict[str, Any]]) -> Callable[[F], F]:
+    """`@example(**case)` for every case: tried first on every run, whatever the profile draws."""
+
+    def decorate(test: F) -> F:
+        for case in cases:
+            test = example(**case)(test)
+        return test
+
+    return decorate
+
 
 json_leaves = st.one_of(
     st.none(),

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from tests.conftest import Factory, sim_records, start_sync, wait_for_task
-from tests.fuzzing import FUZZ, json_leaves, json_values
+from tests.fuzzing import FUZZ, HOSTILE, json_leaves, json_values, with_examples
 from tests.test_worker import expected_samples
 from wearsync.api import data
 from wearsync.api.common import ApiError, dumps
@@ -371,6 +371,16 @@ async def test_bad_parameters_are_refused_with_a_detail(client: Client, factory:
         st.tuples(st.sampled_from([*LISTS, "samples"]), json_leaves, json_leaves).map(lambda t: cursor_of(list(t))),
     )
 )
+@with_examples({"cursor": cursor} for cursor in ("", "=", "!!", "e30", base64.urlsafe_b64encode(b"\xff").decode()))
+@with_examples(
+    {"cursor": cursor_of([listing, first, second])}
+    for listing in ("workouts", "samples")
+    for first, second in [
+        (2**63, "a"), (-1, "a"), (253402300799999999 + 1, 1), ("9999-12-31", 2**63), ("0000-01-01", 1),
+        (float("nan"), 1), (1, float("inf")), (True, "a"), (None, None), ("2024-01-01", "a\x00"),
+    ]
+)  # fmt: skip
+@with_examples({"cursor": cursor_of(value)} for value in HOSTILE if not isinstance(value, str) or len(value) < 100)
 def test_any_cursor_is_a_position_or_a_422(cursor: str) -> None:
     kinds = {"workouts": reads.WORKOUTS, "sleep": reads.SLEEP, "recovery": reads.RECOVERY, "daily": reads.DAILY}
     decoders: list[Callable[[str], tuple[Any, Any] | None]] = [data.sample_position]
