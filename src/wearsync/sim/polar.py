@@ -15,7 +15,9 @@ Data API (mounted under /polar/api):
   Without a flag the field is absent; with it, it is present, `[]` where the exercise has none
   (our choice: no HR sensor means no zones and no HR samples; no GPS means no route).
 - Exercise fields as AccessLink documents them; `start_time` is local time without an offset,
-  `start_time_utc_offset` its offset in minutes, `duration` an ISO 8601 duration ("PT1H2M3.5S").
+  `start_time_utc_offset` its offset in minutes, `duration` an ISO 8601 duration ("PT1H2M3.5S");
+  runs with HR carry `running-index`, exercises with HR from two of the watches
+  `training_load_pro` (the spec's `training-load-pro-sample`, hyphenated keys).
   The optional fields have the spec's shapes (swagger.yaml `sample`, `zone`, `location`): samples
   `{"recording-rate", "sample-type", "data"}`, "0" heart rate (bpm), "1" speed (km/h), "3"
   altitude (m), "8" running cadence, "11" RR intervals (ms; `recording-rate` null, as the spec says
@@ -81,6 +83,7 @@ _SPORTS = [
 ]  # fmt: skip
 _UNKNOWN_SPORT = ("OTHER", "SLACKLINING", False, 0.0)  # not in any client's table
 _DEVICES = ["Polar Vantage V3", "Polar Grit X2 Pro", "Polar Pacer Pro"]
+_TRAINING_LOAD_PRO_DEVICES = {"Polar Vantage V3", "Polar Grit X2 Pro"}  # "a specific wrist unit model" (spec)
 _ZONES = [(50, 60), (60, 70), (70, 80), (80, 90), (90, 100)]  # percent of the user's maximum HR
 
 
@@ -123,7 +126,7 @@ def _samples(rng: Any, duration_s: float, speed: float, has_hr: bool, outdoor: b
             value = min(195.0, max(70.0, value + rng.uniform(-3, 3.4)))
             hr.append(None if rng.random() < 0.01 else round(value))  # strap contact lost: a gap
         samples.append(_sample("0", rate, _series(hr, 0, gap)))
-        if rng.random() < 0.2:  # a chest strap also records RR intervals, at no fixed rate
+        if rng.random() < 0.3:  # a chest strap also records RR intervals, at no fixed rate
             rr: list[float | None] = [rng.randint(380, 650) for _ in range(120)]
             samples.append(_sample("11", None, _series(rr, 0, gap)))
     if speed:
@@ -163,6 +166,17 @@ def _route(rng: Any, duration_s: float, speed: float) -> list[dict[str, Any]]:
         points.append({"latitude": round(lat, 8), "longitude": round(lon, 8), "time": time,
                        "satellites": rng.randint(5, 12), "fix": rng.choice([2, 3])})  # fmt: skip
     return points
+
+
+def _training_load_pro(rng: Any, local_start: datetime) -> dict[str, Any]:
+    """The spec's `training-load-pro-sample`: loads and how they read, the user's own RPE."""
+    levels = ["VERY_LOW", "LOW", "MEDIUM", "HIGH", "VERY_HIGH"]
+    return {"date": local_start.date().isoformat(), "cardio-load": round(rng.uniform(5, 250), 1),
+            "muscle-load": round(rng.uniform(0, 80), 1), "perceived-load": round(rng.uniform(5, 200), 1),
+            "cardio-load-interpretation": rng.choice(levels),
+            "muscle-load-interpretation": rng.choice([*levels, "NOT_AVAILABLE"]),
+            "perceived-load-interpretation": rng.choice(levels),
+            "user-rpe": rng.choice(["RPE_EASY", "RPE_MODERATE", "RPE_HARD", "RPE_NONE"])}  # fmt: skip
 
 
 def _exercise(
@@ -207,6 +221,10 @@ def _exercise(
         del exercise["heart_rate"]
     if rng.random() < 0.1:
         exercise |= {"club_id": rng.randint(1000, 9999), "club_name": "Polar Club Helsinki"}
+    if has_hr and top == "RUNNING":  # from HR and speed, by GPS or stride sensor
+        exercise["running-index"] = rng.randint(40, 65)  # hyphenated in the spec, unlike its neighbours
+    if has_hr and exercise["device"] in _TRAINING_LOAD_PRO_DEVICES:
+        exercise["training_load_pro"] = _training_load_pro(rng, local)
     exercise["samples"] = _samples(rng, duration_s, speed, has_hr, outdoor, top == "RUNNING")
     exercise["heart_rate_zones"] = _zones(rng, duration_s, max_hr) if has_hr else []
     exercise["route"] = _route(rng, duration_s, speed) if outdoor else []
