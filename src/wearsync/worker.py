@@ -134,12 +134,15 @@ async def process_webhook(ctx: dict[str, Any], event_id: int) -> str | None:
         structlog.contextvars.unbind_contextvars("event_id", "job_try")
 
 
-async def reap_webhook_events(ctx: dict[str, Any]) -> int:
+async def reap_webhook_events(ctx: dict[str, Any], older_than_s: float | None = None) -> int:
     """Enqueue again the webhook events still pending well after they arrived (their job was
     lost: Redis restarted, or the enqueue failed after the event was stored, or the database
-    failed it past its tries) and the failed ones whose next try is due."""
+    failed it past its tries) and the failed ones whose next try is due. `older_than_s`: pending
+    for at least that long (default WEARSYNC_WEBHOOK_REAP_AFTER_S)."""
     deps: Deps = ctx["deps"]
-    event_ids = await queries.stale_webhook_events(deps.db, older_than_s=deps.settings.webhook_reap_after_s)
+    if older_than_s is None:
+        older_than_s = deps.settings.webhook_reap_after_s
+    event_ids = await queries.stale_webhook_events(deps.db, older_than_s=older_than_s)
     await enqueue_webhook_events(ctx["redis"], event_ids, deps.settings.queue_name)
     if event_ids:
         log.warning("re-enqueued webhook events", count=len(event_ids))

@@ -4,7 +4,8 @@ arq's worker ends, and the process with it, on the first Redis error of its poll
 Redis is not up within a few seconds of its start). This one waits for Redis with a growing pause
 instead, and the jobs it is running carry on (a job that needs Redis meanwhile waits for it: see
 `sync_task`). Redis may come back empty (restarted without persistence): a marker key tells, and
-the worker then looks for lost tasks at once instead of at the reaper's next minute."""
+the worker then looks for lost tasks and webhook events at once instead of at the reapers' next
+minute."""
 
 import asyncio
 import math
@@ -16,7 +17,7 @@ from redis.asyncio import Redis
 
 from wearsync.queue import QUEUE_UNAVAILABLE, wait_for_redis
 from wearsync.settings import Settings
-from wearsync.worker import DrainingWorker, WorkerSettings, reap_lost_tasks, worker_options
+from wearsync.worker import DrainingWorker, WorkerSettings, reap_lost_tasks, reap_webhook_events, worker_options
 
 log = structlog.get_logger(__name__)
 
@@ -86,13 +87,15 @@ class OutlastingWorker(DrainingWorker):
     async def _check_marker(self) -> None:
         if await self.pool.exists(self.marker_key):
             return
-        log.info("the queue is new or lost its contents, looking for lost tasks")
+        log.info("the queue is new or lost its contents, looking for lost tasks and webhook events")
         try:
             await reap_lost_tasks(self.ctx)
+            # Every job is gone: each pending event is lost, however recent.
+            await reap_webhook_events(self.ctx, older_than_s=0)
         except QUEUE_UNAVAILABLE:
             raise
-        except Exception:  # the reaper's minute tries again
-            log.exception("looking for lost tasks failed")
+        except Exception:  # the reapers' minute tries again
+            log.exception("looking for lost tasks and webhook events failed")
         await self.pool.set(self.marker_key, b"1")
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
