@@ -292,3 +292,35 @@ async def test_another_polar_account_and_a_registration_gone_since_are_registere
     assert task["status"] == "succeeded", task
     calls = [(r["method"], r["path"], r["status"]) for r in sim_state.requests if r["provider"] == "polar"]
     assert calls[-3:] == [("GET", "/v3/exercises", 403), ("POST", "/v3/users", 200), ("GET", "/v3/exercises", 200)]
+
+
+async def test_disconnecting_one_application_keeps_the_registration_another_application_uses(
+    client: Client, factory: Factory, worker: Worker, sim_state: SimState
+) -> None:
+    sim_user = f"u{uuid.uuid4().hex[:10]}"
+    users = []
+    for application in ("app-a", "app-b"):  # one Polar account connected in two applications
+        key = await factory.api_key(application)
+        user_id = await factory.user(key)
+        await factory.connect(key, user_id, "polar", sim_user)
+        task = await wait_for_task(client, key, await start_sync(client, key, "polar", user_id))
+        assert task["status"] == "succeeded", task
+        users.append((key, user_id))
+    (key_a, user_a), (key_b, user_b) = users
+
+    resp = await client.delete(f"/api/v1/users/{user_a}/connections/polar", headers={"X-API-Key": key_a})
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert (body["active"], body["upstream_revoked"]) == (False, False)
+    assert "another application's connection uses it" in body["upstream_error"]
+    assert not any(r["method"] == "DELETE" for r in sim_state.requests)
+    assert ("polar", sim_user) in sim_state.registered
+    task = await wait_for_task(client, key_b, await start_sync(client, key_b, "polar", user_b))
+    assert task["status"] == "succeeded", task
+    last_call = [r["path"] for r in sim_state.requests if r["provider"] == "polar"][-1]
+    assert last_call == "/v3/exercises"  # no registration needed again
+
+    # The last application to let go deregisters the account.
+    resp = await client.delete(f"/api/v1/users/{user_b}/connections/polar", headers={"X-API-Key": key_b})
+    assert (await resp.json())["upstream_revoked"] is True
+    assert ("polar", sim_user) not in sim_state.registered

@@ -193,8 +193,14 @@ async def connect_user(ctx: SyncContext) -> None:
 
 async def delete_user(ctx: SyncContext) -> None:
     """Deregister the user from our app (`DELETE /v3/users/{polar user id}`), which also revokes the
-    access token; a user Polar no longer knows (404) is deregistered already."""
-    url = f"{ctx.config.api_url}/v3/users/{quote(ctx.connection.provider_user_id, safe='')}"
+    access token; a user Polar no longer knows (404) is deregistered already. Not while another
+    application's connection uses the same Polar account: the registration is our Polar client's,
+    shared by all of them, and deleting it would cut that connection off (ProviderError says so)."""
+    account = ctx.connection.provider_user_id
+    others = await queries.connections_by_upstream_user(ctx.db, NAME, account)
+    if any(row["user_id"] != ctx.connection.user_id for row in others):
+        raise ProviderError(f"Polar account {account} stays registered: another application's connection uses it")
+    url = f"{ctx.config.api_url}/v3/users/{quote(account, safe='')}"
     try:
         await ctx.request_json("DELETE", url)
     except UpstreamError as e:
