@@ -194,14 +194,20 @@ async def test_signature_values_of_any_characters_or_length_are_refused_with_401
 # ---- upstream text PostgreSQL cannot store ---------------------------------------------------
 
 
-async def test_a_record_postgresql_would_refuse_fails_the_type_clearly(
-    client: Client, factory: Factory, sim_server: TestServer
+@pytest.mark.parametrize(
+    ("name", "problem", "quoted"),
+    [("Run\x00", "JSON with a NUL character", "Run\\x00"), ("Run\ud800", "JSON with a lone surrogate", "Run\\ud800")],
+)
+async def test_an_upstream_record_postgresql_would_refuse_fails_the_type_naming_the_field(
+    client: Client, factory: Factory, sim_server: TestServer, name: str, problem: str, quoted: str
 ) -> None:
-    """A name with a NUL character and a lone surrogate (valid JSON upstream) fails the sync of
-    workouts with a MalformedPayload naming the field, not a database error."""
+    """A name with a NUL character or a lone surrogate (valid JSON upstream) fails the sync of
+    workouts with a MalformedPayload naming the field, not a database error. The record's raw
+    JSON, which carries the name too, is the field named: it is checked first (every column's
+    own guard meets such values in tests/test_storable.py)."""
     key, user_id, sim_user = await factory.connected_user("strava")
     activity = (await sim_records(sim_server, "strava", sim_user))["activities"][-1]
-    change = {"kind": "update", "id": activity["id"], "changes": {"name": "Run\x00\ud800"}}
+    change = {"kind": "update", "id": activity["id"], "changes": {"name": name}}
     async with aiohttp.ClientSession() as session:
         url = sim_server.make_url(f"/_sim/strava/users/{sim_user}/events")
         async with session.post(url, data=json.dumps(change), headers={"Content-Type": "application/json"}) as r:
@@ -213,8 +219,8 @@ async def test_a_record_postgresql_would_refuse_fails_the_type_clearly(
     task = await wait_for_task(client, key, outcome["task_id"])
     assert task["status"] == "failed"
     for error in (task["error"], task["progress"]["workouts"]["error"]):
-        assert "unreadable record (ValueError: Workout.raw: JSON with a lone surrogate" in error
-        assert "Run\\x00\\ud800" in error
+        assert f"unreadable record (ValueError: Workout.raw: {problem}" in error
+        assert quoted in error
 
 
 async def test_an_upstream_error_quoting_a_nul_character_is_stored_escaped(
