@@ -5,9 +5,12 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
 
-from tests.conftest import Factory, start_worker, wait_for_task
+from tests.conftest import Factory, start_sync, start_worker, wait_for_task
 from wearsync.api.app import create_app
+from wearsync.providers import PROVIDERS
+from wearsync.providers.ratelimit import RateLimiter
 from wearsync.settings import Settings
 from wearsync.sim.common import SimState
 
@@ -82,3 +85,26 @@ async def test_an_applications_open_tasks_are_capped(aiohttp_client: Any, factor
     other_key, other_apps_user, _ = await factory.connected_user("suunto", application="another")
     resp = await api.post(f"/api/v1/suunto/users/{other_apps_user}/sync", headers={"X-API-Key": other_key})
     assert resp.status == 200, await resp.text()  # another application is not held to this one's count
+
+
+async def test_a_syncs_calls_count_in_its_applications_share(
+    client: Client, factory: Factory, settings: Settings, db: asyncpg.Pool, sim_state: SimState
+) -> None:
+    """Every call a sync makes counts in its application's share of the shared limiter, which is
+    what lets the limiter keep a flooding application to its share."""
+    key, user, _ = await factory.connected_user("suunto")
+    one_window = settings.model_copy(update={"suunto_rate_limits": "100000/31536000"})  # no window ends mid-test
+    async with start_worker(one_window):
+        task = await wait_for_task(client, key, await start_sync(client, key, "suunto", user, "data_type=workouts"))
+    assert task["status"] == "succeeded", task
+    calls = sum(1 for r in sim_state.requests if r["provider"] == "suunto" and r["app"] == "api")
+    app_id = await db.fetchval("SELECT application_id FROM users WHERE id = $1::uuid", user)
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        limiter = RateLimiter(redis, prefix=f"{settings.queue_name}:ratelimit")
+        (limit,) = PROVIDERS["suunto"].bucket(one_window).limits
+        assert calls > 0
+        assert await limiter.usage("suunto", limit, str(app_id)) == calls
+        assert await limiter.usage("suunto", limit) == calls
+    finally:
+        await redis.aclose()

@@ -4,6 +4,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from email.utils import formatdate
 
 import pytest
@@ -11,7 +12,7 @@ from redis.asyncio import Redis
 
 from wearsync.providers.errors import RateLimited
 from wearsync.providers.http import retry_after_seconds
-from wearsync.providers.ratelimit import RateLimit, RateLimiter, parse_rate_limits
+from wearsync.providers.ratelimit import ACTIVE_TENANT_MS, RateLimit, RateLimiter, parse_rate_limits
 
 
 @pytest.fixture
@@ -99,3 +100,123 @@ def test_retry_after_seconds_reads_each_providers_headers() -> None:
     day = retry_after_seconds({"X-RateLimit-Limit": "100,1000", "X-RateLimit-Usage": "12,1000"}, 60)
     assert abs(day - (86400 - time.time() % 86400)) < 2
     assert retry_after_seconds({}, 45) == 45
+
+
+@dataclass
+class Clock:
+    """The limiter's time, in ms, set by the test: where each call falls is then exact."""
+
+    now_ms: int = 0
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+
+def pinned(redis: Redis, clock: Clock, max_wait_s: float = 0.0) -> RateLimiter:
+    return RateLimiter(redis, prefix=f"test:{uuid.uuid4().hex}", max_wait_s=max_wait_s, clock_ms=clock)
+
+
+WINDOW_MS = 10_000
+LIMIT = (RateLimit(3, WINDOW_MS // 1000),)
+START = 1_700_000_000_000 // WINDOW_MS * WINDOW_MS  # the start of some window
+
+
+async def refused_wait_s(rl: RateLimiter, tenant: str = "") -> float:
+    with pytest.raises(RateLimited) as raised:
+        await rl.acquire("p", LIMIT, tenant)
+    return raised.value.retry_after_s
+
+
+async def test_a_call_late_in_a_window_also_counts_in_the_next(redis: Redis) -> None:
+    clock = Clock(START + WINDOW_MS - 500)  # the last second (at most a quarter) of a window
+    rl = pinned(redis, clock)
+    await rl.acquire("p", LIMIT)
+    clock.now_ms = START + WINDOW_MS + 100  # the next window: it holds the late call already
+    assert await rl.usage("p", LIMIT[0]) == 1
+    await rl.acquire("p", LIMIT)
+    await rl.acquire("p", LIMIT)
+    # ... so the limit is reached one call early, and the wait is until this window ends.
+    assert await refused_wait_s(rl) == (WINDOW_MS - 100) / 1000
+
+
+async def test_a_call_before_the_last_second_counts_in_its_window_only(redis: Redis) -> None:
+    clock = Clock(START + WINDOW_MS - 1000)  # exactly 1 s left: not late yet
+    rl = pinned(redis, clock)
+    for _ in range(3):
+        await rl.acquire("p", LIMIT)
+    assert await refused_wait_s(rl) == 1.0  # full until its end
+    clock.now_ms = START + WINDOW_MS
+    for _ in range(3):  # the next window starts empty
+        await rl.acquire("p", LIMIT)
+
+
+async def test_a_short_windows_late_part_is_its_last_quarter(redis: Redis) -> None:
+    limit = (RateLimit(1, 2),)  # 2 s: late in its last 0.5 s, not its last 1 s
+    clock = Clock(START + 1400)
+    rl = pinned(redis, clock)
+    await rl.acquire("p", limit)
+    clock.now_ms = START + 2000
+    await rl.acquire("p", limit)  # not counted in this window before: granted
+    clock.now_ms = START + 3600  # late in this one: its next window is taken too
+    with pytest.raises(RateLimited):
+        await rl.acquire("p", limit)
+    clock.now_ms = START + 4000
+    await rl.acquire("p", limit)
+
+
+async def test_the_limiters_keys_expire_after_two_windows_and_a_minute(redis: Redis) -> None:
+    clock = Clock(START + WINDOW_MS - 500)
+    rl = pinned(redis, clock)
+    await rl.acquire("p", LIMIT, "tenant-a")
+    keys = sorted(k.decode() for k in await redis.keys(f"{rl.prefix}:*"))
+    window = START // WINDOW_MS
+    counted = [f"{rl.prefix}:p:10:{w}" for w in (window, window + 1)] + [f"{rl.prefix}:p:10:{window}:tenant-a"]
+    assert keys == sorted([*counted, f"{rl.prefix}:p:tenants"])
+    for key in counted:
+        assert 2 * WINDOW_MS < await redis.pttl(key) <= 2 * WINDOW_MS + 60_000
+    assert 0 < await redis.pttl(f"{rl.prefix}:p:tenants") <= 2 * WINDOW_MS + ACTIVE_TENANT_MS + 60_000
+
+
+async def test_a_lone_tenant_gets_the_whole_window(redis: Redis) -> None:
+    rl = pinned(redis, Clock(START + 100))
+    for _ in range(3):
+        await rl.acquire("p", LIMIT, "flood")
+    assert await rl.usage("p", LIMIT[0], "flood") == 3
+
+
+async def test_a_flooding_tenant_leaves_the_others_their_share(redis: Redis) -> None:
+    limits = (RateLimit(10, WINDOW_MS // 1000),)
+    clock = Clock(START + 100)
+    rl = pinned(redis, clock)
+    await rl.acquire("p", limits, "quiet")  # the other tenant has asked: it is active
+    clock.now_ms += 1
+    for _ in range(5):  # its share: half the window ...
+        await rl.acquire("p", limits, "flood")
+    with pytest.raises(RateLimited) as raised:
+        await rl.acquire("p", limits, "flood")
+    assert raised.value.retry_after_s == (WINDOW_MS - 101) / 1000  # ... then a wait until the window ends
+    for _ in range(4):  # the quiet tenant's share is there for it
+        await rl.acquire("p", limits, "quiet")
+    assert await rl.usage("p", limits[0]) == 10
+    clock.now_ms = START + 101 + ACTIVE_TENANT_MS  # the quiet tenant asked nothing for a while
+    for _ in range(10):
+        await rl.acquire("p", limits, "flood")
+
+
+async def test_a_tenant_told_to_wait_keeps_its_share_of_the_next_window(redis: Redis) -> None:
+    window_ms = 100_000  # longer than the activity time
+    limits = (RateLimit(10, window_ms // 1000),)
+    clock = Clock(START // window_ms * window_ms + 100)
+    rl = pinned(redis, clock)
+    for _ in range(10):  # alone: the whole window
+        await rl.acquire("p", limits, "flood")
+    with pytest.raises(RateLimited):
+        await rl.acquire("p", limits, "late-comer")
+    # The next window opens, longer after the late-comer's ask than the activity time, and the
+    # flood asks first ...
+    clock.now_ms += window_ms
+    assert window_ms > ACTIVE_TENANT_MS
+    for _ in range(5):
+        await rl.acquire("p", limits, "flood")
+    with pytest.raises(RateLimited):  # ... and gets half: the other was told to wait for this window
+        await rl.acquire("p", limits, "flood")

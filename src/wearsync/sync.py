@@ -117,7 +117,7 @@ def context_for(
         db=deps.db,
         settings=deps.settings,
         credentials=credentials,
-        bucket=provider.bucket(deps.settings),
+        bucket=provider.bucket(deps.settings, connection.application_id),
         headers=provider.api_headers(config),
         done=done or {},
         cursor=cursor,

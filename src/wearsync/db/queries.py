@@ -104,7 +104,7 @@ async def get_user(db: Executor, app_id: UUID, user_id: UUID) -> asyncpg.Record 
 
 _CONNECTION_COLUMNS = (
     "c.user_id, c.provider, c.provider_user_id, c.access_token, c.refresh_token, c.expires_at,"
-    " c.scopes, c.active, c.inactive_reason, c.created_at, c.updated_at"
+    " c.scopes, c.active, c.inactive_reason, c.created_at, c.updated_at, c.application_id"
 )
 
 

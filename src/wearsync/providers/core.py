@@ -35,6 +35,7 @@ class Connection:
     refresh_token: str | None
     expires_at: datetime | None
     scopes: list[str]
+    application_id: UUID | None = None  # whose share of the provider's rate limit its calls take
 
     @classmethod
     def from_row(cls, row: asyncpg.Record, cipher: TokenCipher) -> "Connection":
@@ -291,8 +292,9 @@ class Provider:
     on_connect: SyncFunction | None = None
     revoke: SyncFunction | None = None
 
-    def bucket(self, settings: Settings) -> Bucket:
-        """Its shared rate-limit bucket: the documented limits unless WEARSYNC_<P>_RATE_LIMITS says."""
+    def bucket(self, settings: Settings, tenant: UUID | None = None) -> Bucket:
+        """Its shared rate-limit bucket: the documented limits unless WEARSYNC_<P>_RATE_LIMITS says;
+        calls for application `tenant` take that application's share."""
         configured = getattr(settings, f"{self.name}_rate_limits")
         limits = self.rate_limits if configured is None else parse_rate_limits(configured)
-        return Bucket(self.name, limits)
+        return Bucket(self.name, limits, "" if tenant is None else str(tenant))

@@ -99,10 +99,11 @@ class _Transient(Exception):
 @dataclass(frozen=True)
 class Bucket:
     """Where a request counts against a rate limit shared by every worker: a provider's name and
-    its limits."""
+    its limits, and whose share it takes (an application's id; '' for none)."""
 
     name: str
     limits: tuple[RateLimit, ...]
+    tenant: str = ""
 
 
 @dataclass
@@ -148,7 +149,7 @@ class HttpClient:
         attempt = waits_429 = 0
         while attempt <= self.retries:
             if self.limiter is not None and bucket is not None:
-                await self.limiter.acquire(bucket.name, bucket.limits)
+                await self.limiter.acquire(bucket.name, bucket.limits, bucket.tenant)
             try:
                 return await self._once(method, url, label, params, headers, data, json_body, empty_ok)
             except _Transient as e:

@@ -1,10 +1,12 @@
 """A rate limiter shared by every process through Redis: fixed windows aligned to the epoch, as
 providers count them (Strava's windows reset at 0, 15, 30 and 45 minutes past the hour and at
 midnight UTC). One Lua script checks every window of a provider and takes a slot in all of them
-atomically, on Redis's clock, so workers on different machines agree."""
+atomically, on Redis's clock, so workers on different machines agree; while several tenants
+(applications) ask, each gets a fair share of every window."""
 
 import asyncio
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -37,31 +39,73 @@ def parse_rate_limits(text: str) -> tuple[RateLimit, ...]:
     return tuple(limits)
 
 
-# KEYS: one prefix per limit. ARGV: limit, window ms, limit, window ms, ...
+# KEYS: one prefix per limit, then the roster of the bucket's tenants. ARGV: the tenant ('' for
+# none), how long a tenant counts as active after its last ask (ms), the time in ms ('': Redis's
+# own clock; tests pin it), then limit, window ms, ...
 # Returns 0 when a slot was taken in every window, else the ms until the blocking window ends.
+#
 # A call made in the last moments of a window may reach the provider in the next one, so it is
 # counted in both (the guard: the last quarter of a window, at most 1 s, wide enough for a call
 # delayed by a loaded machine): the provider's next window then never sees more than the limit.
+#
+# Fair shares: every ask puts its tenant on the bucket's roster, active until `active_ms` after
+# it, or after the wait it is told to make (it asks again then). While n tenants are active, a
+# tenant past its share, ceil(limit / n), of a window gets a slot only if the slots the others have
+# not yet used of their shares stay free (slack there is only where another went past its share
+# before it had company); else it waits for the window to end. A lone tenant gets the whole
+# limit; one that floods cannot starve another that asks, also not at the next window's start.
 _TAKE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local wait = 0
+local now = tonumber(ARGV[3])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local tenant, active_ms = ARGV[1], tonumber(ARGV[2])
+local roster = KEYS[#KEYS]
+local wait, longest = 0, 0
 local keys, spans, late = {}, {}, {}
-for i = 1, #KEYS do
-  local limit, span = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+if tenant ~= '' then
+  redis.call('ZREMRANGEBYSCORE', roster, '-inf', now)
+  redis.call('ZADD', roster, 'GT', now + active_ms, tenant)
+end
+for i = 1, #KEYS - 1 do
+  local limit, span = tonumber(ARGV[2 * i + 2]), tonumber(ARGV[2 * i + 3])
   local window = math.floor(now / span)
   local left = (window + 1) * span - now
+  longest = math.max(longest, span)
   keys[i], spans[i] = KEYS[i] .. ':' .. window, span
   late[i] = left < math.min(1000, span / 4) and (KEYS[i] .. ':' .. (window + 1)) or false
-  if tonumber(redis.call('GET', keys[i]) or '0') >= limit then
+  local used = tonumber(redis.call('GET', keys[i]) or '0')
+  if used >= limit then
     wait = math.max(wait, left)
   elseif late[i] and tonumber(redis.call('GET', late[i]) or '0') >= limit then
     wait = math.max(wait, left + span)
+  elseif tenant ~= '' then
+    local tenants = redis.call('ZRANGEBYSCORE', roster, now, '+inf')
+    local share = math.ceil(limit / #tenants)
+    if #tenants > 1 and tonumber(redis.call('GET', keys[i] .. ':' .. tenant) or '0') >= share then
+      local unclaimed = 0
+      for _, other in ipairs(tenants) do
+        if other ~= tenant then
+          unclaimed = unclaimed + math.max(0, share - tonumber(redis.call('GET', keys[i] .. ':' .. other) or '0'))
+        end
+      end
+      if used + 1 + unclaimed > limit then
+        wait = math.max(wait, left)
+      end
+    end
   end
 end
+if tenant ~= '' then
+  redis.call('ZADD', roster, 'GT', now + wait + active_ms, tenant)
+  redis.call('PEXPIRE', roster, 2 * longest + active_ms + 60000)
+end
 if wait > 0 then return wait end
-for i = 1, #KEYS do
-  for _, key in ipairs({keys[i], late[i]}) do
+for i = 1, #KEYS - 1 do
+  local counted = {keys[i], late[i]}
+  if tenant ~= '' then counted[3] = keys[i] .. ':' .. tenant end
+  for j = 1, 3 do
+    local key = counted[j]
     if key and redis.call('INCR', key) == 1 then
       redis.call('PEXPIRE', key, 2 * spans[i] + 60000)
     end
@@ -70,6 +114,10 @@ end
 return 0
 """
 
+# A tenant counts as active, for fair shares, this long after its last ask for a slot (or after
+# the wait it was told to make): a sync in progress asks every few seconds.
+ACTIVE_TENANT_MS = 60_000
+
 
 @dataclass
 class RateLimiter:
@@ -77,13 +125,20 @@ class RateLimiter:
     prefix: str = "wearsync:ratelimit"
     # A wait longer than this is not slept through: RateLimited lets the job be deferred.
     max_wait_s: float = 30.0
+    # The time in ms the limiter counts at; None: Redis's clock (shared by every process). Tests
+    # pin it to check where a call falls.
+    clock_ms: Callable[[], int] | None = None
 
-    async def acquire(self, bucket: str, limits: tuple[RateLimit, ...]) -> None:
-        """Take one request slot in every window of `limits`, waiting while a window is full."""
+    async def acquire(self, bucket: str, limits: tuple[RateLimit, ...], tenant: str = "") -> None:
+        """Take one request slot in every window of `limits`, waiting while a window is full, or
+        while `tenant` (an application; '' for none) has its fair share of a contended one."""
         if not limits:
             return
-        keys = [f"{self.prefix}:{bucket}:{limit.per_seconds}" for limit in limits]
-        args = [str(n) for limit in limits for n in (limit.requests, limit.per_seconds * 1000)]
+        keys = [f"{self.prefix}:{bucket}:{limit.per_seconds}" for limit in limits] + [f"{self.prefix}:{bucket}:tenants"]
+        now = "" if self.clock_ms is None else str(self.clock_ms())
+        args = [tenant, str(ACTIVE_TENANT_MS), now] + [
+            str(n) for limit in limits for n in (limit.requests, limit.per_seconds * 1000)
+        ]
         while True:
             wait_ms = int(await self.redis.eval(_TAKE, len(keys), *keys, *args))  # type: ignore[misc]  # redis-py's stubs type eval as sync
             if wait_ms == 0:
@@ -96,10 +151,15 @@ class RateLimiter:
             # Jitter, so that waiting workers do not all retry at the same instant.
             await asyncio.sleep(wait_s + random.uniform(0, min(1.0, wait_s / 10)))
 
-    async def usage(self, bucket: str, limit: RateLimit) -> int:
-        """Requests counted in the current window of one limit (for tests and operators)."""
-        seconds, micros = await self.redis.time()
-        now_ms = seconds * 1000 + micros // 1000
+    async def usage(self, bucket: str, limit: RateLimit, tenant: str = "") -> int:
+        """Requests counted in the current window of one limit, of everyone or of one tenant (for
+        tests and operators)."""
+        if self.clock_ms is not None:
+            now_ms = self.clock_ms()
+        else:
+            seconds, micros = await self.redis.time()
+            now_ms = seconds * 1000 + micros // 1000
         window = now_ms // (limit.per_seconds * 1000)
-        value = await self.redis.get(f"{self.prefix}:{bucket}:{limit.per_seconds}:{window}")
+        key = f"{self.prefix}:{bucket}:{limit.per_seconds}:{window}" + (f":{tenant}" if tenant else "")
+        value = await self.redis.get(key)
         return int(value or 0)
