@@ -324,3 +324,25 @@ async def test_disconnecting_one_application_keeps_the_registration_another_appl
     resp = await client.delete(f"/api/v1/users/{user_b}/connections/polar", headers={"X-API-Key": key_b})
     assert (await resp.json())["upstream_revoked"] is True
     assert ("polar", sim_user) not in sim_state.registered
+
+
+async def test_as_accesslink_documents_a_new_registration_brings_only_what_is_uploaded_after_it(
+    client: Client, factory: Factory, worker: Worker, sim_server: TestServer, db: asyncpg.Pool, sim_state: SimState
+) -> None:
+    sim_user = f"u{uuid.uuid4().hex[:10]}"
+    sim_state.provider("polar").user_history[sim_user] = {"since_registration": 1}
+    key, user_id, _ = await factory.connected_user("polar", sim_user)
+    task = await wait_for_task(client, key, await start_sync(client, key, "polar", user_id))
+    assert task["status"] == "succeeded", task
+    assert await db.fetchval("SELECT count(*) FROM workouts") == 0  # 40 uploaded before: none served
+
+    async with aiohttp.ClientSession() as session:  # the user records an exercise and Flow has it
+        url = sim_server.make_url(f"/_sim/polar/users/{sim_user}/events")
+        async with session.post(url, json={"kind": "exercise"}) as resp:
+            assert resp.status == 200, await resp.text()
+            recorded = (await resp.json())["exercise"]
+    task = await wait_for_task(client, key, await start_sync(client, key, "polar", user_id))
+    assert task["status"] == "succeeded", task
+    assert [r["provider_record_id"] for r in await db.fetch("SELECT provider_record_id FROM workouts")] == [
+        recorded["id"]
+    ]

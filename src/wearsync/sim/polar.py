@@ -9,9 +9,12 @@ Data API (mounted under /polar/api):
   registered first, and documents 403 for consents not accepted).
 - `DELETE /v3/users/{polar-user-id}`: deregisters the token's user (its own id only, else 403;
   404 when not registered) and revokes its access token: 204.
-- `GET /v3/exercises?samples=&zones=&route=` (true|false): the exercises that started in the last
-  30 days before the simulator's anchor, oldest first, in one JSON list (no pagination). Older
-  exercises exist (`older_workouts`) but are not served. `GET /v3/exercises/{id}`: one of them.
+- `GET /v3/exercises?samples=&zones=&route=` (true|false): the exercises uploaded in the last 30
+  days before the simulator's anchor, oldest first, in one JSON list (no pagination). Older
+  exercises exist (`older_workouts`) but are not served. AccessLink serves only exercises uploaded
+  after the user's registration; the simulator serves its whole 30-day history to a user
+  registered at connect time (our choice: a demo and tests with data), unless the user's history
+  knob `since_registration` is 1. `GET /v3/exercises/{id}`: one of them.
   Without a flag the field is absent; with it, it is present, `[]` where the exercise has none
   (our choice: no HR sensor means no zones and no HR samples; no GPS means no route).
 - Exercise fields as AccessLink documents them; `start_time` is local time without an offset,
@@ -56,6 +59,7 @@ from aiohttp import web
 from wearsync.sim.common import (
     STATE_KEY,
     RateLimitStyle,
+    SimState,
     bearer_user,
     cached_user_data,
     deliver,
@@ -272,8 +276,16 @@ def _added(request_or_app: web.Request | web.Application, user: str) -> list[dic
 
 
 def exercises(request_or_app: web.Request | web.Application, user: str) -> list[dict[str, Any]]:
-    """Every exercise served, oldest first."""
-    return user_data(request_or_app, user).exercises + _added(request_or_app, user)
+    """Every exercise served, oldest first. With the user's history knob `since_registration` set
+    to 1, as AccessLink documents it: only those uploaded after the user's registration, so a
+    user registered now has none until one is recorded (`emit`)."""
+    app = request_or_app.config_dict if isinstance(request_or_app, web.Request) else request_or_app
+    state: SimState = app[STATE_KEY]
+    served = user_data(request_or_app, user).exercises + _added(request_or_app, user)
+    if not state.provider(NAME).history_for(user).get("since_registration"):
+        return served
+    registered_at = state.changes.get((NAME, user), {}).get("registered_at")
+    return [e for e in served if registered_at is not None and e["upload_time"] >= registered_at]
 
 
 # ---- data API ---------------------------------------------------------------------------------
@@ -315,6 +327,7 @@ async def register_user(request: web.Request) -> web.Response:
     if (NAME, user) in state.registered or body["member-id"] in state.registered.values():
         return polar_error(409, "Conflict", "User already registered to partner or duplicated member-id")
     state.registered[(NAME, user)] = body["member-id"]
+    state.changes.setdefault((NAME, user), {})["registered_at"] = _utc(datetime.now(UTC))  # as upload_time
     polar_id = polar_user_id(user)
     return web.json_response({
         "polar-user-id": polar_id, "member-id": body["member-id"],
@@ -433,6 +446,7 @@ async def emit(request: web.Request, user: str, body: dict[str, Any]) -> dict[st
         identity = (data.polar_user_id, user_rng(NAME, user, "max_hr").randint(178, 200))
         rng = user_rng(NAME, user, f"added-{len(added)}")
         exercise = _exercise(rng, now - timedelta(hours=3), 7200, offset, rng.choice(_SPORTS), True, identity)
+        exercise["upload_time"] = _utc(now)  # uploaded to Flow now: that is what AccessLink notifies
         added.append(exercise)
         event |= {"entity_id": exercise["id"], "url": f"{api}/v3/exercises/{exercise['id']}"}
     elif kind == "sleep":
