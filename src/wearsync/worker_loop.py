@@ -90,7 +90,8 @@ class OutlastingWorker(DrainingWorker):
         log.info("the queue is new or lost its contents, looking for lost tasks and webhook events")
         try:
             await reap_lost_tasks(self.ctx)
-            # Every job is gone: each pending event is lost, however recent.
+            # Every job is gone: each pending event is lost, however recent (the few the API
+            # queued since Redis came back run twice, which is harmless).
             await reap_webhook_events(self.ctx, older_than_s=0)
         except QUEUE_UNAVAILABLE:
             raise

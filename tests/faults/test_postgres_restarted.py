@@ -3,6 +3,7 @@ task with every record stored once; the API answers 503 with a clear detail, qui
 database is down, refuses connections or does not answer, and works again after."""
 
 import asyncio
+import json
 import os
 import signal
 from uuid import uuid4
@@ -10,12 +11,15 @@ from uuid import uuid4
 import asyncpg
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from arq import Retry
 
 from tests.conftest import Factory, start_sync, stored_suunto_workouts_as_served, wait_for_task
 from tests.faults.conftest import on_own_postgres
 from tests.faults.servers import OwnPostgres, WorkerProcess, wait_until
+from tests.fuzzing import hook_path
+from tests.test_strava_webhooks import emit as strava_emit
+from tests.test_strava_webhooks import subscribe
 from wearsync import worker as jobs
 from wearsync.settings import Settings
 from wearsync.sim.common import SimState
@@ -23,6 +27,7 @@ from wearsync.sync import Deps
 
 Client = TestClient[web.Request, web.Application]
 DOWN = {"detail": "Database unavailable, try again later"}
+ACTIVITIES = 20  # announced by Strava's webhook
 
 
 @pytest.fixture
@@ -129,3 +134,40 @@ async def test_a_job_that_crashes_while_postgres_is_down_is_retried(
     await own_postgres.stop()
     with pytest.raises(Retry):
         await jobs.sync_task({"deps": deps, "job_try": 1}, str(uuid4()))
+
+
+async def test_webhook_events_in_flight_survive_a_postgres_restart(
+    client: Client, factory: Factory, settings: Settings, db: asyncpg.Pool, sim_server: TestServer,
+    sim_state: SimState, own_postgres: OwnPostgres,
+) -> None:  # fmt: skip
+    """Strava announces activities; some are being fetched when PostgreSQL restarts. A delivery
+    meanwhile is answered 503, so that Strava sends it again; the jobs that lost the database are
+    retried: every activity stored, once."""
+    retrying = settings.model_copy(
+        update={"webhook_retry_first_s": 0, "webhook_reap_after_s": 5, "strava_rate_limits": "100000/900"}
+    )
+    strava = sim_state.provider("strava")
+    strava.rate_limits = [(100000, 900)]
+    await subscribe(client, retrying)
+    _, _, sim_user = await factory.connected_user("strava")
+    async with WorkerProcess(retrying) as worker:
+        strava.latency_s = 0.5  # fetches still in flight when PostgreSQL goes
+        emitted = [await strava_emit(sim_server, sim_user, {"kind": "create"}) for _ in range(ACTIVITIES)]
+        assert {e["delivery_status"] for e in emitted} == {200}
+        await wait_until(lambda: db.fetchval("SELECT count(*) >= 2 FROM workouts"), "first activities stored", 30)
+        await own_postgres.stop("fast")
+        refused = await strava_emit(sim_server, sim_user, {"kind": "create"})
+        assert refused["delivery_status"] == 503  # not acknowledged: Strava sends it again
+        await own_postgres.start()
+        strava.latency_s = 0
+        resp = await client.post(hook_path("strava"), data=json.dumps(refused["event"]))  # Strava's retry
+        assert await resp.json() == {"received": 1, "new": 1}
+
+        async def all_processed() -> bool:
+            statuses = await db.fetch("SELECT status FROM webhook_events")
+            return len(statuses) == ACTIVITIES + 1 and all(s["status"] == "processed" for s in statuses)
+
+        await wait_until(all_processed, "every event processed", 90, detail=worker.log)
+    rows = await db.fetch("SELECT provider_record_id FROM workouts WHERE provider = 'strava'")
+    expected = [str(e["activity"]["id"]) for e in [*emitted, refused]]
+    assert sorted(r["provider_record_id"] for r in rows) == sorted(expected)

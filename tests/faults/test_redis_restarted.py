@@ -1,6 +1,7 @@
 """Redis restarted (its contents lost) while tasks are queued and running: the worker process and the
 API outlive the outage (the API answers 503 meanwhile), the tasks are recovered from their
-PostgreSQL rows and finish, and the stored rows are exactly the simulator's records."""
+PostgreSQL rows and finish, and the stored rows are exactly the simulator's records. The same for
+webhook events in flight."""
 
 import asyncio
 
@@ -8,17 +9,20 @@ import asyncpg
 import pytest
 import redis.exceptions
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from arq import create_pool
 
 from tests.conftest import Factory, sim_records, start_sync, wait_for_task
 from tests.faults.servers import OwnRedis, WorkerProcess, wait_until
+from tests.test_strava_webhooks import emit as strava_emit
+from tests.test_strava_webhooks import subscribe
 from wearsync.settings import Settings
 from wearsync.sim.common import SimState
 from wearsync.worker_loop import create_worker
 
 Client = TestClient[web.Request, web.Application]
 USERS, WORKOUTS = 5, 400
+ACTIVITIES = 20  # announced by Strava's webhook
 
 
 @pytest.fixture
@@ -114,3 +118,35 @@ async def test_a_job_slot_is_not_lost_when_redis_fails_as_a_job_starts(settings:
         assert not worker.sem.locked()  # the one slot is free for the next job
     finally:
         await worker.pool.aclose()
+
+
+async def test_webhook_events_in_flight_survive_a_redis_restart(
+    client: Client, factory: Factory, settings: Settings, db: asyncpg.Pool, sim_server: TestServer,
+    sim_state: SimState, own_redis: OwnRedis,
+) -> None:  # fmt: skip
+    """Strava announces activities; some are being fetched, the rest queued, when Redis restarts
+    empty. The worker re-queues the pending events as it finds Redis empty: every activity
+    stored, once. (A fetch that loses the rate limiter's Redis: test_webhook_retries.py.)"""
+    retrying = settings.model_copy(update={"webhook_retry_first_s": 0, "strava_rate_limits": "100000/900"})
+    strava = sim_state.provider("strava")
+    strava.rate_limits = [(100000, 900)]
+    await subscribe(client, retrying)
+    _, _, sim_user = await factory.connected_user("strava")
+    async with WorkerProcess(retrying) as worker:
+        strava.latency_s = 0.5  # fetches still in flight when Redis goes
+        emitted = [await strava_emit(sim_server, sim_user, {"kind": "create"}) for _ in range(ACTIVITIES)]
+        assert {e["delivery_status"] for e in emitted} == {200}
+        await wait_until(lambda: db.fetchval("SELECT count(*) >= 2 FROM workouts"), "first activities stored", 30)
+        await own_redis.stop()
+        await wait_until(lambda: worker.logged("the worker waits for it"), "the worker noticing", detail=worker.log)
+        await own_redis.start()  # empty: every queued job is gone
+        strava.latency_s = 0
+
+        async def all_processed() -> bool:
+            return bool(await db.fetchval("SELECT bool_and(status = 'processed') FROM webhook_events"))
+
+        await wait_until(all_processed, "every event processed", 90, detail=worker.log)
+        assert await worker.logged("looking for lost tasks and webhook events"), worker.log()
+    rows = await db.fetch("SELECT provider_record_id FROM workouts WHERE provider = 'strava'")
+    assert sorted(r["provider_record_id"] for r in rows) == sorted(str(e["activity"]["id"]) for e in emitted)
+    assert await db.fetchval("SELECT count(*) FROM webhook_events") == ACTIVITIES
