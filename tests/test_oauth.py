@@ -386,7 +386,7 @@ async def test_disconnect_revokes_upstream(
     assert resp.status == 200, await resp.text()
     Disconnected.model_validate(await resp.json())
     assert await resp.json() == {"user_id": flow.user_id, "provider": provider, "active": False,
-                                 "upstream_revoked": True, "upstream_error": None}  # fmt: skip
+                                 "upstream_revoked": True, "upstream_error": None, "revocation": "revoked"}  # fmt: skip
     assert sim_state.revocations == [(provider, sim_user)]
     assert sim_state.read_token(provider, access, "access") is None  # the provider no longer takes it
     row = await db.fetchrow("SELECT active, inactive_reason FROM provider_connections")
@@ -413,6 +413,7 @@ async def test_disconnect_when_the_provider_fails_still_disconnects(
     assert (body["active"], body["upstream_revoked"]) == (False, False)
     assert body["upstream_error"].startswith("DELETE ")
     assert "HTTP 502" in body["upstream_error"]
+    assert body["revocation"] == "retrying"  # tests/test_revocation.py: how
     assert not sim_state.revocations
     assert await db.fetchval("SELECT active FROM provider_connections") is False
     resp = await client.delete(f"/api/v1/users/{user_id}/connections/whoop", headers={"X-API-Key": key})

@@ -24,7 +24,6 @@ The rule is checked when a flow starts and again at its callback (the setting ma
 between the two), so the callback redirects nowhere the operator did not allow: no open redirect.
 """
 
-import asyncio
 import base64
 import dataclasses
 import hashlib
@@ -331,39 +330,6 @@ async def connect_user(deps: Deps, auth: Authorization, code: str, granted_scope
             await queries.deactivate_connection(deps.db, auth.user_id, provider.name, f"connecting failed: {e}")
             raise ConnectFailed("registration_failed", str(e)) from e
     log.info("user connected", provider=provider.name, user_id=str(auth.user_id))
-
-
-REVOKE_TIMEOUT_S = 10.0  # a disconnect waits no longer for the provider
-
-
-async def revoke_upstream(deps: Deps, row: asyncpg.Record) -> str | None:
-    """Withdraw our access to a connection's account at the provider, best effort: None when that
-    happened, else why not (the caller disconnects locally all the same)."""
-    provider = PROVIDERS[row["provider"]]
-    if provider.revoke is None:
-        return f"{provider.name} offers no way to revoke access"
-    ctx = connection_context(deps, provider, Connection.from_row(row, deps.settings.cipher()))
-    try:
-        async with asyncio.timeout(REVOKE_TIMEOUT_S):
-            await provider.revoke(ctx)
-    except TimeoutError:
-        reason = f"{provider.name} did not answer within {REVOKE_TIMEOUT_S:.0f} s"
-    except ProviderError as e:
-        reason = str(e)[:300]
-    else:
-        log.info("access revoked upstream", provider=provider.name, user_id=str(row["user_id"]))
-        return None
-    log.warning("revoking access upstream failed", provider=provider.name, user_id=str(row["user_id"]), error=reason)
-    return reason
-
-
-async def disconnect(deps: Deps, row: asyncpg.Record) -> dict[str, object]:
-    """Withdraw our access to a connection's account at the provider (best effort), then deactivate
-    the connection, also where revoking made the provider refuse the token (and so deactivated it
-    already): whether the provider was told, and if not, why."""
-    upstream_error = await revoke_upstream(deps, row)
-    await queries.deactivate_connection(deps.db, row["user_id"], row["provider"], "disconnected", only_active=False)
-    return {"upstream_revoked": upstream_error is None, "upstream_error": upstream_error}
 
 
 async def queue_first_sync(deps: Deps, queue: ArqRedis, auth: Authorization) -> UUID | None:

@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     sync_join_wait_s: float = Field(300, gt=0)
     # Syncs one user, and one application, may have queued or running at once; a new one past
     # either: 429 (the same sync still joins its open task).
+    # Tries of a revocation upstream that failed for a reason that may pass (the first at the
+    # disconnect, the rest by the workers, over hours); its tokens are kept until then.
+    revoke_max_tries: int = Field(10, ge=1)
     max_open_tasks_per_user: int = Field(20, ge=1)
     max_open_tasks_per_app: int = Field(1000, ge=1)
     # Sync calls (async=false) one application may have running in one API process; more: 429.

@@ -25,6 +25,7 @@ from wearsync.queue import (
     finish_handovers,
     wait_for_redis,
 )
+from wearsync.revocation import retry_revocations
 from wearsync.schedule import schedule_syncs
 from wearsync.settings import Settings
 from wearsync.sync import Deps, create_http_client, run_task
@@ -253,6 +254,7 @@ class WorkerSettings:
         cron(reap_lost_tasks, minute=set(range(60)), second=15, run_at_startup=True),
         cron(scheduled_syncs, second=30, unique=True),  # every minute; one run at a time across workers
         cron(prune_history, minute=41, second=45, unique=True),
+        cron(retry_revocations, second=50, unique=True),  # every minute
     ]
     keep_result = 3600
     health_check_interval = 30

@@ -15,8 +15,9 @@ from wearsync.api.common import APP_ID, DEPS, QUEUE, SYNC_CALLS, ApiError, json_
 from wearsync.api.models import ConnectionIn, ConnectionPath, ConnectionPut, SyncRequest, TaskPath, UserIn, UserPath
 from wearsync.db import TRANSIENT_DB_ERRORS, queries, retention
 from wearsync.models import FINAL_STATUSES
-from wearsync.oauth import disconnect, save_connection
+from wearsync.oauth import save_connection
 from wearsync.queue import QUEUE_UNAVAILABLE, continue_in_new_job
+from wearsync.revocation import disconnect
 from wearsync.sync import NO_CONNECTION, run_task
 from wearsync.tasks import SyncRefused, describe_task, requested_types, start_sync
 
