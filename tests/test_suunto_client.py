@@ -6,11 +6,14 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp.test_utils import TestServer
 from aioresponses import aioresponses
 from yarl import URL
 
 from tests.clients import RecordingContext, recording_context, sent
+from wearsync.dev import SIM_CLIENT_ID, SIM_CLIENT_SECRET, SIM_SUBSCRIPTION_KEY
 from wearsync.models import DataType, SyncParams
 from wearsync.providers import suunto
 from wearsync.providers.core import map_page
@@ -437,3 +440,23 @@ def test_daily_statistics_take_the_largest_source_per_day() -> None:
 
 def test_workout_record_type() -> None:
     assert isinstance(suunto.map_workout(workout(1)), Workout)
+
+
+async def test_the_simulator_takes_daily_statistics_dates_as_suunto_does(sim_server: TestServer) -> None:
+    """ISO 8601 in UTC without an offset, at most 28 days apart; epoch-ms from/to is not its form."""
+    async with aiohttp.ClientSession() as session:
+        grant = {"grant_type": "authorization_code", "code": "user-dates"}
+        basic = {"Authorization": aiohttp.encode_basic_auth(SIM_CLIENT_ID, SIM_CLIENT_SECRET)}
+        async with session.post(sim_server.make_url("/suunto/auth/oauth/token"), data=grant, headers=basic) as resp:
+            token = (await resp.json())["access_token"]
+        headers = {"Authorization": f"Bearer {token}", "Ocp-Apim-Subscription-Key": SIM_SUBSCRIPTION_KEY}
+
+        async def status(**params: str) -> int:
+            url = sim_server.make_url("/suunto/api/247/daily-activity-statistics")
+            async with session.get(url, params=params, headers=headers) as resp:
+                return resp.status
+
+        assert await status(startdate="2026-01-01T00:00:00", enddate="2026-01-28T23:59:59") == 200
+        assert await status(startdate="2026-01-01T00:00:00+02:00", enddate="2026-01-28T23:59:59") == 400
+        assert await status(startdate="2026-01-01T00:00:00", enddate="2026-01-29T00:00:01") == 400
+        assert await status(**{"from": "1767225600000", "to": "1767312000000"}) == 400
