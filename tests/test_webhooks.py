@@ -38,7 +38,7 @@ def signed(payload: dict[str, Any], secret: str = SIM_WEBHOOK_SECRET) -> tuple[b
 
 def notification(user: str, key: str, **workout: Any) -> dict[str, Any]:
     w = {"workoutKey": key, "activityId": 1, "startTime": 1_790_000_000_000, "totalTime": 1800.0} | workout
-    return {"type": "WORKOUT_CREATED", "username": user, "workoutid": key, "workout": w}
+    return {"type": "WORKOUT_CREATED", "username": user, "workout": w}  # as documented: no workoutid
 
 
 def dropped(provider: str) -> float:
