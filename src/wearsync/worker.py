@@ -1,5 +1,6 @@
 """The arq worker: its job functions and WorkerSettings. `wearsync worker` runs it."""
 
+import contextlib
 import random
 import socket
 from signal import Signals
@@ -73,6 +74,11 @@ async def sync_task(ctx: dict[str, Any], task_id: str) -> dict[str, bool] | None
         # The pool does not retry a query that died with its connection; the job does.
         if retry := _retry_for_database(deps, job_try, e):
             raise retry from e
+        # Its tries are spent: failed, where the database takes that (a query that always times
+        # out); where it is still away, the task stays running until the reaper gives it a new job.
+        with contextlib.suppress(*TRANSIENT_DB_ERRORS):
+            error = f"database errors in {job_try} tries, the last: {e!r}"
+            await queries.finish_task(deps.db, UUID(task_id), TaskStatus.FAILED, None, error)
         raise
     except Exception as e:
         if isinstance(e, asyncpg.ForeignKeyViolationError) and await queries.get_task(deps.db, UUID(task_id)) is None:
