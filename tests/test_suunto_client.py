@@ -443,7 +443,8 @@ def test_workout_record_type() -> None:
 
 
 async def test_the_simulator_takes_daily_statistics_dates_as_suunto_does(sim_server: TestServer) -> None:
-    """ISO 8601 in UTC without an offset, at most 28 days apart; epoch-ms from/to is not its form."""
+    """ISO 8601, UTC unless it says otherwise (an offset written +0200 refused), at most 28 days
+    apart; epoch-ms from/to is not its form."""
     async with aiohttp.ClientSession() as session:
         grant = {"grant_type": "authorization_code", "code": "user-dates"}
         basic = {"Authorization": aiohttp.encode_basic_auth(SIM_CLIENT_ID, SIM_CLIENT_SECRET)}
@@ -457,6 +458,8 @@ async def test_the_simulator_takes_daily_statistics_dates_as_suunto_does(sim_ser
                 return resp.status
 
         assert await status(startdate="2026-01-01T00:00:00", enddate="2026-01-28T23:59:59") == 200
-        assert await status(startdate="2026-01-01T00:00:00+02:00", enddate="2026-01-28T23:59:59") == 400
+        assert await status(startdate="2026-01-01T00:00:00+0200", enddate="2026-01-28T23:59:59") == 400
+        assert await status(startdate="2026-01-01T02:00:00+02:00", enddate="2026-01-28T23:59:59") == 200
+        assert await status(startdate="2026-01-01T01:59:59+02:00", enddate="2026-01-29T00:00:00") == 400
         assert await status(startdate="2026-01-01T00:00:00", enddate="2026-01-29T00:00:01") == 400
         assert await status(**{"from": "1767225600000", "to": "1767312000000"}) == 400

@@ -5,9 +5,10 @@ Data API (mounted under /suunto/api): `GET /v3/workouts/` (since in epoch ms, li
 filter-by-modification-time; body {"error", "payload", "metadata"}), `GET /v3/workouts/{key}` (the
 payload names the workout `key`, as documented for one workout), the 24/7 endpoints
 `/247samples/{sleep,recovery,activity}` with `from`/`to` in epoch ms spanning at most 28 days
-(entries with from <= time < to), and `/247/daily-activity-statistics` with ISO 8601 UTC
-`startdate`/`enddate` (no offset; at most 28 days, the end inclusive): 24-hour buckets from
-`startdate` summing the activity samples' steps and joules, `Value` null where a bucket has none.
+(entries with from <= time < to), and `/247/daily-activity-statistics` with ISO 8601
+`startdate`/`enddate` (UTC unless an offset says otherwise, `+0200` refused; at most 28 days, the
+end inclusive): 24-hour buckets from `startdate` summing the activity samples' steps and joules,
+`Value` null where a bucket has none.
 Every call needs a bearer token from the OAuth server and the `Ocp-Apim-Subscription-Key` header.
 
 Shapes follow sim/fixtures/suunto/ (each naming its source, official or second-hand): a workout's
@@ -28,6 +29,7 @@ Management, Suunto's gateway, answers).
 import hashlib
 import hmac
 import json
+import re
 import time
 from bisect import bisect_left
 from dataclasses import dataclass, field
@@ -348,16 +350,16 @@ def samples_endpoint(kind: str) -> Any:
 
 
 def _utc_param(request: web.Request, name: str) -> datetime:
-    """An ISO 8601 date and time in UTC without an offset (public clients see one written +0200
-    refused as "Invalid arguments")."""
+    """An ISO 8601 date and time, UTC where it names no offset (as documented). Public clients see
+    an offset written `+0200` refused as "Invalid arguments" and `+02:00` taken."""
     raw = request.query.get(name, "")
     try:
+        if re.search(r"[+-]\d{4}$", raw):
+            raise ValueError(raw)
         parsed = datetime.fromisoformat(raw)
     except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is not None:
-        raise web.HTTPBadRequest(text="Invalid arguments", content_type="text/plain")
-    return parsed.replace(tzinfo=UTC)
+        raise web.HTTPBadRequest(text="Invalid arguments", content_type="text/plain") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def _utc_days(first_ms: int, last_ms: int) -> tuple[datetime, datetime]:
