@@ -3,6 +3,7 @@ task's API shows, never `running` for good."""
 
 import contextlib
 import dataclasses
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,14 +11,18 @@ import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from arq.constants import job_key_prefix
 from arq.worker import Retry
 from redis.asyncio import Redis
 
 from tests.conftest import Factory, start_sync
-from wearsync.db import service_pool
+from wearsync.api.common import QUEUE
+from wearsync.db import queries, service_pool
+from wearsync.models import DataType
 from wearsync.providers import PROVIDERS
+from wearsync.providers.core import SyncContext
 from wearsync.sync import Deps
-from wearsync.worker import sync_task
+from wearsync.worker import reap_lost_tasks, sync_task
 
 Client = TestClient[web.Request, web.Application]
 
@@ -88,3 +93,43 @@ async def test_a_task_whose_database_fails_past_its_tries_fails_saying_so(
     assert task["status"] == "failed"
     assert task["error"].startswith(f"database errors in {impatient.job_max_tries} tries, the last: LockNotAvailable")
     assert task["finished_at"] is not None
+
+
+async def test_a_crash_whose_failure_cannot_be_recorded_waits_for_the_reaper_then_fails(
+    client: Client, factory: Factory, deps: Deps, db: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The crash of the last try with the database gone as it is recorded leaves the task
+    `running`; once it has made no progress for the job timeout + 60 s the reaper gives it a new
+    job, whose crash is recorded: `failed`."""
+    key, user_id, _ = await factory.connected_user("suunto")
+    task_id = await start_sync(client, key, "suunto", user_id, "data_type=workouts")
+
+    async def crash(ctx: SyncContext) -> None:
+        raise RuntimeError("a bug")
+
+    async def database_gone(*args: Any) -> None:
+        raise ConnectionResetError("the database went away")
+
+    monkeypatch.setitem(PROVIDERS["suunto"].sync, DataType.WORKOUTS, crash)
+    queue = client.app[QUEUE]
+    ctx = {"deps": deps, "redis": queue, "job_id": task_id}
+    with monkeypatch.context() as gone:
+        gone.setattr(queries, "finish_task", database_gone)
+        with pytest.raises(ConnectionResetError):
+            await sync_task(ctx | {"job_try": deps.settings.job_max_tries}, task_id)
+    assert (await task_of(client, key, task_id))["status"] == "running"
+    # arq ends the failed job; the task makes no progress for longer than a job may run.
+    await queue.delete(f"{job_key_prefix}{task_id}")
+    idle = deps.settings.job_timeout_s + 61
+    await db.execute(
+        "UPDATE sync_tasks SET updated_at = now() - make_interval(secs => $2) WHERE id = $1",
+        uuid.UUID(task_id),
+        idle,
+    )
+    assert await reap_lost_tasks(ctx) == 1
+    new_job = await db.fetchval("SELECT job_id FROM sync_tasks WHERE id = $1", uuid.UUID(task_id))
+    assert new_job.startswith(f"{task_id}:")
+    assert await sync_task(ctx | {"job_id": new_job, "job_try": 1}, task_id) is None
+    task = await task_of(client, key, task_id)
+    assert task["status"] == "failed"
+    assert task["error"] == "internal error: RuntimeError('a bug')"
