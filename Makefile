@@ -38,6 +38,11 @@ test-fuzz: install
 	$(BIN)/pytest -q -p no:cacheprovider --hypothesis-profile=fuzz --hypothesis-show-statistics \
 		tests/test_fuzz_parsers.py tests/test_fuzz_api.py tests/test_read_api.py $(PYTEST_ARGS)
 
+# Mutation testing of the core (tests/mutate.py; not part of `make test` or CI): a report per module
+# in mutants/report.md. MUTATE_ARGS narrows it, e.g. "src/wearsync/providers/paging.py --tests tests/test_paging.py".
+mutate: install
+	$(BIN)/python -m tests.mutate $(MUTATE_ARGS)
+
 # Breaks things on purpose (also part of `make test`): killed workers, lost Redis jobs, ...
 test-faults: install
 	$(BIN)/pytest tests/faults $(PYTEST_ARGS)
@@ -55,4 +60,4 @@ soak: install
 	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 clean:
-	rm -rf $(VENV) .wearsync .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) mutants .wearsync .mypy_cache .ruff_cache .pytest_cache

