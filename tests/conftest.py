@@ -136,6 +136,7 @@ async def settings(database_url: str, servers: tuple[str, str], sim_server: Test
             "http_retries": 2,
             "http_backoff_s": 0.01,
             "http_timeout_s": 5,
+            "worker_poll_delay_s": 0.05,
         }
     )
 
@@ -160,13 +161,13 @@ async def client(aiohttp_client: Any, settings: Settings, db: asyncpg.Pool) -> T
 
 @contextlib.asynccontextmanager
 async def start_worker(settings: Settings) -> AsyncIterator[Worker]:
-    """The real arq worker, in this process, polling the test's queue."""
+    """The real arq worker, in this process, polling the test's queue (and, started by it, the
+    webhook jobs' worker polling theirs)."""
     running = Worker(
         functions=WorkerSettings.functions,
         on_startup=WorkerSettings.on_startup,
         on_shutdown=WorkerSettings.on_shutdown,
         handle_signals=False,
-        poll_delay=0.05,
         **worker_options(settings),
     )
     task = asyncio.create_task(running.async_run())

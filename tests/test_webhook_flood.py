@@ -2,7 +2,7 @@
 (counted), a delivery carrying more than its provider ever sends is refused whole, and the events
 kept are queued in one round trip. Before, a Garmin delivery of 86,000 summaries for made-up
 users stored and queued 86,000 events ahead of every tenant's syncs. And the webhook routes have
-a rate limit."""
+a rate limit, and webhook jobs have a queue (and job slots) of their own."""
 
 import io
 import json
@@ -10,14 +10,17 @@ from typing import Any
 
 import asyncpg
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
-from tests.conftest import Factory
+from tests.conftest import Factory, start_sync, start_worker, wait_for_task
 from tests.fuzzing import hook_path, signed_headers
+from tests.test_strava_webhooks import emit as strava_emit
+from tests.test_strava_webhooks import subscribe
 from tests.test_webhooks import dropped, queue_length
 from wearsync.api.app import create_app
 from wearsync.providers import garmin
 from wearsync.settings import Settings
+from wearsync.sim.common import SimState
 
 Client = TestClient[web.Request, web.Application]
 HOOK = hook_path("garmin")
@@ -98,3 +101,23 @@ async def test_deliveries_past_the_rate_limit_are_429_with_retry_after_and_store
     body = b'{"type": "WORKOUT_CREATED", "username": "nobody", "workoutid": "w1"}'
     resp = await client.post(hook_path("suunto"), data=body, headers=signed_headers("suunto", body))
     assert resp.status == 200
+
+
+async def test_a_sync_never_waits_behind_webhook_jobs(
+    client: Client, factory: Factory, settings: Settings, db: asyncpg.Pool, sim_server: TestServer,
+    sim_state: SimState,
+) -> None:  # fmt: skip
+    """One job slot for syncs, one for webhook jobs, and 30 Strava events whose activity fetches
+    hang (the simulator answers after a minute): on one queue, the sync would wait behind all
+    of them; on their own, it runs at once."""
+    one_slot_each = settings.model_copy(update={"worker_max_jobs": 1, "webhook_worker_max_jobs": 1})
+    await subscribe(client, one_slot_each)
+    _, _, athlete = await factory.connected_user("strava")
+    key, user_id, _ = await factory.connected_user("suunto")
+    sim_state.provider("strava").latency_s = 60
+    emitted = [await strava_emit(sim_server, athlete, {"kind": "create"}) for _ in range(30)]
+    assert {e["delivery_status"] for e in emitted} == {200}
+    async with start_worker(one_slot_each):
+        task = await wait_for_task(client, key, await start_sync(client, key, "suunto", user_id, "data_type=workouts"))
+        assert task["status"] == "succeeded", task
+        assert await db.fetchval("SELECT count(*) FROM webhook_events WHERE status = 'pending'") == 30

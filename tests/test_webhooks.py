@@ -21,7 +21,7 @@ from prometheus_client import REGISTRY
 from tests.conftest import Factory
 from wearsync.api.common import DEPS, QUEUE
 from wearsync.dev import SIM_WEBHOOK_SECRET
-from wearsync.settings import Settings
+from wearsync.settings import Settings, webhook_queue_name
 from wearsync.sim.common import SimState, WebhookTarget
 from wearsync.sync import Deps
 from wearsync.worker import process_webhook, prune_history, reap_webhook_events
@@ -47,8 +47,8 @@ def dropped(provider: str) -> float:
 
 
 async def queue_length(client: Client) -> int:
-    """Jobs in the test API's queue."""
-    length: int = await client.app[QUEUE].zcard(client.app[DEPS].settings.queue_name)
+    """Jobs in the test API's webhook queue."""
+    length: int = await client.app[QUEUE].zcard(webhook_queue_name(client.app[DEPS].settings))
     return length
 
 

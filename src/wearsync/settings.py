@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     db_statement_timeout_s: float = Field(60.0, ge=0)
     db_lock_timeout_s: float = Field(10.0, ge=0)
     worker_max_jobs: int = 10
+    # Webhook jobs one worker process runs at once besides its sync jobs, from a queue of their own
+    # ({queue_name}:webhooks), so that a burst of deliveries never holds syncs up (0: none here).
+    webhook_worker_max_jobs: int = Field(5, ge=0)
+    # How often a worker looks for jobs; each look starts at most as many as it has free slots.
+    worker_poll_delay_s: float = Field(0.5, gt=0)
     job_timeout_s: int = 1800
     job_max_tries: int = 5
     # Pages one job stores before the rest of its task is queued again behind other users' jobs.
@@ -230,3 +235,8 @@ class Settings(BaseSettings):
 def webhook_path(provider: str, path_secret: str = "") -> str:
     """The path of a provider's webhook: what to register at the provider, after our host."""
     return f"/api/v1/webhooks/{provider}" + (f"/{path_secret}" if path_secret else "")
+
+
+def webhook_queue_name(settings: Settings) -> str:
+    """The queue of webhook jobs: their own, so that syncs never wait behind a burst of deliveries."""
+    return f"{settings.queue_name}:webhooks"

@@ -28,7 +28,7 @@ from wearsync.queue import (
 )
 from wearsync.revocation import retry_revocations
 from wearsync.schedule import schedule_syncs
-from wearsync.settings import Settings
+from wearsync.settings import Settings, webhook_queue_name
 from wearsync.sync import Deps, create_http_client, run_task
 from wearsync.webhooks import fail_event, process_event
 
@@ -150,7 +150,7 @@ async def reap_webhook_events(ctx: dict[str, Any], older_than_s: float | None = 
     if older_than_s is None:
         older_than_s = deps.settings.webhook_reap_after_s
     event_ids = await queries.stale_webhook_events(deps.db, older_than_s=older_than_s)
-    await enqueue_webhook_events(ctx["redis"], event_ids, deps.settings.queue_name)
+    await enqueue_webhook_events(ctx["redis"], event_ids, webhook_queue_name(deps.settings))
     if event_ids:
         log.warning("re-enqueued webhook events", count=len(event_ids))
     return len(event_ids)
@@ -235,13 +235,21 @@ async def startup(ctx: dict[str, Any]) -> None:
         host, port = settings.worker_metrics_host, settings.worker_metrics_port
         ctx["metrics"] = await metrics.start_server(host, port, settings.metrics_token)
         log.info("serving metrics", url=f"http://{host}:{port}/metrics")
-    db = await service_pool_when_up(settings, settings.db_pool_max)
+    db = await service_pool_when_up(settings, settings.db_pool_max + settings.webhook_worker_max_jobs)
     ctx["deps"] = Deps(settings=settings, db=db, http=create_http_client(settings, ctx["redis"]))
+    if settings.webhook_worker_max_jobs:
+        from wearsync.worker_loop import start_webhook_worker  # it builds on this module
+
+        ctx["webhook_worker"] = start_webhook_worker(settings, ctx["deps"])
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     if "metrics" in ctx:
         await ctx["metrics"].cleanup()
+    if "webhook_worker" in ctx:
+        from wearsync.worker_loop import stop_webhook_worker
+
+        await stop_webhook_worker(ctx["webhook_worker"])
     deps: Deps | None = ctx.get("deps")
     if deps is not None:
         await finish_handovers(deps)
@@ -252,6 +260,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 class WorkerSettings:
     """Data only; process-specific values (Redis, queue, limits) are passed by `worker_options`."""
 
+    # process_webhook here too: the jobs an API of an earlier release queued before an upgrade.
     functions = [func(sync_task, name="sync_task"), func(process_webhook, name="process_webhook")]
     on_startup = startup
     on_shutdown = shutdown
@@ -276,6 +285,8 @@ class DrainingWorker(Worker):
         deps = self.ctx.get("deps")
         if isinstance(deps, Deps):
             deps.stopping.set()
+        if isinstance(webhook_worker := self.ctx.get("webhook_worker"), Worker):
+            webhook_worker.handle_sig_wait_for_completion(signum)
         super().handle_sig_wait_for_completion(signum)
 
 
@@ -284,6 +295,7 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
         "queue_name": settings.queue_name,
         "max_jobs": settings.worker_max_jobs,
+        "poll_delay": settings.worker_poll_delay_s,
         "job_timeout": settings.job_timeout_s,
         # Our own budgets (database retries, rate-limit deferrals) are checked in the job.
         "max_tries": settings.job_max_tries + settings.rate_limit_max_deferrals,

@@ -8,16 +8,27 @@ the worker then looks for lost tasks and webhook events at once instead of at th
 minute."""
 
 import asyncio
+import contextlib
 import math
+import signal
 from typing import Any
 
 import structlog
-from arq.worker import get_kwargs
+from arq.worker import func, get_kwargs
 from redis.asyncio import Redis
 
 from wearsync.queue import QUEUE_UNAVAILABLE, wait_for_redis
-from wearsync.settings import Settings
-from wearsync.worker import DrainingWorker, WorkerSettings, reap_lost_tasks, reap_webhook_events, worker_options
+from wearsync.settings import Settings, webhook_queue_name
+from wearsync.sync import Deps
+from wearsync.worker import (
+    DrainingWorker,
+    WorkerSettings,
+    health_check_key,
+    process_webhook,
+    reap_lost_tasks,
+    reap_webhook_events,
+    worker_options,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -25,6 +36,8 @@ PAUSE_S, MAX_PAUSE_S = 0.5, 4.0
 
 
 class OutlastingWorker(DrainingWorker):
+    finds_lost_work = True  # a Redis that lost its keys: look for lost tasks and webhook events
+
     """The worker `wearsync worker` runs: it drains on SIGTERM (DrainingWorker), waits for a Redis
     that is not up yet at its start, its polling loop survives Redis errors, and it notices a Redis
     that lost its keys."""
@@ -85,7 +98,7 @@ class OutlastingWorker(DrainingWorker):
             log.info("queue available again")
 
     async def _check_marker(self) -> None:
-        if await self.pool.exists(self.marker_key):
+        if not self.finds_lost_work or await self.pool.exists(self.marker_key):
             return
         log.info("the queue is new or lost its contents, looking for lost tasks and webhook events")
         try:
@@ -109,6 +122,38 @@ class OutlastingWorker(DrainingWorker):
                 self.job_counter -= 1
                 self.sem.release()
                 raise
+
+
+class WebhookWorker(OutlastingWorker):
+    """The webhook jobs' worker, in each worker process beside its main one: its own queue and job
+    slots (WEARSYNC_WEBHOOK_WORKER_MAX_JOBS), the main worker's database pool and HTTP client. The
+    main worker starts it once up, drains it with itself on SIGTERM, and stops it before closing
+    the pools."""
+
+    finds_lost_work = False  # the main worker's
+
+
+def start_webhook_worker(settings: Settings, deps: Deps) -> WebhookWorker:
+    options = worker_options(settings) | {
+        "queue_name": webhook_queue_name(settings),
+        "max_jobs": settings.webhook_worker_max_jobs,
+        "ctx": {"settings": settings, "deps": deps},
+        "health_check_key": f"{health_check_key(settings)}:webhooks",
+    }
+    worker = WebhookWorker(functions=[func(process_webhook, name="process_webhook")], handle_signals=False, **options)
+    worker.main_task = asyncio.create_task(worker.main())
+    return worker
+
+
+async def stop_webhook_worker(worker: WebhookWorker) -> None:
+    """Cancel what it still runs (a cancelled job's event stays pending, for the reaper), then close."""
+    worker.handle_sig(signal.SIGUSR1)
+    await asyncio.gather(*filter(None, [worker.main_task, *worker.tasks.values()]), return_exceptions=True)
+    if worker._pool is not None:
+        with contextlib.suppress(*QUEUE_UNAVAILABLE):
+            await worker.pool.delete(worker.health_check_key)
+        await worker.pool.close(close_connection_pool=True)
+        worker._pool = None
 
 
 def create_worker(settings: Settings, **overrides: Any) -> OutlastingWorker:

@@ -29,6 +29,7 @@ from wearsync.providers import PROVIDERS
 from wearsync.providers.core import Provider
 from wearsync.providers.errors import MalformedPayload, TooManyItems, WebhookRejected
 from wearsync.queue import enqueue_webhook_events
+from wearsync.settings import webhook_queue_name
 
 log = structlog.get_logger(__name__)
 
@@ -106,7 +107,7 @@ async def receive(request: web.Request) -> web.Response:
         log.info("webhook events for users without an active connection dropped", provider=provider.name, count=dropped)
     new_ids = await queries.insert_webhook_events(deps.db, provider.name, kept)
     try:
-        await enqueue_webhook_events(request.app[QUEUE], new_ids, deps.settings.queue_name)
+        await enqueue_webhook_events(request.app[QUEUE], new_ids, webhook_queue_name(deps.settings))
     except Exception as e:  # stored: the reaper enqueues them later
         log.error("webhook events stored but not enqueued", event_ids=new_ids[:20], count=len(new_ids), error=repr(e))
     log.info("webhook received", provider=provider.name, events=len(events), new=len(new_ids))
