@@ -141,8 +141,8 @@ async def test_ctrl_c_stops_waiting_and_the_task_goes_on(
 async def test_sync_wait_of_garmin_reports_the_backfill_it_asked_for(
     factory: Factory, settings: Settings, db: asyncpg.Pool, worker: Worker, sim_server: TestServer
 ) -> None:
-    """Garmin's data comes by webhook: the task ends when the backfill is asked for (ISO dates are
-    read as the API reads them)."""
+    """Garmin's data comes by webhook: waiting ends when the backfill is asked for, and says the
+    task waits for its deliveries (ISO dates are read as the API reads them)."""
     _, user_id, _ = await factory.connected_user("garmin")
     code, out, err = await wearsync(
         settings, "sync", "garmin", user_id, "--wait", "--summary-start-time", "2026-08-01",
@@ -150,10 +150,13 @@ async def test_sync_wait_of_garmin_reports_the_backfill_it_asked_for(
     )  # fmt: skip
     assert code == 0, (out, err)
     last_247 = [line for line in out.splitlines() if line.startswith("data_247 ")][-1]
-    assert last_247 == f"data_247  [{'#' * 24}] succeeded 12/12 pages  0 records"
-    assert out.splitlines()[-1] == (
-        "Garmin backfill: 15 window(s) requested, 0 delivered so far (the data arrives by webhook)"
-    )
+    assert last_247 == f"data_247  [{'#' * 24}] awaiting_delivery 12/12 pages  0 records"  # all asked
+    *_, status, backfill, waits = out.splitlines()
+    assert (status, backfill) == (
+        "running", "Garmin backfill: 15 window(s) requested, 0 delivered so far (the data arrives by webhook)"
+    )  # fmt: skip
+    assert waits.startswith("The task stays running until every window has had a delivery, or until ")
+    assert waits.endswith(f" UTC: wearsync tasks --user {user_id}")
     params = await db.fetchval("SELECT params FROM sync_tasks")
     assert params == {"summary_start_time": 1785542400, "summary_end_time": 1792022400}
 

@@ -5,6 +5,7 @@ check what the simulator recorded as asked. The pull of summaries (what a ping's
 points at) is run with a real SyncContext, and its rows are compared field by field with what the
 simulator says it served, computed here independently of the client's mapping code."""
 
+import asyncio
 import time
 import uuid
 from collections import Counter
@@ -54,6 +55,37 @@ def listed(task: dict[str, Any], types: Any = None) -> list[tuple[str, int, int,
     return sorted((w["type"], w["start"], w["end"], w["status"]) for w in windows if not types or w["type"] in types)
 
 
+async def wait_for_requests(client: Client, key: str, task_id: str, timeout_s: float = 60) -> dict[str, Any]:
+    """Poll the task until its backfill requests are done: each data type awaits its deliveries
+    (or failed), or the task ended."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            task = await wait_for_task_state(client, key, task_id)
+            statuses = {p["status"] for p in task["progress"].values()}
+            if task["status"] not in ("queued", "running") or statuses <= {"awaiting_delivery", "failed"}:
+                return task
+            await asyncio.sleep(0.1)
+
+
+async def wait_for_task_state(client: Client, key: str, task_id: str) -> dict[str, Any]:
+    resp = await client.get(f"/api/v1/tasks/{task_id}", headers={"X-API-Key": key})
+    assert resp.status == 200, await resp.text()
+    task: dict[str, Any] = await resp.json()
+    return task
+
+
+def assert_awaiting(task: dict[str, Any]) -> None:
+    """The task asked for everything and waits, running, for Garmin to deliver it."""
+    assert task["status"] == "running", task
+    assert {t: p["status"] for t, p in task["progress"].items()} == dict.fromkeys(
+        task["data_types"], "awaiting_delivery"
+    )
+    assert (task["result"], task["error"]) == (None, None)
+    backfill = task["backfill"]
+    assert backfill["awaiting"] == backfill["requested"] - backfill["delivered"] > 0
+    assert datetime.fromisoformat(backfill["deliveries_due_at"]) > datetime.now(UTC) + timedelta(hours=23)
+
+
 # ---- syncs: backfill requests ---------------------------------------------------------------
 
 
@@ -62,11 +94,10 @@ async def test_sync_without_a_range_asks_for_the_last_30_days(
 ) -> None:
     key, user_id, sim_user = await factory.connected_user("garmin")
     before = int(time.time())
-    task = await wait_for_task(client, key, await start_sync(client, key, "garmin", user_id))
+    task = await wait_for_requests(client, key, await start_sync(client, key, "garmin", user_id))
     after = int(time.time()) + 1
 
-    assert task["status"] == "succeeded", task
-    assert task["result"] == {"workouts": True, "data_247": True}
+    assert_awaiting(task)  # the data comes by webhook: none has yet
     assert task["params"] == {"summary_start_time": None, "summary_end_time": None}
     backfills = (await sim_records(sim_server, "garmin", sim_user))["backfills"]
     assert sorted(b["type"] for b in backfills) == ["activities", "dailies", "epochs", "hrv", "sleeps"]
@@ -95,11 +126,11 @@ async def test_a_range_is_cut_into_30_day_windows(
     client: Client, factory: Factory, worker: Worker, sim_server: TestServer, query: str, data_type: str
 ) -> None:
     key, user_id, sim_user = await factory.connected_user("garmin")
-    task = await wait_for_task(
+    task = await wait_for_requests(
         client, key, await start_sync(client, key, "garmin", user_id, f"{query}&data_type={data_type}")
     )
 
-    assert task["status"] == "succeeded", task
+    assert_awaiting(task)
     start, end = unix("2026-08-01"), unix("2026-10-15")  # 75 days, as ISO dates or Unix seconds
     assert task["params"] == {"summary_start_time": start, "summary_end_time": end}
     windows = [(start, start + WINDOW), (start + WINDOW, start + 2 * WINDOW), (start + 2 * WINDOW, end)]
@@ -119,26 +150,39 @@ async def test_only_a_start_reaches_until_now(
 ) -> None:
     key, user_id, sim_user = await factory.connected_user("garmin")
     start = int(time.time()) - 40 * DAY
-    task = await wait_for_task(
+    task = await wait_for_requests(
         client, key, await start_sync(client, key, "garmin", user_id, f"data_type=workouts&summary_start_time={start}")
     )
-    assert task["status"] == "succeeded", task
+    assert_awaiting(task)
     (first, second) = asked(await sim_records(sim_server, "garmin", sim_user))
     assert first == ("activities", start, start + WINDOW)
     assert second[1] == start + WINDOW
     assert abs(second[2] - time.time()) < 5
 
 
+async def wait_out(db: asyncpg.Pool, settings: Settings, task_id: str) -> None:
+    """The task's wait for its deliveries has passed (as WEARSYNC_GARMIN_BACKFILL_WAIT_S later):
+    the minutely settling ends it."""
+    await db.execute("UPDATE sync_tasks SET deliveries_due_at = now() WHERE id = $1", uuid.UUID(task_id))
+    assert await garmin.settle_backfill_tasks(db, settings) == 1
+
+
 async def test_asking_for_the_same_range_again_is_a_duplicate_and_still_succeeds(
-    client: Client, factory: Factory, worker: Worker, sim_server: TestServer, sim_state: SimState
-) -> None:
+    client: Client, factory: Factory, worker: Worker, sim_server: TestServer, sim_state: SimState,
+    db: asyncpg.Pool, settings: Settings,
+) -> None:  # fmt: skip
     key, user_id, sim_user = await factory.connected_user("garmin")
     query = "summary_start_time=2026-09-01&summary_end_time=2026-10-15"
-    first = await wait_for_task(client, key, await start_sync(client, key, "garmin", user_id, query))
-    second = await wait_for_task(client, key, await start_sync(client, key, "garmin", user_id, query))
+    first_id = await start_sync(client, key, "garmin", user_id, query)
+    assert_awaiting(await wait_for_requests(client, key, first_id))
+    # The same sync while the first waits for its deliveries is the first.
+    assert await start_sync(client, key, "garmin", user_id, query) == first_id
+    await wait_out(db, settings, first_id)  # no webhook target: nothing came
+    first = await wait_for_task(client, key, first_id)
+    second = await wait_for_requests(client, key, await start_sync(client, key, "garmin", user_id, query))
 
-    assert (first["status"], second["status"]) == ("succeeded", "succeeded")
-    assert second["result"] == {"workouts": True, "data_247": True}
+    assert first["status"] == "partial"
+    assert_awaiting(second)  # asked again: Garmin answers 409 and delivers all the same
     assert len((await sim_records(sim_server, "garmin", sim_user))["backfills"]) == 2 * 5  # nothing new recorded
     assert [w[3] for w in listed(first)] == ["accepted"] * 10
     assert [w[:3] for w in listed(second)] == [w[:3] for w in listed(first)]
@@ -162,13 +206,21 @@ async def test_sync_mode_returns_details(client: Client, factory: Factory, sim_s
 
 
 async def test_a_refused_backfill_type_leaves_the_task_partial(
-    client: Client, factory: Factory, worker: Worker, sim_state: SimState
+    client: Client, factory: Factory, worker: Worker, sim_state: SimState, db: asyncpg.Pool, settings: Settings
 ) -> None:
     key, user_id, _ = await factory.connected_user("garmin")
     sim_state.faults.append(Fault("garmin", "/wellness-api/rest/backfill/sleeps", "status", 500, count=-1))
-    task = await wait_for_task(client, key, await start_sync(client, key, "garmin", user_id))
+    task_id = await start_sync(client, key, "garmin", user_id)
+    task = await wait_for_requests(client, key, task_id)
+    assert task["status"] == "running"  # for the deliveries of the workouts it asked for
+    assert {t: p["status"] for t, p in task["progress"].items()} == {
+        "workouts": "awaiting_delivery", "data_247": "failed"
+    }  # fmt: skip
+    assert "/wellness-api/rest/backfill/sleeps" in task["progress"]["data_247"]["error"]
+    await wait_out(db, settings, task_id)
+    task = await wait_for_task(client, key, task_id)
     assert task["status"] == "partial"
-    assert task["result"] == {"workouts": True, "data_247": False}
+    assert task["result"] == {"workouts": False, "data_247": False}  # nothing was delivered either
     assert "/wellness-api/rest/backfill/sleeps" in task["error"]
     assert "HTTP 500" in task["error"]
 
@@ -194,9 +246,9 @@ async def test_an_expiring_token_is_refreshed_and_the_refresh_token_rotates(
     user_id = await factory.user(key)
     await factory.connect(key, user_id, "garmin", f"g{uuid.uuid4().hex[:8]}", expires_at="2000-01-01T00:00:00Z")
     old = (await stored_tokens(db, settings))["refresh_token"]
-    task = await wait_for_task(client, key, await start_sync(client, key, "garmin", user_id))
+    task = await wait_for_requests(client, key, await start_sync(client, key, "garmin", user_id))
 
-    assert task["status"] == "succeeded", task
+    assert_awaiting(task)
     assert refreshes(sim_state, "garmin") == 1  # both data types, one refresh
     row = await stored_tokens(db, settings)
     assert row is not None
@@ -213,9 +265,9 @@ async def test_429_and_5xx_bursts_on_backfill_are_survived(
     key, user_id, sim_user = await factory.connected_user("garmin")
     sim_state.faults.append(Fault("garmin", "/wellness-api/rest/backfill", "ratelimit", count=3))
     sim_state.faults.append(Fault("garmin", "/wellness-api/rest/backfill", "status", status=503, count=2))
-    task = await wait_for_task(client, key, await start_sync(client, key, "garmin", user_id))
+    task = await wait_for_requests(client, key, await start_sync(client, key, "garmin", user_id))
 
-    assert task["status"] == "succeeded", task
+    assert_awaiting(task)
     statuses = Counter(r["status"] for r in sim_state.requests if "/backfill/" in r["path"])
     assert statuses == {"fault:ratelimit": 3, "fault:status": 2, 202: 5}
     backfills = asked(await sim_records(sim_server, "garmin", sim_user))

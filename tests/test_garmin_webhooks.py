@@ -22,7 +22,15 @@ from yarl import URL
 
 from tests.conftest import Factory, refreshes, sim_records, start_sync, wait_for_task
 from tests.fuzzing import hook_path, signed_headers
-from tests.test_garmin import DAY, assert_stored, snapshot
+from tests.test_garmin import (
+    DAY,
+    assert_awaiting,
+    assert_stored,
+    snapshot,
+    wait_for_requests,
+    wait_for_task_state,
+    wait_out,
+)
 from wearsync.db import queries
 from wearsync.providers import garmin
 from wearsync.providers.errors import MalformedPayload, WebhookRejected
@@ -145,6 +153,11 @@ async def test_a_30_day_sync_is_delivered_by_push(
     await assert_backfill_delivered(client, key, task_id, expected)
     assert served["reuploads"] == {}  # pushed: nothing to pull
 
+    # Asked again, Garmin sends what it sent before, dropped as duplicates: what we hold counts.
+    again = await wait_for_task(client, key, await start_sync(client, key, "garmin", user_id))
+    assert (again["status"], again["backfill"]["delivered"]) == ("succeeded", 0), again
+    await settled(sim_server, db)
+
 
 async def test_a_30_day_sync_is_delivered_by_ping(
     client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool, settings: Settings,
@@ -205,30 +218,56 @@ async def test_a_range_is_delivered_whether_given_as_iso_dates_or_timestamps(
     await assert_backfill_delivered(client, key, task_id, expected)
 
 
-async def test_the_task_shows_which_requested_windows_have_been_delivered(
+async def test_a_sync_waits_for_its_deliveries_and_ends_partial_naming_what_never_came(
     client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool, settings: Settings,
     sim_server: TestServer, sim_state: SimState,
 ) -> None:  # fmt: skip
-    # 12 days of history: of two 30-day windows per type, only the recent one has data.
-    key, user_id, sim_user, _ = await connect(factory, settings, sim_state, {"workouts": 4, "days_247": 12})
+    # 60 days of history, two 30-day windows per type: Garmin delivers the recent one and
+    # withholds the older, which lies before its reach (30 days before the user first connected).
+    key, user_id, sim_user, _ = await connect(factory, settings, sim_state, {"workouts": 40, "days_247": 60})
     set_target(sim_state, client)
     end = int(sim_state.anchor.timestamp())
-    task_id = await start_sync(
-        client, key, "garmin", user_id, f"summary_start_time={end - 60 * DAY}&summary_end_time={end}"
-    )
-    assert (await wait_for_task(client, key, task_id))["status"] == "succeeded"
-    resp = await client.get(f"/api/v1/tasks/{task_id}", headers={"X-API-Key": key})
-    assert (await resp.json())["backfill"]["requested"] == 10  # asked; the data comes later
+    older, recent = end - 60 * DAY, end - 30 * DAY
+    assert garmin_sim.history_reach(sim_state) == recent
+    task_id = await start_sync(client, key, "garmin", user_id, f"summary_start_time={older}&summary_end_time={end}")
+    assert_awaiting(await wait_for_requests(client, key, task_id))
     await settled(sim_server, db)
 
-    resp = await client.get(f"/api/v1/tasks/{task_id}", headers={"X-API-Key": key})
-    backfill = (await resp.json())["backfill"]
     served = await sim_records(sim_server, "garmin", sim_user)
-    assert (backfill["requested"], backfill["delivered"]) == (10, 5)
-    assert sorted((w["type"], w["start"], w["status"], w["delivered_records"]) for w in backfill["windows"]) == sorted(
-        [(t, end - 60 * DAY, "accepted", 0) for t in TYPES]
-        + [(t, end - 30 * DAY, "accepted", len(served[t])) for t in TYPES]
+    assert all(any(s["startTimeInSeconds"] < recent for s in served[t]) for t in TYPES)  # it has older data
+    task = await wait_for_task_state(client, key, task_id)
+    assert_awaiting(task)  # still waiting, for the 5 older windows
+    assert (task["backfill"]["requested"], task["backfill"]["delivered"], task["backfill"]["awaiting"]) == (10, 5, 5)
+    assert sorted((w["type"], w["start"], w["delivered_records"]) for w in task["backfill"]["windows"]) == sorted(
+        [(t, older, 0) for t in TYPES] + [(t, recent, len(in_window(served, recent, end)[t])) for t in TYPES]
     )
+    await assert_stored(db, uuid.UUID(user_id), in_window(served, recent, end), served["offset_seconds"] // 60)
+
+    await wait_out(db, settings, task_id)
+    task = await wait_for_task(client, key, task_id)
+    assert (task["status"], task["result"]) == ("partial", {"workouts": False, "data_247": False})
+    first_day = datetime.fromtimestamp(older, UTC).strftime("%Y-%m-%dT%H:%MZ")
+    for t in TYPES:
+        assert f"{t} {first_day}.." in task["error"]
+    assert task["progress"]["data_247"]["error"].startswith("Garmin delivered nothing within 86400 s into dailies ")
+    assert (task["backfill"]["awaiting"], task["backfill"]["deliveries_due_at"]) == (0, None)
+
+
+async def test_a_sync_succeeds_once_every_window_had_a_delivery(
+    client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool, settings: Settings,
+    sim_server: TestServer, sim_state: SimState,
+) -> None:  # fmt: skip
+    key, user_id, sim_user, _ = await connect(factory, settings, sim_state)
+    set_target(sim_state, client)
+    await emit(sim_server, sim_user, {"kind": "on_hold", "on": True})  # the portal's On Hold: deliveries wait
+    task_id = await start_sync(client, key, "garmin", user_id, "data_type=workouts")
+    assert_awaiting(await wait_for_requests(client, key, task_id))
+    assert await garmin.settle_backfill_tasks(db, settings) == 0  # not due: nothing ends it yet
+    assert (await wait_for_task_state(client, key, task_id))["backfill"]["awaiting"] == 1
+    await emit(sim_server, sim_user, {"kind": "on_hold", "on": False})
+    task = await wait_for_task(client, key, task_id)
+    assert (task["status"], task["result"], task["error"]) == ("succeeded", {"workouts": True}, None)
+    assert task["progress"]["workouts"]["status"] == "succeeded"
 
 
 # ---- delivery rules -------------------------------------------------------------------------
@@ -242,7 +281,7 @@ async def test_a_duplicate_delivery_stores_nothing_new(
     end = int(sim_state.anchor.timestamp())
     query = f"data_type=247&summary_start_time={end - 5 * DAY}&summary_end_time={end}"  # no target: nothing sent
     task_id = await start_sync(client, key, "garmin", user_id, query)
-    assert (await wait_for_task(client, key, task_id))["status"] == "succeeded"
+    assert_awaiting(await wait_for_requests(client, key, task_id))
     served = await sim_records(sim_server, "garmin", sim_user)
     day = in_window(served, end - 2 * DAY, end - DAY)
     push = {"dailies": day["dailies"], "epochs": day["epochs"]}

@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestClient
 from arq.worker import Worker
 
 from tests.conftest import Factory, wait_for_task
+from tests.test_garmin import assert_awaiting, wait_for_requests
 from wearsync.api.responses import AuthorizationStarted, Disconnected
 from wearsync.crypto import cipher_for, generate_key
 from wearsync.db import queries
@@ -38,6 +39,17 @@ EXPECTED = {
     "suunto": ("/suunto/auth/oauth/authorize", None, False),
     "whoop": ("/whoop/auth/oauth/oauth2/auth", WHOOP_SCOPE, False),
 }  # fmt: skip
+
+
+async def first_sync(client: Client, key: str, task_id: str, provider: str) -> dict[str, Any]:
+    """The sync a connection starts, done: stored (Garmin: asked for, its data comes by webhook)."""
+    if provider == "garmin":
+        task = await wait_for_requests(client, key, task_id)
+        assert_awaiting(task)
+    else:
+        task = await wait_for_task(client, key, task_id)
+        assert task["status"] == "succeeded", task
+    return task
 
 
 @pytest.fixture
@@ -153,8 +165,7 @@ async def test_connect_end_to_end(
     assert row["provider_user_id"]  # what its webhooks will name the user by
     if provider == "polar":  # registered with our app when connecting: data is served at once
         assert ("polar", sim_user) in sim_state.registered
-    task = await wait_for_task(public, flow.key, outcome["task_id"])
-    assert task["status"] == "succeeded", task
+    task = await first_sync(public, flow.key, outcome["task_id"], provider)
     assert (task["user_id"], task["provider"]) == (flow.user_id, provider)
     if provider != "garmin":  # Garmin's data arrives by webhook later
         assert await db.fetchval("SELECT count(*) FROM workouts WHERE user_id = $1", row["user_id"]) > 0
@@ -380,7 +391,7 @@ async def test_disconnect_revokes_upstream(
     sim_user = f"u{uuid.uuid4().hex[:10]}"
     sim_state.provider(provider).user_history[sim_user] = SMALL_HISTORY
     flow, outcome = await connect(public, factory, browser, provider, sim_user)
-    await wait_for_task(public, flow.key, outcome["task_id"])
+    await first_sync(public, flow.key, outcome["task_id"], provider)
     access = settings.cipher().open(await db.fetchval("SELECT access_token FROM provider_connections")) or ""
     resp = await public.delete(f"/api/v1/users/{flow.user_id}/connections/{provider}", headers={"X-API-Key": flow.key})
     assert resp.status == 200, await resp.text()
@@ -399,7 +410,7 @@ async def test_disconnect_revokes_upstream(
     flow2 = await start(public, factory, provider, user=(flow.key, flow.user_id))
     again = await finish(browser, await consent(browser, flow2, sim_user))
     assert (again["status"], again["user_id"]) == ("connected", flow.user_id), again
-    assert (await wait_for_task(public, flow.key, again["task_id"]))["status"] == "succeeded"
+    await first_sync(public, flow.key, again["task_id"], provider)
 
 
 async def test_disconnect_when_the_provider_fails_still_disconnects(

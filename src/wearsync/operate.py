@@ -5,7 +5,8 @@ user's own application, exactly as if that application's key had asked through t
 validation and messages, same coalescing, same queue); `--application NAME` makes sure the user
 is that application's. Tokens are never read, let alone printed.
 
-Exit codes: 0 done (with `--wait`: the task succeeded); 1 the task ended `partial` or `failed`;
+Exit codes: 0 done (with `--wait`: the task succeeded, or a Garmin sync asked for all its backfills,
+whose deliveries end the task later); 1 the task ended `partial` or `failed`;
 2 refused (bad input, unknown user, no active connection, unsupported data type): nothing started;
 130 interrupted (Ctrl-C: a queued task goes on).
 """
@@ -149,7 +150,8 @@ async def _sync(settings: Settings, args: argparse.Namespace, req: SyncRequest, 
     except asyncio.CancelledError:  # Ctrl-C
         print(f"Stopped waiting; task {task_id} goes on (wearsync tasks --user {req.user_id}).", file=sys.stderr)
         raise
-    return 0 if task["status"] == TaskStatus.SUCCEEDED else EXIT_UNSUCCESSFUL
+    all_asked = {p.get("status") for p in task["progress"].values()} == {"awaiting_delivery"}
+    return 0 if task["status"] == TaskStatus.SUCCEEDED or all_asked else EXIT_UNSUCCESSFUL
 
 
 async def follow_task(db: asyncpg.Pool, task_id: UUID, out: TextIO, poll_s: float = POLL_S) -> dict[str, Any]:
@@ -162,10 +164,17 @@ async def follow_task(db: asyncpg.Pool, task_id: UUID, out: TextIO, poll_s: floa
         if task is None:  # deleted underneath us (its user was)
             raise Refused(f"task {task_id} no longer exists")
         view.show(task)
-        if task["status"] in FINAL_STATUSES:
+        if task["status"] in FINAL_STATUSES or _awaits_deliveries(task):
             view.finish(task)
             return task
         await asyncio.sleep(poll_s)
+
+
+def _awaits_deliveries(task: dict[str, Any]) -> bool:
+    """A Garmin sync whose requests are done: its data comes by webhook, over hours, and the task
+    ends then; not worth holding a terminal for."""
+    statuses = {p.get("status") for p in task["progress"].values()}
+    return "awaiting_delivery" in statuses and statuses <= {"awaiting_delivery", "failed"}
 
 
 def _records_text(records: dict[str, int], data_type: str) -> str:
@@ -234,6 +243,11 @@ class ProgressView:
                 f"Garmin backfill: {backfill['requested']} window(s) requested, {backfill['delivered']} delivered"
                 " so far (the data arrives by webhook)\n"
             )
+            if backfill["deliveries_due_at"] is not None:
+                self.out.write(
+                    f"The task stays running until every window has had a delivery, or until"
+                    f" {backfill['deliveries_due_at']:%Y-%m-%d %H:%M} UTC: wearsync tasks --user {task['user_id']}\n"
+                )
         self.out.flush()
 
 

@@ -141,6 +141,8 @@ class Settings(BaseSettings):
     # webhook answers 404 to every delivery.
     garmin_webhook_path_secret: str = Field("", pattern=WEBHOOK_PATH_SECRET)
     garmin_backfill_days: int = Field(30, ge=1, le=3650)  # a sync without a range asks for this many days
+    # How long a Garmin sync waits, running, for the deliveries of the backfills it asked for.
+    garmin_backfill_wait_s: float = Field(86400, ge=0)
 
     strava_api_url: str = "https://www.strava.com"
     strava_auth_url: str = "https://www.strava.com"

@@ -1,8 +1,10 @@
 """Running one sync task: the same code for an arq job and for a sync-mode request.
 
 A task's data types run concurrently; a provider failure of one (ProviderError) fails that type
-and the task ends `partial`. Anything else propagates: a lost database connection is retried by
-the job, a bug fails the task in one place (the job wrapper).
+and the task ends `partial`. A provider whose sync only asks for data that comes later by webhook
+(Garmin) leaves the task running after its requests, for its deliveries to end it. Anything else
+propagates: a lost database connection is retried by the job, a bug fails the task in one place
+(the job wrapper).
 """
 
 import asyncio
@@ -197,6 +199,11 @@ async def _run_started(deps: Deps, task: asyncpg.Record, defer_rate_limits: bool
         raise max(waits, key=lambda e: e.retry_after_s)
     errors = {t.value: str(o) if o is not None else None for t, o in outcomes.items()}
     details = {t: error is None for t, error in errors.items()}
+    if provider.await_deliveries is not None and any(details.values()):
+        # Asked for, not yet stored: the task ends when the provider has delivered (or not).
+        await provider.await_deliveries(deps.db, deps.settings, task_id, connection.user_id)
+        log.info("sync asked for its data, which comes by webhook", details=details)
+        return details
     status = overall_status(details)
     error = "; ".join(f"{t}: {e}" for t, e in errors.items() if e is not None) or None
     await queries.finish_task(deps.db, task_id, status, details, error)

@@ -18,6 +18,7 @@ from arq.worker import Worker, func
 from wearsync import metrics
 from wearsync.db import TRANSIENT_DB_ERRORS, queries, retention, service_pool_when_up
 from wearsync.models import TaskStatus
+from wearsync.providers import garmin
 from wearsync.providers.errors import JobSliceDone, RateLimited
 from wearsync.queue import (
     QUEUE_UNAVAILABLE,
@@ -199,6 +200,12 @@ async def reap_lost_tasks(ctx: dict[str, Any]) -> int:
 PRUNE_BATCH, PRUNE_MAX_BATCHES = 2000, 50
 
 
+async def settle_garmin_syncs(ctx: dict[str, Any]) -> int:
+    """Every minute: end the Garmin syncs whose wait for their backfill deliveries has passed."""
+    deps: Deps = ctx["deps"]
+    return await garmin.settle_backfill_tasks(deps.db, deps.settings)
+
+
 async def prune_history(ctx: dict[str, Any]) -> dict[str, int]:
     """Every hour: delete finished tasks, handled webhook events and webhook event digests past
     their retention."""
@@ -267,7 +274,8 @@ class WorkerSettings:
     cron_jobs = [
         cron(reap_webhook_events, minute=set(range(60)), run_at_startup=True),
         cron(reap_lost_tasks, minute=set(range(60)), second=15, run_at_startup=True),
-        cron(scheduled_syncs, second=30, unique=True),  # every minute; one run at a time across workers
+        cron(scheduled_syncs, second=30, unique=True),
+        cron(settle_garmin_syncs, second=45, unique=True),  # every minute; one run at a time across workers
         cron(prune_history, minute=41, second=45, unique=True),
         cron(retry_revocations, second=50, unique=True),  # every minute
     ]

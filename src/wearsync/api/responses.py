@@ -44,7 +44,9 @@ class SyncResult(BaseModel):
 
 
 class TypeProgress(BaseModel):
-    status: Literal["queued", "running", "waiting", "succeeded", "failed"]
+    status: Literal["queued", "running", "waiting", "awaiting_delivery", "succeeded", "failed"] = Field(
+        description="awaiting_delivery: asked for, the data comes later by webhook (Garmin)"
+    )
     pages: int = Field(description="upstream pages stored so far")
     pages_total: int | None = Field(description="pages this sync will fetch, when the provider says")
     records: dict[str, int] = Field(description="rows stored, by kind (workouts, sleep, ...)")
@@ -64,7 +66,11 @@ class Backfill(BaseModel):
     """Garmin sends a sync's data later by webhook: what was asked for and what has come."""
 
     requested: int
-    delivered: int
+    delivered: int = Field(description="windows something has been delivered into")
+    awaiting: int = Field(description="windows the running task still waits for (0 once it has ended)")
+    deliveries_due_at: datetime | None = Field(
+        description="while the task waits: when it stops waiting and ends partial, naming what never came"
+    )
     windows: list[BackfillWindow]
 
 

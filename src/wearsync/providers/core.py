@@ -291,6 +291,10 @@ class Provider:
     # and how a disconnect withdraws our access upstream; both with the new connection's context.
     on_connect: SyncFunction | None = None
     revoke: SyncFunction | None = None
+    # A provider whose sync only asks for data that comes later by webhook (Garmin's backfills):
+    # called (db, settings, task id, user id) once a task's requests are done, it keeps the task
+    # running until the deliveries arrived or a bounded wait passed.
+    await_deliveries: Callable[[asyncpg.Pool, Settings, UUID, UUID], Awaitable[None]] | None = None
 
     def bucket(self, settings: Settings, tenant: UUID | None = None) -> Bucket:
         """Its shared rate-limit bucket: the documented limits unless WEARSYNC_<P>_RATE_LIMITS says;

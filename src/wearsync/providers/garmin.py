@@ -40,9 +40,14 @@ Choices (facts marked unconfirmed in the spec, or ours):
 - workouts -> `activities`; 247 -> `dailies`, `epochs`, `sleeps`, `hrv`: exactly the summaries we
   map to rows. `stressDetails`, `bodyComps` and `userMetrics` are not requested: no table of ours
   holds stress levels, body composition or VO2max, and Garmin would deliver them only to be dropped.
-- A window counts as delivered once any summary starting in it has arrived; a window with no data
-  at Garmin (no activity in those 30 days) is never delivered. A duplicate window (asked before)
-  counts what arrives after this task asked.
+- The task of a sync stays `running` after its requests (its data types `awaiting_delivery`) until
+  every window it asked for has had a delivery, or we already hold a Garmin row starting in it
+  (Garmin sends a window asked for again as before, and such a delivery is dropped as a duplicate
+  at receipt); it then succeeds. Garmin says neither how many deliveries a window makes nor when
+  it is done: the first counts. A window with no data at Garmin (no activity in those 30 days, or
+  before its reach) is never delivered: after WEARSYNC_GARMIN_BACKFILL_WAIT_S (a day) the task
+  ends `partial`, naming each such window (`settle_backfill_tasks`, after each delivery and every
+  minute).
 - Refresh tokens rotate (Garmin's docs say a refresh returns a new one; unconfirmed); the core
   stores whichever comes back. `refresh_token_expires_in` (about 90 days) is not tracked.
 - Rate limit 100 calls per minute per app, the evaluation tier (unconfirmed).
@@ -67,12 +72,15 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import aclosing
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
+import asyncpg
 import structlog
 from yarl import URL
 
 from wearsync.db import queries
-from wearsync.models import DataType
+from wearsync.db.queries import Executor
+from wearsync.models import DataType, TaskStatus
 from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, integer, map_page, num
 from wearsync.providers.errors import MalformedPayload, NotSupported, ProviderError, UpstreamError, WebhookRejected
 from wearsync.providers.http import HttpClient, Params
@@ -413,6 +421,75 @@ async def sync_247(ctx: SyncContext) -> None:
     await request_backfills(ctx, TYPES_247)
 
 
+# ---- a sync's deliveries: waiting for them, and ending the task -----------------------------
+
+NOTHING_DELIVERED = (
+    "Garmin delivered nothing within {wait:g} s into {windows} (it sends nothing for a window without data, "
+    "nor for one from before about 30 days before the user first connected)"
+)
+
+
+def data_type_of(summary_type: str) -> DataType:
+    return DataType.WORKOUTS if summary_type in WORKOUT_TYPES else DataType.DATA_247
+
+
+async def await_deliveries(db: Executor, settings: Settings, task_id: UUID, user_id: UUID) -> None:
+    """The task asked for its backfills: it stays running, its data types that asked saying they
+    await delivery, until each window has had a delivery or WEARSYNC_GARMIN_BACKFILL_WAIT_S has
+    passed (`settle_backfill_tasks`, after each delivery and every minute)."""
+    task = await queries.get_task(db, task_id)
+    if task is None:
+        return
+    asked = [t for t in task["data_types"] if task["progress"].get(t, {}).get("status") != "failed"]
+    await queries.await_deliveries(db, task_id, settings.garmin_backfill_wait_s, asked)
+    await settle_backfill_tasks(db, settings, user_id=user_id)
+
+
+def _window(w: Mapping[str, Any]) -> str:
+    start, end = (_from_s(w[k]).strftime("%Y-%m-%dT%H:%MZ") for k in ("start", "end"))
+    return f"{w['type']} {start}..{end}"
+
+
+def _outcome(
+    task: asyncpg.Record, missing: list[dict[str, Any]], wait_s: float
+) -> tuple[TaskStatus, dict[str, bool], str | None, dict[str, Any]]:
+    """(status, result, error, progress) of a task whose wait ended: a data type succeeded if its
+    requests did and every window of it had a delivery; otherwise the task is partial, naming
+    the windows nothing came into."""
+    progress, result, errors = dict(task["progress"]), {}, []
+    for data_type in task["data_types"]:
+        p = dict(progress.get(data_type, {}))
+        windows = [_window(w) for w in missing if data_type_of(w["type"]) == data_type]
+        if p.get("status") == "failed":
+            errors.append(f"{data_type}: {p.get('error')}")
+        elif windows:
+            p |= {"status": "failed", "error": NOTHING_DELIVERED.format(wait=wait_s, windows=", ".join(windows))}
+            errors.append(f"{data_type}: {p['error']}")
+        else:
+            p["status"] = "succeeded"
+        result[data_type] = p["status"] == "succeeded"
+        progress[data_type] = p
+    status = TaskStatus.SUCCEEDED if all(result.values()) else TaskStatus.PARTIAL
+    return status, result, "; ".join(errors) or None, progress
+
+
+async def settle_backfill_tasks(db: Executor, settings: Settings, user_id: UUID | None = None) -> int:
+    """End the Garmin sync tasks (of one user, or all) that waited for their deliveries: those
+    into whose every window something was delivered (succeeded), and those whose wait has passed
+    (partial, naming the windows nothing came into). How many it ended."""
+    ended = 0
+    for task in await queries.garmin_tasks_awaiting_deliveries(db, user_id):
+        missing = json.loads(task["missing"]) if isinstance(task["missing"], str) else task["missing"]
+        if missing and not task["overdue"]:
+            continue
+        status, result, error, progress = _outcome(task, missing, settings.garmin_backfill_wait_s)
+        if await queries.finish_awaiting_task(db, task["id"], status, result, error, progress):
+            ended += 1
+            log.info("garmin sync ended with its deliveries", task_id=str(task["id"]), status=status.value,
+                     missing=len(missing))  # fmt: skip
+    return ended
+
+
 # ---- webhook: push, ping, deregistration, permission changes --------------------------------
 
 DEREGISTERED = "deregistered by the user at Garmin"
@@ -514,8 +591,8 @@ async def process_delivery(ctx: SyncContext, event: WebhookEvent) -> None:
         summaries = payload["summaries"]
         await ctx.save_page(map_summaries(summary_type, summaries))
     starts = [_from_s(s["startTimeInSeconds"]) for s in summaries if s.get("startTimeInSeconds") is not None]
-    if starts:
-        await queries.mark_garmin_backfills_delivered(ctx.db, user_id, summary_type, starts)
+    if starts and await queries.mark_garmin_backfills_delivered(ctx.db, user_id, summary_type, starts):
+        await settle_backfill_tasks(ctx.db, ctx.settings, user_id=user_id)
 
 
 async def _apply_permissions(ctx: SyncContext, change: dict[str, Any]) -> None:
@@ -557,4 +634,5 @@ PROVIDER = Provider(
     authorize_path="/oauth2Confirm",
     pkce=True,
     revoke=delete_registration,
+    await_deliveries=await_deliveries,
 )

@@ -22,7 +22,8 @@ request came to. A pinged chunk counts as uploaded again in a one-second upload 
 (from now on, never a second at which the history uploaded that type), which the pull endpoint
 then serves: exactly the chunk. The mode is per user, set by `POST /_sim/garmin/users/NAME/events
 {"kind": "delivery_mode", "mode": "push" | "ping"}`, else `state.changes[("garmin", "")]["mode"]`,
-else push. The same events endpoint sends `{"kind": "deregistration"}` (the user's tokens stop
+else push. `{"kind": "on_hold", "on": true}` holds every backfill delivery back (the portal's On Hold), `false`
+sends them. The same events endpoint sends `{"kind": "deregistration"}` (the user's tokens stop
 working too) and `{"kind": "permissions", "permissions": [...]}`. Deliveries are not signed
 (Garmin signs nothing) but carry the app's client id in a `garmin-client-id` header; they are not
 retried; those in flight are cancelled when the app shuts down.
@@ -109,6 +110,14 @@ class Backfills:
 
     by_user: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     deliveries: set[asyncio.Task[None]] = field(default_factory=set)
+    # Cleared while the portal's "On Hold" is set: Garmin queues the deliveries and sends them
+    # when it is unset.
+    released: asyncio.Event = field(default_factory=lambda: _set(asyncio.Event()))
+
+
+def _set(event: asyncio.Event) -> asyncio.Event:
+    event.set()
+    return event
 
 
 BACKFILLS = web.AppKey("garmin_backfills", Backfills)
@@ -413,6 +422,7 @@ async def _deliver_backfill(
     api_base = f"{request.url.origin()}{request.path[: request.path.index(REST + '/')]}{REST}"
     state = request.config_dict[STATE_KEY]
     await asyncio.sleep(DELIVERY_DELAY_S)
+    await request.config_dict[BACKFILLS].released.wait()
     data = user_data(request, user)
     summaries = data.summaries.get(kind, [])  # bodyComps, stressDetails, ...: none here
     reach = history_reach(state)
@@ -446,6 +456,16 @@ async def emit(request: web.Request, user: str, body: dict[str, Any]) -> dict[st
     state = request.config_dict[STATE_KEY]
     data = user_data(request, user)
     kind = body.get("kind")
+    if kind == "on_hold":  # an app-wide setting of Garmin's portal, whichever user names it
+        on_hold = body.get("on")
+        if not isinstance(on_hold, bool):
+            raise web.HTTPBadRequest(text='{"error": "on is true or false"}', content_type="application/json")
+        released = _backfills(request.app).released
+        if on_hold:
+            released.clear()
+        else:
+            released.set()
+        return {"on_hold": on_hold}
     if kind == "delivery_mode":
         if body.get("mode") not in ("push", "ping"):
             raise web.HTTPBadRequest(text='{"error": "mode is push or ping"}', content_type="application/json")
@@ -471,7 +491,8 @@ async def emit(request: web.Request, user: str, body: dict[str, Any]) -> dict[st
         notification = {"userPermissionsChange": [change]}
     else:
         raise web.HTTPBadRequest(
-            text='{"error": "kind is deregistration, permissions or delivery_mode"}', content_type="application/json"
+            text='{"error": "kind is deregistration, permissions, delivery_mode or on_hold"}',
+            content_type="application/json",
         )
     status = await deliver(request, NAME, json.dumps(notification).encode(), _delivery_headers(state))
     return {"notification": notification, "delivery_status": status}
