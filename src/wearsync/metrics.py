@@ -46,6 +46,9 @@ WEBHOOK_EVENTS_DROPPED = Counter(
     ["provider"],
 )
 QUEUE_JOBS = Gauge("wearsync_queue_jobs", "Jobs in the arq queue: ready to run, or deferred to later", ["state"])
+WEBHOOK_QUEUE_JOBS = Gauge(
+    "wearsync_webhook_queue_jobs", "Jobs in the webhook jobs' queue: ready to run, or deferred to later", ["state"]
+)
 OPEN_TASKS = Gauge("wearsync_open_tasks", "Sync tasks queued or running, from PostgreSQL", ["provider", "status"])
 
 UNMATCHED = "unmatched"  # every request that matched no route: one label, whatever its path
@@ -98,11 +101,17 @@ def task_run(provider: str) -> Iterator[TaskRun]:
         TASK_RUN_SECONDS.labels(provider, run.outcome).observe(time.perf_counter() - started)
 
 
-# KEYS: queue. ARGV: now (ms). Jobs that may run now, and all jobs: read at once, so ready <= total.
-_QUEUE_DEPTH = "return {redis.call('ZCOUNT', KEYS[1], '-inf', ARGV[1]), redis.call('ZCARD', KEYS[1])}"
+# KEYS: queue, webhook queue. ARGV: now (ms). Jobs that may run now, and all jobs, of each: read at
+# once, so ready <= total.
+_QUEUE_DEPTH = """
+return {redis.call('ZCOUNT', KEYS[1], '-inf', ARGV[1]), redis.call('ZCARD', KEYS[1]),
+        redis.call('ZCOUNT', KEYS[2], '-inf', ARGV[1]), redis.call('ZCARD', KEYS[2])}
+"""
 
 
-async def count_open_work(db: asyncpg.Pool, redis: Redis, queue_name: str, timeout_s: float = 2) -> None:
+async def count_open_work(
+    db: asyncpg.Pool, redis: Redis, queue_name: str, webhook_queue_name: str, timeout_s: float = 2
+) -> None:
     """Queue depth and open tasks, read at scrape time (arq scores each job by when it may run, in
     ms). When Redis or PostgreSQL does not answer within `timeout_s`, they are left out and the rest
     is still served.
@@ -113,15 +122,20 @@ async def count_open_work(db: asyncpg.Pool, redis: Redis, queue_name: str, timeo
     now_ms = int(time.time() * 1000)
     try:
         async with asyncio.timeout(timeout_s):
-            ready, total = await redis.eval(_QUEUE_DEPTH, 1, queue_name, str(now_ms))  # type: ignore[misc]  # stubs: sync
+            ready, total, hooks_ready, hooks_total = await redis.eval(  # type: ignore[misc]  # stubs: sync
+                _QUEUE_DEPTH, 2, queue_name, webhook_queue_name, str(now_ms)
+            )
             counts = await queries.open_task_counts(db)
     except Exception as e:
         log.warning("queue depth unavailable for metrics", error=repr(e))
         QUEUE_JOBS.clear()
+        WEBHOOK_QUEUE_JOBS.clear()
         OPEN_TASKS.clear()
         return
     QUEUE_JOBS.labels("ready").set(ready)
     QUEUE_JOBS.labels("deferred").set(total - ready)
+    WEBHOOK_QUEUE_JOBS.labels("ready").set(hooks_ready)
+    WEBHOOK_QUEUE_JOBS.labels("deferred").set(hooks_total - hooks_ready)
     for provider in PROVIDER_NAMES:
         for status in OPEN_STATUSES:
             OPEN_TASKS.labels(provider, status).set(counts.get((provider, status), 0))

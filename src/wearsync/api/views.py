@@ -18,6 +18,7 @@ from wearsync.models import FINAL_STATUSES
 from wearsync.oauth import save_connection
 from wearsync.queue import QUEUE_UNAVAILABLE, continue_in_new_job
 from wearsync.revocation import disconnect
+from wearsync.settings import webhook_queue_name
 from wearsync.sync import NO_CONNECTION, run_task
 from wearsync.tasks import SyncRefused, describe_task, requested_types, start_sync
 
@@ -279,5 +280,7 @@ async def scrape(request: web.Request) -> web.StreamResponse:
     deps = request.app[DEPS]
     if not metrics.authorized(request, deps.settings.metrics_token):
         raise ApiError(401, metrics.INVALID_TOKEN)
-    await metrics.count_open_work(deps.db, request.app[QUEUE], deps.settings.queue_name)
+    await metrics.count_open_work(
+        deps.db, request.app[QUEUE], deps.settings.queue_name, webhook_queue_name(deps.settings)
+    )
     return await metrics.expose(request)
