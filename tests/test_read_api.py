@@ -11,6 +11,7 @@ from functools import partial
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 import asyncpg
 import pytest
 from aiohttp import web
@@ -471,3 +472,40 @@ async def test_a_page_is_an_index_range_scan_that_stops_after_the_page(factory: 
                 assert sum(n["Actual Rows"] for n in scans) <= 2 * limit, nodes
             await conn.execute("DEALLOCATE page")
         await conn.execute("RESET plan_cache_mode")
+
+
+async def test_a_record_changed_upstream_shows_a_later_updated_at_and_an_unchanged_one_keeps_its_own(
+    client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool, sim_server: TestServer, sim_state: SimState
+) -> None:
+    """The rule (README, db/records.py): a re-sync rewrites a row only when its upstream JSON
+    changed, and then `updated_at` is the time of that write. Checked against PostgreSQL's clock
+    read between the two syncs, and the read API's values parsed, not re-serialized."""
+    key, user_id, sim_user = await factory.connected_user("suunto")
+    sim_state.provider("suunto").user_history[sim_user] = {"workouts": 8, "days_247": 1}
+    first = await wait_for_task(client, key, await start_sync(client, key, "suunto", user_id, "data_type=workouts"))
+    assert first["status"] == "succeeded", first
+    before = {w["provider_record_id"]: w for w in (await read_all(client, key, user_id, "workouts", limit=100))[0]}
+    assert len(before) == 8
+    between: datetime = await db.fetchval("SELECT clock_timestamp()")
+    changed = sorted(before)[3]
+    url = sim_server.make_url(f"/_sim/suunto/users/{sim_user}/events")
+    event = {"kind": "update", "workoutKey": changed, "changes": {"totalDistance": 12345.5}}
+    async with aiohttp.ClientSession() as session, session.post(url, json=event) as resp:
+        assert resp.status == 200, await resp.text()
+    # since=0: every workout is fetched and written again, the unchanged ones as they were.
+    query = "data_type=workouts&since=0"
+    second = await wait_for_task(client, key, await start_sync(client, key, "suunto", user_id, query))
+    assert second["status"] == "succeeded", second
+    assert second["progress"]["workouts"]["records"]["workouts"] == 8
+    after = {w["provider_record_id"]: w for w in (await read_all(client, key, user_id, "workouts", limit=100))[0]}
+
+    assert after.keys() == before.keys()
+    assert after[changed]["distance_m"] == 12345.5
+    assert at(after[changed]["updated_at"]) > between > at(before[changed]["updated_at"])
+    assert after[changed]["created_at"] == before[changed]["created_at"]
+    for record_id in before.keys() - {changed}:
+        assert after[record_id] == before[record_id], record_id  # updated_at too: not rewritten
+    rows = await db.fetch("SELECT provider_record_id, created_at, updated_at FROM workouts")
+    assert {r["provider_record_id"]: r["updated_at"] for r in rows} == {
+        record_id: at(w["updated_at"]) for record_id, w in after.items()
+    }
