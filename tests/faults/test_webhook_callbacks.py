@@ -16,7 +16,7 @@ from arq.connections import RedisSettings
 
 from tests.conftest import Factory, sim_records, start_sync, start_worker, wait_for_task
 from tests.faults.servers import wait_until
-from tests.test_garmin import assert_stored
+from tests.test_garmin import assert_stored, wait_for_task_state
 from tests.test_garmin_webhooks import TYPES, connect, emit, in_window, set_target
 from wearsync.settings import Settings
 from wearsync.sim import garmin as garmin_sim
@@ -48,7 +48,13 @@ async def test_garmin_pings_whose_callbacks_fail_for_minutes_land_once_they_answ
     redis = await create_pool(RedisSettings.from_dsn(retrying.redis_url), default_queue_name=retrying.queue_name)
     try:
         async with start_worker(retrying) as worker:
-            task = await wait_for_task(client, key, await start_sync(client, key, "garmin", user_id))
+            task_id = await start_sync(client, key, "garmin", user_id)
+
+            async def requested() -> bool:  # every backfill asked for: the simulator's pings are on their way
+                backfill = (await wait_for_task_state(client, key, task_id)).get("backfill") or {}
+                return bool(backfill.get("requested") == len(TYPES))
+
+            await wait_until(requested, "every backfill requested", 60)
             await garmin_sim.deliveries_sent(sim_server.app)
             pings = await db.fetchval("SELECT count(*) FROM webhook_events")
             assert pings > 0
@@ -56,8 +62,12 @@ async def test_garmin_pings_whose_callbacks_fail_for_minutes_land_once_they_answ
                 failed = functools.partial(all_events, db, pings, "failed", attempt)
                 await wait_until(failed, f"every ping failed {attempt} times", 60)
                 assert await reap_webhook_events({"deps": worker.ctx["deps"], "redis": redis}) == pings
+            # Still waiting for what it asked for, not done with a record missing.
+            assert (await wait_for_task_state(client, key, task_id))["status"] == "running"
             sim_state.faults.clear()
             await wait_until(lambda: all_events(db, pings, "processed", 5), "every ping processed", 60)
+            task = await wait_for_task(client, key, task_id)
+            assert task["status"] == "succeeded", task
     finally:
         await redis.aclose()
     (start, end), *_ = {(w["start"], w["end"]) for w in task["backfill"]["windows"]}
