@@ -14,8 +14,10 @@ from wearsync.models import DataType, SyncParams
 from wearsync.providers import garmin
 from wearsync.providers.errors import MalformedPayload, NotSupported, ProviderError, UpstreamError
 from wearsync.providers.http import HttpClient
-from wearsync.records import DailyActivity, Recovery, Sample, SleepSession
+from wearsync.records import DailyActivity, Recovery, Sample, SleepSession, Workout
 from wearsync.settings import Settings
+from wearsync.sim import garmin as garmin_sim
+from wearsync.sim.common import fixture, fixture_file
 from wearsync.sports import SPORTS
 
 API = "https://garmin.test/api"
@@ -50,6 +52,10 @@ def make_ctx(http: HttpClient, data_type: DataType = DataType.WORKOUTS, **params
                             provider_user_id="g-user", context=GarminContext)  # fmt: skip
     assert isinstance(ctx, GarminContext)
     return ctx
+
+
+def at(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 def summary(**fields: Any) -> dict[str, Any]:
@@ -164,6 +170,86 @@ def test_hrv_is_recovery_at_the_end_of_the_night() -> None:
     assert (r.provider_record_id, r.hrv_rmssd_ms, r.utc_offset_minutes) == ("h1", 48, 60)
     assert r.recorded_at == datetime.fromtimestamp(T0 + 3600, UTC)
     assert garmin.map_hrv(summary(durationInSeconds=None)).hrv_rmssd_ms is None
+
+
+# ---- the documented shapes (wearsync/sim/fixtures/garmin) -----------------------------------
+
+SHAPES = ("push_activities", "ping_epochs", "push_sleeps", "deregistrations", "user_permissions_change")
+
+
+def test_every_documented_shape_names_its_source() -> None:
+    for name in SHAPES:
+        source = fixture_file("garmin", name)["_source"]
+        assert source["status"] in ("official", "second-hand"), name
+        assert source["url"].startswith("https://"), name
+        assert source["note"], name
+
+
+def test_the_documented_sleep_lasts_until_its_last_stage() -> None:
+    (raw,) = fixture("garmin", "push_sleeps")["sleeps"]
+    night = garmin.map_sleep(raw)
+    last_stage_end = max(x["endTimeInSeconds"] for xs in raw["sleepLevelsMap"].values() for x in xs)
+    assert (night.start_time, night.end_time) == (at(raw["startTimeInSeconds"]), at(last_stage_end))
+    assert night.duration_s == last_stage_end - raw["startTimeInSeconds"] == 27000
+    assert (
+        raw["durationInSeconds"]
+        == 25200
+        == raw["deepSleepDurationInSeconds"] + raw["lightSleepDurationInSeconds"] + raw["remSleepInSeconds"]
+    )  # asleep only: what the end used to be computed from
+    assert (night.awake_s, night.score) == (1800, 82)
+
+
+def test_the_documented_push_maps_field_by_field() -> None:
+    body = fixture("garmin", "push_activities")
+    (event,) = garmin.parse_delivery(body)
+    assert (event.kind, event.provider_user_id) == ("activities.push", body["activities"][0]["userId"])
+    (workout,) = garmin.map_summaries("activities", event.payload["summaries"])
+    assert isinstance(workout, Workout)
+    a = body["activities"][0]
+    assert (workout.provider_record_id, workout.sport, workout.start_time) == ("12041234567", "running",
+                                                                               at(a["startTimeInSeconds"]))  # fmt: skip
+    assert (workout.duration_s, workout.distance_m, workout.energy_kcal, workout.avg_hr, workout.max_hr) == (
+        2712, 8123.4, 612, 148, 176
+    )  # fmt: skip
+    assert (workout.avg_cadence, workout.ascent_m, workout.device_name, workout.utc_offset_minutes) == (
+        164.2, 84.0, "Forerunner 965", 60
+    )  # fmt: skip
+
+
+def test_the_documented_ping_deregistration_and_permission_change() -> None:
+    ping = fixture("garmin", "ping_epochs")
+    (event,) = garmin.parse_delivery(ping)
+    assert (event.kind, event.payload["callbackURL"]) == ("epochs.ping", ping["epochs"][0]["callbackURL"])
+    (gone,) = garmin.parse_delivery(fixture("garmin", "deregistrations"))
+    assert (gone.kind, gone.provider_user_id) == ("deregistration", "4aacafe82427c251df9c9592d0c06768")
+    (change,) = garmin.parse_delivery(fixture("garmin", "user_permissions_change"))
+    assert (change.kind, change.payload["permissions"]) == ("permissions", ["ACTIVITY_EXPORT", "HEALTH_EXPORT"])
+
+
+def test_the_simulator_serves_the_documented_shapes() -> None:
+    data = garmin_sim._build_user_data("shapes", {"workouts": 300, "days_247": 60}, datetime.now(UTC))
+    (activity,) = fixture("garmin", "push_activities")["activities"]
+    bike = {"averageBikeCadenceInRoundsPerMinute", "maxBikeCadenceInRoundsPerMinute"}  # rides: in place of run's
+    for a in data.summaries["activities"]:
+        assert set(a) <= set(activity) | bike, set(a) - set(activity) - bike
+    (sleep,) = fixture("garmin", "push_sleeps")["sleeps"]
+    with_stages = 0
+    for s in data.summaries["sleeps"]:
+        assert set(s) <= set(sleep), set(s) - set(sleep)
+        asleep = [
+            s.get(k, 0) for k in ("deepSleepDurationInSeconds", "lightSleepDurationInSeconds", "remSleepInSeconds")
+        ]
+        assert s["durationInSeconds"] == sum(asleep)  # the time asleep, as documented
+        if "sleepLevelsMap" in s:
+            with_stages += 1
+            levels = s["sleepLevelsMap"]
+            assert set(levels) <= set(sleep["sleepLevelsMap"])
+            assert all(set(x) == {"startTimeInSeconds", "endTimeInSeconds"} for xs in levels.values() for x in xs)
+            awake = sum(x["endTimeInSeconds"] - x["startTimeInSeconds"] for x in levels["awake"])
+            assert (awake, garmin.sleep_end(s)) == (
+                s["awakeDurationInSeconds"], s["startTimeInSeconds"] + s["durationInSeconds"] + awake
+            )  # fmt: skip
+    assert with_stages > len(data.summaries["sleeps"]) // 2
 
 
 # ---- pulls ----------------------------------------------------------------------------------

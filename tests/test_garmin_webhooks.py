@@ -36,7 +36,7 @@ from wearsync.providers import garmin
 from wearsync.providers.errors import MalformedPayload, WebhookRejected
 from wearsync.settings import Settings
 from wearsync.sim import garmin as garmin_sim
-from wearsync.sim.common import SimState, WebhookTarget
+from wearsync.sim.common import SimState, WebhookTarget, fixture
 
 Client = TestClient[web.Request, web.Application]
 HOOK = hook_path("garmin")
@@ -369,6 +369,9 @@ async def test_a_deregistration_deactivates_the_connection(
     key, user_id, sim_user, garmin_id = await connect(factory, settings, sim_state)
     set_target(sim_state, client)
     sent = await emit(sim_server, sim_user, {"kind": "deregistration"})
+    assert set(sent["notification"]) == set(fixture("garmin", "deregistrations"))  # the documented shape
+    (documented,) = fixture("garmin", "deregistrations")["deregistrations"]
+    assert set(sent["notification"]["deregistrations"][0]) == set(documented)
     assert sent["delivery_status"] == 200
     assert [d["userId"] for d in sent["notification"]["deregistrations"]] == [garmin_id]
     (event,) = await settled(sim_server, db)
@@ -406,7 +409,11 @@ async def test_without_historical_permission_a_sync_says_so_and_later_pushes_sti
 ) -> None:  # fmt: skip
     key, user_id, sim_user, garmin_id = await connect(factory, settings, sim_state)
     set_target(sim_state, client)
-    await emit(sim_server, sim_user, {"kind": "permissions", "permissions": ["ACTIVITY_EXPORT", "HEALTH_EXPORT"]})
+    sent = await emit(
+        sim_server, sim_user, {"kind": "permissions", "permissions": ["ACTIVITY_EXPORT", "HEALTH_EXPORT"]}
+    )
+    (documented,) = fixture("garmin", "user_permissions_change")["userPermissionsChange"]
+    assert set(sent["notification"]["userPermissionsChange"][0]) == set(documented)  # the documented shape
     await settled(sim_server, db)
     task = await wait_for_task(client, key, await start_sync(client, key, "garmin", user_id))
 

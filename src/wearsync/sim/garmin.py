@@ -16,9 +16,10 @@ Webhooks: after answering a backfill request 202, the simulator delivers that wi
 (by start time) to the webhook target set with `POST /_sim/garmin/webhook {"url": ...}`, in the
 background (DELIVERY_DELAY_S later), one delivery per day of summaries (empty days send nothing),
 as Garmin does (unconfirmed: its chunking), each to the target still set. Push sends
-`{"<type>": [summaries]}`; ping sends `{"<type>": [{"userId", "uploadStartTimeInSeconds",
-"uploadEndTimeInSeconds", "callbackURL"}]}`, the callback on the host and mount the backfill
-request came to. A pinged chunk counts as uploaded again in a one-second upload range of its own
+`{"<type>": [summaries]}`; ping sends `{"<type>": [{"userId", "callbackURL"}]}`, the callback on
+the host and mount the backfill request came to. The shapes of summaries and notifications follow
+sim/fixtures/garmin/ (each naming its source; all second-hand: Garmin publishes its specifications
+only behind its developer portal). A pinged chunk counts as uploaded again in a one-second upload range of its own
 (from now on, never a second at which the history uploaded that type), which the pull endpoint
 then serves: exactly the chunk. The mode is per user, set by `POST /_sim/garmin/users/NAME/events
 {"kind": "delivery_mode", "mode": "push" | "ping"}`, else `state.changes[("garmin", "")]["mode"]`,
@@ -438,8 +439,7 @@ async def _deliver_backfill(
         if _mode(state, user) == "ping":
             at = _reupload(state, data, user, kind, chunk)
             url = f"{api_base}/{kind}?uploadStartTimeInSeconds={at}&uploadEndTimeInSeconds={at + 1}"
-            ping = {"userId": data.user_id, "uploadStartTimeInSeconds": at, "uploadEndTimeInSeconds": at + 1}
-            body = {kind: [ping | {"callbackURL": url}]}
+            body = {kind: [{"userId": data.user_id, "callbackURL": url}]}  # fixtures/garmin/ping_epochs.json
         await deliver(request, NAME, json.dumps(body).encode(), _delivery_headers(state))
 
 
