@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from arq.worker import Worker
+from prometheus_client import REGISTRY
 from yarl import URL
 
 from tests.conftest import Factory, refreshes, sim_records, start_sync, stored_tokens, wait_for_task
@@ -74,6 +75,14 @@ async def wait_for_task_state(client: Client, key: str, task_id: str) -> dict[st
     return task
 
 
+def awaiting_runs() -> float:
+    """Garmin task runs that ended waiting for their deliveries, as this process's metrics count them."""
+    value = REGISTRY.get_sample_value(
+        "wearsync_task_run_duration_seconds_count", {"provider": "garmin", "outcome": "awaiting_delivery"}
+    )
+    return value or 0.0
+
+
 def assert_awaiting(task: dict[str, Any]) -> None:
     """The task asked for everything and waits, running, for Garmin to deliver it."""
     assert task["status"] == "running", task
@@ -93,11 +102,13 @@ async def test_sync_without_a_range_asks_for_the_last_30_days(
     client: Client, factory: Factory, worker: Worker, sim_server: TestServer, sim_state: SimState, db: asyncpg.Pool
 ) -> None:
     key, user_id, sim_user = await factory.connected_user("garmin")
+    runs_before = awaiting_runs()
     before = int(time.time())
     task = await wait_for_requests(client, key, await start_sync(client, key, "garmin", user_id))
     after = int(time.time()) + 1
 
     assert_awaiting(task)  # the data comes by webhook: none has yet
+    assert awaiting_runs() == runs_before + 1  # the run's outcome, in the metrics
     assert task["params"] == {"summary_start_time": None, "summary_end_time": None}
     backfills = (await sim_records(sim_server, "garmin", sim_user))["backfills"]
     assert sorted(b["type"] for b in backfills) == ["activities", "dailies", "epochs", "hrv", "sleeps"]

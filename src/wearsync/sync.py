@@ -152,12 +152,13 @@ async def run_task(deps: Deps, task_id: UUID, *, defer_rate_limits: bool = False
         log.info("task already finished or unknown, nothing to do")
         return None
     with metrics.task_run(task["provider"]) as run:
-        details = await _run_started(deps, task, defer_rate_limits)
-        run.outcome = overall_status(details).value
+        details, run.outcome = await _run_started(deps, task, defer_rate_limits)
     return details
 
 
-async def _run_started(deps: Deps, task: asyncpg.Record, defer_rate_limits: bool) -> dict[str, bool]:
+async def _run_started(deps: Deps, task: asyncpg.Record, defer_rate_limits: bool) -> tuple[dict[str, bool], str]:
+    """Per-type success, and how the run ended: the task's final status, or `awaiting_delivery`
+    (its data comes by webhook: the task goes on running until it has come)."""
     task_id: UUID = task["id"]
     provider = PROVIDERS[task["provider"]]
     data_types = [DataType(t) for t in task["data_types"]]
@@ -165,7 +166,7 @@ async def _run_started(deps: Deps, task: asyncpg.Record, defer_rate_limits: bool
     if row is None:
         details = {t.value: False for t in data_types}
         await queries.finish_task(deps.db, task_id, TaskStatus.FAILED, details, NO_CONNECTION)
-        return details
+        return details, TaskStatus.FAILED.value
     connection = Connection.from_row(row, deps.settings.cipher())
     credentials = credentials_for(deps, provider, connection)
     params = SyncParams.model_validate(task["params"])
@@ -203,12 +204,12 @@ async def _run_started(deps: Deps, task: asyncpg.Record, defer_rate_limits: bool
         # Asked for, not yet stored: the task ends when the provider has delivered (or not).
         await provider.await_deliveries(deps.db, deps.settings, task_id, connection.user_id)
         log.info("sync asked for its data, which comes by webhook", details=details)
-        return details
+        return details, "awaiting_delivery"
     status = overall_status(details)
     error = "; ".join(f"{t}: {e}" for t, e in errors.items() if e is not None) or None
     await queries.finish_task(deps.db, task_id, status, details, error)
     log.info("sync finished", status=status.value, details=details, refreshes=credentials.refreshes)
-    return details
+    return details, status.value
 
 
 def _most_telling(failures: BaseExceptionGroup[BaseException]) -> BaseException:
