@@ -103,6 +103,13 @@ async def test_docs_page_and_its_files_come_from_the_package(client: Client) -> 
     assert resp.status in (403, 404)
 
 
+async def test_docs_with_a_trailing_slash_redirects_to_docs(client: Client) -> None:
+    resp = await client.get("/docs/", allow_redirects=False)
+    assert (resp.status, resp.headers["Location"]) == (301, "/docs")
+    resp = await client.get("/docs/")
+    assert (resp.status, resp.url.path, resp.content_type) == (200, "/docs", "text/html")
+
+
 def test_the_wheel_ships_the_docs_files(tmp_path: Path) -> None:
     """/docs works from an installed wheel, not only from this checkout: its files are package data."""
     root = Path(__file__).resolve().parent.parent

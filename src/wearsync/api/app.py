@@ -57,6 +57,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/api/v1/webhooks/strava/{path_secret}", webhooks.strava_challenge, name="webhook-strava-validation")
     r.add_get("/api/v1/openapi.json", openapi.serve_document, name="openapi")
     r.add_get("/docs", openapi.docs_page, name="docs")
+    r.add_get("/docs/", openapi.docs_redirect, name="docs-slash")
     r.add_static("/docs/static", openapi.DOCS_DIR / "static", name="docs-static")
 
 

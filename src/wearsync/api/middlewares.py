@@ -29,6 +29,7 @@ PUBLIC_ROUTES = frozenset(
         "webhook-strava-validation",
         "openapi",
         "docs",
+        "docs-slash",
         "docs-static",
         "oauth-callback",
     }

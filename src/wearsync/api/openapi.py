@@ -111,6 +111,7 @@ OPERATIONS: dict[str, Operation] = {
     ),
     "openapi": Operation("meta", "This OpenAPI document", ok=dict[str, Any], stateful=False),
     "docs": Operation("meta", "Browsable API documentation", ok=str, media_type="text/html", stateful=False),
+    "docs-slash": Operation("meta", "Redirects to /docs", status=301, stateful=False),
     "sync": Operation(
         "sync",
         "Sync a user's data from a provider",
@@ -351,3 +352,8 @@ async def serve_document(request: web.Request) -> web.Response:
 
 async def docs_page(request: web.Request) -> web.FileResponse:
     return web.FileResponse(DOCS_DIR / "index.html")
+
+
+async def docs_redirect(request: web.Request) -> web.Response:
+    # The page's assets are relative to /docs: served at /docs/ they would not load.
+    raise web.HTTPMovedPermanently(request.app.router["docs"].url_for())
