@@ -25,7 +25,7 @@ from tests.conftest import Factory, sim_records, start_sync, wait_for_task
 from tests.fuzzing import FUZZ, HOSTILE, json_leaves, json_values, with_examples
 from tests.test_worker import expected_samples
 from wearsync.api import data
-from wearsync.api.common import ApiError, dumps
+from wearsync.api.common import ApiError
 from wearsync.api.responses import (
     DailyPage,
     DailyRecord,
@@ -65,7 +65,21 @@ async def settings(settings: Settings) -> Settings:
 
 
 def jsonable(value: Any) -> Any:
-    return json.loads(dumps(value))
+    """A stored value as the API documents it on the wire, written here rather than taken from the
+    product's serializer: datetimes and dates in ISO 8601 (datetimes with their UTC offset), ids
+    as text, numbers and JSON as they are."""
+    if isinstance(value, datetime):
+        assert value.utcoffset() == timedelta(0), "asyncpg reads timestamptz as UTC"
+        return f"{value:%Y-%m-%dT%H:%M:%S}{f'.{value.microsecond:06d}' if value.microsecond else ''}+00:00"
+    if isinstance(value, date):
+        return f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [jsonable(v) for v in value]
+    return value
 
 
 async def read_all(
