@@ -10,6 +10,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -252,18 +253,27 @@ class Factory:
         self, key: str, user_id: str, provider: str, sim_user: str, expires_at: str = "2099-01-01T00:00:00Z"
     ) -> None:
         tokens = await self.sim_tokens(provider, sim_user)
+        # The account as the token response names it, where it does (the API checks it with the
+        # provider in any case, and learns it where it does not).
+        account = {"provider_user_id": tokens.provider_user_id} if tokens.provider_user_id else {}
         resp = await self.client.put(
             f"/api/v1/users/{user_id}/connections/{provider}",
             json={
                 "access_token": tokens.access_token,
                 "refresh_token": tokens.refresh_token,
                 "expires_at": expires_at,
-                "provider_user_id": tokens.provider_user_id or sim_user,
                 "scopes": tokens.scopes,
+                **account,
             },
             headers={"X-API-Key": key},
         )
         assert resp.status == 200, await resp.text()
+        # The token's expiry as asked, also where connecting redeemed the refresh token to learn
+        # the account (Suunto) and stored fresh tokens: tests make it stale on purpose.
+        await self.db.execute(
+            "UPDATE provider_connections SET expires_at = $3 WHERE user_id = $1 AND provider = $2",
+            uuid.UUID(user_id), provider, datetime.fromisoformat(expires_at),
+        )  # fmt: skip
 
     async def connected_user(
         self, provider: str = "suunto", sim_user: str | None = None, application: str = "acme"

@@ -96,11 +96,11 @@ async def test_connections_lifecycle(client: Client, factory: Factory, db: async
     key = await factory.api_key()
     headers = {"X-API-Key": key}
     user_id = await factory.user(key)
+    tokens = await factory.sim_tokens("strava", "athlete-7")
     body = {
-        "access_token": "secret-access",
-        "refresh_token": "secret-refresh",
+        "access_token": tokens.access_token,
+        "refresh_token": tokens.refresh_token,
         "expires_at": "2030-01-01T00:00:00+00:00",
-        "provider_user_id": "athlete-7",
         "scopes": ["read", "activity:read"],
     }
     resp = await client.put(f"/api/v1/users/{user_id}/connections/strava", json=body, headers=headers)
@@ -108,21 +108,22 @@ async def test_connections_lifecycle(client: Client, factory: Factory, db: async
     shown = await resp.json()
     assert "access_token" not in shown
     assert "refresh_token" not in shown
-    assert (shown["provider"], shown["provider_user_id"], shown["active"]) == ("strava", "athlete-7", True)
+    # The account is the one Strava says the token is of.
+    assert (shown["provider"], shown["provider_user_id"], shown["active"]) == ("strava", tokens.provider_user_id, True)
+    newer = (await factory.sim_tokens("strava", "athlete-7")).access_token
     resp = await client.put(
-        f"/api/v1/users/{user_id}/connections/strava", json=body | {"access_token": "newer"}, headers=headers
+        f"/api/v1/users/{user_id}/connections/strava", json=body | {"access_token": newer}, headers=headers
     )
     assert resp.status == 200
     stored = await db.fetchval("SELECT access_token FROM provider_connections")
     assert stored.startswith("fernet:")  # encrypted at rest
-    assert "newer" not in stored
-    assert client.app[SETTINGS].cipher().open(stored) == "newer"
+    assert newer not in stored
+    assert client.app[SETTINGS].cipher().open(stored) == newer
     resp = await client.get(f"/api/v1/users/{user_id}/connections", headers=headers)
     assert [c["provider"] for c in await resp.json()] == ["strava"]
     resp = await client.delete(f"/api/v1/users/{user_id}/connections/strava", headers=headers)
     assert resp.status == 200
-    # Strava refused the made-up token: revoking upstream failed, the connection is inactive all the same.
-    assert ((await resp.json())["active"], (await resp.json())["upstream_revoked"]) == (False, False)
+    assert ((await resp.json())["active"], (await resp.json())["upstream_revoked"]) == (False, True)
     resp = await client.get(f"/api/v1/users/{user_id}/connections", headers=headers)
     assert [c["active"] for c in await resp.json()] == [False]  # deactivated, kept with its data
     resp = await client.delete(f"/api/v1/users/{user_id}/connections/strava", headers=headers)

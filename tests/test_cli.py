@@ -390,9 +390,9 @@ async def test_connections_shows_state_scopes_expiry_and_last_sync_but_never_tok
     client: Client, factory: Factory, settings: Settings, db: asyncpg.Pool, deps: Deps
 ) -> None:
     key, user_id, _ = await factory.connected_user("suunto")
-    strava = {"access_token": "strava-access-TOKEN", "refresh_token": "strava-refresh-TOKEN",
-              "provider_user_id": "4711", "expires_at": "2030-05-06T07:08:09+02:00",
-              "scopes": ["read", "activity:read"]}  # fmt: skip
+    strava_tokens = await factory.sim_tokens("strava", "cli-athlete")
+    strava = {"access_token": strava_tokens.access_token, "refresh_token": strava_tokens.refresh_token,
+              "expires_at": "2030-05-06T07:08:09+02:00", "scopes": ["read", "activity:read"]}  # fmt: skip
     resp = await client.put(f"/api/v1/users/{user_id}/connections/strava", json=strava, headers={"X-API-Key": key})
     assert resp.status == 200
     resp = await client.delete(f"/api/v1/users/{user_id}/connections/strava", headers={"X-API-Key": key})
@@ -410,7 +410,8 @@ async def test_connections_shows_state_scopes_expiry_and_last_sync_but_never_tok
     header, *rows = rows_of("\n".join(table))
     assert header == ["provider", "provider user", "state", "scopes", "token expires (UTC)", "last sync (UTC)"]
     assert rows == [
-        ["strava", "4711", "inactive (disconnected)", "read,activity:read", "2030-05-06 05:08:09", "never"],
+        ["strava", strava_tokens.provider_user_id, "inactive (disconnected)", "read,activity:read",
+         "2030-05-06 05:08:09", "never"],
         ["suunto", suunto["provider_user_id"], "active", ",".join(suunto["scopes"]) or "-", "2099-01-01 00:00:00",
          f"{finished.strftime('%Y-%m-%d %H:%M:%S')} succeeded"],
     ]  # fmt: skip

@@ -122,7 +122,7 @@ async def test_sync_without_a_range_asks_for_the_last_30_days(
     calls = [r for r in sim_state.requests if r["provider"] == "garmin" and r["path"].startswith("/wellness")]
     assert Counter((r["path"], r["status"]) for r in calls) == {
         (f"/wellness-api/rest/backfill/{t}", 202): 1 for t in ("activities", *TYPES_247)
-    }
+    } | {("/wellness-api/rest/user/id", 200): 1}  # connecting learnt whose the token is
     assert await db.fetchval("SELECT count(*) FROM workouts") == 0  # the data comes by webhook
 
 

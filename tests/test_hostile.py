@@ -232,7 +232,11 @@ async def test_an_upstream_error_quoting_a_nul_character_is_stored_escaped(
     async def refuse(request: web.Request) -> web.Response:
         return web.Response(status=400, body=b'{"message": "Bad\x00Request"}', content_type="application/json")
 
+    async def athlete(request: web.Request) -> web.Response:
+        return web.json_response({"id": 1})
+
     upstream = web.Application()
+    upstream.router.add_get("/api/v3/athlete", athlete)
     upstream.router.add_get("/api/v3/athlete/activities", refuse)
     strava: Client = await aiohttp_client(upstream)
     strava_url = str(strava.make_url(""))

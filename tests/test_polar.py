@@ -109,10 +109,11 @@ async def test_async_sync_without_flags_lands_every_served_exercise(
     progress = task["progress"]["workouts"]
     assert (progress["records"], progress["pages"], progress["pages_total"]) == ({"workouts": 40}, 1, 1)
 
-    # Registered first (member-id: our user id), then one call for the exercises, flags false.
+    # Registered first (member-id: our user id; 409: already when connected, which confirmed the
+    # account), then one call for the exercises, flags false.
     calls = [(r["method"], r["path"], r["query"], r["status"]) for r in sim_state.requests if r["provider"] == "polar"]
     assert calls[-2:] == [
-        ("POST", "/v3/users", {}, 200),
+        ("POST", "/v3/users", {}, 409),
         ("GET", "/v3/exercises", {"samples": "false", "zones": "false", "route": "false"}, 200),
     ]
     assert ("polar", sim_user) in sim_state.registered
@@ -181,8 +182,9 @@ async def test_second_sync_adds_nothing_and_rewrites_nothing(
     assert task["status"] == "succeeded", task
     assert await db.fetch("SELECT provider_record_id, xmin::text, updated_at FROM workouts ORDER BY 1") == workouts
     assert await db.fetch("SELECT recorded_at, xmin::text FROM samples ORDER BY 1") == samples
-    # The user was registered once; the second sync knew it and did not ask again.
-    assert [r["status"] for r in sim_state.requests if r["path"] == "/v3/users"] == [200]
+    # The user was registered when connected (which confirmed the account), the first sync found it
+    # so (409), the second knew it and did not ask again.
+    assert [r["status"] for r in sim_state.requests if r["path"] == "/v3/users"] == [200, 409]
 
 
 async def test_sync_mode_returns_details(client: Client, factory: Factory, db: asyncpg.Pool) -> None:
@@ -230,7 +232,8 @@ async def test_a_429_burst_and_a_5xx_burst_are_survived(
 
     assert task["status"] == "succeeded", task
     statuses = [(r["path"], r["status"]) for r in sim_state.requests if r["provider"] == "polar"]
-    assert statuses[-7:] == [("/v3/users", "fault:status")] * 2 + [("/v3/users", 200)] + [
+    # (409: registered already when connected, which confirmed the account)
+    assert statuses[-7:] == [("/v3/users", "fault:status")] * 2 + [("/v3/users", 409)] + [
         ("/v3/exercises", "fault:ratelimit")
     ] * 3 + [("/v3/exercises", 200)]
     assert await db.fetchval("SELECT count(*) FROM workouts") == 40

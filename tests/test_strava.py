@@ -96,7 +96,8 @@ async def test_async_sync_lands_every_served_activity_from_a_fixed_range(
     assert await stored_pages(db, task["task_id"]) == {"page:1": 200, "page:2": 200, "page:3": 50}
     # Only the list was read (no detail call per activity), always over the same range.
     strava_paths = {r["path"] for r in sim_state.requests if r["provider"] == "strava"}
-    assert strava_paths == {LIST, "/oauth/token"}  # the token endpoint: the connection's code grant
+    # The token endpoint: the connection's code grant; the athlete: connecting learnt whose it is.
+    assert strava_paths == {LIST, "/oauth/token", "/api/v3/athlete"}
     assert refreshes(sim_state, "strava") == 0
     calls = list_calls(sim_state)
     started = int(datetime.fromisoformat(task["started_at"]).timestamp())

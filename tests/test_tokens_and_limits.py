@@ -27,11 +27,12 @@ async def test_a_refused_access_token_is_refreshed_once_and_the_sync_completes(
     client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool, sim_state: SimState, settings: Settings
 ) -> None:
     key, user_id, _ = await factory.connected_user("suunto")
+    connected = refreshes(sim_state, "suunto")  # connecting redeemed the refresh token once (Suunto)
     await db.execute("UPDATE provider_connections SET access_token = 'revoked-by-provider'")
     task = await wait_for_task(client, key, await start_sync(client, key, "suunto", user_id))
     assert task["status"] == "succeeded", task
     # Both data types met the 401 at once; the connection was refreshed once, and saved.
-    assert refreshes(sim_state, "suunto") == 1
+    assert refreshes(sim_state, "suunto") == connected + 1
     row = await stored_tokens(db, settings)
     assert row is not None
     assert row["access_token"].startswith("suunto.")
@@ -42,13 +43,14 @@ async def test_a_token_expiring_mid_sync_is_refreshed_once(
     client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool, sim_state: SimState
 ) -> None:
     key, user_id, _ = await factory.connected_user("suunto")
+    connected = refreshes(sim_state, "suunto")  # connecting redeemed the refresh token once (Suunto)
     # After 3 pages have been served, the user's access tokens expire upstream.
     sim_state.faults.append(Fault("suunto", "/v3/workouts", "expire_tokens", skip=3, count=1))
     task = await wait_for_task(
         client, key, await start_sync(client, key, "suunto", user_id, "data_type=workouts&limit=20")
     )
     assert task["status"] == "succeeded", task
-    assert refreshes(sim_state, "suunto") == 1
+    assert refreshes(sim_state, "suunto") == connected + 1
     assert statuses(sim_state, "/v3/workouts")[401] >= 1
     assert await db.fetchval("SELECT count(*) FROM workouts") == 300  # the simulator's default history
     assert task["progress"]["workouts"]["records"] == {"workouts": 300}
@@ -60,9 +62,10 @@ async def test_a_token_known_to_expire_is_refreshed_before_the_first_call(
     key = await factory.api_key()
     user_id = await factory.user(key)
     await factory.connect(key, user_id, "suunto", "early", expires_at="2000-01-01T00:00:00Z")
+    connected = refreshes(sim_state, "suunto")  # connecting redeemed the refresh token once (Suunto)
     task = await wait_for_task(client, key, await start_sync(client, key, "suunto", user_id))
     assert task["status"] == "succeeded", task
-    assert refreshes(sim_state, "suunto") == 1
+    assert refreshes(sim_state, "suunto") == connected + 1
     assert statuses(sim_state)[401] == 0  # no call was made with the stale token
 
 
@@ -70,6 +73,7 @@ async def test_two_concurrent_syncs_needing_a_refresh_do_one_refresh(
     client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool, sim_state: SimState
 ) -> None:
     key, user_id, _ = await factory.connected_user("suunto")
+    connected = refreshes(sim_state, "suunto")  # connecting redeemed the refresh token once (Suunto)
     await db.execute("UPDATE provider_connections SET access_token = 'stale'")
     sim_state.provider("suunto").latency_s = 0.02
     first = await start_sync(client, key, "suunto", user_id, "data_type=workouts")
@@ -79,7 +83,7 @@ async def test_two_concurrent_syncs_needing_a_refresh_do_one_refresh(
     started = sorted(t["started_at"] for t in tasks)
     finished = sorted(t["finished_at"] for t in tasks)
     assert started[1] < finished[0], "the two tasks did not overlap"
-    assert refreshes(sim_state, "suunto") == 1
+    assert refreshes(sim_state, "suunto") == connected + 1
 
 
 async def test_a_revoked_refresh_token_fails_the_task_and_deactivates_the_connection(

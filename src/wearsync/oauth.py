@@ -44,7 +44,7 @@ from wearsync.crypto import TokenCipher
 from wearsync.db import queries
 from wearsync.providers import PROVIDERS
 from wearsync.providers.core import Connection, Provider
-from wearsync.providers.errors import ProviderError
+from wearsync.providers.errors import AccountUnconfirmed, ProviderError, RateLimited, UpstreamAuthError
 from wearsync.providers.http import HttpClient
 from wearsync.providers.tokens import GrantRefused, TokenSet, request_tokens
 from wearsync.settings import ProviderSettings, Settings
@@ -252,6 +252,48 @@ async def exchange_code(
         user_id = await provider.user_id(http, config, tokens.access_token)
         tokens = dataclasses.replace(tokens, provider_user_id=user_id)
     return tokens
+
+
+class AccountUnknown(Exception):
+    """Whose tokens handed to `PUT .../connections` are was not learnt: `status` and `detail` are
+    the API's answer (422: the provider refused them or names another account; 502: it could not
+    be asked)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+async def learn_account(
+    http: HttpClient, provider: Provider, config: ProviderSettings, user_id: UUID, handed: TokenSet
+) -> TokenSet:
+    """The tokens to store for tokens handed to us, with the account the provider says they are of:
+    a connection's upstream identity is never the caller's word, as webhook events are routed by it.
+    A provider_user_id the caller gave must be that account."""
+    claimed = handed.provider_user_id
+    try:
+        if provider.identify is not None:
+            learnt = await provider.identify(http, config, handed, user_id)
+        else:
+            assert provider.user_id is not None, f"{provider.name} has no way to learn a token's account"
+            learnt = dataclasses.replace(
+                handed, provider_user_id=await provider.user_id(http, config, handed.access_token)
+            )
+    except AccountUnconfirmed as e:
+        raise AccountUnknown(422, str(e)) from None
+    except (UpstreamAuthError, GrantRefused) as e:
+        raise AccountUnknown(422, f"{provider.name} refused the tokens: {e}") from None
+    except RateLimited as e:
+        raise AccountUnknown(503, f"{provider.name}'s rate limit: {e}") from None
+    except ProviderError as e:
+        raise AccountUnknown(502, f"{provider.name} could not be asked whose the tokens are: {e}") from None
+    if claimed is not None and learnt.provider_user_id != claimed:
+        raise AccountUnknown(
+            422,
+            f"provider_user_id '{claimed}' is not the account of these tokens: {provider.name} says"
+            f" '{learnt.provider_user_id}'",
+        )
+    return learnt
 
 
 def missing_scopes(provider: Provider, granted: list[str]) -> list[str]:

@@ -7,7 +7,8 @@ answer 429, which is tried again). One that failed for a reason that may pass (t
 429) keeps the tokens it needs (pending_revocations, encrypted as stored) and is tried again with a
 growing pause, WEARSYNC_REVOKE_MAX_TRIES tries in all; only then are those tokens dropped. The
 answer of a disconnect says which: `revocation` is `revoked`, `retrying`, `failed` (the provider
-refused it for good) or `not_offered` (the provider has no way to revoke)."""
+refused it for good), `not_offered` (the provider has no way to revoke) or `shared` (not asked:
+another application's connection uses the account, and our grant upstream is one for all)."""
 
 import asyncio
 from typing import Any
@@ -54,11 +55,25 @@ async def revoke_upstream(deps: Deps, row: asyncpg.Record) -> tuple[str | None, 
     return reason, may_pass
 
 
+SHARED_GRANT = "access kept upstream: another application's connection uses it (one grant to wearsync's client)"
+
+
+async def shared(deps: Deps, row: asyncpg.Record) -> bool:
+    """Whether another active connection (another application's) uses the connection's account:
+    our access upstream is one grant to our client, whichever application connected the account,
+    so revoking it would cut that connection off too. The last one to let go revokes."""
+    others = await queries.connections_by_upstream_user(deps.db, row["provider"], row["provider_user_id"])
+    return any(other["user_id"] != row["user_id"] for other in others)
+
+
 async def disconnect(deps: Deps, row: asyncpg.Record) -> dict[str, object]:
     """Withdraw our access to a connection's account at the provider, then deactivate the
     connection, also where revoking made the provider refuse the token (and so deactivated it
     already); a revocation that may succeed later keeps the tokens it needs. Whether the provider
     was told, and if not, why and what happens next."""
+    if await shared(deps, row):
+        await queries.deactivate_connection(deps.db, row["user_id"], row["provider"], "disconnected", only_active=False)
+        return {"upstream_revoked": False, "upstream_error": SHARED_GRANT, "revocation": "shared"}
     error, may_pass = await revoke_upstream(deps, row)
     retrying = may_pass and deps.settings.revoke_max_tries > 1
     async with deps.db.acquire() as conn, conn.transaction():
@@ -81,7 +96,7 @@ async def retry_revocations(ctx: dict[str, Any]) -> dict[str, int]:
     outcomes = {"revoked": 0, "retrying": 0, "given_up": 0, "superseded": 0}
     for row in await revocations.claim_due(deps.db, hold_s=REVOKE_TIMEOUT_S * 6):
         where = {"provider": row["provider"], "user_id": str(row["user_id"]), "tries": row["tries"] + 1}
-        if await revocations.reconnected_since(deps.db, row):
+        if await revocations.reconnected_since(deps.db, row) or await shared(deps, row):
             outcome = "superseded"
         else:
             error, may_pass = await revoke_upstream(deps, row)

@@ -118,7 +118,11 @@ class ConnectionIn(BaseModel):
     access_token: Token = Field(min_length=1, max_length=8192)
     refresh_token: Token | None = Field(None, max_length=8192)
     expires_at: AwareDatetime | None = None
-    provider_user_id: Text = Field(min_length=1, max_length=255)
+    provider_user_id: Text | None = Field(
+        None, min_length=1, max_length=255,
+        description="the provider's id of the account, if you know it: the provider is asked whose the tokens"
+        " are in any case, and a different answer is refused (422); Polar needs it (x_user_id)",
+    )  # fmt: skip
     scopes: list[Annotated[Text, Field(max_length=255)]] = Field(default_factory=list, max_length=100)
 
     @model_validator(mode="after")

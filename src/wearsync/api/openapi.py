@@ -150,11 +150,16 @@ OPERATIONS: dict[str, Operation] = {
     ),
     "connection": Operation(
         "connections",
-        "Connect a user to a provider with the user's OAuth tokens",
+        "Connect a user to a provider with the user's OAuth tokens: the provider is asked whose they are"
+        " (422 when it refuses them or names another account than provider_user_id)",
         ConnectionPut,
         body=ConnectionIn,
         ok=Connection,
-        errors=USER_NOT_FOUND | {409: "The upstream account is connected to another user of this application"},
+        errors=USER_NOT_FOUND
+        | {
+            409: "The upstream account is connected to another user of this application",
+            502: "The provider could not be asked whose the tokens are",
+        },
     ),
     "disconnect": Operation(
         "connections",

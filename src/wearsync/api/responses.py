@@ -140,10 +140,11 @@ class Disconnected(BaseModel):
     active: Literal[False]
     upstream_revoked: bool = Field(description="the provider withdrew our access to the account")
     upstream_error: str | None = Field(description="why not, when it did not (the connection is inactive all the same)")
-    revocation: Literal["revoked", "retrying", "failed", "not_offered"] = Field(
+    revocation: Literal["revoked", "retrying", "failed", "not_offered", "shared"] = Field(
         description="`retrying`: the provider could not be told now (down, slow, rate limiting); workers try "
         "again for hours (WEARSYNC_REVOKE_MAX_TRIES), keeping the tokens that needs (encrypted) until then; "
-        "`failed`: the provider refused for good; `not_offered`: it has no way to revoke"
+        "`failed`: the provider refused for good; `not_offered`: it has no way to revoke; `shared`: not asked, as"
+        " another application's connection uses the account (our grant upstream is one for all)"
     )
 
 
@@ -151,10 +152,11 @@ class Revocation(BaseModel):
     provider: ProviderName
     upstream_revoked: bool = Field(description="the provider withdrew our access to the account")
     upstream_error: str | None = Field(description="why not, when it did not")
-    revocation: Literal["revoked", "retrying", "failed", "not_offered"] = Field(
+    revocation: Literal["revoked", "retrying", "failed", "not_offered", "shared"] = Field(
         description="`retrying`: the provider could not be told now (down, slow, rate limiting); workers try "
         "again for hours (WEARSYNC_REVOKE_MAX_TRIES), keeping the tokens that needs (encrypted) until then; "
-        "`failed`: the provider refused for good; `not_offered`: it has no way to revoke"
+        "`failed`: the provider refused for good; `not_offered`: it has no way to revoke; `shared`: not asked, as"
+        " another application's connection uses the account (our grant upstream is one for all)"
     )
 
 

@@ -15,7 +15,9 @@ from wearsync.api.common import APP_ID, DEPS, QUEUE, SYNC_CALLS, ApiError, json_
 from wearsync.api.models import ConnectionIn, ConnectionPath, ConnectionPut, SyncRequest, TaskPath, UserIn, UserPath
 from wearsync.db import TRANSIENT_DB_ERRORS, queries, retention
 from wearsync.models import FINAL_STATUSES
-from wearsync.oauth import save_connection
+from wearsync.oauth import AccountUnknown, learn_account, save_connection
+from wearsync.providers import PROVIDERS
+from wearsync.providers.tokens import TokenSet
 from wearsync.queue import QUEUE_UNAVAILABLE, continue_in_new_job
 from wearsync.revocation import disconnect
 from wearsync.settings import webhook_queue_name
@@ -196,12 +198,25 @@ async def put_connection(request: web.Request) -> web.Response:
     body = validate(ConnectionIn, await json_body(request))
     await own_user(request, path.user_id)
     deps = request.app[DEPS]
+    handed = TokenSet(
+        access_token=body.access_token, refresh_token=body.refresh_token, expires_at=body.expires_at,
+        scopes=body.scopes, provider_user_id=body.provider_user_id, raw={},
+    )  # fmt: skip
+    provider, config = PROVIDERS[path.provider], deps.settings.provider(path.provider)
+    try:
+        # An upstream call: no database connection is held across it.
+        tokens = await learn_account(deps.http, provider, config, path.user_id, handed)
+    except AccountUnknown as e:
+        raise ApiError(e.status, e.detail) from None
+    assert tokens.provider_user_id is not None
     try:
         row = await save_connection(
-            deps.db, deps.settings.cipher(), path.user_id, path.provider, move=path.move, **body.model_dump()
-        )
+            deps.db, deps.settings.cipher(), path.user_id, path.provider, move=path.move,
+            access_token=tokens.access_token, refresh_token=tokens.refresh_token, expires_at=tokens.expires_at,
+            provider_user_id=tokens.provider_user_id, scopes=tokens.scopes,
+        )  # fmt: skip
     except queries.AccountTaken as e:
-        raise ApiError(409, account_taken(path.provider, body.provider_user_id, e)) from None
+        raise ApiError(409, account_taken(path.provider, tokens.provider_user_id, e)) from None
     return json_response(_connection_json(row))
 
 

@@ -16,7 +16,7 @@ from wearsync.models import DataType, SyncParams
 from wearsync.providers.errors import JobSliceDone, ListShifted, MalformedPayload, TooManyItems, UpstreamAuthError
 from wearsync.providers.http import Bucket, HttpClient, Params
 from wearsync.providers.ratelimit import RateLimit, parse_rate_limits
-from wearsync.providers.tokens import Credentials
+from wearsync.providers.tokens import Credentials, TokenSet
 from wearsync.records import RECORD_KIND, Record
 from wearsync.settings import ProviderSettings, Settings
 
@@ -280,6 +280,11 @@ class Provider:
     # How to learn the provider's id of a token's user where the token response does not say it
     # (Whoop, Garmin): what the connection must store for webhooks to find it.
     user_id: Callable[[HttpClient, ProviderSettings, str], Awaitable[str]] | None = None
+    # How the account of tokens handed to `PUT .../connections/{p}` is learnt where `user_id` cannot
+    # (Suunto, Polar): (the tokens as handed, provider_user_id what the caller says, and our user's
+    # id) -> the tokens to store, with provider_user_id as the provider says it; AccountUnconfirmed
+    # when the provider does not confirm it.
+    identify: Callable[[HttpClient, ProviderSettings, TokenSet, UUID], Awaitable[TokenSet]] | None = None
     # Connecting a user (wearsync.oauth): the authorization page's path on the provider's authorize
     # host, the scopes we ask for (joined by scope_separator), extra query parameters, PKCE (S256).
     authorize_path: str = "/oauth/authorize"

@@ -33,6 +33,11 @@ class UpstreamAuthError(UpstreamError):
     """The provider refused our token (401/403)."""
 
 
+class AccountUnconfirmed(ProviderError):
+    """The provider does not confirm that tokens handed to us are of the account they are said to
+    be of, or cannot be asked without something the caller did not give."""
+
+
 class RateLimited(ProviderError):
     """The provider, or our share of its rate limit, asks for a longer wait than a worker slot
     should be held for: an async job is deferred by `retry_after_s`, a sync call fails the type.

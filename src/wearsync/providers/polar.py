@@ -36,6 +36,7 @@ is the exercise without those fields. `SLEEP` and the other 24/7 events are stor
 alone (we do not store Polar's 24/7 data).
 """
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -44,6 +45,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
+from uuid import UUID
 
 import structlog
 
@@ -51,13 +53,16 @@ from wearsync.db import queries
 from wearsync.models import DataType
 from wearsync.providers.core import Connection, Provider, SyncContext, Webhook, WebhookEvent, map_page, num
 from wearsync.providers.errors import (
+    AccountUnconfirmed,
     MalformedPayload,
     ProviderError,
     UpstreamAuthError,
     UpstreamError,
     WebhookRejected,
 )
+from wearsync.providers.http import HttpClient
 from wearsync.providers.ratelimit import RateLimit
+from wearsync.providers.tokens import TokenSet
 from wearsync.records import Record, Sample, Workout
 from wearsync.settings import ProviderSettings, Settings
 
@@ -173,6 +178,35 @@ def member_id(connection: Connection) -> str:
     return f"{connection.user_id}_{connection.provider_user_id}"
 
 
+async def identify(http: HttpClient, config: ProviderSettings, handed: TokenSet, user_id: UUID) -> TokenSet:
+    """The account of a token handed to us. Polar names it (x_user_id) only in the token response,
+    so the caller must say it, and Polar confirms it: `GET /v3/users/{id}` with the token answers
+    that user (another's id: 403); a user not registered with us yet (204) is registered, and
+    registration answers whose the token is."""
+    claimed = handed.provider_user_id
+    if claimed is None:
+        raise AccountUnconfirmed(
+            "Polar names a token's account only in the token response (x_user_id): send it as provider_user_id"
+        )
+    headers = {"Authorization": f"Bearer {handed.access_token}", "Accept": "application/json"}
+    try:
+        body = await http.get_json(
+            f"{config.api_url}/v3/users/{quote(claimed, safe='')}", headers=headers, provider=NAME
+        )
+        if body is None:
+            body = await http.request_json(
+                "POST", f"{config.api_url}/v3/users", headers=headers, provider=NAME,
+                json_body={"member-id": f"{user_id}_{claimed}"},
+            )  # fmt: skip
+    except UpstreamAuthError as e:
+        if e.status != 403:
+            raise
+        raise AccountUnconfirmed(f"Polar does not confirm the account '{claimed}' for this token: {e}") from None
+    if not isinstance(body, dict) or body.get("polar-user-id") is None:
+        raise MalformedPayload(f"Polar's user answer carries no polar-user-id: {str(body)[:200]}")
+    return dataclasses.replace(handed, provider_user_id=str(body["polar-user-id"]))
+
+
 async def register_user(ctx: SyncContext) -> None:
     """Register the user with our app; Polar answers 409 when that was done before."""
     url = f"{ctx.config.api_url}/v3/users"
@@ -193,13 +227,10 @@ async def connect_user(ctx: SyncContext) -> None:
 
 async def delete_user(ctx: SyncContext) -> None:
     """Deregister the user from our app (`DELETE /v3/users/{polar user id}`), which also revokes the
-    access token; a user Polar no longer knows (404) is deregistered already. Not while another
-    application's connection uses the same Polar account: the registration is our Polar client's,
-    shared by all of them, and deleting it would cut that connection off (ProviderError says so)."""
+    access token; a user Polar no longer knows (404) is deregistered already. Not asked while
+    another application's connection uses the same Polar account (revocation.shared): the
+    registration is our Polar client's, shared by all of them."""
     account = ctx.connection.provider_user_id
-    others = await queries.connections_by_upstream_user(ctx.db, NAME, account)
-    if any(row["user_id"] != ctx.connection.user_id for row in others):
-        raise ProviderError(f"Polar account {account} stays registered: another application's connection uses it")
     url = f"{ctx.config.api_url}/v3/users/{quote(account, safe='')}"
     try:
         await ctx.request_json("DELETE", url)
@@ -339,5 +370,6 @@ PROVIDER = Provider(
     # AccessLink also speaks XML (the spec lists both for users); Polar's example client asks for JSON.
     api_headers=lambda config: {"Accept": "application/json"},
     on_connect=connect_user,
+    identify=identify,
     revoke=delete_user,
 )

@@ -55,6 +55,7 @@ from wearsync.db import queries
 from wearsync.models import DataType
 from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, map_page, num
 from wearsync.providers.errors import MalformedPayload, UpstreamError, WebhookRejected
+from wearsync.providers.http import HttpClient
 from wearsync.providers.paging import save_offset_list
 from wearsync.providers.ratelimit import RateLimit
 from wearsync.records import Workout
@@ -226,6 +227,16 @@ async def process_event(ctx: SyncContext, event: WebhookEvent) -> None:
         log.info("strava event with nothing to do", kind=event.kind, object_id=object_id)
 
 
+async def athlete_id(http: HttpClient, config: ProviderSettings, access_token: str) -> str:
+    """Strava's id of a token's athlete (`GET /api/v3/athlete`): what its events name the owner by.
+    The token response carries it too (`athlete`); this is for tokens handed to us."""
+    url = f"{config.api_url}/api/v3/athlete"
+    body = await http.get_json(url, headers={"Authorization": f"Bearer {access_token}"}, provider="strava")
+    if not isinstance(body, dict) or not isinstance(body.get("id"), int):
+        raise MalformedPayload(f"GET {url} returned no athlete id: {str(body)[:200]}")
+    return str(body["id"])
+
+
 async def deauthorize(ctx: SyncContext) -> None:
     """Withdraw our access to the athlete's account (`POST /oauth/deauthorize` on the OAuth host,
     the access token as a form field): every token of the athlete stops working."""
@@ -252,5 +263,6 @@ PROVIDER = Provider(
     scopes=("read", "activity:read_all"),
     scope_separator=",",
     authorize_params={"approval_prompt": "auto"},
+    user_id=athlete_id,
     revoke=deauthorize,
 )

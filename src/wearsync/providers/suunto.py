@@ -11,6 +11,7 @@ joules (official). Every fact relied on, with its source: docs/providers/suunto.
 shapes are kept in wearsync/sim/fixtures/suunto/.
 """
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -19,14 +20,17 @@ from contextlib import aclosing
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
+from uuid import UUID
 
 import structlog
 
 from wearsync.models import DataType
 from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, integer, map_page, num
-from wearsync.providers.errors import MalformedPayload, WebhookRejected
+from wearsync.providers.errors import AccountUnconfirmed, MalformedPayload, WebhookRejected
+from wearsync.providers.http import HttpClient
 from wearsync.providers.paging import each_concurrently, save_offset_list, time_windows
 from wearsync.providers.ratelimit import RateLimit
+from wearsync.providers.tokens import TokenSet, request_tokens
 from wearsync.records import DailyActivity, Record, Recovery, Sample, SleepSession, Workout
 from wearsync.settings import ProviderSettings, Settings
 
@@ -512,6 +516,23 @@ async def deauthorize(ctx: SyncContext) -> None:
     await ctx.request_json("GET", url, params={"client_id": ctx.config.client_id}, empty_ok=True)
 
 
+async def identify(http: HttpClient, config: ProviderSettings, handed: TokenSet, user_id: UUID) -> TokenSet:
+    """The account of tokens handed to us: Suunto names it (`user`, the username its notifications
+    carry) only in a token response and has no endpoint that says it, so the handed refresh token
+    is redeemed once and the new tokens, with their user, are what is stored."""
+    if handed.refresh_token is None:
+        raise AccountUnconfirmed(
+            "Suunto names a token's account only in a token response: send the refresh_token, which"
+            " wearsync redeems once to learn it"
+        )
+    tokens = await request_tokens(
+        http, PROVIDER, config, {"grant_type": "refresh_token", "refresh_token": handed.refresh_token}
+    )
+    if tokens.provider_user_id is None:
+        raise MalformedPayload("Suunto's token response names no user")
+    return dataclasses.replace(tokens, scopes=tokens.scopes or handed.scopes)
+
+
 PROVIDER = Provider(
     name="suunto",
     supports=frozenset({DataType.WORKOUTS, DataType.DATA_247}),
@@ -528,5 +549,6 @@ PROVIDER = Provider(
         max_body_bytes=1024 * 1024,  # a notification may carry the whole workout
     ),
     authorize_path="/oauth/authorize",  # no scope parameter: Suunto grants the app's configured access
+    identify=identify,
     revoke=deauthorize,
 )

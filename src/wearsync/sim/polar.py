@@ -7,6 +7,8 @@ Data API (mounted under /polar/api):
   then, data calls are answered 403 with Polar's error shape {"timestamp", "status": 403,
   "errorType": "Forbidden", "message", "corrId"} (our choice: Polar only says the user must be
   registered first, and documents 403 for consents not accepted).
+- `GET /v3/users/{polar-user-id}`: the token's user as registered (its own id only, else 403; 204,
+  the spec's "not found", when not registered).
 - `DELETE /v3/users/{polar-user-id}`: deregisters the token's user (its own id only, else 403;
   404 when not registered) and revokes its access token: 204.
 - `GET /v3/exercises?samples=&zones=&route=` (true|false): the exercises uploaded in the last 30
@@ -327,14 +329,33 @@ async def register_user(request: web.Request) -> web.Response:
     if (NAME, user) in state.registered or body["member-id"] in state.registered.values():
         return polar_error(409, "Conflict", "User already registered to partner or duplicated member-id")
     state.registered[(NAME, user)] = body["member-id"]
-    state.changes.setdefault((NAME, user), {})["registered_at"] = _utc(datetime.now(UTC))  # as upload_time
-    polar_id = polar_user_id(user)
-    return web.json_response({
-        "polar-user-id": polar_id, "member-id": body["member-id"],
-        "registration-date": _utc(datetime.now(UTC)),
+    registered_at = _utc(datetime.now(UTC))
+    state.changes.setdefault((NAME, user), {})["registered_at"] = registered_at  # as upload_time
+    return web.json_response(_user_information(user, body["member-id"], registered_at))
+
+
+def _user_information(user: str, member_id: str, registered_at: str) -> dict[str, Any]:
+    return {
+        "polar-user-id": polar_user_id(user), "member-id": member_id,
+        "registration-date": registered_at,
         "first-name": user, "last-name": "Sim", "birthdate": "1990-01-01", "gender": "FEMALE",
         "weight": 62.0, "height": 170.0, "extra-info": [],
-    })  # fmt: skip
+    }  # fmt: skip
+
+
+async def get_user(request: web.Request) -> web.Response:
+    """`GET /v3/users/{user-id}`: the token's user as registered (204: not registered with us; the
+    spec's "not found"); another user's id is 403, as on DELETE."""
+    user = _user(request, registered=False)
+    if isinstance(user, web.Response):
+        return user
+    if request.match_info["user_id"] != str(polar_user_id(user)):
+        return polar_error(403, "Forbidden", "Not the token's user")
+    member_id = request.config_dict[STATE_KEY].registered.get((NAME, user))
+    if member_id is None:
+        return web.Response(status=204)
+    registered_at = request.config_dict[STATE_KEY].changes.get((NAME, user), {}).get("registered_at", "")
+    return web.json_response(_user_information(user, member_id, registered_at))
 
 
 async def delete_user(request: web.Request) -> web.Response:
@@ -407,6 +428,7 @@ RATE_LIMIT = RateLimitStyle(
 def create_apps() -> tuple[web.Application, web.Application]:
     api = web.Application(middlewares=[fault_middleware(NAME, RATE_LIMIT)])
     api.router.add_post("/v3/users", register_user)
+    api.router.add_get("/v3/users/{user_id}", get_user)
     api.router.add_delete("/v3/users/{user_id}", delete_user)
     api.router.add_get("/v3/exercises", list_exercises)
     api.router.add_get("/v3/exercises/{id}", get_exercise)
