@@ -251,11 +251,13 @@ class Factory:
 
     async def connect(
         self, key: str, user_id: str, provider: str, sim_user: str, expires_at: str = "2099-01-01T00:00:00Z"
-    ) -> None:
+    ) -> str:
+        """Connect the user to the simulated user's account; the account's id, as the provider says it
+        (what its webhooks name the user by)."""
         tokens = await self.sim_tokens(provider, sim_user)
         # The account as the token response names it, where it does (the API checks it with the
         # provider in any case, and learns it where it does not).
-        account = {"provider_user_id": tokens.provider_user_id} if tokens.provider_user_id else {}
+        named = {"provider_user_id": tokens.provider_user_id} if tokens.provider_user_id else {}
         resp = await self.client.put(
             f"/api/v1/users/{user_id}/connections/{provider}",
             json={
@@ -263,17 +265,19 @@ class Factory:
                 "refresh_token": tokens.refresh_token,
                 "expires_at": expires_at,
                 "scopes": tokens.scopes,
-                **account,
+                **named,
             },
             headers={"X-API-Key": key},
         )
         assert resp.status == 200, await resp.text()
+        account: str = (await resp.json())["provider_user_id"]
         # The token's expiry as asked, also where connecting redeemed the refresh token to learn
         # the account (Suunto) and stored fresh tokens: tests make it stale on purpose.
         await self.db.execute(
             "UPDATE provider_connections SET expires_at = $3 WHERE user_id = $1 AND provider = $2",
             uuid.UUID(user_id), provider, datetime.fromisoformat(expires_at),
         )  # fmt: skip
+        return account
 
     async def connected_user(
         self, provider: str = "suunto", sim_user: str | None = None, application: str = "acme"

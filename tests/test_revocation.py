@@ -52,7 +52,7 @@ async def test_a_failed_revocation_keeps_its_tokens_encrypted_and_is_tried_again
     client: Client, factory: Factory, deps: Deps, db: asyncpg.Pool, sim_state: SimState
 ) -> None:
     key, user_id, sim_user = await factory.connected_user("whoop")
-    stored = await db.fetchrow("SELECT access_token, refresh_token FROM provider_connections")
+    stored = await db.fetchrow("SELECT access_token, refresh_token, provider_user_id FROM provider_connections")
     assert stored is not None
     sim_state.faults.append(Fault("whoop", WHOOP_REVOKE, "status", 502, count=-1))
     resp = await client.delete(f"/api/v1/users/{user_id}", headers={"X-API-Key": key})
@@ -65,7 +65,7 @@ async def test_a_failed_revocation_keeps_its_tokens_encrypted_and_is_tried_again
     assert kept is not None  # ... the tokens revoking needs are not, and stay encrypted
     assert (kept["access_token"], kept["refresh_token"]) == (stored["access_token"], stored["refresh_token"])
     assert kept["access_token"].startswith(PREFIX)
-    assert (kept["tries"], kept["provider_user_id"]) == (1, sim_user)
+    assert (kept["tries"], kept["provider_user_id"]) == (1, stored["provider_user_id"])
     assert await retry_revocations({"deps": deps}) == {"revoked": 0, "retrying": 0, "given_up": 0, "superseded": 0}
 
     sim_state.faults.clear()  # Whoop answers again, and the next try is due

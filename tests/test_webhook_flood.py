@@ -36,10 +36,7 @@ async def test_summaries_for_users_nobody_connected_are_dropped_and_counted(
     client: Client, factory: Factory, db: asyncpg.Pool
 ) -> None:
     key = await factory.api_key()
-    known = []
-    for name in ("known-1", "known-2"):
-        await factory.connect(key, await factory.user(key), "garmin", name)
-        known.append(name)
+    known = sorted([await factory.connect(key, await factory.user(key), "garmin", name) for name in ("k-1", "k-2")])
     before = dropped("garmin")
     # 3,000 made-up users, one summary each, around two real users' summaries.
     delivery = {"epochs": [epoch(f"stranger-{i}", i) for i in range(3000)] + [epoch(u, 1) for u in known]}
@@ -55,25 +52,23 @@ async def test_a_delivery_over_the_providers_item_cap_is_413_and_stores_nothing(
     client: Client, factory: Factory, db: asyncpg.Pool
 ) -> None:
     key = await factory.api_key()
-    await factory.connect(key, await factory.user(key), "garmin", "known-1")
+    known = await factory.connect(key, await factory.user(key), "garmin", "known-1")
     cap = garmin.PROVIDER.webhook.max_items if garmin.PROVIDER.webhook else 0
-    over = {"epochs": [epoch("known-1", n) for n in range(cap + 1)]}
+    over = {"epochs": [epoch(known, n) for n in range(cap + 1)]}
     resp = await client.post(HOOK, data=io.BytesIO(json.dumps(over).encode()), headers=FROM_GARMIN)
     assert resp.status == 413
     assert await resp.json() == {
         "detail": f"Webhook payload too large: {cap + 1} records or notifications in one delivery, at most {cap}"
     }
     assert await db.fetchval("SELECT count(*) FROM webhook_events") == 0
-    at_cap = {"epochs": [epoch("known-1", n) for n in range(cap)]}
+    at_cap = {"epochs": [epoch(known, n) for n in range(cap)]}
     resp = await client.post(HOOK, data=io.BytesIO(json.dumps(at_cap).encode()), headers=FROM_GARMIN)
     assert (resp.status, await resp.json()) == (200, {"received": 1, "new": 1})  # one user: one event
 
 
 async def test_many_events_of_one_delivery_are_all_queued(client: Client, factory: Factory, db: asyncpg.Pool) -> None:
     key = await factory.api_key()
-    users = [f"pinged-{i}" for i in range(40)]
-    for name in users:
-        await factory.connect(key, await factory.user(key), "garmin", name)
+    users = [await factory.connect(key, await factory.user(key), "garmin", f"pinged-{i}") for i in range(40)]
     pings = {"dailies": [{"userId": u, "callbackURL": f"https://apis.garmin.com/x?u={u}"} for u in users]}
     resp = await client.post(HOOK, json=pings, headers=FROM_GARMIN)
     assert (resp.status, await resp.json()) == (200, {"received": 40, "new": 40})
@@ -88,12 +83,12 @@ async def test_deliveries_past_the_rate_limit_are_429_with_retry_after_and_store
     aiohttp_client: Any, factory: Factory, settings: Settings, db: asyncpg.Pool
 ) -> None:
     key = await factory.api_key()
-    await factory.connect(key, await factory.user(key), "garmin", "known-1")
+    known = await factory.connect(key, await factory.user(key), "garmin", "known-1")
     client: Client = await aiohttp_client(create_app(settings.model_copy(update={"webhook_rate_limit": "3/60"})))
     for n in range(3):
-        resp = await client.post(HOOK, json={"epochs": [epoch("known-1", n)]}, headers=FROM_GARMIN)
+        resp = await client.post(HOOK, json={"epochs": [epoch(known, n)]}, headers=FROM_GARMIN)
         assert (resp.status, await resp.json()) == (200, {"received": 1, "new": 1})
-    resp = await client.post(HOOK, json={"epochs": [epoch("known-1", 3)]}, headers=FROM_GARMIN)
+    resp = await client.post(HOOK, json={"epochs": [epoch(known, 3)]}, headers=FROM_GARMIN)
     assert (resp.status, await resp.json()) == (429, {"detail": "Too many webhook deliveries, retry later"})
     assert 1 <= int(resp.headers["Retry-After"]) <= 60
     assert await db.fetchval("SELECT count(*) FROM webhook_events") == 3

@@ -41,6 +41,8 @@ OPERATIONS = {
     "registerUser", "listExercisesWithoutTransaction",
     # a webhook's EXERCISE: the exercise it names; disconnecting: the de-registration
     "getExerciseWithoutTransaction", "deleteUser",
+    # connecting with a token handed to us: whose it is
+    "getUserInformation",
 }  # fmt: skip
 
 
@@ -67,7 +69,10 @@ async def test_every_call_of_the_polar_client_and_every_answer_of_the_simulator_
 
     judged = judge_all(spec, recording.requests)
     assert {j.operation_id for j in judged} == OPERATIONS
-    assert all(200 <= j.status < 300 for j in judged), [j for j in judged if j.status >= 300]
+    # The sync's registration finds the user registered when connected (which confirmed the
+    # account): the spec's 409.
+    unexpected = [j for j in judged if j.status >= 300 and (j.operation_id, j.status) != ("registerUser", 409)]
+    assert unexpected == []
     served = [json.loads(r["response"]["body"]) for r in recording.requests if r["path"] == "/v3/exercises"]
     exercises = [e for answer in served for e in answer]
     series = [s for e in exercises for s in e.get("samples", [])]

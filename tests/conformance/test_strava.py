@@ -36,6 +36,7 @@ Client = TestClient[web.Request, web.Application]
 OPERATIONS = {
     "getLoggedInAthleteActivities",  # a sync: the activity list, pages of 200
     "getActivityById",  # webhooks: the detail of a created or updated activity
+    "getLoggedInAthlete",  # connecting with tokens handed to us: whose they are
 }
 
 

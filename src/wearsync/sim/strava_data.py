@@ -65,8 +65,9 @@ def athlete(user: str) -> dict[str, Any]:
         "resource_state": 2,
         "firstname": user,
         "lastname": "Sim",
-        "city": rng.choice(["Paris", "Boston", "Pune", None]),
-        "country": None,
+        # Strava's DetailedAthlete has them as non-null strings.
+        "city": (city := rng.choice(["Paris", "Boston", "Pune", "Oslo"])),
+        "country": {"Paris": "France", "Boston": "United States", "Pune": "India", "Oslo": "Norway"}[city],
         "sex": rng.choice(["F", "M"]),
         "premium": rng.random() < 0.3,
         "summit": False,
