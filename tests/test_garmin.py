@@ -126,6 +126,18 @@ async def test_sync_without_a_range_asks_for_the_last_30_days(
     assert await db.fetchval("SELECT count(*) FROM workouts") == 0  # the data comes by webhook
 
 
+async def test_a_task_waiting_for_deliveries_is_not_taken_for_lost(
+    client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool
+) -> None:
+    """Its job has ended and nothing progresses for hours: that is the wait, not a lost job the
+    reaper should run again."""
+    key, user_id, _ = await factory.connected_user("garmin")
+    task_id = await start_sync(client, key, "garmin", user_id, "data_type=workouts")
+    assert_awaiting(await wait_for_requests(client, key, task_id))
+    await db.execute("UPDATE sync_tasks SET updated_at = now() - interval '3 hours' WHERE id = $1", uuid.UUID(task_id))
+    assert await queries.possibly_lost_tasks(db, queued_for_s=60, idle_for_s=3600) == []
+
+
 @pytest.mark.parametrize(
     ("query", "data_type"),
     [
