@@ -12,6 +12,8 @@ from aiohttp.test_utils import TestClient
 
 from tests.conftest import Factory, start_sync
 from wearsync.api.app import SETTINGS, create_app
+from wearsync.api.middlewares import PUBLIC_ROUTES
+from wearsync.providers import PROVIDERS
 from wearsync.settings import Settings
 
 Client = TestClient[web.Request, web.Application]
@@ -55,41 +57,67 @@ async def test_user_errors(client: Client, factory: Factory) -> None:
     assert await resp.json() == {"detail": "User not found"}
 
 
-async def test_a_key_sees_only_its_applications_users(client: Client, factory: Factory, db: asyncpg.Pool) -> None:
-    """Every route that names a user or a task answers another application's key exactly as it
-    answers for an id that does not exist (404, the same detail), and changes nothing."""
-    owner_key, their_user, _ = await factory.connected_user("suunto")
-    their_task = await start_sync(client, owner_key, "suunto", their_user, "data_type=workouts")
-    stored = await db.fetchrow("SELECT access_token, active, updated_at FROM provider_connections")
-    mine = {"X-API-Key": await factory.api_key("another-app")}
-    await factory.user(mine["X-API-Key"])  # the other application has users of its own
-    connection = {"access_token": "x", "provider_user_id": "y"}
-    routes: list[tuple[str, str, dict[str, Any] | None]] = [
-        ("GET", "/api/v1/users/{user}", None),
-        ("GET", "/api/v1/users/{user}/connections", None),
-        ("PUT", "/api/v1/users/{user}/connections/suunto", connection),
-        ("DELETE", "/api/v1/users/{user}/connections/suunto", None),
-        ("POST", "/api/v1/suunto/users/{user}/sync", None),
+# Every route that names a user or a task, by route name, as another application's key calls it:
+# (method, path, body). A route added to the app without an entry here fails the test below.
+FOREIGN_CALLS: dict[str, list[tuple[str, str, dict[str, Any] | None]]] = {
+    "user": [("GET", "/api/v1/users/{user}", None)],
+    "connections": [("GET", "/api/v1/users/{user}/connections", None)],
+    "connection": [("PUT", "/api/v1/users/{user}/connections/suunto", {})],  # body: B's own valid tokens
+    "disconnect": [("DELETE", "/api/v1/users/{user}/connections/suunto", None)],
+    "sync": [
+        *(("POST", f"/api/v1/{provider}/users/{{user}}/sync", None) for provider in sorted(PROVIDERS)),
         ("POST", "/api/v1/suunto/users/{user}/sync?async=false", None),
         ("POST", "/api/v1/suunto/users/{user}/sync?data_type=workouts", None),  # the open task's own request
-        ("GET", "/api/v1/tasks/{task}", None),
-        ("GET", "/api/v1/oauth/suunto/authorize?user_id={user}&redirect_uri=http%3A%2F%2Flocalhost%2Fcb", None),
-        *(("GET", f"/api/v1/users/{{user}}/{data}", None) for data in ("workouts", "sleep", "recovery", "daily")),
-        ("GET", "/api/v1/users/{user}/samples?type=heart_rate", None),
-        ("DELETE", "/api/v1/users/{user}", None),
-    ]
-    for method, route, body in routes:
-        answers = []
-        for user, task in [(their_user, their_task), (str(uuid.uuid4()), str(uuid.uuid4()))]:
-            resp = await client.request(method, route.format(user=user, task=task), json=body, headers=mine)
-            answers.append((resp.status, await resp.json()))
-        theirs, unknown = answers
-        assert theirs == unknown, route
-        assert theirs[0] == 404, route
-        assert set(theirs[1]) == {"detail"}, route
-    # Nothing changed, and no task was made for their user.
-    assert await db.fetchrow("SELECT access_token, active, updated_at FROM provider_connections") == stored
-    assert await db.fetchval("SELECT count(*) FROM sync_tasks") == 1
+    ],
+    "task": [("GET", "/api/v1/tasks/{task}", None)],
+    "oauth-authorize": [
+        ("GET", "/api/v1/oauth/suunto/authorize?user_id={user}&redirect_uri=http%3A%2F%2Flocalhost%2Fcb", None)
+    ],
+    **{name: [("GET", f"/api/v1/users/{{user}}/{name}", None)] for name in ("workouts", "sleep", "recovery", "daily")},
+    "samples": [("GET", "/api/v1/users/{user}/samples?type=heart_rate", None)],
+    "user-delete": [("DELETE", "/api/v1/users/{user}", None)],
+}
+# Routes that name nobody's user or task: public ones (webhooks: tests/test_tenants.py walks them
+# with one account in two applications), and creating a user (below).
+NAMING_NO_USER = PUBLIC_ROUTES | {"users"}
+
+
+async def test_a_key_sees_only_its_applications_users(client: Client, factory: Factory, db: asyncpg.Pool) -> None:
+    """Every route that names a user or a task answers another application's key exactly as it
+    answers for an id that does not exist (404, the same detail), and changes nothing; also when
+    both applications connected the same upstream account."""
+    routes = {r.name for r in client.app.router.routes() if r.method != "HEAD" and r.name}
+    assert routes - NAMING_NO_USER == set(FOREIGN_CALLS), "a route without its cross-application check"
+    sim_user = f"u{uuid.uuid4().hex[:10]}"
+    owner_key = await factory.api_key()
+    their_user = await factory.user(owner_key, external_id="shared-name")
+    await factory.connect(owner_key, their_user, "suunto", sim_user)
+    await start_sync(client, owner_key, "suunto", their_user, "data_type=workouts&async=false")  # their data
+    their_task = await start_sync(client, owner_key, "suunto", their_user, "data_type=workouts")  # left queued
+    mine = {"X-API-Key": await factory.api_key("another-app")}
+    my_user = await factory.user(mine["X-API-Key"], external_id="shared-name")  # external ids: per application
+    await factory.connect(mine["X-API-Key"], my_user, "suunto", sim_user)  # the same upstream account
+    tables = ("provider_connections", "sync_tasks", "workouts", "samples", "sync_cursors")
+
+    async def state() -> list[list[asyncpg.Record]]:
+        return [await db.fetch(f"SELECT * FROM {table} ORDER BY 1, 2") for table in tables]
+
+    before = await state()
+    for name, calls in FOREIGN_CALLS.items():
+        for method, route, body in calls:
+            if body is not None:
+                tokens = await factory.sim_tokens("suunto", sim_user)
+                body = {"access_token": tokens.access_token, "refresh_token": tokens.refresh_token}
+            answers = []
+            for user, task in [(their_user, their_task), (str(uuid.uuid4()), str(uuid.uuid4()))]:
+                resp = await client.request(method, route.format(user=user, task=task), json=body, headers=mine)
+                answers.append((resp.status, await resp.json()))
+            theirs, unknown = answers
+            assert theirs == unknown, (name, route)
+            assert theirs[0] == 404, (name, route)
+            assert set(theirs[1]) == {"detail"}, (name, route)
+    # Nothing of theirs changed, and no task was made for their user.
+    assert await state() == before
 
 
 async def test_connections_lifecycle(client: Client, factory: Factory, db: asyncpg.Pool) -> None:
