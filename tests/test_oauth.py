@@ -454,3 +454,26 @@ async def test_an_authorization_under_way_survives_a_token_key_rotation(
     settings.token_keys = new_key  # the old key dropped
     outcome = await finish(browser, await consent(browser, flow, "rotated"))
     assert outcome["status"] == "connected", outcome
+
+
+async def test_an_account_connected_to_another_user_of_the_application_is_refused_unless_moved(
+    public: Client, factory: Factory, browser: aiohttp.ClientSession, db: asyncpg.Pool
+) -> None:
+    sim_user = f"u{uuid.uuid4().hex[:10]}"
+    first, outcome = await connect(public, factory, browser, "strava", sim_user)
+    assert outcome["status"] == "connected", outcome
+    second = (first.key, await factory.user(first.key))
+    flow = await start(public, factory, "strava", user=second)
+    outcome = await finish(browser, await consent(browser, flow, sim_user))
+    assert (outcome["status"], outcome["error"]) == ("error", "account_in_use"), outcome
+    assert first.user_id in outcome["error_description"]
+    assert await db.fetchval("SELECT count(*) FROM provider_connections") == 1
+
+    query = urlencode({"user_id": second[1], "redirect_uri": BACK, "move": "true"})
+    resp = await public.get(f"/api/v1/oauth/strava/authorize?{query}", headers={"X-API-Key": first.key})
+    assert resp.status == 200, await resp.text()
+    flow = Flow(first.key, second[1], await resp.json())
+    outcome = await finish(browser, await consent(browser, flow, sim_user))
+    assert (outcome["status"], outcome["user_id"]) == ("connected", second[1]), outcome
+    rows = await db.fetch("SELECT user_id::text, active, inactive_reason FROM provider_connections ORDER BY active")
+    assert [tuple(r) for r in rows] == [(first.user_id, False, f"moved to user {second[1]}"), (second[1], True, None)]
