@@ -14,8 +14,11 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# make run PORT=8180 SIM_PORT=8190 when 8080 or 8090 is taken.
+PORT ?= 8080
+SIM_PORT ?= 8090
 run: install
-	$(BIN)/wearsync dev
+	$(BIN)/wearsync dev --port $(PORT) --sim-port $(SIM_PORT)
 
 format: install
 	$(BIN)/ruff format src tests bench

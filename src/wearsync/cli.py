@@ -3,8 +3,10 @@ commands sync, tasks, connections (wearsync.operate)."""
 
 import argparse
 import asyncio
+import errno
+import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import ValidationError
@@ -13,10 +15,28 @@ from wearsync import operate
 from wearsync.logging import capture_stray_output, configure_logging
 from wearsync.settings import Settings
 
-
-def _api(settings: Settings, args: argparse.Namespace) -> None:
+if TYPE_CHECKING:
     from aiohttp import web
 
+
+def _serve(app: "web.Application", args: argparse.Namespace, what: str, **options: Any) -> None:
+    """Serve `app` on --host and --port, or on the listening socket inherited as --fd (from
+    `wearsync dev`, which binds the ports itself); log where, once it listens."""
+    from aiohttp import web
+
+    sock = socket.socket(fileno=args.fd) if args.fd is not None else None
+    host, port = sock.getsockname()[:2] if sock else (args.host, args.port)
+    log = structlog.get_logger(__name__)
+    try:
+        web.run_app(app, host=None if sock else host, port=None if sock else port, sock=sock, access_log=None,
+                    print=lambda _: log.info(f"{what} listening", url=f"http://{host}:{port}"), **options)  # fmt: skip
+    except OSError as e:
+        if e.errno != errno.EADDRINUSE:
+            raise
+        sys.exit(f"error: port {port} on {host} is in use by another program: choose another with --port")
+
+
+def _api(settings: Settings, args: argparse.Namespace) -> None:
     from wearsync.api.app import create_app
 
     try:
@@ -26,8 +46,7 @@ def _api(settings: Settings, args: argparse.Namespace) -> None:
     except ImportError:  # not on this platform: the standard loop
         loop = asyncio.new_event_loop()
     # SIGTERM: stop accepting, answer the requests in flight (for up to the grace), then exit.
-    web.run_app(create_app(settings), host=args.host, port=args.port, access_log=None, print=None, loop=loop,
-                shutdown_timeout=settings.shutdown_grace_s)  # fmt: skip
+    _serve(create_app(settings), args, "API", loop=loop, shutdown_timeout=settings.shutdown_grace_s)
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> None:
@@ -60,11 +79,9 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _sim(settings: Settings, args: argparse.Namespace) -> None:
-    from aiohttp import web
-
     from wearsync.sim import create_sim_app
 
-    web.run_app(create_sim_app(), host=args.host, port=args.port, access_log=None, print=None)
+    _serve(create_sim_app(), args, "simulators")
 
 
 async def _create_key(dsn: str, application: str, name: str) -> str:
@@ -143,6 +160,7 @@ def parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="serve the HTTP API")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8080)
+    api.add_argument("--fd", type=int, help="serve on this inherited listening socket instead (wearsync dev)")
     api.set_defaults(run=_api)
     worker = sub.add_parser("worker", help="run the arq worker")
     worker.add_argument("--check", action="store_true", help="exit 0 if this host's worker is alive, else 1")
@@ -151,6 +169,7 @@ def parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("sim", help="serve the provider simulators on one port")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8090)
+    sim.add_argument("--fd", type=int, help="serve on this inherited listening socket instead (wearsync dev)")
     sim.set_defaults(run=_sim)
     keys = sub.add_parser("api-key", help="manage API keys").add_subparsers(dest="action", required=True)
     create = keys.add_parser("create", help="create a key and print it once")

@@ -11,6 +11,7 @@ import contextlib
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -53,6 +54,23 @@ def _start_redis(folder: Path, stack: contextlib.ExitStack) -> str:
     server.start()
     stack.callback(server.stop)
     return f"redis://127.0.0.1:{server.port}/0"
+
+
+def _listen(port: int, what: str) -> socket.socket:
+    """Bind a port before anything starts, for a child to serve on: a busy one fails here at once,
+    by name, and no other program can take it between this check and the child's start."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as e:
+        sock.close()
+        sys.exit(
+            f"error: port {port} ({what}) is not free: {e.strerror}.\n"
+            "Choose others: make run PORT=8180 SIM_PORT=8190 (or wearsync dev --port 8180 --sim-port 8190)"
+        )
+    sock.listen(128)
+    return sock
 
 
 def dev_environment(env: dict[str, str], sim_url: str) -> dict[str, str]:
@@ -235,6 +253,8 @@ def run_dev(data_dir: str, api_port: int = 8080, sim_port: int = 8090) -> None:
     sim_url, api_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{api_port}"
     children: list[subprocess.Popen[bytes]] = []
     with contextlib.ExitStack() as stack:
+        sim_socket = stack.enter_context(_listen(sim_port, "the simulators"))
+        api_socket = stack.enter_context(_listen(api_port, "the API"))
         env = dict(os.environ)
         if not env.get("DATABASE_URL"):
             env["DATABASE_URL"] = _start_postgres(data / "postgres", stack)
@@ -263,8 +283,11 @@ def run_dev(data_dir: str, api_port: int = 8080, sim_port: int = 8090) -> None:
 
         stack.callback(stop_children)
         wearsync = [sys.executable, "-m", "wearsync"]
-        for command in (["sim", "--port", str(sim_port)], ["api", "--port", str(api_port)], ["worker"]):
-            children.append(subprocess.Popen([*wearsync, *command], env=env))
+        for command, fds in ((["sim"], [sim_socket.fileno()]), (["api"], [api_socket.fileno()]), (["worker"], [])):
+            fd = ["--fd", str(fds[0])] if fds else []
+            children.append(subprocess.Popen([*wearsync, *command, *fd], env=env, pass_fds=fds))
+        sim_socket.close()  # the children's now
+        api_socket.close()
         asyncio.run(_wait_http(f"{sim_url}/_sim/requests"))
         asyncio.run(_wait_http(f"{api_url}/health"))
         key = asyncio.run(create_demo(env["DATABASE_URL"], api_url, sim_url, env))

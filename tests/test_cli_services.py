@@ -1,0 +1,78 @@
+"""The service commands as a newcomer meets them, run as real processes: `wearsync api` and `sim`
+say where they listen, a busy port is named with how to choose another (in `wearsync dev` too,
+before anything starts), and `wearsync migrate` on a missing database says so in one line."""
+
+import asyncio
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import free_port, process_env
+from wearsync.settings import Settings
+
+TIMEOUT_S = 60
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A port another program listens on."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
+
+
+async def run(env: dict[str, str], *args: str) -> tuple[int, list[str]]:
+    """`wearsync ARGS` to its end: (exit code, its lines, stdout and stderr together)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "wearsync", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), TIMEOUT_S)
+    assert process.returncode is not None
+    return process.returncode, out.decode().splitlines()
+
+
+@pytest.mark.parametrize("command", ["api", "sim"])
+async def test_a_service_logs_where_it_listens_once_it_does(settings: Settings, command: str) -> None:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "wearsync", command, "--port", str(port), env=process_env(settings, log_format="console"),
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    try:
+        line = (await asyncio.wait_for(process.stderr.readline(), TIMEOUT_S)).decode()
+        assert "listening" in line, line
+        assert f"url=http://127.0.0.1:{port}" in line, line
+        with socket.create_connection(("127.0.0.1", port)):  # it does listen there
+            pass
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), TIMEOUT_S)
+
+
+@pytest.mark.parametrize("command", ["api", "sim"])
+async def test_a_service_on_a_busy_port_names_it_without_a_traceback(
+    settings: Settings, busy_port: int, command: str
+) -> None:
+    code, lines = await run(process_env(settings), command, "--port", str(busy_port))
+    assert (code, lines) == (
+        1, [f"error: port {busy_port} on 127.0.0.1 is in use by another program: choose another with --port"]
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("which", ["the API", "the simulators"])
+async def test_dev_on_a_busy_port_names_it_and_how_to_choose_others_before_starting_anything(
+    busy_port: int, which: str, tmp_path: str
+) -> None:
+    api, sim = (busy_port, free_port()) if which == "the API" else (free_port(), busy_port)
+    env = {"PATH": "", "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none", "REDIS_URL": "redis://127.0.0.1:1/0"}
+    code, lines = await run(env, "dev", "--data-dir", str(tmp_path), "--port", str(api), "--sim-port", str(sim))
+    assert (code, lines) == (1, [
+        f"error: port {busy_port} ({which}) is not free: Address already in use.",
+        "Choose others: make run PORT=8180 SIM_PORT=8190 (or wearsync dev --port 8180 --sim-port 8190)",
+    ])  # fmt: skip
