@@ -3,6 +3,7 @@ end of a list found without waste, failures raised after the calls in flight lan
 clients that page long lists keep as many pages in flight as allowed."""
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiohttp import web
@@ -10,7 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from tests.conftest import Factory
 from wearsync.providers.errors import ListShifted
-from wearsync.providers.paging import each_concurrently, offset_pages
+from wearsync.providers.paging import each_concurrently, offset_pages, time_windows
 from wearsync.settings import Settings
 from wearsync.sim.common import Fault, SimState
 
@@ -152,6 +153,34 @@ async def test_a_record_on_two_pages_means_the_list_moved() -> None:
 
     pages = offset_pages(still, start=0, limit=2, concurrency=2, record_key=lambda r: r)
     assert [r async for _, page in pages for r in page] == listed  # an unchanged list reads as is
+
+
+@pytest.mark.parametrize("max_fetches", [0, 1, 3])
+async def test_each_concurrently_makes_no_more_calls_than_its_budget(max_fetches: int) -> None:
+    asked: list[int] = []
+
+    async def fetch(item: int) -> int:
+        asked.append(item)
+        return item
+
+    got = [item async for item in each_concurrently(range(10), fetch, concurrency=2, max_fetches=max_fetches)]
+    assert (sorted(got), sorted(asked)) == (list(range(max_fetches)), list(range(max_fetches)))
+
+
+async def test_each_concurrently_fetches_every_item_whatever_its_value() -> None:
+    async def fetch(item: object) -> object:
+        return item
+
+    items = [0, "", False, (), "x"]  # falsy values are items like any other
+    assert [item async for item in each_concurrently(items, fetch, concurrency=1)] == items
+
+
+def test_time_windows_cut_a_range_into_consecutive_half_open_windows() -> None:
+    t0, hour = datetime(2024, 5, 1, tzinfo=UTC), timedelta(hours=1)
+    assert time_windows(t0, t0 + 2 * hour, hour) == [(t0, t0 + hour), (t0 + hour, t0 + 2 * hour)]
+    assert time_windows(t0, t0 + 90 * timedelta(minutes=1), hour) == [(t0, t0 + hour), (t0 + hour, t0 + 1.5 * hour)]
+    assert time_windows(t0, t0, hour) == []  # an empty range: no call at all
+    assert time_windows(t0 + hour, t0, hour) == []
 
 
 # ---- the clients keep as many pages in flight as allowed ---------------------------------------
