@@ -3,11 +3,12 @@ application that connected the upstream account), let the provider's client do f
 own token, what the event asks (upsert the pushed records, fetch the announced one,
 delete, deactivate), and record the outcome on the event.
 
-Events for unknown users or inactive connections are acknowledged upstream already; here they are
-marked `ignored` with the reason and never retried. A failure that may pass (the provider
-unreachable or answering 5xx, its rate limit, Redis or PostgreSQL away) marks the event `failed`
-with a time to try again, which the worker's reaper keeps (growing pauses, for
-WEARSYNC_WEBHOOK_RETRY_FOR_S); any other marks it `failed` for good, with its message.
+Events for users no active connection names are dropped at receipt (api/webhooks.py); one whose
+connections went inactive since is marked `ignored` here with the reason, and never retried. A
+failure that may pass (the provider unreachable or answering 5xx, its rate limit, Redis or
+PostgreSQL away) marks the event `failed` with a time to try again, which the worker's reaper
+keeps (growing pauses, for WEARSYNC_WEBHOOK_RETRY_FOR_S); any other marks it `failed` for good,
+with its message.
 Processing twice is harmless (upserts, idempotent deletes).
 """
 
