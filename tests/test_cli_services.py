@@ -1,19 +1,24 @@
 """The service commands as a newcomer meets them, run as real processes: `wearsync api` and `sim`
 say where they listen, a busy port is named with how to choose another (in `wearsync dev` too,
-before anything starts), and `wearsync migrate` on a missing database says so in one line."""
+before anything starts), `wearsync migrate` on a missing database says so in one line, the
+`api-key` commands spell --application as the others do, and `make run` installs no dev tools."""
 
 import asyncio
+import os
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, process_env
+from tests.conftest import free_port, process_env, with_database
 from wearsync.settings import Settings
 
 TIMEOUT_S = 60
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -76,3 +81,37 @@ async def test_dev_on_a_busy_port_names_it_and_how_to_choose_others_before_start
         f"error: port {busy_port} ({which}) is not free: Address already in use.",
         "Choose others: make run PORT=8180 SIM_PORT=8190 (or wearsync dev --port 8180 --sim-port 8190)",
     ])  # fmt: skip
+
+
+async def test_migrate_on_a_missing_database_says_so_in_one_line(servers: tuple[str, str]) -> None:
+    missing = with_database(servers[0], "wearsync_never_created")
+    code, lines = await run(os.environ | {"DATABASE_URL": missing}, "migrate")
+    assert (code, lines) == (1, [
+        'error: cannot connect to PostgreSQL (DATABASE_URL): database "wearsync_never_created" does not exist:'
+        " create it first (createdb), or point DATABASE_URL at another"
+    ])  # fmt: skip
+
+
+async def test_api_key_commands_take_application_as_sync_and_tasks_do_and_app_still(settings: Settings) -> None:
+    env = process_env(settings)
+    code, created = await run(env, "api-key", "create", "--name", "ci", "--application", "acme")
+    assert code == 0, created
+    for spelling in ("--application", "--app"):
+        code, listed = await run(env, "api-key", "list", spelling, "acme")
+        assert code == 0, listed
+        [(prefix, application, name)] = [line.split()[:3] for line in listed[1:]]
+        assert created[0].startswith(prefix), (created, listed)
+        assert (application, name) == ("acme", "ci")
+
+
+def test_make_run_installs_what_running_needs_and_make_test_the_dev_toolchain(tmp_path: Path) -> None:
+    def planned(target: str) -> str:
+        done = subprocess.run(["make", "-n", target, f"VENV={tmp_path}/venv"], cwd=ROOT, capture_output=True,
+                              text=True, check=True)  # fmt: skip
+        return done.stdout
+
+    run_plan, test_plan = planned("run"), planned("test")
+    assert "pip install -q -e '.[embedded]'" in run_plan, run_plan
+    assert "[dev]" not in run_plan, run_plan
+    assert "wearsync dev --port 8080 --sim-port 8090" in run_plan, run_plan
+    assert "pip install -q -e '.[dev]'" in test_plan, test_plan

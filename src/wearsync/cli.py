@@ -62,15 +62,10 @@ def _worker(settings: Settings, args: argparse.Namespace) -> None:
 
 
 async def _run_migrations(dsn: str) -> list[str]:
-    import asyncpg
-
     from wearsync.db.migrate import migrate
 
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await migrate(conn)
-    finally:
-        await conn.close()
+    applied: list[str] = await _with_db(dsn, migrate)
+    return applied
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> None:
@@ -84,22 +79,17 @@ def _sim(settings: Settings, args: argparse.Namespace) -> None:
     _serve(create_sim_app(), args, "simulators")
 
 
-async def _create_key(dsn: str, application: str, name: str) -> str:
-    import asyncpg
-
-    from wearsync.db import queries
-
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await queries.create_api_key(conn, application, name)
-    finally:
-        await conn.close()
-
-
 async def _with_db(dsn: str, work: Any) -> Any:
+    """`work(connection)` on one connection; a database that cannot be reached (not up, missing,
+    refused) ends the command with one line saying so, not a traceback."""
     import asyncpg
 
-    conn = await asyncpg.connect(dsn)
+    try:
+        conn = await asyncpg.connect(dsn)
+    except (OSError, asyncpg.PostgresError) as e:
+        hint = ": create it first (createdb), or point DATABASE_URL at another" if isinstance(
+            e, asyncpg.InvalidCatalogNameError) else ""  # fmt: skip
+        sys.exit(f"error: cannot connect to PostgreSQL (DATABASE_URL): {e}{hint}")
     try:
         return await work(conn)
     finally:
@@ -109,7 +99,7 @@ async def _with_db(dsn: str, work: Any) -> Any:
 def _api_key_list(settings: Settings, args: argparse.Namespace) -> None:
     from wearsync.db import queries
 
-    rows = asyncio.run(_with_db(settings.database_url, lambda c: queries.list_api_keys(c, args.app)))
+    rows = asyncio.run(_with_db(settings.database_url, lambda c: queries.list_api_keys(c, args.application)))
     print(f"{'prefix':<12} {'application':<20} {'name':<24} {'created':<17} {'last used':<17} revoked")
     for r in rows:
         when = [
@@ -143,7 +133,10 @@ def _token_key_rotate(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _api_key_create(settings: Settings, args: argparse.Namespace) -> None:
-    key = asyncio.run(_create_key(settings.database_url, args.app or args.name, args.name))
+    from wearsync.db import queries
+
+    application = args.application or args.name
+    key = asyncio.run(_with_db(settings.database_url, lambda c: queries.create_api_key(c, application, args.name)))
     print(key)
     print("Store this key now: it is not shown again (only its hash is kept).", file=sys.stderr)
 
@@ -174,10 +167,11 @@ def parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("api-key", help="manage API keys").add_subparsers(dest="action", required=True)
     create = keys.add_parser("create", help="create a key and print it once")
     create.add_argument("--name", required=True, help="what the key is for")
-    create.add_argument("--app", help="the application (tenant) it belongs to; default: --name")
+    # --application everywhere (as in sync and tasks); --app, its first spelling here, stays an alias.
+    create.add_argument("--application", "--app", help="the application (tenant) it belongs to; default: --name")
     create.set_defaults(run=_api_key_create)
     listing = keys.add_parser("list", help="list keys: prefix, name, application, created, last used, revoked")
-    listing.add_argument("--app", help="only this application's keys")
+    listing.add_argument("--application", "--app", help="only this application's keys")
     listing.set_defaults(run=_api_key_list)
     revoke = keys.add_parser("revoke", help="revoke the key with this prefix (as `list` shows it)")
     revoke.add_argument("prefix")
