@@ -123,7 +123,7 @@ class Settings(BaseSettings):
     # disconnect, the rest by the workers, over hours); its tokens are kept until then.
     revoke_max_tries: int = Field(10, ge=1)
     max_open_tasks_per_user: int = Field(20, ge=1)
-    max_open_tasks_per_app: int = Field(1000, ge=1)
+    max_open_tasks_per_app: int = Field(10_000, ge=1)
     # Sync calls (async=false) one application may have running in one API process; more: 429.
     sync_calls_per_app: int = Field(4, ge=1)
     # A job that lost Redis waits this long for it to answer again, then goes on in a new job;
