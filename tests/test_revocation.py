@@ -108,3 +108,21 @@ async def test_a_revocation_is_not_retried_once_the_account_is_connected_again(
     assert (await retry_revocations({"deps": deps}))["superseded"] == 1
     assert not sim_state.revocations
     assert await db.fetchval("SELECT active FROM provider_connections") is True
+
+
+async def test_kept_tokens_refused_are_not_refreshed_into_the_users_new_connection(
+    client: Client, factory: Factory, deps: Deps, db: asyncpg.Pool, sim_state: SimState
+) -> None:
+    """The user connected another account since: the connection's row holds its tokens now, and
+    a refused old token must not make the retry revoke the new account's grant with them."""
+    key, user_id, old_account = await factory.connected_user("whoop")
+    sim_state.faults.append(Fault("whoop", WHOOP_REVOKE, "status", 502, count=-1))
+    resp = await client.delete(f"/api/v1/users/{user_id}/connections/whoop", headers={"X-API-Key": key})
+    assert (await resp.json())["revocation"] == "retrying"
+    sim_state.faults.clear()
+    await factory.connect(key, user_id, "whoop", "a-new-account")
+    sim_state.access_expired_before[("whoop", old_account)] = 2e9  # the kept access token is refused
+    await db.execute("UPDATE pending_revocations SET retry_at = now()")
+    assert (await retry_revocations({"deps": deps}))["given_up"] == 1
+    assert sim_state.revocations == []
+    assert await db.fetchval("SELECT active FROM provider_connections") is True

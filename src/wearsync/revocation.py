@@ -28,14 +28,17 @@ REVOKE_TIMEOUT_S = 10.0  # a disconnect waits no longer for the provider
 FIRST_RETRY_S, LONGEST_RETRY_S = 60.0, 3600.0
 
 
-async def revoke_upstream(deps: Deps, row: asyncpg.Record) -> tuple[str | None, bool]:
+async def revoke_upstream(deps: Deps, row: asyncpg.Record, *, kept: bool = False) -> tuple[str | None, bool]:
     """Withdraw our access to a connection's account at the provider: (None, False) when that
-    happened, else (why not, whether trying again may succeed)."""
+    happened, else (why not, whether trying again may succeed). `kept`: the tokens of a revocation
+    tried again, used as they are: refreshing them would take the tokens the user's connection
+    holds now, perhaps of an account connected since."""
     provider = PROVIDERS[row["provider"]]
     if provider.revoke is None:
         return f"{provider.name} offers no way to revoke access", False
     ctx = connection_context(deps, provider, Connection.from_row(row, deps.settings.cipher()))
     ctx.bucket = None  # out of turn: see the module's docstring
+    ctx.credentials.refreshable = not kept
     may_pass = False
     try:
         async with asyncio.timeout(REVOKE_TIMEOUT_S):
@@ -99,7 +102,7 @@ async def retry_revocations(ctx: dict[str, Any]) -> dict[str, int]:
         if await revocations.reconnected_since(deps.db, row) or await shared(deps, row):
             outcome = "superseded"
         else:
-            error, may_pass = await revoke_upstream(deps, row)
+            error, may_pass = await revoke_upstream(deps, row, kept=True)
             if error is None:
                 outcome = "revoked"
             elif may_pass and row["tries"] + 1 < deps.settings.revoke_max_tries:

@@ -117,6 +117,9 @@ class Credentials:
     # The longest one refresh may take (the token request, with its retries): the lease on the
     # connection's row lasts this long, then another process may refresh.
     lease_s: float = 300.0
+    # False: tokens that are no longer the connection's (kept to revoke our access after a
+    # disconnect): never refreshed, nor replaced by what the connection's row holds now.
+    refreshable: bool = True
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def token(self) -> str:
@@ -131,6 +134,8 @@ class Credentials:
         async with self._lock:
             if self.access_token != stale:
                 return
+            if not self.refreshable:
+                raise ConnectionRevoked(f"{self.provider.name} refused the access token, which is not refreshed")
             lease = uuid.uuid4()
             row, leased = await self._lease_or_fresh_row(stale, lease)
             if leased:
