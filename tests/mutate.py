@@ -9,12 +9,13 @@ in one traced run of the suite first), several mutants at once. A mutant no test
     python -m tests.mutate                                  # the core modules, the whole suite
     python -m tests.mutate src/wearsync/providers/paging.py --tests tests/test_paging.py
 
-One embedded PostgreSQL and Valkey serve every test run (each makes and drops its own database);
-mutmut's work and the report (mutants/report.md) are kept in mutants/, so a second run goes on
-where the first stopped and retries only mutants whose code or tests changed."""
+One embedded PostgreSQL and Valkey serve every test run (each makes and drops its own database).
+mutmut's work and the report (mutants/report.md) are kept in mutants/: delete it after the code or
+the tests changed (mutmut reuses what it holds, and a stale copy can fail to start)."""
 
 import argparse
 import os
+import signal
 import sys
 from collections import Counter
 from pathlib import Path
@@ -97,6 +98,8 @@ def main() -> int:
     config.only_mutate = list(args.modules)
     if args.tests:
         config.pytest_add_cli_args_test_selection = list(args.tests)
+    # Stopped (timeout, kill): still stop the embedded servers, which would outlive this process.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     with real_servers() as (database_url, redis_url):
         os.environ |= {"DATABASE_URL": database_url, "REDIS_URL": redis_url}
         _run([], args.max_children)
