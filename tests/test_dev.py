@@ -151,7 +151,15 @@ async def test_make_run_demo_end_to_end(dev_run: DevRun) -> None:
         await asyncio.wait_for(dev_run.banner.wait(), 60)
     except TimeoutError:
         pytest.fail(f"wearsync dev printed no banner:\n{dev_run.text[-3000:]}")
-    banner = dev_run.text[dev_run.text.index("wearsync is running") :]
+    start_up, banner = dev_run.text.split("wearsync is running", 1)
+    # The banner comes last: after the processes' start-up lines and the demo's set-up requests,
+    # each line labelled with the process that wrote it.
+    said = {(line.partition(" | ")[0], line.partition("] ")[2].split("  ")[0]) for line in start_up.splitlines()}
+    assert ("worker", "Starting worker for 1 functions: process_webhook [arq.worker]") in said, start_up  # last up
+    assert ("sim   ", "simulators listening") in said, start_up
+    api_lines = [line for line in start_up.splitlines() if line.startswith("api    | ")]
+    assert "API listening" in api_lines[0], start_up
+    assert "path=/api/v1/webhooks/strava/***" in api_lines[-1], start_up  # the demo's last request
     key = re.search(r"API key\s+(\S+)", banner)
     user = re.search(r"demo user\s+(\S+)", banner)
     sim = re.search(r"simulators\s+(\S+)", banner)
@@ -219,9 +227,14 @@ async def test_make_run_demo_end_to_end(dev_run: DevRun) -> None:
     assert task["progress"]["data_247"]["records"]["daily_activity"] == counts["daily_activity"] > 0
     assert pulled == {"garmin", "strava", "polar", "suunto", "whoop"}
     assert landed == 1
-    # The processes log readable lines here (JSON is the services' default elsewhere).
-    assert "[info     ] request" in dev_run.text
-    assert not [line for line in dev_run.text.splitlines() if line.startswith("{")]
+    # The processes log readable lines here (JSON is the services' default elsewhere), labelled;
+    # arq's routine lines (a cron job's every run) are at DEBUG, so not among them.
+    lines = dev_run.text.splitlines()
+    requests = [line for line in lines if "[info     ] request" in line]
+    assert requests, dev_run.text
+    assert all(line.startswith("api    | ") for line in requests), requests
+    assert not [line for line in lines if line.partition(" | ")[2].startswith("{")]
+    assert not [line for line in lines if " cron:" in line and "Starting worker" not in line]
 
     async with aiohttp.ClientSession() as session:
         await connect_by_oauth(session, banner, commands[7], commands[1])

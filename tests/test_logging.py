@@ -85,3 +85,34 @@ async def test_a_worker_that_cannot_start_says_why_in_json(
     assert exit_code == code, text
     assert says in json.dumps(logged(lines, event))
     assert "soon-ish" not in text  # settings' values may be secrets: never logged
+
+
+ARQ_LINES = """
+import logging, sys
+from wearsync.logging import configure_logging
+
+configure_logging("json", sys.argv[1])
+arq = logging.getLogger("arq.worker")  # each line as arq's worker logs it
+arq.info("%6.2fs → %s(%s)%s", 0.37, "cron:reap_lost_tasks", "", "")
+arq.info("%6.2fs ← %s ● %s", 0.01, "cron:reap_lost_tasks", 0)
+arq.info("recording health: %s", "Dec-04 13:30:51 j_complete=6 j_failed=0 j_retried=0 j_ongoing=0 queued=0")
+arq.info("%6.2fs → %s(%s)%s", 0.44, "8438aa0c:sync_task", "'8438aa0c'", "")
+arq.info("%6.2fs ← %s ● %s", 1.11, "8438aa0c:sync_task", "{'workouts': True}")
+"""
+
+
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+async def test_arqs_routine_lines_cron_runs_and_health_are_at_debug(level: str) -> None:
+    code, lines, _ = await run(sys.executable, "-c", ARQ_LINES, level)
+    assert code == 0
+    said = [(line["level"], line["event"].strip()) for line in lines]
+    routine = [
+        ("debug", "0.37s → cron:reap_lost_tasks()"),
+        ("debug", "0.01s ← cron:reap_lost_tasks ● 0"),
+        ("debug", "recording health: Dec-04 13:30:51 j_complete=6 j_failed=0 j_retried=0 j_ongoing=0 queued=0"),
+    ]
+    jobs = [
+        ("info", "0.44s → 8438aa0c:sync_task('8438aa0c')"),
+        ("info", "1.11s ← 8438aa0c:sync_task ● {'workouts': True}"),
+    ]
+    assert said == (routine + jobs if level == "DEBUG" else jobs)

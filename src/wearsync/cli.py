@@ -144,7 +144,7 @@ def _api_key_create(settings: Settings, args: argparse.Namespace) -> None:
 def _dev(settings: Settings, args: argparse.Namespace) -> None:
     from wearsync.dev import run_dev
 
-    run_dev(args.data_dir, api_port=args.port, sim_port=args.sim_port)
+    run_dev(settings, args.data_dir, api_port=args.port, sim_port=args.sim_port)
 
 
 def parser() -> argparse.ArgumentParser:

