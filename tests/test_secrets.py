@@ -1,9 +1,12 @@
 """Secrets: no token, key or signature in a log line; API keys listed by prefix, revoked, with
 their last use."""
 
+import argparse
 import asyncio
 import os
 import sys
+from argparse import Namespace
+from types import SimpleNamespace
 
 import asyncpg
 import pytest
@@ -12,11 +15,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import Factory
+from wearsync import cli
 from wearsync.api.common import KEY_CACHE
 from wearsync.api.middlewares import KEY_CACHE_S
 from wearsync.crypto import PREFIX, TokenKeyError, cipher_for, generate_key
 from wearsync.db import queries
-from wearsync.logging import configure_logging, redact_secrets
+from wearsync.logging import redact_secrets
 from wearsync.settings import Settings
 
 Client = TestClient[web.Request, web.Application]
@@ -38,17 +42,39 @@ def test_log_lines_carry_no_secrets() -> None:
     assert "HTTP 401" in event["event"]
 
 
-def test_every_process_logs_through_the_redaction() -> None:
-    """The API, worker and CLI all configure logging with `configure_logging`: its chain redacts
-    before it renders. (Checked on a copy: the test session's own logging is left alone.)"""
+def process_commands() -> list[str]:
+    """Every command `wearsync` runs as a process (the API, the worker, the simulators, the
+    operator commands, ...), read from its own argument parser."""
+    (commands,) = [a for a in cli.parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return sorted(commands.choices)
+
+
+@pytest.mark.parametrize("command", process_commands())
+def test_every_process_logs_through_the_redaction(
+    command: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each command's process logging, as `wearsync COMMAND` sets it up, redacts a secret from
+    what it writes. (The command itself is not run; the test session's logging is restored.)"""
+    ran: list[str] = []
+    monkeypatch.setattr(cli, "capture_stray_output", lambda: None)  # a test process keeps its own hooks
+    monkeypatch.setattr(
+        cli,
+        "parser",
+        lambda: SimpleNamespace(
+            parse_args=lambda argv: Namespace(command=command, run=lambda settings, args: ran.append(command))
+        ),
+    )
     saved = structlog.get_config()
     try:
-        configure_logging("json", "INFO")
-        processors = structlog.get_config()["processors"]
+        cli.main([command])
+        assert ran, "the command was reached"
+        structlog.get_logger("test").warning("token seen", access_token="s3cret-token", detail="Bearer abc.def")
     finally:
         structlog.configure(**saved)
-    assert redact_secrets in processors
-    assert processors.index(redact_secrets) == len(processors) - 2  # right before the renderer
+    written = capsys.readouterr().err
+    assert "token seen" in written
+    assert "s3cret-token" not in written
+    assert "abc.def" not in written
 
 
 async def wearsync(settings: Settings, *args: str) -> tuple[int, str, str]:
