@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-from uuid import uuid4
 
 import asyncpg
 import pytest
@@ -121,11 +120,13 @@ async def test_the_api_answers_503_quickly_while_postgres_refuses_or_does_not_an
     assert (await answers(client, "GET", path, key))[0] == 200
 
 
-async def test_a_job_that_crashes_while_postgres_is_down_is_retried(
-    deps: Deps, own_postgres: OwnPostgres, monkeypatch: pytest.MonkeyPatch
+async def test_a_job_that_crashes_while_postgres_is_down_is_retried_and_its_rerun_records_the_failure(
+    client: Client, factory: Factory, deps: Deps, own_postgres: OwnPostgres, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A crash the job cannot record (the database is gone too) must not leave its task running
-    for good: the job is retried, and its rerun finishes or records the failure."""
+    for good: the job is retried, and its rerun, with the database back, records the failure."""
+    key, user_id, _ = await factory.connected_user("suunto")
+    task_id = await start_sync(client, key, "suunto", user_id, "data_type=workouts")  # no worker takes it
 
     async def crash(*args: object, **kwargs: object) -> None:
         raise RuntimeError("an error no one expected, as the database went away")
@@ -133,7 +134,12 @@ async def test_a_job_that_crashes_while_postgres_is_down_is_retried(
     monkeypatch.setattr(jobs, "run_task", crash)
     await own_postgres.stop()
     with pytest.raises(Retry):
-        await jobs.sync_task({"deps": deps, "job_try": 1}, str(uuid4()))
+        await jobs.sync_task({"deps": deps, "job_try": 1}, task_id)
+    await own_postgres.start()
+    assert await jobs.sync_task({"deps": deps, "job_try": 2}, task_id) is None
+    task = await wait_for_task(client, key, task_id, timeout_s=5)
+    assert task["status"] == "failed", task
+    assert "internal error: RuntimeError('an error no one expected" in task["error"], task
 
 
 async def test_webhook_events_in_flight_survive_a_postgres_restart(
