@@ -111,7 +111,7 @@ async def user_id(pool: asyncpg.Pool) -> uuid.UUID:
     """A user the rows can belong to."""
     user_id = uuid.uuid4()
     app_id = await pool.fetchval("INSERT INTO applications (name) VALUES ($1) RETURNING id", f"fuzz-{user_id}")
-    await pool.execute("INSERT INTO users (id, application_id) VALUES ($1, $2)", user_id, app_id)
+    await pool.execute("INSERT INTO users (id, public_id, application_id) VALUES ($1, $1, $2)", user_id, app_id)
     return user_id
 
 

@@ -165,7 +165,8 @@ async def _user(db: asyncpg.Pool) -> uuid.UUID:
     """A user the stored rows can belong to (made in SQL: the API is not under test here)."""
     application = await db.fetchval("INSERT INTO applications (name) VALUES ('storable') RETURNING id")
     user_id: uuid.UUID = await db.fetchval(
-        "INSERT INTO users (id, application_id, external_id) VALUES (gen_random_uuid(), $1, 'u') RETURNING id",
+        "INSERT INTO users (id, public_id, application_id, external_id) SELECT k, k, $1, 'u' FROM gen_random_uuid() k"
+        " RETURNING id",
         application,
     )
     return user_id

@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from arq.worker import Worker
 
-from tests.conftest import Factory, start_sync, wait_for_task
+from tests.conftest import Factory
 from tests.fuzzing import hook_path
 from tests.test_garmin_webhooks import settled as garmin_settled
 from tests.test_webhooks import settled
@@ -149,9 +149,10 @@ async def new_data(
     """Make the provider announce new data of the account by webhook; wait until it is handled."""
     if provider == "garmin":
         start = (int(time.time()) // 86400 - day) * 86400
-        query = f"summary_start_time={start}&summary_end_time={start + 86400}"
-        task = await wait_for_task(client, key, await start_sync(client, key, "garmin", user_id, query))
-        assert task["status"] == "succeeded", task
+        # The call returns once the backfills are asked for (the task then awaits their deliveries).
+        query = f"summary_start_time={start}&summary_end_time={start + 86400}&async=false"
+        resp = await client.post(f"/api/v1/garmin/users/{user_id}/sync?{query}", headers={"X-API-Key": key})
+        assert resp.status == 200, await resp.text()
         await garmin_settled(sim_server, db)
         return
     before = await db.fetchval("SELECT count(*) FROM webhook_events")
@@ -259,3 +260,62 @@ async def test_a_connection_claiming_another_account_is_refused_and_the_real_one
     resp = await client.put(url, json=refused, headers=headers)
     assert resp.status == 422
     assert "refused the tokens" in (await resp.json())["detail"]
+
+
+# ---- user ids are the application's own --------------------------------------------------------
+
+
+async def test_a_user_id_taken_in_another_application_is_free_and_names_only_this_applications_user(
+    client: Client, factory: Factory, db: asyncpg.Pool, sim_state: SimState
+) -> None:
+    """No existence oracle, no squatting: application B creates a user with the id A's user has,
+    and every route B calls with it is about B's user, A's untouched."""
+    key_a, key_b = await factory.api_key("app-a"), await factory.api_key("app-b")
+    shared_id = await factory.user(key_a, external_id="alice")
+    await factory.connect(key_a, shared_id, "suunto", f"a{uuid.uuid4().hex[:10]}")
+    resp = await client.post(f"/api/v1/suunto/users/{shared_id}/sync?async=false", headers={"X-API-Key": key_a})
+    assert (await resp.json())["success"] is True
+    a_rows = await db.fetchval("SELECT count(*) FROM workouts")
+    assert a_rows > 0
+
+    b = {"X-API-Key": key_b}
+    resp = await client.post("/api/v1/users", json={"id": shared_id, "external_id": "alice"}, headers=b)
+    assert (resp.status, (await resp.json())["id"]) == (201, shared_id)
+    resp = await client.post("/api/v1/users", json={"id": shared_id}, headers=b)  # taken in B now
+    assert resp.status == 409
+    resp = await client.get(f"/api/v1/users/{shared_id}", headers=b)
+    assert (await resp.json())["external_id"] == "alice"
+    resp = await client.get(f"/api/v1/users/{shared_id}/connections", headers=b)
+    assert await resp.json() == []  # A's connection is not B's user's
+    resp = await client.get(f"/api/v1/users/{shared_id}/workouts", headers=b)
+    assert (await resp.json())["data"] == []
+    resp = await client.post(f"/api/v1/suunto/users/{shared_id}/sync", headers=b)
+    assert resp.status == 404  # B's user has no connection
+
+    # B's user connects, syncs and reads its own data under the same id.
+    b_account = f"b{uuid.uuid4().hex[:10]}"
+    status, connection = await put_connection(factory, key_b, shared_id, "suunto", b_account)
+    assert (status, connection["user_id"], connection["provider_user_id"]) == (200, shared_id, b_account)
+    resp = await client.post(f"/api/v1/suunto/users/{shared_id}/sync?async=false&data_type=workouts", headers=b)
+    task_id = (await resp.json())["task_id"]
+    resp = await client.get(f"/api/v1/tasks/{task_id}", headers=b)
+    assert ((await resp.json())["user_id"], (await resp.json())["status"]) == (shared_id, "succeeded")
+    # Two users, one id: each application reads its own user's rows.
+    users = await db.fetch("SELECT id FROM users WHERE public_id = $1 ORDER BY created_at", uuid.UUID(shared_id))
+    assert len({u["id"] for u in users}) == 2  # A's, then B's
+    for key, user in zip((key_a, key_b), users, strict=True):
+        resp = await client.get(f"/api/v1/users/{shared_id}/workouts", headers={"X-API-Key": key})
+        shown = [w["provider_record_id"] for w in (await resp.json())["data"]]
+        owners = await db.fetch(
+            "SELECT DISTINCT user_id FROM workouts WHERE provider_record_id = ANY($1::text[])", shown
+        )
+        assert shown
+        assert [o["user_id"] for o in owners] == [user["id"]]
+    assert await db.fetchval("SELECT count(DISTINCT user_id) FROM workouts") == 2
+
+    # B deletes its user: A's stays, with everything of it.
+    resp = await client.delete(f"/api/v1/users/{shared_id}", headers=b)
+    assert (await resp.json())["user_id"] == shared_id
+    resp = await client.get(f"/api/v1/users/{shared_id}/connections", headers={"X-API-Key": key_a})
+    assert [c["active"] for c in await resp.json()] == [True]
+    assert await db.fetchval("SELECT count(*) FROM workouts") == a_rows

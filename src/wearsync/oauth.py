@@ -360,9 +360,10 @@ async def connect_user(deps: Deps, auth: Authorization, code: str, granted_scope
             provider_user_id=tokens.provider_user_id, scopes=granted, move=auth.move,
         )  # fmt: skip
     except queries.AccountTaken as e:
+        other = await queries.public_user_id(deps.db, e.user_id)
         raise ConnectFailed(
             "account_in_use",
-            f"this {provider.name} account ('{tokens.provider_user_id}') is connected to user {e.user_id} of this"
+            f"this {provider.name} account ('{tokens.provider_user_id}') is connected to user {other} of this"
             " application; authorize with move=true to move it",
         ) from e
     if provider.on_connect is not None:

@@ -86,7 +86,7 @@ async def start_sync(
 
 async def describe_task(db: asyncpg.Pool, task_id: UUID, app_id: UUID | None = None) -> dict[str, Any] | None:
     """A task as `GET /api/v1/tasks/{id}` shows it (None if unknown, or another application's)."""
-    row = await queries.get_task(db, task_id, app_id)
+    row = await queries.get_task(db, task_id) if app_id is None else await queries.get_task_shown(db, task_id, app_id)
     if row is None:
         return None
     task = dict(row)

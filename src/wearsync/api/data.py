@@ -13,6 +13,7 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
+from uuid import UUID
 
 import asyncpg
 from aiohttp import web
@@ -92,11 +93,13 @@ def parse(model: type[Query], request: web.Request) -> Query:
     return validate(model, {**request.query, **request.match_info}, locations)
 
 
-def window(query: ListQuery) -> reads.Window:
+def window(query: ListQuery, user_id: UUID) -> reads.Window:
+    """The query's window of the user with this key."""
+
     def at(unix_s: int | None) -> datetime | None:
         return None if unix_s is None else datetime.fromtimestamp(unix_s, UTC)
 
-    return reads.Window(query.user_id, at(query.start), at(query.end), query.provider, query.include_raw)
+    return reads.Window(user_id, at(query.start), at(query.end), query.provider, query.include_raw)
 
 
 def page(
@@ -118,8 +121,8 @@ def records(listing: str, kind: reads.Kind) -> Handler:
     async def handler(request: web.Request) -> web.Response:
         query = parse(ListQuery, request)
         after = record_position(listing, kind, query.cursor)
-        await own_user(request, query.user_id)
-        rows = await reads.read_records(request.app[DEPS].db, kind, window(query), after, query.limit + 1)
+        user = await own_user(request, query.user_id)
+        rows = await reads.read_records(request.app[DEPS].db, kind, window(query, user["id"]), after, query.limit + 1)
         return page(rows, query, lambda last: encode_cursor(listing, last[kind.time], last["id"]))
 
     return handler
@@ -136,6 +139,6 @@ async def samples(request: web.Request) -> web.Response:
     samples merged in time order (a provider's at the same instant: by provider name)."""
     query = parse(SamplesQuery, request)
     after = sample_position(query.cursor)
-    await own_user(request, query.user_id)
-    rows = await reads.read_samples(request.app[DEPS].db, query.type, window(query), after, query.limit + 1)
+    user = await own_user(request, query.user_id)
+    rows = await reads.read_samples(request.app[DEPS].db, query.type, window(query, user["id"]), after, query.limit + 1)
     return page(rows, query, lambda last: encode_cursor("samples", last["recorded_at"], last["provider"]))

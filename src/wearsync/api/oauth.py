@@ -24,6 +24,7 @@ from wearsync import oauth
 from wearsync.api.common import APP_ID, DEPS, QUEUE, ApiError, json_response, validate
 from wearsync.api.models import AuthorizeQuery, CallbackQuery
 from wearsync.api.views import own_user
+from wearsync.db import queries
 from wearsync.providers import PROVIDERS
 
 log = structlog.get_logger(__name__)
@@ -46,9 +47,9 @@ async def authorize(request: web.Request) -> web.Response:
     if not config.client_id:
         upper = provider.name.upper()
         raise ApiError(503, f"Provider '{provider.name}' is not configured: set WEARSYNC_{upper}_CLIENT_ID and _SECRET")
-    await own_user(request, query.user_id)
+    user = await own_user(request, query.user_id)
     auth = await oauth.start_authorization(
-        deps.db, deps.settings.cipher(), app_id=request[APP_ID], user_id=query.user_id, provider=provider,
+        deps.db, deps.settings.cipher(), app_id=request[APP_ID], user_id=user["id"], provider=provider,
         redirect_uri=query.redirect_uri, ttl_s=deps.settings.oauth_state_ttl_s, move=query.move,
     )  # fmt: skip
     url = oauth.authorization_url(
@@ -74,7 +75,8 @@ async def callback(request: web.Request) -> web.Response:
         raise ApiError(403, UNKNOWN_STATE.format(provider=query.provider))
     if not oauth.redirect_allowed(auth.redirect_uri, deps.settings.oauth_redirect_allowlist):
         raise ApiError(403, REDIRECT_NO_LONGER_ALLOWED)
-    outcome = {"provider": auth.provider, "user_id": str(auth.user_id)}
+    # The user as the caller knows them (auth.user_id is the user's key in every table).
+    outcome = {"provider": auth.provider, "user_id": str(await queries.public_user_id(deps.db, auth.user_id))}
 
     def back(**params: str) -> web.Response:
         if params.get("status") != "connected":

@@ -133,7 +133,7 @@ OPERATIONS: dict[str, Operation] = {
         body_required=False,
         ok=User,
         status=201,
-        errors={409: "A user with this id or external_id already exists"},
+        errors={409: "A user with this id or external_id already exists in this application"},
     ),
     "user": Operation("users", "A user", UserPath, ok=User, errors=USER_NOT_FOUND),
     "user-delete": Operation(

@@ -53,8 +53,13 @@ async def trigger_sync(request: web.Request) -> web.Response:
 
 async def _start(request: web.Request, req: SyncRequest) -> tuple[UUID, bool]:
     deps = request.app[DEPS]
+    _refuse_unsupported(req)  # 501 before 404, in the contract's order
+    user = await queries.get_user(deps.db, request[APP_ID], req.user_id)
+    if user is None:  # not this application's user: as one without the connection
+        raise ApiError(404, NO_CONNECTION)
+    keyed = req.model_copy(update={"user_id": user["id"]})  # the user's key in every table
     try:
-        return await start_sync(deps.db, request.app[QUEUE], request[APP_ID], req, deps.settings)
+        return await start_sync(deps.db, request.app[QUEUE], request[APP_ID], keyed, deps.settings)
     except SyncRefused as e:
         retry = {"Retry-After": str(OPEN_TASKS_RETRY_AFTER_S)} if e.reason == "too_many_open" else None
         raise ApiError(_REFUSED_STATUS[e.reason], e.detail, retry) from None
@@ -153,7 +158,7 @@ async def get_task(request: web.Request) -> web.Response:
 
 
 def _user_json(row: asyncpg.Record) -> dict[str, object]:
-    return {"id": row["id"], "external_id": row["external_id"], "created_at": row["created_at"]}
+    return {"id": row["public_id"], "external_id": row["external_id"], "created_at": row["created_at"]}
 
 
 async def create_user(request: web.Request) -> web.Response:
@@ -161,12 +166,13 @@ async def create_user(request: web.Request) -> web.Response:
     try:
         row = await queries.create_user(request.app[DEPS].db, request[APP_ID], body.id or uuid4(), body.external_id)
     except asyncpg.UniqueViolationError:
-        raise ApiError(409, "A user with this id or external_id already exists") from None
+        raise ApiError(409, "A user with this id or external_id already exists in this application") from None
     return json_response(_user_json(row), status=201)
 
 
 async def own_user(request: web.Request, user_id: UUID) -> asyncpg.Record:
-    """The user if it belongs to the caller's application; another's is answered as unknown."""
+    """The caller's application's user with this (API) id: `id` is its key in every table; another
+    application's user with the same id is another user."""
     row = await queries.get_user(request.app[DEPS].db, request[APP_ID], user_id)
     if row is None:
         raise ApiError(404, "User not found")
@@ -178,7 +184,7 @@ async def get_user(request: web.Request) -> web.Response:
     return json_response(_user_json(await own_user(request, path.user_id)))
 
 
-def _connection_json(row: asyncpg.Record) -> dict[str, object]:
+def _connection_json(row: asyncpg.Record, user_id: UUID) -> dict[str, object]:
     """A connection without its tokens: they never leave the service."""
     keys = (
         "provider",
@@ -190,13 +196,13 @@ def _connection_json(row: asyncpg.Record) -> dict[str, object]:
         "created_at",
         "updated_at",
     )
-    return {"user_id": row["user_id"], **{k: row[k] for k in keys}}
+    return {"user_id": user_id, **{k: row[k] for k in keys}}
 
 
 async def put_connection(request: web.Request) -> web.Response:
     path = validate(ConnectionPut, {**request.query, **request.match_info}, _PATH | {"move": "query"})
     body = validate(ConnectionIn, await json_body(request))
-    await own_user(request, path.user_id)
+    user_id = (await own_user(request, path.user_id))["id"]
     deps = request.app[DEPS]
     handed = TokenSet(
         access_token=body.access_token, refresh_token=body.refresh_token, expires_at=body.expires_at,
@@ -205,33 +211,34 @@ async def put_connection(request: web.Request) -> web.Response:
     provider, config = PROVIDERS[path.provider], deps.settings.provider(path.provider)
     try:
         # An upstream call: no database connection is held across it.
-        tokens = await learn_account(deps.http, provider, config, path.user_id, handed)
+        tokens = await learn_account(deps.http, provider, config, user_id, handed)
     except AccountUnknown as e:
         raise ApiError(e.status, e.detail) from None
     assert tokens.provider_user_id is not None
     try:
         row = await save_connection(
-            deps.db, deps.settings.cipher(), path.user_id, path.provider, move=path.move,
+            deps.db, deps.settings.cipher(), user_id, path.provider, move=path.move,
             access_token=tokens.access_token, refresh_token=tokens.refresh_token, expires_at=tokens.expires_at,
             provider_user_id=tokens.provider_user_id, scopes=tokens.scopes,
         )  # fmt: skip
     except queries.AccountTaken as e:
-        raise ApiError(409, account_taken(path.provider, tokens.provider_user_id, e)) from None
-    return json_response(_connection_json(row))
+        other = await queries.public_user_id(deps.db, e.user_id)
+        raise ApiError(409, account_taken(path.provider, tokens.provider_user_id, other)) from None
+    return json_response(_connection_json(row, path.user_id))
 
 
-def account_taken(provider: str, provider_user_id: str, taken: queries.AccountTaken) -> str:
+def account_taken(provider: str, provider_user_id: str, other: UUID | None) -> str:
     return (
-        f"The {provider} account '{provider_user_id}' is already connected to user {taken.user_id} of this"
+        f"The {provider} account '{provider_user_id}' is already connected to user {other} of this"
         " application: disconnect it there first, or send move=true to move it to this user"
     )
 
 
 async def list_connections(request: web.Request) -> web.Response:
     path = validate(UserPath, request.match_info, _PATH)
-    await own_user(request, path.user_id)
-    rows = await queries.list_connections(request.app[DEPS].db, path.user_id)
-    return json_response([_connection_json(r) for r in rows])
+    user_id = (await own_user(request, path.user_id))["id"]
+    rows = await queries.list_connections(request.app[DEPS].db, user_id)
+    return json_response([_connection_json(r, path.user_id) for r in rows])
 
 
 async def delete_user(request: web.Request) -> web.Response:
@@ -239,12 +246,12 @@ async def delete_user(request: web.Request) -> web.Response:
     (best effort, as disconnecting does), then the data. A request cut off before it answers can be
     sent again; it goes on where it stopped."""
     path = validate(UserPath, request.match_info, _PATH)
-    await own_user(request, path.user_id)
+    user_id = (await own_user(request, path.user_id))["id"]
     deps = request.app[DEPS]
-    active = [row for row in await queries.list_connections(deps.db, path.user_id) if row["active"]]
+    active = [row for row in await queries.list_connections(deps.db, user_id) if row["active"]]
     # Deactivated as they are revoked: a repeat does not revoke again.
     outcomes = await asyncio.gather(*(disconnect(deps, row) for row in active))
-    deleted = await retention.delete_user(deps.db, path.user_id)
+    deleted = await retention.delete_user(deps.db, user_id)
     log.info("user deleted", user_id=str(path.user_id), **deleted)
     return json_response({
         "user_id": path.user_id,
@@ -259,9 +266,9 @@ async def delete_connection(request: web.Request) -> web.Response:
     """Withdraw our access at the provider where it allows (best effort), then deactivate the
     connection (its data stays); the answer says whether the provider was told."""
     path = validate(ConnectionPath, request.match_info, _PATH)
-    await own_user(request, path.user_id)
+    user_id = (await own_user(request, path.user_id))["id"]
     deps = request.app[DEPS]
-    row = await queries.get_active_connection(deps.db, path.user_id, path.provider)
+    row = await queries.get_active_connection(deps.db, user_id, path.provider)
     if row is None:
         raise ApiError(404, NO_CONNECTION)
     outcome = await disconnect(deps, row)

@@ -2,9 +2,9 @@
 
 import hashlib
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -12,6 +12,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from wearsync.models import TaskStatus
 
+R = TypeVar("R")
 Executor = asyncpg.Connection | asyncpg.Pool | PoolConnectionProxy
 
 # ---- applications and API keys ------------------------------------------------------------
@@ -83,23 +84,54 @@ async def revoke_api_key(db: Executor, prefix: str) -> int:
 # ---- users and connections ----------------------------------------------------------------
 
 
-async def create_user(db: Executor, app_id: UUID, user_id: UUID, external_id: str | None) -> asyncpg.Record:
-    """Insert a user; returns None-free row, or raises UniqueViolationError if the id or external id exists."""
+async def _again_after_race(constraint: str, write: Callable[[], Awaitable[R]]) -> R:
+    """`write`, done once more where a concurrent write took the unique `constraint` first (the
+    second try sees that row and acts on it)."""
+    try:
+        return await write()
+    except asyncpg.UniqueViolationError as e:
+        if e.constraint_name != constraint:
+            raise
+    return await write()
+
+
+async def create_user(db: Executor, app_id: UUID, public_id: UUID, external_id: str | None) -> asyncpg.Record:
+    """Insert a user of the application (`id`: its key in every table; `public_id`: the API's id);
+    UniqueViolationError if the application has a user with this id or external id already."""
+
+    async def insert() -> asyncpg.Record:
+        # The key: the public id, unless another user has it as key (then, a random one).
+        row: asyncpg.Record | None = await db.fetchrow(
+            """
+            INSERT INTO users (id, public_id, application_id, external_id)
+            VALUES (CASE WHEN EXISTS (SELECT 1 FROM users WHERE id = $1) THEN gen_random_uuid() ELSE $1 END,
+                    $1, $2, $3)
+            RETURNING id, public_id, external_id, created_at
+            """,
+            public_id,
+            app_id,
+            external_id,
+        )
+        assert row is not None
+        return row
+
+    return await _again_after_race("users_pkey", insert)
+
+
+async def get_user(db: Executor, app_id: UUID, public_id: UUID) -> asyncpg.Record | None:
+    """The application's user with this (API) id: its key `id`, `public_id`, ..."""
     row: asyncpg.Record | None = await db.fetchrow(
-        "INSERT INTO users (id, application_id, external_id) VALUES ($1, $2, $3) RETURNING id, external_id, created_at",
-        user_id,
+        "SELECT id, public_id, external_id, created_at FROM users WHERE public_id = $1 AND application_id = $2",
+        public_id,
         app_id,
-        external_id,
     )
-    assert row is not None
     return row
 
 
-async def get_user(db: Executor, app_id: UUID, user_id: UUID) -> asyncpg.Record | None:
-    row: asyncpg.Record | None = await db.fetchrow(
-        "SELECT id, external_id, created_at FROM users WHERE id = $1 AND application_id = $2", user_id, app_id
-    )
-    return row
+async def public_user_id(db: Executor, user_id: UUID) -> UUID | None:
+    """The API's id of the user with this key."""
+    public_id: UUID | None = await db.fetchval("SELECT public_id FROM users WHERE id = $1", user_id)
+    return public_id
 
 
 _CONNECTION_COLUMNS = (
@@ -131,51 +163,50 @@ async def upsert_connection(
     """Store (or replace) the user's active connection. AccountTaken when the upstream account is
     actively connected to another user of the same application, unless `move`: then that
     connection is deactivated ("moved to user ...") and this one stored, in one transaction."""
-    for attempt in (1, 2):
-        try:
-            async with db.acquire() as conn, conn.transaction():
-                other: UUID | None = await conn.fetchval(
-                    """
-                    SELECT c.user_id FROM provider_connections c JOIN users u ON u.id = $1
-                    WHERE c.application_id = u.application_id AND c.provider = $2
-                      AND c.provider_user_id = $3 AND c.active AND c.user_id <> $1
-                    FOR UPDATE OF c
-                    """,
-                    user_id,
-                    provider,
-                    provider_user_id,
-                )
-                if other is not None:
-                    if not move:
-                        raise AccountTaken(other)
-                    await deactivate_connection(conn, other, provider, f"moved to user {user_id}")
-                row: asyncpg.Record | None = await conn.fetchrow(
-                    f"""
-                    INSERT INTO provider_connections AS c
-                        (user_id, application_id, provider, provider_user_id, access_token, refresh_token,
-                         expires_at, scopes, active)
-                    SELECT $1, u.application_id, $2, $3, $4, $5, $6, $7, true FROM users u WHERE u.id = $1
-                    ON CONFLICT (user_id, provider) DO UPDATE SET
-                        provider_user_id = EXCLUDED.provider_user_id, access_token = EXCLUDED.access_token,
-                        refresh_token = EXCLUDED.refresh_token, expires_at = EXCLUDED.expires_at,
-                        scopes = EXCLUDED.scopes, active = true, inactive_reason = NULL, updated_at = now()
-                    RETURNING {_CONNECTION_COLUMNS}
-                    """,
-                    user_id,
-                    provider,
-                    provider_user_id,
-                    access_token,
-                    refresh_token,
-                    expires_at,
-                    list(scopes),
-                )
-                assert row is not None
-                return row
-        except asyncpg.UniqueViolationError as e:
-            # Another user of the application connected the account at the same moment: look again.
-            if e.constraint_name != "provider_connections_account_idx" or attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+
+    async def store() -> asyncpg.Record:
+        async with db.acquire() as conn, conn.transaction():
+            other: UUID | None = await conn.fetchval(
+                """
+                SELECT c.user_id FROM provider_connections c JOIN users u ON u.id = $1
+                WHERE c.application_id = u.application_id AND c.provider = $2
+                  AND c.provider_user_id = $3 AND c.active AND c.user_id <> $1
+                FOR UPDATE OF c
+                """,
+                user_id,
+                provider,
+                provider_user_id,
+            )
+            if other is not None:
+                if not move:
+                    raise AccountTaken(other)
+                moved_to = await conn.fetchval("SELECT public_id FROM users WHERE id = $1", user_id)
+                await deactivate_connection(conn, other, provider, f"moved to user {moved_to}")
+            row: asyncpg.Record | None = await conn.fetchrow(
+                f"""
+                INSERT INTO provider_connections AS c
+                    (user_id, application_id, provider, provider_user_id, access_token, refresh_token,
+                     expires_at, scopes, active)
+                SELECT $1, u.application_id, $2, $3, $4, $5, $6, $7, true FROM users u WHERE u.id = $1
+                ON CONFLICT (user_id, provider) DO UPDATE SET
+                    provider_user_id = EXCLUDED.provider_user_id, access_token = EXCLUDED.access_token,
+                    refresh_token = EXCLUDED.refresh_token, expires_at = EXCLUDED.expires_at,
+                    scopes = EXCLUDED.scopes, active = true, inactive_reason = NULL, updated_at = now()
+                RETURNING {_CONNECTION_COLUMNS}
+                """,
+                user_id,
+                provider,
+                provider_user_id,
+                access_token,
+                refresh_token,
+                expires_at,
+                list(scopes),
+            )
+            assert row is not None
+            return row
+
+    # Another user of the application may connect the account at the same moment: look again then.
+    return await _again_after_race("provider_connections_account_idx", store)
 
 
 async def list_connections(db: Executor, user_id: UUID) -> list[asyncpg.Record]:
@@ -294,6 +325,11 @@ _TASK_COLUMNS = (
     "id, user_id, provider, mode, data_types, params, status::text AS status, progress, result, error,"
     " attempts, created_at, started_at, finished_at, updated_at"
 )
+# A task as the API shows it: its user by the API's id.
+_TASK_API_COLUMNS = (
+    "t.id, u.public_id AS user_id, t.provider, t.mode, t.data_types, t.params, t.status::text AS status, t.progress,"
+    " t.result, t.error, t.attempts, t.created_at, t.started_at, t.finished_at, t.updated_at"
+)
 
 
 _TYPE_PROGRESS: dict[str, Any] = {
@@ -395,6 +431,17 @@ async def create_task(
 async def get_task(db: Executor, task_id: UUID, app_id: UUID | None = None) -> asyncpg.Record | None:
     row: asyncpg.Record | None = await db.fetchrow(
         f"SELECT {_TASK_COLUMNS} FROM sync_tasks WHERE id = $1 AND ($2::uuid IS NULL OR application_id = $2)",
+        task_id,
+        app_id,
+    )
+    return row
+
+
+async def get_task_shown(db: Executor, task_id: UUID, app_id: UUID) -> asyncpg.Record | None:
+    """The application's task as the API shows it (its user by the API's id)."""
+    row: asyncpg.Record | None = await db.fetchrow(
+        f"SELECT {_TASK_API_COLUMNS} FROM sync_tasks t JOIN users u ON u.id = t.user_id"
+        " WHERE t.id = $1 AND t.application_id = $2",
         task_id,
         app_id,
     )
