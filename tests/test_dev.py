@@ -146,6 +146,11 @@ async def operator_cli(banner: str, key: str) -> None:
     assert task_id[:8] in outputs[1], outputs[1]
 
 
+async def suunto_api_calls(session: aiohttp.ClientSession, sim_url: str) -> list[dict[str, Any]]:
+    async with session.get(f"{sim_url}/_sim/requests", params={"provider": "suunto"}) as resp:
+        return [call for call in await resp.json() if call["app"] == "api"]
+
+
 async def test_make_run_demo_end_to_end(dev_run: DevRun) -> None:
     try:
         await asyncio.wait_for(dev_run.banner.wait(), 60)
@@ -239,6 +244,14 @@ async def test_make_run_demo_end_to_end(dev_run: DevRun) -> None:
     async with aiohttp.ClientSession() as session:
         await connect_by_oauth(session, banner, commands[7], commands[1])
     await operator_cli(banner, key.group(1))
+
+    # make run's rate limits are high in the simulators and in our limiter: well past Suunto's real
+    # 100 calls per 15 minutes, every sync in the request still succeeds and no call is refused.
+    from_scratch = [arg.replace("limit=100", "limit=10&since=0") for arg in commands[2]]  # 32 calls each
+    async with aiohttp.ClientSession() as session:
+        while len(calls := await suunto_api_calls(session, sim.group(1))) <= 120:
+            assert (await run_curl(session, from_scratch))["success"] is True
+    assert {call["status"] for call in calls} == {200}
 
     # Ctrl-C (SIGINT to the terminal's process group) stops everything, cleanly.
     os.killpg(dev_run.process.pid, signal.SIGINT)

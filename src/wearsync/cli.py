@@ -144,7 +144,7 @@ def _api_key_create(settings: Settings, args: argparse.Namespace) -> None:
 def _dev(settings: Settings, args: argparse.Namespace) -> None:
     from wearsync.dev import run_dev
 
-    run_dev(settings, args.data_dir, api_port=args.port, sim_port=args.sim_port)
+    run_dev(settings, args.data_dir, api_port=args.port, sim_port=args.sim_port, real_rate_limits=args.real_rate_limits)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -188,6 +188,8 @@ def parser() -> argparse.ArgumentParser:
     dev.add_argument("--data-dir", default=".wearsync", help="where embedded PostgreSQL and Redis keep data")
     dev.add_argument("--port", type=int, default=8080)
     dev.add_argument("--sim-port", type=int, default=8090)
+    real_limits = "the providers' own rate limits in the simulators and our limiter (default: high ones)"
+    dev.add_argument("--real-rate-limits", action="store_true", help=real_limits)
     dev.set_defaults(run=_dev)
     operate.add_commands(sub)
     return p

