@@ -199,6 +199,8 @@ def progress_line(data_type: str, progress: dict[str, Any], bar_width: int = BAR
     pages_text = f"{pages}/{total} pages" if total else f"{pages} page{'s' if pages != 1 else ''}"
     records = _records_text(progress.get("records", {}), data_type)
     line = f"{data_type:<9} [{bar}] {status:<9} {pages_text:>11}  {records}"
+    if status == "waiting" and progress.get("resumes_at"):
+        line += f"  resumes at {datetime.fromisoformat(progress['resumes_at']):%H:%M:%S} UTC"
     return line + (f"  error: {progress['error']}" if progress.get("error") else "")
 
 

@@ -256,17 +256,20 @@ async def _sync_data_type(
     except RateLimited as e:
         if not defer_rate_limits:
             return await _fail_type(deps, task_id, data_type, e)
-        await queries.update_type_progress(deps.db, task_id, data_type, status="waiting", error=str(e))
+        resumes_at = datetime.now(UTC) + timedelta(seconds=e.retry_after_s)  # the job is deferred as long
+        await queries.update_type_progress(
+            deps.db, task_id, data_type, status="waiting", error=str(e), resumes_at=resumes_at.isoformat()
+        )
         return e
     except ProviderError as e:
         return await _fail_type(deps, task_id, data_type, e)
     if ctx.new_cursor is not None:
         await queries.save_cursor(deps.db, connection.user_id, provider.name, data_type.value, ctx.new_cursor)
-    await queries.update_type_progress(deps.db, task_id, data_type, status="succeeded")
+    await queries.update_type_progress(deps.db, task_id, data_type, status="succeeded", resumes_at=None)
     return None
 
 
 async def _fail_type(deps: Deps, task_id: UUID, data_type: DataType, error: ProviderError) -> ProviderError:
     log.warning("data type failed", data_type=data_type.value, error=str(error))
-    await queries.update_type_progress(deps.db, task_id, data_type, status="failed", error=str(error))
+    await queries.update_type_progress(deps.db, task_id, data_type, status="failed", error=str(error), resumes_at=None)
     return error

@@ -51,6 +51,9 @@ class TypeProgress(BaseModel):
     pages_total: int | None = Field(description="pages this sync will fetch, when the provider says")
     records: dict[str, int] = Field(description="rows stored, by kind (workouts, sleep, ...)")
     error: str | None
+    resumes_at: datetime | None = Field(
+        None, description="while `waiting` for a rate limit: when the sync goes on (the task stays running)"
+    )
 
 
 class BackfillWindow(BaseModel):
