@@ -150,6 +150,48 @@ async def test_a_call_before_the_last_second_counts_in_its_window_only(redis: Re
         await rl.acquire("p", LIMIT)
 
 
+async def test_a_call_on_its_way_holds_a_slot_in_each_window_it_lasts_into(redis: Redis) -> None:
+    """The provider counts a call when it arrives: a call a loaded machine delays past its
+    window's end may land in the next one, and takes a slot there until it is done."""
+    clock = Clock(START + 100)  # early in a window: not late
+    rl = pinned(redis, clock)
+    call = await rl.start_call("p", LIMIT)
+    clock.now_ms = START + WINDOW_MS + 100  # the next window, the call still on its way
+    assert await rl.usage("p", LIMIT[0]) == 0
+    await rl.acquire("p", LIMIT)
+    await rl.acquire("p", LIMIT)
+    assert await refused_wait_s(rl) == (WINDOW_MS - 100) / 1000  # the third slot is the call's
+    await rl.end_call(call)  # answered in this window: it may have arrived here, so it counts here
+    assert await rl.usage("p", LIMIT[0]) == 3
+    clock.now_ms = START + 2 * WINDOW_MS  # done: it holds nothing in later windows
+    for _ in range(3):
+        await rl.acquire("p", LIMIT)
+
+
+async def test_a_call_done_in_its_own_window_counts_once(redis: Redis) -> None:
+    clock = Clock(START + 100)
+    rl = pinned(redis, clock)
+    await rl.end_call(await rl.start_call("p", LIMIT))
+    await rl.acquire("p", LIMIT)
+    assert await rl.usage("p", LIMIT[0]) == 2
+    clock.now_ms = START + WINDOW_MS
+    for _ in range(3):
+        await rl.acquire("p", LIMIT)
+
+
+async def test_a_call_never_reported_done_holds_slots_until_its_deadline(redis: Redis) -> None:
+    """Its process died mid-call: its slot is free again once the call cannot be running."""
+    clock = Clock(START + 100)
+    rl = RateLimiter(redis, prefix=f"test:{uuid.uuid4().hex}", max_wait_s=0, clock_ms=clock, max_call_s=5)
+    await rl.start_call("p", LIMIT)
+    clock.now_ms = START + 60_100  # a window starting before its 5 s and a minute of slack end
+    await rl.acquire("p", LIMIT)
+    await rl.acquire("p", LIMIT)
+    assert await refused_wait_s(rl) > 0
+    clock.now_ms = START + 100 + 65_000 + 1  # the same window, past the deadline
+    await rl.acquire("p", LIMIT)
+
+
 async def test_a_short_windows_late_part_is_its_last_quarter(redis: Redis) -> None:
     limit = (RateLimit(1, 2),)  # 2 s: late in its last 0.5 s, not its last 1 s
     clock = Clock(START + 1400)

@@ -64,7 +64,10 @@ def create_http_client(settings: Settings, redis: Redis) -> HttpClient:
         max_inline_wait_s=settings.rate_limit_max_wait_s,
         # Keyed under the queue name: one deployment (one queue) shares one set of limits.
         limiter=RateLimiter(
-            redis, prefix=f"{settings.queue_name}:ratelimit", max_wait_s=settings.rate_limit_max_wait_s
+            redis,
+            prefix=f"{settings.queue_name}:ratelimit",
+            max_wait_s=settings.rate_limit_max_wait_s,
+            max_call_s=settings.http_timeout_s,
         ),
     )
 

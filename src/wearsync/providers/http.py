@@ -18,12 +18,13 @@ from time import perf_counter, time
 from typing import Any
 
 import aiohttp
+import redis.exceptions
 import structlog
 from yarl import URL
 
 from wearsync import metrics
 from wearsync.providers.errors import MalformedPayload, RateLimited, UpstreamAuthError, UpstreamError
-from wearsync.providers.ratelimit import RateLimit, RateLimiter
+from wearsync.providers.ratelimit import Call, RateLimit, RateLimiter
 
 log = structlog.get_logger(__name__)
 
@@ -148,10 +149,15 @@ class HttpClient:
         last: _Transient | None = None
         attempt = waits_429 = 0
         while attempt <= self.retries:
+            call = None
             if self.limiter is not None and bucket is not None:
-                await self.limiter.acquire(bucket.name, bucket.limits, bucket.tenant)
+                call = await self.limiter.start_call(bucket.name, bucket.limits, bucket.tenant)
             try:
-                return await self._once(method, url, label, params, headers, data, json_body, empty_ok)
+                try:
+                    return await self._once(method, url, label, params, headers, data, json_body, empty_ok)
+                finally:
+                    if call is not None:
+                        await self._end_call(call)
             except _Transient as e:
                 last, attempt = e, attempt + 1
                 log.warning("upstream call failed", method=method, url=url, reason=e.reason, attempt=attempt)
@@ -170,6 +176,12 @@ class HttpClient:
         if last.reason == "empty body":
             raise MalformedPayload(f"{method} {url} returned an empty body (HTTP 200)")
         raise UpstreamError(method, url, last.status, last.body, reason=last.reason)
+
+    async def _end_call(self, call: Call) -> None:
+        assert self.limiter is not None
+        # Redis unreachable: the call's answer still counts; its slots are freed at its deadline.
+        with contextlib.suppress(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            await self.limiter.end_call(call)
 
     async def _once(
         self,

@@ -8,6 +8,7 @@ import asyncio
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from uuid import uuid4
 
 import structlog
 from redis.asyncio import Redis
@@ -39,14 +40,31 @@ def parse_rate_limits(text: str) -> tuple[RateLimit, ...]:
     return tuple(limits)
 
 
+# The time in ms: ARGV[n], or Redis's own clock for '' (tests pin it).
+_NOW = """
+local function clock(pinned)
+  local now = tonumber(pinned)
+  if now then return now end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+
 # KEYS: one prefix per limit, then the roster of the bucket's tenants. ARGV: the tenant ('' for
 # none), how long a tenant counts as active after its last ask (ms), the time in ms ('': Redis's
-# own clock; tests pin it), then limit, window ms, ...
+# own clock), the call's id ('': not followed until done), how long a followed call may last (ms),
+# then limit, window ms, ...
 # Returns 0 when a slot was taken in every window, else the ms until the blocking window ends.
 #
-# A call made in the last moments of a window may reach the provider in the next one, so it is
-# counted in both (the guard: the last quarter of a window, at most 1 s, wide enough for a call
-# delayed by a loaded machine): the provider's next window then never sees more than the limit.
+# The provider counts a call when it arrives, at some moment between our taking its slot and its
+# answer, which a loaded machine may delay past the window's end. So a call followed until done
+# (in `<prefix>:flight`, scored by the last window it is counted in) also holds a slot in every
+# window that starts while it is on its way, and is counted in the window it ends in: no window
+# the provider counts it in gets more than the limit, however late it arrives. A followed call
+# whose process died stops holding slots at its deadline (`<prefix>:flight:until`).
+#
+# A call made in the last moments of a window is counted in the next one too (the last quarter of
+# a window, at most 1 s): the provider's clock may run a little ahead of Redis's.
 #
 # Fair shares: every ask puts its tenant on the bucket's roster, active until `active_ms` after
 # it, or after the wait it is told to make (it asks again then). While n tenants are active, a
@@ -54,31 +72,35 @@ def parse_rate_limits(text: str) -> tuple[RateLimit, ...]:
 # not yet used of their shares stay free (slack there is only where another went past its share
 # before it had company); else it waits for the window to end. A lone tenant gets the whole
 # limit; one that floods cannot starve another that asks, also not at the next window's start.
-_TAKE = """
-local now = tonumber(ARGV[3])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local tenant, active_ms = ARGV[1], tonumber(ARGV[2])
+_TAKE = (
+    _NOW
+    + """
+local now = clock(ARGV[3])
+local tenant, active_ms, call, call_ms = ARGV[1], tonumber(ARGV[2]), ARGV[4], tonumber(ARGV[5])
 local roster = KEYS[#KEYS]
 local wait, longest = 0, 0
-local keys, spans, late = {}, {}, {}
+local keys, spans, late, flights = {}, {}, {}, {}
 if tenant ~= '' then
   redis.call('ZREMRANGEBYSCORE', roster, '-inf', now)
   redis.call('ZADD', roster, 'GT', now + active_ms, tenant)
 end
 for i = 1, #KEYS - 1 do
-  local limit, span = tonumber(ARGV[2 * i + 2]), tonumber(ARGV[2 * i + 3])
+  local limit, span = tonumber(ARGV[2 * i + 4]), tonumber(ARGV[2 * i + 5])
   local window = math.floor(now / span)
   local left = (window + 1) * span - now
   longest = math.max(longest, span)
-  keys[i], spans[i] = KEYS[i] .. ':' .. window, span
+  keys[i], spans[i], flights[i] = KEYS[i] .. ':' .. window, span, KEYS[i] .. ':flight'
   late[i] = left < math.min(1000, span / 4) and (KEYS[i] .. ':' .. (window + 1)) or false
-  local used = tonumber(redis.call('GET', keys[i]) or '0')
+  for _, gone in ipairs(redis.call('ZRANGEBYSCORE', flights[i] .. ':until', '-inf', now)) do
+    redis.call('ZREM', flights[i], gone)
+    redis.call('ZREM', flights[i] .. ':until', gone)
+  end
+  -- Calls still on their way from earlier windows may arrive in this one.
+  local used = tonumber(redis.call('GET', keys[i]) or '0') + redis.call('ZCOUNT', flights[i], '-inf', window - 1)
   if used >= limit then
     wait = math.max(wait, left)
-  elseif late[i] and tonumber(redis.call('GET', late[i]) or '0') >= limit then
+  elseif late[i] and tonumber(redis.call('GET', late[i]) or '0') + redis.call('ZCOUNT', flights[i], '-inf', window)
+      >= limit then
     wait = math.max(wait, left + span)
   elseif tenant ~= '' then
     local tenants = redis.call('ZRANGEBYSCORE', roster, now, '+inf')
@@ -110,9 +132,53 @@ for i = 1, #KEYS - 1 do
       redis.call('PEXPIRE', key, 2 * spans[i] + 60000)
     end
   end
+  if call ~= '' then
+    redis.call('ZADD', flights[i], math.floor(now / spans[i]) + (late[i] and 1 or 0), call)
+    redis.call('ZADD', flights[i] .. ':until', now + call_ms, call)
+    redis.call('PEXPIRE', flights[i], call_ms + 60000)
+    redis.call('PEXPIRE', flights[i] .. ':until', call_ms + 60000)
+  end
 end
 return 0
 """
+)
+
+# KEYS: one prefix per limit. ARGV: the call's id, the time in ms ('': Redis's clock), then each
+# limit's window ms. The call is done: counted in the window it ends in, if not counted there yet
+# (it may have arrived there), and no longer held in the windows to come.
+_DONE = (
+    _NOW
+    + """
+local now = clock(ARGV[2])
+for i = 1, #KEYS do
+  local flight = KEYS[i] .. ':flight'
+  local counted = redis.call('ZSCORE', flight, ARGV[1])
+  if counted then
+    local span = tonumber(ARGV[i + 2])
+    local window = math.floor(now / span)
+    if window > tonumber(counted) then
+      local key = KEYS[i] .. ':' .. window
+      if redis.call('INCR', key) == 1 then
+        redis.call('PEXPIRE', key, 2 * span + 60000)
+      end
+    end
+    redis.call('ZREM', flight, ARGV[1])
+    redis.call('ZREM', flight .. ':until', ARGV[1])
+  end
+end
+return 0
+"""
+)
+
+
+@dataclass(frozen=True)
+class Call:
+    """A call that holds rate limit slots until it is done (RateLimiter.start_call)."""
+
+    bucket: str
+    limits: tuple[RateLimit, ...]
+    id: str
+
 
 # A tenant counts as active, for fair shares, this long after its last ask for a slot (or after
 # the wait it was told to make): a sync in progress asks every few seconds.
@@ -129,17 +195,42 @@ class RateLimiter:
     # pin it to check where a call falls.
     clock_ms: Callable[[], int] | None = None
 
+    # How long a call followed until done may last (its HTTP timeout): a call its process never
+    # reported done (the process died) holds slots until then, and a minute more.
+    max_call_s: float = 300.0
+
     async def acquire(self, bucket: str, limits: tuple[RateLimit, ...], tenant: str = "") -> None:
         """Take one request slot in every window of `limits`, waiting while a window is full, or
         while `tenant` (an application; '' for none) has its fair share of a contended one."""
+        await self._take(bucket, limits, tenant, call="")
+
+    async def start_call(self, bucket: str, limits: tuple[RateLimit, ...], tenant: str = "") -> Call:
+        """Take a slot as `acquire` does, for a call that also holds one in each window starting
+        before `end_call`: the provider counts it wherever it arrives in between."""
+        call = Call(bucket, limits, uuid4().hex)
+        await self._take(bucket, limits, tenant, call=call.id)
+        return call
+
+    async def end_call(self, call: Call) -> None:
+        """The call has its answer (or failed): counted in this window if it was not yet, and no
+        longer held in the next ones."""
+        if not call.limits:
+            return
+        keys = [f"{self.prefix}:{call.bucket}:{limit.per_seconds}" for limit in call.limits]
+        now = "" if self.clock_ms is None else str(self.clock_ms())
+        args = [call.id, now] + [str(limit.per_seconds * 1000) for limit in call.limits]
+        await self.redis.eval(_DONE, len(keys), *keys, *args)  # type: ignore[misc]  # redis-py's stubs type eval as sync
+
+    async def _take(self, bucket: str, limits: tuple[RateLimit, ...], tenant: str, call: str) -> None:
         if not limits:
             return
         keys = [f"{self.prefix}:{bucket}:{limit.per_seconds}" for limit in limits] + [f"{self.prefix}:{bucket}:tenants"]
-        now = "" if self.clock_ms is None else str(self.clock_ms())
-        args = [tenant, str(ACTIVE_TENANT_MS), now] + [
-            str(n) for limit in limits for n in (limit.requests, limit.per_seconds * 1000)
-        ]
+        call_ms = str(int((self.max_call_s + 60) * 1000))
         while True:
+            now = "" if self.clock_ms is None else str(self.clock_ms())
+            args = [tenant, str(ACTIVE_TENANT_MS), now, call, call_ms] + [
+                str(n) for limit in limits for n in (limit.requests, limit.per_seconds * 1000)
+            ]
             wait_ms = int(await self.redis.eval(_TAKE, len(keys), *keys, *args))  # type: ignore[misc]  # redis-py's stubs type eval as sync
             if wait_ms == 0:
                 return
