@@ -3,6 +3,7 @@ end of a list found without waste, failures raised after the calls in flight lan
 clients that page long lists keep as many pages in flight as allowed."""
 
 import asyncio
+from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -181,6 +182,32 @@ def test_time_windows_cut_a_range_into_consecutive_half_open_windows() -> None:
     assert time_windows(t0, t0 + 90 * timedelta(minutes=1), hour) == [(t0, t0 + hour), (t0 + hour, t0 + 1.5 * hour)]
     assert time_windows(t0, t0, hour) == []  # an empty range: no call at all
     assert time_windows(t0 + hour, t0, hour) == []
+
+
+async def test_a_reader_that_stops_early_leaves_no_fetch_running_and_no_error() -> None:
+    """Closed mid-way (a job slice done, a failure in the writer), the pages fetched and not read
+    are dropped and the fetches in flight cancelled, quietly."""
+    never = asyncio.Event()
+    started: list[int] = []
+    cancelled: list[int] = []
+
+    async def fetch(item: int) -> int:
+        started.append(item)
+        if item >= 2:  # 0 and 1 answer at once; the rest wait until cancelled
+            try:
+                await never.wait()
+            except asyncio.CancelledError:
+                cancelled.append(item)
+                raise
+        return item
+
+    pages = each_concurrently(range(10), fetch, concurrency=3)
+    async with aclosing(pages):
+        async for _ in pages:
+            await settle()  # page 1 is fetched meanwhile and waits, unread
+            break
+    # 0 read; 1 fetched, waiting unread; 2 to 4 in flight (the width): those three cancelled
+    assert (sorted(started), sorted(cancelled)) == ([0, 1, 2, 3, 4], [2, 3, 4])
 
 
 # ---- the clients keep as many pages in flight as allowed ---------------------------------------

@@ -146,13 +146,16 @@ async def offset_pages(
         fetch, next_offset, lambda: state["width"], lambda offset, page: learn(offset, len(page)), max_fetches
     )
     seen: dict[str, int] = {}  # record key -> the offset of the page it was on
-    async for offset, page in pipeline.results():
-        keys = [record_key(item) for item in page] if record_key is not None else []
-        for key in keys:
-            if key is not None and seen.setdefault(key, offset) != offset:
-                raise ListShifted(f"record {key} was listed at offsets {seen[key]} and {offset}: the list moved")
-        if page:
-            yield offset, page
+    # Closed with this generator (a reader that stops early): the fetches in flight are cancelled
+    # now, not whenever the garbage collector finalizes the pipeline's generator.
+    async with aclosing(pipeline.results()) as results:
+        async for offset, page in results:
+            keys = [record_key(item) for item in page] if record_key is not None else []
+            for key in keys:
+                if key is not None and seen.setdefault(key, offset) != offset:
+                    raise ListShifted(f"record {key} was listed at offsets {seen[key]} and {offset}: the list moved")
+            if page:
+                yield offset, page
 
 
 async def save_offset_list(
@@ -198,8 +201,9 @@ async def each_concurrently(
         return None if item is sentinel else item  # type: ignore[return-value]
 
     pipeline: _Pipeline[A, T] = _Pipeline(fetch, next_item, lambda: concurrency, allowance=max_fetches)
-    async for _, result in pipeline.results():
-        yield result
+    async with aclosing(pipeline.results()) as results:  # as in offset_pages
+        async for _, result in results:
+            yield result
 
 
 def time_windows(start: datetime, end: datetime, max_span: timedelta) -> list[tuple[datetime, datetime]]:
