@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,14 +94,14 @@ async def test_migrate_on_a_missing_database_says_so_in_one_line(servers: tuple[
 
 
 async def test_api_key_commands_take_application_as_sync_and_tasks_do_and_app_still(settings: Settings) -> None:
-    env = process_env(settings)
-    code, created, err = await run(env, "api-key", "create", "--name", "ci", "--application", "acme")
+    env, application = process_env(settings), f"app-{uuid.uuid4().hex[:8]}"  # other keys may be there
+    code, created, err = await run(env, "api-key", "create", "--name", "ci", "--application", application)
     assert code == 0, err
     for spelling in ("--application", "--app"):
-        code, listed, err = await run(env, "api-key", "list", spelling, "acme")
+        code, listed, err = await run(env, "api-key", "list", spelling, application)
         assert code == 0, err
         rows = [line.split()[:3] for line in listed[1:]]
-        assert [row[1:] for row in rows] == [["acme", "ci"]], listed
+        assert [row[1:] for row in rows] == [[application, "ci"]], listed
         assert created[0].startswith(rows[0][0]), (created, listed)
 
 
