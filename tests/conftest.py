@@ -160,11 +160,38 @@ async def client(aiohttp_client: Any, settings: Settings, db: asyncpg.Pool) -> T
     return test_client
 
 
+class StoppableWorker(Worker):
+    """arq's worker, whose polling can be stopped between two poll iterations. Cancelling its main
+    task inside an iteration (in start_jobs' WATCH pipeline) can leave that pipeline holding a Redis
+    connection when redis-py's reset cannot send UNWATCH in time; collected later, it warns
+    (ResourceWarning) in whichever test is running then."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._polling = True
+        self._between_iterations = asyncio.Event()
+        self._between_iterations.set()
+
+    async def _poll_iteration(self) -> None:
+        if not self._polling:
+            return
+        self._between_iterations.clear()
+        try:
+            await super()._poll_iteration()
+        finally:
+            self._between_iterations.set()
+
+    async def stop_polling(self) -> None:
+        """No poll iteration starts after this returns, and none is under way."""
+        self._polling = False
+        await self._between_iterations.wait()
+
+
 @contextlib.asynccontextmanager
 async def start_worker(settings: Settings) -> AsyncIterator[Worker]:
     """The real arq worker, in this process, polling the test's queue (and, started by it, the
     webhook jobs' worker polling theirs)."""
-    running = Worker(
+    running = StoppableWorker(
         functions=WorkerSettings.functions,
         on_startup=WorkerSettings.on_startup,
         on_shutdown=WorkerSettings.on_shutdown,
@@ -179,6 +206,7 @@ async def start_worker(settings: Settings) -> AsyncIterator[Worker]:
         # their task row go final already): let them finish, as cancelling them there leaves a
         # Redis pipeline open, and their CancelledError would make close() skip the shutdown.
         running.allow_pick_jobs = False
+        await running.stop_polling()
         recording = [t for job_id, t in running.tasks.items() if job_id not in running.job_tasks]
         if recording:
             await asyncio.wait(recording, timeout=5)
