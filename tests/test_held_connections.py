@@ -151,3 +151,25 @@ async def test_one_applications_sync_calls_are_limited_and_leave_the_api_to_othe
 
 async def asked(held: HeldTokenEndpoint, times: int) -> bool:
     return held.requests >= times
+
+
+async def test_an_applications_sync_calls_are_limited_across_api_processes(
+    aiohttp_client: Any, factory: Factory, settings: Settings, held_tokens: HeldTokenEndpoint
+) -> None:
+    """Two API processes (two apps on one PostgreSQL and Redis): the application's one sync call
+    running in the first takes its place in the second too, until it ends."""
+    key, user = await expired_connection(factory, "busy")
+    _, other_user = await expired_connection(factory, "busy")
+    limited = settings.model_copy(update={"suunto_auth_url": held_tokens.url, "sync_calls_per_app": 1})
+    first_api, second_api = [await aiohttp_client(create_app(limited)) for _ in range(2)]
+    sync_call = "/api/v1/suunto/users/{}/sync?data_type=workouts&async=false"
+    first = asyncio.create_task(first_api.post(sync_call.format(user), headers={"X-API-Key": key}))
+    await held_tokens.asked.wait()
+    resp = await second_api.post(sync_call.format(other_user), headers={"X-API-Key": key})
+    assert resp.status == 429
+    assert "sync calls" in (await resp.json())["detail"]
+    held_tokens.release.set()
+    resp = await first
+    assert resp.status == 200, await resp.text()
+    resp = await second_api.post(sync_call.format(other_user), headers={"X-API-Key": key})
+    assert resp.status == 200, await resp.text()

@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     oauth_redirect_allowlist: str = "http://localhost,http://127.0.0.1"
     oauth_state_ttl_s: int = Field(600, ge=30, le=3600)  # how long a user has to finish an authorization
     webhook_max_age_s: int = 300  # a signed webhook timestamp older than this is refused (replays)
-    # Webhook deliveries one API process takes from one address for one provider, per seconds
+    # Webhook deliveries taken from one address for one provider across API processes, per seconds
     # ("count/seconds"; empty: no limit): more are answered 429 with Retry-After.
     webhook_rate_limit: str = Field("3000/60", pattern=r"^(|[1-9][0-9]*/[1-9][0-9]*)$")
     # Scheduled incremental syncs of every active pull connection (0: none), and the share of each
@@ -124,7 +124,7 @@ class Settings(BaseSettings):
     revoke_max_tries: int = Field(10, ge=1)
     max_open_tasks_per_user: int = Field(20, ge=1)
     max_open_tasks_per_app: int = Field(10_000, ge=1)
-    # Sync calls (async=false) one application may have running in one API process; more: 429.
+    # Sync calls (async=false) one application may have running across API processes; more: 429.
     sync_calls_per_app: int = Field(4, ge=1)
     # A job that lost Redis waits this long for it to answer again, then goes on in a new job;
     # after that, its task is left queued for the reaper.

@@ -7,8 +7,9 @@ from arq import create_pool as create_redis_pool
 from arq.connections import RedisSettings
 
 from wearsync.api import data, oauth, openapi, views, webhooks
-from wearsync.api.common import DEPS, KEY_CACHE, QUEUE, SYNC_CALLS
+from wearsync.api.common import DEPS, KEY_CACHE, QUEUE
 from wearsync.api.middlewares import api_key_auth, errors, log_file_response, request_context
+from wearsync.api.quotas import DeliveryLimit
 from wearsync.db import service_pool_when_up
 from wearsync.queue import finish_handovers
 from wearsync.settings import Settings
@@ -26,6 +27,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     http = create_http_client(settings, queue)
     app[DEPS] = Deps(settings=settings, db=db, http=http)
     app[QUEUE] = queue
+    app[webhooks.DELIVERY_LIMIT] = DeliveryLimit.from_setting(queue, settings.queue_name, settings.webhook_rate_limit)
     yield
     await finish_handovers(app[DEPS])  # a sync call cut off by shutdown hands its task to a worker
     await http.session.close()
@@ -65,8 +67,6 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app = web.Application(middlewares=[request_context, errors, api_key_auth], client_max_size=64 * 1024)
     app[SETTINGS] = settings or Settings()
     app[KEY_CACHE] = {}
-    app[webhooks.DELIVERY_LIMIT] = webhooks.DeliveryLimit.from_setting(app[SETTINGS].webhook_rate_limit)
-    app[SYNC_CALLS] = {}
     app[openapi.DOCUMENT] = {}
     app.cleanup_ctx.append(resources)
     app.on_response_prepare.append(log_file_response)

@@ -19,8 +19,6 @@ QUEUE = web.AppKey("queue", ArqRedis)
 APP_ID = web.RequestKey("app_id", UUID)  # the application (tenant) of the request's API key
 # API key hash -> (application id, valid until, monotonic)
 KEY_CACHE = web.AppKey("api_key_cache", dict[bytes, tuple[UUID, float]])
-# Application id -> its sync calls (async=false) this process is running now.
-SYNC_CALLS = web.AppKey("sync_calls", dict[UUID, int])
 
 
 class ApiError(Exception):

@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 from asyncio import timeout as asyncio_timeout
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -11,8 +11,9 @@ import structlog
 from aiohttp import web
 
 from wearsync import metrics
-from wearsync.api.common import APP_ID, DEPS, QUEUE, SYNC_CALLS, ApiError, json_body, json_response, validate
+from wearsync.api.common import APP_ID, DEPS, QUEUE, ApiError, json_body, json_response, validate
 from wearsync.api.models import ConnectionIn, ConnectionPath, ConnectionPut, SyncRequest, TaskPath, UserIn, UserPath
+from wearsync.api.quotas import OverLimit, sync_call_place
 from wearsync.db import TRANSIENT_DB_ERRORS, queries, retention
 from wearsync.models import FINAL_STATUSES
 from wearsync.oauth import AccountUnknown, learn_account, save_connection
@@ -47,7 +48,7 @@ async def trigger_sync(request: web.Request) -> web.Response:
             "message": f"Sync task queued for {req.provider}. Check task status for results.",
         })  # fmt: skip
     _refuse_unsupported(req)
-    with _sync_call_slot(request):
+    async with _sync_call_place(request):
         return await _sync_call(request, req)
 
 
@@ -76,27 +77,22 @@ def _refuse_unsupported(req: SyncRequest) -> None:
 SYNC_CALL_RETRY_AFTER_S = 10
 
 
-@contextlib.contextmanager
-def _sync_call_slot(request: web.Request) -> Iterator[None]:
-    """One of the application's WEARSYNC_SYNC_CALLS_PER_APP sync calls in this process, or 429:
-    a sync call holds its request (and, while it writes, a connection of the API's pool) for as
-    long as the provider takes, so one tenant's many must not take the API from the others."""
-    calls, app_id = request.app[SYNC_CALLS], request[APP_ID]
+@contextlib.asynccontextmanager
+async def _sync_call_place(request: web.Request) -> AsyncIterator[None]:
+    """One of the application's WEARSYNC_SYNC_CALLS_PER_APP sync calls across every API process, or
+    429: a sync call holds its request (and, while it writes, a connection of the API's pool) for
+    as long as the provider takes, so one tenant's many must not take the API from the others."""
     limit = request.app[DEPS].settings.sync_calls_per_app
-    if calls.get(app_id, 0) >= limit:
+    try:
+        async with sync_call_place(request.app[QUEUE], request.app[DEPS].settings.queue_name, request[APP_ID], limit):
+            yield
+    except OverLimit:
         raise ApiError(
             429,
             f"This application already has {limit} sync calls (async=false) running; wait for one to "
             "finish, or queue the sync (async=true) and follow its task",
             {"Retry-After": str(SYNC_CALL_RETRY_AFTER_S)},
-        )
-    calls[app_id] = calls.get(app_id, 0) + 1
-    try:
-        yield
-    finally:
-        calls[app_id] -= 1
-        if not calls[app_id]:
-            del calls[app_id]
+        ) from None
 
 
 async def _sync_call(request: web.Request, req: SyncRequest) -> web.Response:

@@ -12,18 +12,13 @@ database for the reaper to pick up.
 
 import hmac
 import json
-import math
-import time
-from dataclasses import dataclass, field
 
 import structlog
 from aiohttp import web
-from limits import RateLimitItem, RateLimitItemPerSecond
-from limits.aio.storage import MemoryStorage
-from limits.aio.strategies import MovingWindowRateLimiter
 
 from wearsync import metrics
 from wearsync.api.common import DEPS, QUEUE, ApiError, json_response
+from wearsync.api.quotas import DeliveryLimit, OverLimit
 from wearsync.db import queries
 from wearsync.providers import PROVIDERS
 from wearsync.providers.core import Provider
@@ -34,32 +29,16 @@ from wearsync.settings import webhook_queue_name
 log = structlog.get_logger(__name__)
 
 
-@dataclass(frozen=True)
-class DeliveryLimit:
-    """WEARSYNC_WEBHOOK_RATE_LIMIT: deliveries this process takes from one address for one provider
-    in a moving window. In memory: each API replica counts its own."""
-
-    item: RateLimitItem | None  # None: no limit
-    limiter: MovingWindowRateLimiter = field(default_factory=lambda: MovingWindowRateLimiter(MemoryStorage()))
-
-    @classmethod
-    def from_setting(cls, setting: str) -> "DeliveryLimit":
-        if not setting:
-            return cls(None)
-        count, seconds = setting.split("/")
-        return cls(RateLimitItemPerSecond(int(count), int(seconds), namespace="webhook"))
-
-    async def take(self, provider: str, address: str) -> None:
-        """Count one delivery; 429 with Retry-After (whole seconds) past the limit."""
-        if self.item is None or await self.limiter.hit(self.item, provider, address):
-            return
-        stats = await self.limiter.get_window_stats(self.item, provider, address)
-        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
-        log.warning("webhook deliveries over the rate limit", provider=provider, address=address)
-        raise ApiError(429, "Too many webhook deliveries, retry later", {"Retry-After": str(retry_after)})
-
-
 DELIVERY_LIMIT = web.AppKey("webhook_delivery_limit", DeliveryLimit)
+
+
+async def _count_delivery(request: web.Request, provider: str) -> None:
+    """One more delivery from the caller's address, before its body is read; 429 with Retry-After
+    past WEARSYNC_WEBHOOK_RATE_LIMIT (counted across every API process)."""
+    try:
+        await request.app[DELIVERY_LIMIT].take(provider, request.remote or "")
+    except OverLimit as e:
+        raise ApiError(429, "Too many webhook deliveries, retry later", {"Retry-After": str(e.retry_after_s)}) from None
 
 
 def _provider_with_webhook(request: web.Request, name: str) -> Provider:
@@ -85,7 +64,7 @@ def _same(given: str, expected: str) -> bool:
 async def receive(request: web.Request) -> web.Response:
     provider = _provider_with_webhook(request, request.match_info["provider"])
     assert provider.webhook is not None
-    await request.app[DELIVERY_LIMIT].take(provider.name, request.remote or "")
+    await _count_delivery(request, provider.name)
     deps = request.app[DEPS]
     body = await _body(request, provider.webhook.max_body_bytes)
     try:
@@ -139,7 +118,7 @@ async def strava_challenge(request: web.Request) -> web.Response:
     """Strava's subscription validation, at the URL its events go to: echo `hub.challenge` when
     the verify token is ours."""
     _provider_with_webhook(request, "strava")
-    await request.app[DELIVERY_LIMIT].take("strava", request.remote or "")
+    await _count_delivery(request, "strava")
     settings = request.app[DEPS].settings
     query = request.query
     if query.get("hub.mode") != "subscribe" or "hub.challenge" not in query:
