@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 
 from tests.servers import real_servers
 from wearsync.api.app import create_app
-from wearsync.db import create_pool, queries
+from wearsync.db import create_pool, keys
 from wearsync.db.migrate import migrate
 from wearsync.dev import dev_environment
 from wearsync.providers import PROVIDERS
@@ -259,7 +259,7 @@ class Factory:
         self.client, self.db, self.settings = client, db, settings
 
     async def api_key(self, application: str = "acme") -> str:
-        return await queries.create_api_key(self.db, application, "test key")
+        return await keys.create_api_key(self.db, application, "test key")
 
     async def user(self, key: str, **body: Any) -> str:
         resp = await self.client.post("/api/v1/users", json=body, headers={"X-API-Key": key})

@@ -21,8 +21,8 @@ from tests.conftest import Factory, refreshes, start_sync, start_worker, wait_fo
 from tests.faults.servers import wait_until
 from wearsync.api.app import create_app
 from wearsync.api.common import DEPS, QUEUE
+from wearsync.db import connections, service_pool
 from wearsync.db import migrate as migrations
-from wearsync.db import queries, service_pool
 from wearsync.providers import PROVIDERS
 from wearsync.providers.core import Connection
 from wearsync.settings import Settings
@@ -136,12 +136,12 @@ async def test_a_refresh_under_way_elsewhere_is_waited_for_past_the_lock_timeout
     pool = await service_pool(settings, 2)
     try:
         limited = dataclasses.replace(deps, settings=settings, db=pool)
-        row = await queries.get_active_connection(db, uuid.UUID(user_id), "suunto")
+        row = await connections.get_active_connection(db, uuid.UUID(user_id), "suunto")
         assert row is not None
         connection = Connection.from_row(row, settings.cipher())
         credentials = credentials_for(limited, PROVIDERS["suunto"], connection)
         elsewhere = uuid.uuid4()  # another process's lease, taken as it starts refreshing
-        taken = await queries.take_refresh_lease(db, uuid.UUID(user_id), "suunto", elsewhere, 60)
+        taken = await connections.take_refresh_lease(db, uuid.UUID(user_id), "suunto", elsewhere, 60)
         assert taken is not None
         assert taken["leased"]
         with capture_logs() as lines:
@@ -149,7 +149,7 @@ async def test_a_refresh_under_way_elsewhere_is_waited_for_past_the_lock_timeout
             await wait_until(lambda: found(lines, "token refresh under way elsewhere"), "the refresh waiting")
         assert not await waiting_for_lock(db)
         assert not refresh.done()
-        await queries.save_tokens(
+        await connections.save_tokens(
             db, uuid.UUID(user_id), "suunto", access_token=settings.cipher().seal("refreshed-elsewhere") or "",
             refresh_token=None, expires_at=None, lease=elsewhere,
         )  # fmt: skip

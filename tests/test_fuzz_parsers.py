@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.fuzzing import FUZZ, json_values, mutated
-from wearsync.db import create_pool, queries
+from wearsync.db import create_pool, webhooks
 from wearsync.db.records import upsert_records
 from wearsync.providers import PROVIDERS, garmin, polar, strava, suunto, whoop
 from wearsync.providers.core import WebhookEvent, map_page
@@ -208,6 +208,6 @@ async def test_a_webhook_body_parses_to_storable_events_or_malformed_payload(
     assert all(isinstance(e, WebhookEvent) for e in events)
 
     async def write(conn: PoolConnectionProxy) -> None:
-        await queries.insert_webhook_events(conn, provider, events)
+        await webhooks.insert_webhook_events(conn, provider, events)
 
     await stored(pool, write)

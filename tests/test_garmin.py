@@ -22,7 +22,7 @@ from prometheus_client import REGISTRY
 from yarl import URL
 
 from tests.conftest import Factory, refreshes, sim_records, start_sync, stored_tokens, wait_for_task
-from wearsync.db import queries
+from wearsync.db import connections, keys, tasks
 from wearsync.models import DataType, SyncParams
 from wearsync.providers import garmin
 from wearsync.providers.core import Connection, SyncContext
@@ -135,7 +135,7 @@ async def test_a_task_waiting_for_deliveries_is_not_taken_for_lost(
     task_id = await start_sync(client, key, "garmin", user_id, "data_type=workouts")
     assert_awaiting(await wait_for_requests(client, key, task_id))
     await db.execute("UPDATE sync_tasks SET updated_at = now() - interval '3 hours' WHERE id = $1", uuid.UUID(task_id))
-    assert await queries.possibly_lost_tasks(db, queued_for_s=60, idle_for_s=3600) == []
+    assert await tasks.possibly_lost_tasks(db, queued_for_s=60, idle_for_s=3600) == []
 
 
 @pytest.mark.parametrize(
@@ -330,11 +330,11 @@ async def test_simulator_limits_and_errors(factory: Factory, settings: Settings)
 async def pull_context(deps: Deps, key: str, user_id: str) -> SyncContext:
     """A SyncContext as the worker builds one, for a task of its own."""
     uid, task_id = uuid.UUID(user_id), uuid.uuid4()
-    app_id = await queries.application_for_key(deps.db, key)
+    app_id = await keys.application_for_key(deps.db, key)
     assert app_id is not None
-    await queries.create_task(deps.db, task_id=task_id, app_id=app_id, user_id=uid, provider="garmin",
+    await tasks.create_task(deps.db, task_id=task_id, app_id=app_id, user_id=uid, provider="garmin",
                               mode="sync", data_types=["data_247"], params={})  # fmt: skip
-    row = await queries.get_active_connection(deps.db, uid, "garmin")
+    row = await connections.get_active_connection(deps.db, uid, "garmin")
     assert row is not None
     connection = Connection.from_row(row, deps.settings.cipher())
     config = deps.settings.provider("garmin")
@@ -489,7 +489,7 @@ async def test_pulled_summaries_land_field_by_field(
     await assert_stored(db, uuid.UUID(user_id), expected, served["offset_seconds"] // 60)
 
     assert ctx.task_id is not None
-    task = await queries.get_task(db, ctx.task_id)
+    task = await tasks.get_task(db, ctx.task_id)
     assert task is not None
     progress = task["progress"]["data_247"]
     assert progress["pages"] == 5 * 8
@@ -512,7 +512,7 @@ async def test_a_rerun_skips_pulled_pages(
     first = await garmin.pull_summaries(ctx, "dailies", (start, start + 2 * DAY))
     assert first == len([t for t in uploads if start <= t < start + 2 * DAY])
     assert ctx.task_id is not None
-    task = await queries.get_task(db, ctx.task_id)
+    task = await tasks.get_task(db, ctx.task_id)
     assert task is not None
     ctx.done = task["progress"]["data_247"]["done"]
     sim_state.requests.clear()

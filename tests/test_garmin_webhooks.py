@@ -31,7 +31,7 @@ from tests.test_garmin import (
     wait_for_task_state,
     wait_out,
 )
-from wearsync.db import queries
+from wearsync.db import garmin_backfills, keys, tasks
 from wearsync.providers import garmin
 from wearsync.providers.errors import MalformedPayload, WebhookRejected
 from wearsync.settings import Settings
@@ -443,18 +443,21 @@ async def test_without_historical_permission_a_sync_says_so_and_later_pushes_sti
 async def test_a_backfill_recorded_twice_keeps_its_first_record(factory: Factory, db: asyncpg.Pool) -> None:
     key, user, _ = await factory.connected_user("garmin")  # tasks exist only for connected users
     user_id = uuid.UUID(user)
-    app_id = await queries.application_for_key(db, key)
+    app_id = await keys.application_for_key(db, key)
     assert app_id is not None
     task_id = uuid.uuid4()
-    assert await queries.create_task(db, task_id=task_id, app_id=app_id, user_id=user_id, provider="garmin",
+    assert await tasks.create_task(db, task_id=task_id, app_id=app_id, user_id=user_id, provider="garmin",
                                      mode="async", data_types=["workouts"], params={}) == (task_id, True)  # fmt: skip
     start, end = datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 10, 31, tzinfo=UTC)
     for status in ("accepted", "duplicate"):  # a rerun asking again is told 409
-        await queries.insert_garmin_backfill(db, task_id, user_id, "activities", start, end, status)
+        await garmin_backfills.insert_garmin_backfill(db, task_id, user_id, "activities", start, end, status)
     inside, outside = datetime(2026, 10, 30, tzinfo=UTC), datetime(2026, 10, 31, tzinfo=UTC)
-    assert await queries.mark_garmin_backfills_delivered(db, user_id, "activities", [inside, inside, outside]) == 1
-    assert await queries.mark_garmin_backfills_delivered(db, user_id, "dailies", [inside]) == 0
-    summary = await queries.garmin_backfill_summary(db, task_id)
+    assert (
+        await garmin_backfills.mark_garmin_backfills_delivered(db, user_id, "activities", [inside, inside, outside])
+        == 1
+    )
+    assert await garmin_backfills.mark_garmin_backfills_delivered(db, user_id, "dailies", [inside]) == 0
+    summary = await garmin_backfills.garmin_backfill_summary(db, task_id)
     assert (summary["requested"], summary["delivered"]) == (1, 1)
     (window,) = summary["windows"]
     assert (window["type"], window["start"], window["end"], window["status"], window["delivered_records"]) == (

@@ -17,7 +17,7 @@ from tests.conftest import Factory
 from tests.faults.servers import wait_until
 from wearsync.api.app import create_app
 from wearsync.api.common import DEPS
-from wearsync.db import queries, service_pool
+from wearsync.db import connections, service_pool
 from wearsync.providers import PROVIDERS
 from wearsync.providers.core import Connection
 from wearsync.providers.http import HttpClient
@@ -76,7 +76,7 @@ async def test_a_token_refresh_holds_no_database_connection_while_the_provider_a
     slow = settings.model_copy(update={"suunto_auth_url": held_tokens.url})
     pool = await service_pool(slow, 1)
     try:
-        row = await queries.get_active_connection(db, uuid.UUID(user_id), "suunto")
+        row = await connections.get_active_connection(db, uuid.UUID(user_id), "suunto")
         assert row is not None
         connection = Connection.from_row(row, slow.cipher())
         async with aiohttp.ClientSession() as session:
@@ -94,7 +94,7 @@ async def test_a_token_refresh_holds_no_database_connection_while_the_provider_a
     finally:
         await pool.close()
     assert token != connection.access_token
-    stored = await queries.get_active_connection(db, uuid.UUID(user_id), "suunto")
+    stored = await connections.get_active_connection(db, uuid.UUID(user_id), "suunto")
     assert stored is not None
     assert slow.cipher().open(stored["access_token"]) == token
 

@@ -22,7 +22,7 @@ from tests.conftest import Factory, wait_for_task
 from tests.test_garmin import assert_awaiting, wait_for_requests
 from wearsync.api.responses import AuthorizationStarted, Disconnected
 from wearsync.crypto import cipher_for, generate_key
-from wearsync.db import queries
+from wearsync.db import connections
 from wearsync.oauth import code_challenge, redirect_allowed
 from wearsync.settings import Settings
 from wearsync.sim.common import Fault, SimState
@@ -450,7 +450,7 @@ async def test_an_authorization_under_way_survives_a_token_key_rotation(
     flow = await start(public, factory, "garmin")
     new_key = generate_key()
     async with db.acquire() as conn:
-        await queries.reseal_tokens(conn, cipher_for(f"{new_key},{settings.token_keys}").reseal)
+        await connections.reseal_tokens(conn, cipher_for(f"{new_key},{settings.token_keys}").reseal)
     settings.token_keys = new_key  # the old key dropped
     outcome = await finish(browser, await consent(browser, flow, "rotated"))
     assert outcome["status"] == "connected", outcome

@@ -39,8 +39,7 @@ from wearsync.api.responses import (
     WorkoutPage,
     WorkoutRecord,
 )
-from wearsync.db import reads
-from wearsync.db.queries import Executor
+from wearsync.db import Executor, reads
 from wearsync.db.records import upsert_records
 from wearsync.records import Sample, Workout
 from wearsync.settings import Settings

@@ -19,7 +19,7 @@ from wearsync import cli
 from wearsync.api.common import KEY_CACHE
 from wearsync.api.middlewares import KEY_CACHE_S
 from wearsync.crypto import PREFIX, TokenKeyError, cipher_for, generate_key
-from wearsync.db import queries
+from wearsync.db import connections
 from wearsync.logging import redact_secrets
 from wearsync.settings import Settings
 
@@ -133,7 +133,7 @@ async def test_tokens_are_encrypted_at_rest_and_keys_rotate(
     new_key = generate_key()
     both = cipher_for(f"{new_key},{settings.token_keys}")
     async with db.acquire() as conn:
-        assert await queries.reseal_tokens(conn, both.reseal) == 1
+        assert await connections.reseal_tokens(conn, both.reseal) == 1
     rotated = await db.fetchval("SELECT access_token FROM provider_connections")
     assert rotated != row["access_token"]
     assert cipher_for(new_key).open(rotated) == plain

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from tests.conftest import Factory, start_sync
 from wearsync.api.common import QUEUE
-from wearsync.db import queries, service_pool
+from wearsync.db import service_pool, tasks
 from wearsync.models import DataType
 from wearsync.providers import PROVIDERS
 from wearsync.providers.core import SyncContext
@@ -114,7 +114,7 @@ async def test_a_crash_whose_failure_cannot_be_recorded_waits_for_the_reaper_the
     queue = client.app[QUEUE]
     ctx = {"deps": deps, "redis": queue, "job_id": task_id}
     with monkeypatch.context() as gone:
-        gone.setattr(queries, "finish_task", database_gone)
+        gone.setattr(tasks, "finish_task", database_gone)
         with pytest.raises(ConnectionResetError):
             await sync_task(ctx | {"job_try": deps.settings.job_max_tries}, task_id)
     assert (await task_of(client, key, task_id))["status"] == "running"

@@ -23,7 +23,7 @@ from tests.conftest import Factory, free_port, start_worker
 from tests.test_strava_webhooks import emit, subscribe
 from wearsync.api.common import DEPS
 from wearsync.db import create_pool as create_db_pool
-from wearsync.db import queries
+from wearsync.db import webhooks
 from wearsync.providers import PROVIDERS
 from wearsync.settings import Settings
 from wearsync.sim.common import Fault, SimState
@@ -128,14 +128,14 @@ async def test_the_pause_between_tries_doubles_up_to_the_longest_while_the_event
 ) -> None:
     for attempts, full in ((1, 60), (2, 120), (3, 200), (9, 200)):
         event_id = await insert_event(db, f"a{attempts}", attempts)
-        await queries.fail_webhook_event(db, event_id, "HTTP 503", 60, 200, 3600)
+        await webhooks.fail_webhook_event(db, event_id, "HTTP 503", 60, 200, 3600)
         row = await the_event(db, event_id)
         assert (row["status"], row["detail"]) == ("failed", "HTTP 503")
         pause = (row["retry_at"] - row["processed_at"]).total_seconds()
         # A quarter of each pause is random, so that events failed together come back apart.
         assert 0.75 * full <= pause <= full, (attempts, pause)
     too_old = await insert_event(db, "old", 1, age_s=3601)
-    assert await queries.fail_webhook_event(db, too_old, "HTTP 503", 60, 200, 3600) is None
+    assert await webhooks.fail_webhook_event(db, too_old, "HTTP 503", 60, 200, 3600) is None
     assert await db.fetchval("SELECT status FROM webhook_events WHERE id = $1", too_old) == "failed"
 
 

@@ -97,9 +97,9 @@ async def _with_db(dsn: str, work: Any) -> Any:
 
 
 def _api_key_list(settings: Settings, args: argparse.Namespace) -> None:
-    from wearsync.db import queries
+    from wearsync.db import keys as keys_db
 
-    rows = asyncio.run(_with_db(settings.database_url, lambda c: queries.list_api_keys(c, args.application)))
+    rows = asyncio.run(_with_db(settings.database_url, lambda c: keys_db.list_api_keys(c, args.application)))
     print(f"{'prefix':<12} {'application':<20} {'name':<24} {'created':<17} {'last used':<17} revoked")
     for r in rows:
         when = [
@@ -109,9 +109,9 @@ def _api_key_list(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _api_key_revoke(settings: Settings, args: argparse.Namespace) -> None:
-    from wearsync.db import queries
+    from wearsync.db import keys as keys_db
 
-    matches = asyncio.run(_with_db(settings.database_url, lambda c: queries.revoke_api_key(c, args.prefix)))
+    matches = asyncio.run(_with_db(settings.database_url, lambda c: keys_db.revoke_api_key(c, args.prefix)))
     if matches != 1:
         what = "no active key" if matches == 0 else f"{matches} active keys (nothing revoked)"
         sys.exit(f"{what} with prefix {args.prefix!r}")
@@ -125,18 +125,18 @@ def _token_key_generate(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _token_key_rotate(settings: Settings, args: argparse.Namespace) -> None:
-    from wearsync.db import queries
+    from wearsync.db import connections
 
     cipher = settings.cipher()
-    count = asyncio.run(_with_db(settings.database_url, lambda c: queries.reseal_tokens(c, cipher.reseal)))
+    count = asyncio.run(_with_db(settings.database_url, lambda c: connections.reseal_tokens(c, cipher.reseal)))
     print(f"re-encrypted the tokens of {count} connections under the first key of WEARSYNC_TOKEN_KEYS")
 
 
 def _api_key_create(settings: Settings, args: argparse.Namespace) -> None:
-    from wearsync.db import queries
+    from wearsync.db import keys as keys_db
 
     application = args.application or args.name
-    key = asyncio.run(_with_db(settings.database_url, lambda c: queries.create_api_key(c, application, args.name)))
+    key = asyncio.run(_with_db(settings.database_url, lambda c: keys_db.create_api_key(c, application, args.name)))
     print(key)
     print("Store this key now: it is not shown again (only its hash is kept).", file=sys.stderr)
 

@@ -178,11 +178,11 @@ async def create_demo(database_url: str, api_url: str, sim_url: str, env: dict[s
     """A demo API key, user and provider connections, made through the API like a client would."""
     import asyncpg
 
-    from wearsync.db import queries
+    from wearsync.db import keys as keys_db
 
     conn = await asyncpg.connect(database_url)
     try:
-        key = await queries.create_api_key(conn, "demo", f"demo key {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        key = await keys_db.create_api_key(conn, "demo", f"demo key {time.strftime('%Y-%m-%d %H:%M:%S')}")
     finally:
         await conn.close()
     headers = {"X-API-Key": key}

@@ -18,7 +18,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.aiohttp import make_aiohttp_handler
 from redis.asyncio import Redis
 
-from wearsync.db import queries
+from wearsync.db import tasks
 from wearsync.providers.errors import JobSliceDone, RateLimited
 from wearsync.settings import PROVIDER_NAMES
 
@@ -125,7 +125,7 @@ async def count_open_work(
             ready, total, hooks_ready, hooks_total = await redis.eval(  # type: ignore[misc]  # stubs: sync
                 _QUEUE_DEPTH, 2, queue_name, webhook_queue_name, str(now_ms)
             )
-            counts = await queries.open_task_counts(db)
+            counts = await tasks.open_task_counts(db)
     except Exception as e:
         log.warning("queue depth unavailable for metrics", error=repr(e))
         QUEUE_JOBS.clear()

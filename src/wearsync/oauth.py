@@ -41,7 +41,7 @@ from redis.exceptions import RedisError
 
 from wearsync.api.models import SyncRequest
 from wearsync.crypto import TokenCipher
-from wearsync.db import queries
+from wearsync.db import connections
 from wearsync.providers import PROVIDERS
 from wearsync.providers.core import Connection, Provider
 from wearsync.providers.errors import AccountUnconfirmed, ProviderError, RateLimited, UpstreamAuthError
@@ -315,8 +315,8 @@ async def save_connection(
     move: bool = False,
 ) -> asyncpg.Record:
     """Store (or replace) a user's connection, its tokens encrypted; it is active. AccountTaken
-    when another user of the application has the upstream account, unless `move` (queries)."""
-    return await queries.upsert_connection(
+    when another user of the application has the upstream account, unless `move` (db.connections)."""
+    return await connections.upsert_connection(
         db, user_id, provider,
         access_token=cipher.seal(access_token) or "", refresh_token=cipher.seal(refresh_token),
         expires_at=expires_at, provider_user_id=provider_user_id, scopes=scopes, move=move,
@@ -359,8 +359,8 @@ async def connect_user(deps: Deps, auth: Authorization, code: str, granted_scope
             access_token=tokens.access_token, refresh_token=tokens.refresh_token, expires_at=tokens.expires_at,
             provider_user_id=tokens.provider_user_id, scopes=granted, move=auth.move,
         )  # fmt: skip
-    except queries.AccountTaken as e:
-        other = await queries.public_user_id(deps.db, e.user_id)
+    except connections.AccountTaken as e:
+        other = await connections.public_user_id(deps.db, e.user_id)
         raise ConnectFailed(
             "account_in_use",
             f"this {provider.name} account ('{tokens.provider_user_id}') is connected to user {other} of this"
@@ -370,7 +370,7 @@ async def connect_user(deps: Deps, auth: Authorization, code: str, granted_scope
         try:
             await provider.on_connect(connection_context(deps, provider, Connection.from_row(row, cipher)))
         except ProviderError as e:
-            await queries.deactivate_connection(deps.db, auth.user_id, provider.name, f"connecting failed: {e}")
+            await connections.deactivate_connection(deps.db, auth.user_id, provider.name, f"connecting failed: {e}")
             raise ConnectFailed("registration_failed", str(e)) from e
     log.info("user connected", provider=provider.name, user_id=str(auth.user_id))
 

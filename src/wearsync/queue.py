@@ -17,7 +17,7 @@ from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
 from redis.asyncio import Redis
 
-from wearsync.db import queries
+from wearsync.db import tasks
 from wearsync.sync import Deps
 
 log = structlog.get_logger(__name__)
@@ -81,7 +81,7 @@ async def continue_in_new_job(deps: Deps, queue: ArqRedis, task_id: str, replaci
 
 async def _continue_in_new_job(deps: Deps, queue: ArqRedis, task_id: str, replacing: str | None) -> bool:
     job_id = f"{task_id}:{uuid4().hex[:8]}"
-    if not await queries.set_task_job(deps.db, UUID(task_id), job_id, replacing):
+    if not await tasks.set_task_job(deps.db, UUID(task_id), job_id, replacing):
         return False
     await enqueue_task(queue, task_id, deps.settings.queue_name, job_id=job_id)
     return True

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from wearsync.db import queries, revocations
+from wearsync.db import connections, revocations
 from wearsync.providers import PROVIDERS
 from wearsync.providers.core import Connection
 from wearsync.providers.errors import ProviderError, RateLimited, UpstreamError
@@ -65,7 +65,7 @@ async def shared(deps: Deps, row: asyncpg.Record) -> bool:
     """Whether another active connection (another application's) uses the connection's account:
     our access upstream is one grant to our client, whichever application connected the account,
     so revoking it would cut that connection off too. The last one to let go revokes."""
-    others = await queries.connections_by_upstream_user(deps.db, row["provider"], row["provider_user_id"])
+    others = await connections.connections_by_upstream_user(deps.db, row["provider"], row["provider_user_id"])
     return any(other["user_id"] != row["user_id"] for other in others)
 
 
@@ -75,12 +75,16 @@ async def disconnect(deps: Deps, row: asyncpg.Record) -> dict[str, object]:
     already); a revocation that may succeed later keeps the tokens it needs. Whether the provider
     was told, and if not, why and what happens next."""
     if await shared(deps, row):
-        await queries.deactivate_connection(deps.db, row["user_id"], row["provider"], "disconnected", only_active=False)
+        await connections.deactivate_connection(
+            deps.db, row["user_id"], row["provider"], "disconnected", only_active=False
+        )
         return {"upstream_revoked": False, "upstream_error": SHARED_GRANT, "revocation": "shared"}
     error, may_pass = await revoke_upstream(deps, row)
     retrying = may_pass and deps.settings.revoke_max_tries > 1
     async with deps.db.acquire() as conn, conn.transaction():
-        await queries.deactivate_connection(conn, row["user_id"], row["provider"], "disconnected", only_active=False)
+        await connections.deactivate_connection(
+            conn, row["user_id"], row["provider"], "disconnected", only_active=False
+        )
         if retrying:
             assert error is not None
             await revocations.keep(conn, row["user_id"], row["provider"], error, FIRST_RETRY_S)

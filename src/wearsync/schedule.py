@@ -14,7 +14,8 @@ from uuid import uuid4
 import structlog
 from arq import ArqRedis
 
-from wearsync.db import queries
+from wearsync.db import connections as connections_db
+from wearsync.db import tasks
 from wearsync.models import SyncParams, params_for
 from wearsync.providers import PROVIDERS
 from wearsync.providers.core import Provider
@@ -49,14 +50,14 @@ async def schedule_syncs(deps: Deps, queue: ArqRedis) -> dict[str, int]:
     for provider in PROVIDERS.values():
         if provider.delivery != "pull" or not provider.sync:
             continue
-        connections = await queries.count_active_connections(deps.db, provider.name)
+        connections = await connections_db.count_active_connections(deps.db, provider.name)
         quota = syncs_per_run(provider, deps, connections, int(time.time() // RUN_EVERY_S)) if connections else 0
         if quota <= 0:
             continue
-        due = await queries.stalest_connections(deps.db, provider.name, deps.settings.schedule_interval_s, quota)
+        due = await connections_db.stalest_connections(deps.db, provider.name, deps.settings.schedule_interval_s, quota)
         data_types = sorted(t.value for t in provider.supports if t in provider.sync)
         for row in due:
-            task_id, created = await queries.create_task(
+            task_id, created = await tasks.create_task(
                 deps.db,
                 task_id=uuid4(),
                 app_id=row["application_id"],

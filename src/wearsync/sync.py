@@ -19,7 +19,7 @@ import structlog
 from redis.asyncio import Redis
 
 from wearsync import metrics
-from wearsync.db import queries
+from wearsync.db import connections, tasks
 from wearsync.models import DataType, SyncParams, TaskStatus
 from wearsync.providers import PROVIDERS
 from wearsync.providers.core import Connection, PageBudget, Provider, SyncContext
@@ -150,7 +150,7 @@ async def run_task(deps: Deps, task_id: UUID, *, defer_rate_limits: bool = False
 
     With `defer_rate_limits` (a job), a long rate-limit wait raises RateLimited for the job to be
     deferred; otherwise (a sync call) it fails the data type like any provider error."""
-    task = await queries.start_task(deps.db, task_id)
+    task = await tasks.start_task(deps.db, task_id)
     if task is None:
         log.info("task already finished or unknown, nothing to do")
         return None
@@ -165,10 +165,10 @@ async def _run_started(deps: Deps, task: asyncpg.Record, defer_rate_limits: bool
     task_id: UUID = task["id"]
     provider = PROVIDERS[task["provider"]]
     data_types = [DataType(t) for t in task["data_types"]]
-    row = await queries.get_active_connection(deps.db, task["user_id"], provider.name)
+    row = await connections.get_active_connection(deps.db, task["user_id"], provider.name)
     if row is None:
         details = {t.value: False for t in data_types}
-        await queries.finish_task(deps.db, task_id, TaskStatus.FAILED, details, NO_CONNECTION)
+        await tasks.finish_task(deps.db, task_id, TaskStatus.FAILED, details, NO_CONNECTION)
         return details, TaskStatus.FAILED.value
     connection = Connection.from_row(row, deps.settings.cipher())
     credentials = credentials_for(deps, provider, connection)
@@ -210,7 +210,7 @@ async def _run_started(deps: Deps, task: asyncpg.Record, defer_rate_limits: bool
         return details, "awaiting_delivery"
     status = overall_status(details)
     error = "; ".join(f"{t}: {e}" for t, e in errors.items() if e is not None) or None
-    await queries.finish_task(deps.db, task_id, status, details, error)
+    await tasks.finish_task(deps.db, task_id, status, details, error)
     log.info("sync finished", status=status.value, details=details, refreshes=credentials.refreshes)
     return details, status.value
 
@@ -245,7 +245,7 @@ async def _sync_data_type(
     """Sync one data type; returns None on success, or the provider error that failed it (or,
     deferring, the RateLimited it must wait for)."""
     task_id = task["id"]
-    cursor = await queries.get_cursor(deps.db, connection.user_id, provider.name, data_type.value)
+    cursor = await connections.get_cursor(deps.db, connection.user_id, provider.name, data_type.value)
     ctx = context_for(
         deps, provider, connection, credentials,
         task_id=task_id, started_at=task["started_at"], data_type=data_type, params=params, done=done, cursor=cursor,
@@ -260,19 +260,19 @@ async def _sync_data_type(
         if not defer_rate_limits:
             return await _fail_type(deps, task_id, data_type, e)
         resumes_at = datetime.now(UTC) + timedelta(seconds=e.retry_after_s)  # the job is deferred as long
-        await queries.update_type_progress(
+        await tasks.update_type_progress(
             deps.db, task_id, data_type, status="waiting", error=str(e), resumes_at=resumes_at.isoformat()
         )
         return e
     except ProviderError as e:
         return await _fail_type(deps, task_id, data_type, e)
     if ctx.new_cursor is not None:
-        await queries.save_cursor(deps.db, connection.user_id, provider.name, data_type.value, ctx.new_cursor)
-    await queries.update_type_progress(deps.db, task_id, data_type, status="succeeded", resumes_at=None)
+        await connections.save_cursor(deps.db, connection.user_id, provider.name, data_type.value, ctx.new_cursor)
+    await tasks.update_type_progress(deps.db, task_id, data_type, status="succeeded", resumes_at=None)
     return None
 
 
 async def _fail_type(deps: Deps, task_id: UUID, data_type: DataType, error: ProviderError) -> ProviderError:
     log.warning("data type failed", data_type=data_type.value, error=str(error))
-    await queries.update_type_progress(deps.db, task_id, data_type, status="failed", error=str(error), resumes_at=None)
+    await tasks.update_type_progress(deps.db, task_id, data_type, status="failed", error=str(error), resumes_at=None)
     return error

@@ -10,7 +10,8 @@ import asyncpg
 from arq import ArqRedis
 
 from wearsync.api.models import SyncRequest
-from wearsync.db import queries
+from wearsync.db import garmin_backfills
+from wearsync.db import tasks as tasks_db
 from wearsync.models import DataType, TaskStatus, params_for
 from wearsync.providers import PROVIDERS
 from wearsync.queue import enqueue_task
@@ -56,7 +57,7 @@ async def start_sync(
     parameters vary, one tenant cannot queue work without bound ahead of the others."""
     data_types = requested_types(req)
     try:
-        task_id, created = await queries.create_task(
+        task_id, created = await tasks_db.create_task(
             db,
             task_id=uuid4(),
             app_id=app_id,
@@ -68,7 +69,7 @@ async def start_sync(
             max_open_per_user=settings.max_open_tasks_per_user if settings else None,
             max_open_per_app=settings.max_open_tasks_per_app if settings else None,
         )
-    except queries.TooManyOpenTasks as e:
+    except tasks_db.TooManyOpenTasks as e:
         raise SyncRefused(
             "too_many_open", f"The {e.scope} already has {e.limit} syncs queued or running; try again once some finish"
         ) from None
@@ -79,14 +80,14 @@ async def start_sync(
             await enqueue_task(queue, str(task_id))
         except Exception:
             # Not left queued forever (and coalescing every later request onto it).
-            await queries.finish_task(db, task_id, TaskStatus.FAILED, None, "could not enqueue the task")
+            await tasks_db.finish_task(db, task_id, TaskStatus.FAILED, None, "could not enqueue the task")
             raise
     return task_id, created
 
 
 async def describe_task(db: asyncpg.Pool, task_id: UUID, app_id: UUID | None = None) -> dict[str, Any] | None:
     """A task as `GET /api/v1/tasks/{id}` shows it (None if unknown, or another application's)."""
-    row = await queries.get_task(db, task_id) if app_id is None else await queries.get_task_shown(db, task_id, app_id)
+    row = await tasks_db.get_task(db, task_id) if app_id is None else await tasks_db.get_task_shown(db, task_id, app_id)
     if row is None:
         return None
     task = dict(row)
@@ -94,7 +95,7 @@ async def describe_task(db: asyncpg.Pool, task_id: UUID, app_id: UUID | None = N
     # `done` (which pages are stored, for a rerun to skip) is the worker's bookkeeping.
     task["progress"] = {t: {k: v for k, v in p.items() if k != "done"} for t, p in task["progress"].items()}
     if task["provider"] == "garmin":  # its data comes by webhook: what was asked, what has come
-        task["backfill"] = await queries.garmin_backfill_summary(db, task_id)
+        task["backfill"] = await garmin_backfills.garmin_backfill_summary(db, task_id)
     return {
         "task_id": task.pop("id"),
         **task,

@@ -14,7 +14,8 @@ Processing twice is harmless (upserts, idempotent deletes).
 
 import structlog
 
-from wearsync.db import queries
+from wearsync.db import connections
+from wearsync.db import webhooks as webhooks_db
 from wearsync.providers import PROVIDERS
 from wearsync.providers.core import Connection, WebhookEvent
 from wearsync.providers.errors import ProviderError, RateLimited, UpstreamAuthError, UpstreamError
@@ -25,18 +26,18 @@ log = structlog.get_logger(__name__)
 
 async def process_event(deps: Deps, event_id: int) -> str | None:
     """Process a stored event; its final status, or None if it was done already."""
-    row = await queries.claim_webhook_event(deps.db, event_id)
+    row = await webhooks_db.claim_webhook_event(deps.db, event_id)
     if row is None:
         return None
     provider = PROVIDERS[row["provider"]]
     assert provider.webhook is not None
     event = WebhookEvent(row["kind"], row["provider_user_id"], row["dedupe_key"], row["payload"])
     log_ = log.bind(provider=provider.name, kind=event.kind, event_id=event_id)
-    rows = await queries.connections_by_upstream_user(deps.db, provider.name, event.provider_user_id)
+    rows = await connections.connections_by_upstream_user(deps.db, provider.name, event.provider_user_id)
     if not rows:
         reason = f"no active {provider.name} connection for provider user {event.provider_user_id}"
         log_.info("webhook event ignored", reason=reason)
-        await queries.finish_webhook_event(deps.db, event_id, "ignored", reason)
+        await webhooks_db.finish_webhook_event(deps.db, event_id, "ignored", reason)
         return "ignored"
     # One upstream account connected in several applications: the event is each one's, done with
     # each connection's own token. Done again for all of them when it is tried again (idempotent).
@@ -57,7 +58,7 @@ async def process_event(deps: Deps, event_id: int) -> str | None:
     if errors:
         described = "; ".join(str(e) if len(rows) == 1 else f"user {user_id}: {e}" for user_id, e in errors)
         return await fail_event(deps, event_id, described, may_pass=any(may_pass(e) for _, e in errors))
-    await queries.finish_webhook_event(deps.db, event_id, "processed", "; ".join(details) or None)
+    await webhooks_db.finish_webhook_event(deps.db, event_id, "processed", "; ".join(details) or None)
     return "processed"
 
 
@@ -74,7 +75,7 @@ async def fail_event(deps: Deps, event_id: int, detail: str, may_pass: bool) -> 
     it when due), "failed" if for good."""
     if may_pass:
         settings = deps.settings
-        retry_at = await queries.fail_webhook_event(
+        retry_at = await webhooks_db.fail_webhook_event(
             deps.db, event_id, detail,
             settings.webhook_retry_first_s, settings.webhook_retry_longest_s, settings.webhook_retry_for_s,
         )  # fmt: skip
@@ -82,6 +83,6 @@ async def fail_event(deps: Deps, event_id: int, detail: str, may_pass: bool) -> 
             log.warning("webhook event failed, tried again later", error=detail, retry_at=retry_at.isoformat())
             return "retrying"
     else:
-        await queries.finish_webhook_event(deps.db, event_id, "failed", detail)
+        await webhooks_db.finish_webhook_event(deps.db, event_id, "failed", detail)
     log.warning("webhook event failed", error=detail)
     return "failed"

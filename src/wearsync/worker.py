@@ -16,7 +16,7 @@ from arq.cron import cron
 from arq.worker import Worker, func
 
 from wearsync import metrics
-from wearsync.db import TRANSIENT_DB_ERRORS, queries, retention, service_pool_when_up
+from wearsync.db import TRANSIENT_DB_ERRORS, retention, service_pool_when_up, tasks, webhooks
 from wearsync.models import TaskStatus
 from wearsync.providers import garmin
 from wearsync.providers.errors import JobSliceDone, RateLimited
@@ -69,7 +69,7 @@ async def sync_task(ctx: dict[str, Any], task_id: str) -> dict[str, bool] | None
         if _may_defer(deps, job_try):
             log.info("rate limited, deferring the task", seconds=round(e.retry_after_s), error=str(e))
             raise _wait_out(e) from e
-        await queries.finish_task(deps.db, UUID(task_id), TaskStatus.FAILED, None, f"gave up waiting: {e}")
+        await tasks.finish_task(deps.db, UUID(task_id), TaskStatus.FAILED, None, f"gave up waiting: {e}")
         return None
     except TRANSIENT_DB_ERRORS as e:
         # The pool does not retry a query that died with its connection; the job does.
@@ -79,16 +79,16 @@ async def sync_task(ctx: dict[str, Any], task_id: str) -> dict[str, bool] | None
         # out); where it is still away, the task stays running until the reaper gives it a new job.
         with contextlib.suppress(*TRANSIENT_DB_ERRORS):
             error = f"database errors in {job_try} tries, the last: {e!r}"
-            await queries.finish_task(deps.db, UUID(task_id), TaskStatus.FAILED, None, error)
+            await tasks.finish_task(deps.db, UUID(task_id), TaskStatus.FAILED, None, error)
         raise
     except Exception as e:
-        if isinstance(e, asyncpg.ForeignKeyViolationError) and await queries.get_task(deps.db, UUID(task_id)) is None:
+        if isinstance(e, asyncpg.ForeignKeyViolationError) and await tasks.get_task(deps.db, UUID(task_id)) is None:
             # Its user was deleted meanwhile (DELETE /users/{id}), the task with it: nothing to finish.
             log.info("the task's user was deleted, the task stops")
             return None
         log.exception("sync task crashed")
         try:
-            await queries.finish_task(deps.db, UUID(task_id), TaskStatus.FAILED, None, f"internal error: {e!r}")
+            await tasks.finish_task(deps.db, UUID(task_id), TaskStatus.FAILED, None, f"internal error: {e!r}")
         except TRANSIENT_DB_ERRORS as lost:
             # The database is gone too (and may have caused the crash): unrecorded, the task
             # would stay running; the retry tells.
@@ -120,7 +120,7 @@ async def process_webhook(ctx: dict[str, Any], event_id: int) -> str | None:
     except RateLimited as e:
         if _may_defer(deps, job_try):
             deferred = _wait_out(e)
-            await queries.postpone_webhook_event(deps.db, event_id, (deferred.defer_score or 0) / 1000)
+            await webhooks.postpone_webhook_event(deps.db, event_id, (deferred.defer_score or 0) / 1000)
             raise deferred from e
         return await fail_event(deps, event_id, f"gave up waiting: {e}", may_pass=True)
     except QUEUE_UNAVAILABLE as e:  # the rate limiter's Redis
@@ -132,7 +132,7 @@ async def process_webhook(ctx: dict[str, Any], event_id: int) -> str | None:
     except Exception as e:
         log.exception("webhook event crashed")
         try:
-            await queries.finish_webhook_event(deps.db, event_id, "failed", f"internal error: {e!r}")
+            await webhooks.finish_webhook_event(deps.db, event_id, "failed", f"internal error: {e!r}")
         except TRANSIENT_DB_ERRORS as lost:
             if retry := _retry_for_database(deps, job_try, lost):
                 raise retry from e
@@ -150,7 +150,7 @@ async def reap_webhook_events(ctx: dict[str, Any], older_than_s: float | None = 
     deps: Deps = ctx["deps"]
     if older_than_s is None:
         older_than_s = deps.settings.webhook_reap_after_s
-    event_ids = await queries.stale_webhook_events(deps.db, older_than_s=older_than_s)
+    event_ids = await webhooks.stale_webhook_events(deps.db, older_than_s=older_than_s)
     await enqueue_webhook_events(ctx["redis"], event_ids, webhook_queue_name(deps.settings))
     if event_ids:
         log.warning("re-enqueued webhook events", count=len(event_ids))
@@ -170,7 +170,7 @@ async def _after_redis_outage(ctx: dict[str, Any], deps: Deps, task_id: str, err
             return
         except QUEUE_UNAVAILABLE:
             pass  # down again
-    await queries.requeue_task(deps.db, UUID(task_id))
+    await tasks.requeue_task(deps.db, UUID(task_id))
     log.warning("queue still unavailable, the task is left queued for the reaper")
 
 
@@ -184,7 +184,7 @@ async def reap_lost_tasks(ctx: dict[str, Any]) -> int:
     settings = deps.settings
     lost = 0
     idle = settings.job_timeout_s + 60
-    for task in await queries.possibly_lost_tasks(deps.db, settings.task_reap_after_s, idle):
+    for task in await tasks.possibly_lost_tasks(deps.db, settings.task_reap_after_s, idle):
         job_id = task["job_id"]
         if await redis.exists(f"{job_key_prefix}{job_id}", f"{in_progress_key_prefix}{job_id}"):
             continue  # its job is queued or running

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from wearsync import metrics
 from wearsync.api.common import APP_ID, DEPS, KEY_CACHE, ApiError, dumps
-from wearsync.db import DB_TIMEOUT_ERRORS, TRANSIENT_DB_ERRORS, queries
+from wearsync.db import DB_TIMEOUT_ERRORS, TRANSIENT_DB_ERRORS, keys
 from wearsync.queue import QUEUE_UNAVAILABLE
 
 log = structlog.get_logger("wearsync.api")
@@ -112,12 +112,12 @@ KEY_CACHE_S, KEY_CACHE_SIZE = 30.0, 10_000
 
 async def _application_for_key(request: web.Request, key: str) -> UUID | None:
     cache = request.app[KEY_CACHE]
-    digest = queries.hash_api_key(key)
+    digest = keys.hash_api_key(key)
     hit = cache.get(digest)
     now = time.monotonic()
     if hit is not None and hit[1] > now:
         return hit[0]
-    app_id = await queries.application_for_key(request.app[DEPS].db, key)
+    app_id = await keys.application_for_key(request.app[DEPS].db, key)
     if app_id is not None:
         if len(cache) >= KEY_CACHE_SIZE:
             cache.clear()

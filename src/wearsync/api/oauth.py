@@ -24,7 +24,7 @@ from wearsync import oauth
 from wearsync.api.common import APP_ID, DEPS, QUEUE, ApiError, json_response, validate
 from wearsync.api.models import AuthorizeQuery, CallbackQuery
 from wearsync.api.views import own_user
-from wearsync.db import queries
+from wearsync.db import connections
 from wearsync.providers import PROVIDERS
 
 log = structlog.get_logger(__name__)
@@ -76,7 +76,7 @@ async def callback(request: web.Request) -> web.Response:
     if not oauth.redirect_allowed(auth.redirect_uri, deps.settings.oauth_redirect_allowlist):
         raise ApiError(403, REDIRECT_NO_LONGER_ALLOWED)
     # The user as the caller knows them (auth.user_id is the user's key in every table).
-    outcome = {"provider": auth.provider, "user_id": str(await queries.public_user_id(deps.db, auth.user_id))}
+    outcome = {"provider": auth.provider, "user_id": str(await connections.public_user_id(deps.db, auth.user_id))}
 
     def back(**params: str) -> web.Response:
         if params.get("status") != "connected":

@@ -14,7 +14,7 @@ from wearsync import metrics
 from wearsync.api.common import APP_ID, DEPS, QUEUE, ApiError, json_body, json_response, validate
 from wearsync.api.models import ConnectionIn, ConnectionPath, ConnectionPut, SyncRequest, TaskPath, UserIn, UserPath
 from wearsync.api.quotas import OverLimit, sync_call_place
-from wearsync.db import TRANSIENT_DB_ERRORS, queries, retention
+from wearsync.db import TRANSIENT_DB_ERRORS, connections, retention, tasks
 from wearsync.models import FINAL_STATUSES
 from wearsync.oauth import AccountUnknown, learn_account, save_connection
 from wearsync.providers import PROVIDERS
@@ -55,7 +55,7 @@ async def trigger_sync(request: web.Request) -> web.Response:
 async def _start(request: web.Request, req: SyncRequest) -> tuple[UUID, bool]:
     deps = request.app[DEPS]
     _refuse_unsupported(req)  # 501 before 404, in the contract's order
-    user = await queries.get_user(deps.db, request[APP_ID], req.user_id)
+    user = await connections.get_user(deps.db, request[APP_ID], req.user_id)
     if user is None:  # not this application's user: as one without the connection
         raise ApiError(404, NO_CONNECTION)
     keyed = req.model_copy(update={"user_id": user["id"]})  # the user's key in every table
@@ -138,7 +138,7 @@ async def _sync_call(request: web.Request, req: SyncRequest) -> web.Response:
 
 async def _outcome(db: asyncpg.Pool, task_id: UUID, poll_s: float = 0.2) -> dict[str, bool]:
     while True:
-        task = await queries.get_task(db, task_id)
+        task = await tasks.get_task(db, task_id)
         if task is not None and task["status"] in FINAL_STATUSES:
             result: dict[str, bool] = task["result"] or {t: False for t in task["data_types"]}
             return result
@@ -160,7 +160,7 @@ def _user_json(row: asyncpg.Record) -> dict[str, object]:
 async def create_user(request: web.Request) -> web.Response:
     body = validate(UserIn, await json_body(request, optional=True))
     try:
-        row = await queries.create_user(request.app[DEPS].db, request[APP_ID], body.id or uuid4(), body.external_id)
+        row = await connections.create_user(request.app[DEPS].db, request[APP_ID], body.id or uuid4(), body.external_id)
     except asyncpg.UniqueViolationError:
         raise ApiError(409, "A user with this id or external_id already exists in this application") from None
     return json_response(_user_json(row), status=201)
@@ -169,7 +169,7 @@ async def create_user(request: web.Request) -> web.Response:
 async def own_user(request: web.Request, user_id: UUID) -> asyncpg.Record:
     """The caller's application's user with this (API) id: `id` is its key in every table; another
     application's user with the same id is another user."""
-    row = await queries.get_user(request.app[DEPS].db, request[APP_ID], user_id)
+    row = await connections.get_user(request.app[DEPS].db, request[APP_ID], user_id)
     if row is None:
         raise ApiError(404, "User not found")
     return row
@@ -217,8 +217,8 @@ async def put_connection(request: web.Request) -> web.Response:
             access_token=tokens.access_token, refresh_token=tokens.refresh_token, expires_at=tokens.expires_at,
             provider_user_id=tokens.provider_user_id, scopes=tokens.scopes,
         )  # fmt: skip
-    except queries.AccountTaken as e:
-        other = await queries.public_user_id(deps.db, e.user_id)
+    except connections.AccountTaken as e:
+        other = await connections.public_user_id(deps.db, e.user_id)
         raise ApiError(409, account_taken(path.provider, tokens.provider_user_id, other)) from None
     return json_response(_connection_json(row, path.user_id))
 
@@ -233,7 +233,7 @@ def account_taken(provider: str, provider_user_id: str, other: UUID | None) -> s
 async def list_connections(request: web.Request) -> web.Response:
     path = validate(UserPath, request.match_info, _PATH)
     user_id = (await own_user(request, path.user_id))["id"]
-    rows = await queries.list_connections(request.app[DEPS].db, user_id)
+    rows = await connections.list_connections(request.app[DEPS].db, user_id)
     return json_response([_connection_json(r, path.user_id) for r in rows])
 
 
@@ -244,7 +244,7 @@ async def delete_user(request: web.Request) -> web.Response:
     path = validate(UserPath, request.match_info, _PATH)
     user_id = (await own_user(request, path.user_id))["id"]
     deps = request.app[DEPS]
-    active = [row for row in await queries.list_connections(deps.db, user_id) if row["active"]]
+    active = [row for row in await connections.list_connections(deps.db, user_id) if row["active"]]
     # Deactivated as they are revoked: a repeat does not revoke again.
     outcomes = await asyncio.gather(*(disconnect(deps, row) for row in active))
     deleted = await retention.delete_user(deps.db, user_id)
@@ -264,7 +264,7 @@ async def delete_connection(request: web.Request) -> web.Response:
     path = validate(ConnectionPath, request.match_info, _PATH)
     user_id = (await own_user(request, path.user_id))["id"]
     deps = request.app[DEPS]
-    row = await queries.get_active_connection(deps.db, user_id, path.provider)
+    row = await connections.get_active_connection(deps.db, user_id, path.provider)
     if row is None:
         raise ApiError(404, NO_CONNECTION)
     outcome = await disconnect(deps, row)

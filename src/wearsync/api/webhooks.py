@@ -19,7 +19,8 @@ from aiohttp import web
 from wearsync import metrics
 from wearsync.api.common import DEPS, QUEUE, ApiError, json_response
 from wearsync.api.quotas import DeliveryLimit, OverLimit
-from wearsync.db import queries
+from wearsync.db import connections
+from wearsync.db import webhooks as webhooks_db
 from wearsync.providers import PROVIDERS
 from wearsync.providers.core import Provider
 from wearsync.providers.errors import MalformedPayload, TooManyItems, WebhookRejected
@@ -79,12 +80,12 @@ async def receive(request: web.Request) -> web.Response:
     except TooManyItems as e:
         raise ApiError(413, f"Webhook payload too large: {e}") from None
     # Nobody to do them for: not stored, not queued (a flood for made-up users costs one query).
-    connected = await queries.connected_upstream_users(deps.db, provider.name, [e.provider_user_id for e in events])
+    connected = await connections.connected_upstream_users(deps.db, provider.name, [e.provider_user_id for e in events])
     kept = [event for event in events if event.provider_user_id in connected]
     if dropped := len(events) - len(kept):
         metrics.WEBHOOK_EVENTS_DROPPED.labels(provider.name).inc(dropped)
         log.info("webhook events for users without an active connection dropped", provider=provider.name, count=dropped)
-    new_ids = await queries.insert_webhook_events(deps.db, provider.name, kept)
+    new_ids = await webhooks_db.insert_webhook_events(deps.db, provider.name, kept)
     try:
         await enqueue_webhook_events(request.app[QUEUE], new_ids, webhook_queue_name(deps.settings))
     except Exception as e:  # stored: the reaper enqueues them later

@@ -1,4 +1,5 @@
-"""PostgreSQL access: the pool, migrations and a few query modules. SQL lives next to its caller."""
+"""PostgreSQL access: the pool, and beside it the query modules, one per table or concern (keys,
+connections, tasks, webhooks, garmin_backfills, reads, records, retention, ...)."""
 
 import asyncio
 import json
@@ -8,10 +9,22 @@ from urllib.parse import parse_qsl, urlsplit
 
 import asyncpg
 import structlog
+from asyncpg.pool import PoolConnectionProxy
 
 from wearsync.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+# What a query runs on: a connection, or the pool (one connection for the one statement).
+Executor = asyncpg.Connection | asyncpg.Pool | PoolConnectionProxy
+
+
+def readable(text: str | None) -> str | None:
+    """An error message as PostgreSQL stores it: upstream data quoted in it may hold NUL characters
+    or lone surrogates, which text and jsonb refuse; they are written as escapes instead."""
+    if text is None:
+        return None
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode()
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

@@ -5,7 +5,7 @@ from uuid import UUID
 
 import asyncpg
 
-from wearsync.db.queries import Executor
+from wearsync.db import Executor
 
 
 async def find_user(db: Executor, user_id: UUID, application: str | None = None) -> asyncpg.Record | None:

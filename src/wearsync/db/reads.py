@@ -20,7 +20,7 @@ from uuid import UUID
 
 import asyncpg
 
-from wearsync.db.queries import Executor
+from wearsync.db import Executor
 from wearsync.settings import PROVIDER_NAMES
 
 # A list's position: the last row's (time, tiebreak).

@@ -5,7 +5,7 @@ of samples never holds locks or a transaction open for long."""
 
 from uuid import UUID
 
-from wearsync.db.queries import Executor
+from wearsync.db import Executor
 
 # A user's data tables, by the name the read API gives them.
 USER_DATA = {

@@ -5,7 +5,7 @@ from uuid import UUID
 
 import asyncpg
 
-from wearsync.db.queries import Executor
+from wearsync.db import Executor
 
 
 async def keep(db: Executor, user_id: UUID, provider: str, error: str, retry_in_s: float) -> None:

@@ -10,7 +10,7 @@ import asyncpg
 import structlog
 
 from wearsync.crypto import TokenCipher
-from wearsync.db import queries
+from wearsync.db import tasks
 from wearsync.db.records import MAX_KEY_CHARS, check_storable, check_text, json_text, upsert_records
 from wearsync.models import DataType, SyncParams
 from wearsync.providers.errors import JobSliceDone, ListShifted, MalformedPayload, TooManyItems, UpstreamAuthError
@@ -144,9 +144,7 @@ class SyncContext:
         async with self.db.acquire() as conn, conn.transaction():
             await upsert_records(conn, self.connection.user_id, self.connection.provider, records)
             if self.task_id is not None:
-                await queries.update_type_progress(
-                    conn, self.task_id, self.data_type, pages=1, records=counts, done=done
-                )
+                await tasks.update_type_progress(conn, self.task_id, self.data_type, pages=1, records=counts, done=done)
         if self.page_budget is not None:
             self.page_budget.spend()
 
@@ -169,11 +167,11 @@ class SyncContext:
                 )
             done = {}
             if self.task_id is not None:
-                await queries.restart_type_progress(self.db, self.task_id, self.data_type)
+                await tasks.restart_type_progress(self.db, self.task_id, self.data_type)
 
     async def set_pages_total(self, pages_total: int) -> None:
         if self.task_id is not None:
-            await queries.update_type_progress(self.db, self.task_id, self.data_type, pages_total=pages_total)
+            await tasks.update_type_progress(self.db, self.task_id, self.data_type, pages_total=pages_total)
 
 
 def num(value: Any) -> float | None:

@@ -78,8 +78,7 @@ import asyncpg
 import structlog
 from yarl import URL
 
-from wearsync.db import queries
-from wearsync.db.queries import Executor
+from wearsync.db import Executor, connections, garmin_backfills, tasks
 from wearsync.models import DataType, TaskStatus
 from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, integer, map_page, num
 from wearsync.providers.errors import MalformedPayload, NotSupported, ProviderError, UpstreamError, WebhookRejected
@@ -361,10 +360,10 @@ async def _record_backfill(ctx: SyncContext, call: tuple[str, int, int], status:
     assert ctx.task_id is not None, "backfills are requested by sync tasks, never by webhook events"
     kind, start, end = call
     async with ctx.db.acquire() as conn, conn.transaction():
-        await queries.insert_garmin_backfill(
+        await garmin_backfills.insert_garmin_backfill(
             conn, ctx.task_id, ctx.connection.user_id, kind, _from_s(start), _from_s(end), status
         )
-        await queries.update_type_progress(conn, ctx.task_id, ctx.data_type, pages=1, done={_key(call): 0})
+        await tasks.update_type_progress(conn, ctx.task_id, ctx.data_type, pages=1, done={_key(call): 0})
 
 
 class NoHistoricalPermission(ProviderError):
@@ -437,11 +436,11 @@ async def await_deliveries(db: Executor, settings: Settings, task_id: UUID, user
     """The task asked for its backfills: it stays running, its data types that asked saying they
     await delivery, until each window has had a delivery or WEARSYNC_GARMIN_BACKFILL_WAIT_S has
     passed (`settle_backfill_tasks`, after each delivery and every minute)."""
-    task = await queries.get_task(db, task_id)
+    task = await tasks.get_task(db, task_id)
     if task is None:
         return
     asked = [t for t in task["data_types"] if task["progress"].get(t, {}).get("status") != "failed"]
-    await queries.await_deliveries(db, task_id, settings.garmin_backfill_wait_s, asked)
+    await garmin_backfills.await_deliveries(db, task_id, settings.garmin_backfill_wait_s, asked)
     await settle_backfill_tasks(db, settings, user_id=user_id)
 
 
@@ -478,12 +477,12 @@ async def settle_backfill_tasks(db: Executor, settings: Settings, user_id: UUID 
     into whose every window something was delivered (succeeded), and those whose wait has passed
     (partial, naming the windows nothing came into). How many it ended."""
     ended = 0
-    for task in await queries.garmin_tasks_awaiting_deliveries(db, user_id):
+    for task in await garmin_backfills.garmin_tasks_awaiting_deliveries(db, user_id):
         missing = json.loads(task["missing"]) if isinstance(task["missing"], str) else task["missing"]
         if missing and not task["overdue"]:
             continue
         status, result, error, progress = _outcome(task, missing, settings.garmin_backfill_wait_s)
-        if await queries.finish_awaiting_task(db, task["id"], status, result, error, progress):
+        if await garmin_backfills.finish_awaiting_task(db, task["id"], status, result, error, progress):
             ended += 1
             log.info("garmin sync ended with its deliveries", task_id=str(task["id"]), status=status.value,
                      missing=len(missing))  # fmt: skip
@@ -579,7 +578,7 @@ async def process_delivery(ctx: SyncContext, event: WebhookEvent) -> None:
     connection."""
     user_id, payload = ctx.connection.user_id, event.payload
     if event.kind == "deregistration":
-        await queries.deactivate_connection(ctx.db, user_id, NAME, DEREGISTERED)
+        await connections.deactivate_connection(ctx.db, user_id, NAME, DEREGISTERED)
         return
     if event.kind == "permissions":
         await _apply_permissions(ctx, payload)
@@ -591,7 +590,7 @@ async def process_delivery(ctx: SyncContext, event: WebhookEvent) -> None:
         summaries = payload["summaries"]
         await ctx.save_page(map_summaries(summary_type, summaries))
     starts = [_from_s(s["startTimeInSeconds"]) for s in summaries if s.get("startTimeInSeconds") is not None]
-    if starts and await queries.mark_garmin_backfills_delivered(ctx.db, user_id, summary_type, starts):
+    if starts and await garmin_backfills.mark_garmin_backfills_delivered(ctx.db, user_id, summary_type, starts):
         await settle_backfill_tasks(ctx.db, ctx.settings, user_id=user_id)
 
 
@@ -601,7 +600,7 @@ async def _apply_permissions(ctx: SyncContext, change: dict[str, Any]) -> None:
     if not isinstance(permissions, list) or not all(isinstance(p, str) for p in permissions):
         raise MalformedPayload(f"a Garmin permission change without a list of permissions: {str(change)[:200]}")
     if not permissions:
-        await queries.deactivate_connection(ctx.db, ctx.connection.user_id, NAME, NO_PERMISSION_LEFT)
+        await connections.deactivate_connection(ctx.db, ctx.connection.user_id, NAME, NO_PERMISSION_LEFT)
         return
     await ctx.db.execute(
         "UPDATE provider_connections SET scopes = $3, updated_at = now() WHERE user_id = $1 AND provider = $2",

@@ -49,7 +49,7 @@ from uuid import UUID
 
 import structlog
 
-from wearsync.db import queries
+from wearsync.db import connections
 from wearsync.models import DataType
 from wearsync.providers.core import Connection, Provider, SyncContext, Webhook, WebhookEvent, map_page, num
 from wearsync.providers.errors import (
@@ -222,7 +222,7 @@ async def connect_user(ctx: SyncContext) -> None:
     the first sync needs no registration call."""
     await register_user(ctx)
     registered = {"registered": ctx.connection.provider_user_id}
-    await queries.save_cursor(ctx.db, ctx.connection.user_id, NAME, DataType.WORKOUTS.value, registered)
+    await connections.save_cursor(ctx.db, ctx.connection.user_id, NAME, DataType.WORKOUTS.value, registered)
 
 
 async def delete_user(ctx: SyncContext) -> None:

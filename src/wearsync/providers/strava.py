@@ -51,7 +51,7 @@ from typing import Any
 
 import structlog
 
-from wearsync.db import queries
+from wearsync.db import connections
 from wearsync.models import DataType
 from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, map_page, num
 from wearsync.providers.errors import MalformedPayload, UpstreamError, WebhookRejected
@@ -222,7 +222,7 @@ async def process_event(ctx: SyncContext, event: WebhookEvent) -> None:
             object_id,
         )
     elif event.kind == "athlete.update" and str((payload.get("updates") or {}).get("authorized")).lower() == "false":
-        await queries.deactivate_connection(ctx.db, ctx.connection.user_id, "strava", DEAUTHORIZED)
+        await connections.deactivate_connection(ctx.db, ctx.connection.user_id, "strava", DEAUTHORIZED)
     else:
         log.info("strava event with nothing to do", kind=event.kind, object_id=object_id)
 

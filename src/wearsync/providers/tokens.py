@@ -25,7 +25,7 @@ import asyncpg
 import structlog
 
 from wearsync.crypto import TokenCipher
-from wearsync.db import queries
+from wearsync.db import connections
 from wearsync.providers.errors import ConnectionRevoked, MalformedPayload, ProviderError, UpstreamError
 from wearsync.providers.http import HttpClient
 from wearsync.settings import ProviderSettings
@@ -151,12 +151,12 @@ class Credentials:
         lease to refresh them ourselves (and True); waiting while another process holds it."""
         pause = FIRST_PAUSE_S
         while True:
-            row = await queries.take_refresh_lease(self.db, self.user_id, self.provider.name, lease, self.lease_s)
+            row = await connections.take_refresh_lease(self.db, self.user_id, self.provider.name, lease, self.lease_s)
             if row is None or not row["active"]:
                 raise ConnectionRevoked(f"the {self.provider.name} connection was deactivated during the sync")
             if self._open(row["access_token"]) != stale:
                 if row["leased"]:
-                    await queries.release_refresh_lease(self.db, self.user_id, self.provider.name, lease)
+                    await connections.release_refresh_lease(self.db, self.user_id, self.provider.name, lease)
                 return row, False
             if row["leased"]:
                 return row, True
@@ -177,8 +177,8 @@ class Credentials:
                 tokens = await self._ask(refresh_token)
         except GrantRefused as refused:
             async with self.db.acquire() as conn, conn.transaction():
-                await queries.deactivate_connection(conn, self.user_id, self.provider.name, str(refused))
-                await queries.release_refresh_lease(conn, self.user_id, self.provider.name, lease)
+                await connections.deactivate_connection(conn, self.user_id, self.provider.name, str(refused))
+                await connections.release_refresh_lease(conn, self.user_id, self.provider.name, lease)
             log.warning("connection deactivated: refresh refused", provider=self.provider.name, error=str(refused))
             raise ConnectionRevoked(
                 f"{refused}. The connection is now inactive: the user must connect {self.provider.name} again"
@@ -186,11 +186,13 @@ class Credentials:
         except BaseException:
             # The lease ends now rather than when it expires: the next refresh need not wait.
             with contextlib.suppress(Exception):
-                await asyncio.shield(queries.release_refresh_lease(self.db, self.user_id, self.provider.name, lease))
+                await asyncio.shield(
+                    connections.release_refresh_lease(self.db, self.user_id, self.provider.name, lease)
+                )
             raise
         # Saved before anyone uses them. Where the provider sends no new refresh token, the old
         # one stays valid.
-        return await queries.save_tokens(
+        return await connections.save_tokens(
             self.db,
             self.user_id,
             self.provider.name,
