@@ -30,6 +30,7 @@ from tests.servers import real_servers
 from wearsync.api.app import create_app
 from wearsync.db import create_pool, keys
 from wearsync.db.migrate import migrate
+from wearsync.deps import Deps, create_http_client
 from wearsync.dev import dev_environment
 from wearsync.providers import PROVIDERS
 from wearsync.providers.http import HttpClient
@@ -37,7 +38,6 @@ from wearsync.providers.tokens import TokenSet, request_tokens
 from wearsync.settings import Settings
 from wearsync.sim import create_sim_app
 from wearsync.sim.common import STATE_KEY, SimState
-from wearsync.sync import Deps, create_http_client
 from wearsync.worker import WorkerSettings, worker_options
 
 # Property tests (tests/fuzzing.py's FUZZ). `make test` draws the same examples on every run, so a

@@ -27,10 +27,11 @@ from tests.conftest import Factory, process_env, sim_records, start_sync, start_
 from tests.test_read_api import explain
 from wearsync.cli import parser
 from wearsync.db.operators import RECENT_TASKS_SQL
+from wearsync.deps import Deps
 from wearsync.operate import ProgressView, progress_line
 from wearsync.settings import Settings
 from wearsync.sim.common import Fault, SimState
-from wearsync.sync import Deps, run_task
+from wearsync.sync import run_task
 
 Client = TestClient[web.Request, web.Application]
 TIMEOUT_S = 60

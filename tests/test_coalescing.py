@@ -11,9 +11,9 @@ from arq.connections import RedisSettings
 
 from tests.conftest import Factory, start_worker, wait_for_task
 from wearsync.api.app import create_app
+from wearsync.deps import Deps
 from wearsync.settings import Settings
 from wearsync.sim.common import SimState
-from wearsync.sync import Deps
 from wearsync.worker import reap_lost_tasks
 
 Client = TestClient[web.Request, web.Application]

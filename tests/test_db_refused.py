@@ -19,7 +19,7 @@ from arq import Retry
 
 from tests.conftest import Factory, start_sync
 from wearsync.db import create_pool
-from wearsync.sync import Deps
+from wearsync.deps import Deps
 from wearsync.worker import sync_task
 
 Client = TestClient[web.Request, web.Application]

@@ -23,11 +23,11 @@ from wearsync.api.app import create_app
 from wearsync.api.common import DEPS, QUEUE
 from wearsync.db import connections, service_pool
 from wearsync.db import migrate as migrations
+from wearsync.deps import Deps, credentials_for
 from wearsync.providers import PROVIDERS
 from wearsync.providers.core import Connection
 from wearsync.settings import Settings
 from wearsync.sim.common import SimState
-from wearsync.sync import Deps, credentials_for
 
 Client = TestClient[web.Request, web.Application]
 

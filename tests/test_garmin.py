@@ -23,6 +23,7 @@ from yarl import URL
 
 from tests.conftest import Factory, refreshes, sim_records, start_sync, stored_tokens, wait_for_task
 from wearsync.db import connections, keys, tasks
+from wearsync.deps import Deps
 from wearsync.models import DataType, SyncParams
 from wearsync.providers import garmin
 from wearsync.providers.core import Connection, SyncContext
@@ -30,7 +31,6 @@ from wearsync.providers.errors import ProviderError
 from wearsync.providers.tokens import Credentials
 from wearsync.settings import Settings
 from wearsync.sim.common import Fault, SimState
-from wearsync.sync import Deps
 
 Client = TestClient[web.Request, web.Application]
 DAY = 86400

@@ -18,11 +18,11 @@ from tests.faults.servers import wait_until
 from wearsync.api.app import create_app
 from wearsync.api.common import DEPS
 from wearsync.db import connections, service_pool
+from wearsync.deps import Deps, credentials_for
 from wearsync.providers import PROVIDERS
 from wearsync.providers.core import Connection
 from wearsync.providers.http import HttpClient
 from wearsync.settings import Settings
-from wearsync.sync import Deps, credentials_for
 
 Client = TestClient[web.Request, web.Application]
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import Factory
 from wearsync import worker
-from wearsync.sync import Deps
+from wearsync.deps import Deps
 
 
 async def add_task(db: asyncpg.Pool, user_id: str, days_ago: float, status: str, provider: str = "suunto") -> UUID:

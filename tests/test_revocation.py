@@ -12,12 +12,12 @@ from redis.asyncio import Redis
 from tests.conftest import Factory
 from wearsync.api.app import create_app
 from wearsync.crypto import PREFIX
+from wearsync.deps import Deps
 from wearsync.providers import PROVIDERS
 from wearsync.providers.ratelimit import RateLimiter
 from wearsync.revocation import retry_revocations
 from wearsync.settings import Settings
 from wearsync.sim.common import Fault, SimState
-from wearsync.sync import Deps
 
 Client = TestClient[web.Request, web.Application]
 WHOOP_REVOKE = "/developer/v2/user/access"

@@ -8,10 +8,10 @@ from arq import ArqRedis, create_pool
 from arq.connections import RedisSettings
 
 from tests.conftest import Factory
+from wearsync.deps import Deps
 from wearsync.providers import PROVIDERS
 from wearsync.schedule import schedule_syncs, syncs_per_run
 from wearsync.settings import Settings
-from wearsync.sync import Deps
 
 
 @pytest.fixture

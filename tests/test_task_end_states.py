@@ -18,10 +18,10 @@ from redis.asyncio import Redis
 from tests.conftest import Factory, start_sync
 from wearsync.api.common import QUEUE
 from wearsync.db import service_pool, tasks
+from wearsync.deps import Deps
 from wearsync.models import DataType
 from wearsync.providers import PROVIDERS
 from wearsync.providers.core import SyncContext
-from wearsync.sync import Deps
 from wearsync.worker import reap_lost_tasks, sync_task
 
 Client = TestClient[web.Request, web.Application]

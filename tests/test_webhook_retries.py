@@ -24,10 +24,10 @@ from tests.test_strava_webhooks import emit, subscribe
 from wearsync.api.common import DEPS
 from wearsync.db import create_pool as create_db_pool
 from wearsync.db import webhooks
+from wearsync.deps import Deps, create_http_client
 from wearsync.providers import PROVIDERS
 from wearsync.settings import Settings
 from wearsync.sim.common import Fault, SimState
-from wearsync.sync import Deps, create_http_client
 from wearsync.worker import process_webhook, reap_webhook_events
 
 Client = TestClient[web.Request, web.Application]

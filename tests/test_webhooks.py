@@ -20,10 +20,10 @@ from prometheus_client import REGISTRY
 
 from tests.conftest import Factory
 from wearsync.api.common import DEPS, QUEUE
+from wearsync.deps import Deps
 from wearsync.dev import SIM_WEBHOOK_SECRET
 from wearsync.settings import Settings, webhook_queue_name
 from wearsync.sim.common import SimState, WebhookTarget
-from wearsync.sync import Deps
 from wearsync.worker import process_webhook, prune_history, reap_webhook_events
 
 Client = TestClient[web.Request, web.Application]

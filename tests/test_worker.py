@@ -13,8 +13,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from arq.worker import Worker
 
 from tests.conftest import Factory, sim_records, start_sync, wait_for_task
+from wearsync.deps import Deps
 from wearsync.sim.common import Fault, SimState
-from wearsync.sync import Deps, run_task
+from wearsync.sync import run_task
 from wearsync.worker import sync_task
 
 Client = TestClient[web.Request, web.Application]

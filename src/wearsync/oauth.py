@@ -42,13 +42,13 @@ from redis.exceptions import RedisError
 from wearsync.api.models import SyncRequest
 from wearsync.crypto import TokenCipher
 from wearsync.db import connections
+from wearsync.deps import Deps, connection_context
 from wearsync.providers import PROVIDERS
 from wearsync.providers.core import Connection, Provider
 from wearsync.providers.errors import AccountUnconfirmed, ProviderError, RateLimited, UpstreamAuthError
 from wearsync.providers.http import HttpClient
 from wearsync.providers.tokens import GrantRefused, TokenSet, request_tokens
 from wearsync.settings import ProviderSettings, Settings
-from wearsync.sync import Deps, connection_context
 from wearsync.tasks import SyncRefused, start_sync
 
 log = structlog.get_logger(__name__)

@@ -18,7 +18,7 @@ from arq.utils import timestamp_ms
 from redis.asyncio import Redis
 
 from wearsync.db import tasks
-from wearsync.sync import Deps
+from wearsync.deps import Deps
 
 log = structlog.get_logger(__name__)
 

@@ -17,10 +17,10 @@ import asyncpg
 import structlog
 
 from wearsync.db import connections, revocations
+from wearsync.deps import Deps, connection_context
 from wearsync.providers import PROVIDERS
 from wearsync.providers.core import Connection
 from wearsync.providers.errors import ProviderError, RateLimited, UpstreamError
-from wearsync.sync import Deps, connection_context
 
 log = structlog.get_logger(__name__)
 

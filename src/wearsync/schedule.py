@@ -16,11 +16,11 @@ from arq import ArqRedis
 
 from wearsync.db import connections as connections_db
 from wearsync.db import tasks
+from wearsync.deps import Deps
 from wearsync.models import SyncParams, params_for
 from wearsync.providers import PROVIDERS
 from wearsync.providers.core import Provider
 from wearsync.queue import enqueue_task
-from wearsync.sync import Deps
 
 log = structlog.get_logger(__name__)
 

@@ -16,10 +16,10 @@ import structlog
 
 from wearsync.db import connections
 from wearsync.db import webhooks as webhooks_db
+from wearsync.deps import Deps, connection_context
 from wearsync.providers import PROVIDERS
 from wearsync.providers.core import Connection, WebhookEvent
 from wearsync.providers.errors import ProviderError, RateLimited, UpstreamAuthError, UpstreamError
-from wearsync.sync import Deps, connection_context
 
 log = structlog.get_logger(__name__)
 

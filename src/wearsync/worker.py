@@ -17,6 +17,7 @@ from arq.worker import Worker, func
 
 from wearsync import metrics
 from wearsync.db import TRANSIENT_DB_ERRORS, retention, service_pool_when_up, tasks, webhooks
+from wearsync.deps import Deps, create_http_client
 from wearsync.models import TaskStatus
 from wearsync.providers import garmin
 from wearsync.providers.errors import JobSliceDone, RateLimited
@@ -30,7 +31,7 @@ from wearsync.queue import (
 from wearsync.revocation import retry_revocations
 from wearsync.schedule import schedule_syncs
 from wearsync.settings import Settings, webhook_queue_name
-from wearsync.sync import Deps, create_http_client, run_task
+from wearsync.sync import run_task
 from wearsync.webhooks import fail_event, process_event
 
 log = structlog.get_logger(__name__)

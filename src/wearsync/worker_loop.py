@@ -17,9 +17,9 @@ import structlog
 from arq.worker import func, get_kwargs
 from redis.asyncio import Redis
 
+from wearsync.deps import Deps
 from wearsync.queue import QUEUE_UNAVAILABLE, wait_for_redis
 from wearsync.settings import Settings, webhook_queue_name
-from wearsync.sync import Deps
 from wearsync.worker import (
     DrainingWorker,
     WorkerSettings,

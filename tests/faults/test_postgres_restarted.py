@@ -20,9 +20,9 @@ from tests.fuzzing import hook_path
 from tests.test_strava_webhooks import emit as strava_emit
 from tests.test_strava_webhooks import subscribe
 from wearsync import worker as jobs
+from wearsync.deps import Deps
 from wearsync.settings import Settings
 from wearsync.sim.common import SimState
-from wearsync.sync import Deps
 
 Client = TestClient[web.Request, web.Application]
 DOWN = {"detail": "Database unavailable, try again later"}

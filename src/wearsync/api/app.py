@@ -11,9 +11,9 @@ from wearsync.api.common import DEPS, KEY_CACHE, QUEUE
 from wearsync.api.middlewares import api_key_auth, errors, log_file_response, request_context
 from wearsync.api.quotas import DeliveryLimit
 from wearsync.db import service_pool_when_up
+from wearsync.deps import Deps, create_http_client
 from wearsync.queue import finish_handovers
 from wearsync.settings import Settings
-from wearsync.sync import Deps, create_http_client
 
 SETTINGS = web.AppKey("settings", Settings)
 

@@ -10,7 +10,7 @@ from aiohttp import web
 from arq.connections import ArqRedis
 from pydantic import BaseModel, ValidationError
 
-from wearsync.sync import Deps
+from wearsync.deps import Deps
 
 M = TypeVar("M", bound=BaseModel)
 
