@@ -8,7 +8,7 @@ from uuid import UUID
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from wearsync.db import Executor
+from wearsync.db import Executor, events
 
 R = TypeVar("R")
 
@@ -112,17 +112,22 @@ async def upsert_connection(
                 moved_to = await conn.fetchval("SELECT public_id FROM users WHERE id = $1", user_id)
                 await deactivate_connection(conn, other, provider, f"moved to user {moved_to}")
             row: asyncpg.Record | None = await conn.fetchrow(
-                f"""
-                INSERT INTO provider_connections AS c
-                    (user_id, application_id, provider, provider_user_id, access_token, refresh_token,
-                     expires_at, scopes, active)
-                SELECT $1, u.application_id, $2, $3, $4, $5, $6, $7, true FROM users u WHERE u.id = $1
-                ON CONFLICT (user_id, provider) DO UPDATE SET
-                    provider_user_id = EXCLUDED.provider_user_id, access_token = EXCLUDED.access_token,
-                    refresh_token = EXCLUDED.refresh_token, expires_at = EXCLUDED.expires_at,
-                    scopes = EXCLUDED.scopes, active = true, inactive_reason = NULL, updated_at = now()
-                RETURNING {_CONNECTION_COLUMNS}
-                """,
+                events.reporting(
+                    f"""
+                    INSERT INTO provider_connections AS c
+                        (user_id, application_id, provider, provider_user_id, access_token, refresh_token,
+                         expires_at, scopes, active)
+                    SELECT $1, u.application_id, $2, $3, $4, $5, $6, $7, true FROM users u WHERE u.id = $1
+                    ON CONFLICT (user_id, provider) DO UPDATE SET
+                        provider_user_id = EXCLUDED.provider_user_id, access_token = EXCLUDED.access_token,
+                        refresh_token = EXCLUDED.refresh_token, expires_at = EXCLUDED.expires_at,
+                        scopes = EXCLUDED.scopes, active = true, inactive_reason = NULL, updated_at = now()
+                    RETURNING {_CONNECTION_COLUMNS}
+                    """,
+                    events.CONNECTION_CREATED,
+                    "SELECT * FROM changed",
+                    before="before AS (SELECT active FROM provider_connections WHERE user_id = $1 AND provider = $2)",
+                ),
                 user_id,
                 provider,
                 provider_user_id,
@@ -167,16 +172,25 @@ async def deactivate_connection(
     db: Executor, user_id: UUID, provider: str, reason: str = "disconnected", *, only_active: bool = True
 ) -> bool:
     """Deactivate the connection with the reason (`only_active=False`: also replace the reason of an
-    inactive one); whether a row changed."""
-    status: str = await db.execute(
-        "UPDATE provider_connections SET active = false, inactive_reason = $3, updated_at = now()"
-        " WHERE user_id = $1 AND provider = $2 AND (active OR NOT $4)",
+    inactive one), telling the application (connection.deactivated) if it was active; whether a
+    row changed."""
+    changed: int = await db.fetchval(
+        events.reporting(
+            """
+            UPDATE provider_connections c SET active = false, inactive_reason = $3, updated_at = now()
+            FROM (SELECT user_id, provider, active AS was_active FROM provider_connections
+                  WHERE user_id = $1 AND provider = $2 FOR UPDATE) o
+            WHERE c.user_id = o.user_id AND c.provider = o.provider AND (o.was_active OR NOT $4)
+            RETURNING c.user_id, c.application_id, c.provider, c.inactive_reason, o.was_active
+            """,
+            events.CONNECTION_DEACTIVATED,
+        ),
         user_id,
         provider,
         reason,
         only_active,
     )
-    return status != "UPDATE 0"
+    return changed > 0
 
 
 async def take_refresh_lease(

@@ -7,7 +7,7 @@ from uuid import UUID
 
 import asyncpg
 
-from wearsync.db import Executor, readable
+from wearsync.db import Executor, events, readable
 from wearsync.models import TaskStatus
 
 
@@ -126,20 +126,26 @@ async def finish_awaiting_task(
     db: Executor, task_id: UUID, status: TaskStatus, result: Mapping[str, bool], error: str | None,
     progress: Mapping[str, Any],
 ) -> bool:  # fmt: skip
-    """Finish a task that waited for deliveries, unless another settler (or a rerun) did first."""
-    done: str = await db.execute(
-        """
-        UPDATE sync_tasks SET status = $2::task_status, result = $3, error = $4, progress = $5,
-            finished_at = now(), updated_at = now()
-        WHERE id = $1 AND status = 'running' AND deliveries_due_at IS NOT NULL
-        """,
+    """Finish a task that waited for deliveries, unless another settler (or a rerun) did first;
+    with its events (sync.<status>, backfill.completed)."""
+    done: int = await db.fetchval(
+        events.reporting(
+            f"""
+            UPDATE sync_tasks t SET status = $2::task_status, result = $3, error = $4, progress = $5,
+                finished_at = now(), updated_at = now()
+            FROM (SELECT id, status AS was FROM sync_tasks WHERE id = $1 FOR UPDATE) o
+            WHERE t.id = o.id AND o.was = 'running' AND t.deliveries_due_at IS NOT NULL
+            {events.TASK_ENDED_RETURNING}
+            """,
+            events.BACKFILL_ENDED,
+        ),
         task_id,
         status.value,
         dict(result),
         readable(error),
         dict(progress),
     )
-    return done == "UPDATE 1"
+    return done == 1
 
 
 async def garmin_backfill_summary(db: Executor, task_id: UUID) -> dict[str, Any]:

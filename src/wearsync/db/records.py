@@ -15,7 +15,8 @@ from uuid import UUID
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from wearsync.records import DailyActivity, Record, Recovery, Sample, SleepSession, Workout
+from wearsync.db import Executor, events
+from wearsync.records import RECORD_KIND, DailyActivity, Record, Recovery, Sample, SleepSession, Workout
 
 _COMMON = {"provider_record_id": "text"}
 _WORKOUT = _COMMON | {
@@ -85,7 +86,9 @@ _DAILY = _COMMON | {
 _SAMPLE = {"sample_type": "text", "recorded_at": "timestamptz", "value": "float8", "raw": "jsonb"}
 
 
-def _upsert_sql(table: str, columns: dict[str, str], key: tuple[str, ...], touch: bool = True) -> str:
+def _upsert_sql(table: str, kind: str, columns: dict[str, str], key: tuple[str, ...]) -> str:
+    """The upsert of one table's rows, with the events of the rows it inserted or changed: $1 the
+    user's key, $2 the provider, then one array per column, then the task id (or NULL)."""
     names = ", ".join(columns)
     # `raw` goes in as JSON text, serialized once per upstream entry (several samples share one).
     arrays = ", ".join(
@@ -93,14 +96,21 @@ def _upsert_sql(table: str, columns: dict[str, str], key: tuple[str, ...], touch
     )
     selected = ", ".join(f"u.{c}::jsonb" if pg_type == "jsonb" else f"u.{c}" for c, pg_type in columns.items())
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in key)
-    if touch:
+    samples = kind == "samples"
+    if not samples:
         updates += ", updated_at = now()"
-    return (
+    task = f"${len(columns) + 3}"
+    identity = "t.sample_type, t.recorded_at" if samples else "t.id, t.provider_record_id"
+    change = (
         f"INSERT INTO {table} AS t (user_id, provider, {names})"
         f" SELECT $1, $2, {selected} FROM unnest({arrays}) AS u({names})"
         f" ON CONFLICT (user_id, provider, {', '.join(key)}) DO UPDATE SET {updates}"
         f" WHERE t.raw IS DISTINCT FROM EXCLUDED.raw"
+        # xmax is 0 in a row version the statement inserted, its own id where it updated one.
+        f" RETURNING {identity}, t.xmax = 0 AS created"
     )
+    written = events.samples_written(task) if samples else events.records_written(kind, task)
+    return events.reporting(change, written)
 
 
 _SCHEMA = (
@@ -112,7 +122,7 @@ _SCHEMA = (
 )
 # record type -> (statement, columns, the fields that identify a record)
 _TABLES: dict[type, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
-    record_type: (_upsert_sql(table, cols, key, touch=table != "samples"), tuple(cols), key)
+    record_type: (_upsert_sql(table, RECORD_KIND[record_type], cols, key), tuple(cols), key)
     for record_type, table, cols, key in _SCHEMA
 }
 
@@ -128,12 +138,32 @@ def _group(records: Sequence[Record]) -> dict[type, list[Record]]:
 
 
 async def upsert_records(
-    conn: asyncpg.Connection | PoolConnectionProxy, user_id: UUID, provider: str, records: Sequence[Record]
+    conn: asyncpg.Connection | PoolConnectionProxy,
+    user_id: UUID,
+    provider: str,
+    records: Sequence[Record],
+    task_id: UUID | None = None,
 ) -> None:
+    """Store the records, with an event per kind for the rows inserted (data.created) and those
+    changed (data.updated), naming `task_id`, the sync that wrote them (None: a webhook's data)."""
     for record_type, rows in _group(records).items():
         sql, columns, _ = _TABLES[record_type]
         arrays = [_raw_texts(rows) if c == "raw" else [getattr(row, c) for row in rows] for c in columns]
-        await conn.execute(sql, user_id, provider, *arrays)
+        await conn.execute(sql, user_id, provider, *arrays, task_id)
+
+
+_DELETED_FROM = {"workouts": "workouts", "sleep": "sleep_sessions", "recovery": "recoveries"}
+
+
+async def delete_records(db: Executor, user_id: UUID, provider: str, kind: str, condition: str, *args: Any) -> int:
+    """Delete the user's rows of a kind (workouts, sleep, recovery) from a provider that match
+    `condition` (on the row `r`; its parameters from $3), with their data.deleted event; how many."""
+    change = (
+        f"DELETE FROM {_DELETED_FROM[kind]} r WHERE r.user_id = $1 AND r.provider = $2 AND ({condition})"
+        " RETURNING r.id, r.provider_record_id"
+    )
+    deleted: int = await db.fetchval(events.reporting(change, events.records_deleted(kind)), user_id, provider, *args)
+    return deleted
 
 
 def _raw_texts(rows: Sequence[Record]) -> list[str]:

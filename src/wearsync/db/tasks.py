@@ -6,7 +6,7 @@ from uuid import UUID
 
 import asyncpg
 
-from wearsync.db import Executor, readable
+from wearsync.db import Executor, events, readable
 from wearsync.models import TaskStatus
 
 _TASK_COLUMNS = (
@@ -262,9 +262,14 @@ async def restart_type_progress(db: Executor, task_id: UUID, data_type: str) -> 
 async def finish_task(
     db: Executor, task_id: UUID, status: TaskStatus, result: Mapping[str, bool] | None, error: str | None
 ) -> None:
+    """End the task, with its event (sync.<status>) unless it had ended already."""
     await db.execute(
-        "UPDATE sync_tasks SET status = $2::task_status, result = $3, error = $4, finished_at = now(),"
-        " updated_at = now() WHERE id = $1",
+        events.reporting(
+            "UPDATE sync_tasks t SET status = $2::task_status, result = $3, error = $4, finished_at = now(),"
+            " updated_at = now() FROM (SELECT id, status AS was FROM sync_tasks WHERE id = $1 FOR UPDATE) o"
+            f" WHERE t.id = o.id {events.TASK_ENDED_RETURNING}",
+            events.TASK_ENDED,
+        ),
         task_id,
         status.value,
         dict(result) if result is not None else None,

@@ -142,7 +142,7 @@ class SyncContext:
             counts[kind] = counts.get(kind, 0) + 1
         done = {page_key: items} if page_key is not None else None
         async with self.db.acquire() as conn, conn.transaction():
-            await upsert_records(conn, self.connection.user_id, self.connection.provider, records)
+            await upsert_records(conn, self.connection.user_id, self.connection.provider, records, self.task_id)
             if self.task_id is not None:
                 await tasks.update_type_progress(conn, self.task_id, self.data_type, pages=1, records=counts, done=done)
         if self.page_budget is not None:

@@ -52,6 +52,7 @@ from typing import Any
 import structlog
 
 from wearsync.db import connections
+from wearsync.db.records import delete_records
 from wearsync.models import DataType
 from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, map_page, num
 from wearsync.providers.errors import MalformedPayload, UpstreamError, WebhookRejected
@@ -216,11 +217,8 @@ async def process_event(ctx: SyncContext, event: WebhookEvent) -> None:
             raise MalformedPayload(f"GET {url} returned no activity: {str(detail)[:200]}")
         await ctx.save_page(map_page([detail], map_activity))
     elif event.kind == "activity.delete":
-        await ctx.db.execute(
-            "DELETE FROM workouts WHERE user_id = $1 AND provider = 'strava' AND provider_record_id = $2",
-            ctx.connection.user_id,
-            object_id,
-        )
+        user_id = ctx.connection.user_id
+        await delete_records(ctx.db, user_id, "strava", "workouts", "r.provider_record_id = $3", object_id)
     elif event.kind == "athlete.update" and str((payload.get("updates") or {}).get("authorized")).lower() == "false":
         await connections.deactivate_connection(ctx.db, ctx.connection.user_id, "strava", DEAUTHORIZED)
     else:

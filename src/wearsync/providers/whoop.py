@@ -60,6 +60,7 @@ from urllib.parse import quote
 
 import structlog
 
+from wearsync.db.records import delete_records
 from wearsync.models import DataType
 from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, map_page, num
 from wearsync.providers.errors import MalformedPayload, RateLimited, WebhookRejected
@@ -328,7 +329,7 @@ async def sync_247(ctx: SyncContext) -> None:
 # ---- webhook: update and delete notifications ------------------------------------------------
 
 SIGNATURE, TIMESTAMP = "X-WHOOP-Signature", "X-WHOOP-Signature-Timestamp"
-_DETAIL = {"workout": (WORKOUTS, "workouts"), "sleep": (SLEEP, "sleep_sessions")}  # kind -> (collection, table)
+_DETAIL = {"workout": (WORKOUTS, "workouts"), "sleep": (SLEEP, "sleep")}  # kind -> (collection, record kind)
 _EVENT_TYPE = re.compile(r"^[a-z_]+\.[a-z_]+$")  # <object>.<action>
 
 
@@ -399,24 +400,21 @@ async def _fetch(ctx: SyncContext, path: str) -> dict[str, Any]:
     return body
 
 
-async def _delete(ctx: SyncContext, table: str, record_id: str) -> None:
-    await ctx.db.execute(
-        f"DELETE FROM {table} WHERE user_id = $1 AND provider = $2 AND provider_record_id = $3",
-        ctx.connection.user_id, ctx.connection.provider, record_id,
-    )  # fmt: skip
+async def _delete(ctx: SyncContext, kind: str, record_id: str) -> None:
+    await delete_records(
+        ctx.db, ctx.connection.user_id, ctx.connection.provider, kind, "r.provider_record_id = $3", record_id
+    )
 
 
 async def _delete_recovery(ctx: SyncContext, sleep_id: str) -> None:
     """Our recovery rows are keyed by cycle: find the row by its sleep, as the recovery's raw JSON
     names it or as our row of that sleep does."""
-    await ctx.db.execute(
-        """
-        DELETE FROM recoveries r WHERE r.user_id = $1 AND r.provider = $2 AND (
-            r.raw->>'sleep_id' = $3 OR r.provider_record_id = (
-                SELECT s.raw->>'cycle_id' FROM sleep_sessions s
-                WHERE s.user_id = $1 AND s.provider = $2 AND s.provider_record_id = $3))
-        """,
-        ctx.connection.user_id, ctx.connection.provider, sleep_id,
+    await delete_records(
+        ctx.db, ctx.connection.user_id, ctx.connection.provider, "recovery",
+        """r.raw->>'sleep_id' = $3 OR r.provider_record_id = (
+            SELECT s.raw->>'cycle_id' FROM sleep_sessions s
+            WHERE s.user_id = $1 AND s.provider = $2 AND s.provider_record_id = $3)""",
+        sleep_id,
     )  # fmt: skip
 
 
@@ -452,7 +450,7 @@ async def process_notification(ctx: SyncContext, event: WebhookEvent) -> None:
     kind, _, action = event.kind.partition(".")
     if action == "deleted" and kind == "recovery":
         if recovery_names_cycle(event.payload["id"]):
-            await _delete(ctx, "recoveries", record_id)
+            await _delete(ctx, "recovery", record_id)
         else:
             await _delete_recovery(ctx, record_id)
     elif action == "deleted" and kind in _DETAIL:
