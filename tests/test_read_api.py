@@ -424,6 +424,18 @@ async def explain(conn: Executor, statement: str, args: str) -> list[dict[str, A
     return plan_nodes((json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"])
 
 
+def one_range_scan(nodes: list[dict[str, Any]], index: str, limit: int) -> int:
+    """The rows the plan's one scan read, asserting it is a range of the index bounded by the cursor,
+    with no sort, that gave a page of `limit` rows."""
+    scans = [n for n in nodes if "Scan" in n["Node Type"]]
+    assert [(n["Node Type"], n.get("Index Name")) for n in scans] == [("Index Scan", index)], nodes
+    assert "ROW(" in scans[0]["Index Cond"], scans[0]  # the cursor bounds the range
+    assert not [n for n in nodes if n["Node Type"] == "Sort"], nodes
+    assert nodes[0]["Actual Rows"] == limit
+    read: int = scans[0]["Actual Rows"] + scans[0].get("Rows Removed by Filter", 0)
+    return read
+
+
 async def test_a_page_is_an_index_range_scan_that_stops_after_the_page(factory: Factory, db: asyncpg.Pool) -> None:
     """With tables of a realistic shape, deep in a list, as a custom plan and as the generic plan
     a prepared statement may switch to: no sequential scan, no sort of the user's rows; every scan
@@ -465,12 +477,7 @@ async def test_a_page_is_an_index_range_scan_that_stops_after_the_page(factory: 
                 position = "'2024-06-01', 2001" if kind.is_day else f"{middle}, 2001"
                 for provider in ("NULL", "'whoop'"):
                     nodes = await explain(conn, "page", f"'{user_id}', {position}, NULL, {provider}, false, {limit}")
-                    scans = [n for n in nodes if "Scan" in n["Node Type"]]
-                    assert [(n["Node Type"], n["Index Name"]) for n in scans] == [("Index Scan", index)], (mode, nodes)
-                    assert "ROW(" in scans[0]["Index Cond"], scans[0]  # the cursor bounds the range
-                    assert not [n for n in nodes if n["Node Type"] == "Sort"], nodes
-                    assert nodes[0]["Actual Rows"] == limit
-                    read = scans[0]["Actual Rows"] + scans[0].get("Rows Removed by Filter", 0)
+                    read = one_range_scan(nodes, index, limit)
                     assert read <= 2 * limit + 1, (mode, kind, provider, read)  # one provider of two, interleaved
                 await conn.execute("DEALLOCATE page")
 

@@ -5,6 +5,11 @@ start, a recovery's or sample's instant, a day) then by row id (samples: by prov
 starts strictly after the position its cursor names, so paging neither repeats nor skips rows
 that share a time; `next_cursor` is null on the last page. The cursor is opaque to clients:
 urlsafe base64 of JSON naming the list and the last row's (time, id); anything else is a 422.
+
+With `order=changes` a list is its change feed (db/changes.py): rows in the order their writes
+committed, the cursor naming the last one's (transaction, change number). A feed has no last page:
+`next_cursor` is always given (the position reached, or the one asked for when nothing is new),
+and polled with, it brings what was stored or changed since.
 """
 
 import base64
@@ -21,7 +26,7 @@ from aiohttp import web
 from wearsync.api.common import DEPS, ApiError, json_response, validate
 from wearsync.api.models import ListQuery, SamplesQuery
 from wearsync.api.views import own_user
-from wearsync.db import reads
+from wearsync.db import changes, reads
 from wearsync.settings import PROVIDER_NAMES
 
 Query = TypeVar("Query", bound=ListQuery)
@@ -37,9 +42,13 @@ def _time_json(value: datetime | date) -> int | str:
     return value.isoformat()
 
 
-def encode_cursor(listing: str, time: datetime | date, tiebreak: int | str) -> str:
-    text = json.dumps([listing, _time_json(time), tiebreak], separators=(",", ":"))
+def _encode(parts: list[Any]) -> str:
+    text = json.dumps(parts, separators=(",", ":"))
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def encode_cursor(listing: str, time: datetime | date, tiebreak: int | str) -> str:
+    return _encode([listing, _time_json(time), tiebreak])
 
 
 def _decode(listing: str, cursor: str) -> tuple[Any, Any]:
@@ -75,6 +84,23 @@ def record_position(listing: str, kind: reads.Kind, cursor: str | None) -> reads
     return at, row_id
 
 
+def change_position(listing: str, cursor: str | None) -> changes.ChangePosition:
+    """The feed position a change cursor of this list names; the feed's start without one."""
+    if cursor is None:
+        return changes.START
+    try:
+        xid, seq = _decode(f"{listing}:changes", cursor)
+    except ValueError:
+        raise ApiError(422, BAD_CURSOR) from None
+    if not all(type(n) is int and 0 <= n < 2**63 for n in (xid, seq)):
+        raise ApiError(422, BAD_CURSOR)
+    return xid, seq
+
+
+def encode_change_cursor(listing: str, position: changes.ChangePosition) -> str:
+    return _encode([f"{listing}:changes", *position])
+
+
 def sample_position(cursor: str | None) -> reads.SamplePosition | None:
     if cursor is None:
         return None
@@ -102,17 +128,28 @@ def window(query: ListQuery, user_id: UUID) -> reads.Window:
     return reads.Window(user_id, at(query.start), at(query.end), query.provider, query.include_raw)
 
 
+def _shown(rows: Sequence[asyncpg.Record], query: ListQuery, hidden: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The rows as the list shows them: raw only on request, no column of `hidden`."""
+    hidden += () if query.include_raw else ("raw",)
+    return [{k: v for k, v in row.items() if k not in hidden} for row in rows]
+
+
 def page(
     rows: Sequence[asyncpg.Record], query: ListQuery, next_cursor: Callable[[asyncpg.Record], str]
 ) -> web.Response:
     """The first `limit` rows (one more was read to learn whether another page exists)."""
     shown = rows[: query.limit]
-    data = [dict(row) for row in shown]
-    if not query.include_raw:
-        for item in data:
-            del item["raw"]
     more = len(rows) > query.limit
-    return json_response({"data": data, "next_cursor": next_cursor(shown[-1]) if more else None})
+    return json_response({"data": _shown(shown, query), "next_cursor": next_cursor(shown[-1]) if more else None})
+
+
+def change_page(
+    rows: Sequence[asyncpg.Record], query: ListQuery, listing: str, after: changes.ChangePosition
+) -> web.Response:
+    """A page of a change feed: its cursor is the last row's position, or `after` on an empty page."""
+    position = (rows[-1]["feed_xid"], rows[-1]["feed_seq"]) if rows else after
+    data = _shown(rows, query, changes.POSITION_COLUMNS)
+    return json_response({"data": data, "next_cursor": encode_change_cursor(listing, position)})
 
 
 def records(listing: str, kind: reads.Kind) -> Handler:
@@ -120,9 +157,15 @@ def records(listing: str, kind: reads.Kind) -> Handler:
 
     async def handler(request: web.Request) -> web.Response:
         query = parse(ListQuery, request)
+        db = request.app[DEPS].db
+        if query.order == "changes":
+            position = change_position(listing, query.cursor)
+            user = await own_user(request, query.user_id)
+            rows = await changes.read_records(db, kind, window(query, user["id"]), position, query.limit)
+            return change_page(rows, query, listing, position)
         after = record_position(listing, kind, query.cursor)
         user = await own_user(request, query.user_id)
-        rows = await reads.read_records(request.app[DEPS].db, kind, window(query, user["id"]), after, query.limit + 1)
+        rows = await reads.read_records(db, kind, window(query, user["id"]), after, query.limit + 1)
         return page(rows, query, lambda last: encode_cursor(listing, last[kind.time], last["id"]))
 
     return handler
@@ -138,7 +181,13 @@ async def samples(request: web.Request) -> web.Response:
     """`GET /api/v1/users/{user_id}/samples?type=heart_rate`: one time series, every provider's
     samples merged in time order (a provider's at the same instant: by provider name)."""
     query = parse(SamplesQuery, request)
+    db = request.app[DEPS].db
+    if query.order == "changes":
+        position = change_position("samples", query.cursor)
+        user = await own_user(request, query.user_id)
+        rows = await changes.read_samples(db, query.type, window(query, user["id"]), position, query.limit)
+        return change_page(rows, query, "samples", position)
     after = sample_position(query.cursor)
     user = await own_user(request, query.user_id)
-    rows = await reads.read_samples(request.app[DEPS].db, query.type, window(query, user["id"]), after, query.limit + 1)
+    rows = await reads.read_samples(db, query.type, window(query, user["id"]), after, query.limit + 1)
     return page(rows, query, lambda last: encode_cursor("samples", last["recorded_at"], last["provider"]))

@@ -234,6 +234,12 @@ class ListQuery(BaseModel):
     end: UnixTime = Field(None, description="Rows whose time is before this (Unix seconds or ISO 8601)")
     provider: ProviderName | None = Field(None, description="One provider's rows only")
     cursor: str | None = Field(None, max_length=200, description="The previous page's `next_cursor`")
+    order: Literal["time", "changes"] = Field(
+        "time",
+        description="`time`: by the rows' time, oldest first; `changes`: the change feed, rows in the order"
+        " they were stored or last changed (committed), its `next_cursor` never null: poll with it for what"
+        " changed since",
+    )
     limit: int = Field(50, ge=1, le=PAGE_LIMIT, description="Rows per page")
     include_raw: QueryBool = Field(False, description="Add each row's upstream JSON, as the provider sent it")
 

@@ -83,7 +83,8 @@ TAGS = {
     "tasks": "Follow a sync task",
     "users": "Your application's users",
     "connections": "A user's connections to providers (OAuth tokens)",
-    "data": "A user's stored data, oldest first, a page at a time: pass `next_cursor` back as `cursor`",
+    "data": "A user's stored data, oldest first, a page at a time: pass `next_cursor` back as `cursor`;"
+    " `order=changes`: the change feed, rows in the order they were stored or changed, to poll",
     "webhooks": "Receivers of the providers' notifications (signed by the provider; no API key)",
     "meta": "Health, metrics and documentation",
 }

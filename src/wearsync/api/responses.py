@@ -279,8 +279,11 @@ Item = TypeVar("Item", bound=BaseModel)
 
 
 class Page(BaseModel, Generic[Item]):
-    data: list[Item] = Field(description="oldest first")
-    next_cursor: str | None = Field(description="pass it as `cursor` for the next page; null on the last page")
+    data: list[Item] = Field(description="oldest first; with `order=changes`, in the order they were stored or changed")
+    next_cursor: str | None = Field(
+        description="pass it as `cursor` for the next page; null on the last page. With `order=changes` never"
+        " null: the position in the change feed, to poll with (with `order=changes` again) for what changes next"
+    )
 
 
 class WorkoutPage(Page[WorkoutRecord]):

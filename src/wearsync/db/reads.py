@@ -102,6 +102,13 @@ def first_day_from(at: datetime) -> date:
     return at.date() if at.time() == time(0) else at.date() + timedelta(days=1)
 
 
+def bounds(kind: Kind, window: Window) -> tuple[datetime | date | None, datetime | date | None]:
+    """The window's [start, end) in the kind's time: the instants, or the days whose midnight is within."""
+    if kind.is_day:
+        return window.start and first_day_from(window.start), window.end and first_day_from(window.end)
+    return window.start, window.end
+
+
 P = TypeVar("P", RecordPosition, SamplePosition)
 
 
@@ -116,11 +123,7 @@ async def read_records(
     db: Executor, kind: Kind, window: Window, after: RecordPosition | None, limit: int
 ) -> list[asyncpg.Record]:
     """Up to `limit` rows of the kind after the position, in (time, id) order."""
-    start: datetime | date | None = window.start
-    end: datetime | date | None = window.end
-    if kind.is_day:
-        start = window.start and first_day_from(window.start)
-        end = window.end and first_day_from(window.end)
+    start, end = bounds(kind, window)
     # ids start at 1: after (start, 0) is every row of time >= start.
     time_after, id_after = _start_after(None if start is None else (start, 0), after) or (None, None)
     rows: list[asyncpg.Record] = await db.fetch(
