@@ -23,7 +23,7 @@ from schemathesis.core.result import Ok
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests.conftest import Factory, start_sync
-from wearsync.api.models import unix_or_iso
+from wearsync.models import unix_or_iso
 from wearsync.providers import PROVIDERS
 from wearsync.sim.common import SimState
 

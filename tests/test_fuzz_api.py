@@ -20,7 +20,8 @@ from pydantic import ValidationError
 from tests.conftest import Factory
 from tests.fuzzing import FUZZ, HOSTILE, HOSTILE_TEXT, hook_path, json_values, mutated, signed_headers, with_examples
 from tests.test_fuzz_parsers import WEBHOOK_SEEDS
-from wearsync.api.models import MAX_UNIX_S, SyncRequest
+from wearsync.api.models import SyncRequest
+from wearsync.models import MAX_UNIX_S
 from wearsync.providers import whoop
 from wearsync.sync import NO_CONNECTION
 

@@ -1,9 +1,16 @@
 """Domain types shared by the API, the worker and the provider clients."""
 
+import re
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+ProviderName = Literal["garmin", "strava", "polar", "suunto", "whoop"]
+# What a sync asks for: workouts, 247 data (sleep, recovery, activity samples), or all the
+# provider supports.
+Requested = Literal["workouts", "247", "all"]
 
 
 class DataType(StrEnum):
@@ -24,6 +31,37 @@ class TaskStatus(StrEnum):
 FINAL_STATUSES = frozenset({TaskStatus.SUCCEEDED, TaskStatus.PARTIAL, TaskStatus.FAILED})
 
 
+MAX_UNIX_S = 253402300799  # 9999-12-31T23:59:59Z
+
+
+def unix_or_iso(value: Any) -> Any:
+    """A Unix timestamp (seconds) or an ISO 8601 date or datetime, as Unix seconds."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if re.fullmatch(r"\d{1,12}", text):
+        return int(text)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError("must be a Unix timestamp or an ISO 8601 date") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp())
+
+
+# The bounds of sync parameters, the same wherever a sync is asked for (the API, the CLI).
+UnixSeconds = Annotated[int, Field(ge=0, le=MAX_UNIX_S)]
+PageSize = Annotated[int, Field(ge=1, le=100)]
+PageOffset = Annotated[int, Field(ge=0, le=10_000_000)]
+UnixTime = Annotated[UnixSeconds | None, BeforeValidator(unix_or_iso)]
+
+
+def check_range(start: int | None, end: int | None) -> None:
+    if start is not None and end is not None and start > end:
+        raise ValueError("summary_start_time must not be after summary_end_time")
+
+
 class SyncParams(BaseModel):
     """The parameters a sync runs with, stored on its task as JSON so that an async job and a
     sync call do exactly the same thing. Times are Unix seconds."""
@@ -31,17 +69,22 @@ class SyncParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     # Suunto. None (not given): continue from the connection's cursor; 0: all available data.
-    since: int | None = None
-    limit: int = 50
-    offset: int = 0
+    since: UnixSeconds | None = None
+    limit: PageSize = 50
+    offset: PageOffset = 0
     filter_by_modification_time: bool = True
     # Polar
     samples: bool = False
     zones: bool = False
     route: bool = False
     # Garmin
-    summary_start_time: int | None = None
-    summary_end_time: int | None = None
+    summary_start_time: UnixTime = None
+    summary_end_time: UnixTime = None
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> "SyncParams":
+        check_range(self.summary_start_time, self.summary_end_time)
+        return self
 
 
 # Which of SyncParams' fields a provider reads; the task records only these.
@@ -56,3 +99,17 @@ PROVIDER_PARAMS: dict[str, tuple[str, ...]] = {
 
 def params_for(provider: str, params: SyncParams) -> dict[str, Any]:
     return params.model_dump(include=set(PROVIDER_PARAMS[provider]))
+
+
+def validation_detail(error: ValidationError, locations: dict[str, str] | None = None) -> str:
+    """One sentence per problem, each naming the parameter (and where it was: path, query, body);
+    the API's 422s and the CLI's refusals say the same."""
+    parts = []
+    for e in error.errors(include_url=False):
+        if not e["loc"]:  # a check across fields; its message names them
+            parts.append(e["msg"].removeprefix("Value error, "))
+            continue
+        field = ".".join(str(p) for p in e["loc"]) or "body"
+        where = (locations or {}).get(str(e["loc"][0]) if e["loc"] else "", "")
+        parts.append(f"Invalid {where + ' ' if where else ''}parameter '{field}': {e['msg']}")
+    return "; ".join(parts)

@@ -39,17 +39,17 @@ import structlog
 from arq import ArqRedis
 from redis.exceptions import RedisError
 
-from wearsync.api.models import SyncRequest
 from wearsync.crypto import TokenCipher
 from wearsync.db import connections
 from wearsync.deps import Deps, connection_context
+from wearsync.models import SyncParams
 from wearsync.providers import PROVIDERS
 from wearsync.providers.core import Connection, Provider
 from wearsync.providers.errors import AccountUnconfirmed, ProviderError, RateLimited, UpstreamAuthError
 from wearsync.providers.http import HttpClient
 from wearsync.providers.tokens import GrantRefused, TokenSet, request_tokens
 from wearsync.settings import ProviderSettings, Settings
-from wearsync.tasks import SyncRefused, start_sync
+from wearsync.tasks import SyncRefused, requested_types, start_sync
 
 log = structlog.get_logger(__name__)
 
@@ -378,9 +378,11 @@ async def connect_user(deps: Deps, auth: Authorization, code: str, granted_scope
 async def queue_first_sync(deps: Deps, queue: ArqRedis, auth: Authorization) -> UUID | None:
     """A sync of everything the provider offers, started as `POST .../sync` starts one; None when it
     could not be queued (the connection stands: scheduled syncs, or the caller, will sync it)."""
-    request = SyncRequest.model_validate({"provider": auth.provider, "user_id": auth.user_id})
     try:
-        task_id, _ = await start_sync(deps.db, queue, auth.app_id, request)
+        data_types = requested_types(auth.provider, "all")
+        task_id, _ = await start_sync(
+            deps.db, queue, auth.app_id, auth.provider, auth.user_id, data_types, SyncParams(), run_async=True
+        )
     except (SyncRefused, RedisError) as e:
         log.warning("first sync not queued", provider=auth.provider, user_id=str(auth.user_id), error=repr(e))
         return None

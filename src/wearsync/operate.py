@@ -25,8 +25,15 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field, ValidationError
 
-from wearsync.api.models import ProviderName, SyncRequest, UserPath
-from wearsync.models import FINAL_STATUSES, PROVIDER_PARAMS, TaskStatus
+from wearsync.models import (
+    FINAL_STATUSES,
+    PROVIDER_PARAMS,
+    ProviderName,
+    Requested,
+    SyncParams,
+    TaskStatus,
+    validation_detail,
+)
 from wearsync.settings import Settings
 
 if TYPE_CHECKING:  # the rest is imported when a command runs: `wearsync` starts fast for the others
@@ -56,6 +63,21 @@ class Refused(Exception):
     """Input the command refuses with a message; nothing was started."""
 
 
+class SyncCommand(SyncParams):
+    """`wearsync sync`: what the API's sync request holds, with its bounds and its messages."""
+
+    provider: ProviderName
+    user_id: UUID
+    data_type: Requested = "all"
+
+    def params(self) -> SyncParams:
+        return SyncParams.model_validate(self.model_dump(include=set(SyncParams.model_fields)))
+
+
+class UserArg(BaseModel):
+    user_id: UUID
+
+
 class TaskFilter(BaseModel):
     """The filters of `wearsync tasks`."""
 
@@ -67,8 +89,6 @@ class TaskFilter(BaseModel):
 
 
 def _validated(model: type[M], data: dict[str, Any]) -> M:
-    from wearsync.api.common import validation_detail
-
     try:
         return model.model_validate(data)
     except ValidationError as e:
@@ -106,11 +126,11 @@ def _run(settings: Settings, check: Callable[[], T], work: Callable[[T, asyncpg.
 # ---- wearsync sync ----------------------------------------------------------------------------
 
 
-def sync_request(args: argparse.Namespace) -> SyncRequest:
-    """The API's request model, from the command line: the same checks and the same messages."""
+def sync_request(args: argparse.Namespace) -> SyncCommand:
+    """The sync asked for on the command line: the API's checks and messages."""
     given = {name: getattr(args, name) for name in _PROVIDER_OPTIONS if getattr(args, name) is not None}
     data = {"provider": args.provider, "user_id": args.user_id, "data_type": args.data_type, **given}
-    req = _validated(SyncRequest, data)
+    req = _validated(SyncCommand, data)
     for name in given:
         if name not in PROVIDER_PARAMS[req.provider]:
             print(f"note: {_PROVIDER_OPTIONS[name]} does not apply to {req.provider}; ignored", file=sys.stderr)
@@ -121,19 +141,22 @@ def _sync_command(settings: Settings, args: argparse.Namespace) -> None:
     _run(settings, lambda: sync_request(args), lambda req, db: _sync(settings, args, req, db))
 
 
-async def _sync(settings: Settings, args: argparse.Namespace, req: SyncRequest, db: asyncpg.Pool) -> int:
+async def _sync(settings: Settings, args: argparse.Namespace, req: SyncCommand, db: asyncpg.Pool) -> int:
     from arq import create_pool as create_redis_pool
     from arq.connections import RedisSettings
 
     from wearsync.db.operators import find_user
-    from wearsync.tasks import SyncRefused, start_sync
+    from wearsync.tasks import SyncRefused, requested_types, start_sync
 
     user = await find_user(db, req.user_id, args.application)
     if user is None:
         raise Refused("User not found" + (f" in application {args.application!r}" if args.application else ""))
     queue = await create_redis_pool(RedisSettings.from_dsn(settings.redis_url), default_queue_name=settings.queue_name)
     try:
-        task_id, created = await start_sync(db, queue, user["application_id"], req)
+        data_types = requested_types(req.provider, req.data_type)
+        task_id, created = await start_sync(
+            db, queue, user["application_id"], req.provider, user["id"], data_types, req.params(), run_async=True
+        )
     except SyncRefused as e:
         raise Refused(e.detail) from None
     finally:
@@ -299,10 +322,10 @@ async def _tasks(filters: TaskFilter, db: asyncpg.Pool) -> int:
 
 
 def _connections_command(settings: Settings, args: argparse.Namespace) -> None:
-    _run(settings, lambda: _validated(UserPath, {"user_id": args.user_id}), _connections)
+    _run(settings, lambda: _validated(UserArg, {"user_id": args.user_id}), _connections)
 
 
-async def _connections(path: UserPath, db: asyncpg.Pool) -> int:
+async def _connections(path: UserArg, db: asyncpg.Pool) -> int:
     from wearsync.db.operators import connections_overview, find_user
 
     user = await find_user(db, path.user_id)

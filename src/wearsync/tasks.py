@@ -1,22 +1,28 @@
 """Sync tasks as the API and the operators' CLI see them: starting one (after its request is
 validated: the provider supports what is asked, the user is connected; then a task row, then its
-job) and describing one (`GET /api/v1/tasks/{id}`, `wearsync sync --wait`). One path for both, so
-the CLI checks and coalesces exactly as the API does."""
+job), running one inside a sync call (`async=false`), and describing one (`GET /api/v1/tasks/{id}`,
+`wearsync sync --wait`). One path for both, so the CLI checks and coalesces exactly as the API
+does."""
 
+import asyncio
+import contextlib
 from typing import Any, Literal
 from uuid import UUID, uuid4
 
 import asyncpg
+import structlog
 from arq import ArqRedis
 
-from wearsync.api.models import SyncRequest
-from wearsync.db import garmin_backfills
+from wearsync.db import TRANSIENT_DB_ERRORS, garmin_backfills
 from wearsync.db import tasks as tasks_db
-from wearsync.models import DataType, TaskStatus, params_for
+from wearsync.deps import Deps
+from wearsync.models import FINAL_STATUSES, DataType, Requested, SyncParams, TaskStatus, params_for
 from wearsync.providers import PROVIDERS
-from wearsync.queue import enqueue_task
+from wearsync.queue import QUEUE_UNAVAILABLE, continue_in_new_job, enqueue_task
 from wearsync.settings import Settings
-from wearsync.sync import NO_CONNECTION
+from wearsync.sync import NO_CONNECTION, run_task
+
+log = structlog.get_logger(__name__)
 
 _REQUESTED = {"workouts": (DataType.WORKOUTS,), "247": (DataType.DATA_247,), "all": tuple(DataType)}
 _UNSUPPORTED = {
@@ -35,37 +41,46 @@ class SyncRefused(Exception):
         self.reason, self.detail = reason, detail
 
 
-def requested_types(req: SyncRequest) -> list[DataType]:
+def requested_types(provider_name: str, requested: Requested) -> list[DataType]:
     """The data types a sync runs: with `all`, those the provider supports; otherwise the one
     asked for, which it must support."""
-    provider = PROVIDERS[req.provider]
-    if req.data_type == "all":
+    provider = PROVIDERS[provider_name]
+    if requested == "all":
         return [t for t in DataType if t in provider.supports]
-    for t in _REQUESTED[req.data_type]:
+    for t in _REQUESTED[requested]:
         if t not in provider.supports:
             raise SyncRefused("unsupported", _UNSUPPORTED[t].format(provider.name))
-    return list(_REQUESTED[req.data_type])
+    return list(_REQUESTED[requested])
 
 
 async def start_sync(
-    db: asyncpg.Pool, queue: ArqRedis, app_id: UUID, req: SyncRequest, settings: Settings | None = None
+    db: asyncpg.Pool,
+    queue: ArqRedis,
+    app_id: UUID,
+    provider: str,
+    user_id: UUID,
+    data_types: list[DataType],
+    params: SyncParams,
+    *,
+    run_async: bool,
+    settings: Settings | None = None,
 ) -> tuple[UUID, bool]:
-    """(task id, created) of the sync `req` asks for, for a user of application `app_id`; an
-    identical sync already queued or running is that task (created False). Async requests
-    enqueue the new task's job; a sync-mode caller runs it itself. With `settings`, a new task past
-    its WEARSYNC_MAX_OPEN_TASKS_PER_USER / _PER_APP is refused (`too_many_open`): however its
-    parameters vary, one tenant cannot queue work without bound ahead of the others."""
-    data_types = requested_types(req)
+    """(task id, created) of a sync of `data_types` (see requested_types) for user `user_id` (its
+    key) of application `app_id`; an identical sync already queued or running is that task
+    (created False). With `run_async` the new task's job is enqueued; otherwise the caller runs it
+    itself (run_sync_call). With `settings`, a new task past its WEARSYNC_MAX_OPEN_TASKS_PER_USER /
+    _PER_APP is refused (`too_many_open`): however its parameters vary, one tenant cannot queue
+    work without bound ahead of the others."""
     try:
         task_id, created = await tasks_db.create_task(
             db,
             task_id=uuid4(),
             app_id=app_id,
-            user_id=req.user_id,
-            provider=req.provider,
-            mode="async" if req.run_async else "sync",
+            user_id=user_id,
+            provider=provider,
+            mode="async" if run_async else "sync",
             data_types=data_types,
-            params=params_for(req.provider, req.params()),
+            params=params_for(provider, params),
             max_open_per_user=settings.max_open_tasks_per_user if settings else None,
             max_open_per_app=settings.max_open_tasks_per_app if settings else None,
         )
@@ -75,7 +90,7 @@ async def start_sync(
         ) from None
     if task_id is None:  # no active connection to the provider (or not this application's user)
         raise SyncRefused("not_connected", NO_CONNECTION)
-    if created and req.run_async:
+    if created and run_async:
         try:
             await enqueue_task(queue, str(task_id))
         except Exception:
@@ -83,6 +98,55 @@ async def start_sync(
             await tasks_db.finish_task(db, task_id, TaskStatus.FAILED, None, "could not enqueue the task")
             raise
     return task_id, created
+
+
+class JoinTimedOut(Exception):
+    """The same sync was already open and did not end within WEARSYNC_SYNC_JOIN_WAIT_S."""
+
+
+async def run_sync_call(deps: Deps, queue: ArqRedis, task_id: UUID, created: bool) -> dict[str, bool]:
+    """Per-type success of a sync call's task (start_sync without `run_async`): run here when
+    `created`, or else (the same sync already open) its outcome, waited for up to
+    WEARSYNC_SYNC_JOIN_WAIT_S (then JoinTimedOut). A run cut off (the API stopping cancels it, or
+    the database fails it mid-way) hands its task over to a worker, which resumes it from its
+    progress; the caller, cut off, finds it by asking again."""
+    if not created:
+        try:
+            async with asyncio.timeout(deps.settings.sync_join_wait_s):
+                return await _outcome(deps.db, task_id)
+        except TimeoutError:
+            raise JoinTimedOut() from None
+    # The API stopping cancels this call; the hand-over it then makes must be waited for before the
+    # pools close, and may start after the shutdown already looked for hand-overs.
+    this_call = asyncio.current_task()
+    assert this_call is not None
+    deps.handovers.add(this_call)
+    with structlog.contextvars.bound_contextvars(task_id=str(task_id)):  # as a worker's job lines
+        try:
+            return await run_task(deps, task_id) or {}
+        except asyncio.CancelledError:
+            # The API is stopping and the grace for requests ran out: a worker takes the task over.
+            await continue_in_new_job(deps, queue, str(task_id))
+            log.warning("sync cut off by shutdown, handed to a worker")
+            raise
+        except TRANSIENT_DB_ERRORS:
+            # The database failed the sync mid-way (the caller gets a 503): a worker takes the task
+            # over from its progress, or, the database still failing, the reaper does later.
+            with contextlib.suppress(*TRANSIENT_DB_ERRORS, *QUEUE_UNAVAILABLE):
+                await continue_in_new_job(deps, queue, str(task_id))
+                log.warning("sync cut off by the database, handed to a worker")
+            raise
+        finally:
+            deps.handovers.discard(this_call)
+
+
+async def _outcome(db: asyncpg.Pool, task_id: UUID, poll_s: float = 0.2) -> dict[str, bool]:
+    while True:
+        task = await tasks_db.get_task(db, task_id)
+        if task is not None and task["status"] in FINAL_STATUSES:
+            result: dict[str, bool] = task["result"] or {t: False for t in task["data_types"]}
+            return result
+        await asyncio.sleep(poll_s)
 
 
 async def describe_task(db: asyncpg.Pool, task_id: UUID, app_id: UUID | None = None) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ from arq.connections import ArqRedis
 from pydantic import BaseModel, ValidationError
 
 from wearsync.deps import Deps
+from wearsync.models import validation_detail
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -43,19 +44,6 @@ def dumps(data: Any) -> str:
 
 def json_response(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=dumps)
-
-
-def validation_detail(error: ValidationError, locations: dict[str, str] | None = None) -> str:
-    """One sentence per problem, each naming the parameter (and where it was: path, query, body)."""
-    parts = []
-    for e in error.errors(include_url=False):
-        if not e["loc"]:  # a check across fields; its message names them
-            parts.append(e["msg"].removeprefix("Value error, "))
-            continue
-        field = ".".join(str(p) for p in e["loc"]) or "body"
-        where = (locations or {}).get(str(e["loc"][0]) if e["loc"] else "", "")
-        parts.append(f"Invalid {where + ' ' if where else ''}parameter '{field}': {e['msg']}")
-    return "; ".join(parts)
 
 
 def validate(model: type[M], data: Any, locations: dict[str, str] | None = None) -> M:

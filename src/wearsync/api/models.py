@@ -1,20 +1,26 @@
 """Request models: every query, path and body the API accepts is validated by one of these."""
 
-import re
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
-from wearsync.models import SyncParams
+from wearsync.models import (
+    PageOffset,
+    PageSize,
+    ProviderName,
+    Requested,
+    SyncParams,
+    UnixSeconds,
+    check_range,
+    unix_or_iso,
+)
 from wearsync.settings import PROVIDER_NAMES
 
-ProviderName = Literal["garmin", "strava", "polar", "suunto", "whoop"]
 assert set(PROVIDER_NAMES) == set(ProviderName.__args__)  # type: ignore[attr-defined]
 
 _TRUE, _FALSE = {"true", "1"}, {"false", "0"}
-MAX_UNIX_S = 253402300799  # 9999-12-31T23:59:59Z
 
 
 def _query_bool(value: Any) -> Any:
@@ -25,31 +31,15 @@ def _query_bool(value: Any) -> Any:
     raise ValueError("must be true, false, 1 or 0")
 
 
-def unix_or_iso(value: Any) -> Any:
-    """A Unix timestamp (seconds) or an ISO 8601 date or datetime, as Unix seconds."""
-    if value is None:
-        return None
-    text = str(value).strip()
-    if re.fullmatch(r"\d{1,12}", text):
-        return int(text)
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError("must be a Unix timestamp or an ISO 8601 date") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp())
-
-
 QueryBool = Annotated[bool, BeforeValidator(_query_bool)]
-_Unix = Annotated[int, Field(ge=0, le=MAX_UNIX_S)]
 # Documented as what clients send: Unix seconds, or an ISO 8601 date or date-time of a year
 # Unix seconds from 0 reach (1970 to 9999).
 _YEARS = r"^(19[7-9][0-9]|[2-9][0-9]{3})-"
 _IsoDate = Annotated[str, WithJsonSchema({"type": "string", "format": "date", "pattern": _YEARS})]
 _IsoDateTime = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time", "pattern": _YEARS})]
 UnixTime = Annotated[
-    _Unix | None, BeforeValidator(unix_or_iso, json_schema_input_type=_Unix | _IsoDate | _IsoDateTime | None)
+    UnixSeconds | None,
+    BeforeValidator(unix_or_iso, json_schema_input_type=UnixSeconds | _IsoDate | _IsoDateTime | None),
 ]
 
 
@@ -60,18 +50,18 @@ class SyncRequest(BaseModel):
 
     provider: ProviderName
     user_id: UUID
-    data_type: Literal["workouts", "247", "all"] = Field(
+    data_type: Requested = Field(
         "all", description="`workouts`, `247` (sleep, recovery, activity samples) or `all` the provider supports"
     )
     run_async: QueryBool = Field(
         True, alias="async", description="`false`: the sync runs inside the request, which answers per-type results"
     )
     # Absent: continue from where the last sync got to (all data on a first sync); 0: all data.
-    since: int | None = Field(
-        None, ge=0, le=MAX_UNIX_S, description="Suunto: Unix seconds to sync from; 0: all; absent: since the last sync"
+    since: UnixSeconds | None = Field(
+        None, description="Suunto: Unix seconds to sync from; 0: all; absent: since the last sync"
     )
-    limit: int = Field(50, ge=1, le=100, description="Suunto: items per upstream request")
-    offset: int = Field(0, ge=0, le=10_000_000, description="Suunto: pagination offset")
+    limit: PageSize = Field(50, description="Suunto: items per upstream request")
+    offset: PageOffset = Field(0, description="Suunto: pagination offset")
     filter_by_modification_time: QueryBool = Field(True, description="Suunto: by modification time, not creation")
     samples: QueryBool = Field(False, description="Polar: include samples (heart rate, speed, ...)")
     zones: QueryBool = Field(False, description="Polar: include heart-rate zones")
@@ -81,12 +71,11 @@ class SyncRequest(BaseModel):
 
     @model_validator(mode="after")
     def _start_before_end(self) -> "SyncRequest":
-        start, end = self.summary_start_time, self.summary_end_time
-        if start is not None and end is not None and start > end:
-            raise ValueError("summary_start_time must not be after summary_end_time")
+        check_range(self.summary_start_time, self.summary_end_time)
         return self
 
     def params(self) -> SyncParams:
+        """The sync's parameters, as the domain takes them."""
         return SyncParams.model_validate(self.model_dump(include=set(SyncParams.model_fields)))
 
 

@@ -10,8 +10,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from wearsync.api.models import ProviderName, SampleType
-from wearsync.models import DataType, TaskStatus
+from wearsync.api.models import SampleType
+from wearsync.models import DataType, ProviderName, TaskStatus
 
 
 class Error(BaseModel):

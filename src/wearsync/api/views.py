@@ -14,16 +14,15 @@ from wearsync import metrics
 from wearsync.api.common import APP_ID, DEPS, QUEUE, ApiError, json_body, json_response, validate
 from wearsync.api.models import ConnectionIn, ConnectionPath, ConnectionPut, SyncRequest, TaskPath, UserIn, UserPath
 from wearsync.api.quotas import OverLimit, sync_call_place
-from wearsync.db import TRANSIENT_DB_ERRORS, connections, retention, tasks
-from wearsync.models import FINAL_STATUSES
+from wearsync.db import connections, retention
+from wearsync.models import DataType
 from wearsync.oauth import AccountUnknown, learn_account, save_connection
 from wearsync.providers import PROVIDERS
 from wearsync.providers.tokens import TokenSet
-from wearsync.queue import QUEUE_UNAVAILABLE, continue_in_new_job
 from wearsync.revocation import disconnect
 from wearsync.settings import webhook_queue_name
-from wearsync.sync import NO_CONNECTION, run_task
-from wearsync.tasks import SyncRefused, describe_task, requested_types, start_sync
+from wearsync.sync import NO_CONNECTION
+from wearsync.tasks import JoinTimedOut, SyncRefused, describe_task, requested_types, run_sync_call, start_sync
 
 log = structlog.get_logger(__name__)
 
@@ -47,28 +46,30 @@ async def trigger_sync(request: web.Request) -> web.Response:
             "task_id": str(task_id),
             "message": f"Sync task queued for {req.provider}. Check task status for results.",
         })  # fmt: skip
-    _refuse_unsupported(req)
+    _requested_types(req)  # 501 before a 429 for the application's sync calls
     async with _sync_call_place(request):
         return await _sync_call(request, req)
 
 
 async def _start(request: web.Request, req: SyncRequest) -> tuple[UUID, bool]:
     deps = request.app[DEPS]
-    _refuse_unsupported(req)  # 501 before 404, in the contract's order
+    data_types = _requested_types(req)  # 501 before 404, in the contract's order
     user = await connections.get_user(deps.db, request[APP_ID], req.user_id)
     if user is None:  # not this application's user: as one without the connection
         raise ApiError(404, NO_CONNECTION)
-    keyed = req.model_copy(update={"user_id": user["id"]})  # the user's key in every table
     try:
-        return await start_sync(deps.db, request.app[QUEUE], request[APP_ID], keyed, deps.settings)
+        return await start_sync(
+            deps.db, request.app[QUEUE], request[APP_ID], req.provider, user["id"], data_types, req.params(),
+            run_async=req.run_async, settings=deps.settings,
+        )  # fmt: skip
     except SyncRefused as e:
         retry = {"Retry-After": str(OPEN_TASKS_RETRY_AFTER_S)} if e.reason == "too_many_open" else None
         raise ApiError(_REFUSED_STATUS[e.reason], e.detail, retry) from None
 
 
-def _refuse_unsupported(req: SyncRequest) -> None:
+def _requested_types(req: SyncRequest) -> list[DataType]:
     try:
-        requested_types(req)
+        return requested_types(req.provider, req.data_type)
     except SyncRefused as e:
         raise ApiError(_REFUSED_STATUS[e.reason], e.detail) from None
 
@@ -97,52 +98,17 @@ async def _sync_call_place(request: web.Request) -> AsyncIterator[None]:
 
 async def _sync_call(request: web.Request, req: SyncRequest) -> web.Response:
     """A sync run inside the request (async=false), or the outcome of the same sync already open."""
-    deps = request.app[DEPS]
+    settings = request.app[DEPS].settings
     task_id, created = await _start(request, req)
-    if created:
-        # The API stopping cancels this request; the hand-over it then makes must be waited for
-        # before the pools close, and may start after the shutdown already looked for hand-overs.
-        this_call = asyncio.current_task()
-        assert this_call is not None
-        deps.handovers.add(this_call)
-        with structlog.contextvars.bound_contextvars(task_id=str(task_id)):  # as a worker's job lines
-            try:
-                details = await run_task(deps, task_id) or {}
-            except asyncio.CancelledError:
-                # The API is stopping and the grace for requests ran out: a worker takes the task
-                # over and resumes it from its progress (the caller, cut off, finds it by asking again).
-                await continue_in_new_job(deps, request.app[QUEUE], str(task_id))
-                log.warning("sync cut off by shutdown, handed to a worker")
-                raise
-            except TRANSIENT_DB_ERRORS:
-                # The database failed the sync mid-way (the caller gets a 503): a worker takes the
-                # task over from its progress, or, the database still failing, the reaper does later.
-                with contextlib.suppress(*TRANSIENT_DB_ERRORS, *QUEUE_UNAVAILABLE):
-                    await continue_in_new_job(deps, request.app[QUEUE], str(task_id))
-                    log.warning("sync cut off by the database, handed to a worker")
-                raise
-            finally:
-                deps.handovers.discard(this_call)
-    else:  # the same sync is already queued or running: wait for its outcome
-        try:
-            async with asyncio_timeout(deps.settings.sync_join_wait_s):
-                details = await _outcome(deps.db, task_id)
-        except TimeoutError:
-            raise ApiError(
-                504,
-                f"The same sync is already open (task {task_id}) and did not finish within "
-                f"{deps.settings.sync_join_wait_s:g} s; follow it at /api/v1/tasks/{task_id}",
-            ) from None
+    try:
+        details = await run_sync_call(request.app[DEPS], request.app[QUEUE], task_id, created)
+    except JoinTimedOut:
+        raise ApiError(
+            504,
+            f"The same sync is already open (task {task_id}) and did not finish within "
+            f"{settings.sync_join_wait_s:g} s; follow it at /api/v1/tasks/{task_id}",
+        ) from None
     return json_response({"success": all(details.values()), "details": details, "task_id": str(task_id)})
-
-
-async def _outcome(db: asyncpg.Pool, task_id: UUID, poll_s: float = 0.2) -> dict[str, bool]:
-    while True:
-        task = await tasks.get_task(db, task_id)
-        if task is not None and task["status"] in FINAL_STATUSES:
-            result: dict[str, bool] = task["result"] or {t: False for t in task["data_types"]}
-            return result
-        await asyncio.sleep(poll_s)
 
 
 async def get_task(request: web.Request) -> web.Response:
