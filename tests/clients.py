@@ -33,8 +33,11 @@ class RecordingContext(SyncContext):
     saved: list[SavedPage] = field(default_factory=list)  # every save_page, in order
     pages_total: int | None = None
 
-    async def save_page(self, records: Sequence[Record], page_key: str | None = None, items: int = 0) -> None:
+    async def save_page(
+        self, records: Sequence[Record], page_key: str | None = None, items: int = 0, overwrite: bool = True
+    ) -> int:
         self.saved.append(SavedPage(page_key, list(records), items))
+        return len(records)
 
     async def set_pages_total(self, pages_total: int) -> None:
         self.pages_total = pages_total

@@ -12,8 +12,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from arq.worker import Worker
 
-from tests.conftest import Factory, sim_event, sim_records
-from tests.test_webhooks import settled, signed
+from tests.conftest import Factory, sim_event, sim_records, start_sync, wait_for_task
+from tests.test_webhooks import STORED_ALREADY, settled, signed
 from wearsync.dev import SIM_WEBHOOK_SECRET
 from wearsync.sim.common import SimState, WebhookTarget, fixture
 
@@ -146,3 +146,35 @@ async def test_routes_and_unknown_types_are_acknowledged_and_not_stored(
     resp = await client.post(URL, data=body, headers=headers)
     assert (resp.status, await resp.json()) == (200, {"received": 0, "new": 0})
     assert await db.fetchval("SELECT count(*) FROM webhook_events") == 0
+
+
+async def test_a_late_notification_of_a_workouts_creation_does_not_revert_a_later_change(
+    client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool, sim_server: TestServer
+) -> None:
+    """Suunto's notification carries the workout as created, with no modification time, and may
+    come late (Suunto sends it again after a refused try) or be replayed: a sync stored the
+    workout since, changed upstream, and the notification must not take it back."""
+    key, user_id, sim_user = await factory.connected_user("suunto")  # no webhook registered yet
+    emitted = await emit(sim_server, sim_user, {"kind": "create"})
+    assert emitted["delivery_status"] == 0
+    workout_key = emitted["workout"]["workoutKey"]
+    await emit(sim_server, sim_user, {"kind": "update", "workoutKey": workout_key, "changes": {"totalTime": 4321.0}})
+    task = await wait_for_task(client, key, await start_sync(client, key, "suunto", user_id, "data_type=workouts"))
+    assert task["status"] == "succeeded", task
+    stored = "SELECT raw FROM workouts WHERE provider_record_id = $1"
+    served = [
+        w for w in (await sim_records(sim_server, "suunto", sim_user))["workouts"] if w["workoutKey"] == workout_key
+    ]
+    assert served[0]["totalTime"] == 4321.0
+    assert await db.fetchval(stored, workout_key) == served[0]
+    body, headers = signed(emitted["notification"])
+    assert await (await client.post(URL, data=body, headers=headers)).json() == {"received": 1, "new": 1}
+    (event,) = await settled(db, 1)
+    assert (event["status"], event["detail"]) == ("processed", STORED_ALREADY)
+    assert await db.fetchval(stored, workout_key) == served[0]
+    # A notification of a workout not stored yet stores it, as it always did.
+    fresh = await emit(sim_server, sim_user, {"kind": "create"})
+    body, headers = signed(fresh["notification"])
+    assert await (await client.post(URL, data=body, headers=headers)).json() == {"received": 1, "new": 1}
+    assert [e["detail"] for e in await settled(db, 2)] == [STORED_ALREADY, None]
+    assert await db.fetchval(stored, fresh["workout"]["workoutKey"]) == fresh["notification"]["workout"]

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import io
 import json
+import uuid
 from typing import Any
 
 import aiohttp
@@ -28,6 +29,7 @@ from wearsync.worker import process_webhook, prune_history, reap_webhook_events
 
 Client = TestClient[web.Request, web.Application]
 URL = "/api/v1/webhooks/suunto"
+STORED_ALREADY = "the workout is stored already: a notification of its creation does not replace it"
 
 
 def signed(payload: dict[str, Any], secret: str = SIM_WEBHOOK_SECRET) -> tuple[bytes, dict[str, str]]:
@@ -117,34 +119,45 @@ async def test_the_same_event_delivered_twice_is_processed_once(
     (event,) = await settled(db, 1)
     assert event["attempts"] == 1
     assert await db.fetchval("SELECT count(*) FROM workouts") == 1
-    # A later change of the same workout is a new event, and updates the row.
+    # Another notification of the same workout's creation is a new event; it does not replace the
+    # stored workout (Suunto notifies creations only: changes come by syncs).
     body, headers = signed(notification(sim_user, "dup-1", totalTime=2400.0))
     assert (await (await client.post(URL, data=body, headers=headers)).json())["new"] == 1
-    await settled(db, 2)
-    assert await db.fetchval("SELECT duration_s FROM workouts WHERE provider_record_id = 'dup-1'") == 2400.0
+    assert (await settled(db, 2))[1]["detail"] == STORED_ALREADY
+    assert await db.fetchval("SELECT duration_s FROM workouts WHERE provider_record_id = 'dup-1'") == 1800.0
 
 
 async def test_a_delivery_replayed_after_its_event_was_pruned_stores_nothing(
     client: Client, factory: Factory, worker: Worker, deps: Deps, db: asyncpg.Pool
 ) -> None:
-    """Suunto's signature has no timestamp: the first, older version of a workout, replayed once
-    its event is past retention, must not revert the workout."""
-    _, _, sim_user = await factory.connected_user("suunto")
+    """Suunto's signature has no timestamp: the notification of a workout's creation, replayed
+    once its event is past retention, and once its digest is too, must not revert the workout to
+    what it was when created."""
+    _, user_id, sim_user = await factory.connected_user("suunto")
     older = signed(notification(sim_user, "w-replayed", totalTime=1800.0))
-    for n, (body, headers) in enumerate((older, signed(notification(sim_user, "w-replayed", totalTime=2400.0)))):
-        assert await (await client.post(URL, data=body, headers=headers)).json() == {"received": 1, "new": 1}
-        await settled(db, n + 1)  # one after the other: the newer version is stored last
-    assert await db.fetchval("SELECT duration_s FROM workouts WHERE provider_record_id = 'w-replayed'") == 2400.0
+    assert await (await client.post(URL, data=older[0], headers=older[1])).json() == {"received": 1, "new": 1}
+    await settled(db, 1)
+    # The workout changes upstream, and a sync stores the change.
+    changed = "UPDATE workouts SET duration_s = 2400, raw = jsonb_set(raw, '{totalTime}', '2400') WHERE user_id = $1"
+    await db.execute(changed, uuid.UUID(user_id))
     await age(db, days=31)
-    assert (await prune_history({"deps": deps}))["webhook_events"] == 2
+    assert (await prune_history({"deps": deps}))["webhook_events"] == 1
     assert await db.fetchval("SELECT count(*) FROM webhook_events") == 0
     resp = await client.post(URL, data=older[0], headers=older[1])
     assert await resp.json() == {"received": 1, "new": 0}
     assert await db.fetchval("SELECT duration_s FROM workouts WHERE provider_record_id = 'w-replayed'") == 2400.0
-    # The digests go too, once past their own retention.
+    # The digests go too, once past their own retention ...
     await age(db, days=deps.settings.webhook_digest_retention_days)
-    assert (await prune_history({"deps": deps}))["webhook_digests"] == 2
+    assert (await prune_history({"deps": deps}))["webhook_digests"] == 1
     assert await db.fetchval("SELECT count(*) FROM webhook_digests") == 0
+    # ... and the replay is taken as new, yet the stored workout stays as it is.
+    resp = await client.post(URL, data=older[0], headers=older[1])
+    assert await resp.json() == {"received": 1, "new": 1}
+    (event,) = await settled(db, 1)
+    assert (event["status"], event["detail"]) == ("processed", STORED_ALREADY)
+    row = await db.fetchrow("SELECT duration_s, raw FROM workouts WHERE provider_record_id = 'w-replayed'")
+    assert row is not None
+    assert (row["duration_s"], row["raw"]["totalTime"]) == (2400.0, 2400)
 
 
 async def age(db: asyncpg.Pool, days: int) -> None:

@@ -1,6 +1,8 @@
 """Bulk upserts of normalized rows: one `INSERT ... SELECT FROM unnest(...) ON CONFLICT` per table.
 
-A row whose raw upstream JSON is unchanged is left alone, so a re-sync rewrites nothing.
+A row whose raw upstream JSON is unchanged is left alone, so a re-sync rewrites nothing. Records
+that must not replace what is stored (a provider's notification that its record was created:
+what is stored is as new, or newer) are inserted only where none is stored.
 """
 
 import json
@@ -86,9 +88,10 @@ _DAILY = _COMMON | {
 _SAMPLE = {"sample_type": "text", "recorded_at": "timestamptz", "value": "float8", "raw": "jsonb"}
 
 
-def _upsert_sql(table: str, kind: str, columns: dict[str, str], key: tuple[str, ...]) -> str:
-    """The upsert of one table's rows, with the events of the rows it inserted or changed: $1 the
-    user's key, $2 the provider, then one array per column, then the task id (or NULL)."""
+def _upsert_sql(table: str, kind: str, columns: dict[str, str], key: tuple[str, ...], overwrite: bool = True) -> str:
+    """The upsert of one table's rows (`overwrite=False`: the insert of the rows not stored yet),
+    with the events of the rows it inserted or changed, answering how many: $1 the user's key, $2
+    the provider, then one array per column, then the task id (or NULL)."""
     names = ", ".join(columns)
     # `raw` goes in as JSON text, serialized once per upstream entry (several samples share one).
     arrays = ", ".join(
@@ -101,11 +104,11 @@ def _upsert_sql(table: str, kind: str, columns: dict[str, str], key: tuple[str, 
         updates += ", updated_at = now()"
     task = f"${len(columns) + 3}"
     identity = "t.sample_type, t.recorded_at" if samples else "t.id, t.provider_record_id"
+    on_conflict = f"DO UPDATE SET {updates} WHERE t.raw IS DISTINCT FROM EXCLUDED.raw" if overwrite else "DO NOTHING"
     change = (
         f"INSERT INTO {table} AS t (user_id, provider, {names})"
         f" SELECT $1, $2, {selected} FROM unnest({arrays}) AS u({names})"
-        f" ON CONFLICT (user_id, provider, {', '.join(key)}) DO UPDATE SET {updates}"
-        f" WHERE t.raw IS DISTINCT FROM EXCLUDED.raw"
+        f" ON CONFLICT (user_id, provider, {', '.join(key)}) {on_conflict}"
         # xmax is 0 in a row version the statement inserted, its own id where it updated one.
         f" RETURNING {identity}, t.xmax = 0 AS created"
     )
@@ -120,9 +123,16 @@ _SCHEMA = (
     (DailyActivity, "daily_activity", _DAILY, ("provider_record_id",)),
     (Sample, "samples", _SAMPLE, ("sample_type", "recorded_at")),
 )
-# record type -> (statement, columns, the fields that identify a record)
-_TABLES: dict[type, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
-    record_type: (_upsert_sql(table, RECORD_KIND[record_type], cols, key), tuple(cols), key)
+# record type -> ((upsert, insert of new rows only), columns, the fields that identify a record)
+_TABLES: dict[type, tuple[tuple[str, str], tuple[str, ...], tuple[str, ...]]] = {
+    record_type: (
+        (
+            _upsert_sql(table, RECORD_KIND[record_type], cols, key),
+            _upsert_sql(table, RECORD_KIND[record_type], cols, key, overwrite=False),
+        ),
+        tuple(cols),
+        key,
+    )
     for record_type, table, cols, key in _SCHEMA
 }
 
@@ -143,13 +153,17 @@ async def upsert_records(
     provider: str,
     records: Sequence[Record],
     task_id: UUID | None = None,
-) -> None:
+    overwrite: bool = True,
+) -> int:
     """Store the records, with an event per kind for the rows inserted (data.created) and those
-    changed (data.updated), naming `task_id`, the sync that wrote them (None: a webhook's data)."""
+    changed (data.updated), naming `task_id`, the sync that wrote them (None: a webhook's data);
+    the rows inserted or changed. `overwrite=False`: a row stored already is left as it is."""
+    written = 0
     for record_type, rows in _group(records).items():
-        sql, columns, _ = _TABLES[record_type]
+        (upsert, insert), columns, _ = _TABLES[record_type]
         arrays = [_raw_texts(rows) if c == "raw" else [getattr(row, c) for row in rows] for c in columns]
-        await conn.execute(sql, user_id, provider, *arrays, task_id)
+        written += await conn.fetchval(upsert if overwrite else insert, user_id, provider, *arrays, task_id)
+    return written
 
 
 _DELETED_FROM = {"workouts": "workouts", "sleep": "sleep_sessions", "recovery": "recoveries"}

@@ -132,21 +132,27 @@ class SyncContext:
                 await self.credentials.refresh(token)
         raise AssertionError("unreachable")
 
-    async def save_page(self, records: Sequence[Record], page_key: str | None = None, items: int = 0) -> None:
+    async def save_page(
+        self, records: Sequence[Record], page_key: str | None = None, items: int = 0, overwrite: bool = True
+    ) -> int:
         """Store one upstream page and count it, in one transaction, so progress never claims a
         record that is not stored; `page_key` (with the page's item count) marks it done for a
-        rerun of the task to skip."""
+        rerun of the task to skip. `overwrite=False`: records already stored are left as they are.
+        The rows inserted or changed."""
         counts: dict[str, int] = {}
         for record in records:
             kind = RECORD_KIND[type(record)]
             counts[kind] = counts.get(kind, 0) + 1
         done = {page_key: items} if page_key is not None else None
         async with self.db.acquire() as conn, conn.transaction():
-            await upsert_records(conn, self.connection.user_id, self.connection.provider, records, self.task_id)
+            written = await upsert_records(
+                conn, self.connection.user_id, self.connection.provider, records, self.task_id, overwrite
+            )
             if self.task_id is not None:
                 await tasks.update_type_progress(conn, self.task_id, self.data_type, pages=1, records=counts, done=done)
         if self.page_budget is not None:
             self.page_budget.spend()
+        return written
 
     async def list_again_if_moved(self, listing: Callable[[Mapping[str, int]], Awaitable[None]]) -> None:
         """`listing(done)` pages a list, skipping the pages in `done`, and raises ListShifted when the

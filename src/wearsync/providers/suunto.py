@@ -487,8 +487,8 @@ def notified_window(payload: Mapping[str, Any], now: datetime, reach: timedelta)
 
 
 async def process_notification(ctx: SyncContext, event: WebhookEvent) -> str | None:
-    """A workout: store the one the notification carries, or fetch it by its key when it carries
-    none. 24/7 data: sync the window its samples cover, from the endpoints it announces."""
+    """A workout: store the one the notification carries (unless one is stored), or fetch it by
+    its key when it carries none. 24/7 data: sync the window its samples cover, from the endpoints it announces."""
     payload = event.payload
     kind = payload.get("type", WORKOUT_CREATED)
     if kind in NOTIFIED_247:
@@ -496,15 +496,21 @@ async def process_notification(ctx: SyncContext, event: WebhookEvent) -> str | N
         start, end = notified_window(payload, ctx.started_at, reach)
         await fetch_247(ctx, calls_247(start, end, NOTIFIED_247[kind]))
         return f"synced {', '.join(NOTIFIED_247[kind])} from {start.isoformat()} to {end.isoformat()}"
-    workout = payload.get("workout")
-    if not isinstance(workout, dict):
-        url = f"{ctx.config.api_url}/v3/workouts/{quote(str(notified_workout_key(payload)), safe='')}"
-        body = await ctx.get_json(url)
-        workout = body.get("payload") if isinstance(body, dict) else None
-        if not isinstance(workout, dict):
-            raise MalformedPayload(f"GET {url} returned no workout: {str(body)[:200]}")
     gear = payload.get("gear") if isinstance(payload.get("gear"), dict) else None
-    await ctx.save_page(map_page([workout], lambda w: map_workout(w, gear)))
+    workout = payload.get("workout")
+    if isinstance(workout, dict):
+        # The workout as it was created, with no modification time to order it by: a workout
+        # stored already (by a sync, or an earlier notification) is as new or newer, and a late
+        # or replayed notification must not revert it. Changes reach us through syncs.
+        if not await ctx.save_page(map_page([workout], lambda w: map_workout(w, gear)), overwrite=False):
+            return "the workout is stored already: a notification of its creation does not replace it"
+        return None
+    url = f"{ctx.config.api_url}/v3/workouts/{quote(str(notified_workout_key(payload)), safe='')}"
+    body = await ctx.get_json(url)
+    fetched = body.get("payload") if isinstance(body, dict) else None
+    if not isinstance(fetched, dict):
+        raise MalformedPayload(f"GET {url} returned no workout: {str(body)[:200]}")
+    await ctx.save_page(map_page([fetched], lambda w: map_workout(w, gear)))
     return None
 
 
