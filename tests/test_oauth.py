@@ -21,9 +21,10 @@ from arq.worker import Worker
 from tests.conftest import Factory, wait_for_task
 from tests.test_garmin import assert_awaiting, wait_for_requests
 from wearsync.api.responses import AuthorizationStarted, Disconnected
-from wearsync.crypto import cipher_for, generate_key
+from wearsync.crypto import generate_key
 from wearsync.db import connections
-from wearsync.oauth import code_challenge, redirect_allowed
+from wearsync.oauth import code_challenge
+from wearsync.redirects import parse_allowlist, redirect_allowed
 from wearsync.settings import Settings
 from wearsync.sim.common import Fault, SimState
 
@@ -305,7 +306,7 @@ async def test_a_redirect_uri_not_allowed_is_refused(
 
 
 def test_the_redirect_allow_list_rule() -> None:
-    allow = "https://app.example.com/oauth,http://localhost,https://other.example.com:8443"
+    allow = parse_allowlist("https://app.example.com/oauth,http://localhost,https://other.example.com:8443")
     allowed = [
         "https://app.example.com/oauth", "https://app.example.com/oauth/done?x=1", "https://APP.example.com:443/oauth/",
         "http://localhost:5173/anything", "http://localhost/", "https://other.example.com:8443/x",
@@ -450,7 +451,7 @@ async def test_an_authorization_under_way_survives_a_token_key_rotation(
     flow = await start(public, factory, "garmin")
     new_key = generate_key()
     async with db.acquire() as conn:
-        await connections.reseal_tokens(conn, cipher_for(f"{new_key},{settings.token_keys}").reseal)
+        await connections.reseal_tokens(conn, Settings(token_keys=f"{new_key},{settings.token_keys}").cipher().reseal)
     settings.token_keys = new_key  # the old key dropped
     outcome = await finish(browser, await consent(browser, flow, "rotated"))
     assert outcome["status"] == "connected", outcome

@@ -18,7 +18,7 @@ from tests.conftest import Factory
 from wearsync import cli
 from wearsync.api.common import KEY_CACHE
 from wearsync.api.middlewares import KEY_CACHE_S
-from wearsync.crypto import PREFIX, TokenKeyError, cipher_for, generate_key
+from wearsync.crypto import PREFIX, TokenKeyError, generate_key
 from wearsync.db import connections
 from wearsync.logging import redact_secrets
 from wearsync.settings import Settings
@@ -131,12 +131,12 @@ async def test_tokens_are_encrypted_at_rest_and_keys_rotate(
     assert plain not in row["access_token"]
     # A new key first, the old one still listed: rotate, then the new key alone reads everything.
     new_key = generate_key()
-    both = cipher_for(f"{new_key},{settings.token_keys}")
+    both = Settings(token_keys=f"{new_key},{settings.token_keys}").cipher()
     async with db.acquire() as conn:
         assert await connections.reseal_tokens(conn, both.reseal) == 1
     rotated = await db.fetchval("SELECT access_token FROM provider_connections")
     assert rotated != row["access_token"]
-    assert cipher_for(new_key).open(rotated) == plain
+    assert Settings(token_keys=new_key).cipher().open(rotated) == plain
     with pytest.raises(TokenKeyError, match="cannot be decrypted"):
         old.open(rotated)  # the old key alone no longer reads it
     with pytest.raises(TokenKeyError, match="not set"):

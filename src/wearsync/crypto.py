@@ -8,7 +8,6 @@ read as is, and encrypted when next written or rotated).
 """
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
@@ -35,16 +34,6 @@ def generate_key() -> str:
 class TokenCipher:
     fernet: MultiFernet
 
-    @classmethod
-    def from_setting(cls, text: str) -> "TokenCipher":
-        keys = parse_keys(text)
-        if not keys:
-            raise TokenKeyError(
-                "WEARSYNC_TOKEN_KEYS is not set: OAuth tokens are stored encrypted. Generate a key with"
-                " `wearsync token-key generate` and set it."
-            )
-        return cls(MultiFernet(keys))
-
     def seal(self, token: str | None) -> str | None:
         if token is None:
             return None
@@ -63,6 +52,7 @@ class TokenCipher:
         return self.seal(self.open(stored))
 
 
-@lru_cache(maxsize=4)
-def cipher_for(setting: str) -> TokenCipher:
-    return TokenCipher.from_setting(setting)
+def parse_cipher(setting: str) -> TokenCipher | None:
+    """The cipher of WEARSYNC_TOKEN_KEYS; None when it holds no key; TokenKeyError for a bad one."""
+    keys = parse_keys(setting)
+    return TokenCipher(MultiFernet(keys)) if keys else None

@@ -1,13 +1,14 @@
 """Configuration from the environment; read once by whoever starts a process, never at import."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Self
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-if TYPE_CHECKING:
-    from wearsync.crypto import TokenCipher
+from wearsync.crypto import TokenCipher, TokenKeyError, parse_cipher
+from wearsync.redirects import AllowedRedirect, parse_allowlist
 
 PROVIDER_NAMES = ("garmin", "strava", "polar", "suunto", "whoop")
 WEBHOOK_PATH_SECRET = "^(|[A-Za-z0-9_-]{16,128})$"  # unset, or hard to guess and one URL path segment
@@ -28,7 +29,10 @@ class ProviderSettings:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="WEARSYNC_", extra="ignore", populate_by_name=True)
+    # Validated on assignment too: what is parsed from a setting changes with it.
+    model_config = SettingsConfigDict(
+        env_prefix="WEARSYNC_", extra="ignore", populate_by_name=True, validate_assignment=True
+    )
 
     database_url: str = Field(
         "postgresql://postgres@127.0.0.1:5432/wearsync",
@@ -197,27 +201,36 @@ class Settings(BaseSettings):
             parse_rate_limits(value)
         return value
 
-    @field_validator("oauth_redirect_allowlist")
-    @classmethod
-    def _check_redirect_allowlist(cls, value: str) -> str:
-        from wearsync.oauth import parse_allowlist
+    # What WEARSYNC_TOKEN_KEYS and WEARSYNC_OAUTH_REDIRECT_ALLOWLIST hold, parsed once.
+    _cipher: TokenCipher | None = PrivateAttr(None)
+    _redirect_allowlist: tuple[AllowedRedirect, ...] = PrivateAttr(())
 
-        parse_allowlist(value)
-        return value
+    @model_validator(mode="after")
+    def _parse_on_validation(self) -> Self:
+        return self._parse()
 
-    @field_validator("token_keys")
-    @classmethod
-    def _check_token_keys(cls, value: str) -> str:
-        from wearsync.crypto import parse_keys
+    def _parse(self) -> Self:
+        self._cipher = parse_cipher(self.token_keys)
+        self._redirect_allowlist = parse_allowlist(self.oauth_redirect_allowlist)
+        return self
 
-        parse_keys(value)
-        return value
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy, with what it holds parsed again (a copy is not validated)."""
+        return super().model_copy(update=update, deep=deep)._parse()
 
-    def cipher(self) -> "TokenCipher":
+    def cipher(self) -> TokenCipher:
         """What encrypts and decrypts stored tokens; TokenKeyError without a key."""
-        from wearsync.crypto import cipher_for
+        if self._cipher is None:
+            raise TokenKeyError(
+                "WEARSYNC_TOKEN_KEYS is not set: OAuth tokens are stored encrypted. Generate a key with"
+                " `wearsync token-key generate` and set it."
+            )
+        return self._cipher
 
-        return cipher_for(self.token_keys)
+    @property
+    def redirect_allowlist(self) -> tuple[AllowedRedirect, ...]:
+        """Where an OAuth flow may send the user back to (wearsync.redirects)."""
+        return self._redirect_allowlist
 
     def provider(self, name: str) -> ProviderSettings:
         return ProviderSettings(

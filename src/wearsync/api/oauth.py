@@ -26,6 +26,7 @@ from wearsync.api.models import AuthorizeQuery, CallbackQuery
 from wearsync.api.views import own_user
 from wearsync.db import connections
 from wearsync.providers import PROVIDERS
+from wearsync.redirects import redirect_allowed
 
 log = structlog.get_logger(__name__)
 
@@ -41,7 +42,7 @@ async def authorize(request: web.Request) -> web.Response:
     browser to connect the provider."""
     query = validate(AuthorizeQuery, {**request.query, **request.match_info}, _AUTHORIZE_LOCATIONS)
     deps = request.app[DEPS]
-    if not oauth.redirect_allowed(query.redirect_uri, deps.settings.oauth_redirect_allowlist):
+    if not redirect_allowed(query.redirect_uri, deps.settings.redirect_allowlist):
         raise ApiError(403, REDIRECT_NOT_ALLOWED)
     provider, config = PROVIDERS[query.provider], deps.settings.provider(query.provider)
     if not config.client_id:
@@ -73,7 +74,7 @@ async def callback(request: web.Request) -> web.Response:
     auth = await oauth.take_authorization(deps.db, deps.settings.cipher(), query.provider, query.state)
     if auth is None:
         raise ApiError(403, UNKNOWN_STATE.format(provider=query.provider))
-    if not oauth.redirect_allowed(auth.redirect_uri, deps.settings.oauth_redirect_allowlist):
+    if not redirect_allowed(auth.redirect_uri, deps.settings.redirect_allowlist):
         raise ApiError(403, REDIRECT_NO_LONGER_ALLOWED)
     # The user as the caller knows them (auth.user_id is the user's key in every table).
     outcome = {"provider": auth.provider, "user_id": str(await connections.public_user_id(deps.db, auth.user_id))}
