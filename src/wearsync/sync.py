@@ -21,7 +21,7 @@ from wearsync.deps import Deps, context_for, credentials_for
 from wearsync.models import DataType, SyncParams, TaskStatus
 from wearsync.providers import PROVIDERS
 from wearsync.providers.core import Connection, PageBudget, Provider
-from wearsync.providers.errors import NotSupported, ProviderError, RateLimited
+from wearsync.providers.errors import JobSliceDone, NotSupported, ProviderError, RateLimited
 from wearsync.providers.tokens import Credentials
 
 log = structlog.get_logger(__name__)
@@ -46,7 +46,14 @@ async def run_task(deps: Deps, task_id: UUID, *, defer_rate_limits: bool = False
         log.info("task already finished or unknown, nothing to do")
         return None
     with metrics.task_run(task["provider"]) as run:
-        details, run.outcome = await _run_started(deps, task, defer_rate_limits)
+        try:
+            details, run.outcome = await _run_started(deps, task, defer_rate_limits)
+        except JobSliceDone:
+            run.outcome = "continued"
+            raise
+        except RateLimited:
+            run.outcome = "deferred"
+            raise
     return details
 
 

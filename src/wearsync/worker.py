@@ -15,7 +15,7 @@ from arq.constants import in_progress_key_prefix, job_key_prefix
 from arq.cron import cron
 from arq.worker import Worker, func
 
-from wearsync import metrics
+from wearsync import metrics, metrics_server
 from wearsync.db import TRANSIENT_DB_ERRORS, retention, service_pool_when_up, tasks, webhooks
 from wearsync.deps import Deps, create_http_client
 from wearsync.models import TaskStatus
@@ -241,7 +241,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings.cipher()  # no key, no start: tokens are never stored in clear
     if settings.worker_metrics_port:  # several workers on one host need a port each
         host, port = settings.worker_metrics_host, settings.worker_metrics_port
-        ctx["metrics"] = await metrics.start_server(host, port, settings.metrics_token)
+        ctx["metrics"] = await metrics_server.start_server(host, port, settings.metrics_token)
         log.info("serving metrics", url=f"http://{host}:{port}/metrics")
     db = await service_pool_when_up(settings, settings.db_pool_max + settings.webhook_worker_max_jobs)
     ctx["deps"] = Deps(settings=settings, db=db, http=create_http_client(settings, ctx["redis"]))

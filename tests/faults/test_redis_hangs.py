@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from tests.faults.servers import OwnRedis
-from wearsync import metrics
+from wearsync import metrics_server
 from wearsync.settings import Settings
 
 
@@ -37,23 +37,23 @@ async def test_a_scrape_cut_off_by_a_hung_redis_or_failed_releases_its_connectio
             warnings.simplefilter("always")
             try:
                 await redis.zadd(queue, {"ready-job": 0})
-                await metrics.count_open_work(db, redis, queue, f"{queue}:webhooks")
+                await metrics_server.count_open_work(db, redis, queue, f"{queue}:webhooks")
                 assert (queue_jobs("ready"), queue_jobs("deferred")) == (1, 0)
 
                 own_redis.pause()
                 try:
-                    await metrics.count_open_work(db, redis, queue, f"{queue}:webhooks", timeout_s=0.2)
+                    await metrics_server.count_open_work(db, redis, queue, f"{queue}:webhooks", timeout_s=0.2)
                     assert queue_jobs("ready") is None  # left out of the scrape
                 finally:
                     own_redis.resume()
 
                 broken = f"{queue}:broken"
                 await redis.set(broken, "not a sorted set")
-                await metrics.count_open_work(db, redis, broken, f"{queue}:webhooks")  # Redis answers WRONGTYPE
+                await metrics_server.count_open_work(db, redis, broken, f"{queue}:webhooks")  # Redis answers WRONGTYPE
                 assert queue_jobs("ready") is None
 
                 await redis.zadd(queue, {"deferred-job": time.time() * 1000 + 600_000})
-                await metrics.count_open_work(db, redis, queue, f"{queue}:webhooks")
+                await metrics_server.count_open_work(db, redis, queue, f"{queue}:webhooks")
                 # This scrape's answer, not the one still due to the scrape that was cut off.
                 assert (queue_jobs("ready"), queue_jobs("deferred")) == (1, 1)
             finally:

@@ -53,7 +53,7 @@ from wearsync.api.responses import (
     WebhookReceipt,
     WorkoutPage,
 )
-from wearsync.metrics import INVALID_TOKEN
+from wearsync.metrics_server import INVALID_TOKEN
 from wearsync.sync import NO_CONNECTION
 
 DOCS_DIR = Path(__file__).parent / "docs"  # index.html, and static/ (Swagger UI, shipped in the wheel)

@@ -10,7 +10,7 @@ import asyncpg
 import structlog
 from aiohttp import web
 
-from wearsync import metrics
+from wearsync import metrics_server
 from wearsync.api.common import APP_ID, DEPS, QUEUE, ApiError, json_body, json_response, validate
 from wearsync.api.models import ConnectionIn, ConnectionPath, ConnectionPut, SyncRequest, TaskPath, UserIn, UserPath
 from wearsync.api.quotas import OverLimit, sync_call_place
@@ -262,9 +262,9 @@ async def health(request: web.Request) -> web.Response:
 async def scrape(request: web.Request) -> web.StreamResponse:
     """GET /metrics: this process's metrics, with the queue depth and open tasks counted now."""
     deps = request.app[DEPS]
-    if not metrics.authorized(request, deps.settings.metrics_token):
-        raise ApiError(401, metrics.INVALID_TOKEN)
-    await metrics.count_open_work(
+    if not metrics_server.authorized(request, deps.settings.metrics_token):
+        raise ApiError(401, metrics_server.INVALID_TOKEN)
+    await metrics_server.count_open_work(
         deps.db, request.app[QUEUE], deps.settings.queue_name, webhook_queue_name(deps.settings)
     )
-    return await metrics.expose(request)
+    return await metrics_server.expose(request)
