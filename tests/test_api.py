@@ -76,6 +76,7 @@ FOREIGN_CALLS: dict[str, list[tuple[str, str, dict[str, Any] | None]]] = {
     **{name: [("GET", f"/api/v1/users/{{user}}/{name}", None)] for name in ("workouts", "sleep", "recovery", "daily")},
     "samples": [("GET", "/api/v1/users/{user}/samples?type=heart_rate", None)],
     "user-delete": [("DELETE", "/api/v1/users/{user}", None)],
+    "apple-health-upload": [("POST", "/api/v1/users/{user}/imports/apple-health", None)],
 }
 # Routes that name nobody's user or task: public ones (webhooks: tests/test_tenants.py walks them
 # with one account in two applications), and creating a user (below).

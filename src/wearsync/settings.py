@@ -1,7 +1,9 @@
 """Configuration from the environment; read once by whoever starts a process, never at import."""
 
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Self
 
 from pydantic import AliasChoices, Field, PrivateAttr, field_validator, model_validator
@@ -11,6 +13,9 @@ from wearsync.crypto import TokenCipher, TokenKeyError, parse_cipher
 from wearsync.redirects import AllowedRedirect, parse_allowlist
 
 PROVIDER_NAMES = ("garmin", "strava", "polar", "suunto", "whoop")
+# Where stored rows come from (their `provider`): the providers, and the files users import.
+IMPORT_SOURCES = ("apple_health",)
+DATA_SOURCES = (*PROVIDER_NAMES, *IMPORT_SOURCES)
 WEBHOOK_PATH_SECRET = "^(|[A-Za-z0-9_-]{16,128})$"  # unset, or hard to guess and one URL path segment
 
 
@@ -133,6 +138,13 @@ class Settings(BaseSettings):
     # A job that lost Redis waits this long for it to answer again, then goes on in a new job;
     # after that, its task is left queued for the reaper.
     redis_outage_wait_s: float = Field(30.0, ge=0)
+    # Apple Health exports uploaded to the API wait here, as `<task id>.zip`, until their import
+    # ends (kept for the rerun of a job a worker lost): a directory the API and every worker share.
+    import_dir: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()) / "wearsync-imports")
+    # The largest upload taken (413 past it), and the most export.xml may inflate to: a zip bomb
+    # is refused at upload from what the zip says, and cut off at this many bytes when it lies.
+    import_max_upload_bytes: int = Field(4 << 30, ge=1)
+    import_max_xml_bytes: int = Field(16 << 30, ge=1)
 
     garmin_api_url: str = "https://apis.garmin.com"
     garmin_auth_url: str = "https://diauth.garmin.com"

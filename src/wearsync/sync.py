@@ -18,6 +18,7 @@ import structlog
 from wearsync import metrics
 from wearsync.db import connections, tasks
 from wearsync.deps import Deps, context_for, credentials_for
+from wearsync.imports.jobs import IMPORTERS, run_import
 from wearsync.models import DataType, SyncParams, TaskStatus
 from wearsync.providers import PROVIDERS
 from wearsync.providers.core import Connection, PageBudget, Provider
@@ -47,7 +48,10 @@ async def run_task(deps: Deps, task_id: UUID, *, defer_rate_limits: bool = False
         return None
     with metrics.task_run(task["provider"]) as run:
         try:
-            details, run.outcome = await _run_started(deps, task, defer_rate_limits)
+            if task["provider"] in IMPORTERS:  # a file uploaded to import, not a provider's API to sync
+                details, run.outcome = await run_import(deps.db, deps.settings, task, deps.stopping)
+            else:
+                details, run.outcome = await _run_started(deps, task, defer_rate_limits)
         except JobSliceDone:
             run.outcome = "continued"
             raise

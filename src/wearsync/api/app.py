@@ -6,7 +6,7 @@ from aiohttp import web
 from arq import create_pool as create_redis_pool
 from arq.connections import RedisSettings
 
-from wearsync.api import data, oauth, openapi, views, webhooks
+from wearsync.api import data, imports, oauth, openapi, views, webhooks
 from wearsync.api.common import DEPS, KEY_CACHE, QUEUE
 from wearsync.api.middlewares import api_key_auth, errors, log_file_response, request_context
 from wearsync.api.quotas import DeliveryLimit
@@ -54,6 +54,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/api/v1/users/{user_id}/recovery", data.recovery, name="recovery")
     r.add_get("/api/v1/users/{user_id}/daily", data.daily, name="daily")
     r.add_get("/api/v1/users/{user_id}/samples", data.samples, name="samples")
+    r.add_post("/api/v1/users/{user_id}/imports/apple-health", imports.apple_health, name="apple-health-upload")
     r.add_post("/api/v1/webhooks/{provider}", webhooks.receive, name="webhook")
     r.add_post("/api/v1/webhooks/{provider}/{path_secret}", webhooks.receive, name="webhook-unsigned")
     r.add_get("/api/v1/webhooks/strava/{path_secret}", webhooks.strava_challenge, name="webhook-strava-validation")

@@ -27,7 +27,7 @@ from wearsync.api.common import DEPS, ApiError, json_response, validate
 from wearsync.api.models import ListQuery, SamplesQuery
 from wearsync.api.views import own_user
 from wearsync.db import changes, reads
-from wearsync.settings import PROVIDER_NAMES
+from wearsync.settings import DATA_SOURCES
 
 Query = TypeVar("Query", bound=ListQuery)
 Handler = Callable[[web.Request], Awaitable[web.Response]]
@@ -106,7 +106,7 @@ def sample_position(cursor: str | None) -> reads.SamplePosition | None:
         return None
     try:
         time, provider = _decode("samples", cursor)
-        if provider not in PROVIDER_NAMES:
+        if provider not in DATA_SOURCES:
             raise ValueError("not a provider")
         return _instant(time), provider
     except (ValueError, TypeError, OverflowError):

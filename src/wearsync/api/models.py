@@ -1,7 +1,7 @@
 """Request models: every query, path and body the API accepts is validated by one of these."""
 
 from datetime import UTC
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
@@ -16,9 +16,11 @@ from wearsync.models import (
     check_range,
     unix_or_iso,
 )
-from wearsync.settings import PROVIDER_NAMES
+from wearsync.settings import DATA_SOURCES, PROVIDER_NAMES
 
 assert set(PROVIDER_NAMES) == set(ProviderName.__args__)  # type: ignore[attr-defined]
+DataSource = Literal[ProviderName, "apple_health"]  # the `provider` of stored rows: imports too
+assert set(DATA_SOURCES) == set(get_args(DataSource))
 
 _TRUE, _FALSE = {"true", "1"}, {"false", "0"}
 
@@ -208,8 +210,9 @@ class CallbackQuery(BaseModel):
 
 # ---- the read API ---------------------------------------------------------------------------
 
-# Units: heart_rate bpm, steps count, energy kcal, spo2 percent, hrv_rmssd ms.
-SampleType = Literal["heart_rate", "steps", "energy", "spo2", "hrv_rmssd"]
+# Units: heart_rate and resting_heart_rate bpm, steps count, energy kcal, spo2 percent, hrv_rmssd and
+# hrv_sdnn ms (Apple Health measures SDNN).
+SampleType = Literal["heart_rate", "resting_heart_rate", "steps", "energy", "spo2", "hrv_rmssd", "hrv_sdnn"]
 PAGE_LIMIT, SAMPLES_PAGE_LIMIT = 100, 1000
 
 
@@ -221,7 +224,7 @@ class ListQuery(BaseModel):
     user_id: UUID
     start: UnixTime = Field(None, description="Rows whose time is at or after this (Unix seconds or ISO 8601)")
     end: UnixTime = Field(None, description="Rows whose time is before this (Unix seconds or ISO 8601)")
-    provider: ProviderName | None = Field(None, description="One provider's rows only")
+    provider: DataSource | None = Field(None, description="One provider's rows only (`apple_health`: imported ones)")
     cursor: str | None = Field(None, max_length=200, description="The previous page's `next_cursor`")
     order: Literal["time", "changes"] = Field(
         "time",

@@ -75,11 +75,13 @@ class Operation:
     media_type: str = "application/json"
     errors: Mapping[int, str] = field(default_factory=dict)  # error statuses besides the ones added below
     validated: bool = True  # params and body checked by pydantic (422); False: by the view itself
+    upload: bool = False  # the body is a file: the raw bytes, or a form's `file` field
     stateful: bool = True  # uses PostgreSQL or Redis (so may answer 503)
 
 
 TAGS = {
     "sync": "Start syncs of a user's data from a provider",
+    "imports": "Import files users export from their devices' apps (Apple Health)",
     "tasks": "Follow a sync task",
     "users": "Your application's users",
     "connections": "A user's connections to providers (OAuth tokens)",
@@ -193,6 +195,27 @@ OPERATIONS: dict[str, Operation] = {
             f" {REDIRECT_NO_LONGER_ALLOWED}"
         },
     ),
+    "apple-health-upload": Operation(
+        "imports",
+        "Import an Apple Health export.zip (the Health app's Export All Health Data): the body is the zip, or a"
+        " multipart form's `file` field; streamed to disk and checked, then a worker imports it into workouts,"
+        " sleep, daily activity and samples (202: follow the task at /api/v1/tasks/{task_id}). Importing again"
+        " adds nothing twice; an export that cannot be read fails its task naming why, and stores nothing",
+        UserPath,
+        upload=True,
+        ok=SyncQueued,
+        status=202,
+        validated=False,
+        errors=USER_NOT_FOUND
+        | {
+            400: "The form cannot be read",
+            409: "An Apple Health import of this user is already queued or running (the detail names it)",
+            413: "The upload is larger than WEARSYNC_IMPORT_MAX_UPLOAD_BYTES, or its export.xml inflates past"
+            " WEARSYNC_IMPORT_MAX_XML_BYTES (a zip bomb)",
+            422: "No body, not a zip archive, or a zip without export.xml (the detail says which)",
+            429: "The user or the application has as many tasks queued or running as it may (Retry-After)",
+        },
+    ),
     "workouts": Operation("data", "A user's workouts, by start time", ListQuery, ok=WorkoutPage, errors=USER_NOT_FOUND),
     "sleep": Operation("data", "A user's sleep, by start time", ListQuery, ok=SleepPage, errors=USER_NOT_FOUND),
     "recovery": Operation(
@@ -274,6 +297,14 @@ def _parameters(model: type[BaseModel], path: str, schemas: dict[str, Any]) -> l
     return parameters
 
 
+_FILE = {"type": "string", "format": "binary"}
+_UPLOAD = {
+    "application/zip": {"schema": _FILE},
+    "application/octet-stream": {"schema": _FILE},
+    "multipart/form-data": {"schema": {"type": "object", "properties": {"file": _FILE}, "required": ["file"]}},
+}
+
+
 def _json_content(schema: dict[str, Any], media_type: str = "application/json") -> dict[str, Any]:
     return {media_type: {"schema": schema}}
 
@@ -294,6 +325,8 @@ def _operation(
         operation["parameters"] = _parameters(op.params, path, schemas)
     if op.body is not None:
         operation["requestBody"] = {"required": op.body_required, "content": _json_content(types[("body", name)])}
+    if op.upload:
+        operation["requestBody"] = {"required": True, "content": _UPLOAD}
     return operation | {"responses": responses}
 
 

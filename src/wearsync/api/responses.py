@@ -10,8 +10,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from wearsync.api.models import SampleType
-from wearsync.models import DataType, ProviderName, TaskStatus
+from wearsync.api.models import DataSource, SampleType
+from wearsync.models import DataType, TaskStatus
 
 
 class Error(BaseModel):
@@ -43,17 +43,23 @@ class SyncResult(BaseModel):
     task_id: UUID
 
 
+TaskType = DataType | Literal["import"]  # `import`: an import's one step
+
+
 class TypeProgress(BaseModel):
     status: Literal["queued", "running", "waiting", "awaiting_delivery", "succeeded", "failed"] = Field(
         description="awaiting_delivery: asked for, the data comes later by webhook (Garmin)"
     )
-    pages: int = Field(description="upstream pages stored so far")
+    pages: int = Field(description="upstream pages stored so far (an import: batches written)")
     pages_total: int | None = Field(description="pages this sync will fetch, when the provider says")
     records: dict[str, int] = Field(description="rows stored, by kind (workouts, sleep, ...)")
     error: str | None
     resumes_at: datetime | None = Field(
         None, description="while `waiting` for a rate limit: when the sync goes on (the task stays running)"
     )
+    bytes_read: int | None = Field(None, description="an import: bytes of export.xml read so far (uncompressed)")
+    bytes_total: int | None = Field(None, description="an import: bytes of export.xml in all")
+    skipped: dict[str, int] | None = Field(None, description="an import: records of types not imported, by type")
 
 
 class BackfillWindow(BaseModel):
@@ -80,13 +86,13 @@ class Backfill(BaseModel):
 class Task(BaseModel):
     task_id: UUID
     user_id: UUID
-    provider: ProviderName
+    provider: DataSource
     mode: Literal["async", "sync", "scheduled"]
-    data_types: list[DataType]
+    data_types: list[TaskType]
     params: dict[str, Any] = Field(description="the sync parameters the provider reads")
     status: TaskStatus
-    progress: dict[DataType, TypeProgress]
-    result: dict[DataType, bool] | None = Field(description="per data type, once the task is final")
+    progress: dict[TaskType, TypeProgress]
+    result: dict[TaskType, bool] | None = Field(description="per data type, once the task is final")
     error: str | None
     attempts: int
     created_at: datetime
@@ -107,7 +113,7 @@ class Connection(BaseModel):
     """A user's connection to a provider. Its tokens never leave the service."""
 
     user_id: UUID
-    provider: ProviderName
+    provider: DataSource
     provider_user_id: str
     expires_at: datetime | None
     scopes: list[str]
@@ -130,7 +136,7 @@ class AuthorizationStarted(BaseModel):
     """Send the user's browser to `authorization_url`; the provider sends it back to wearsync, which
     sends it on to your `redirect_uri` with the outcome."""
 
-    provider: ProviderName
+    provider: DataSource
     user_id: UUID
     authorization_url: str = Field(description="the provider's authorization page, with our client id, scopes, state")
     state: str = Field(description="single use; bound to the user and your application")
@@ -139,7 +145,7 @@ class AuthorizationStarted(BaseModel):
 
 class Disconnected(BaseModel):
     user_id: UUID
-    provider: ProviderName
+    provider: DataSource
     active: Literal[False]
     upstream_revoked: bool = Field(description="the provider withdrew our access to the account")
     upstream_error: str | None = Field(description="why not, when it did not (the connection is inactive all the same)")
@@ -152,7 +158,7 @@ class Disconnected(BaseModel):
 
 
 class Revocation(BaseModel):
-    provider: ProviderName
+    provider: DataSource
     upstream_revoked: bool = Field(description="the provider withdrew our access to the account")
     upstream_error: str | None = Field(description="why not, when it did not")
     revocation: Literal["revoked", "retrying", "failed", "not_offered", "shared"] = Field(
@@ -185,7 +191,7 @@ class UserDeleted(BaseModel):
 
 class StoredRecord(BaseModel):
     id: int = Field(description="wearsync's id of the row; ties in time are ordered by it")
-    provider: ProviderName
+    provider: DataSource
     provider_record_id: str = Field(description="the provider's id of the record (unique per user and provider)")
     created_at: datetime = Field(description="when wearsync first stored the record")
     updated_at: datetime = Field(description="when wearsync last stored a change of it upstream")
@@ -268,10 +274,13 @@ class DailyRecord(StoredRecord):
 class SampleRecord(BaseModel):
     """One point of a time series; listed by `recorded_at`, then provider."""
 
-    provider: ProviderName
+    provider: DataSource
     type: SampleType
     recorded_at: datetime
-    value: float = Field(description="heart_rate bpm, steps count, energy kcal, spo2 percent, hrv_rmssd ms")
+    value: float = Field(
+        description="heart_rate and resting_heart_rate bpm, steps count, energy kcal, spo2 percent, hrv_rmssd and"
+        " hrv_sdnn ms"
+    )
     raw: dict[str, Any] | None = Field(None, description="the JSON it came from, only with `include_raw=true`")
 
 

@@ -21,7 +21,7 @@ from uuid import UUID
 import asyncpg
 
 from wearsync.db import Executor
-from wearsync.settings import PROVIDER_NAMES
+from wearsync.settings import DATA_SOURCES
 
 # A list's position: the last row's (time, tiebreak).
 RecordPosition = tuple[datetime | date, int]
@@ -135,7 +135,7 @@ async def read_records(
 def _samples_branch(provider: str) -> str:
     """One provider's samples after the position: a range of the primary key. Its provider being
     fixed, (recorded_at, provider) > ($3, $4) is recorded_at > $3, or = $3 when it sorts after $4."""
-    assert provider.isalpha()  # a name from PROVIDER_NAMES, written into the SQL
+    assert provider.replace("_", "").isalpha()  # a name from DATA_SOURCES, written into the SQL
     p = f"'{provider}'"
     return f"""(
         SELECT provider, sample_type AS type, recorded_at, value, CASE WHEN $7 THEN raw END AS raw
@@ -151,7 +151,7 @@ def _samples_branch(provider: str) -> str:
 
 # Every provider's branch; a provider filter turns the others off (a one-time filter, no scan).
 SAMPLES_SQL = f"""
-    SELECT * FROM ({" UNION ALL ".join(_samples_branch(p) for p in PROVIDER_NAMES)}) AS page
+    SELECT * FROM ({" UNION ALL ".join(_samples_branch(p) for p in DATA_SOURCES)}) AS page
     ORDER BY recorded_at, provider
     LIMIT $8
 """
