@@ -57,13 +57,15 @@ mutate: install
 test-faults: install
 	$(BIN)/pytest tests/faults $(PYTEST_ARGS)
 
-# The real processes against PostgreSQL and Redis; prints a table, writes bench/results.md and .png.
+# The real processes against PostgreSQL and Redis; prints a table, writes bench/results.md and .png,
+# then the import of a generated 1 GB Apple Health export (bench/apple_health.md).
 $(VENV)/.bench-installed: $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	touch $@
 
 bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.apple_health
 
 # 1,000 users syncing at once against slow, failing simulators: nothing lost, memory flat (bench/soak.md).
 soak: install
