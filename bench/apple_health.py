@@ -32,8 +32,9 @@ def export_of(mb: int) -> tuple[Path, ExportSummary]:
     log(f"writing a {mb} MB export to {path} ...")
     started = time.monotonic()
     summary = write_export(path, days=days_for(mb << 20), compresslevel=1)
-    log(f"    {summary.records:,} records, {summary.xml_bytes / 2**20:.0f} MB of XML, {summary.zip_bytes / 2**20:.0f} MB"
-        f" zipped, in {time.monotonic() - started:.0f} s")  # fmt: skip
+    xml_mb, zip_mb = summary.xml_bytes / 2**20, summary.zip_bytes / 2**20
+    log(f"    {summary.records:,} records, {xml_mb:.0f} MB of XML, {zip_mb:.0f} MB zipped,"
+        f" in {time.monotonic() - started:.0f} s")  # fmt: skip
     return path, summary
 
 
@@ -64,6 +65,7 @@ async def measure(run: Run, path: Path, summary: ExportSummary) -> str:
     stored = sum(rows.values())
     rate = summary.records / seconds
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    xml_mb, zip_mb = summary.xml_bytes / 2**20, summary.zip_bytes / 2**20
     verdict = "met" if rate >= GOAL_RECORDS_PER_S else "missed"
     memory = "met" if max(worker_peak_mb, api_peak_mb) < GOAL_PEAK_MB else "missed"
     return f"""# Apple Health import: measured
@@ -74,7 +76,7 @@ load average {load} at the end, shared with whatever else ran).
 
 | measure | value | goal |
 | --- | --- | --- |
-| export.xml | {summary.xml_bytes / 2**20:,.0f} MB ({summary.zip_bytes / 2**20:,.0f} MB zipped), {summary.days} days | 1 GB |
+| export.xml | {xml_mb:,.0f} MB ({zip_mb:,.0f} MB zipped), {summary.days} days | 1 GB |
 | records parsed and stored (Record, Workout, ActivitySummary) | {summary.records:,} in {seconds:.1f} s | |
 | **rate** | **{rate:,.0f} records/s** ({stored / seconds:,.0f} rows/s) | >= {GOAL_RECORDS_PER_S:,} ({verdict}) |
 | rows stored | {stored:,}: {", ".join(f"{t} {n:,}" for t, n in rows.items() if n)} | |
