@@ -77,10 +77,12 @@ FOREIGN_CALLS: dict[str, list[tuple[str, str, dict[str, Any] | None]]] = {
     "samples": [("GET", "/api/v1/users/{user}/samples?type=heart_rate", None)],
     "user-delete": [("DELETE", "/api/v1/users/{user}", None)],
     "apple-health-upload": [("POST", "/api/v1/users/{user}/imports/apple-health", None)],
+    "connect-link": [("POST", "/api/v1/users/{user}/connect-link", None)],
 }
 # Routes that name nobody's user or task: public ones (webhooks: tests/test_tenants.py walks them
-# with one account in two applications), and creating a user (below).
-NAMING_NO_USER = PUBLIC_ROUTES | {"users"}
+# with one account in two applications), creating a user (below), and the dashboard's lists of the
+# application's own (tests/test_dashboard.py shows another application's key none of it).
+NAMING_NO_USER = PUBLIC_ROUTES | {"users"} | {"dashboard-users", "dashboard-tasks", "dashboard-webhook-events"}
 
 
 async def test_a_key_sees_only_its_applications_users(client: Client, factory: Factory, db: asyncpg.Pool) -> None:

@@ -172,7 +172,8 @@ async def test_make_run_demo_end_to_end(dev_run: DevRun) -> None:
     assert user, banner
     assert sim, banner
     commands = printed_commands(banner, key.group(1))
-    assert len(commands) == 8, banner
+    assert len(commands) == 9, banner
+    assert re.search(r"dashboard\s+http://\S+/dashboard\s", banner), banner
 
     async with aiohttp.ClientSession() as session:
         queued = await run_curl(session, commands[0])
@@ -243,6 +244,12 @@ async def test_make_run_demo_end_to_end(dev_run: DevRun) -> None:
 
     async with aiohttp.ClientSession() as session:
         await connect_by_oauth(session, banner, commands[7], commands[1])
+        # The printed connect link opens the hosted connect page, which offers every provider.
+        link = await run_curl(session, commands[8])
+        async with session.get(link["url"]) as page:
+            assert page.status == 200, await page.text()
+            offered = re.findall(r'<li data-provider="(\w+)">', await page.text())
+        assert offered == ["garmin", "polar", "strava", "suunto", "whoop"], offered
     await operator_cli(banner, key.group(1))
 
     # make run's rate limits are high in the simulators and in our limiter: well past Suunto's real

@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from wearsync.api.app import create_app
+from wearsync.api.dashboard import WEB_DIR
 from wearsync.api.middlewares import INVALID_KEY, PUBLIC_ROUTES
 from wearsync.api.openapi import DOCS_DIR, UndocumentedRoute, document
 from wearsync.settings import Settings
@@ -111,13 +112,16 @@ async def test_docs_with_a_trailing_slash_redirects_to_docs(client: Client) -> N
 
 
 def test_the_wheel_ships_the_docs_files(tmp_path: Path) -> None:
-    """/docs works from an installed wheel, not only from this checkout: its files are package data."""
+    """/docs and /dashboard work from an installed wheel, not only from this checkout: their files
+    are package data."""
     root = Path(__file__).resolve().parent.parent
     wheel = next(iter(WheelBuilder(str(root)).build(directory=str(tmp_path), versions=["standard"])))
     names = set(zipfile.ZipFile(wheel).namelist())
     package = root / "src" / "wearsync"
-    docs = {f"wearsync/{path.relative_to(package).as_posix()}" for path in DOCS_DIR.rglob("*") if path.is_file()}
+    files = [path for folder in (DOCS_DIR, WEB_DIR) for path in folder.rglob("*") if path.is_file()]
+    docs = {f"wearsync/{path.relative_to(package).as_posix()}" for path in files}
     assert "wearsync/api/docs/static/swagger-ui/swagger-ui-bundle.js" in docs
+    assert "wearsync/api/web/static/dashboard.js" in docs
     assert docs <= names, sorted(docs - names)
 
 

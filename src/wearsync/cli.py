@@ -1,17 +1,19 @@
-"""`wearsync` command line: api, worker, migrate, sim, api-key create|list|revoke, dev; and the operators'
-commands sync, tasks, connections (wearsync.operate)."""
+"""`wearsync` command line: api, worker, migrate, sim, api-key create|list|revoke, connect-link, dev; and
+the operators' commands sync, tasks, connections (wearsync.operate)."""
 
 import argparse
 import asyncio
 import errno
 import socket
 import sys
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import ValidationError
 
 from wearsync import operate
+from wearsync.connect_links import DEFAULT_TTL_S, MAX_TTL_S
 from wearsync.logging import capture_stray_output, configure_logging
 from wearsync.settings import Settings
 
@@ -141,6 +143,30 @@ def _api_key_create(settings: Settings, args: argparse.Namespace) -> None:
     print("Store this key now: it is not shown again (only its hash is kept).", file=sys.stderr)
 
 
+def _link_ttl(text: str) -> int:
+    seconds = int(text)
+    if not 60 <= seconds <= MAX_TTL_S:
+        raise argparse.ArgumentTypeError(f"must be 60 to {MAX_TTL_S} seconds")
+    return seconds
+
+
+def _connect_link(settings: Settings, args: argparse.Namespace) -> None:
+    from wearsync.connect_links import mint
+    from wearsync.db import operators
+    from wearsync.redirects import redirect_allowed
+
+    if args.redirect_uri and not redirect_allowed(args.redirect_uri, settings.redirect_allowlist):
+        sys.exit(f"error: WEARSYNC_OAUTH_REDIRECT_ALLOWLIST does not allow {args.redirect_uri}")
+    app_id = asyncio.run(
+        _with_db(settings.database_url, lambda c: operators.application_of_user(c, args.application, args.user_id))
+    )
+    if app_id is None:
+        sys.exit(f"error: application {args.application!r} has no user {args.user_id}")
+    url, expires_at = mint(settings, app_id, args.user_id, args.redirect_uri, args.ttl)
+    print(url)
+    print(f"Valid until {expires_at:%Y-%m-%d %H:%M} UTC: send it to the user.", file=sys.stderr)
+
+
 def _dev(settings: Settings, args: argparse.Namespace) -> None:
     from wearsync.dev import run_dev
 
@@ -184,6 +210,13 @@ def parser() -> argparse.ArgumentParser:
     token_actions.add_parser(
         "rotate", help="re-encrypt every stored token under the first key of WEARSYNC_TOKEN_KEYS"
     ).set_defaults(run=_token_key_rotate)
+    link = sub.add_parser("connect-link", help="print a link to the hosted connect page for a user")
+    link.add_argument("user_id", type=uuid.UUID, help="the user's id, as the API names it")
+    link.add_argument("--application", "--app", required=True, help="the user's application")
+    link.add_argument("--redirect-uri", help="where the flow ends (default: wearsync's own result page)")
+    link.add_argument("--ttl", type=_link_ttl, default=DEFAULT_TTL_S, metavar="SECONDS",
+                      help=f"how long the link works, 60 to {MAX_TTL_S} (default: {DEFAULT_TTL_S})")  # fmt: skip
+    link.set_defaults(run=_connect_link)
     dev = sub.add_parser("dev", help="run everything locally with a demo user (make run)")
     dev.add_argument("--data-dir", default=".wearsync", help="where embedded PostgreSQL and Redis keep data")
     dev.add_argument("--port", type=int, default=8080)

@@ -289,6 +289,7 @@ def banner(api_url: str, sim_url: str, key: str, operator_env: str) -> str:
 wearsync is running.
   API        {api_url}        (health: {api_url}/health, metrics: {api_url}/metrics)
   API docs   {api_url}/docs
+  dashboard  {api_url}/dashboard  (sign in with the key below)
   simulators {sim_url}
   demo user  {user}  (connected to: {", ".join(DEMO_PROVIDERS)})
   API key    {key}
@@ -326,6 +327,10 @@ Try:
   # Strava signs alice in and approves, wearsync stores the connection, queues a first sync and
   # sends the browser on to http://localhost:3000/connected?...&status=connected&task_id=...
   # (nothing listens there: the address bar shows the outcome)
+
+  # or let alice pick providers on the hosted connect page: make her a link (valid for an hour) and
+  # open its url in a browser; the simulated provider shows its consent page (approve or deny)
+  curl -s -X POST -H "X-API-Key: $WEARSYNC_KEY" "{base}/users/{alice}/connect-link"
 
   # the operator CLI, on the same servers
   export {operator_env}

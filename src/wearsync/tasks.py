@@ -149,6 +149,12 @@ async def _outcome(db: asyncpg.Pool, task_id: UUID, poll_s: float = 0.2) -> dict
         await asyncio.sleep(poll_s)
 
 
+def shown_progress(progress: dict[str, Any]) -> dict[str, Any]:
+    """A task's progress as the API shows it: without `done` (which pages are stored, for a rerun
+    to skip), the worker's bookkeeping."""
+    return {t: {k: v for k, v in p.items() if k != "done"} for t, p in progress.items()}
+
+
 async def describe_task(db: asyncpg.Pool, task_id: UUID, app_id: UUID | None = None) -> dict[str, Any] | None:
     """A task as `GET /api/v1/tasks/{id}` shows it (None if unknown, or another application's)."""
     row = await tasks_db.get_task(db, task_id) if app_id is None else await tasks_db.get_task_shown(db, task_id, app_id)
@@ -156,8 +162,7 @@ async def describe_task(db: asyncpg.Pool, task_id: UUID, app_id: UUID | None = N
         return None
     task = dict(row)
     started, finished = task["started_at"], task["finished_at"]
-    # `done` (which pages are stored, for a rerun to skip) is the worker's bookkeeping.
-    task["progress"] = {t: {k: v for k, v in p.items() if k != "done"} for t, p in task["progress"].items()}
+    task["progress"] = shown_progress(task["progress"])
     if task["provider"] == "garmin":  # its data comes by webhook: what was asked, what has come
         task["backfill"] = await garmin_backfills.garmin_backfill_summary(db, task_id)
     return {

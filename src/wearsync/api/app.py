@@ -6,7 +6,7 @@ from aiohttp import web
 from arq import create_pool as create_redis_pool
 from arq.connections import RedisSettings
 
-from wearsync.api import data, imports, oauth, openapi, views, webhooks
+from wearsync.api import connect, dashboard, data, imports, oauth, openapi, views, webhooks
 from wearsync.api.common import DEPS, KEY_CACHE, QUEUE
 from wearsync.api.middlewares import api_key_auth, errors, log_file_response, request_context
 from wearsync.api.quotas import DeliveryLimit
@@ -62,6 +62,15 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/docs", openapi.docs_page, name="docs")
     r.add_get("/docs/", openapi.docs_redirect, name="docs-slash")
     r.add_static("/docs/static", openapi.DOCS_DIR / "static", name="docs-static")
+    r.add_get("/dashboard", dashboard.page, name="dashboard")
+    r.add_static("/dashboard/static", dashboard.WEB_DIR / "static", name="dashboard-static")
+    r.add_get("/api/v1/dashboard/users", dashboard.users, name="dashboard-users")
+    r.add_get("/api/v1/dashboard/tasks", dashboard.tasks, name="dashboard-tasks")
+    r.add_get("/api/v1/dashboard/webhook-events", dashboard.webhook_events, name="dashboard-webhook-events")
+    r.add_post("/api/v1/users/{user_id}/connect-link", connect.create_link, name="connect-link")
+    r.add_get("/connect/result", connect.connect_result, name="connect-result")
+    r.add_get("/connect/{user_id}", connect.connect_page, name="connect-page")
+    r.add_get("/connect/{user_id}/{provider}", connect.connect_start, name="connect-start")
 
 
 def create_app(settings: Settings | None = None) -> web.Application:

@@ -19,7 +19,8 @@ log = structlog.get_logger("wearsync.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Webhooks carry no API key: each provider's own signature or verify token is checked instead;
 # /metrics has its own optional token (Prometheus sends no API key); the API's docs are public; nor
-# does a browser sent back by a provider carry a key: the OAuth state authenticates it.
+# does a browser sent back by a provider carry a key: the OAuth state authenticates it; nor do the
+# dashboard's files, nor the hosted connect pages (their link's signed token is the check).
 PUBLIC_ROUTES = frozenset(
     {
         "health",
@@ -32,6 +33,11 @@ PUBLIC_ROUTES = frozenset(
         "docs-slash",
         "docs-static",
         "oauth-callback",
+        "dashboard",  # the page signs in itself, and calls the API with the key it was given
+        "dashboard-static",
+        "connect-page",  # a connect link's signed token authenticates these
+        "connect-start",
+        "connect-result",
     }
 )
 INVALID_KEY = "Invalid or missing API key"

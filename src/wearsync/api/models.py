@@ -6,12 +6,14 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
+from wearsync.connect_links import DEFAULT_TTL_S, MAX_TTL_S
 from wearsync.models import (
     PageOffset,
     PageSize,
     ProviderName,
     Requested,
     SyncParams,
+    TaskStatus,
     UnixSeconds,
     check_range,
     unix_or_iso,
@@ -174,6 +176,9 @@ class StravaChallengeQuery(BaseModel):
     hub_verify_token: str = Field(alias="hub.verify_token")
 
 
+REDIRECT_URI_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[\x21-\x7e]+$"
+
+
 class AuthorizeQuery(BaseModel):
     """`GET /api/v1/oauth/{provider}/authorize`: whom to connect, and where to send them back."""
 
@@ -182,7 +187,7 @@ class AuthorizeQuery(BaseModel):
     provider: ProviderName
     user_id: UUID
     redirect_uri: str = Field(
-        max_length=2048, pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[\x21-\x7e]+$",
+        max_length=2048, pattern=REDIRECT_URI_PATTERN,
         description="where the user ends up, with the outcome in the query; an absolute http(s) URL that"
         " WEARSYNC_OAUTH_REDIRECT_ALLOWLIST allows (else 403)",
     )  # fmt: skip
@@ -245,3 +250,61 @@ class ListQuery(BaseModel):
 class SamplesQuery(ListQuery):
     type: SampleType = Field(description="The time series to read")
     limit: int = Field(50, ge=1, le=SAMPLES_PAGE_LIMIT, description="Samples per page")
+
+
+# ---- the dashboard and the hosted connect page ------------------------------------------------
+
+
+class ConnectLinkIn(BaseModel):
+    """`POST /api/v1/users/{user_id}/connect-link`: where the flow ends, and how long the link works."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    redirect_uri: str | None = Field(
+        None, max_length=2048, pattern=REDIRECT_URI_PATTERN,
+        description="where the user ends up, with the outcome in the query as after `GET /api/v1/oauth/{provider}"
+        "/authorize`; WEARSYNC_OAUTH_REDIRECT_ALLOWLIST must allow it (else 403). Absent: wearsync's own result page",
+    )  # fmt: skip
+    ttl_s: int = Field(DEFAULT_TTL_S, ge=60, le=MAX_TTL_S, description="seconds the link works for")
+
+
+class ConnectPagePath(BaseModel):
+    """A page of the hosted connect flow: the link's user, and its signed token."""
+
+    user_id: UUID
+    token: str = Field(description="the token of a link made by `POST /api/v1/users/{user_id}/connect-link`")
+
+
+class ConnectStartPath(ConnectPagePath):
+    provider: ProviderName
+
+
+class ConnectResultQuery(BaseModel):
+    """Where a flow from a link without a redirect URI ends (the callback's outcome parameters)."""
+
+    status: Literal["connected", "error"]
+    provider: ProviderName
+    error: str | None = Field(None, description="the error code, as the OAuth callback names it")
+
+
+DASHBOARD_LIMIT = 200
+
+
+class DashboardUsersQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(50, ge=1, le=DASHBOARD_LIMIT, description="users per page, newest first")
+    offset: int = Field(0, ge=0, le=1_000_000, description="users to skip")
+
+
+class DashboardTasksQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: TaskStatus | None = Field(None, description="one status only")
+    limit: int = Field(50, ge=1, le=DASHBOARD_LIMIT, description="tasks, newest first")
+
+
+class DashboardEventsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(50, ge=1, le=DASHBOARD_LIMIT, description="events, newest first")

@@ -16,17 +16,20 @@ allow-list does not allow is a 403.
 """
 
 from datetime import UTC, datetime
+from uuid import UUID
 
 import structlog
 from aiohttp import web
 
-from wearsync import oauth
+from wearsync import connect_links, oauth
 from wearsync.api.common import APP_ID, DEPS, QUEUE, ApiError, json_response, validate
 from wearsync.api.models import AuthorizeQuery, CallbackQuery
 from wearsync.api.views import own_user
 from wearsync.db import connections
+from wearsync.deps import Deps
 from wearsync.providers import PROVIDERS
 from wearsync.redirects import redirect_allowed
+from wearsync.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -44,26 +47,39 @@ async def authorize(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     if not redirect_allowed(query.redirect_uri, deps.settings.redirect_allowlist):
         raise ApiError(403, REDIRECT_NOT_ALLOWED)
-    provider, config = PROVIDERS[query.provider], deps.settings.provider(query.provider)
-    if not config.client_id:
-        upper = provider.name.upper()
-        raise ApiError(503, f"Provider '{provider.name}' is not configured: set WEARSYNC_{upper}_CLIENT_ID and _SECRET")
+    refuse_unconfigured(deps.settings, query.provider)
     user = await own_user(request, query.user_id)
-    auth = await oauth.start_authorization(
-        deps.db, deps.settings.cipher(), app_id=request[APP_ID], user_id=user["id"], provider=provider,
-        redirect_uri=query.redirect_uri, ttl_s=deps.settings.oauth_state_ttl_s, move=query.move,
-    )  # fmt: skip
-    url = oauth.authorization_url(
-        provider, config, callback=oauth.callback_url(deps.settings, provider.name), state=auth.state,
-        verifier=auth.code_verifier,
-    )  # fmt: skip
+    auth, url = await begin(deps, request[APP_ID], user["id"], query.provider, query.redirect_uri, query.move)
     return json_response({
-        "provider": provider.name,
+        "provider": query.provider,
         "user_id": query.user_id,
         "authorization_url": url,
         "state": auth.state,
         "expires_at": auth.expires_at,
     })  # fmt: skip
+
+
+def refuse_unconfigured(settings: Settings, provider: str) -> None:
+    if not settings.provider(provider).client_id:
+        upper = provider.upper()
+        raise ApiError(503, f"Provider '{provider}' is not configured: set WEARSYNC_{upper}_CLIENT_ID and _SECRET")
+
+
+async def begin(
+    deps: Deps, app_id: UUID, user_id: UUID, provider_name: str, redirect_uri: str, move: bool = False
+) -> tuple[oauth.Authorization, str]:
+    """A flow started for the user (by its key): its authorization, and the provider's page to send
+    the browser to."""
+    provider, config = PROVIDERS[provider_name], deps.settings.provider(provider_name)
+    auth = await oauth.start_authorization(
+        deps.db, deps.settings.cipher(), app_id=app_id, user_id=user_id, provider=provider,
+        redirect_uri=redirect_uri, ttl_s=deps.settings.oauth_state_ttl_s, move=move,
+    )  # fmt: skip
+    url = oauth.authorization_url(
+        provider, config, callback=oauth.callback_url(deps.settings, provider.name), state=auth.state,
+        verifier=auth.code_verifier,
+    )  # fmt: skip
+    return auth, url
 
 
 async def callback(request: web.Request) -> web.Response:
@@ -74,7 +90,9 @@ async def callback(request: web.Request) -> web.Response:
     auth = await oauth.take_authorization(deps.db, deps.settings.cipher(), query.provider, query.state)
     if auth is None:
         raise ApiError(403, UNKNOWN_STATE.format(provider=query.provider))
-    if not redirect_allowed(auth.redirect_uri, deps.settings.redirect_allowlist):
+    # The built-in result page of a connect link's flow is ours: no allow-list entry is needed for it.
+    ours = auth.redirect_uri == connect_links.result_url(deps.settings)
+    if not ours and not redirect_allowed(auth.redirect_uri, deps.settings.redirect_allowlist):
         raise ApiError(403, REDIRECT_NO_LONGER_ALLOWED)
     # The user as the caller knows them (auth.user_id is the user's key in every table).
     outcome = {"provider": auth.provider, "user_id": str(await connections.public_user_id(deps.db, auth.user_id))}

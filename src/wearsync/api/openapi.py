@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter
 
+from wearsync.api.connect import BAD_LINK
 from wearsync.api.middlewares import INVALID_KEY, PUBLIC_ROUTES
 from wearsync.api.models import (
     AuthorizeQuery,
@@ -23,6 +24,13 @@ from wearsync.api.models import (
     ConnectionIn,
     ConnectionPath,
     ConnectionPut,
+    ConnectLinkIn,
+    ConnectPagePath,
+    ConnectResultQuery,
+    ConnectStartPath,
+    DashboardEventsQuery,
+    DashboardTasksQuery,
+    DashboardUsersQuery,
     ListQuery,
     SamplesQuery,
     StravaChallengeQuery,
@@ -37,7 +45,11 @@ from wearsync.api.oauth import REDIRECT_NO_LONGER_ALLOWED, REDIRECT_NOT_ALLOWED,
 from wearsync.api.responses import (
     AuthorizationStarted,
     Connection,
+    ConnectLink,
     DailyPage,
+    DashboardTasks,
+    DashboardUsers,
+    DashboardWebhookEvents,
     Disconnected,
     Error,
     Health,
@@ -76,6 +88,7 @@ class Operation:
     errors: Mapping[int, str] = field(default_factory=dict)  # error statuses besides the ones added below
     validated: bool = True  # params and body checked by pydantic (422); False: by the view itself
     upload: bool = False  # the body is a file: the raw bytes, or a form's `file` field
+    html_errors: bool = False  # a page for people: its own errors are pages too (the middleware's stay JSON)
     stateful: bool = True  # uses PostgreSQL or Redis (so may answer 503)
 
 
@@ -88,6 +101,7 @@ TAGS = {
     "data": "A user's stored data, oldest first, a page at a time: pass `next_cursor` back as `cursor`;"
     " `order=changes`: the change feed, rows in the order they were stored or changed, to poll",
     "webhooks": "Receivers of the providers' notifications (signed by the provider; no API key)",
+    "dashboard": "What the dashboard at /dashboard reads besides the rest of the API",
     "meta": "Health, metrics and documentation",
 }
 
@@ -225,6 +239,69 @@ OPERATIONS: dict[str, Operation] = {
     "samples": Operation(
         "data", "One time series of a user, by time", SamplesQuery, ok=SamplePage, errors=USER_NOT_FOUND
     ),
+    "dashboard": Operation(
+        "dashboard",
+        "The dashboard: a page that signs in with an API key and shows the application's users, their"
+        " connections' health, tasks, webhook events and data",
+        ok=str,
+        media_type="text/html",
+        stateful=False,
+    ),
+    "dashboard-users": Operation(
+        "dashboard",
+        "The application's users, newest first, each with its connections' health",
+        DashboardUsersQuery,
+        ok=DashboardUsers,
+    ),
+    "dashboard-tasks": Operation(
+        "dashboard", "The application's latest tasks, newest first", DashboardTasksQuery, ok=DashboardTasks
+    ),
+    "dashboard-webhook-events": Operation(
+        "dashboard",
+        "The latest webhook events received for the application's users, newest first",
+        DashboardEventsQuery,
+        ok=DashboardWebhookEvents,
+    ),
+    "connect-link": Operation(
+        "connections",
+        "Make a link to the hosted connect page for a user (signed, not stored): send it to them to connect"
+        " their providers",
+        UserPath,
+        body=ConnectLinkIn,
+        body_required=False,
+        ok=ConnectLink,
+        errors={403: REDIRECT_NOT_ALLOWED, 404: "User not found"},
+    ),
+    "connect-page": Operation(
+        "connections",
+        "The hosted connect page of a link: the providers to connect (a page for people)",
+        ConnectPagePath,
+        ok=str,
+        media_type="text/html",
+        validated=False,
+        html_errors=True,
+        errors={403: BAD_LINK, 404: BAD_LINK},
+    ),
+    "connect-start": Operation(
+        "connections",
+        "From the connect page: start a provider's OAuth flow, redirecting to its authorization page",
+        ConnectStartPath,
+        status=302,
+        validated=False,
+        html_errors=True,
+        errors={403: BAD_LINK, 404: f"{BAD_LINK} Or: the provider is not set up"},
+    ),
+    "connect-result": Operation(
+        "connections",
+        "Where a flow from a connect link without a redirect URI ends: says whether it connected",
+        ConnectResultQuery,
+        ok=str,
+        media_type="text/html",
+        validated=False,
+        html_errors=True,
+        errors={400: "Not the outcome of a flow"},
+        stateful=False,
+    ),
     "webhook": _webhook(
         "Receive a provider's notification", WebhookPath, "Invalid webhook signature", "No webhook for provider"
     ),
@@ -317,7 +394,10 @@ def _operation(
     if op.ok is not None:
         responses[str(op.status)]["content"] = _json_content(types[("ok", name)], op.media_type)
     for status, description in _error_statuses(name, op).items():
-        responses[str(status)] = {"description": description, "content": _json_content(error_ref)}
+        content = _json_content(error_ref)
+        if op.html_errors:
+            content |= _json_content({"type": "string"}, "text/html")
+        responses[str(status)] = {"description": description, "content": content}
     operation: dict[str, Any] = {"operationId": name, "tags": [op.tag], "summary": op.summary}
     if name in PUBLIC_ROUTES:
         operation["security"] = []

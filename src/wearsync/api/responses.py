@@ -11,7 +11,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 
 from wearsync.api.models import DataSource, SampleType
-from wearsync.models import DataType, TaskStatus
+from wearsync.models import DataType, ProviderName, TaskStatus
 
 
 class Error(BaseModel):
@@ -313,3 +313,78 @@ class DailyPage(Page[DailyRecord]):
 
 class SamplePage(Page[SampleRecord]):
     pass
+
+
+# ---- the dashboard and the hosted connect page ------------------------------------------------
+
+
+class ConnectLink(BaseModel):
+    user_id: UUID
+    url: str = Field(description="the page to send the user to: {WEARSYNC_PUBLIC_URL}/connect/{user_id}?token=...")
+    expires_at: datetime
+
+
+class ConnectionHealth(BaseModel):
+    """A connection without its tokens, with what its syncs say about it."""
+
+    provider: ProviderName
+    provider_user_id: str
+    active: bool
+    inactive_reason: str | None = Field(description="why it stopped: the user must connect again")
+    expires_at: datetime | None = Field(description="when the access token expires (it is refreshed when needed)")
+    scopes: list[str]
+    created_at: datetime
+    last_sync_at: datetime | None = Field(description="when its last sync that succeeded (fully or partly) ended")
+    last_sync_status: Literal["succeeded", "partial"] | None
+    last_error_at: datetime | None = Field(description="when its last failed or partial sync ended")
+    last_error: str | None
+    open_task_id: UUID | None = Field(description="its latest queued or running task")
+    open_task_status: Literal["queued", "running"] | None
+    waiting_until: datetime | None = Field(description="while that task waits for a rate limit: when it goes on")
+
+
+class DashboardUser(BaseModel):
+    id: UUID
+    external_id: str | None
+    created_at: datetime
+    connections: list[ConnectionHealth]
+
+
+class DashboardUsers(BaseModel):
+    total: int = Field(description="the application's users")
+    data: list[DashboardUser]
+
+
+class DashboardTask(BaseModel):
+    task_id: UUID
+    user_id: UUID
+    provider: DataSource
+    status: TaskStatus
+    data_types: list[DataType]
+    progress: dict[DataType, TypeProgress]
+    error: str | None
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class DashboardTasks(BaseModel):
+    data: list[DashboardTask]
+
+
+class DashboardWebhookEvent(BaseModel):
+    id: int
+    provider: ProviderName
+    kind: str = Field(examples=["activities.push", "workout.created"])
+    provider_user_id: str
+    user_id: UUID
+    status: Literal["pending", "processed", "ignored", "failed"]
+    detail: str | None = Field(description="why it was ignored or failed")
+    attempts: int
+    received_at: datetime
+    processed_at: datetime | None
+
+
+class DashboardWebhookEvents(BaseModel):
+    data: list[DashboardWebhookEvent]

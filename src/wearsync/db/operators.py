@@ -23,6 +23,17 @@ async def find_user(db: Executor, user_id: UUID, application: str | None = None)
     return row
 
 
+async def application_of_user(db: Executor, application: str, public_id: UUID) -> UUID | None:
+    """The id of the named application if it has a user with this (API) id."""
+    app_id: UUID | None = await db.fetchval(
+        "SELECT a.id FROM applications a JOIN users u ON u.application_id = a.id"
+        " WHERE a.name = $1 AND u.public_id = $2",
+        application,
+        public_id,
+    )
+    return app_id
+
+
 # Newest first: the first entries of sync_tasks_created_idx, on which --status and --provider are
 # checked (--user takes the user's own index). A command runs it once, so as a custom plan, in
 # which a filter not given drops out.

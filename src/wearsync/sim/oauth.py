@@ -4,6 +4,7 @@
 import base64
 import hashlib
 import hmac
+import html
 import re
 import secrets
 import time
@@ -45,11 +46,13 @@ def s256(verifier: str) -> str:
 
 def authorize_endpoint(style: OAuthStyle) -> Handler:
     """GET: the provider's authorization page, where simulated user `login_hint` (default `demo`)
-    signs in and approves at once, or denies with `consent=deny` (both simulator-only parameters:
-    the user's part in the browser). The browser is redirected to `redirect_uri` with a single-use
-    code bound to the client, the redirect URI and (PKCE) the challenge, and the `state`; or with
-    `error` (`access_denied`, `invalid_request`, ...). A bad client_id or redirect_uri is answered
-    400 here: the provider never redirects to an unverified URI (RFC 6749 4.1.2.1)."""
+    signs in and approves (`consent=approve`) or denies (`consent=deny`): both simulator-only
+    parameters, the user's part. A browser (it accepts text/html) without `consent` gets a consent
+    page whose form sends one; a script gets the approval at once, as before. The browser is
+    redirected to `redirect_uri` with a single-use code bound to the client, the redirect URI and
+    (PKCE) the challenge, and the `state`; or with `error` (`access_denied`, `invalid_request`, ...).
+    A bad client_id or redirect_uri is answered 400 here: the provider never redirects to an
+    unverified URI (RFC 6749 4.1.2.1)."""
 
     async def handler(request: web.Request) -> web.Response:
         state = request.config_dict[STATE_KEY]
@@ -78,6 +81,8 @@ def authorize_endpoint(style: OAuthStyle) -> Handler:
             return back(
                 error="invalid_request", error_description="code_challenge with code_challenge_method=S256 required"
             )
+        if "consent" not in query and _wants_page(request):
+            return consent_page(style.provider, query)
         if query.get("consent") == "deny":
             return back(error="access_denied", error_description="The user denied access")
         code = secrets.token_urlsafe(24)
@@ -89,6 +94,44 @@ def authorize_endpoint(style: OAuthStyle) -> Handler:
         return back(code=code, **({"scope": scope} if style.returns_scope else {}))
 
     return handler
+
+
+def _wants_page(request: web.Request) -> bool:
+    return "text/html" in request.headers.get("Accept", "")
+
+
+_SCOPE_SPLIT = re.compile(r"[ ,]+")
+
+
+def consent_page(provider: str, query: Mapping[str, str]) -> web.Response:
+    """What a user sees at the provider: who asks for what, a name to sign in as, approve or deny.
+    The form sends the same query back with `login_hint` and `consent` (both from the user)."""
+    name = html.escape(provider.capitalize())
+    kept = "".join(
+        f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+        for k, v in query.items()
+        if k not in ("login_hint", "consent")
+    )
+    scopes = [s for s in _SCOPE_SPLIT.split(query.get("scope", "")) if s]
+    asked = "".join(f"<li>{html.escape(s)}</li>" for s in scopes) or "<li>your activity data</li>"
+    user = html.escape(query.get("login_hint", "demo"))
+    text = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{name}: authorize an application</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:30rem;margin:3rem auto;padding:0 1rem;color:#222}}
+.box{{border:1px solid #ccc;border-radius:8px;padding:1.5rem}}button{{font-size:1rem;padding:.5rem 1.2rem;
+margin-right:.5rem;border-radius:6px;border:1px solid #888;cursor:pointer}}button[value=approve]{{background:#1a7f37;
+color:#fff;border-color:#1a7f37}}.note{{color:#777;font-size:.85rem}}</style></head>
+<body><div class="box">
+<p class="note">Simulated {name} (wearsync's simulator)</p>
+<h1>Authorize access to your {name} account</h1>
+<p>An application asks to read:</p><ul>{asked}</ul>
+<form method="get">{kept}
+<p><label>Signed in as <input name="login_hint" value="{user}" required></label></p>
+<button type="submit" name="consent" value="approve">Approve</button>
+<button type="submit" name="consent" value="deny">Deny</button>
+</form></div></body></html>
+"""
+    return web.Response(text=text, content_type="text/html")
 
 
 def _issued_code_problem(style: OAuthStyle, issued: AuthCode, client_id: str, form: Mapping[str, Any]) -> str | None:
