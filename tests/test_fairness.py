@@ -1,8 +1,10 @@
 """Fairness: a long history is synced in bounded jobs that queue up behind other users' jobs."""
 
+import uuid
 from typing import Any
 
 import asyncpg
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
@@ -108,3 +110,45 @@ async def test_a_syncs_calls_count_in_its_applications_share(
         assert await limiter.usage("suunto", limit) == calls
     finally:
         await redis.aclose()
+
+
+@pytest.mark.parametrize("other", ["application", "user"])
+async def test_a_flood_waiting_for_its_share_gives_its_worker_slot_to_another_sync(
+    client: Client, factory: Factory, settings: Settings, db: asyncpg.Pool, sim_state: SimState, other: str
+) -> None:
+    """One worker slot, and a flood's long sync queued just before another application's (or
+    another user's of the same application) short one. The limit's window (10 calls an hour)
+    outlasts the test, and a wait for it is short enough to be slept (max_wait_s): before, the
+    flood took the whole window, then slept in the only slot, and the other sync never started.
+    Now the queued sync has its share from the moment it is queued, and the flood, at its share,
+    gives the slot up (its job is deferred) instead of sleeping in it."""
+    flood_key, flood_user, flood_sim = await factory.connected_user("suunto")
+    if other == "application":
+        key, user, sim = await factory.connected_user("suunto", application="another")
+    else:
+        key, user, sim = flood_key, await factory.user(flood_key), f"u{uuid.uuid4().hex[:10]}"
+        await factory.connect(key, user, "suunto", sim)
+    sim_state.provider("suunto").user_history[flood_sim] = {"workouts": 1000}  # 20 pages
+    sim_state.provider("suunto").user_history[sim] = {"workouts": 30}  # 1 page
+    flood_task = await start_sync(client, flood_key, "suunto", flood_user, "data_type=workouts")
+    task_id = await start_sync(client, key, "suunto", user, "data_type=workouts")
+    one_slot = settings.model_copy(update={
+        "worker_max_jobs": 1, "suunto_page_concurrency": 1, "suunto_rate_limits": "10/3600",
+        "rate_limit_max_wait_s": 3600, "job_max_pages": 100,
+    })  # fmt: skip
+    async with start_worker(one_slot):
+        task = await wait_for_task(client, key, task_id, timeout_s=30)
+    assert task["status"] == "succeeded", task
+    assert task["progress"]["workouts"]["records"] == {"workouts": 30}
+    flood = await wait_for_status(client, flood_key, flood_task)
+    assert flood["status"] == "running"
+    assert flood["progress"]["workouts"]["status"] == "waiting"  # for the next window: its share is used
+    served = [r["user"] for r in sim_state.requests if r["path"] == "/v3/workouts/" and r["status"] == 200]
+    assert (served.count(flood_sim), served.count(sim)) == (5, 1)  # half the window each (the other needs 1)
+
+
+async def wait_for_status(client: Client, key: str, task_id: str) -> dict[str, Any]:
+    resp = await client.get(f"/api/v1/tasks/{task_id}", headers={"X-API-Key": key})
+    assert resp.status == 200
+    task: dict[str, Any] = await resp.json()
+    return task

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from email.utils import formatdate
 
 import pytest
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from wearsync.providers.errors import RateLimited
@@ -262,3 +263,77 @@ async def test_a_tenant_told_to_wait_keeps_its_share_of_the_next_window(redis: R
         await rl.acquire("p", limits, "flood")
     with pytest.raises(RateLimited):  # ... and gets half: the other was told to wait for this window
         await rl.acquire("p", limits, "flood")
+
+
+async def test_a_tenants_users_share_its_share(redis: Redis) -> None:
+    """Within a tenant alone, its users share the whole limit; with another tenant active, its
+    share; a user past its part waits while another user of the tenant still has some."""
+    limits = (RateLimit(12, WINDOW_MS // 1000),)
+    clock = Clock(START + 100)
+    rl = pinned(redis, clock)
+    await rl.acquire("p", limits, "app", "quiet")
+    for _ in range(5):  # half of the app's whole limit (12), less the quiet user's one
+        await rl.acquire("p", limits, "app", "flood")
+    await rl.acquire("p", limits, "app", "flood")
+    with pytest.raises(RateLimited):
+        await rl.acquire("p", limits, "app", "flood")
+    assert await rl.usage("p", limits[0], "app", "flood") == 6
+    for _ in range(5):
+        await rl.acquire("p", limits, "app", "quiet")
+    assert await rl.usage("p", limits[0], "app") == 12
+    # Another tenant: the app's users now share the app's half.
+    clock.now_ms += WINDOW_MS
+    await rl.acquire("p", limits, "other")
+    for _ in range(3):
+        await rl.acquire("p", limits, "app", "flood")
+    with pytest.raises(RateLimited):
+        await rl.acquire("p", limits, "app", "flood")
+    for _ in range(3):
+        await rl.acquire("p", limits, "app", "quiet")
+    with pytest.raises(RateLimited):  # the app's share is used up too
+        await rl.acquire("p", limits, "app", "quiet")
+    for _ in range(5):
+        await rl.acquire("p", limits, "other")
+
+
+async def test_an_announced_tenant_has_its_share_before_it_asks(redis: Redis) -> None:
+    limits = (RateLimit(10, WINDOW_MS // 1000),)
+    clock = Clock(START + 100)
+    rl = pinned(redis, clock)
+    await rl.announce("p", limits, "queued", "someone")
+    for _ in range(5):
+        await rl.acquire("p", limits, "flood")
+    with pytest.raises(RateLimited):
+        await rl.acquire("p", limits, "flood")
+    for _ in range(5):
+        await rl.acquire("p", limits, "queued", "someone")
+    clock.now_ms += ACTIVE_TENANT_MS + WINDOW_MS  # announced, then never asked: no longer active
+    for _ in range(10):
+        await rl.acquire("p", limits, "flood")
+
+
+async def test_a_wait_for_a_fair_share_is_yielded_when_asked_and_slept_otherwise(redis: Redis) -> None:
+    """In jobs (yield_fair_waits) a wait that only the tenant's share imposes raises at once, so
+    that the job gives its worker slot up; elsewhere (a sync call) it is slept as before."""
+    limits = (RateLimit(4, 1),)  # a 1 s window: a wait shorter than max_wait_s
+    clock = Clock(START + 100)
+    prefix = f"test:{uuid.uuid4().hex}"
+    jobs = RateLimiter(redis, prefix=prefix, max_wait_s=5.0, clock_ms=clock, yield_fair_waits=True)
+    calls = RateLimiter(redis, prefix=prefix, max_wait_s=5.0, clock_ms=clock)
+    await jobs.announce("p", limits, "other")
+    for _ in range(2):
+        await jobs.acquire("p", limits, "flood")
+    with pytest.raises(RateLimited) as raised:
+        await jobs.acquire("p", limits, "flood")
+    assert raised.value.retry_after_s == 0.9
+    assert "share" in str(raised.value)
+    waits = REGISTRY.get_sample_value("wearsync_rate_limit_waits_total", {"provider": "p", "reason": "limiter"}) or 0
+    asking = asyncio.create_task(calls.acquire("p", limits, "flood"))
+    while (
+        REGISTRY.get_sample_value("wearsync_rate_limit_waits_total", {"provider": "p", "reason": "limiter"}) or 0
+    ) == waits:
+        assert not asking.done()  # neither granted nor refused: it waits for the window to end
+        await asyncio.sleep(0.01)
+    clock.now_ms += 1000
+    await asking
+    assert await calls.usage("p", limits[0], "flood") == 1

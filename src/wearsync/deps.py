@@ -34,9 +34,10 @@ class Deps:
     handovers: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
-def create_http_client(settings: Settings, redis: Redis) -> HttpClient:
+def create_http_client(settings: Settings, redis: Redis, jobs: bool = False) -> HttpClient:
     """The process's one upstream session (call inside a running loop; close `.session` after),
-    counting calls against rate limits shared with every other process through `redis`."""
+    counting calls against rate limits shared with every other process through `redis`. `jobs`:
+    its calls are made by jobs, which a wait for a fair share defers (see RateLimiter)."""
     session = aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=settings.http_timeout_s),
         connector=aiohttp.TCPConnector(limit=100, limit_per_host=20),
@@ -48,14 +49,19 @@ def create_http_client(settings: Settings, redis: Redis) -> HttpClient:
         backoff_s=settings.http_backoff_s,
         backoff_max_s=settings.http_backoff_max_s,
         max_inline_wait_s=settings.rate_limit_max_wait_s,
-        # Keyed under the queue name: one deployment (one queue) shares one set of limits.
         limiter=RateLimiter(
             redis,
-            prefix=f"{settings.queue_name}:ratelimit",
+            prefix=rate_limit_prefix(settings),
             max_wait_s=settings.rate_limit_max_wait_s,
             max_call_s=settings.http_timeout_s,
+            yield_fair_waits=jobs,
         ),
     )
+
+
+def rate_limit_prefix(settings: Settings) -> str:
+    """Keyed under the queue name: one deployment (one queue) shares one set of limits."""
+    return f"{settings.queue_name}:ratelimit"
 
 
 def credentials_for(deps: Deps, provider: Provider, connection: Connection) -> Credentials:
@@ -108,7 +114,7 @@ def context_for(
         db=deps.db,
         settings=deps.settings,
         credentials=credentials,
-        bucket=provider.bucket(deps.settings, connection.application_id),
+        bucket=provider.bucket(deps.settings, connection.application_id, connection.user_id),
         headers=provider.api_headers(config),
         done=done or {},
         cursor=cursor,

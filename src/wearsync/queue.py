@@ -35,11 +35,13 @@ return 1
 """
 
 
-async def enqueue_task(queue: ArqRedis, task_id: str, queue_name: str | None = None, job_id: str | None = None) -> bool:
-    """Queue `sync_task(task_id)` with job id `job_id` (default: the task id); False if that job id
-    exists already."""
+async def enqueue_task(
+    queue: ArqRedis, task_id: str, queue_name: str | None = None, job_id: str | None = None, defer_s: float = 0
+) -> bool:
+    """Queue `sync_task(task_id)` with job id `job_id` (default: the task id), to run `defer_s`
+    from now at the earliest; False if that job id exists already."""
     job_id = job_id or task_id
-    keys, args = _job("sync_task", task_id, queue, queue_name, job_id)
+    keys, args = _job("sync_task", task_id, queue, queue_name, job_id, defer_s)
     created = await queue.eval(_ENQUEUE, 3, *keys, *args)  # type: ignore[misc, arg-type]  # stubs: sync, str only
     return bool(created)
 
@@ -56,34 +58,39 @@ async def enqueue_webhook_events(queue: ArqRedis, event_ids: Sequence[int], queu
 
 
 def _job(
-    function: str, arg: str | int, queue: ArqRedis, queue_name: str | None, job_id: str
+    function: str, arg: str | int, queue: ArqRedis, queue_name: str | None, job_id: str, defer_s: float = 0
 ) -> tuple[tuple[str, str, str], tuple[bytes, str, str, str]]:
     """The keys and arguments of _ENQUEUE for the job `function(arg)`, as arq would write it."""
     enqueue_time_ms = timestamp_ms()
+    defer_ms = int(defer_s * 1000)
     job = serialize_job(function, (arg,), {}, None, enqueue_time_ms, serializer=queue.job_serializer)
     keys = (job_key_prefix + job_id, result_key_prefix + job_id, queue_name or queue.default_queue_name)
-    return keys, (job, str(queue.expires_extra_ms), str(enqueue_time_ms), job_id)
+    return keys, (job, str(queue.expires_extra_ms + defer_ms), str(enqueue_time_ms + defer_ms), job_id)
 
 
-async def continue_in_new_job(deps: Deps, queue: ArqRedis, task_id: str, replacing: str | None = None) -> bool:
+async def continue_in_new_job(
+    deps: Deps, queue: ArqRedis, task_id: str, replacing: str | None = None, defer_s: float = 0
+) -> bool:
     """The task goes on in a new job (its own id, so arq counts its tries afresh) at the back of
-    the queue; the task row names it, for the reaper to check on. Only if the task's job is still
-    `replacing` (None: whatever it is): whether it was enqueued.
+    the queue (`defer_s` from now at the earliest); the task row names it, for the reaper to check
+    on. Only if the task's job is still `replacing` (None: whatever it is): whether it was enqueued.
 
     Carried through even when the caller is cancelled (a stopping process hands its work over
     this way): cut between its update and its enqueue, the task would name a job Redis never got
     and wait for the reaper. The process awaits `finish_handovers` before closing its pools."""
-    handover = asyncio.ensure_future(_continue_in_new_job(deps, queue, task_id, replacing))
+    handover = asyncio.ensure_future(_continue_in_new_job(deps, queue, task_id, replacing, defer_s))
     deps.handovers.add(handover)
     handover.add_done_callback(deps.handovers.discard)
     return await asyncio.shield(handover)
 
 
-async def _continue_in_new_job(deps: Deps, queue: ArqRedis, task_id: str, replacing: str | None) -> bool:
+async def _continue_in_new_job(
+    deps: Deps, queue: ArqRedis, task_id: str, replacing: str | None, defer_s: float
+) -> bool:
     job_id = f"{task_id}:{uuid4().hex[:8]}"
     if not await tasks.set_task_job(deps.db, UUID(task_id), job_id, replacing):
         return False
-    await enqueue_task(queue, task_id, deps.settings.queue_name, job_id=job_id)
+    await enqueue_task(queue, task_id, deps.settings.queue_name, job_id=job_id, defer_s=defer_s)
     return True
 
 

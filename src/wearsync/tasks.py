@@ -15,9 +15,10 @@ from arq import ArqRedis
 
 from wearsync.db import TRANSIENT_DB_ERRORS, garmin_backfills
 from wearsync.db import tasks as tasks_db
-from wearsync.deps import Deps
+from wearsync.deps import Deps, rate_limit_prefix
 from wearsync.models import FINAL_STATUSES, DataType, Requested, SyncParams, TaskStatus, params_for
 from wearsync.providers import PROVIDERS
+from wearsync.providers.ratelimit import RateLimiter
 from wearsync.queue import QUEUE_UNAVAILABLE, continue_in_new_job, enqueue_task
 from wearsync.settings import Settings
 from wearsync.sync import NO_CONNECTION, run_task
@@ -97,7 +98,21 @@ async def start_sync(
             # Not left queued forever (and coalescing every later request onto it).
             await tasks_db.finish_task(db, task_id, TaskStatus.FAILED, None, "could not enqueue the task")
             raise
+        if settings is not None:
+            await _announce(queue, settings, provider, app_id, user_id)
     return task_id, created
+
+
+async def _announce(queue: ArqRedis, settings: Settings, provider: str, app_id: UUID, user_id: UUID) -> None:
+    """The application and user of a queued sync count in the provider's fair shares at once: the
+    jobs of one flooding the limit then keep to their share and give their worker slots up, so
+    that this sync's job starts, instead of waiting for the flood's jobs to end."""
+    bucket = PROVIDERS[provider].bucket(settings, app_id, user_id)
+    limiter = RateLimiter(queue, prefix=rate_limit_prefix(settings))
+    try:
+        await limiter.announce(bucket.name, bucket.limits, bucket.tenant, bucket.user)
+    except QUEUE_UNAVAILABLE as e:  # queued all the same: its job announces it when it asks
+        log.warning("sync not announced to the rate limiter", error=repr(e))
 
 
 class JoinTimedOut(Exception):

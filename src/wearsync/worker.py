@@ -66,7 +66,14 @@ async def sync_task(ctx: dict[str, Any], task_id: str) -> dict[str, bool] | None
         await _after_redis_outage(ctx, deps, task_id, e)
         return None
     except RateLimited as e:
-        # Wait for the provider's window to reopen without holding this worker slot.
+        # Wait for the provider's window to reopen without holding this worker slot: for a fair
+        # share, in a new job (a share comes every window, so those waits need no budget).
+        if e.fair_share:
+            deferred = _wait_out(e)
+            defer_s = (deferred.defer_score or 0) / 1000
+            await continue_in_new_job(deps, ctx["redis"], task_id, ctx.get("job_id"), defer_s=defer_s)
+            log.info("rate limit share used, the task continues in a new job", seconds=round(e.retry_after_s))
+            return None
         if _may_defer(deps, job_try):
             log.info("rate limited, deferring the task", seconds=round(e.retry_after_s), error=str(e))
             raise _wait_out(e) from e
@@ -244,7 +251,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         ctx["metrics"] = await metrics_server.start_server(host, port, settings.metrics_token)
         log.info("serving metrics", url=f"http://{host}:{port}/metrics")
     db = await service_pool_when_up(settings, settings.db_pool_max + settings.webhook_worker_max_jobs)
-    ctx["deps"] = Deps(settings=settings, db=db, http=create_http_client(settings, ctx["redis"]))
+    ctx["deps"] = Deps(settings=settings, db=db, http=create_http_client(settings, ctx["redis"], jobs=True))
     if settings.webhook_worker_max_jobs:
         from wearsync.worker_loop import start_webhook_worker  # it builds on this module
 

@@ -305,9 +305,9 @@ class Provider:
     # running until the deliveries arrived or a bounded wait passed.
     await_deliveries: Callable[[asyncpg.Pool, Settings, UUID, UUID], Awaitable[None]] | None = None
 
-    def bucket(self, settings: Settings, tenant: UUID | None = None) -> Bucket:
+    def bucket(self, settings: Settings, tenant: UUID | None = None, user: UUID | None = None) -> Bucket:
         """Its shared rate-limit bucket: the documented limits unless WEARSYNC_<P>_RATE_LIMITS says;
-        calls for application `tenant` take that application's share."""
+        calls for application `tenant` take that application's share, and of it, `user`'s."""
         configured = getattr(settings, f"{self.name}_rate_limits")
         limits = self.rate_limits if configured is None else parse_rate_limits(configured)
-        return Bucket(self.name, limits, "" if tenant is None else str(tenant))
+        return Bucket(self.name, limits, "" if tenant is None else str(tenant), "" if user is None else str(user))

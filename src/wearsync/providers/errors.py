@@ -41,10 +41,12 @@ class AccountUnconfirmed(ProviderError):
 class RateLimited(ProviderError):
     """The provider, or our share of its rate limit, asks for a longer wait than a worker slot
     should be held for: an async job is deferred by `retry_after_s`, a sync call fails the type.
-    `provider`: whose limit it is (for metrics), when known."""
+    `provider`: whose limit it is (for metrics), when known. `fair_share`: only the tenant's (or
+    user's) fair share of a contended limit asks for the wait, which ends with the window: a job
+    waits it out in a new job, however often."""
 
-    def __init__(self, message: str, retry_after_s: float, provider: str = "") -> None:
-        self.retry_after_s, self.provider = retry_after_s, provider
+    def __init__(self, message: str, retry_after_s: float, provider: str = "", fair_share: bool = False) -> None:
+        self.retry_after_s, self.provider, self.fair_share = retry_after_s, provider, fair_share
         super().__init__(f"{message}; retry in {retry_after_s:.0f}s")
 
 

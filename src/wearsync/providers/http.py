@@ -105,6 +105,7 @@ class Bucket:
     name: str
     limits: tuple[RateLimit, ...]
     tenant: str = ""
+    user: str = ""  # the user within the tenant whose share of the tenant's it takes ('' for none)
 
 
 @dataclass
@@ -151,7 +152,7 @@ class HttpClient:
         while attempt <= self.retries:
             call = None
             if self.limiter is not None and bucket is not None:
-                call = await self.limiter.start_call(bucket.name, bucket.limits, bucket.tenant)
+                call = await self.limiter.start_call(bucket.name, bucket.limits, bucket.tenant, bucket.user)
             try:
                 try:
                     return await self._once(method, url, label, params, headers, data, json_body, empty_ok)
