@@ -290,3 +290,29 @@ def test_the_generated_export_reads_as_it_was_written(tmp_path: Path) -> None:
     assert elements == summary.records
     assert counts == {"samples": sum(summary.samples.values()), "workouts": summary.workouts,
                       "sleep": summary.sleep, "daily_activity": summary.daily_activity}  # fmt: skip
+
+
+async def test_uploads_nothing_will_import_are_swept(
+    client: Client, factory: Factory, db: asyncpg.Pool, settings: Settings, tmp_path: Path
+) -> None:
+    import os
+
+    from wearsync.imports.jobs import sweep_uploads
+
+    key = await factory.api_key()
+    user_id = await factory.user(key)
+    path = tmp_path / "export.zip"
+    write_zip(path, {EXPORT_XML: export_xml(heart_rate())})
+    status, answer = await upload(client, key, user_id, path.read_bytes())  # no worker: it stays queued
+    assert status == 202, answer
+    queued = settings.import_dir / f"{answer['task_id']}.zip"
+    ended = settings.import_dir / f"{uuid.uuid4()}.zip"  # a task that is gone
+    cut_off = settings.import_dir / "upload-1.part"
+    fresh = settings.import_dir / "upload-2.part"
+    for stray in (ended, cut_off, fresh):
+        stray.write_bytes(b"x")
+    hour_ago = os.stat(queued).st_mtime - 3700
+    for old in (queued, ended, cut_off):
+        os.utime(old, (hour_ago, hour_ago))
+    assert await sweep_uploads(db, settings) == 2
+    assert sorted(p.name for p in settings.import_dir.iterdir()) == sorted([queued.name, fresh.name])

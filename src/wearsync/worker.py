@@ -18,6 +18,7 @@ from arq.worker import Worker, func
 from wearsync import metrics, metrics_server
 from wearsync.db import TRANSIENT_DB_ERRORS, retention, service_pool_when_up, tasks, webhooks
 from wearsync.deps import Deps, create_http_client
+from wearsync.imports.jobs import sweep_uploads
 from wearsync.models import TaskStatus
 from wearsync.providers import garmin
 from wearsync.providers.errors import JobSliceDone, RateLimited
@@ -237,6 +238,12 @@ async def prune_history(ctx: dict[str, Any]) -> dict[str, int]:
     return deleted
 
 
+async def sweep_import_uploads(ctx: dict[str, Any]) -> int:
+    """Every hour: delete uploaded exports no import will read (see imports.jobs.sweep_uploads)."""
+    deps: Deps = ctx["deps"]
+    return await sweep_uploads(deps.db, deps.settings)
+
+
 async def scheduled_syncs(ctx: dict[str, Any]) -> dict[str, int]:
     """Every minute: start the incremental syncs that are due (see wearsync.schedule)."""
     return await schedule_syncs(ctx["deps"], ctx["redis"])
@@ -285,6 +292,7 @@ class WorkerSettings:
         cron(scheduled_syncs, second=30, unique=True),
         cron(settle_garmin_syncs, second=45, unique=True),  # every minute; one run at a time across workers
         cron(prune_history, minute=41, second=45, unique=True),
+        cron(sweep_import_uploads, minute=43, second=15, unique=True),
         cron(retry_revocations, second=50, unique=True),  # every minute
     ]
     keep_result = 3600

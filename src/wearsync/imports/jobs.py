@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
+import time
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -37,6 +38,34 @@ IMPORTERS = frozenset({SOURCE})  # the `provider` of tasks that import a file
 
 def upload_path(settings: Settings, task_id: UUID) -> Path:
     return settings.import_dir / f"{task_id}.zip"
+
+
+async def sweep_uploads(db_pool: asyncpg.Pool, settings: Settings, older_than_s: float = 3600) -> int:
+    """Delete the uploads nothing will import, once `older_than_s` old: a task's file whose task
+    ended or is gone (its user deleted meanwhile, a worker lost between its end and the delete),
+    and an upload cut off mid-way (`upload-*.part`: one still coming in is written to, so new).
+    How many were deleted."""
+
+    def old_files() -> list[Path]:
+        cutoff = time.time() - older_than_s
+        if not settings.import_dir.is_dir():
+            return []
+        return [p for p in settings.import_dir.iterdir() if p.is_file() and p.stat().st_mtime < cutoff]
+
+    old = await asyncio.to_thread(old_files)
+    by_task: dict[UUID, Path] = {}
+    doomed = [p for p in old if p.name.startswith("upload-") and p.suffix == ".part"]
+    for path in old:
+        with contextlib.suppress(ValueError):
+            if path.suffix == ".zip":
+                by_task[UUID(path.stem)] = path
+    still_open = await db.open_import_ids(db_pool, list(by_task))
+    doomed += [path for task_id, path in by_task.items() if task_id not in still_open]
+    for path in doomed:
+        await asyncio.to_thread(path.unlink, missing_ok=True)
+    if doomed:
+        log.info("deleted uploads nothing will import", count=len(doomed))
+    return len(doomed)
 
 
 async def run_import(
