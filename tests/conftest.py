@@ -22,7 +22,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aioresponses import aioresponses
 from aioresponses import core as aioresponses_core
-from arq.worker import Worker
 from hypothesis import settings as hypothesis_settings
 from redis.asyncio import Redis
 
@@ -39,6 +38,7 @@ from wearsync.settings import Settings
 from wearsync.sim import create_sim_app
 from wearsync.sim.common import STATE_KEY, SimState
 from wearsync.worker import WorkerSettings, worker_options
+from wearsync.worker_loop import WearsyncWorker
 
 # Property tests (tests/fuzzing.py's FUZZ). `make test` draws the same examples on every run, so a
 # regression fails every time rather than once in a while like a flake; `make test-fuzz`
@@ -160,38 +160,11 @@ async def client(aiohttp_client: Any, settings: Settings, db: asyncpg.Pool) -> T
     return test_client
 
 
-class StoppableWorker(Worker):
-    """arq's worker, whose polling can be stopped between two poll iterations. Cancelling its main
-    task inside an iteration (in start_jobs' WATCH pipeline) can leave that pipeline holding a Redis
-    connection when redis-py's reset cannot send UNWATCH in time; collected later, it warns
-    (ResourceWarning) in whichever test is running then."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._polling = True
-        self._between_iterations = asyncio.Event()
-        self._between_iterations.set()
-
-    async def _poll_iteration(self) -> None:
-        if not self._polling:
-            return
-        self._between_iterations.clear()
-        try:
-            await super()._poll_iteration()
-        finally:
-            self._between_iterations.set()
-
-    async def stop_polling(self) -> None:
-        """No poll iteration starts after this returns, and none is under way."""
-        self._polling = False
-        await self._between_iterations.wait()
-
-
 @contextlib.asynccontextmanager
-async def start_worker(settings: Settings) -> AsyncIterator[Worker]:
-    """The real arq worker, in this process, polling the test's queue (and, started by it, the
-    webhook jobs' worker polling theirs)."""
-    running = StoppableWorker(
+async def start_worker(settings: Settings) -> AsyncIterator[WearsyncWorker]:
+    """The product's worker, in this process, polling the test's queue (and, started by it, the
+    webhook jobs' worker polling theirs); no cron jobs. It stops as `wearsync worker` does."""
+    running = WearsyncWorker(
         functions=WorkerSettings.functions,
         on_startup=WorkerSettings.on_startup,
         on_shutdown=WorkerSettings.on_shutdown,
@@ -202,24 +175,12 @@ async def start_worker(settings: Settings) -> AsyncIterator[Worker]:
     try:
         yield running
     finally:
-        # Jobs whose function returned are recording their end in Redis (the test may have seen
-        # their task row go final already): let them finish, as cancelling them there leaves a
-        # Redis pipeline open, and their CancelledError would make close() skip the shutdown.
-        running.allow_pick_jobs = False
-        await running.stop_polling()
-        recording = [t for job_id, t in running.tasks.items() if job_id not in running.job_tasks]
-        if recording:
-            await asyncio.wait(recording, timeout=5)
-        jobs = list(running.tasks.values())
-        for pending in [task, *jobs]:
-            pending.cancel()
-        await asyncio.gather(task, *jobs, return_exceptions=True)
-        running.tasks.clear()
         await running.close()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 @pytest.fixture
-async def worker(settings: Settings, db: asyncpg.Pool) -> AsyncIterator[Worker]:
+async def worker(settings: Settings, db: asyncpg.Pool) -> AsyncIterator[WearsyncWorker]:
     async with start_worker(settings) as running:
         yield running
 

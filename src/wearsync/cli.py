@@ -54,8 +54,7 @@ def _api(settings: Settings, args: argparse.Namespace) -> None:
 def _worker(settings: Settings, args: argparse.Namespace) -> None:
     from arq.worker import async_check_health
 
-    from wearsync.worker import health_check_key, worker_options
-    from wearsync.worker_loop import run_worker
+    from wearsync.worker import health_check_key, run_worker, worker_options
 
     if args.check:  # for container health checks: exit 0 if this host's worker reported in lately
         options = worker_options(settings)

@@ -1,9 +1,9 @@
 """The arq worker: its job functions and WorkerSettings. `wearsync worker` runs it."""
 
+import asyncio
 import contextlib
 import random
 import socket
-from signal import Signals
 from typing import Any
 from uuid import UUID
 
@@ -13,7 +13,7 @@ from arq import Retry
 from arq.connections import RedisSettings
 from arq.constants import in_progress_key_prefix, job_key_prefix
 from arq.cron import cron
-from arq.worker import Worker, func
+from arq.worker import func, get_kwargs
 
 from wearsync import metrics, metrics_server
 from wearsync.db import TRANSIENT_DB_ERRORS, retention, service_pool_when_up, tasks, webhooks
@@ -34,6 +34,7 @@ from wearsync.schedule import schedule_syncs
 from wearsync.settings import Settings, webhook_queue_name
 from wearsync.sync import run_task
 from wearsync.webhooks import fail_event, process_event
+from wearsync.worker_loop import WearsyncWorker
 
 log = structlog.get_logger(__name__)
 
@@ -209,6 +210,14 @@ async def reap_lost_tasks(ctx: dict[str, Any]) -> int:
 PRUNE_BATCH, PRUNE_MAX_BATCHES = 2000, 50
 
 
+async def find_lost_work(ctx: dict[str, Any]) -> None:
+    """Redis lost its contents (or is new): every job is gone, so each task waiting for one and
+    each pending webhook event is lost, however recent (the few events the API queued since Redis
+    came back run twice, which is harmless)."""
+    await reap_lost_tasks(ctx)
+    await reap_webhook_events(ctx, older_than_s=0)
+
+
 async def settle_garmin_syncs(ctx: dict[str, Any]) -> int:
     """Every minute: end the Garmin syncs whose wait for their backfill deliveries has passed."""
     deps: Deps = ctx["deps"]
@@ -260,8 +269,6 @@ async def startup(ctx: dict[str, Any]) -> None:
     db = await service_pool_when_up(settings, settings.db_pool_max + settings.webhook_worker_max_jobs)
     ctx["deps"] = Deps(settings=settings, db=db, http=create_http_client(settings, ctx["redis"], jobs=True))
     if settings.webhook_worker_max_jobs:
-        from wearsync.worker_loop import start_webhook_worker  # it builds on this module
-
         ctx["webhook_worker"] = start_webhook_worker(settings, ctx["deps"])
 
 
@@ -269,9 +276,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     if "metrics" in ctx:
         await ctx["metrics"].cleanup()
     if "webhook_worker" in ctx:
-        from wearsync.worker_loop import stop_webhook_worker
-
-        await stop_webhook_worker(ctx["webhook_worker"])
+        await ctx["webhook_worker"].close()
     deps: Deps | None = ctx.get("deps")
     if deps is not None:
         await finish_handovers(deps)
@@ -299,21 +304,6 @@ class WorkerSettings:
     health_check_interval = 30
 
 
-class DrainingWorker(Worker):
-    """arq's worker, stopping gracefully on SIGTERM or SIGINT: it picks no new job, its running
-    jobs stop after the page in hand (their tasks go on in new jobs, for other workers), and a job
-    still running when WEARSYNC_SHUTDOWN_GRACE_S ends is cancelled, which puts it back in the
-    queue (arq runs it again; its task resumes from its progress)."""
-
-    def handle_sig_wait_for_completion(self, signum: Signals) -> None:
-        deps = self.ctx.get("deps")
-        if isinstance(deps, Deps):
-            deps.stopping.set()
-        if isinstance(webhook_worker := self.ctx.get("webhook_worker"), Worker):
-            webhook_worker.handle_sig_wait_for_completion(signum)
-        super().handle_sig_wait_for_completion(signum)
-
-
 def worker_options(settings: Settings) -> dict[str, Any]:
     return {
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
@@ -333,3 +323,31 @@ def worker_options(settings: Settings) -> dict[str, Any]:
 def health_check_key(settings: Settings) -> str:
     """Per host, so that `wearsync worker --check` in a container vouches for that container's worker."""
     return f"{settings.queue_name}:health-check:{socket.gethostname()}"
+
+
+def create_worker(settings: Settings, **overrides: Any) -> WearsyncWorker:
+    """The worker `wearsync worker` runs: every job and cron job, and a look for lost work when
+    Redis lost its contents."""
+    options = get_kwargs(dict(vars(WorkerSettings))) | worker_options(settings) | overrides
+    return WearsyncWorker(on_lost_contents=find_lost_work, **options)
+
+
+def run_worker(settings: Settings) -> None:
+    """`wearsync worker`: run until told to stop."""
+    create_worker(settings).run()
+
+
+def start_webhook_worker(settings: Settings, deps: Deps) -> WearsyncWorker:
+    """The webhook jobs' worker, in each worker process beside its main one: its own queue and job
+    slots (WEARSYNC_WEBHOOK_WORKER_MAX_JOBS), the main worker's database pool and HTTP client. The
+    main worker starts it once up, drains it with itself on SIGTERM, and closes it (cancelling what
+    it still runs: a cancelled job's event stays pending, for the reaper) before closing the pools."""
+    options = worker_options(settings) | {
+        "queue_name": webhook_queue_name(settings),
+        "max_jobs": settings.webhook_worker_max_jobs,
+        "ctx": {"settings": settings, "deps": deps},
+        "health_check_key": f"{health_check_key(settings)}:webhooks",
+    }
+    worker = WearsyncWorker(functions=[func(process_webhook, name="process_webhook")], handle_signals=False, **options)
+    worker.main_task = asyncio.create_task(worker.main())
+    return worker

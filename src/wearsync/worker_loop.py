@@ -1,52 +1,64 @@
-"""The loop `wearsync worker` runs: arq's, made to outlive a Redis outage.
+"""The worker class `wearsync worker` (and the tests) run: arq's, made to outlive a Redis outage and
+to stop cleanly.
 
 arq's worker ends, and the process with it, on the first Redis error of its polling loop (and when
 Redis is not up within a few seconds of its start). This one waits for Redis with a growing pause
 instead, and the jobs it is running carry on (a job that needs Redis meanwhile waits for it: see
-`sync_task`). Redis may come back empty (restarted without persistence): a marker key tells, and
-the worker then looks for lost tasks and webhook events at once instead of at the reapers' next
-minute."""
+`worker.sync_task`). Redis may come back empty (restarted without persistence): a marker key
+tells, and the worker then runs `on_lost_contents` (it looks for lost tasks and webhook events at
+once instead of at the reapers' next minute).
+
+It stops between two poll iterations: arq cancels its main task wherever it is, and cancelled
+inside an iteration (in start_jobs' WATCH pipeline) that iteration can leave a Redis connection
+that no one closes (a ResourceWarning when it is collected), or a job claimed and never run. The
+iteration under way is finished first, for at most STOP_WAIT_S (Redis may hang meanwhile)."""
 
 import asyncio
 import contextlib
 import math
 import signal
+from collections.abc import Awaitable, Callable
+from signal import Signals
 from typing import Any
 
 import structlog
-from arq.worker import func, get_kwargs
+from arq.worker import Worker
 from redis.asyncio import Redis
 
 from wearsync.deps import Deps
 from wearsync.queue import QUEUE_UNAVAILABLE, wait_for_redis
-from wearsync.settings import Settings, webhook_queue_name
-from wearsync.worker import (
-    DrainingWorker,
-    WorkerSettings,
-    health_check_key,
-    process_webhook,
-    reap_lost_tasks,
-    reap_webhook_events,
-    worker_options,
-)
+from wearsync.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 PAUSE_S, MAX_PAUSE_S = 0.5, 4.0
+# How long stopping waits for the poll iteration under way, and then for the jobs recording their
+# end, and for Redis to forget the worker's health check: a Redis that hangs answers none of them.
+STOP_WAIT_S = 5.0
 
 
-class OutlastingWorker(DrainingWorker):
-    finds_lost_work = True  # a Redis that lost its keys: look for lost tasks and webhook events
+class WearsyncWorker(Worker):
+    """arq's worker, which
 
-    """The worker `wearsync worker` runs: it drains on SIGTERM (DrainingWorker), waits for a Redis
-    that is not up yet at its start, its polling loop survives Redis errors, and it notices a Redis
-    that lost its keys."""
+    - waits for a Redis that is not up yet at its start, and its polling survives Redis errors;
+    - with `on_lost_contents`, notices a Redis that lost its keys and runs it;
+    - drains on SIGTERM: it picks no new job, its running jobs stop after the page in hand (their
+      tasks go on in new jobs, for other workers), and a job still running when
+      WEARSYNC_SHUTDOWN_GRACE_S ends is cancelled, which puts it back in the queue (arq runs it
+      again; its task resumes from its progress); the worker in `ctx["webhook_worker"]` with it;
+    - stops between poll iterations (`close`)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, on_lost_contents: Callable[[dict[str, Any]], Awaitable[None]] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
+        self.on_lost_contents = on_lost_contents
         self.outage_pause_s: float | None = None  # while Redis is down: the next pause
         # Set once and never expiring: only a Redis that lost its contents lacks it.
         self.marker_key = f"{self.queue_name}:contents-marker"
+        self.polling = True
+        self.iteration: asyncio.Task[None] | None = None  # the poll iteration under way, or the last
+        self._stopping = asyncio.Event()  # ends an outage pause
 
     async def main(self) -> None:
         if self._pool is None:
@@ -84,6 +96,14 @@ class OutlastingWorker(DrainingWorker):
             log.info("queue available, the worker starts", redis=address)
 
     async def _poll_iteration(self) -> None:
+        """One iteration, in a task of its own: cancelling the main task (a signal, `close`) leaves
+        it to end by itself, and `close` waits for it."""
+        if not self.polling:
+            return
+        self.iteration = asyncio.ensure_future(self._iterate())
+        await asyncio.shield(self.iteration)
+
+    async def _iterate(self) -> None:
         try:
             await self._check_marker()
             await super()._poll_iteration()
@@ -91,21 +111,19 @@ class OutlastingWorker(DrainingWorker):
             pause = self.outage_pause_s or PAUSE_S
             log.warning("queue unavailable, the worker waits for it", error=repr(e), retry_in_s=pause)
             self.outage_pause_s = min(2 * pause, MAX_PAUSE_S)
-            await asyncio.sleep(pause)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), pause)
             return
         if self.outage_pause_s is not None:
             self.outage_pause_s = None
             log.info("queue available again")
 
     async def _check_marker(self) -> None:
-        if not self.finds_lost_work or await self.pool.exists(self.marker_key):
+        if self.on_lost_contents is None or await self.pool.exists(self.marker_key):
             return
         log.info("the queue is new or lost its contents, looking for lost tasks and webhook events")
         try:
-            await reap_lost_tasks(self.ctx)
-            # Every job is gone: each pending event is lost, however recent (the few the API
-            # queued since Redis came back run twice, which is harmless).
-            await reap_webhook_events(self.ctx, older_than_s=0)
+            await self.on_lost_contents(self.ctx)
         except QUEUE_UNAVAILABLE:
             raise
         except Exception:  # the reapers' minute tries again
@@ -114,6 +132,8 @@ class OutlastingWorker(DrainingWorker):
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         for job_id in job_ids:
+            if not self.allow_pick_jobs:  # stopping: the rest stay queued for another worker
+                return
             try:
                 await super().start_jobs([job_id])
             except QUEUE_UNAVAILABLE:
@@ -123,43 +143,41 @@ class OutlastingWorker(DrainingWorker):
                 self.sem.release()
                 raise
 
+    def handle_sig_wait_for_completion(self, signum: Signals) -> None:
+        deps = self.ctx.get("deps")
+        if isinstance(deps, Deps):
+            deps.stopping.set()
+        if isinstance(webhook_worker := self.ctx.get("webhook_worker"), Worker):
+            webhook_worker.handle_sig_wait_for_completion(signum)
+        super().handle_sig_wait_for_completion(signum)
 
-class WebhookWorker(OutlastingWorker):
-    """The webhook jobs' worker, in each worker process beside its main one: its own queue and job
-    slots (WEARSYNC_WEBHOOK_WORKER_MAX_JOBS), the main worker's database pool and HTTP client. The
-    main worker starts it once up, drains it with itself on SIGTERM, and stops it before closing
-    the pools."""
-
-    finds_lost_work = False  # the main worker's
-
-
-def start_webhook_worker(settings: Settings, deps: Deps) -> WebhookWorker:
-    options = worker_options(settings) | {
-        "queue_name": webhook_queue_name(settings),
-        "max_jobs": settings.webhook_worker_max_jobs,
-        "ctx": {"settings": settings, "deps": deps},
-        "health_check_key": f"{health_check_key(settings)}:webhooks",
-    }
-    worker = WebhookWorker(functions=[func(process_webhook, name="process_webhook")], handle_signals=False, **options)
-    worker.main_task = asyncio.create_task(worker.main())
-    return worker
-
-
-async def stop_webhook_worker(worker: WebhookWorker) -> None:
-    """Cancel what it still runs (a cancelled job's event stays pending, for the reaper), then close."""
-    worker.handle_sig(signal.SIGUSR1)
-    await asyncio.gather(*filter(None, [worker.main_task, *worker.tasks.values()]), return_exceptions=True)
-    if worker._pool is not None:
-        with contextlib.suppress(*QUEUE_UNAVAILABLE):
-            await worker.pool.delete(worker.health_check_key)
-        await worker.pool.close(close_connection_pool=True)
-        worker._pool = None
-
-
-def create_worker(settings: Settings, **overrides: Any) -> OutlastingWorker:
-    return OutlastingWorker(**get_kwargs(dict(vars(WorkerSettings))) | worker_options(settings) | overrides)
-
-
-def run_worker(settings: Settings) -> None:
-    """`wearsync worker`: run until told to stop."""
-    create_worker(settings).run()
+    async def close(self) -> None:
+        """Stop: no poll iteration starts, the one under way ends, the jobs recording their end in
+        Redis finish (each wait at most STOP_WAIT_S), the rest are cancelled (a cancelled job stays
+        in the queue); then the shutdown hook, and the pool closes."""
+        self.allow_pick_jobs = False
+        self.polling = False
+        self._stopping.set()
+        if self.iteration is not None:
+            await asyncio.wait([self.iteration], timeout=STOP_WAIT_S)
+        # A job whose function returned records its end in Redis: cut off there, it would be run
+        # again, and leave its pipeline open.
+        recording = [t for job_id, t in self.tasks.items() if job_id not in self.job_tasks and not t.done()]
+        if recording:
+            await asyncio.wait(recording, timeout=STOP_WAIT_S)
+        if not self._handle_signals:
+            self.handle_sig(signal.SIGUSR1)  # cancels the jobs and the main task, as arq's close
+        pending = [t for t in (self.main_task, self.iteration, *self.tasks.values()) if t is not None]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        self.tasks.clear()
+        if self._pool is None:
+            return
+        with contextlib.suppress(*QUEUE_UNAVAILABLE, TimeoutError):
+            async with asyncio.timeout(STOP_WAIT_S):
+                await self.pool.delete(self.health_check_key)
+        if self.on_shutdown:
+            await self.on_shutdown(self.ctx)
+        await self.pool.close(close_connection_pool=True)
+        self._pool = None

@@ -2,13 +2,17 @@
 stopped and started again on the same port. The machine's servers are never touched."""
 
 import asyncio
+import contextlib
+import gc
 import os
 import pwd
 import shutil
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+import warnings
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
@@ -25,6 +29,26 @@ async def wait_until(
     while not await check():
         assert asyncio.get_running_loop().time() < deadline, f"{what}: not within {timeout_s} s\n{detail()}"
         await asyncio.sleep(0.05)
+
+
+@contextlib.contextmanager
+def nothing_left_open() -> Iterator[None]:
+    """Fails unless what runs inside leaves no Redis pipeline or connection open: none warns
+    (ResourceWarning) as it is collected at the end, none is reported to asyncio's exception
+    handler (as "Unclosed Pipeline client")."""
+    loop = asyncio.get_running_loop()
+    handled: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: handled.append(context))
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+            gc.collect()  # a pipeline or connection left open warns as it goes
+    finally:
+        loop.set_exception_handler(previous)
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+    assert handled == []
 
 
 def _redis_server() -> str:

@@ -18,7 +18,7 @@ from tests.test_strava_webhooks import emit as strava_emit
 from tests.test_strava_webhooks import subscribe
 from wearsync.settings import Settings
 from wearsync.sim.common import SimState
-from wearsync.worker_loop import create_worker
+from wearsync.worker import create_worker
 
 Client = TestClient[web.Request, web.Application]
 USERS, WORKOUTS = 5, 400
