@@ -323,8 +323,8 @@ Try:
   # connect a user by OAuth, as your app would: ask for Strava's authorization page for user alice,
   curl -s -H "X-API-Key: $WEARSYNC_KEY" \\
     "{base}/oauth/strava/authorize?user_id={alice}&redirect_uri=http://localhost:3000/connected"
-  # then open its authorization_url in a browser with &login_hint=alice added: the simulated
-  # Strava signs alice in and approves, wearsync stores the connection, queues a first sync and
+  # then open its authorization_url in a browser with &login_hint=alice added: on the simulated
+  # Strava's consent page alice approves, wearsync stores the connection, queues a first sync and
   # sends the browser on to http://localhost:3000/connected?...&status=connected&task_id=...
   # (nothing listens there: the address bar shows the outcome)
 

@@ -181,7 +181,7 @@ async function loadTasks() {
       el("td", { class: `status ${t.status}`, text: t.status }),
       el("td", { class: "small", text: progressText(t.progress) }),
       el("td", { class: "small error", text: t.error || "" })));
-  $("#tasks tbody").replaceChildren(...rows);
+  $("#tasks tbody").replaceChildren(...(rows.length ? rows : [nothing(6, "No tasks yet.")]));
 }
 
 async function loadEvents() {
@@ -194,7 +194,11 @@ async function loadEvents() {
       el("td", {}, el("a", { href: `#user=${e.user_id}`, text: short(e.user_id), title: e.user_id })),
       el("td", { class: `status ${e.status}`, text: e.status }),
       el("td", { class: "small", text: e.detail || "" })));
-  $("#events tbody").replaceChildren(...rows);
+  $("#events tbody").replaceChildren(...(rows.length ? rows : [nothing(6, "No webhook events received yet.")]));
+}
+
+function nothing(columns, text) {
+  return el("tr", {}, el("td", { colspan: columns, class: "muted", text }));
 }
 
 // ---- one user ---------------------------------------------------------------------------------
@@ -225,7 +229,7 @@ function renderConnections(user) {
       el("td", { class: c.active ? "ok" : "error", text: c.active ? "active" : "inactive" }),
       el("td", { class: token.cls, text: token.text }),
       el("td", { text: c.last_sync_at ? `${ago(c.last_sync_at)} (${c.last_sync_status})` : "never" }),
-      el("td", { class: "small error", text: failed }),
+      el("td", { class: c.last_error_at ? "small error" : "small", text: failed }),
       el("td", { class: c.waiting_until ? "warn" : "", text: waiting }),
       el("td", {}, el("button", {
         type: "button", class: "sync-now", disabled: !c.active, "data-provider": c.provider,
@@ -310,6 +314,7 @@ async function drawPlots() {
   lineChart($("#plot-resting-hr"), resting, {
     empty: "No resting heart rate in this window (Whoop's recoveries have it).", complete: recovery.complete,
   });
+  $("#user").dataset.drawn = `${userId} ${days}`; // which plots are shown
 }
 
 function mondayOf(date) {
@@ -320,7 +325,7 @@ function mondayOf(date) {
 
 // ---- plots ------------------------------------------------------------------------------------
 
-const W = 640, H = 180, PAD = { left: 36, right: 8, top: 8, bottom: 20 };
+const W = 420, H = 170, PAD = { left: 34, right: 8, top: 8, bottom: 20 };
 
 function frame(container, points, options) {
   container.replaceChildren();
@@ -337,7 +342,9 @@ function frame(container, points, options) {
     x0: Math.min(...xs), x1: Math.max(...xs), y0: options.zero ? 0 : Math.min(...values) * 0.95,
     y1: Math.max(...values) * 1.05 || 1,
   };
-  scale.x = (x) => PAD.left + (scale.x1 === scale.x0 ? 0.5 : (x - scale.x0) / (scale.x1 - scale.x0)) * (W - PAD.left - PAD.right);
+  const inset = options.inset || 0; // a bar's half width: the first and last bars stay inside
+  const span = W - PAD.left - PAD.right - 2 * inset;
+  scale.x = (x) => PAD.left + inset + (scale.x1 === scale.x0 ? 0.5 : (x - scale.x0) / (scale.x1 - scale.x0)) * span;
   scale.y = (v) => H - PAD.bottom - ((v - scale.y0) / (scale.y1 - scale.y0 || 1)) * (H - PAD.top - PAD.bottom);
   for (const v of [scale.y0, (scale.y0 + scale.y1) / 2, scale.y1]) {
     chart.append(svg("line", { x1: PAD.left, x2: W - PAD.right, y1: scale.y(v), y2: scale.y(v), class: "gridline" }));
@@ -346,7 +353,7 @@ function frame(container, points, options) {
     chart.append(label);
   }
   for (const [x, anchor] of [[scale.x0, "start"], [scale.x1, "end"]]) {
-    const label = svg("text", { x: scale.x(x), y: H - 4, class: "axis", "text-anchor": anchor });
+    const label = svg("text", { x: anchor === "start" ? PAD.left : W - PAD.right, y: H - 4, class: "axis", "text-anchor": anchor });
     label.textContent = new Date(x).toISOString().slice(0, 10);
     chart.append(label);
   }
@@ -355,10 +362,10 @@ function frame(container, points, options) {
 }
 
 function barChart(container, points, options) {
-  const drawn = frame(container, points, { ...options, zero: true });
+  const width = Math.max(2, ((W - PAD.left - PAD.right) / Math.max(points.length, 1)) * 0.7);
+  const drawn = frame(container, points, { ...options, zero: true, inset: width / 2 });
   if (!drawn) return;
   const { chart, scale } = drawn;
-  const width = Math.max(2, ((W - PAD.left - PAD.right) / Math.max(points.length, 1)) * 0.7);
   for (const p of points) {
     const y = scale.y(p.value);
     const bar = svg("rect", {
