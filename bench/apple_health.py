@@ -15,7 +15,7 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.harness import DATA_DIR, ROOT, Processes, Run, bench_run, proc_status_kb, servers
+from bench.harness import DATA_DIR, ROOT, Processes, Run, bench_run, cpu_seconds, proc_status_kb, servers
 from wearsync.sim.apple_health import ExportSummary, days_for, write_export
 
 GOAL_RECORDS_PER_S, GOAL_PEAK_MB = 100_000, 200
@@ -42,6 +42,8 @@ async def measure(run: Run, path: Path, summary: ExportSummary) -> str:
     imports_dir = DATA_DIR / "imports"
     async with run.deployment("apple-health", env={"WEARSYNC_IMPORT_DIR": str(imports_dir)}) as deployment:
         user_id = await run.api(deployment).create_user("apple-health")
+        worker_pid = deployment.workers[0].pid
+        worker_cpu = cpu_seconds(worker_pid)
         log("uploading ...")
         with path.open("rb") as body:
             url = f"{deployment.api_url}/api/v1/users/{user_id}/imports/apple-health"
@@ -58,7 +60,12 @@ async def measure(run: Run, path: Path, summary: ExportSummary) -> str:
                 break
             await asyncio.sleep(0.5)
         assert task["status"] == "succeeded", task["error"]
-        worker_peak_mb = proc_status_kb(deployment.workers[0].pid, "VmHWM") / 1024
+        worker_cpu = cpu_seconds(worker_pid) - worker_cpu
+        backends = await run.db.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        postgres_cpu = sum(cpu_seconds(r["pid"]) for r in backends)  # since each connected: about the import
+        worker_peak_mb = proc_status_kb(worker_pid, "VmHWM") / 1024
         api_peak_mb = proc_status_kb(deployment.api.pid, "VmHWM") / 1024
     seconds = (task["finished_at"] - task["started_at"]).total_seconds()
     rows = await run.row_counts(user_id)
@@ -66,6 +73,7 @@ async def measure(run: Run, path: Path, summary: ExportSummary) -> str:
     rate = summary.records / seconds
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     xml_mb, zip_mb = summary.xml_bytes / 2**20, summary.zip_bytes / 2**20
+    per_cpu = summary.records / worker_cpu
     verdict = "met" if rate >= GOAL_RECORDS_PER_S else "missed"
     memory = "met" if max(worker_peak_mb, api_peak_mb) < GOAL_PEAK_MB else "missed"
     return f"""# Apple Health import: measured
@@ -79,6 +87,7 @@ load average {load} at the end, shared with whatever else ran).
 | export.xml | {xml_mb:,.0f} MB ({zip_mb:,.0f} MB zipped), {summary.days} days | 1 GB |
 | records parsed and stored (Record, Workout, ActivitySummary) | {summary.records:,} in {seconds:.1f} s | |
 | **rate** | **{rate:,.0f} records/s** ({stored / seconds:,.0f} rows/s) | >= {GOAL_RECORDS_PER_S:,} ({verdict}) |
+| CPU: worker / PostgreSQL backends | {worker_cpu:.0f} s ({per_cpu:,.0f} records/CPU-s) / {postgres_cpu:.0f} s | |
 | rows stored | {stored:,}: {", ".join(f"{t} {n:,}" for t, n in rows.items() if n)} | |
 | peak memory of the worker (VmHWM) | {worker_peak_mb:.0f} MB | < {GOAL_PEAK_MB} ({memory}) |
 | peak memory of the API (VmHWM, took the upload) | {api_peak_mb:.0f} MB | < {GOAL_PEAK_MB} |

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from wearsync.db import tasks
 from wearsync.metrics import OPEN_TASKS, QUEUE_JOBS, WEBHOOK_QUEUE_JOBS
-from wearsync.settings import PROVIDER_NAMES
+from wearsync.settings import DATA_SOURCES
 
 log = structlog.get_logger(__name__)
 
@@ -57,7 +57,7 @@ async def count_open_work(
     QUEUE_JOBS.labels("deferred").set(total - ready)
     WEBHOOK_QUEUE_JOBS.labels("ready").set(hooks_ready)
     WEBHOOK_QUEUE_JOBS.labels("deferred").set(hooks_total - hooks_ready)
-    for provider in PROVIDER_NAMES:
+    for provider in DATA_SOURCES:  # the providers' syncs and the imports
         for status in OPEN_STATUSES:
             OPEN_TASKS.labels(provider, status).set(counts.get((provider, status), 0))
 

@@ -30,7 +30,7 @@ async def test_a_killed_workers_import_is_done_again_by_another(
     key = await factory.api_key()
     user_id = await factory.user(key)
     export = tmp_path / "export.zip"
-    summary = write_export(export, days=40)  # about 45,000 rows: a few batches of 20,000
+    summary = write_export(export, days=40)  # about 45,000 rows: a few batches of 10,000
     imports = settings.import_dir
     # arq keeps a started job from other workers for its timeout + 10 s.
     fast = settings.model_copy(update={"job_timeout_s": 20, "schedule_interval_s": 0})

@@ -31,7 +31,9 @@ from wearsync.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-BATCH_ROWS = 20_000  # rows parsed, then written with one COPY and one INSERT per table
+# Rows parsed, then written with one COPY and one INSERT per table. Three batches are in memory at
+# once (one read, one waiting, one written): 10,000 rows are about 7 MB.
+BATCH_ROWS = 10_000
 MAX_ELEMENT_BYTES = 32 << 20  # one element of export.xml (a workout with its route: a few MB)
 IMPORTERS = frozenset({SOURCE})  # the `provider` of tasks that import a file
 
