@@ -7,7 +7,7 @@ import errno
 import socket
 import sys
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 from pydantic import ValidationError
@@ -18,7 +18,12 @@ from wearsync.logging import capture_stray_output, configure_logging
 from wearsync.settings import Settings
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    import asyncpg
     from aiohttp import web
+
+T = TypeVar("T")
 
 
 def _serve(app: "web.Application", args: argparse.Namespace, what: str, **options: Any) -> None:
@@ -62,15 +67,10 @@ def _worker(settings: Settings, args: argparse.Namespace) -> None:
     run_worker(settings)
 
 
-async def _run_migrations(dsn: str) -> list[str]:
+def _migrate(settings: Settings, args: argparse.Namespace) -> None:
     from wearsync.db.migrate import migrate
 
-    applied: list[str] = await _with_db(dsn, migrate)
-    return applied
-
-
-def _migrate(settings: Settings, args: argparse.Namespace) -> None:
-    applied = asyncio.run(_run_migrations(settings.database_url))
+    applied = _with_db(settings.database_url, migrate)
     print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
 
 
@@ -80,27 +80,21 @@ def _sim(settings: Settings, args: argparse.Namespace) -> None:
     _serve(create_sim_app(), args, "simulators")
 
 
-async def _with_db(dsn: str, work: Any) -> Any:
-    """`work(connection)` on one connection; a database that cannot be reached (not up, missing,
-    refused) ends the command with one line saying so, not a traceback."""
-    import asyncpg
+def _with_db(dsn: str, work: "Callable[[asyncpg.Connection], Awaitable[T]]") -> T:
+    """`work(connection)` on a connection of its own; a database that cannot be reached (not up,
+    missing, refused) ends the command with one line saying so, not a traceback."""
+    from wearsync.db import DatabaseUnreachable, with_connection
 
     try:
-        conn = await asyncpg.connect(dsn)
-    except (OSError, asyncpg.PostgresError) as e:
-        hint = ": create it first (createdb), or point DATABASE_URL at another" if isinstance(
-            e, asyncpg.InvalidCatalogNameError) else ""  # fmt: skip
-        sys.exit(f"error: cannot connect to PostgreSQL (DATABASE_URL): {e}{hint}")
-    try:
-        return await work(conn)
-    finally:
-        await conn.close()
+        return asyncio.run(with_connection(dsn, work))
+    except DatabaseUnreachable as e:
+        sys.exit(f"error: {e}")
 
 
 def _api_key_list(settings: Settings, args: argparse.Namespace) -> None:
     from wearsync.db import keys as keys_db
 
-    rows = asyncio.run(_with_db(settings.database_url, lambda c: keys_db.list_api_keys(c, args.application)))
+    rows = _with_db(settings.database_url, lambda c: keys_db.list_api_keys(c, args.application))
     print(f"{'prefix':<12} {'application':<20} {'name':<24} {'created':<17} {'last used':<17} revoked")
     for r in rows:
         when = [
@@ -112,7 +106,7 @@ def _api_key_list(settings: Settings, args: argparse.Namespace) -> None:
 def _api_key_revoke(settings: Settings, args: argparse.Namespace) -> None:
     from wearsync.db import keys as keys_db
 
-    matches = asyncio.run(_with_db(settings.database_url, lambda c: keys_db.revoke_api_key(c, args.prefix)))
+    matches = _with_db(settings.database_url, lambda c: keys_db.revoke_api_key(c, args.prefix))
     if matches != 1:
         what = "no active key" if matches == 0 else f"{matches} active keys (nothing revoked)"
         sys.exit(f"{what} with prefix {args.prefix!r}")
@@ -129,7 +123,7 @@ def _token_key_rotate(settings: Settings, args: argparse.Namespace) -> None:
     from wearsync.db import connections
 
     cipher = settings.cipher()
-    count = asyncio.run(_with_db(settings.database_url, lambda c: connections.reseal_tokens(c, cipher.reseal)))
+    count = _with_db(settings.database_url, lambda c: connections.reseal_tokens(c, cipher.reseal))
     print(f"re-encrypted the tokens of {count} connections under the first key of WEARSYNC_TOKEN_KEYS")
 
 
@@ -137,7 +131,7 @@ def _api_key_create(settings: Settings, args: argparse.Namespace) -> None:
     from wearsync.db import keys as keys_db
 
     application = args.application or args.name
-    key = asyncio.run(_with_db(settings.database_url, lambda c: keys_db.create_api_key(c, application, args.name)))
+    key = _with_db(settings.database_url, lambda c: keys_db.create_api_key(c, application, args.name))
     print(key)
     print("Store this key now: it is not shown again (only its hash is kept).", file=sys.stderr)
 
@@ -156,9 +150,7 @@ def _connect_link(settings: Settings, args: argparse.Namespace) -> None:
 
     if args.redirect_uri and not redirect_allowed(args.redirect_uri, settings.redirect_allowlist):
         sys.exit(f"error: WEARSYNC_OAUTH_REDIRECT_ALLOWLIST does not allow {args.redirect_uri}")
-    app_id = asyncio.run(
-        _with_db(settings.database_url, lambda c: operators.application_of_user(c, args.application, args.user_id))
-    )
+    app_id = _with_db(settings.database_url, lambda c: operators.application_of_user(c, args.application, args.user_id))
     if app_id is None:
         sys.exit(f"error: application {args.application!r} has no user {args.user_id}")
     url, expires_at = mint(settings, app_id, args.user_id, args.redirect_uri, args.ttl)

