@@ -4,6 +4,7 @@ task with the reason and storing nothing."""
 
 import uuid
 import zipfile
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from arq.worker import Worker
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.conftest import Factory, wait_for_task
 from wearsync.imports import jobs
@@ -202,6 +205,15 @@ def test_a_zip_that_lies_about_its_size_is_cut_off(tmp_path: Path) -> None:
         _read_all(stream)
 
 
+BILLION_LAUGHS = (
+    export_xml(heart_rate())
+    .replace(
+        "<!DOCTYPE HealthData [\n",
+        '<!DOCTYPE HealthData [\n<!ENTITY a "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa">\n'
+        + "".join(f'<!ENTITY {chr(98 + i)} "{("&" + chr(97 + i) + ";") * 10}">\n' for i in range(9)),
+    )
+    .replace('sourceName="Watch"', 'sourceName="&j;"')
+)
 HUGE_WORKOUT = (
     '<Workout workoutActivityType="x" sourceName="a" startDate="2024-04-01 08:05:00 +0200"'
     ' endDate="2024-04-01 08:05:00 +0200">' + '<MetadataEntry key="k" value="v"/>' * 5000 + "</Workout>"
@@ -211,14 +223,16 @@ HUGE_WORKOUT = (
 @pytest.mark.parametrize(
     ("xml", "reason"),
     [
-        (export_xml(heart_rate(), heart_rate("2024-04-01 08:05:00 +0200"))[:-40], "not well-formed XML"),
+        (export_xml(heart_rate(), heart_rate("2024-04-01 08:05:00 +0200"))[:-40], "export.xml is cut short"),
+        (export_xml(heart_rate(), "<Record>\n"), "not well-formed XML (Opening and ending tag mismatch"),
+        (BILLION_LAUGHS, "not well-formed XML (Maximum entity amplification factor exceeded"),
         (export_xml(heart_rate(), heart_rate("01/04/2024 08:05")), "line 68: Record startDate: '01/04/2024 08:05'"),
         (export_xml(heart_rate(), heart_rate("2024-04-01 08:05:00")), "is not a date and time with a UTC offset"),
         (export_xml(heart_rate(), heart_rate(value="NaN")), "value 'NaN' is not a finite number"),
         (export_xml(heart_rate(), heart_rate(value="seventy")), "HeartRate value could not convert"),
         (export_xml(heart_rate(), HUGE_WORKOUT), "an element of more than 65536 bytes"),
     ],
-    ids=["truncated", "odd-date", "no-offset", "nan", "not-a-number", "huge-element"],
+    ids=["truncated", "mismatched", "billion-laughs", "odd-date", "no-offset", "nan", "not-a-number", "huge-element"],
 )
 async def test_an_export_that_cannot_be_read_fails_its_task_storing_nothing(
     client: Client, factory: Factory, db: asyncpg.Pool, worker: Worker, settings: Settings, tmp_path: Path,
@@ -316,3 +330,19 @@ async def test_uploads_nothing_will_import_are_swept(
         os.utime(old, (hour_ago, hour_ago))
     assert await sweep_uploads(db, settings) == 2
     assert sorted(p.name for p in settings.import_dir.iterdir()) == sorted([queued.name, fresh.name])
+
+
+@given(st.text(max_size=40))
+def test_any_text_is_a_date_with_an_offset_or_refused(text: str) -> None:
+    try:
+        parsed = parse_date(text)
+    except ValueError:
+        return
+    assert parsed.utcoffset() is not None
+
+
+@given(st.datetimes(min_value=datetime(1000, 1, 1), timezones=st.timezones()).map(lambda d: d.replace(microsecond=0)))
+def test_the_health_apps_dates_read_back_as_written(moment: datetime) -> None:
+    if moment.utcoffset() is None or moment.utcoffset() % timedelta(minutes=1):  # type: ignore[operator]
+        return  # the export's form has whole minutes of offset
+    assert parse_date(moment.strftime("%Y-%m-%d %H:%M:%S %z")) == moment

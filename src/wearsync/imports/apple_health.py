@@ -400,7 +400,9 @@ def read_export(stream: ExportStream, batch_rows: int) -> Iterator[Batch]:
                 yield batch
                 batch = Batch()
     except etree.XMLSyntaxError as e:
-        raise ExportError(f"export.xml is not well-formed XML ({e}): is the file complete?") from None
+        if stream.ended and (e.lineno or 0) >= stream.newlines:  # at its very end: the rest is missing
+            raise ExportError(f"export.xml is cut short: it ends inside an element ({e})") from None
+        raise ExportError(f"export.xml is not well-formed XML ({e})") from None
     batch.sleep, batch.daily = reader.nights_rows(), reader.day_rows()
     summed: list[SleepSession | DailyActivity] = [*batch.sleep, *batch.daily]
     for each in summed:

@@ -59,7 +59,8 @@ class ExportStream:
         self.total_bytes = entry.file_size
         self._limit = min(entry.file_size, max_bytes)
         self._max_element = max_element_bytes
-        self.read_bytes = self._marked = 0
+        self.read_bytes = self._marked = self.newlines = 0
+        self.ended = False  # read to its end
 
     def mark(self) -> None:
         """An element ended here: the next may take `max_element_bytes` from here."""
@@ -71,6 +72,8 @@ class ExportStream:
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
             raise BadExport(f"export.xml is damaged in the zip: {e}") from None
         self.read_bytes += len(data)
+        self.newlines += data.count(b"\n")
+        self.ended = not data
         if self.read_bytes > self._limit:
             raise TooLarge(
                 f"export.xml inflates past {self._limit} bytes, more than its entry in the zip says"
