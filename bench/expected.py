@@ -83,6 +83,31 @@ def strava(records: dict[str, Any]) -> Expected:
     return {"workouts": {str(a["id"]): a for a in records["activities"]}}
 
 
+def as_listed(provider: str, raw: Any, records: dict[str, Any]) -> Any:
+    """A stored row's raw as the provider's list serves it. A Strava activity fetched for a webhook
+    event holds its detail: the summary with resource_state 3, the calories the simulator says it
+    has and an empty description. A Suunto workout stored from a notification lacks the `gear` the
+    list carries (the notification has it beside the workout), and one fetched by its key names
+    itself `key`. Anything else stays as it is (a difference is one)."""
+    if provider == "suunto" and isinstance(raw, dict):
+        return _suunto_as_listed(raw, records)
+    if provider != "strava" or not isinstance(raw, dict) or raw.get("resource_state") != 3:
+        return raw
+    if raw.get("calories") != records["calories"].get(str(raw.get("id"))) or raw.get("description") is not None:
+        return raw
+    return {k: v for k, v in raw.items() if k not in ("calories", "description")} | {"resource_state": 2}
+
+
+def _suunto_as_listed(raw: dict[str, Any], records: dict[str, Any]) -> Any:
+    listed = raw
+    if "key" in raw and "workoutKey" not in raw:
+        listed = {"workoutKey": raw["key"]} | {k: v for k, v in raw.items() if k != "key"}
+    served = next((w for w in records.get("workouts", []) if w.get("workoutKey") == listed.get("workoutKey")), None)
+    if served is not None and listed in (served, {k: v for k, v in served.items() if k != "gear"}):
+        return served
+    return raw
+
+
 def whoop(records: dict[str, Any]) -> Expected:
     return {
         "workouts": {w["id"]: w for w in records["workout"]},

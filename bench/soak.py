@@ -5,14 +5,21 @@ PostgreSQL and Redis. `--users` users, spread evenly over the five providers, ar
 connected through the API with one API key, as a client does. The simulators then answer every
 call `--latency-ms` late and fail `--error-rate` of them with a 500, their rate limits (and ours)
 out of reach so that the run is bounded by work, not by waiting. Each round, every user's sync is
-asked for at once (round 1: first syncs; later rounds: re-syncs, which must store nothing twice);
-a round ends when every task is final, Garmin's backfills are delivered and every webhook event
-is processed. Meanwhile the resident memory (RSS) of the API and of each worker is sampled.
+asked for at once (round 1: first syncs; later rounds: re-syncs, which must store nothing twice),
+and a new workout is recorded upstream for every Strava and Suunto user, which its simulator
+delivers by webhook (bench/soak_events.py; Garmin's backfills come by push for half its users, by
+ping for the others); a round ends when every task is final, Garmin's backfills are delivered and
+every webhook event is processed. Meanwhile the resident memory (RSS) of the API and of each worker is sampled.
+
+Then two tenants (bench/soak_tenants.py; `--no-tenants`: not run): one application floods
+Whoop's rate limit while another's syncs must each end within a stated bound.
 
 Checks (any failure: exit status 1): every task ended, and succeeded; each user's stored rows are
-exactly the simulator's records, per data type (bench/expected.py); every webhook delivery was
-taken; errors were injected and every one was retried; memory stayed flat (see `memory_verdict`).
-The counts and the verdict are printed and written to bench/soak.md (`--no-write`: not written).
+exactly the simulator's records, per data type (bench/expected.py), the delivered ones included;
+every webhook delivery was taken; errors were injected and every one was retried; the second
+application's bound was met; memory stayed flat (see `memory_verdict` in bench/soak_model.py).
+The counts and the verdict are printed (bench/soak_report.py) and written to bench/soak.md
+(`--no-write`: not written).
 """
 
 import argparse
@@ -25,122 +32,34 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
 import aiohttp
 
-from bench import expected
+from bench import expected, soak_events, soak_tenants
 from bench.harness import Child, Deployment, Processes, Run, bench_run, proc_status_kb, servers
 from bench.run import machine
+from bench.soak_model import (
+    HISTORY,
+    LOG_EVENTS,
+    NO_LIMIT,
+    Config,
+    Memory,
+    Result,
+    Round,
+    User,
+    memory_verdict,
+)
+from bench.soak_report import report
 from wearsync.dev import _connect
-from wearsync.settings import PROVIDER_NAMES, webhook_path
+from wearsync.settings import PROVIDER_NAMES
 
 HERE = Path(__file__).resolve().parent
-NO_LIMIT = (1_000_000, 900)  # rate limits (the simulators' and ours) that the run never reaches
-# Each simulated user's account: small, so that 1,000 of them sync in minutes on 2 shared cores,
-# yet every data type has records (Polar's older exercises lie outside what a sync fetches).
-HISTORY = {
-    "garmin": {"workouts": 6, "days_247": 3},
-    "strava": {"workouts": 25},
-    "polar": {"workouts": 8, "older_workouts": 2},
-    "suunto": {"workouts": 25, "days_247": 3},
-    "whoop": {"workouts": 10, "days_247": 5},
-}
-FINAL = ("succeeded", "partial", "failed")
-# What the workers log (JSON lines) when they retry or wait, counted from their logs.
-LOG_EVENTS = {
-    "upstream call failed": "upstream calls retried",
-    "upstream rate limited, waiting": "429s waited out",
-    "rate limited, deferring the task": "tasks deferred (rate limit)",
-    "task continues in a new job": "tasks continued in a new job",
-    "database unavailable, retrying the task": "tasks retried (database)",
-    "sync task crashed": "sync tasks crashed",
-    "webhook event crashed": "webhook events crashed",
-}
 
 
 class RoundFailed(Exception):
     """A round could not finish: out of time, or a process died."""
-
-
-@dataclass(frozen=True)
-class Config:
-    users: int = 1000
-    rounds: int = 2
-    workers: int = 2
-    latency_s: float = 0.05
-    error_rate: float = 0.01
-    timeout_s: float = 900.0  # the whole run
-    sample_every_s: float = 0.5
-    settle_s: float = 2.0  # idle time before RSS is taken at the start and after each round
-    memory_tolerance: float = 0.05  # RSS growth allowed from the end of round 1 to the end
-    connect_concurrency: int = 16
-    # Every round with users of its own (first syncs every round) instead of re-syncs of round 1's.
-    fresh_users: bool = False
-    sync_concurrency: int = 64
-
-
-@dataclass
-class User:
-    provider: str
-    sim_user: str
-    user_id: str = ""
-    task_ids: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Round:
-    number: int
-    tasks: int
-    sync_s: float  # from the first sync asked for until all tasks were final
-    settled_s: float  # ... until the webhooks were delivered and processed too
-    upstream: dict[str, Counter[str]]  # provider -> status (200, 429, fault:status, ...) -> calls
-    finished: bool = True
-
-
-@dataclass
-class Memory:
-    process: str
-    start_mb: float  # idle, before the first round
-    round_end_mb: list[float]  # idle, after each round
-    peak_mb: float  # the kernel's high-water mark (VmHWM)
-
-    @property
-    def end_mb(self) -> float:
-        return self.round_end_mb[-1]
-
-    @property
-    def growth_mb(self) -> float:
-        """From the end of the first round (every code path run, the largest working set seen)."""
-        return self.end_mb - self.round_end_mb[0]
-
-
-@dataclass
-class Result:
-    config: Config
-    meta: dict[str, Any] = field(default_factory=dict)
-    connect_s: float = 0.0
-    rounds: list[Round] = field(default_factory=list)
-    tasks: dict[str, Counter[str]] = field(default_factory=dict)  # provider -> status -> tasks
-    attempts: Counter[int] = field(default_factory=Counter)  # attempts -> tasks
-    open_tasks: list[str] = field(default_factory=list)  # not final when the run gave up
-    rows: dict[str, int] = field(default_factory=dict)  # table -> rows
-    differences: list[str] = field(default_factory=list)  # per user and table, where rows differ
-    users_checked: int = 0
-    webhook_events: Counter[str] = field(default_factory=Counter)  # status -> events
-    deliveries: Counter[str] = field(default_factory=Counter)  # "provider status" -> deliveries
-    logged: Counter[str] = field(default_factory=Counter)  # LOG_EVENTS label -> lines
-    retried_by_reason: Counter[str] = field(default_factory=Counter)
-    memory: list[Memory] = field(default_factory=list)
-    trace: list[tuple[float, dict[str, float]]] = field(default_factory=list)  # (s, process -> MB)
-    duration_s: float = 0.0
-    error: str = ""  # what stopped the run early, if anything
-
-    def upstream(self, status: str | None = None) -> int:
-        """Calls the simulators answered (with `status` only, if given), all rounds."""
-        return sum(n for r in self.rounds for c in r.upstream.values() for s, n in c.items() if status in (None, s))
 
 
 def log(message: str) -> None:
@@ -174,6 +93,7 @@ async def connect_users(run: Run, dep: Deployment, config: Config, prefix: str =
     """Users made and connected through the API (tokens from the simulators' OAuth servers, as an
     OAuth callback gets them), round-robin over the providers."""
     users = [User(PROVIDER_NAMES[i % len(PROVIDER_NAMES)], f"{prefix}{i:05d}") for i in range(config.users)]
+    await soak_events.ping_half(run, [u.sim_user for u in users if u.provider == "garmin"])
     api = run.api(dep)
     async with aiohttp.ClientSession(headers={"X-API-Key": run.key}) as session:
 
@@ -207,6 +127,11 @@ async def run_round(
 
     await gather_bounded(config.sync_concurrency, [lambda u=u: sync(u) for u in users])  # type: ignore[misc]
     log(f"round {number}: {len(users)} syncs asked for in {time.monotonic() - started:.1f} s")
+    by_provider: dict[str, list[str]] = {}
+    for user in users:
+        by_provider.setdefault(user.provider, []).append(user.sim_user)
+    emitted = await soak_events.emit_round_events(run, by_provider)
+    log(f"round {number}: upstream events delivered: {dict(emitted)}")
     sync_s = 0.0
     last_report = time.monotonic()
     while True:
@@ -229,7 +154,7 @@ async def run_round(
     upstream = await upstream_calls(run)
     log(f"round {number}: tasks final in {sync_s:.1f} s, all settled in {settled_s:.1f} s, "
         f"{sum(sum(c.values()) for c in upstream.values())} upstream calls")  # fmt: skip
-    return Round(number, len(users), sync_s, settled_s, upstream)
+    return Round(number, len(users), sync_s, settled_s, upstream, events=emitted)
 
 
 async def upstream_calls(run: Run) -> dict[str, Counter[str]]:
@@ -265,18 +190,6 @@ async def idle_rss(dep: Deployment, settle_s: float) -> dict[str, float]:
     return rss_mb(dep)
 
 
-def memory_verdict(memory: Memory, tolerance: float) -> tuple[bool | None, str]:
-    """Flat: at the end, idle, no more than `tolerance` above where it was, idle, after round 1.
-    Round 1 runs every code path and holds the largest working set (first syncs carry all the
-    rows); later rounds can only add what is kept, which is what a leak does. With one round
-    there is nothing to compare: None."""
-    if len(memory.round_end_mb) < 2:
-        return None, "not judged: one round (the verdict compares later rounds with the first)"
-    allowed = memory.round_end_mb[0] * tolerance
-    flat = memory.growth_mb <= allowed
-    return flat, f"{memory.growth_mb:+.1f} MB after round 1 (allowed {allowed:.1f} MB)"
-
-
 # ---- checks after the run -----------------------------------------------------------------------
 
 
@@ -302,7 +215,7 @@ async def check_user(run: Run, user: User) -> list[str]:
             found = await run.db.fetch(
                 f"SELECT {column} AS key, raw FROM {table} WHERE user_id = $1::uuid", user.user_id
             )
-            rows[table] = [(r["key"], json.loads(r["raw"])) for r in found]
+            rows[table] = [(r["key"], expected.as_listed(user.provider, json.loads(r["raw"]), records)) for r in found]
     return [
         f"{user.provider} user {user.sim_user} ({user.user_id}), {table}: "
         + ", ".join(f"{n} {what}" for what, n in diff.items() if n)
@@ -349,6 +262,7 @@ async def collect(run: Run, users: list[User], result: Result) -> None:
         result.webhook_events[row["status"]] = row["n"]
     for sent in (await run.sim.deliveries())["sent"]:
         result.deliveries[f"{sent['provider']} {sent['status']}"] += sent["count"]
+    result.event_kinds = await soak_events.event_counts(run)
     differences = await gather_bounded(4, [lambda u=u: check_user(run, u) for u in users])  # type: ignore[misc]
     result.differences = [d for found in differences for d in found]
     result.users_checked = len(users)
@@ -375,6 +289,9 @@ def _data_failures(result: Result) -> list[str]:
     if result.differences:
         examples = result.differences[:5]
         failed.append(f"{len(result.differences)} user/table pairs differ from the simulators, e.g. {examples}")
+    undelivered = {f"round {r.number}: {k}": n for r in result.rounds for k, n in r.events.items() if k[-4:] != " 200"}
+    if undelivered:
+        failed.append(f"upstream events whose webhook delivery was not taken: {undelivered}")
     refused = {k: n for k, n in result.deliveries.items() if not k.endswith(" 200")}
     if refused:
         failed.append(f"webhook deliveries not taken (status 0: no answer): {refused}")
@@ -400,6 +317,8 @@ def failures(result: Result) -> list[str]:
     """Every check that failed, in words; none: the soak passed."""
     failed = [f"the run stopped early: {result.error}"] if result.error else []
     failed += _task_failures(result) + _data_failures(result) + _retry_failures(result)
+    if result.flood is not None:
+        failed += soak_tenants.failures(result.flood)
     for memory in result.memory:
         flat, how = memory_verdict(memory, result.config.memory_tolerance)
         if flat is False:
@@ -419,9 +338,7 @@ async def soak(admin_dsn: str, redis_url: str, processes: Processes, config: Con
         log(f"database wearsync_bench_{run.run_id}, simulators at {run.sim.url}, logs in {processes.log_dir}")
         await configure_sims(run, 0.0, 0.0)
         async with run.deployment("soak", limits_env(), workers=config.workers) as dep:
-            await run.sim.set_webhook(
-                "garmin", dep.api_url + webhook_path("garmin", run.env["WEARSYNC_GARMIN_WEBHOOK_PATH_SECRET"])
-            )
+            await soak_events.register_webhooks(run, dep)
             users = await connect_users(run, dep, config)
             everyone = list(users)
             result.connect_s = time.monotonic() - started
@@ -459,161 +376,32 @@ async def soak(admin_dsn: str, redis_url: str, processes: Processes, config: Con
         log("checking every user's rows against the simulators")
         await collect(run, everyone, result)
         result.logged, result.retried_by_reason = read_logs(processes.log_dir, names)
+        if config.flood is not None and not result.error:
+            result.flood = await two_tenants(run, config, config.flood, result, users, deadline)
     result.duration_s = time.monotonic() - started
     return result
 
 
+async def two_tenants(
+    run: Run, config: Config, flood: soak_tenants.Flood, result: Result, users: list[User], deadline: float
+) -> soak_tenants.FloodResult:
+    """The flood and the second application's bound (bench/soak_tenants.py), as many flooding users
+    as the rounds had of the provider, each needing as many calls as a first sync did in round 1."""
+    count = sum(1 for u in users if u.provider == flood.provider)
+    calls = sum(result.rounds[0].upstream.get(flood.provider, Counter()).values()) / max(1, count)
+    log(f"two tenants: {count} {flood.provider} first syncs flooding, about {calls:.0f} calls each")
+    await configure_sims(run, config.latency_s, 0.0)
+
+    async def check(run: Run, provider: str, sim_user: str, user_id: str) -> list[str]:
+        return await check_user(run, User(provider, sim_user, user_id))
+
+    flooded = await soak_tenants.run_flood(run, limits_env(), config.workers, flood, calls, count, check, deadline)
+    log(f"two tenants: {soak_tenants.rows(flooded)[-1][1]}")
+    return flooded
+
+
 def _children(dep: Deployment) -> dict[str, Child]:
     return {c.name.removeprefix(f"{dep.name}-"): c for c in [dep.api, *dep.workers]}
-
-
-# ---- the report ---------------------------------------------------------------------------------
-
-
-def _n(value: float) -> str:
-    return f"{value:,.0f}"
-
-
-def _counts(counts: Counter[str] | dict[str, int], sep: str = " ") -> str:
-    return ", ".join(f"{k}{sep}{_n(n)}" for k, n in counts.items()) or "none"
-
-
-def _what_was_run(c: Config) -> str:
-    accounts = "; ".join(f"{p} {', '.join(f'{k} {v}' for k, v in h.items())}" for p, h in HISTORY.items())
-    rounds = (
-        "every round with users of its own (first syncs every round)"
-        if c.fresh_users
-        else "round 1: first syncs; then re-syncs of the same users"
-    )
-    fresh = " --fresh-users" if c.fresh_users else ""
-    return (
-        f"`python -m bench.soak --users {c.users} --rounds {c.rounds} --workers {c.workers} "
-        f"--latency-ms {c.latency_s * 1000:.0f} --error-rate {c.error_rate}{fresh}`: "
-        f"{c.users:,} users ({c.users // len(PROVIDER_NAMES):,} per provider) made and connected through the API, "
-        f"then {c.rounds} round(s) of every user's sync asked for at once ({rounds}), against simulators answering "
-        f"every call {c.latency_s * 1000:.0f} ms late and {c.error_rate:.1%} of them with a 500, rate limits (theirs "
-        f"and ours) at {NO_LIMIT[0]:,} per {NO_LIMIT[1]} s. One API and {c.workers} worker(s), default settings "
-        f"otherwise, no scheduled syncs. Each simulated account: {accounts}."
-    )
-
-
-def _count_rows(result: Result) -> list[tuple[str, str]]:
-    statuses = Counter[str]()
-    for counts in result.tasks.values():
-        statuses.update(counts)
-    users_differing = len({d.split(",")[0] for d in result.differences})
-    rows = [("users connected", f"{_n(result.config.users)} in {result.connect_s:.1f} s")]
-    rows += [(f"round {r.number}: tasks", f"{_n(r.tasks)}, all final after {r.sync_s:.1f} s, webhooks processed "
-              f"after {r.settled_s:.1f} s" if r.finished else f"{_n(r.tasks)}, NOT finished (see above)")
-             for r in result.rounds]  # fmt: skip
-    rows.append(("tasks by status", _counts(Counter(dict(statuses.most_common())))))
-    rows += [(f"{p} tasks", _counts(counts)) for p, counts in sorted(result.tasks.items())]
-    rows.append(("tasks by attempts", _counts({str(a): n for a, n in sorted(result.attempts.items())}, ": ")))
-    rows += [(f"rows in {table}", _n(n)) for table, n in result.rows.items()]
-    rows.append(("users whose rows equal the simulators' records",
-                 f"{_n(result.users_checked - users_differing)} of {_n(result.users_checked)}"))  # fmt: skip
-    for r in result.rounds:
-        calls = {p: sum(r.upstream.get(p, Counter()).values()) for p in PROVIDER_NAMES}
-        rows.append((f"round {r.number}: upstream calls", f"{_n(sum(calls.values()))} ({_counts(calls)})"))
-    rows.append(("upstream errors injected (500)", _n(result.upstream("fault:status"))))
-    rows.append(("upstream calls retried", f"{_n(sum(result.retried_by_reason.values()))} "
-                 f"({_counts(result.retried_by_reason, ': ')})"))  # fmt: skip
-    rows += [(label, _n(n)) for label, n in sorted(result.logged.items()) if label != "upstream calls retried"]
-    rows.append(("webhook deliveries", _counts(dict(sorted(result.deliveries.items())), ": ")))
-    rows.append(("webhook events", _counts(result.webhook_events)))
-    rows.append(("duration", f"{result.duration_s:.0f} s in all"))
-    return rows
-
-
-def _memory_rows(result: Result) -> list[str]:
-    rounds = max((len(m.round_end_mb) for m in result.memory), default=0)
-    lines = [
-        "| process | start (idle) | " + "".join(f"end of round {i + 1} | " for i in range(rounds)) + "peak | verdict |",
-        "| --- | --- | " + "--- | " * rounds + "--- | --- |",
-    ]
-    for m in result.memory:
-        flat, how = memory_verdict(m, result.config.memory_tolerance)
-        ends = "".join(f"{mb:.1f} | " for mb in m.round_end_mb)
-        lines.append(f"| {m.process} | {m.start_mb:.1f} | {ends}{m.peak_mb:.1f} | {_verdict_word(flat)}: {how} |")
-    return lines
-
-
-def _timeline(result: Result, rows: int = 12) -> list[str]:
-    """The sampled RSS at about `rows` evenly spaced instants of the rounds."""
-    if not result.trace:
-        return []
-    names = list(result.trace[0][1])
-    step = max(1, len(result.trace) // rows)
-    picked = result.trace[::step] + ([result.trace[-1]] if (len(result.trace) - 1) % step else [])
-    lines = ["| s into the rounds | " + " | ".join(names) + " |", "| --- | " + "--- | " * len(names)]
-    lines += [f"| {t:.0f} | " + " | ".join(f"{mb.get(n, 0):.1f}" for n in names) + " |" for t, mb in picked]
-    return lines
-
-
-def report(result: Result, failed: list[str]) -> str:
-    meta = result.meta
-    load = meta.get("load", (0.0,))[0]
-    verdict = "**PASSED**" if not failed else "**FAILED**:\n\n" + "\n".join(f"- {f}" for f in failed)
-    lines = [
-        "# `make soak` results",
-        "",
-        f"{meta.get('date', '?')}, commit {meta.get('commit', '?')}; {meta.get('cpus', '?')} CPUs, load average "
-        f"{load:.2f} at the start; {meta.get('servers', '')}; the run took {result.duration_s:.0f} s. How to run it "
-        "and what is checked: [README.md](README.md#make-soak).",
-        "",
-        verdict,
-        "",
-        "## What was run",
-        "",
-        _what_was_run(result.config),
-        "",
-        "## Counts",
-        "",
-        "| what | count |",
-        "| --- | --- |",
-        *(f"| {what} | {count} |" for what, count in _count_rows(result)),
-        "",
-        "## Memory (RSS, MB)",
-        "",
-        *_memory_rows(result),
-        "",
-        memory_note(result),
-        "",
-        *_timeline(result),
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _verdict_word(flat: bool | None) -> str:
-    return "-" if flat is None else "flat" if flat else "GREW"
-
-
-def memory_note(result: Result) -> str:
-    c = result.config
-    later_tasks = max(1, c.users * (len(result.rounds) - 1))
-    threshold = ", ".join(f"{m.process} {m.round_end_mb[0] * c.memory_tolerance * 1024 / later_tasks:.0f} KB"
-                          for m in result.memory)  # fmt: skip
-    return (
-        f"Sampled every {c.sample_every_s} s ({len(result.trace)} samples); start and ends are taken idle "
-        f"({c.settle_s:g} s after the work is done), the peak is the kernel's high-water mark. Verdict: flat when "
-        f"the RSS at the end is within {c.memory_tolerance:.0%} of the RSS at the end of round 1. Round 1 runs every "
-        "code path and holds the largest working set (first syncs carry all the rows), so a bounded process ends "
-        "every later round where it ended the first, give or take the allocator's fragmentation; what a leak keeps "
-        "grows with every task. "
-        + (
-            f"Over the later rounds' {later_tasks:,} tasks, the tolerance lets through a leak of at most about "
-            f"{threshold} per task. "
-            + (
-                "Every round stored rows (`--fresh-users`), so memory kept per stored row would show too."
-                if c.fresh_users
-                else "Re-syncs store few rows: `--fresh-users` (rows stored every round) also looks for memory kept "
-                "per stored row."
-            )
-            if len(result.rounds) > 1
-            else "With one round there is nothing to compare: no verdict."
-        )
-    )
 
 
 def _terminate(signum: int, frame: object) -> NoReturn:
@@ -633,12 +421,14 @@ def main() -> None:
     parser.add_argument("--memory-tolerance", type=float, default=defaults.memory_tolerance)
     parser.add_argument("--fresh-users", action="store_true", help="every round: users of its own, first syncs")
     parser.add_argument("--no-write", action="store_true", help="leave bench/soak.md alone")
+    parser.add_argument("--no-tenants", action="store_true", help="no second application's syncs during a flood")
     args = parser.parse_args()
     if args.users < len(PROVIDER_NAMES) or args.rounds < 1:
         parser.error(f"--users must be at least {len(PROVIDER_NAMES)} and --rounds at least 1")
     config = Config(users=args.users, rounds=args.rounds, workers=args.workers, latency_s=args.latency_ms / 1000,
                     error_rate=args.error_rate, timeout_s=args.timeout_s,
-                    memory_tolerance=args.memory_tolerance, fresh_users=args.fresh_users)  # fmt: skip
+                    memory_tolerance=args.memory_tolerance, fresh_users=args.fresh_users,
+                    flood=None if args.no_tenants else soak_tenants.Flood())  # fmt: skip
     signal.signal(signal.SIGTERM, _terminate)
     processes = Processes(log_dir=HERE.parent / ".wearsync" / "soak" / "logs")
     meta = machine()
