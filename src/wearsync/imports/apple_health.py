@@ -164,8 +164,9 @@ class _Reader:
         self.skipped: Counter[str] = Counter()
 
     def record(self, el: Any, batch: Batch) -> None:
-        attrs = el.attrib
-        kind = attrs.get("type")
+        items = el.items()  # the attributes decoded once: each el.get decodes again
+        attrs: dict[str, str] = dict(items)
+        kind = attrs.get("type", "")
         sample = SAMPLE_TYPES.get(kind)
         total = _DAY_TOTALS.get(kind)
         if sample is None and total is None:
@@ -174,8 +175,8 @@ class _Reader:
             else:
                 self.skipped[kind] += 1
             return
-        start = _date(el, "startDate")
-        value = _value(el)
+        start = _date(el, "startDate", attrs.get("startDate"))
+        value = _value(el, attrs.get("value"))
         unit = attrs.get("unit")
         if sample is not None:
             factor = sample[1].get(unit or "")
@@ -183,7 +184,7 @@ class _Reader:
                 self.skipped[f"{kind} in {unit}"] += 1
                 return
             self.seq += 1
-            batch.samples.append((sample[0], start, value * factor, _raw_json(el), self.seq))
+            batch.samples.append((sample[0], start, value * factor, _raw_json(el, items), self.seq))
         if total is not None and (factor := total[1].get(unit or "")) is not None:
             sums = self.days.setdefault(start.date(), {}).setdefault(attrs.get("sourceName") or "", [0.0] * 4)
             sums[total[0]] += value * factor
@@ -273,24 +274,26 @@ class _Reader:
 _TOTAL_NAMES = ("steps", "distance_m", "active_energy_kcal", "basal_energy_kcal")
 
 
-def _date(el: Any, attr: str) -> datetime:
+def _date(el: Any, attr: str, text: str | None = "") -> datetime:
+    """The element's date attribute `attr` (`text`: its value, when read already)."""
     try:
-        return parse_date(el.get(attr))
+        return parse_date(el.get(attr) if text == "" else text)
     except ValueError as e:
         raise ExportError(f"line {el.sourceline}: {el.tag} {attr}: {e}") from None
 
 
-def _value(el: Any) -> float:
+def _value(el: Any, text: str | None) -> float:
     try:
-        return _number(el.get("value"))
+        return _number(text)
     except ValueError as e:
         raise ExportError(f"line {el.sourceline}: {el.get('type')} value {str(e)[:100]}") from None
 
 
-def _raw_json(el: Any) -> str:
-    """An element's attributes, and its children as `_children` has them, as a JSON object, made
-    by hand: json.dumps of a dict of them takes twice as long, most of a record's mapping."""
-    pairs = [f"{_quoted(k)}:{_quoted(v)}" for k, v in el.items()]
+def _raw_json(el: Any, items: list[tuple[str, str]]) -> str:
+    """An element's attributes (`items`), and its children as `_children` has them, as a JSON
+    object, made by hand: json.dumps of a dict of them takes twice as long, most of a record's
+    mapping."""
+    pairs = [f"{_quoted(k)}:{_quoted(v)}" for k, v in items]
     if len(el):
         pairs += (f"{_quoted(k)}:{_json(v)}" for k, v in _children(el).items())
     return "{" + ",".join(pairs) + "}"
@@ -304,6 +307,8 @@ def _offset_minutes(moment: datetime) -> int | None:
 def _children(el: Any) -> dict[str, Any]:
     """An element's children for its raw: metadata as a dict, the others as lists (each capped)."""
     out: dict[str, Any] = {}
+    if len(el) == 1 and el[0].tag == "MetadataEntry":  # a heart rate's motion context: most records with any
+        return {"MetadataEntry": {el[0].get("key"): el[0].get("value")}}
     for n, child in enumerate(el.iter()):
         if n > _CHILDREN_KEPT:
             break
