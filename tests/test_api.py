@@ -78,11 +78,25 @@ FOREIGN_CALLS: dict[str, list[tuple[str, str, dict[str, Any] | None]]] = {
     "user-delete": [("DELETE", "/api/v1/users/{user}", None)],
     "apple-health-upload": [("POST", "/api/v1/users/{user}/imports/apple-health", None)],
     "connect-link": [("POST", "/api/v1/users/{user}/connect-link", None)],
+    # Their webhook endpoint and one of their events, by id.
+    "endpoint": [("GET", "/api/v1/webhook-endpoints/{endpoint}", None)],
+    "endpoint-update": [("PATCH", "/api/v1/webhook-endpoints/{endpoint}", {"description": "mine now"})],
+    "endpoint-delete": [("DELETE", "/api/v1/webhook-endpoints/{endpoint}", None)],
+    "endpoint-rotate": [("POST", "/api/v1/webhook-endpoints/{endpoint}/rotate-secret", None)],
+    "endpoint-test": [("POST", "/api/v1/webhook-endpoints/{endpoint}/test", None)],
+    "endpoint-replay": [("POST", "/api/v1/webhook-endpoints/{endpoint}/replay", {"event_id": "{event}"})],
+    "event-deliveries": [("GET", "/api/v1/events/{event}/deliveries", None)],
 }
 # Routes that name nobody's user or task: public ones (webhooks: tests/test_tenants.py walks them
-# with one account in two applications), creating a user (below), and the dashboard's lists of the
-# application's own (tests/test_dashboard.py shows another application's key none of it).
-NAMING_NO_USER = PUBLIC_ROUTES | {"users"} | {"dashboard-users", "dashboard-tasks", "dashboard-webhook-events"}
+# with one account in two applications), creating a user (below), the dashboard's lists of the
+# application's own (tests/test_dashboard.py shows another application's key none of it), and its
+# webhook endpoints (listing, creating: tests/test_webhook_endpoints.py).
+NAMING_NO_USER = (
+    PUBLIC_ROUTES
+    | {"users"}
+    | {"dashboard-users", "dashboard-tasks", "dashboard-webhook-events"}
+    | {"endpoints", "endpoints-create"}
+)
 
 
 async def test_a_key_sees_only_its_applications_users(client: Client, factory: Factory, db: asyncpg.Pool) -> None:
@@ -97,10 +111,16 @@ async def test_a_key_sees_only_its_applications_users(client: Client, factory: F
     await factory.connect(owner_key, their_user, "suunto", sim_user)
     await start_sync(client, owner_key, "suunto", their_user, "data_type=workouts&async=false")  # their data
     their_task = await start_sync(client, owner_key, "suunto", their_user, "data_type=workouts")  # left queued
+    resp = await client.post(
+        "/api/v1/webhook-endpoints", json={"url": "https://example.com/h"}, headers={"X-API-Key": owner_key}
+    )
+    their_endpoint = (await resp.json())["id"]
+    their_event = await db.fetchval("SELECT public_id FROM events ORDER BY id DESC LIMIT 1")
     mine = {"X-API-Key": await factory.api_key("another-app")}
     my_user = await factory.user(mine["X-API-Key"], external_id="shared-name")  # external ids: per application
     await factory.connect(mine["X-API-Key"], my_user, "suunto", sim_user)  # the same upstream account
-    tables = ("provider_connections", "sync_tasks", "workouts", "samples", "sync_cursors")
+    tables = ("provider_connections", "sync_tasks", "workouts", "samples", "sync_cursors", "webhook_endpoints",
+              "event_deliveries")  # fmt: skip
 
     async def state() -> list[list[asyncpg.Record]]:
         return [await db.fetch(f"SELECT * FROM {table} ORDER BY 1, 2") for table in tables]
@@ -108,12 +128,18 @@ async def test_a_key_sees_only_its_applications_users(client: Client, factory: F
     before = await state()
     for name, calls in FOREIGN_CALLS.items():
         for method, route, body in calls:
-            if body is not None:
+            if body == {}:
                 tokens = await factory.sim_tokens("suunto", sim_user)
                 body = {"access_token": tokens.access_token, "refresh_token": tokens.refresh_token}
             answers = []
-            for user, task in [(their_user, their_task), (str(uuid.uuid4()), str(uuid.uuid4()))]:
-                resp = await client.request(method, route.format(user=user, task=task), json=body, headers=mine)
+            theirs_and_unknown = [
+                {"user": their_user, "task": their_task, "endpoint": their_endpoint, "event": their_event},
+                {"user": str(uuid.uuid4()), "task": str(uuid.uuid4()), "endpoint": str(uuid.uuid4()),
+                 "event": "evt_" + uuid.uuid4().hex},
+            ]  # fmt: skip
+            for ids in theirs_and_unknown:
+                sent = {k: v.format(**ids) if isinstance(v, str) else v for k, v in body.items()} if body else body
+                resp = await client.request(method, route.format(**ids), json=sent, headers=mine)
                 answers.append((resp.status, await resp.json()))
             theirs, unknown = answers
             assert theirs == unknown, (name, route)

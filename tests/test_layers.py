@@ -18,7 +18,7 @@ LAYERS = [
     (
         "domain",
         "wearsync.deps wearsync.tasks wearsync.sync wearsync.oauth wearsync.webhooks wearsync.queue wearsync.schedule"
-        " wearsync.revocation wearsync.metrics_server wearsync.connect_links wearsync.imports",
+        " wearsync.revocation wearsync.metrics_server wearsync.connect_links wearsync.imports wearsync.outbox",
     ),
     ("providers", "wearsync.providers"),
     ("database", "wearsync.db"),

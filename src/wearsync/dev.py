@@ -85,7 +85,8 @@ def _listen(port: int, what: str) -> socket.socket:
 
 
 def dev_environment(env: dict[str, str], sim_url: str) -> dict[str, str]:
-    """Point every provider at the simulators, with the simulators' client credentials."""
+    """Point every provider at the simulators, with the simulators' client credentials; allow
+    webhook endpoints on this machine."""
     env = dict(env)
     for name in PROVIDER_NAMES:
         upper = name.upper()
@@ -102,6 +103,8 @@ def dev_environment(env: dict[str, str], sim_url: str) -> dict[str, str]:
     env.setdefault("WEARSYNC_GARMIN_WEBHOOK_PATH_SECRET", SIM_GARMIN_PATH_SECRET)
     env.setdefault("WEARSYNC_STRAVA_WEBHOOK_PATH_SECRET", SIM_STRAVA_PATH_SECRET)
     env.setdefault("WEARSYNC_TOKEN_KEYS", DEMO_TOKEN_KEY)
+    # Webhook endpoints on this machine (a local sink) may be registered.
+    env.setdefault("WEARSYNC_EVENTS_ALLOW_PRIVATE_URLS", "true")
     return env
 
 

@@ -112,6 +112,22 @@ class Settings(BaseSettings):
     webhook_retry_first_s: float = Field(60, ge=0)
     webhook_retry_longest_s: float = Field(3600, ge=0)
     webhook_retry_for_s: int = Field(24 * 3600, ge=0)
+    # Outgoing webhooks (events to the applications' endpoints): a URL whose host is or resolves to
+    # a private, loopback or link-local address is refused unless this is set (`make run` sets it).
+    events_allow_private_urls: bool = False
+    # A failed delivery is tried again after a pause doubling from the first to the longest (a
+    # quarter of it at random), for this long after the event; an endpoint failing all along is
+    # then disabled. Each attempt waits at most events_timeout_s for the answer.
+    events_retry_first_s: float = Field(5, ge=0)
+    events_retry_longest_s: float = Field(6 * 3600, ge=0)
+    events_retry_for_s: float = Field(3 * 24 * 3600, ge=0)
+    events_timeout_s: float = Field(10, gt=0)
+    # Deliveries one worker process sends at once (0: it sends none), and to one endpoint.
+    events_max_in_flight: int = Field(256, ge=0)
+    events_max_in_flight_per_endpoint: int = Field(64, ge=1)
+    events_poll_s: float = Field(0.1, gt=0)  # how often a worker looks for due deliveries when idle
+    # How long a rotated endpoint secret still signs (beside the new one).
+    events_secret_overlap_s: int = Field(24 * 3600, ge=0)
     # Finished tasks and handled webhook events are deleted this many days after (0: kept forever);
     # a connection's latest task is always kept (its last sync).
     task_retention_days: int = Field(90, ge=0)

@@ -20,6 +20,7 @@ from wearsync.db import TRANSIENT_DB_ERRORS, retention, service_pool_when_up, ta
 from wearsync.deps import Deps, create_http_client
 from wearsync.imports.jobs import sweep_uploads
 from wearsync.models import TaskStatus
+from wearsync.outbox import start_dispatcher, stop_dispatcher
 from wearsync.providers import garmin
 from wearsync.providers.errors import JobSliceDone, RateLimited
 from wearsync.queue import (
@@ -268,6 +269,8 @@ async def startup(ctx: dict[str, Any]) -> None:
         log.info("serving metrics", url=f"http://{host}:{port}/metrics")
     db = await service_pool_when_up(settings, settings.db_pool_max + settings.webhook_worker_max_jobs)
     ctx["deps"] = Deps(settings=settings, db=db, http=create_http_client(settings, ctx["redis"], jobs=True))
+    if settings.events_max_in_flight:  # outgoing webhooks, beside the jobs (see wearsync.outbox)
+        ctx["dispatcher"] = await start_dispatcher(settings)
     if settings.webhook_worker_max_jobs:
         ctx["webhook_worker"] = start_webhook_worker(settings, ctx["deps"])
 
@@ -275,6 +278,10 @@ async def startup(ctx: dict[str, Any]) -> None:
 async def shutdown(ctx: dict[str, Any]) -> None:
     if "metrics" in ctx:
         await ctx["metrics"].cleanup()
+    if "dispatcher" in ctx:
+        settings: Settings = ctx["settings"]
+        dispatcher, task = ctx["dispatcher"]
+        await stop_dispatcher(dispatcher, task, min(settings.shutdown_grace_s, settings.events_timeout_s))
     if "webhook_worker" in ctx:
         await ctx["webhook_worker"].close()
     deps: Deps | None = ctx.get("deps")

@@ -6,7 +6,7 @@ from aiohttp import web
 from arq import create_pool as create_redis_pool
 from arq.connections import RedisSettings
 
-from wearsync.api import connect, dashboard, data, imports, oauth, openapi, views, webhooks
+from wearsync.api import connect, dashboard, data, imports, oauth, openapi, views, webhook_endpoints, webhooks
 from wearsync.api.common import DEPS, KEY_CACHE, QUEUE
 from wearsync.api.middlewares import api_key_auth, errors, log_file_response, request_context
 from wearsync.api.quotas import DeliveryLimit
@@ -58,6 +58,17 @@ def setup_routes(app: web.Application) -> None:
     r.add_post("/api/v1/webhooks/{provider}", webhooks.receive, name="webhook")
     r.add_post("/api/v1/webhooks/{provider}/{path_secret}", webhooks.receive, name="webhook-unsigned")
     r.add_get("/api/v1/webhooks/strava/{path_secret}", webhooks.strava_challenge, name="webhook-strava-validation")
+    r.add_post("/api/v1/webhook-endpoints", webhook_endpoints.create_endpoint, name="endpoints-create")
+    r.add_get("/api/v1/webhook-endpoints", webhook_endpoints.list_endpoints, name="endpoints")
+    r.add_get("/api/v1/webhook-endpoints/{endpoint_id}", webhook_endpoints.get_endpoint, name="endpoint")
+    r.add_patch("/api/v1/webhook-endpoints/{endpoint_id}", webhook_endpoints.update_endpoint, name="endpoint-update")
+    r.add_delete("/api/v1/webhook-endpoints/{endpoint_id}", webhook_endpoints.delete_endpoint, name="endpoint-delete")
+    r.add_post(
+        "/api/v1/webhook-endpoints/{endpoint_id}/rotate-secret", webhook_endpoints.rotate_secret, name="endpoint-rotate"
+    )
+    r.add_post("/api/v1/webhook-endpoints/{endpoint_id}/test", webhook_endpoints.send_test, name="endpoint-test")
+    r.add_post("/api/v1/webhook-endpoints/{endpoint_id}/replay", webhook_endpoints.replay, name="endpoint-replay")
+    r.add_get("/api/v1/events/{event_id}/deliveries", webhook_endpoints.event_deliveries, name="event-deliveries")
     r.add_get("/api/v1/openapi.json", openapi.serve_document, name="openapi")
     r.add_get("/docs", openapi.docs_page, name="docs")
     r.add_get("/docs/", openapi.docs_redirect, name="docs-slash")

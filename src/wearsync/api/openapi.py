@@ -65,6 +65,22 @@ from wearsync.api.responses import (
     WebhookReceipt,
     WorkoutPage,
 )
+from wearsync.api.webhook_models import (
+    EVENT_DATA,
+    Endpoint,
+    EndpointCreated,
+    EndpointIn,
+    EndpointPatch,
+    EndpointPath,
+    EventDeliveries,
+    EventPath,
+    Replayed,
+    ReplayIn,
+    RotateIn,
+    SecretRotated,
+    TestSent,
+    event_model,
+)
 from wearsync.metrics_server import INVALID_TOKEN
 from wearsync.sync import NO_CONNECTION
 
@@ -102,8 +118,12 @@ TAGS = {
     " `order=changes`: the change feed, rows in the order they were stored or changed, to poll",
     "webhooks": "Receivers of the providers' notifications (signed by the provider; no API key)",
     "dashboard": "What the dashboard at /dashboard reads besides the rest of the API",
+    "outgoing": "Your endpoints that wearsync sends events to (Standard Webhooks: see `webhooks` for each"
+    " event type's body)",
     "meta": "Health, metrics and documentation",
 }
+ENDPOINT_NOT_FOUND = {404: "Webhook endpoint not found"}
+URL_REFUSED = {400: "The URL is not http(s), or names a private or loopback address (the detail says)"}
 
 USER_NOT_FOUND = {404: "User not found"}
 TOO_MANY_DELIVERIES = "Too many webhook deliveries, retry later (Retry-After)"
@@ -324,7 +344,89 @@ OPERATIONS: dict[str, Operation] = {
             429: TOO_MANY_DELIVERIES,
         },
     ),
+    "endpoints-create": Operation(
+        "outgoing",
+        "Register an endpoint: events of the types it takes are sent to it, signed with the secret shown"
+        " in this answer only",
+        body=EndpointIn,
+        ok=EndpointCreated,
+        status=201,
+        errors=URL_REFUSED,
+    ),
+    "endpoints": Operation("outgoing", "Your endpoints", ok=list[Endpoint]),
+    "endpoint": Operation("outgoing", "An endpoint", EndpointPath, ok=Endpoint, errors=ENDPOINT_NOT_FOUND),
+    "endpoint-update": Operation(
+        "outgoing",
+        "Change an endpoint; `enabled: true` turns on one disabled for its failures",
+        EndpointPath,
+        body=EndpointPatch,
+        ok=Endpoint,
+        errors=ENDPOINT_NOT_FOUND | URL_REFUSED,
+    ),
+    "endpoint-delete": Operation(
+        "outgoing",
+        "Delete an endpoint (its pending deliveries too)",
+        EndpointPath,
+        status=204,
+        errors=ENDPOINT_NOT_FOUND,
+    ),
+    "endpoint-rotate": Operation(
+        "outgoing",
+        "A new signing secret; the old one also signs for overlap_s (both signatures are sent)",
+        EndpointPath,
+        body=RotateIn,
+        body_required=False,
+        ok=SecretRotated,
+        errors=ENDPOINT_NOT_FOUND,
+    ),
+    "endpoint-test": Operation(
+        "outgoing",
+        "Send an endpoint.test event to the endpoint",
+        EndpointPath,
+        ok=TestSent,
+        status=202,
+        errors=ENDPOINT_NOT_FOUND,
+    ),
+    "endpoint-replay": Operation(
+        "outgoing",
+        "Deliver again one event, or the events of a time range, to the endpoint",
+        EndpointPath,
+        body=ReplayIn,
+        ok=Replayed,
+        status=202,
+        errors={404: "Webhook endpoint not found, or: Event not found"},
+    ),
+    "event-deliveries": Operation(
+        "outgoing",
+        "An event's deliveries to your endpoints, each with its attempts (status, latency, the answer's start)",
+        EventPath,
+        ok=EventDeliveries,
+        errors={404: "Event not found"},
+    ),
 }
+
+
+def _webhooks(schemas: dict[str, Any]) -> dict[str, Any]:
+    """The events sent to endpoints, one POST per type: body {type, timestamp, data}, headers
+    webhook-id (the event's id), webhook-timestamp and webhook-signature (Standard Webhooks)."""
+    bodies, definitions = TypeAdapter.json_schemas(
+        [(t, "serialization", TypeAdapter(event_model(t))) for t in EVENT_DATA], ref_template=REF
+    )
+    schemas.update(definitions.get("$defs", {}))
+    headers = {name: {"required": True, "schema": {"type": "string"}, "description": text} for name, text in (
+        ("webhook-id", "The event's id: the same on every attempt (deduplicate by it)"),
+        ("webhook-timestamp", "Unix seconds of this attempt"),
+        ("webhook-signature", "v1,<base64 HMAC-SHA256>, space-separated (two during a secret's rotation)"),
+    )}  # fmt: skip
+    return {
+        event_type: {"post": {
+            "operationId": f"event-{event_type}", "tags": ["outgoing"], "summary": summary, "security": [],
+            "parameters": [{"name": name, "in": "header", **spec} for name, spec in headers.items()],
+            "requestBody": {"required": True, "content": _json_content(bodies[(event_type, "serialization")])},
+            "responses": {"200": {"description": "Any 2xx: delivered; anything else (or none in time): tried again"}},
+        }}
+        for event_type, (_, summary) in EVENT_DATA.items()
+    }  # fmt: skip
 
 
 class UndocumentedRoute(LookupError):
@@ -450,6 +552,7 @@ def document(router: web.UrlDispatcher) -> dict[str, Any]:
         },
         "tags": [{"name": name, "description": text} for name, text in TAGS.items()],
         "paths": paths,
+        "webhooks": _webhooks(schemas),
         "components": {
             "schemas": dict(sorted(schemas.items())),
             "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},

@@ -347,8 +347,9 @@ async def stalest_connections(db: Executor, provider: str, older_than_s: float, 
 async def reseal_tokens(
     conn: asyncpg.Connection | PoolConnectionProxy, reseal: Callable[[str | None], str | None]
 ) -> int:
-    """Re-encrypt every connection's tokens (key rotation), and the PKCE verifiers of authorizations
-    under way, in one transaction; the number of connections."""
+    """Re-encrypt every connection's tokens (key rotation), the PKCE verifiers of authorizations
+    under way and the webhook endpoints' signing secrets, in one transaction; the number of
+    connections."""
     async with conn.transaction():
         states = await conn.fetch("SELECT state_hash, code_verifier FROM oauth_states WHERE code_verifier IS NOT NULL")
         await conn.executemany(
@@ -362,5 +363,10 @@ async def reseal_tokens(
             "UPDATE provider_connections SET access_token = $3, refresh_token = $4"
             " WHERE user_id = $1 AND provider = $2",
             [(r["user_id"], r["provider"], reseal(r["access_token"]), reseal(r["refresh_token"])) for r in rows],
+        )
+        endpoints = await conn.fetch("SELECT id, secret, previous_secret FROM webhook_endpoints FOR UPDATE")
+        await conn.executemany(
+            "UPDATE webhook_endpoints SET secret = $2, previous_secret = $3 WHERE id = $1",
+            [(r["id"], reseal(r["secret"]), reseal(r["previous_secret"])) for r in endpoints],
         )
     return len(rows)

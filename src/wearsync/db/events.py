@@ -13,20 +13,30 @@ from typing import Final
 SYNC_TYPES: Final = ("sync.succeeded", "sync.partial", "sync.failed")
 DATA_TYPES: Final = ("data.created", "data.updated", "data.deleted")
 CONNECTION_TYPES: Final = ("connection.created", "connection.deactivated")
-EVENT_TYPES: Final = (*SYNC_TYPES, *DATA_TYPES, *CONNECTION_TYPES, "backfill.completed")
+ENDPOINT_TYPES: Final = ("endpoint.disabled", "endpoint.test")
+EVENT_TYPES: Final = (*SYNC_TYPES, *DATA_TYPES, *CONNECTION_TYPES, "backfill.completed", *ENDPOINT_TYPES)
 
 
 def reporting(change: str, events: str, answer: str = "SELECT count(*) FROM changed", before: str = "") -> str:
     """One statement: `change` (with RETURNING) as the CTE `changed`, and the events `events`
     selects, usually from `changed` (application_id, user_id: the API's id, type, payload), written
-    with it; `answer` is what the statement returns. `before`: CTEs to put first, such as the
-    rows' state before the change (every part of the statement sees the database as it was)."""
+    with it, each with a delivery to every enabled endpoint of its application that takes its type;
+    `answer` is what the statement returns. `before`: CTEs to put first, such as the rows' state
+    before the change (every part of the statement sees the database as it was)."""
     first = f"{before}, " if before else ""
     return (
         f"WITH {first}changed AS ({change}),"
-        f" reported AS (INSERT INTO events (application_id, user_id, type, payload) {events} RETURNING id)"
-        f" {answer}"
+        f" reported AS (INSERT INTO events (application_id, user_id, type, payload) {events}"
+        f" RETURNING id, public_id, application_id, user_id, type), {_FAN_OUT} {answer}"
     )
+
+
+# An event's deliveries: one per enabled endpoint of its application that takes its type (a test
+# event goes only to the endpoint it tests).
+_FAN_OUT = """fanned AS (
+    INSERT INTO event_deliveries (event_id, endpoint_id, user_id)
+    SELECT r.id, p.id, r.user_id FROM reported r JOIN webhook_endpoints p ON p.application_id = r.application_id
+    WHERE p.enabled AND r.type <> 'endpoint.test' AND (p.event_types IS NULL OR r.type = ANY(p.event_types)))"""
 
 
 # ---- sync tasks: `changed` has the task's columns, `was` its status before ----------------------
