@@ -25,6 +25,7 @@ from aioresponses import core as aioresponses_core
 from hypothesis import settings as hypothesis_settings
 from redis.asyncio import Redis
 
+from tests.helpers import wait_until
 from tests.servers import real_servers
 from wearsync.api.app import create_app
 from wearsync.db import create_pool, keys
@@ -101,6 +102,8 @@ def sim_state(sim_server: TestServer) -> Iterator[SimState]:
 
 def reset_sim(state: SimState) -> None:
     """Every test starts with a simulator as a fresh app would find it (data stays cached)."""
+    for fault in state.faults:
+        fault.released.set()  # no call stays held
     state.faults.clear()
     state.requests.clear()
     state.record_exchanges = False
@@ -334,15 +337,14 @@ async def wait_for_task(
     client: TestClient[web.Request, web.Application], key: str, task_id: str, timeout_s: float = 60
 ) -> dict[str, Any]:
     """Poll the task endpoint until the task is final."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
+
+    async def final() -> dict[str, Any] | None:
         resp = await client.get(f"/api/v1/tasks/{task_id}", headers={"X-API-Key": key})
         assert resp.status == 200, await resp.text()
         task: dict[str, Any] = await resp.json()
-        if task["status"] in ("succeeded", "partial", "failed"):
-            return task
-        assert asyncio.get_running_loop().time() < deadline, f"task still {task['status']}: {task}"
-        await asyncio.sleep(0.1)
+        return task if task["status"] in ("succeeded", "partial", "failed") else None
+
+    return await wait_until(final, f"task {task_id} final", timeout_s)
 
 
 class _CompatResponse(aiohttp.ClientResponse):

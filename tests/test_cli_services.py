@@ -5,6 +5,7 @@ before anything starts), `wearsync migrate` on a missing database says so in one
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, process_env, with_database
+from tests.conftest import process_env, with_database
 from wearsync.settings import Settings
 
 TIMEOUT_S = 60
@@ -44,16 +45,19 @@ async def run(env: dict[str, str], *args: str) -> tuple[int, list[str], list[str
 
 @pytest.mark.parametrize("command", ["api", "sim"])
 async def test_a_service_logs_where_it_listens_once_it_does(settings: Settings, command: str) -> None:
-    port = free_port()
+    """Also the port the system chose, with --port 0."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "wearsync", command, "--port", str(port), env=process_env(settings, log_format="console"),
+        sys.executable, "-m", "wearsync", command, "--port", "0", env=process_env(settings, log_format="console"),
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert process.stderr is not None
     try:
         line = (await asyncio.wait_for(process.stderr.readline(), TIMEOUT_S)).decode()
         assert "listening" in line, line
-        assert f"url=http://127.0.0.1:{port}" in line, line
+        url = re.search(r"url=http://127\.0\.0\.1:([0-9]+)", line)
+        assert url, line
+        port = int(url.group(1))
+        assert port != 0, line
         with socket.create_connection(("127.0.0.1", port)):  # it does listen there
             pass
     finally:
@@ -75,7 +79,7 @@ async def test_a_service_on_a_busy_port_names_it_without_a_traceback(
 async def test_dev_on_a_busy_port_names_it_and_how_to_choose_others_before_starting_anything(
     busy_port: int, which: str, tmp_path: str
 ) -> None:
-    api, sim = (busy_port, free_port()) if which == "the API" else (free_port(), busy_port)
+    api, sim = (busy_port, 0) if which == "the API" else (0, busy_port)
     env = {"PATH": "", "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none", "REDIS_URL": "redis://127.0.0.1:1/0"}
     code, _, lines = await run(env, "dev", "--data-dir", str(tmp_path), "--port", str(api), "--sim-port", str(sim))
     assert (code, lines[-2:]) == (1, [

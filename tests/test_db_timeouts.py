@@ -18,7 +18,7 @@ from arq.jobs import Job, JobStatus
 from structlog.testing import capture_logs
 
 from tests.conftest import Factory, refreshes, start_sync, start_worker, wait_for_task, with_database
-from tests.faults.servers import wait_until
+from tests.helpers import wait_until
 from wearsync.api.app import create_app
 from wearsync.api.common import DEPS, QUEUE
 from wearsync.db import connections, service_pool

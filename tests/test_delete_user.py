@@ -1,7 +1,6 @@
 """DELETE /api/v1/users/{id}: access withdrawn at every provider, then every row about the user
 gone (data, tasks, connections, cursors), in bounded statements; nobody else's rows touched."""
 
-import asyncio
 from uuid import UUID
 
 import asyncpg
@@ -13,6 +12,7 @@ from arq.jobs import Job
 from arq.worker import Worker
 
 from tests.conftest import Factory, start_sync, wait_for_task
+from tests.helpers import wait_until
 from wearsync.api.responses import UserDeleted
 from wearsync.db import retention
 from wearsync.settings import Settings
@@ -118,10 +118,7 @@ async def test_a_sync_running_when_its_user_is_deleted_stops_quietly(
     sim_state.provider("suunto").user_history[sim_user] = {"workouts": 400}
     sim_state.provider("suunto").latency_s = 0.1
     task_id = await start_sync(client, key, "suunto", user_id, "data_type=workouts&limit=10")
-    for _ in range(200):  # under way: some pages stored
-        if await db.fetchval("SELECT count(*) FROM workouts"):
-            break
-        await asyncio.sleep(0.05)
+    await wait_until(lambda: db.fetchval("SELECT count(*) FROM workouts"), "under way: some pages stored")
     # Deleted while the provider still answers (no revocation): the next page's write is refused.
     await retention.delete_user(db, UUID(user_id))
     redis = ArqRedis.from_url(settings.redis_url)

@@ -18,7 +18,8 @@ import asyncpg
 import pytest
 import yarl
 
-from tests.conftest import free_port, with_database
+from tests.conftest import with_database
+from tests.helpers import wait_until
 from wearsync.db.migrate import migrate
 
 
@@ -53,7 +54,7 @@ async def dev_run(servers: tuple[str, str]) -> AsyncIterator[DevRun]:
         "WEARSYNC_QUEUE_NAME": f"wearsync-dev-test:{uuid.uuid4().hex}",
     }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "wearsync", "dev", "--port", str(free_port()), "--sim-port", str(free_port()),
+        sys.executable, "-m", "wearsync", "dev", "--port", "0", "--sim-port", "0",
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     run = DevRun(process, env["DATABASE_URL"])
@@ -99,12 +100,12 @@ async def run_curl(session: aiohttp.ClientSession, argv: list[str]) -> Any:
 async def poll_task(session: aiohttp.ClientSession, task_command: list[str], task_id: str) -> Any:
     """Run the printed task command for `task_id` until the task is final."""
     argv = [arg.replace("TASK_ID", task_id) for arg in task_command]
-    for _ in range(300):
+
+    async def final() -> Any:
         task = await run_curl(session, argv)
-        if task["status"] in ("succeeded", "partial", "failed"):
-            return task
-        await asyncio.sleep(0.1)
-    pytest.fail(f"task {task_id} did not finish: {task}")
+        return task if task["status"] in ("succeeded", "partial", "failed") else None
+
+    return await wait_until(final, f"task {task_id} final")
 
 
 async def connect_by_oauth(
@@ -218,12 +219,13 @@ async def test_make_run_demo_end_to_end(dev_run: DevRun) -> None:
         async with aiohttp.ClientSession() as session:
             notified = await run_curl(session, commands[6])
         new_key = notified["workout"]["workoutKey"]
-        for _ in range(200):
+
+        async def all_landed() -> tuple[set[str], int] | None:
             pulled = {r["provider"] for r in await conn.fetch("SELECT DISTINCT provider FROM workouts")}
             landed = await conn.fetchval("SELECT count(*) FROM workouts WHERE provider_record_id = $1", new_key)
-            if pulled == {"garmin", "strava", "polar", "suunto", "whoop"} and landed:
-                break
-            await asyncio.sleep(0.1)
+            return (pulled, landed) if pulled == {"garmin", "strava", "polar", "suunto", "whoop"} and landed else None
+
+        pulled, landed = await wait_until(all_landed, "every provider's workouts and the webhook's new one stored")
     finally:
         await conn.close()
     assert workout_keys == {w["workoutKey"] for w in served["workouts"]}

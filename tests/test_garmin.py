@@ -5,7 +5,6 @@ check what the simulator recorded as asked. The pull of summaries (what a ping's
 points at) is run with a real SyncContext, and its rows are compared field by field with what the
 simulator says it served, computed here independently of the client's mapping code."""
 
-import asyncio
 import time
 import uuid
 from collections import Counter
@@ -22,6 +21,7 @@ from prometheus_client import REGISTRY
 from yarl import URL
 
 from tests.conftest import Factory, refreshes, sim_records, start_sync, stored_tokens, wait_for_task
+from tests.helpers import wait_until
 from wearsync.db import connections, keys, tasks
 from wearsync.deps import Deps
 from wearsync.models import DataType, SyncParams
@@ -56,16 +56,17 @@ def listed(task: dict[str, Any], types: Any = None) -> list[tuple[str, int, int,
     return sorted((w["type"], w["start"], w["end"], w["status"]) for w in windows if not types or w["type"] in types)
 
 
-async def wait_for_requests(client: Client, key: str, task_id: str, timeout_s: float = 60) -> dict[str, Any]:
+async def wait_for_requests(client: Client, key: str, task_id: str) -> dict[str, Any]:
     """Poll the task until its backfill requests are done: each data type awaits its deliveries
     (or failed), or the task ended."""
-    async with asyncio.timeout(timeout_s):
-        while True:
-            task = await wait_for_task_state(client, key, task_id)
-            statuses = {p["status"] for p in task["progress"].values()}
-            if task["status"] not in ("queued", "running") or statuses <= {"awaiting_delivery", "failed"}:
-                return task
-            await asyncio.sleep(0.1)
+
+    async def requested() -> dict[str, Any] | None:
+        task = await wait_for_task_state(client, key, task_id)
+        statuses = {p["status"] for p in task["progress"].values()}
+        done = task["status"] not in ("queued", "running") or statuses <= {"awaiting_delivery", "failed"}
+        return task if done else None
+
+    return await wait_until(requested, "the backfill requested")
 
 
 async def wait_for_task_state(client: Client, key: str, task_id: str) -> dict[str, Any]:

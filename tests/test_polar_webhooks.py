@@ -18,8 +18,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from arq.worker import Worker
 
 from tests.conftest import Factory, sim_records
+from tests.helpers import settled
 from tests.test_polar import SPORTS, as_served, seconds, utc_start
-from tests.test_webhooks import settled
 from wearsync.dev import SIM_WEBHOOK_SECRET
 from wearsync.providers import polar
 from wearsync.providers.errors import MalformedPayload, ProviderError, WebhookRejected

@@ -238,7 +238,7 @@ async def test_a_deferred_job_resumes_without_fetching_stored_pages_again(
     async with start_worker(settings):
         key, user_id, _ = await factory.connected_user("strava")
         await asyncio.sleep(2 - time.time() % 2 + 0.01)  # the first run starts early in a window
-        task = await wait_for_task(client, key, await start_sync(client, key, "strava", user_id), timeout_s=60)
+        task = await wait_for_task(client, key, await start_sync(client, key, "strava", user_id))
     assert task["status"] == "succeeded", task
     assert task["attempts"] > 1  # deferred and resumed
     assert await db.fetchval("SELECT count(*) FROM workouts") == 450

@@ -19,6 +19,7 @@ from arq.worker import Worker
 
 from tests.conftest import Factory, sim_records, start_worker
 from tests.fuzzing import hook_path
+from tests.helpers import settled
 from tests.test_strava import SPORTS, refresh_grant
 from wearsync.dev import SIM_VERIFY_TOKEN
 from wearsync.providers import strava
@@ -30,16 +31,6 @@ from wearsync.sim.strava import FIRST_SUBSCRIPTION_ID
 Client = TestClient[web.Request, web.Application]
 URL = hook_path("strava")
 SUBSCRIPTIONS = "/api/v3/push_subscriptions"
-
-
-async def settled(db: asyncpg.Pool, expected: int, timeout_s: float = 30) -> list[asyncpg.Record]:
-    """The events, once `expected` of them have left `pending`."""
-    for _ in range(int(timeout_s / 0.05)):
-        rows = await db.fetch("SELECT * FROM webhook_events ORDER BY id")
-        if sum(r["status"] != "pending" for r in rows) >= expected:
-            return rows
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"events still pending: {[dict(r) for r in rows]}")
 
 
 async def emit(sim_server: TestServer, user: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -364,7 +355,7 @@ async def test_a_burst_of_200_created_activities_is_all_stored(
     emitted = await asyncio.gather(*(emit(sim_server, sim_user, {"kind": "create"}) for _ in range(200)))
     assert [e["delivery_status"] for e in emitted] == [200] * 200
     async with start_worker(settings):
-        events = await settled(db, 200, timeout_s=60)
+        events = await settled(db, 200)
     assert {e["status"] for e in events} == {"processed"}
     served = (await sim_records(sim_server, "strava", sim_user))["activities"]
     created = {a["id"] for a in served[450:]}

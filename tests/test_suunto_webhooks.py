@@ -13,7 +13,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from arq.worker import Worker
 
 from tests.conftest import Factory, sim_event, sim_records, start_sync, wait_for_task
-from tests.test_webhooks import STORED_ALREADY, settled, signed
+from tests.helpers import settled
+from tests.test_webhooks import STORED_ALREADY, signed
 from wearsync.dev import SIM_WEBHOOK_SECRET
 from wearsync.sim.common import SimState, WebhookTarget, fixture
 

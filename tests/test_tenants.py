@@ -15,8 +15,8 @@ from arq.worker import Worker
 
 from tests.conftest import Factory
 from tests.fuzzing import hook_path
+from tests.helpers import settled
 from tests.test_garmin_webhooks import settled as garmin_settled
-from tests.test_webhooks import settled
 from wearsync.dev import SIM_CLIENT_SECRET, SIM_VERIFY_TOKEN, SIM_WEBHOOK_SECRET
 from wearsync.providers import PROVIDERS
 from wearsync.settings import Settings

@@ -1,7 +1,6 @@
 """A task deferred for a rate limit says so: its data type is `waiting`, with the time it goes on
 (the task itself stays `running`, as the contract's statuses are), in the API and in the CLI."""
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -9,21 +8,22 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import Factory, start_sync, start_worker
+from tests.helpers import wait_until
 from wearsync.operate import progress_line
 from wearsync.settings import Settings
 
 Client = TestClient[web.Request, web.Application]
 
 
-async def task_when(client: Client, key: str, task_id: str, status: str, timeout_s: float = 60) -> dict[str, Any]:
+async def task_when(client: Client, key: str, task_id: str, status: str) -> dict[str, Any]:
     """Poll the task endpoint until its workouts' progress has `status`."""
-    async with asyncio.timeout(timeout_s):
-        while True:
-            resp = await client.get(f"/api/v1/tasks/{task_id}", headers={"X-API-Key": key})
-            task: dict[str, Any] = await resp.json()
-            if task["progress"].get("workouts", {}).get("status") == status:
-                return task
-            await asyncio.sleep(0.05)
+
+    async def there() -> dict[str, Any] | None:
+        resp = await client.get(f"/api/v1/tasks/{task_id}", headers={"X-API-Key": key})
+        task: dict[str, Any] = await resp.json()
+        return task if task["progress"].get("workouts", {}).get("status") == status else None
+
+    return await wait_until(there, f"the task's workouts {status}")
 
 
 async def test_a_task_deferred_for_a_rate_limit_says_when_it_goes_on(

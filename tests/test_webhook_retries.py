@@ -6,7 +6,6 @@ Shown with Strava's events (each one fetches the activity it announces) against 
 the pauses driven by time control: `webhook_retry_first_s=0` makes a failed event due at once,
 and the test runs the worker's reaper itself."""
 
-import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -19,7 +18,8 @@ from arq import ArqRedis, Retry, create_pool
 from arq.connections import RedisSettings
 from redis.asyncio import Redis
 
-from tests.conftest import Factory, free_port, start_worker
+from tests.conftest import Factory, start_worker
+from tests.helpers import refused_port, wait_until
 from tests.test_strava_webhooks import emit, subscribe
 from wearsync.api.common import DEPS
 from wearsync.db import create_pool as create_db_pool
@@ -48,15 +48,14 @@ async def queue(settings: Settings) -> AsyncIterator[ArqRedis]:
     await redis.aclose()
 
 
-async def until(db: asyncpg.Pool, check: Callable[[asyncpg.Record], bool], timeout_s: float = 30) -> asyncpg.Record:
+async def until(db: asyncpg.Pool, check: Callable[[asyncpg.Record], bool]) -> asyncpg.Record:
     """The only webhook event, once `check` holds for it."""
-    row = None
-    for _ in range(int(timeout_s / 0.05)):
+
+    async def there() -> asyncpg.Record | None:
         row = await the_event(db)
-        if row is not None and check(row):
-            return row
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the event never got there: {dict(row) if row else None}")
+        return row if row is not None and check(row) else None
+
+    return await wait_until(there, "the webhook event there")
 
 
 async def the_event(db: asyncpg.Pool, event_id: int | None = None) -> asyncpg.Record:
@@ -218,15 +217,16 @@ async def test_a_database_error_retries_the_job_then_leaves_the_event_to_the_rea
 ) -> None:  # fmt: skip
     event_id, activity_id = await stored_unprocessed(client, factory, settings, sim_server)
     # A pool of a PostgreSQL that is not there: every query is refused.
-    gone = await create_db_pool(f"postgresql://postgres@127.0.0.1:{free_port()}/wearsync", min_size=0)
-    down = dataclasses.replace(deps, db=gone)
-    try:
-        with pytest.raises(Retry):
-            await process_webhook({"deps": down, "job_try": 1}, event_id)
-        with pytest.raises(OSError, match=r"Connect call failed|refused"):
-            await process_webhook({"deps": down, "job_try": settings.job_max_tries}, event_id)
-    finally:
-        await gone.close()
+    with refused_port() as port:
+        gone = await create_db_pool(f"postgresql://postgres@127.0.0.1:{port}/wearsync", min_size=0)
+        down = dataclasses.replace(deps, db=gone)
+        try:
+            with pytest.raises(Retry):
+                await process_webhook({"deps": down, "job_try": 1}, event_id)
+            with pytest.raises(OSError, match=r"Connect call failed|refused"):
+                await process_webhook({"deps": down, "job_try": settings.job_max_tries}, event_id)
+        finally:
+            await gone.close()
     assert await db.fetchval("SELECT status FROM webhook_events") == "pending"
     await reaped_and_processed(deps, queue, event_id, activity_id)
 
@@ -237,13 +237,14 @@ async def test_a_redis_outage_fails_the_event_to_be_tried_again(
 ) -> None:  # fmt: skip
     event_id, activity_id = await stored_unprocessed(client, factory, settings, sim_server)
     # The rate limiter's Redis is not there.
-    gone = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")
-    down = dataclasses.replace(deps, http=create_http_client(settings, gone))
-    try:
-        assert await process_webhook({"deps": down, "job_try": 1}, event_id) == "retrying"
-    finally:
-        await down.http.session.close()
-        await gone.aclose()
+    with refused_port() as port:
+        gone = Redis.from_url(f"redis://127.0.0.1:{port}/0")
+        down = dataclasses.replace(deps, http=create_http_client(settings, gone))
+        try:
+            assert await process_webhook({"deps": down, "job_try": 1}, event_id) == "retrying"
+        finally:
+            await down.http.session.close()
+            await gone.aclose()
     failed = await the_event(db)
     assert failed["status"] == "failed"
     assert failed["retry_at"] is not None

@@ -20,6 +20,7 @@ from arq.worker import Worker
 from prometheus_client import REGISTRY
 
 from tests.conftest import Factory
+from tests.helpers import settled
 from wearsync.api.common import DEPS, QUEUE
 from wearsync.deps import Deps
 from wearsync.dev import SIM_WEBHOOK_SECRET
@@ -52,16 +53,6 @@ async def queue_length(client: Client) -> int:
     """Jobs in the test API's webhook queue."""
     length: int = await client.app[QUEUE].zcard(webhook_queue_name(client.app[DEPS].settings))
     return length
-
-
-async def settled(db: asyncpg.Pool, expected: int, timeout_s: float = 30) -> list[asyncpg.Record]:
-    """The events, once `expected` of them have left `pending`."""
-    for _ in range(int(timeout_s / 0.05)):
-        rows = await db.fetch("SELECT * FROM webhook_events ORDER BY id")
-        if sum(r["status"] != "pending" for r in rows) >= expected:
-            return rows
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"events still pending: {[dict(r) for r in rows]}")
 
 
 async def test_a_simulated_notification_lands_the_workout(
@@ -218,7 +209,7 @@ async def test_a_burst_of_200_deliveries_is_all_processed(
     deliveries = [signed(notification(sim_user, f"burst-{i}", startTime=1_790_000_000_000 + i)) for i in range(200)]
     statuses = await asyncio.gather(*(client.post(URL, data=b, headers=h) for b, h in deliveries))
     assert [r.status for r in statuses] == [200] * 200
-    events = await settled(db, 200, timeout_s=60)
+    events = await settled(db, 200)
     assert {e["status"] for e in events} == {"processed"}
     assert await db.fetchval("SELECT count(*) FROM workouts") == 200
 

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from arq.worker import Worker
 
 from tests.conftest import Factory, sim_records
-from tests.test_webhooks import settled
+from tests.helpers import settled
 from tests.test_whoop import SPORTS, at, minutes, secs
 from wearsync.dev import SIM_CLIENT_SECRET
 from wearsync.providers import whoop

@@ -4,6 +4,7 @@ the operators' commands sync, tasks, connections (wearsync.operate)."""
 import argparse
 import asyncio
 import errno
+import re
 import socket
 import sys
 import uuid
@@ -34,9 +35,15 @@ def _serve(app: "web.Application", args: argparse.Namespace, what: str, **option
     sock = socket.socket(fileno=args.fd) if args.fd is not None else None
     host, port = sock.getsockname()[:2] if sock else (args.host, args.port)
     log = structlog.get_logger(__name__)
+
+    def listening(message: str) -> None:
+        # aiohttp's "Running on http://HOST:PORT": the port bound, also where --port 0 let the system choose.
+        bound = re.search(r"http://\S+:([0-9]+)", message)
+        log.info(f"{what} listening", url=f"http://{host}:{bound.group(1) if bound else port}")
+
     try:
         web.run_app(app, host=None if sock else host, port=None if sock else port, sock=sock, access_log=None,
-                    print=lambda _: log.info(f"{what} listening", url=f"http://{host}:{port}"), **options)  # fmt: skip
+                    print=listening, **options)  # fmt: skip
     except OSError as e:
         if e.errno != errno.EADDRINUSE:
             raise

@@ -374,11 +374,12 @@ def run_dev(
 
     data = Path(data_dir).resolve()
     data.mkdir(parents=True, exist_ok=True)
-    sim_url, api_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{api_port}"
     children: list[subprocess.Popen[bytes]] = []
     with contextlib.ExitStack() as stack:
         sim_socket = stack.enter_context(_listen(sim_port, "the simulators"))
         api_socket = stack.enter_context(_listen(api_port, "the API"))
+        # The ports bound (port 0: the ones the system chose).
+        sim_url, api_url = (f"http://127.0.0.1:{s.getsockname()[1]}" for s in (sim_socket, api_socket))
         env = dict(os.environ)
         if not env.get("DATABASE_URL"):
             env["DATABASE_URL"] = _start_postgres(data / "postgres", stack)

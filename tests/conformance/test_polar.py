@@ -25,8 +25,8 @@ from openapi_schema_validator import OAS30Validator, oas30_format_checker
 
 from tests.conformance.specs import UpstreamSpec, example_instance, judge_all, load
 from tests.conftest import Factory
+from tests.helpers import settled
 from tests.test_polar_webhooks import URL, emit
-from tests.test_webhooks import settled
 from wearsync.db.records import upsert_records
 from wearsync.dev import SIM_WEBHOOK_SECRET
 from wearsync.providers import polar

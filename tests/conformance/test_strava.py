@@ -23,8 +23,8 @@ from arq.worker import Worker
 
 from tests.conformance.specs import judge_all, load, paths_named_in_source
 from tests.conftest import Factory, sim_records
+from tests.helpers import settled
 from tests.test_strava_webhooks import URL, emit, event
-from tests.test_webhooks import settled
 from wearsync.db.records import upsert_records
 from wearsync.dev import SIM_VERIFY_TOKEN
 from wearsync.providers import strava

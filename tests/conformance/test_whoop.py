@@ -22,7 +22,7 @@ from arq.worker import Worker
 
 from tests.conformance.specs import example_instance, judge_all, load, paths_named_in_source
 from tests.conftest import Factory
-from tests.test_webhooks import settled
+from tests.helpers import settled
 from tests.test_whoop_webhooks import connect, emit
 from wearsync.db.records import upsert_records
 from wearsync.dev import SIM_CLIENT_SECRET

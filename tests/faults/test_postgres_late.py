@@ -2,7 +2,6 @@
 for it, saying what it waits for, instead of exiting, and works once it is there; a SIGTERM while
 they wait ends them at once, with exit code 0."""
 
-import asyncio
 import json
 import signal
 from typing import Any
@@ -13,9 +12,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from tests.conftest import Factory, free_port, start_sync, stored_suunto_workouts_as_served, wait_for_task
+from tests.conftest import Factory, start_sync, stored_suunto_workouts_as_served, wait_for_task
 from tests.faults.conftest import on_own_postgres
-from tests.faults.servers import OwnPostgres, WorkerProcess, wait_until
+from tests.faults.servers import OwnPostgres, WorkerProcess
+from tests.helpers import wait_until
 from wearsync.settings import Settings
 from wearsync.sim.common import SimState
 
@@ -39,7 +39,7 @@ async def waited_thrice(process: WorkerProcess) -> bool:
 
 def check_waits(process: WorkerProcess, pg: OwnPostgres) -> None:
     waits = waits_logged(process)
-    assert {line["database"] for line in waits} == {f"127.0.0.1:{pg.port}/wearsync"}  # no credentials
+    assert {line["database"] for line in waits} == {f"{pg.folder}/wearsync"}  # no credentials
     pauses = [line["retry_in_s"] for line in waits]
     assert pauses == sorted(pauses)
     assert pauses[0] < pauses[-1]  # a growing pause
@@ -57,7 +57,7 @@ async def test_a_worker_started_before_postgres_waits_for_it_then_syncs(
         await wait_until(lambda: waited_thrice(worker), "three waits logged", detail=worker.log)
         check_waits(worker, own_postgres)
         await own_postgres.start()
-        task = await wait_for_task(client, key, task_id, timeout_s=30)
+        task = await wait_for_task(client, key, task_id)
         assert task["status"] == "succeeded", task
         assert await worker.logged("database available"), worker.log()
     await stored_suunto_workouts_as_served(db, sim_server, user_id, sim_user)
@@ -67,15 +67,15 @@ async def test_an_api_started_before_postgres_waits_for_it_then_serves(
     settings: Settings, own_postgres: OwnPostgres
 ) -> None:
     await own_postgres.stop("fast")
-    port = free_port()
-    async with WorkerProcess(settings, "api", "--port", str(port)) as api, aiohttp.ClientSession() as http:
+    async with WorkerProcess(settings, "api", "--port", "0") as api, aiohttp.ClientSession() as http:
         await wait_until(lambda: waited_thrice(api), "three waits logged", detail=api.log)
         check_waits(api, own_postgres)
         await own_postgres.start()
+        url = await api.url()  # it listens once it has its database
 
         async def healthy() -> bool:
             try:
-                async with http.get(f"http://127.0.0.1:{port}/health") as resp:
+                async with http.get(f"{url}/health") as resp:
                     return resp.status == 200
             except aiohttp.ClientConnectionError:  # not listening until it has its database
                 return False
@@ -91,6 +91,6 @@ async def test_a_sigterm_ends_a_process_waiting_for_postgres_with_exit_code_0(
     async with WorkerProcess(settings, *command) as process:
         await wait_until(lambda: process.logged(WAITING), "waiting for PostgreSQL", detail=process.log)
         assert process.process is not None
-        process.process.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(process.process.wait(), 10)
+        process.send_signal(signal.SIGTERM)
+        code = await process.exit_code()
     assert code == 0, process.log()

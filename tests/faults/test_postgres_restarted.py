@@ -15,8 +15,9 @@ from arq import Retry
 
 from tests.conftest import Factory, start_sync, stored_suunto_workouts_as_served, wait_for_task
 from tests.faults.conftest import on_own_postgres
-from tests.faults.servers import OwnPostgres, WorkerProcess, wait_until
+from tests.faults.servers import OwnPostgres, WorkerProcess
 from tests.fuzzing import hook_path
+from tests.helpers import wait_until
 from tests.test_strava_webhooks import emit as strava_emit
 from tests.test_strava_webhooks import subscribe
 from wearsync import worker as jobs
@@ -73,12 +74,12 @@ async def test_a_sync_goes_on_after_postgres_restarts(
 
         await own_postgres.start()
         suunto.latency_s = 0.05
-        task = await wait_for_task(client, key, task_id, timeout_s=40)
+        task = await wait_for_task(client, key, task_id)
         assert task["status"] == "succeeded", task
         assert task["attempts"] >= 2, task  # the run cut by the restart, then the retry that finished
         # The API and the worker work as before.
         again = await start_sync(client, key, "suunto", other_user, "data_type=workouts&limit=10")
-        assert (await wait_for_task(client, key, again, timeout_s=20))["status"] == "succeeded"
+        assert (await wait_for_task(client, key, again))["status"] == "succeeded"
         assert worker.alive, worker.log()
     stored = await stored_suunto_workouts_as_served(db, sim_server, user_id, sim_user)  # type: ignore[arg-type]
     assert len(stored) == 600  # none lost, none twice
@@ -137,7 +138,7 @@ async def test_a_job_that_crashes_while_postgres_is_down_is_retried_and_its_reru
         await jobs.sync_task({"deps": deps, "job_try": 1}, task_id)
     await own_postgres.start()
     assert await jobs.sync_task({"deps": deps, "job_try": 2}, task_id) is None
-    task = await wait_for_task(client, key, task_id, timeout_s=5)
+    task = await wait_for_task(client, key, task_id)
     assert task["status"] == "failed", task
     assert "internal error: RuntimeError('an error no one expected" in task["error"], task
 

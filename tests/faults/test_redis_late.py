@@ -14,7 +14,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.conftest import Factory, start_sync, stored_suunto_workouts_as_served, wait_for_task
-from tests.faults.servers import OwnRedis, WorkerProcess, wait_until
+from tests.faults.servers import OwnRedis, WorkerProcess
+from tests.helpers import wait_until
 from wearsync.api.app import create_app
 from wearsync.settings import Settings
 from wearsync.sim.common import SimState
@@ -52,8 +53,8 @@ async def test_a_worker_started_before_redis_waits_for_it_then_syncs(
 
         await wait_until(waited_thrice, "three waits logged", detail=worker.log)
         waits = waits_logged(worker)
-        assert {line["redis"] for line in waits} == {f"127.0.0.1:{late_redis.port}/0"}
-        assert "Connect call failed" in waits[0]["error"]
+        assert {line["redis"] for line in waits} == {f"{late_redis.socket}/0"}
+        assert "No such file or directory" in waits[0]["error"]  # its socket is not there yet
         pauses = [line["retry_in_s"] for line in waits]
         assert pauses == sorted(pauses)
         assert pauses[0] < pauses[-1]  # a growing pause
@@ -63,7 +64,7 @@ async def test_a_worker_started_before_redis_waits_for_it_then_syncs(
         client: Client = await aiohttp_client(create_app(settings))  # the API needs Redis to start
         key, user_id, sim_user = await Factory(client, db, settings).connected_user("suunto")
         task_id = await start_sync(client, key, "suunto", user_id, "data_type=workouts")
-        task = await wait_for_task(client, key, task_id, timeout_s=30)
+        task = await wait_for_task(client, key, task_id)
         assert task["status"] == "succeeded", task
         assert await worker.logged("queue available, the worker starts"), worker.log()
 

@@ -13,7 +13,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from arq import create_pool
 
 from tests.conftest import Factory, sim_records, start_sync, wait_for_task
-from tests.faults.servers import OwnRedis, WorkerProcess, wait_until
+from tests.faults.servers import OwnRedis, WorkerProcess
+from tests.helpers import wait_until
 from tests.test_strava_webhooks import emit as strava_emit
 from tests.test_strava_webhooks import subscribe
 from wearsync.settings import Settings
@@ -90,13 +91,13 @@ async def test_tasks_queued_and_running_survive_a_redis_restart(
         await own_redis.start()  # empty: every job, queued or in progress, is gone
         suunto.latency_s = 0.1
         for task_id, (task_key, _, _) in zip(task_ids, users, strict=False):
-            task = await wait_for_task(client, task_key, task_id, timeout_s=30)
+            task = await wait_for_task(client, task_key, task_id)
             assert task["status"] == "succeeded", task
         assert await worker.logged("lost its contents, looking for lost tasks"), worker.log()
         assert await worker.logged(running_tasks_go_on), worker.log()
         # The API and the worker work as before.
         again = await start_sync(client, key, "suunto", user_id, "data_type=workouts&limit=10")
-        assert (await wait_for_task(client, key, again, timeout_s=20))["status"] == "succeeded"
+        assert (await wait_for_task(client, key, again))["status"] == "succeeded"
         assert worker.alive, worker.log()
     for _, user_id, sim_user in users:
         served = await sim_records(sim_server, "suunto", sim_user)  # type: ignore[arg-type]

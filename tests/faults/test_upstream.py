@@ -73,7 +73,7 @@ async def sync_with_faults(
     sim_state.faults.extend(faults)
     async with start_worker(fast(settings, listing)):
         task_id = await start_sync(client, key, listing.provider, user_id, QUERY[listing.provider])
-        task = await wait_for_task(client, key, task_id, timeout_s=45)
+        task = await wait_for_task(client, key, task_id)
     return task, user_id, sim_user
 
 

@@ -15,7 +15,7 @@ from arq import create_pool
 from arq.connections import RedisSettings
 
 from tests.conftest import Factory, sim_records, start_sync, start_worker, wait_for_task
-from tests.faults.servers import wait_until
+from tests.helpers import wait_until
 from tests.test_garmin import assert_stored, wait_for_task_state
 from tests.test_garmin_webhooks import TYPES, connect, emit, in_window, set_target
 from wearsync.settings import Settings

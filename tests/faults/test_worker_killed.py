@@ -1,17 +1,17 @@
 """A worker killed with SIGKILL in the middle of a sync: another worker finishes the task, and the
 stored rows are exactly the simulator's records (none lost, none twice)."""
 
-import asyncio
 import signal
-import sys
 
 import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import Factory, process_env, sim_records, start_sync, start_worker, wait_for_task
+from tests.conftest import Factory, sim_records, start_sync, start_worker, wait_for_task
+from tests.faults.servers import WorkerProcess
+from tests.helpers import wait_until
 from wearsync.settings import Settings
-from wearsync.sim.common import SimState
+from wearsync.sim.common import Fault, SimState
 
 Client = TestClient[web.Request, web.Application]
 
@@ -21,30 +21,26 @@ async def test_a_killed_workers_task_is_finished_by_another(
 ) -> None:
     key, user_id, sim_user = await factory.connected_user("suunto")
     sim_state.provider("suunto").user_history[sim_user] = {"workouts": 600}
-    sim_state.provider("suunto").latency_s = 0.05
+    # Ten pages come back at once; the eleventh is held until the worker is dead.
+    held = Fault("suunto", "/v3/workouts", "hold", skip=10)
+    sim_state.faults.append(held)
     # One job for the whole sync, with a short timeout, so that the killed worker's job is given to
     # another worker soon: arq keeps a started job from others for its timeout + 10 s.
     fast = settings.model_copy(update={"job_timeout_s": 5, "job_max_pages": 0, "schedule_interval_s": 0})
-    victim = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "wearsync", "worker", env=process_env(fast),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
+    async with WorkerProcess(fast) as victim:
         task_id = await start_sync(client, key, "suunto", user_id, "data_type=workouts&limit=10")
-        for _ in range(600):  # until it is well into the sync
-            if (await db.fetchval("SELECT count(*) FROM workouts")) >= 100:
-                break
-            await asyncio.sleep(0.05)
+
+        async def holding() -> bool:
+            return held.count == 0
+
+        await wait_until(holding, "a page held", detail=victim.log)
         victim.send_signal(signal.SIGKILL)
-        await victim.wait()
-        stored_when_killed = await db.fetchval("SELECT count(*) FROM workouts")
-        assert 100 <= stored_when_killed < 600
-        async with start_worker(fast):
-            task = await wait_for_task(client, key, task_id, timeout_s=90)
-    finally:
-        if victim.returncode is None:
-            victim.kill()
-            await victim.wait()
+        assert await victim.exit_code() == -signal.SIGKILL
+    held.released.set()
+    stored_when_killed = await db.fetchval("SELECT count(*) FROM workouts")
+    assert 0 < stored_when_killed < 600  # killed mid-sync
+    async with start_worker(fast):
+        task = await wait_for_task(client, key, task_id, timeout_s=90)
     assert task["status"] == "succeeded", task
     assert task["attempts"] == 2  # the killed run, then the one that finished
     served = await sim_records(sim_server, "suunto", sim_user)  # type: ignore[arg-type]

@@ -11,7 +11,8 @@ from typing import Any
 
 from arq.worker import func
 
-from tests.faults.servers import OwnRedis, nothing_left_open, wait_until
+from tests.faults.servers import OwnRedis, nothing_left_open
+from tests.helpers import wait_until
 from wearsync.settings import Settings
 from wearsync.worker import worker_options
 from wearsync.worker_loop import WearsyncWorker

@@ -38,7 +38,9 @@ class Fault:
     would make it happen for the calling user; the call then goes on and sees it), "gather" (the
     `count` matching calls are held until the last of them arrives, then all go on: so a client
     that sends that many at once is seen to, whatever the timing; one that does not has each call
-    answered after GATHER_WAIT_S, and the provider's peak of calls in flight shows it)."""
+    answered after GATHER_WAIT_S, and the provider's peak of calls in flight shows it), "hold" (the
+    `count` matching calls wait until the test sets `released`, then go on: the caller is then
+    known to be inside those calls, whatever the timing)."""
 
     provider: str
     path_prefix: str  # matched against the provider's own path, e.g. "/247samples"
@@ -48,6 +50,7 @@ class Fault:
     skip: int = 0
     event: dict[str, Any] = field(default_factory=dict)
     gathered: asyncio.Event = field(default_factory=asyncio.Event, repr=False)  # "gather": the last one came
+    released: asyncio.Event = field(default_factory=asyncio.Event, repr=False)  # "hold": let them go on
 
     async def gather(self) -> None:
         """Hold a call of a "gather" fault until the last of its calls arrives (its count is spent)."""
@@ -395,7 +398,7 @@ def fault_middleware(provider: str, rate_limit: RateLimitStyle | None = None) ->
         fault = state.take_fault(provider, path)
         if fault is None and knobs.error_rate and random.random() < knobs.error_rate:
             fault = Fault(provider, path, "status", 500)
-        if fault is not None and fault.kind in ("expire_tokens", "event", "gather"):
+        if fault is not None and fault.kind in ("expire_tokens", "event", "gather", "hold"):
             await _before_the_call(request, provider, fault)
             fault = None
         if fault is not None:
@@ -419,6 +422,9 @@ async def _before_the_call(request: web.Request, provider: str, fault: Fault) ->
     """What a fault that lets the call go on makes happen first."""
     if fault.kind == "gather":
         await fault.gather()
+        return
+    if fault.kind == "hold":
+        await fault.released.wait()
         return
     user = bearer_user(request, provider)
     if user is not None and fault.kind == "expire_tokens":
