@@ -182,6 +182,27 @@ async def start_worker(settings: Settings) -> AsyncIterator[WearsyncWorker]:
         await asyncio.gather(task, return_exceptions=True)
 
 
+async def run_queued(settings: Settings, max_jobs: int = -1) -> WearsyncWorker:
+    """The product's worker in burst mode, in this coroutine: it runs the jobs queued (and those they
+    queue, and the retries they defer, once due) until the queue is empty, then stops; with
+    `max_jobs`, once it has started that many. For a test that means "now run what is queued":
+    no polling worker to wait on. The worker, to read its counts (jobs_complete, jobs_retried)."""
+    running = WearsyncWorker(
+        functions=WorkerSettings.functions,
+        on_startup=WorkerSettings.on_startup,
+        on_shutdown=WorkerSettings.on_shutdown,
+        handle_signals=False,
+        burst=True,
+        max_burst_jobs=max_jobs,
+        **worker_options(settings),
+    )
+    try:
+        await running.main()
+    finally:
+        await running.close()
+    return running
+
+
 @pytest.fixture
 async def worker(settings: Settings, db: asyncpg.Pool) -> AsyncIterator[WearsyncWorker]:
     async with start_worker(settings) as running:
@@ -334,7 +355,7 @@ async def stored_suunto_workouts_as_served(
 
 
 async def wait_for_task(
-    client: TestClient[web.Request, web.Application], key: str, task_id: str, timeout_s: float = 60
+    client: TestClient[web.Request, web.Application], key: str, task_id: str, timeout_s: float = 120
 ) -> dict[str, Any]:
     """Poll the task endpoint until the task is final."""
 

@@ -14,7 +14,7 @@ T = TypeVar("T")
 async def wait_until(
     check: Callable[[], Awaitable[T | None]],
     what: str,
-    timeout_s: float = 60,
+    timeout_s: float = 120,
     detail: Callable[[], object] = lambda: "",
 ) -> T:
     """Poll `check` until it returns something true, and return that. The timeout only ends a test
@@ -24,7 +24,7 @@ async def wait_until(
     while not (found := await check()):
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"{what}: not within {timeout_s} s (last: {found!r})\n{detail()}".rstrip())
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)
     return found
 
 
@@ -41,8 +41,8 @@ def refused_port() -> Iterator[int]:
 async def settled(db: asyncpg.Pool, expected: int) -> list[asyncpg.Record]:
     """The webhook events, once `expected` of them have left `pending`."""
 
-    async def rows() -> list[asyncpg.Record] | None:
-        found = await db.fetch("SELECT * FROM webhook_events ORDER BY id")
-        return found if sum(r["status"] != "pending" for r in found) >= expected else None
+    async def handled() -> bool:
+        return bool(await db.fetchval("SELECT count(*) >= $1 FROM webhook_events WHERE status <> 'pending'", expected))
 
-    return await wait_until(rows, f"{expected} webhook events handled")
+    await wait_until(handled, f"{expected} webhook events handled")
+    return await db.fetch("SELECT * FROM webhook_events ORDER BY id")

@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import process_env, with_database
 from wearsync.settings import Settings
 
-TIMEOUT_S = 60
+TIMEOUT_S = 120  # a guard against a hang, not a margin: a loaded machine may be slow
 ROOT = Path(__file__).resolve().parent.parent
 
 

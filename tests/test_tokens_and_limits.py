@@ -166,7 +166,7 @@ async def test_the_shared_limiter_keeps_two_worker_processes_under_the_limit(
         for _ in range(4):
             key, user_id, _ = await factory.connected_user("suunto")
             task_ids.append((key, await start_sync(client, key, "suunto", user_id, "data_type=workouts&limit=50")))
-        tasks = [await wait_for_task(client, key, task_id, timeout_s=90) for key, task_id in task_ids]
+        tasks = [await wait_for_task(client, key, task_id) for key, task_id in task_ids]
     finally:
         for process in workers:
             process.terminate()

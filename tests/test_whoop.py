@@ -275,9 +275,7 @@ async def test_a_deferred_job_resumes_without_refetching_completed_sub_ranges(
     key, user_id, sim_user = await factory.connected_user("whoop")
     sim_state.provider("whoop").user_history[sim_user] = {"days_247": 18}
     async with start_worker(settings):
-        task = await wait_for_task(
-            client, key, await start_sync(client, key, "whoop", user_id, "data_type=247"), timeout_s=60
-        )
+        task = await wait_for_task(client, key, await start_sync(client, key, "whoop", user_id, "data_type=247"))
 
     assert task["status"] == "succeeded", task
     assert task["attempts"] > 1  # deferred and resumed

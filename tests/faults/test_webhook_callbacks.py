@@ -54,7 +54,7 @@ async def test_garmin_pings_whose_callbacks_fail_for_minutes_land_once_they_answ
                 backfill = (await wait_for_task_state(client, key, task_id)).get("backfill") or {}
                 return bool(backfill.get("requested") == len(TYPES))
 
-            await wait_until(requested, "every backfill requested", 60)
+            await wait_until(requested, "every backfill requested")
             await garmin_sim.deliveries_sent(sim_server.app)
             pings = await db.fetchval("SELECT count(*) FROM webhook_events")
             assert pings > 0
@@ -65,7 +65,7 @@ async def test_garmin_pings_whose_callbacks_fail_for_minutes_land_once_they_answ
             # Still waiting for what it asked for, not done with a record missing.
             assert (await wait_for_task_state(client, key, task_id))["status"] == "running"
             sim_state.faults.clear()
-            await wait_until(lambda: all_events(db, pings, "processed", 5), "every ping processed", 60)
+            await wait_until(lambda: all_events(db, pings, "processed", 5), "every ping processed")
             task = await wait_for_task(client, key, task_id)
             assert task["status"] == "succeeded", task
     finally:

@@ -40,7 +40,7 @@ async def test_a_killed_workers_task_is_finished_by_another(
     stored_when_killed = await db.fetchval("SELECT count(*) FROM workouts")
     assert 0 < stored_when_killed < 600  # killed mid-sync
     async with start_worker(fast):
-        task = await wait_for_task(client, key, task_id, timeout_s=90)
+        task = await wait_for_task(client, key, task_id)
     assert task["status"] == "succeeded", task
     assert task["attempts"] == 2  # the killed run, then the one that finished
     served = await sim_records(sim_server, "suunto", sim_user)  # type: ignore[arg-type]
