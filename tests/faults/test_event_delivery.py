@@ -10,7 +10,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import Factory, start_worker
-from tests.faults.servers import OwnRedis, WorkerProcess, wait_until
+from tests.faults.servers import OwnRedis, WorkerProcess
+from tests.helpers import wait_until
 from tests.sink import Sink, running_sink
 from tests.test_event_delivery import event_ids, register, write_workouts
 from wearsync.settings import Settings
