@@ -86,6 +86,7 @@ FOREIGN_CALLS: dict[str, list[tuple[str, str, dict[str, Any] | None]]] = {
     "endpoint-test": [("POST", "/api/v1/webhook-endpoints/{endpoint}/test", None)],
     "endpoint-replay": [("POST", "/api/v1/webhook-endpoints/{endpoint}/replay", {"event_id": "{event}"})],
     "event-deliveries": [("GET", "/api/v1/events/{event}/deliveries", None)],
+    "events-stream": [("GET", "/api/v1/events/stream?user_id={user}", None)],
 }
 # Routes that name nobody's user or task: public ones (webhooks: tests/test_tenants.py walks them
 # with one account in two applications), creating a user (below), the dashboard's lists of the

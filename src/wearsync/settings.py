@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     # Webhook deliveries taken from one address for one provider across API processes, per seconds
     # ("count/seconds"; empty: no limit): more are answered 429 with Retry-After.
     webhook_rate_limit: str = Field("3000/60", pattern=r"^(|[1-9][0-9]*/[1-9][0-9]*)$")
+    # How often an open event stream (GET /api/v1/events/stream) looks for new events.
+    events_stream_poll_s: float = Field(0.5, gt=0, le=60)
     # Scheduled incremental syncs of every active pull connection (0: none), and the share of each
     # provider's rate limit they may use (the rest is left to syncs asked for through the API).
     schedule_interval_s: int = Field(6 * 3600, ge=0)

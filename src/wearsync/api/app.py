@@ -1,12 +1,24 @@
 """The aiohttp application: resources in cleanup_ctx, middlewares, and every route in one place."""
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 from arq import create_pool as create_redis_pool
 from arq.connections import RedisSettings
 
-from wearsync.api import connect, dashboard, data, imports, oauth, openapi, views, webhook_endpoints, webhooks
+from wearsync.api import (
+    connect,
+    dashboard,
+    data,
+    imports,
+    oauth,
+    openapi,
+    stream,
+    views,
+    webhook_endpoints,
+    webhooks,
+)
 from wearsync.api.common import DEPS, KEY_CACHE, QUEUE
 from wearsync.api.middlewares import api_key_auth, errors, log_file_response, request_context
 from wearsync.api.quotas import DeliveryLimit
@@ -55,6 +67,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/api/v1/users/{user_id}/daily", data.daily, name="daily")
     r.add_get("/api/v1/users/{user_id}/samples", data.samples, name="samples")
     r.add_post("/api/v1/users/{user_id}/imports/apple-health", imports.apple_health, name="apple-health-upload")
+    r.add_get("/api/v1/events/stream", stream.events_stream, name="events-stream")
     r.add_post("/api/v1/webhooks/{provider}", webhooks.receive, name="webhook")
     r.add_post("/api/v1/webhooks/{provider}/{path_secret}", webhooks.receive, name="webhook-unsigned")
     r.add_get("/api/v1/webhooks/strava/{path_secret}", webhooks.strava_challenge, name="webhook-strava-validation")
@@ -89,7 +102,9 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[SETTINGS] = settings or Settings()
     app[KEY_CACHE] = {}
     app[openapi.DOCUMENT] = {}
+    app[stream.CLOSING] = asyncio.Event()
     app.cleanup_ctx.append(resources)
+    app.on_shutdown.append(stream.close_streams)
     app.on_response_prepare.append(log_file_response)
     setup_routes(app)
     return app

@@ -1,12 +1,23 @@
 """Request models: every query, path and body the API accepts is validated by one of these."""
 
+import re
 from datetime import UTC
 from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from wearsync.connect_links import DEFAULT_TTL_S, MAX_TTL_S
+from wearsync.db.events import EVENT_TYPES
 from wearsync.models import (
     PageOffset,
     PageSize,
@@ -308,3 +319,44 @@ class DashboardEventsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     limit: int = Field(50, ge=1, le=DASHBOARD_LIMIT, description="events, newest first")
+
+
+# ---- the live stream ------------------------------------------------------------------------
+
+
+_ONE_TYPE = rf"\s*({'|'.join(re.escape(t) for t in EVENT_TYPES)})\s*"
+_EVENT_TYPES_PATTERN = rf"^{_ONE_TYPE}(,{_ONE_TYPE})*$"
+_POSITION_PATTERN = r"^(0|[0-9]{1,19}-[0-9]{1,19})$"  # a place in the event log: `<tx>-<id>`, or 0 (its start)
+
+
+class StreamQuery(BaseModel):
+    """`GET /api/v1/events/stream`: which of the application's events, from where."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: UUID | None = Field(None, description="One user's events only")
+    type: str | None = Field(
+        None,
+        max_length=300,  # the request line stays within aiohttp's 8190 bytes, every character percent-encoded
+        description="Event types, comma-separated (e.g. `data.created,data.updated`); absent: all",
+        json_schema_extra={"pattern": _EVENT_TYPES_PATTERN},  # documented; the validator names an unknown one
+    )
+    after: str | None = Field(
+        None,
+        pattern=_POSITION_PATTERN,
+        description="Start after this position (an event's SSE `id`); `0`: from the start of the log; absent:"
+        " from now. The `Last-Event-ID` header, which reconnecting clients send, wins over it",
+    )
+    follow: QueryBool = Field(True, description="`false`: end the stream once it has sent every event settled now")
+
+    @field_validator("type")
+    @classmethod
+    def _known_types(cls, value: str | None) -> str | None:
+        if value is not None:
+            unknown = sorted({t.strip() for t in value.split(",")} - set(EVENT_TYPES))
+            if unknown:
+                raise ValueError(f"unknown event types {unknown}; known: {', '.join(EVENT_TYPES)}")
+        return value
+
+    def types(self) -> list[str] | None:
+        return None if self.type is None else sorted({t.strip() for t in self.type.split(",")})

@@ -34,6 +34,7 @@ from wearsync.api.models import (
     ListQuery,
     SamplesQuery,
     StravaChallengeQuery,
+    StreamQuery,
     SyncRequest,
     TaskPath,
     UnsignedWebhookPath,
@@ -57,6 +58,7 @@ from wearsync.api.responses import (
     SamplePage,
     SleepPage,
     StravaChallenge,
+    StreamMessage,
     SyncQueued,
     SyncResult,
     Task,
@@ -105,6 +107,8 @@ class Operation:
     validated: bool = True  # params and body checked by pydantic (422); False: by the view itself
     upload: bool = False  # the body is a file: the raw bytes, or a form's `file` field
     html_errors: bool = False  # a page for people: its own errors are pages too (the middleware's stay JSON)
+    # Optional request headers it reads: their meaning and JSON schema.
+    headers: Mapping[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     stateful: bool = True  # uses PostgreSQL or Redis (so may answer 503)
 
 
@@ -116,6 +120,7 @@ TAGS = {
     "connections": "A user's connections to providers (OAuth tokens)",
     "data": "A user's stored data, oldest first, a page at a time: pass `next_cursor` back as `cursor`;"
     " `order=changes`: the change feed, rows in the order they were stored or changed, to poll",
+    "events": "What happened to your application's users: syncs ended, data stored, changed or deleted, connections",
     "webhooks": "Receivers of the providers' notifications (signed by the provider; no API key)",
     "dashboard": "What the dashboard at /dashboard reads besides the rest of the API",
     "outgoing": "Your endpoints that wearsync sends events to (Standard Webhooks: see `webhooks` for each"
@@ -322,6 +327,22 @@ OPERATIONS: dict[str, Operation] = {
         errors={400: "Not the outcome of a flow"},
         stateful=False,
     ),
+    "events-stream": Operation(
+        "events",
+        "The application's events as server-sent events, in commit order, as they happen: each message's `id`"
+        " is its position, `event` its type, `data` the webhook's body plus the event `id`. Resumable: a"
+        " client reconnecting with `Last-Event-ID` gets every event after it, none twice",
+        StreamQuery,
+        ok=StreamMessage,
+        media_type="text/event-stream",
+        errors=USER_NOT_FOUND,
+        headers={
+            "Last-Event-ID": (
+                "The `id` of the last message received: the stream goes on after it",
+                {"type": "string", "pattern": r"^[ \t]*(0|[0-9]{1,19}-[0-9]{1,19})?[ \t]*$"},  # empty: none
+            )
+        },
+    ),
     "webhook": _webhook(
         "Receive a provider's notification", WebhookPath, "Invalid webhook signature", "No webhook for provider"
     ),
@@ -505,6 +526,9 @@ def _operation(
         operation["security"] = []
     if op.params is not None:
         operation["parameters"] = _parameters(op.params, path, schemas)
+    for header, (description, schema) in op.headers.items():
+        parameter = {"name": header, "in": "header", "required": False, "description": description}
+        operation.setdefault("parameters", []).append(parameter | {"schema": schema})
     if op.body is not None:
         operation["requestBody"] = {"required": op.body_required, "content": _json_content(types[("body", name)])}
     if op.upload:

@@ -5,10 +5,10 @@ and tests/test_api_fuzz.py checks every response of the running API against them
 is always present has no default; clients may meet fields added later."""
 
 from datetime import date, datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, WithJsonSchema
 
 from wearsync.api.models import DataSource, SampleType
 from wearsync.models import DataType, ProviderName, TaskStatus
@@ -388,3 +388,40 @@ class DashboardWebhookEvent(BaseModel):
 
 class DashboardWebhookEvents(BaseModel):
     data: list[DashboardWebhookEvent]
+
+
+# ---- the live stream ------------------------------------------------------------------------
+
+
+class StreamedEvent(BaseModel):
+    """An event as a stream message's `data` carries it: the body a webhook carries (the Standard
+    Webhooks layout), plus the event's id."""
+
+    id: str = Field(description="the event's id, a webhook's `webhook-id`: deduplicate by it")
+    type: str = Field(description="e.g. `sync.succeeded`, `data.created`, `connection.deactivated`")
+    timestamp: datetime = Field(description="when the event was written, with the change it reports")
+    data: dict[str, Any] = Field(description="`user_id`, the user's id (null for none), and what the type tells")
+
+
+class StreamMessage(BaseModel):
+    """One server-sent event of `GET /api/v1/events/stream`: an event, or (with neither `event`
+    nor `data`) only the position the stream starts from."""
+
+    id: str = Field(description="the position in the event log (`<tx>-<id>`): send it back as `Last-Event-ID`")
+    event: str | None = Field(None, description="the event's type")
+    data: Annotated[
+        str | None,
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": StreamedEvent.model_json_schema(),
+                    },
+                    {"type": "null"},
+                ]
+            }
+        ),
+    ] = None
+    retry: int | None = Field(None, description="how long a client waits before it reconnects, in ms")
