@@ -143,6 +143,8 @@ async def test_a_flood_waiting_for_its_share_gives_its_worker_slot_to_another_sy
     flood = await wait_for_status(client, flood_key, flood_task)
     assert flood["status"] == "running"
     assert flood["progress"]["workouts"]["status"] == "waiting"  # for the next window: its share is used
+    # ... in a job of its own, deferred (a new job id: no deferral budget spent on shares).
+    assert await db.fetchval("SELECT job_id FROM sync_tasks WHERE id = $1::uuid", flood_task) != flood_task
     served = [r["user"] for r in sim_state.requests if r["path"] == "/v3/workouts/" and r["status"] == 200]
     assert (served.count(flood_sim), served.count(sim)) == (5, 1)  # half the window each (the other needs 1)
 

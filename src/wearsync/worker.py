@@ -65,18 +65,20 @@ async def sync_task(ctx: dict[str, Any], task_id: str) -> dict[str, bool] | None
             await continue_in_new_job(deps, ctx["redis"], task_id, ctx.get("job_id"))
             log.info("task continues in a new job", reason=str(e))
             return None
+        except RateLimited as e:
+            if not e.fair_share:
+                raise
+            # Its share of the window is used: on in a new job once the window ends, without
+            # holding this worker slot meanwhile (a share comes every window: no budget needed).
+            defer_s = (_wait_out(e).defer_score or 0) / 1000
+            await continue_in_new_job(deps, ctx["redis"], task_id, ctx.get("job_id"), defer_s=defer_s)
+            log.info("rate limit share used, the task continues in a new job", seconds=round(e.retry_after_s))
+            return None
     except QUEUE_UNAVAILABLE as e:
         await _after_redis_outage(ctx, deps, task_id, e)
         return None
     except RateLimited as e:
-        # Wait for the provider's window to reopen without holding this worker slot: for a fair
-        # share, in a new job (a share comes every window, so those waits need no budget).
-        if e.fair_share:
-            deferred = _wait_out(e)
-            defer_s = (deferred.defer_score or 0) / 1000
-            await continue_in_new_job(deps, ctx["redis"], task_id, ctx.get("job_id"), defer_s=defer_s)
-            log.info("rate limit share used, the task continues in a new job", seconds=round(e.retry_after_s))
-            return None
+        # Wait for the provider's window to reopen without holding this worker slot.
         if _may_defer(deps, job_try):
             log.info("rate limited, deferring the task", seconds=round(e.retry_after_s), error=str(e))
             raise _wait_out(e) from e
