@@ -225,6 +225,7 @@ HUGE_WORKOUT = (
     [
         (export_xml(heart_rate(), heart_rate("2024-04-01 08:05:00 +0200"))[:-40], "export.xml is cut short"),
         (export_xml(heart_rate(), "<Record>\n"), "not well-formed XML (Opening and ending tag mismatch"),
+        ('<?xml version="1.0"?>\n<Workouts><Record type="x"/></Workouts>\n', "its root element is <Workouts>"),
         (BILLION_LAUGHS, "not well-formed XML (Maximum entity amplification factor exceeded"),
         (export_xml(heart_rate(), heart_rate("01/04/2024 08:05")), "line 68: Record startDate: '01/04/2024 08:05'"),
         (export_xml(heart_rate(), heart_rate("2024-04-01 08:05:00")), "is not a date and time with a UTC offset"),
@@ -232,7 +233,17 @@ HUGE_WORKOUT = (
         (export_xml(heart_rate(), heart_rate(value="seventy")), "HeartRate value could not convert"),
         (export_xml(heart_rate(), HUGE_WORKOUT), "an element of more than 65536 bytes"),
     ],
-    ids=["truncated", "mismatched", "billion-laughs", "odd-date", "no-offset", "nan", "not-a-number", "huge-element"],
+    ids=[
+        "truncated",
+        "mismatched",
+        "not-health-data",
+        "billion-laughs",
+        "odd-date",
+        "no-offset",
+        "nan",
+        "not-a-number",
+        "huge-element",
+    ],
 )
 async def test_an_export_that_cannot_be_read_fails_its_task_storing_nothing(
     client: Client, factory: Factory, db: asyncpg.Pool, worker: Worker, settings: Settings, tmp_path: Path,

@@ -408,6 +408,10 @@ def read_export(stream: ExportStream, batch_rows: int) -> Iterator[Batch]:
         if stream.ended and (e.lineno or 0) >= stream.newlines:  # at its very end: the rest is missing
             raise ExportError(f"export.xml is cut short: it ends inside an element ({e})") from None
         raise ExportError(f"export.xml is not well-formed XML ({e})") from None
+    root = events.root
+    if root is None or root.tag != "HealthData":
+        tag = root.tag if root is not None else None
+        raise ExportError(f"export.xml is not an Apple Health export: its root element is <{tag}>, not <HealthData>")
     batch.sleep, batch.daily = reader.nights_rows(), reader.day_rows()
     summed: list[SleepSession | DailyActivity] = [*batch.sleep, *batch.daily]
     for each in summed:
