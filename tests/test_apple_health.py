@@ -357,3 +357,20 @@ def test_the_health_apps_dates_read_back_as_written(moment: datetime) -> None:
     if moment.utcoffset() is None or moment.utcoffset() % timedelta(minutes=1):  # type: ignore[operator]
         return  # the export's form has whole minutes of offset
     assert parse_date(moment.strftime("%Y-%m-%d %H:%M:%S %z")) == moment
+
+
+async def test_a_worker_that_does_not_share_the_upload_directory_says_so(
+    client: Client, factory: Factory, db: asyncpg.Pool, settings: Settings, tmp_path: Path
+) -> None:
+    from tests.conftest import start_worker
+
+    key = await factory.api_key()
+    user_id = await factory.user(key)
+    path = tmp_path / "export.zip"
+    write_zip(path, {EXPORT_XML: export_xml(heart_rate())})
+    status, answer = await upload(client, key, user_id, path.read_bytes())
+    assert status == 202, answer
+    async with start_worker(settings.model_copy(update={"import_dir": tmp_path / "elsewhere"})):
+        task = await wait_for_task(client, key, answer["task_id"])
+    assert task["status"] == "failed"
+    assert "WEARSYNC_IMPORT_DIR must be one directory the API and the workers share" in task["error"]
