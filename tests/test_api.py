@@ -95,7 +95,12 @@ FOREIGN_CALLS: dict[str, list[tuple[str, str, dict[str, Any] | None]]] = {
 NAMING_NO_USER = (
     PUBLIC_ROUTES
     | {"users"}
-    | {"dashboard-users", "dashboard-tasks", "dashboard-webhook-events"}
+    | {
+        "dashboard-users",
+        "dashboard-tasks",
+        "dashboard-webhook-events",
+        "dashboard-deliveries",
+    }
     | {"endpoints", "endpoints-create"}
 )
 

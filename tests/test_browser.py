@@ -19,6 +19,8 @@ from arq.worker import Worker
 from playwright.async_api import Browser, Page, async_playwright
 
 from tests.conftest import Factory
+from tests.sink import Sink, running_sink
+from tests.test_event_delivery import register
 from wearsync.settings import Settings
 from wearsync.sim.common import SimState
 
@@ -59,6 +61,13 @@ async def page(chromium: Browser) -> AsyncIterator[Page]:
 
 
 @pytest.fixture
+async def sink() -> AsyncIterator[Sink]:
+    """A webhook endpoint of the application's (tests/sink.py)."""
+    async with running_sink(Sink(secrets=[])) as running:
+        yield running
+
+
+@pytest.fixture
 def public(client: Client, settings: Settings) -> Client:
     """The test client, with WEARSYNC_PUBLIC_URL naming its real address (providers redirect there)."""
     settings.public_url = str(client.make_url("")).rstrip("/")
@@ -77,7 +86,7 @@ async def stored_in_window(db: asyncpg.Pool, table: str, column: str, user_id: s
 
 async def test_sign_in_then_sync_now_follows_the_task_to_the_plots(
     public: Client, factory: Factory, settings: Settings, worker: Worker, db: asyncpg.Pool, sim_state: SimState,
-    page: Page,
+    page: Page, sink: Sink,
 ) -> None:  # fmt: skip
     sim_user = f"d{uuid.uuid4().hex[:10]}"
     sim_state.provider("suunto").user_history[sim_user] = SMALL_HISTORY
@@ -87,6 +96,7 @@ async def test_sign_in_then_sync_now_follows_the_task_to_the_plots(
     sim_state.provider("whoop").user_history[sim_user] = SMALL_HISTORY
     await factory.connect(key, user_id, "whoop", sim_user)
     other_key, other_user, _ = await factory.connected_user("strava", application="another-app")
+    endpoint = (await register(public, key, sink.url, event_types=["sync.succeeded"]))["id"]
 
     await page.goto(f"{settings.public_url}/dashboard")
     await page.fill("#key", "ws_not-a-key")
@@ -136,6 +146,11 @@ async def test_sign_in_then_sync_now_follows_the_task_to_the_plots(
     assert resting > 0
     assert await page.locator("#plot-resting-hr circle.dot").count() == resting
     assert await page.locator("#plot-resting-hr polyline.line").count() == 1
+
+    # The application's webhook endpoint got the syncs' ends, as the deliveries list says.
+    await page.wait_for_selector(f"#endpoints tr[data-endpoint='{endpoint}'] td:has-text('enabled')")
+    await page.wait_for_selector("#deliveries tr[data-status='succeeded']:has-text('sync.succeeded')")
+    assert await page.locator("#deliveries tr[data-status]").count() == len(sink.delivered()) == 2
 
     # A shorter window: the plots are drawn again with that window's rows.
     await page.select_option("#window", "30")

@@ -15,9 +15,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import Factory, start_sync, start_worker
+from tests.sink import Sink, running_sink
+from tests.test_event_delivery import register
 from tests.test_waiting import task_when
 from tests.test_webhooks import notification, signed
-from wearsync.api.responses import DashboardTasks, DashboardUsers, DashboardWebhookEvents
+from wearsync.api.responses import DashboardDeliveries, DashboardTasks, DashboardUsers, DashboardWebhookEvents
 from wearsync.settings import Settings
 from wearsync.sim.common import Fault, SimState
 
@@ -139,7 +141,41 @@ async def test_webhook_events_received_for_the_applications_users_only(
     assert await db.fetchval("SELECT count(*) FROM webhook_events") == 3
 
 
-@pytest.mark.parametrize("path", ["users", "tasks", "webhook-events"])
+async def test_deliveries_of_the_applications_events_with_their_last_answer(
+    client: Client, factory: Factory, settings: Settings
+) -> None:
+    key, user_id, _ = await factory.connected_user("suunto")
+    other_key, other_user, _ = await factory.connected_user("suunto", application="another-app")
+    fast = settings.model_copy(update={"events_poll_s": 0.05})
+    async with running_sink(Sink(secrets=[])) as sink:
+        endpoint = await register(client, key, sink.url, event_types=["sync.succeeded"])
+        await register(client, other_key, sink.url, event_types=["sync.succeeded"])
+        await start_sync(client, key, "suunto", user_id, "data_type=workouts&async=false")
+        await start_sync(client, other_key, "suunto", other_user, "data_type=workouts&async=false")
+        (pending,) = (await get(client, key, "deliveries"))["data"]
+        assert (pending["type"], pending["endpoint_id"], pending["url"]) == ("sync.succeeded", endpoint["id"], sink.url)
+        assert (pending["status"], pending["attempts"], pending["last_attempt_at"]) == ("pending", 0, None)
+        async with start_worker(fast):
+            await sink.wait_for(lambda s: len(s.delivered()) == 2)
+        shown = await get(client, key, "deliveries")
+        theirs = await get(client, other_key, "deliveries")
+    DashboardDeliveries.model_validate(shown)
+    (sent,) = shown["data"]
+    assert sent["event_id"] == pending["event_id"]
+    assert [r.webhook_id for r in sink.receipts if r.webhook_id == sent["event_id"]] == [sent["event_id"]]
+    assert (sent["status"], sent["attempts"], sent["status_code"], sent["error"]) == (
+        "succeeded",
+        1,
+        204,
+        None,
+    )  # the sink answers 204
+    assert sent["finished_at"] is not None
+    (their_delivery,) = theirs["data"]  # each application sees its own events' deliveries only
+    assert their_delivery["event_id"] != sent["event_id"]
+    assert their_delivery["endpoint_id"] != endpoint["id"]
+
+
+@pytest.mark.parametrize("path", ["users", "tasks", "webhook-events", "deliveries"])
 async def test_the_lists_need_a_key(client: Client, path: str) -> None:
     resp = await client.get(f"/api/v1/dashboard/{path}")
     assert (resp.status, await resp.json()) == (401, {"detail": "Invalid or missing API key"})

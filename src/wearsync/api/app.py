@@ -91,6 +91,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/api/v1/dashboard/users", dashboard.users, name="dashboard-users")
     r.add_get("/api/v1/dashboard/tasks", dashboard.tasks, name="dashboard-tasks")
     r.add_get("/api/v1/dashboard/webhook-events", dashboard.webhook_events, name="dashboard-webhook-events")
+    r.add_get("/api/v1/dashboard/deliveries", dashboard.deliveries, name="dashboard-deliveries")
     r.add_post("/api/v1/users/{user_id}/connect-link", connect.create_link, name="connect-link")
     r.add_get("/connect/result", connect.connect_result, name="connect-result")
     r.add_get("/connect/{user_id}", connect.connect_page, name="connect-page")

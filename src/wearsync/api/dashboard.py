@@ -15,7 +15,7 @@ from pathlib import Path
 from aiohttp import web
 
 from wearsync.api.common import APP_ID, DEPS, json_response, validate
-from wearsync.api.models import DashboardEventsQuery, DashboardTasksQuery, DashboardUsersQuery
+from wearsync.api.models import DashboardListQuery, DashboardTasksQuery, DashboardUsersQuery
 from wearsync.db import dashboard
 from wearsync.tasks import shown_progress
 
@@ -68,6 +68,14 @@ async def tasks(request: web.Request) -> web.Response:
 async def webhook_events(request: web.Request) -> web.Response:
     """GET /api/v1/dashboard/webhook-events: the latest webhook events received for the
     application's users."""
-    query = validate(DashboardEventsQuery, dict(request.query), _QUERY)
+    query = validate(DashboardListQuery, dict(request.query), _QUERY)
     rows = await dashboard.webhook_events(request.app[DEPS].db, request[APP_ID], query.limit)
+    return json_response({"data": [dict(row) for row in rows]})
+
+
+async def deliveries(request: web.Request) -> web.Response:
+    """GET /api/v1/dashboard/deliveries: the deliveries of the application's latest events to its
+    webhook endpoints, with each one's last answer."""
+    query = validate(DashboardListQuery, dict(request.query), _QUERY)
+    rows = await dashboard.recent_deliveries(request.app[DEPS].db, request[APP_ID], query.limit)
     return json_response({"data": [dict(row) for row in rows]})

@@ -315,10 +315,10 @@ class DashboardTasksQuery(BaseModel):
     limit: int = Field(50, ge=1, le=DASHBOARD_LIMIT, description="tasks, newest first")
 
 
-class DashboardEventsQuery(BaseModel):
+class DashboardListQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    limit: int = Field(50, ge=1, le=DASHBOARD_LIMIT, description="events, newest first")
+    limit: int = Field(50, ge=1, le=DASHBOARD_LIMIT, description="rows, newest first")
 
 
 # ---- the live stream ------------------------------------------------------------------------

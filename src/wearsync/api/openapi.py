@@ -28,7 +28,7 @@ from wearsync.api.models import (
     ConnectPagePath,
     ConnectResultQuery,
     ConnectStartPath,
-    DashboardEventsQuery,
+    DashboardListQuery,
     DashboardTasksQuery,
     DashboardUsersQuery,
     ListQuery,
@@ -48,6 +48,7 @@ from wearsync.api.responses import (
     Connection,
     ConnectLink,
     DailyPage,
+    DashboardDeliveries,
     DashboardTasks,
     DashboardUsers,
     DashboardWebhookEvents,
@@ -284,8 +285,14 @@ OPERATIONS: dict[str, Operation] = {
     "dashboard-webhook-events": Operation(
         "dashboard",
         "The latest webhook events received for the application's users, newest first",
-        DashboardEventsQuery,
+        DashboardListQuery,
         ok=DashboardWebhookEvents,
+    ),
+    "dashboard-deliveries": Operation(
+        "dashboard",
+        "The deliveries of the application's latest events to its webhook endpoints, newest event first",
+        DashboardListQuery,
+        ok=DashboardDeliveries,
     ),
     "connect-link": Operation(
         "connections",

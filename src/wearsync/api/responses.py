@@ -425,3 +425,24 @@ class StreamMessage(BaseModel):
         ),
     ] = None
     retry: int | None = Field(None, description="how long a client waits before it reconnects, in ms")
+
+
+class DashboardDelivery(BaseModel):
+    """One of the application's events, sent (or being sent) to one of its webhook endpoints."""
+
+    event_id: str = Field(examples=["evt_5f0c..."])
+    type: str = Field(examples=["sync.succeeded"])
+    created_at: datetime
+    endpoint_id: UUID
+    url: str
+    status: Literal["pending", "succeeded", "failed"] = Field(description="failed: given up")
+    attempts: int
+    due_at: datetime = Field(description="while pending: when it is tried (again)")
+    finished_at: datetime | None
+    last_attempt_at: datetime | None
+    status_code: int | None = Field(description="the last attempt's answer; null: none came (see error)")
+    error: str | None
+
+
+class DashboardDeliveries(BaseModel):
+    data: list[DashboardDelivery]

@@ -1,5 +1,6 @@
 """Queries of the dashboard's read endpoints (api/dashboard.py): one application's users with the
-health of their connections, its recent tasks and the webhook events received for its users.
+health of their connections, its recent tasks, the webhook events received for its users and the
+deliveries of its own events to its webhook endpoints.
 Users are shown by their API id (`public_id`); no token is ever read."""
 
 from collections.abc import Sequence
@@ -106,6 +107,31 @@ async def webhook_events(db: Executor, app_id: UUID, limit: int) -> list[asyncpg
             ORDER BY c.active DESC, c.updated_at DESC LIMIT 1
         ) who
         ORDER BY e.received_at DESC, e.id DESC
+        LIMIT $2
+        """,
+        app_id,
+        limit,
+    )
+    return rows
+
+
+async def recent_deliveries(db: Executor, app_id: UUID, limit: int) -> list[asyncpg.Record]:
+    """The deliveries of the application's latest events to its endpoints, newest event first,
+    each with its last attempt's answer; from the application's events by events_application_idx."""
+    rows: list[asyncpg.Record] = await db.fetch(
+        """
+        SELECT e.public_id AS event_id, e.type, e.created_at, p.id AS endpoint_id, p.url, d.status, d.attempts,
+               d.due_at, d.finished_at, last.attempted_at AS last_attempt_at, last.status_code, last.error
+        FROM events e
+        JOIN event_deliveries d ON d.event_id = e.id
+        JOIN webhook_endpoints p ON p.id = d.endpoint_id
+        LEFT JOIN LATERAL (
+            SELECT a.attempted_at, a.status_code, a.error FROM delivery_attempts a
+            WHERE a.event_id = d.event_id AND a.endpoint_id = d.endpoint_id
+            ORDER BY a.attempted_at DESC LIMIT 1
+        ) last ON true
+        WHERE e.application_id = $1
+        ORDER BY e.id DESC, p.created_at, p.id
         LIMIT $2
         """,
         app_id,

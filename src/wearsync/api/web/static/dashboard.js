@@ -142,7 +142,7 @@ function refreshAll() {
 }
 
 async function refreshLists() {
-  await Promise.all([loadUsers(), loadTasks(), loadEvents()]);
+  await Promise.all([loadUsers(), loadTasks(), loadEvents(), loadDeliveries()]);
 }
 
 // ---- the lists --------------------------------------------------------------------------------
@@ -199,6 +199,29 @@ async function loadEvents() {
 
 function nothing(columns, text) {
   return el("tr", {}, el("td", { colspan: columns, class: "muted", text }));
+}
+
+async function loadDeliveries() {
+  const [endpoints, page] = await Promise.all([api("/webhook-endpoints"), api("/dashboard/deliveries?limit=50")]);
+  const rows = endpoints.map((p) =>
+    el("tr", { "data-endpoint": p.id },
+      el("td", { text: p.url }),
+      el("td", { class: "small", text: p.event_types ? p.event_types.join(", ") : "all" }),
+      el("td", { class: p.enabled ? "ok" : "error", text: p.enabled ? "enabled" : `disabled: ${p.disabled_reason || ""}` }),
+      el("td", { text: p.last_success_at ? ago(p.last_success_at) : "never" }),
+      el("td", { class: p.failing_since ? "warn" : "", text: p.failing_since ? when(p.failing_since) : "—" })));
+  $("#endpoints tbody").replaceChildren(...(rows.length ? rows : [nothing(5, "No webhook endpoints (POST /api/v1/webhook-endpoints).")]));
+  const sent = page.data.map((d) => {
+    const answer = d.last_attempt_at ? `${d.status_code ?? d.error ?? "no answer"} (${ago(d.last_attempt_at)})` : "not tried yet";
+    return el("tr", { "data-event": d.event_id, "data-status": d.status },
+      el("td", { class: "small", text: `${when(d.created_at)} ${d.event_id}` }),
+      el("td", { text: d.type }),
+      el("td", { class: "small", text: d.url }),
+      el("td", { class: `status ${d.status}`, text: d.status }),
+      el("td", { text: String(d.attempts) }),
+      el("td", { class: "small", text: answer }));
+  });
+  $("#deliveries tbody").replaceChildren(...(sent.length ? sent : [nothing(6, "No deliveries yet.")]));
 }
 
 // ---- one user ---------------------------------------------------------------------------------
