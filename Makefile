@@ -58,7 +58,8 @@ test-faults: install
 	$(BIN)/pytest tests/faults $(PYTEST_ARGS)
 
 # The real processes against PostgreSQL and Redis; prints a table, writes bench/results.md and .png,
-# then the import of a generated 1 GB Apple Health export (bench/apple_health.md).
+# then the import of a generated 1 GB Apple Health export (bench/apple_health.md), then outgoing
+# webhooks: throughput, latency, a sync's cost (bench/events.md).
 $(VENV)/.bench-installed: $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	touch $@
@@ -66,6 +67,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.apple_health
+	$(BIN)/python -m bench.events
 
 # 1,000 users syncing at once against slow, failing simulators: nothing lost, memory flat (bench/soak.md).
 soak: install

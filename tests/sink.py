@@ -83,11 +83,17 @@ class Sink:
     def delivered(self) -> set[str]:
         return {r.webhook_id for r in self.receipts if r.answer == "ok"}
 
-    async def wait_for(self, done: Callable[["Sink"], bool], timeout_s: float = 60) -> None:
-        async with asyncio.timeout(timeout_s):
-            while not done(self):
-                self.arrived.clear()
-                await self.arrived.wait()
+    async def wait_for(
+        self, done: Callable[["Sink"], bool], timeout_s: float = 60, detail: Callable[[], str] = str
+    ) -> None:
+        """Until `done(self)` after a request arrived; failing after `timeout_s`, with `detail()`."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not done(self):
+                    self.arrived.clear()
+                    await self.arrived.wait()
+        except TimeoutError:
+            raise AssertionError(f"not within {timeout_s} s: {self.counts()}\n{detail()}") from None
 
     def bodies(self, webhook_id: str) -> set[bytes]:
         return {r.body for r in self.receipts if r.webhook_id == webhook_id}

@@ -40,6 +40,29 @@ async def add_event(db: asyncpg.Pool, days_ago: float, status: str) -> int:
     return event_id
 
 
+async def add_outgoing(db: asyncpg.Pool, user_id: str, days_ago: tuple[int, ...]) -> list[int]:
+    """Events of the user's application made `days_ago`, each with a pending delivery."""
+    app_id = await db.fetchval("SELECT application_id FROM users WHERE id = $1", UUID(user_id))
+    endpoint = await db.fetchval(
+        "INSERT INTO webhook_endpoints (application_id, url, secret) VALUES ($1, 'https://example.com/', 'x')"
+        " RETURNING id",
+        app_id,
+    )
+    ids = []
+    for days in days_ago:
+        event_id = await db.fetchval(
+            "INSERT INTO events (application_id, user_id, type, payload, created_at)"
+            " VALUES ($1, $2, 'data.deleted', '{}', now() - make_interval(days => $3)) RETURNING id",
+            app_id, UUID(user_id), days,
+        )  # fmt: skip
+        await db.execute("INSERT INTO event_deliveries (event_id, endpoint_id) VALUES ($1, $2)", event_id, endpoint)
+        ids.append(event_id)
+    return ids
+
+
+NOTHING = {"tasks": 0, "webhook_events": 0, "webhook_digests": 0, "events": 0}
+
+
 async def test_history_past_its_retention_is_deleted_in_batches(
     deps: Deps, db: asyncpg.Pool, factory: Factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -57,13 +80,20 @@ async def test_history_past_its_retention_is_deleted_in_batches(
     gone_events = [await add_event(db, 31, "processed"), await add_event(db, 40, "ignored"),
                    await add_event(db, 60, "failed")]  # fmt: skip
     kept_events = {await add_event(db, 60, "pending"), await add_event(db, 29, "processed")}
+    # Outgoing events: the connection's (new) stays; old ones go, but one whose delivery is pending.
+    outgoing = await add_outgoing(db, user_id, (31, 40, 45))
+    finished = "UPDATE event_deliveries SET status = 'succeeded' WHERE event_id = ANY($1::bigint[])"
+    await db.execute(finished, outgoing[:2])
+    recent = {r["id"] for r in await db.fetch("SELECT id FROM events WHERE type = 'connection.created'")}
 
     deleted = await worker.prune_history({"deps": deps})
 
-    assert deleted == {"tasks": len(old), "webhook_events": len(gone_events), "webhook_digests": 0}
+    assert deleted == {"tasks": len(old), "webhook_events": len(gone_events), "webhook_digests": 0, "events": 2}
     assert {r["id"] for r in await db.fetch("SELECT id FROM sync_tasks")} == kept
     assert {r["id"] for r in await db.fetch("SELECT id FROM webhook_events")} == kept_events
-    assert await worker.prune_history({"deps": deps}) == {"tasks": 0, "webhook_events": 0, "webhook_digests": 0}
+    assert {r["id"] for r in await db.fetch("SELECT id FROM events")} == recent | {outgoing[2]}
+    assert await db.fetchval("SELECT count(*) FROM event_deliveries") == 1  # went with their events
+    assert await worker.prune_history({"deps": deps}) == NOTHING
 
 
 async def test_a_retention_of_zero_keeps_everything(deps: Deps, db: asyncpg.Pool, factory: Factory) -> None:
@@ -72,11 +102,13 @@ async def test_a_retention_of_zero_keeps_everything(deps: Deps, db: asyncpg.Pool
         await add_task(db, user_id, days_ago, "succeeded")
     await add_event(db, 400, "processed")
     forever = Deps(
-        settings=deps.settings.model_copy(update={"task_retention_days": 0, "webhook_event_retention_days": 0}),
+        settings=deps.settings.model_copy(
+            update={"task_retention_days": 0, "webhook_event_retention_days": 0, "event_retention_days": 0}
+        ),
         db=deps.db,
         http=deps.http,
     )
-    assert await worker.prune_history({"deps": forever}) == {"tasks": 0, "webhook_events": 0, "webhook_digests": 0}
+    assert await worker.prune_history({"deps": forever}) == NOTHING
     assert await db.fetchval("SELECT count(*) FROM sync_tasks") == 2
     assert await db.fetchval("SELECT count(*) FROM webhook_events") == 1
 

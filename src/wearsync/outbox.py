@@ -41,6 +41,7 @@ from wearsync.settings import Settings
 log = structlog.get_logger(__name__)
 
 RESPONSE_EXCERPT_BYTES = 1024
+CLAIM_GATHER_S = 0.005
 
 
 def new_secret() -> str:
@@ -132,6 +133,7 @@ class Dispatcher:
         self.room = asyncio.Event()  # a send finished: there may be room for more
         self.results = asyncio.Event()  # attempts wait to be recorded
         self.signers: dict[str, Webhook] = {}
+        self.hosts: dict[str, str | None] = {}
         self.private_ok = settings.events_allow_private_urls
 
     async def run(self) -> None:
@@ -167,15 +169,20 @@ class Dispatcher:
                 except TRANSIENT_DB_ERRORS as e:
                     log.warning("events: could not claim deliveries, trying again", error=repr(e), retry_in_s=pause)
                     rows, pause = [], min(2 * pause, 5.0)
+                except Exception:
+                    log.exception("events: claiming deliveries failed, trying again", retry_in_s=pause)
+                    rows, pause = [], min(2 * pause, 5.0)
                 claimed = len(rows)
                 for _, group in groupby(rows, key=lambda r: (r["endpoint_id"], r["user_id"])):
                     self._start(list(group))
             if claimed and claimed == free:
                 continue  # more may be due
+            # Until a send ends (or a pause passed), and a moment more: one claim for several.
             self.room.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(pause):
                     await self.room.wait()
+                    await asyncio.sleep(CLAIM_GATHER_S)
 
     def _start(self, group: list[asyncpg.Record]) -> None:
         endpoint_id: UUID = group[0]["endpoint_id"]
@@ -194,6 +201,8 @@ class Dispatcher:
                 if not attempt.delivered:
                     self.put_back.extend((r["event_id"], endpoint_id, r["claims"]) for r in group[i + 1 :])
                     break
+        except Exception:  # a bug: the claims lapse, and the deliveries are sent again then
+            log.exception("events: sending deliveries failed", endpoint_id=str(endpoint_id))
         finally:
             left = self.in_flight[endpoint_id] - len(group)
             if left:
@@ -201,6 +210,12 @@ class Dispatcher:
             else:
                 del self.in_flight[endpoint_id]
             self.room.set()
+
+    def _literal_host(self, url: str) -> str | None:
+        """The URL's host if it is an IP address (names are checked as they resolve)."""
+        if url not in self.hosts:
+            self.hosts[url] = _ip(URL(url).host or "")
+        return self.hosts[url]
 
     def _signer(self, sealed: str) -> Webhook:
         signer = self.signers.get(sealed)
@@ -225,8 +240,7 @@ class Dispatcher:
         def attempt(**outcome: Any) -> Attempt:
             return Attempt(event_id, endpoint_id, row["claims"], now, (perf_counter() - started) * 1000, **outcome)
 
-        host = _ip(URL(url).host or "")
-        if not self.private_ok and host is not None and not _public(host):
+        if not self.private_ok and (host := self._literal_host(url)) is not None and not _public(host):
             return attempt(error=f"{host} is not a public address")
         try:
             async with self.session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
@@ -248,6 +262,9 @@ class Dispatcher:
             except TRANSIENT_DB_ERRORS as e:
                 log.warning("events: could not record deliveries, trying again", error=repr(e))
                 pause = min(2 * pause, 5.0)
+            except Exception:  # a bug: dropped, and the deliveries are sent again once their claims lapse
+                log.exception("events: recording deliveries failed, they are sent again later")
+                self.attempts, self.put_back = [], []
 
     async def _record(self) -> None:
         attempts, put_back = self.attempts, self.put_back

@@ -134,6 +134,9 @@ class Settings(BaseSettings):
     # a connection's latest task is always kept (its last sync).
     task_retention_days: int = Field(90, ge=0)
     webhook_event_retention_days: int = Field(30, ge=0)
+    # Events (the outgoing webhooks' log: their deliveries and attempts go with them), unless one
+    # of their deliveries is still pending.
+    event_retention_days: int = Field(30, ge=0)
     # A digest of each webhook event's key outlives the event: a delivery replayed within this long
     # is known and stores nothing (Suunto's and Polar's carry no timestamp).
     webhook_digest_retention_days: int = Field(400, ge=0)

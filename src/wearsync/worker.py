@@ -228,15 +228,16 @@ async def settle_garmin_syncs(ctx: dict[str, Any]) -> int:
 
 
 async def prune_history(ctx: dict[str, Any]) -> dict[str, int]:
-    """Every hour: delete finished tasks, handled webhook events and webhook event digests past
-    their retention."""
+    """Every hour: delete finished tasks, handled webhook events, webhook event digests and events
+    past their retention."""
     deps: Deps = ctx["deps"]
     settings = deps.settings
-    deleted = {"tasks": 0, "webhook_events": 0, "webhook_digests": 0}
+    deleted = {"tasks": 0, "webhook_events": 0, "webhook_digests": 0, "events": 0}
     for kind, days, prune in (
         ("tasks", settings.task_retention_days, retention.prune_tasks),
         ("webhook_events", settings.webhook_event_retention_days, retention.prune_webhook_events),
         ("webhook_digests", settings.webhook_digest_retention_days, retention.prune_webhook_digests),
+        ("events", settings.event_retention_days, retention.prune_events),
     ):
         if not days:
             continue

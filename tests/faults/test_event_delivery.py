@@ -70,11 +70,11 @@ async def test_deliveries_go_on_while_redis_restarts(
             await wait_until(lambda: worker.logged("the worker waits for it"), "the outage noticed", detail=worker.log)
             for i in range(5):
                 await write_workouts(db, user_id, [f"during{i}"])
-            await sink.wait_for(lambda s: len(s.delivered()) == 10)
+            await sink.wait_for(lambda s: len(s.delivered()) == 10, detail=worker.log)
             await own_redis.start()
             for i in range(5):
                 await write_workouts(db, user_id, [f"after{i}"])
-            await sink.wait_for(lambda s: len(s.delivered()) == 15)
+            await sink.wait_for(lambda s: len(s.delivered()) == 15, detail=worker.log)
             assert worker.alive, worker.log()
         expected = await event_ids(db)
         assert sink.counts() == dict.fromkeys(expected, 1)

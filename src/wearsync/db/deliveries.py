@@ -101,12 +101,21 @@ async def record(
     ok = [a for a in attempts if a.delivered]
     failed = [a for a in attempts if not a.delivered]
     async with conn.transaction():
+        # The endpoints first, as deleting one does (then its deliveries): no deadlock with it, and
+        # the deliveries of an endpoint deleted meanwhile are gone before the attempts are written.
+        await conn.execute(
+            "SELECT 1 FROM webhook_endpoints WHERE id = ANY($1::uuid[]) ORDER BY id FOR KEY SHARE",
+            list({a.endpoint_id for a in attempts} | {p for _, p, _ in put_back}),
+        )
         await conn.execute(
             """
             INSERT INTO delivery_attempts
                 (event_id, endpoint_id, attempted_at, latency_ms, status_code, response, error)
-            SELECT * FROM unnest(
-                $1::bigint[], $2::uuid[], $3::timestamptz[], $4::float8[], $5::int[], $6::text[], $7::text[])
+            SELECT u.* FROM unnest(
+                $1::bigint[], $2::uuid[], $3::timestamptz[], $4::float8[], $5::int[], $6::text[], $7::text[]
+            ) AS u(event_id, endpoint_id, attempted_at, latency_ms, status_code, response, error)
+            WHERE EXISTS (SELECT 1 FROM event_deliveries d
+                          WHERE d.event_id = u.event_id AND d.endpoint_id = u.endpoint_id)
             """,
             [a.event_id for a in attempts],
             [a.endpoint_id for a in attempts],

@@ -89,3 +89,21 @@ async def delete_user(db: Executor, user_id: UUID, batch: int = 10_000) -> dict[
                 break
     await db.execute("DELETE FROM users WHERE id = $1", user_id)
     return deleted
+
+
+async def prune_events(db: Executor, older_than_days: int, batch: int) -> int:
+    """Delete up to `batch` events made more than `older_than_days` ago, oldest first, with their
+    deliveries and attempts, but none with a delivery still pending (a replay, say)."""
+    status: str = await db.execute(
+        """
+        DELETE FROM events WHERE id IN (
+            SELECT e.id FROM events e
+            WHERE e.created_at < now() - make_interval(days => $1)
+              AND NOT EXISTS (SELECT 1 FROM event_deliveries d WHERE d.event_id = e.id AND d.status = 'pending')
+            ORDER BY e.id LIMIT $2
+        )
+        """,
+        older_than_days,
+        batch,
+    )
+    return _deleted(status)
