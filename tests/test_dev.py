@@ -8,6 +8,7 @@ import re
 import shlex
 import signal
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import yarl
 from tests.conftest import with_database
 from tests.helpers import wait_until
 from wearsync.db.migrate import migrate
+from wearsync.providers import PROVIDERS
 
 
 @dataclass
@@ -54,7 +56,7 @@ async def dev_run(servers: tuple[str, str]) -> AsyncIterator[DevRun]:
         "WEARSYNC_QUEUE_NAME": f"wearsync-dev-test:{uuid.uuid4().hex}",
     }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "wearsync", "dev", "--port", "0", "--sim-port", "0",
+        sys.executable, "-m", "wearsync", "dev", "--port", "0", "--sim-port", "0", "--sink-port", "0",
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     run = DevRun(process, env["DATABASE_URL"])
@@ -145,6 +147,53 @@ async def operator_cli(banner: str, key: str) -> None:
     task_id = outputs[0].split()[0]  # `sync` prints the task id first
     assert "succeeded" in outputs[0], outputs[0]
     assert task_id[:8] in outputs[1], outputs[1]
+
+
+async def sink_and_tail(run: DevRun, banner: str, key: str, webhook_demo: list[str], first_task: str) -> None:
+    """The sink, registered as the demo application's endpoint, printed the events delivered to
+    it (the demo's connections, the first sync's end), each verified, and refuses a forged one;
+    the printed `events tail` prints an event as it happens, and Ctrl-C ends it."""
+
+    async def sink_lines(*words: str) -> list[str]:
+        return [line for line in run.text.splitlines() if line.startswith("sink ") and all(w in line for w in words)]
+
+    async def connected() -> set[str] | None:
+        lines = await sink_lines("connection.created", "verified")
+        providers = {p for line in lines for p in PROVIDERS if f"  {p}" in line}
+        return providers if providers >= set(PROVIDERS) else None
+
+    await wait_until(connected, "the demo's connections printed by the sink")
+    await wait_until(lambda: sink_lines("sync.succeeded", first_task[:8]), "the first sync's end printed by the sink")
+    sink_url = re.search(r"sink\s+(http://\S+)", banner)
+    assert sink_url, banner
+    headers = {"webhook-id": "msg_forged", "webhook-timestamp": str(int(time.time())), "webhook-signature": "v1,AAAA"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{sink_url.group(1)}/webhooks", data=b'{"type": "sync.succeeded"}', headers=headers) as resp,
+    ):
+        assert resp.status == 401, await resp.text()
+    await wait_until(lambda: sink_lines("refused a delivery"), "the sink saying it refused")
+
+    command = next(line.strip() for line in banner.splitlines() if " events tail " in line)
+    tail = await asyncio.create_subprocess_exec(
+        *shlex.split(command.replace("$WEARSYNC_KEY", key)), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert tail.stdout is not None
+    assert tail.stderr is not None
+    try:
+        said = (await asyncio.wait_for(tail.stderr.readline(), 60)).decode()
+        assert said.startswith("following the events of http://"), said  # connected: it starts now
+        async with aiohttp.ClientSession() as session:
+            workout = (await run_curl(session, webhook_demo))["workout"]["workoutKey"]
+        lines: list[str] = []
+        while not any("data.created" in line and "suunto workouts: 1 record" in line for line in lines):
+            lines.append((await asyncio.wait_for(tail.stdout.readline(), 60)).decode())
+        assert workout
+        assert all(" user " in line for line in lines), lines
+    finally:
+        tail.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(tail.wait(), 30) == 130
 
 
 async def suunto_api_calls(session: aiohttp.ClientSession, sim_url: str) -> list[dict[str, Any]]:
@@ -253,6 +302,7 @@ async def test_make_run_demo_end_to_end(dev_run: DevRun) -> None:
             offered = re.findall(r'<li data-provider="(\w+)">', await page.text())
         assert offered == ["garmin", "polar", "strava", "suunto", "whoop"], offered
     await operator_cli(banner, key.group(1))
+    await sink_and_tail(dev_run, banner, key.group(1), commands[6], queued["task_id"])
 
     # make run's rate limits are high in the simulators and in our limiter: well past Suunto's real
     # 100 calls per 15 minutes, every sync in the request still succeeds and no call is refused.

