@@ -81,6 +81,7 @@ async def through_consent(
     assert authorize is not None
     status, consent_page, _ = await visit(browser, authorize)  # a browser gets the page, not a redirect
     assert status == 200, consent_page
+    assert 'name="login_hint" value=""' in consent_page  # a person signs in as who they are
     assert 'value="approve"' in consent_page
     assert 'value="deny"' in consent_page
     status, _, callback = await visit(

@@ -190,11 +190,11 @@ async def test_the_page_and_its_files_come_from_the_package_with_a_strict_policy
     assert "frame-ancestors 'none'" in policy
     page = await resp.text()
     assets = sorted(re.findall(r'(?:src|href)="([^"]+)"', page))
-    assert assets == ["/dashboard/static/dashboard.js", "/dashboard/static/wearsync.css"], assets
+    assert assets == [f"/dashboard/static/{name}" for name in ("dashboard.js", "favicon.svg", "wearsync.css")]
     for asset in assets:
         got = await client.get(asset)
         assert got.status == 200, asset
-        assert got.content_type in ("text/css", "text/javascript", "application/javascript"), asset
+        assert got.content_type in ("text/css", "text/javascript", "application/javascript", "image/svg+xml"), asset
     script = await (await client.get("/dashboard/static/dashboard.js")).text()
     assert "sessionStorage" in script
     assert "innerHTML" not in script  # data is shown with textContent only

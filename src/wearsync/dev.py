@@ -348,8 +348,8 @@ Try:
   # sends the browser on to http://localhost:3000/connected?...&status=connected&task_id=...
   # (nothing listens there: the address bar shows the outcome)
 
-  # or let alice pick providers on the hosted connect page: make her a link (valid for an hour) and
-  # open its url in a browser; the simulated provider shows its consent page (approve or deny)
+  # or let alice pick providers on the hosted connect page: make her a link (valid for an hour),
+  # open its url in a browser, and on the simulated provider's consent page sign in as alice
   curl -s -X POST -H "X-API-Key: $WEARSYNC_KEY" "{base}/users/{alice}/connect-link"
 
   # the events as they happen (a sync's pages and end, connections), one line each; Ctrl-C stops

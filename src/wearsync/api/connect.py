@@ -23,7 +23,7 @@ from wearsync.db import connections
 from wearsync.providers import PROVIDERS
 from wearsync.redirects import redirect_allowed
 
-STYLESHEET = "/dashboard/static/wearsync.css"
+STYLESHEET, ICON = "/dashboard/static/wearsync.css", "/dashboard/static/favicon.svg"
 # No script, no frames, nothing from elsewhere; the forms and links stay on this origin or go to
 # the provider's authorization page by a redirect.
 PAGE_HEADERS = {
@@ -51,7 +51,8 @@ def page(title: str, body: str, status: int = 200) -> web.Response:
     """An HTML page of ours: `body` is HTML whose every value the caller escaped."""
     text = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(title)}</title><link rel="stylesheet" href="{STYLESHEET}"></head>
+<title>{html.escape(title)}</title><link rel="stylesheet" href="{STYLESHEET}">
+<link rel="icon" href="{ICON}" type="image/svg+xml"></head>
 <body class="hosted"><main class="card">
 {body}
 </main></body></html>

@@ -114,7 +114,8 @@ def consent_page(provider: str, query: Mapping[str, str]) -> web.Response:
     )
     scopes = [s for s in _SCOPE_SPLIT.split(query.get("scope", "")) if s]
     asked = "".join(f"<li>{html.escape(s)}</li>" for s in scopes) or "<li>your activity data</li>"
-    user = html.escape(query.get("login_hint", "demo"))
+    # A person types who they are (prefilled from login_hint, as real providers do with it).
+    user = html.escape(query.get("login_hint", ""))
     text = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{name}: authorize an application</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:30rem;margin:3rem auto;padding:0 1rem;color:#222}}
@@ -126,7 +127,7 @@ color:#fff;border-color:#1a7f37}}.note{{color:#777;font-size:.85rem}}</style></h
 <h1>Authorize access to your {name} account</h1>
 <p>An application asks to read:</p><ul>{asked}</ul>
 <form method="get">{kept}
-<p><label>Signed in as <input name="login_hint" value="{user}" required></label></p>
+<p><label>Sign in as <input name="login_hint" value="{user}" placeholder="alice" required></label></p>
 <button type="submit" name="consent" value="approve">Approve</button>
 <button type="submit" name="consent" value="deny">Deny</button>
 </form></div></body></html>
