@@ -13,7 +13,7 @@ SRC = Path(__file__).parent.parent / "src"
 
 # Highest first. A module is in the first layer one of whose entries is its name or its package.
 LAYERS = [
-    ("command line", "wearsync.__main__ wearsync.cli wearsync.dev wearsync.operate"),
+    ("command line", "wearsync.__main__ wearsync.cli wearsync.dev wearsync.operate wearsync.tail wearsync.sink"),
     ("API and worker", "wearsync.api wearsync.worker wearsync.worker_loop wearsync.sim"),
     (
         "domain",
