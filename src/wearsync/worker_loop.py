@@ -153,8 +153,8 @@ class WearsyncWorker(Worker):
 
     async def close(self) -> None:
         """Stop: no poll iteration starts, the one under way ends, the jobs recording their end in
-        Redis finish (each wait at most STOP_WAIT_S), the rest are cancelled (a cancelled job stays
-        in the queue); then the shutdown hook, and the pool closes."""
+        Redis finish (each wait at most STOP_WAIT_S: Redis may hang), the other jobs are cancelled
+        (a cancelled job stays in the queue); then the shutdown hook, and the pool closes."""
         self.allow_pick_jobs = False
         self.polling = False
         self._stopping.set()
@@ -167,10 +167,12 @@ class WearsyncWorker(Worker):
             await asyncio.wait(recording, timeout=STOP_WAIT_S)
         if not self._handle_signals:
             self.handle_sig(signal.SIGUSR1)  # cancels the jobs and the main task, as arq's close
-        pending = [t for t in (self.main_task, self.iteration, *self.tasks.values()) if t is not None]
-        for task in pending:
+        # Handling signals, its jobs were cancelled by SIGINT or after SIGTERM's grace; if it ended
+        # otherwise, they are waited for, as arq does.
+        polling = [t for t in (self.main_task, self.iteration) if t is not None]
+        for task in polling:
             task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.gather(*polling, *self.tasks.values(), return_exceptions=True)
         self.tasks.clear()
         if self._pool is None:
             return
