@@ -27,7 +27,7 @@ class SavedPage(NamedTuple):
 
 
 @dataclass
-class RecordingContext(SyncContext):
+class RecordingContext(SyncContext[Any]):
     """A SyncContext whose pages land in memory instead of PostgreSQL."""
 
     saved: list[SavedPage] = field(default_factory=list)  # every save_page, in order
@@ -75,7 +75,7 @@ class FakeCredentials(Credentials):
 
 
 def recording_context(
-    provider: Provider,
+    provider: Provider[Any],
     http: HttpClient,
     settings: Settings,
     *,
@@ -89,7 +89,7 @@ def recording_context(
 ) -> RecordingContext:
     """A context for one data type of `provider`, holding access token `token-1`; started now
     unless `started_at` says when the task first started."""
-    config = settings.provider(provider.name)
+    config = settings.providers[provider.name]
     connection = Connection(uuid4(), provider.name, provider_user_id, "token-1", refresh_token, None, [])
     credentials = FakeCredentials(provider, config, connection.user_id, "token-1", refresh_token, None, None, http)  # type: ignore[arg-type]  # no pool
     return context(
@@ -101,7 +101,6 @@ def recording_context(
         config=config,
         http=http,
         db=None,  # type: ignore[arg-type]  # never touched: storage is overridden
-        settings=settings,
         credentials=credentials,
         headers=provider.api_headers(config),
         done=done or {},

@@ -221,11 +221,7 @@ async def deps(settings: Settings, db: asyncpg.Pool) -> AsyncIterator[Deps]:
 
 def process_env(settings: Settings, **overrides: object) -> dict[str, str]:
     """The environment that makes a `wearsync` subprocess run with these settings."""
-    env = dict(os.environ) | {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
-    for name, value in (settings.model_dump() | overrides).items():
-        if name not in ("database_url", "redis_url") and value is not None:
-            env[f"WEARSYNC_{name.upper()}"] = str(value)
-    return env
+    return dict(os.environ) | settings.replace(**overrides).environment()
 
 
 async def stored_tokens(db: asyncpg.Pool, settings: Settings) -> dict[str, Any]:
@@ -258,7 +254,7 @@ class Factory:
             return await request_tokens(
                 HttpClient(session, retries=0),
                 PROVIDERS[provider],
-                self.settings.provider(provider),
+                self.settings.providers[provider],
                 {"grant_type": "authorization_code", "code": f"user-{sim_user}", "redirect_uri": "http://localhost/"},
             )
 

@@ -11,7 +11,7 @@ import yaml
 
 from wearsync.cli import parser
 from wearsync.dev import dev_environment
-from wearsync.settings import PROVIDER_NAMES, Settings
+from wearsync.settings import PROVIDER_NAMES, PROVIDER_SETTINGS, Settings
 
 DOCKER = Path(__file__).resolve().parent.parent / "docker"
 
@@ -23,12 +23,8 @@ def compose() -> dict[str, Any]:
 
 
 def _setting_names() -> set[str]:
-    names = set()
-    for name, field in Settings.model_fields.items():
-        names.add(f"WEARSYNC_{name.upper()}")
-        alias = field.validation_alias
-        names.update(getattr(alias, "choices", []))
-    return names
+    names = {"WEARSYNC_DATABASE_URL", "WEARSYNC_REDIS_URL"}  # the second choice of their aliases
+    return names | set(Settings.variables().values())
 
 
 def test_services_and_start_order(compose: dict[str, Any]) -> None:
@@ -80,12 +76,14 @@ def test_environment_is_made_of_real_settings(compose: dict[str, Any]) -> None:
     )
     assert env["REDIS_URL"].startswith("redis://redis:6379")
     # Defaults of the interpolated provider URLs are the settings' defaults (the real providers).
-    defaults = Settings.model_fields
+    defaults = {variable: Settings.model_fields[name].default for name, variable in Settings.variables().items()
+                if name in Settings.model_fields}  # fmt: skip
+    for config in PROVIDER_SETTINGS.values():
+        defaults |= {variable: config.model_fields[name].default for name, variable in config.variables().items()}
     for key, value in env.items():
         match = re.fullmatch(r"\$\{(\w+):-(.*)\}", str(value))
         if match and key.endswith("_URL"):
-            field = key.removeprefix("WEARSYNC_").lower()
-            assert match.group(2) == defaults[field].default, key
+            assert match.group(2) == defaults[key], key
 
 
 def test_sim_env_points_every_provider_at_the_simulator() -> None:

@@ -31,7 +31,7 @@ async def test_a_long_history_does_not_starve_a_short_one(
         resp = await client.post(f"/api/v1/suunto/users/{user}/sync?data_type=workouts", headers={"X-API-Key": key})
         tasks[user] = (key, (await resp.json())["task_id"])
     # One job at a time, at most 2 pages a job: the big task (12 pages) must let the small one in.
-    one_at_a_time = settings.model_copy(update={"worker_max_jobs": 1, "job_max_pages": 2, "suunto_page_concurrency": 1})
+    one_at_a_time = settings.replace(worker_max_jobs=1, job_max_pages=2, suunto_page_concurrency=1)
     async with start_worker(one_at_a_time):
         done = {user: await wait_for_task(client, key, task_id) for user, (key, task_id) in tasks.items()}
     assert {d["status"] for d in done.values()} == {"succeeded"}
@@ -95,7 +95,7 @@ async def test_a_syncs_calls_count_in_its_applications_share(
     """Every call a sync makes counts in its application's share of the shared limiter, which is
     what lets the limiter keep a flooding application to its share."""
     key, user, _ = await factory.connected_user("suunto")
-    one_window = settings.model_copy(update={"suunto_rate_limits": "100000/31536000"})  # no window ends mid-test
+    one_window = settings.replace(suunto_rate_limits="100000/31536000")  # no window ends mid-test
     async with start_worker(one_window):
         task = await wait_for_task(client, key, await start_sync(client, key, "suunto", user, "data_type=workouts"))
     assert task["status"] == "succeeded", task

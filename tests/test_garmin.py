@@ -188,7 +188,7 @@ async def wait_out(db: asyncpg.Pool, settings: Settings, task_id: str) -> None:
     """The task's wait for its deliveries has passed (as WEARSYNC_GARMIN_BACKFILL_WAIT_S later):
     the minutely settling ends it."""
     await db.execute("UPDATE sync_tasks SET deliveries_due_at = now() WHERE id = $1", uuid.UUID(task_id))
-    assert await garmin.settle_backfill_tasks(db, settings) == 1
+    assert await garmin.settle_backfill_tasks(db, garmin.PROVIDER.settings(settings)) == 1
 
 
 async def test_asking_for_the_same_range_again_is_a_duplicate_and_still_succeeds(
@@ -253,7 +253,7 @@ async def test_a_refused_backfill_type_leaves_the_task_partial(
 
 
 async def refresh_grant(settings: Settings, refresh_token: str) -> int:
-    config = settings.provider("garmin")
+    config = garmin.PROVIDER.settings(settings)
     form = {"grant_type": "refresh_token", "refresh_token": refresh_token,
             "client_id": config.client_id, "client_secret": config.client_secret}  # fmt: skip
     async with (
@@ -305,7 +305,7 @@ async def test_simulator_limits_and_errors(factory: Factory, settings: Settings)
     tokens = await factory.sim_tokens("garmin", "limits")
     assert tokens.raw["refresh_token_expires_in"] > 0
     assert tokens.expires_at is not None
-    api = settings.provider("garmin").api_url + "/wellness-api/rest"
+    api = garmin.PROVIDER.settings(settings).api_url + "/wellness-api/rest"
     bearer = {"Authorization": f"Bearer {tokens.access_token}"}
     cases = [
         ("/backfill/dailies", {"summaryStartTimeInSeconds": 0, "summaryEndTimeInSeconds": WINDOW + 1}, bearer, 400),
@@ -328,7 +328,7 @@ async def test_simulator_limits_and_errors(factory: Factory, settings: Settings)
 # ---- pulls: what ping callbacks point at, field by field ------------------------------------
 
 
-async def pull_context(deps: Deps, key: str, user_id: str) -> SyncContext:
+async def pull_context(deps: Deps, key: str, user_id: str) -> SyncContext[garmin.GarminSettings]:
     """A SyncContext as the worker builds one, for a task of its own."""
     uid, task_id = uuid.UUID(user_id), uuid.uuid4()
     app_id = await keys.application_for_key(deps.db, key)
@@ -338,16 +338,16 @@ async def pull_context(deps: Deps, key: str, user_id: str) -> SyncContext:
     row = await connections.get_active_connection(deps.db, uid, "garmin")
     assert row is not None
     connection = Connection.from_row(row, deps.settings.cipher())
-    config = deps.settings.provider("garmin")
+    config = garmin.PROVIDER.settings(deps.settings)
     credentials = Credentials(garmin.PROVIDER, config, uid, connection.access_token, connection.refresh_token,
                               connection.expires_at, deps.db, deps.http)  # fmt: skip
     return SyncContext(task_id=task_id, started_at=datetime.now(UTC), data_type=DataType.DATA_247,
                        params=SyncParams(), connection=connection, config=config, http=deps.http, db=deps.db,
-                       settings=deps.settings, credentials=credentials,
+                       credentials=credentials,
                        bucket=garmin.PROVIDER.bucket(deps.settings))  # fmt: skip
 
 
-async def pull_all(ctx: SyncContext, api_url: str, start: int, end: int) -> dict[str, int]:
+async def pull_all(ctx: SyncContext[garmin.GarminSettings], api_url: str, start: int, end: int) -> dict[str, int]:
     """Activities, dailies and epochs one callback URL per day, as pings bring them; sleeps and
     HRV as one upload range, which the client cuts into days."""
     pulled = Counter[str]()
@@ -485,7 +485,8 @@ async def test_pulled_summaries_land_field_by_field(
     assert 0 < len(expected["activities"]) < len(served["activities"])  # the range matters
     ctx = await pull_context(deps, key, user_id)
     assert await garmin.fetch_user_id(ctx) == served["userId"]
-    assert await pull_all(ctx, deps.settings.garmin_api_url, start, end) == {k: len(v) for k, v in expected.items()}
+    api = garmin.PROVIDER.settings(deps.settings).api_url
+    assert await pull_all(ctx, api, start, end) == {k: len(v) for k, v in expected.items()}
 
     await assert_stored(db, uuid.UUID(user_id), expected, served["offset_seconds"] // 60)
 
@@ -499,7 +500,7 @@ async def test_pulled_summaries_land_field_by_field(
 
     # Pulled again (another ping for the same uploads): nothing new, nothing rewritten.
     before = await snapshot(db)
-    await pull_all(await pull_context(deps, key, user_id), deps.settings.garmin_api_url, start, end)
+    await pull_all(await pull_context(deps, key, user_id), garmin.PROVIDER.settings(deps.settings).api_url, start, end)
     assert await snapshot(db) == before
 
 
@@ -539,7 +540,7 @@ async def test_a_callback_url_off_the_garmin_api_is_refused(
     key, user_id, _ = await factory.connected_user("garmin")
     ctx = await pull_context(deps, key, user_id)
     sim_state.requests.clear()
-    api = URL(deps.settings.garmin_api_url)
+    api = URL(garmin.PROVIDER.settings(deps.settings).api_url)
     url = url.format(api=api, path=api.path, port=api.port)
     with pytest.raises(ProviderError, match="refusing Garmin callback URL"):
         await garmin.pull_summaries(ctx, "dailies", url)

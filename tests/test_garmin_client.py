@@ -436,7 +436,7 @@ async def test_done_requests_and_empty_ranges_ask_nothing(http: HttpClient, upst
 
 async def test_without_a_range_the_configured_days_end_now(http: HttpClient) -> None:
     ctx = make_ctx(http)
-    ctx.settings = ctx.settings.model_copy(update={"garmin_backfill_days": 45})
+    ctx.config = ctx.config.model_copy(update={"backfill_days": 45})
     start, end = garmin.backfill_range(ctx)
     assert abs(end - datetime.now(UTC).timestamp()) < 5
     assert end - start == 45 * DAY

@@ -5,7 +5,6 @@ Rows are compared with the simulator's records field by field (helpers of test_g
 Plus deregistrations, permission changes, and unit tests of verify/parse."""
 
 import asyncio
-import dataclasses
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -67,7 +66,7 @@ async def connect(
     bearer = {"Authorization": f"Bearer {tokens.access_token}"}
     async with (
         aiohttp.ClientSession() as session,
-        session.get(f"{settings.garmin_api_url}/wellness-api/rest/user/id", headers=bearer) as resp,
+        session.get(f"{garmin.PROVIDER.settings(settings).api_url}/wellness-api/rest/user/id", headers=bearer) as resp,
     ):
         garmin_id: str = (await resp.json())["userId"]
     body = {"access_token": tokens.access_token, "refresh_token": tokens.refresh_token,
@@ -165,7 +164,8 @@ async def test_a_30_day_sync_is_delivered_by_ping(
     sim_server: TestServer, sim_state: SimState,
 ) -> None:  # fmt: skip
     # About 140 callbacks: more than Garmin's evaluation limit of 100 calls a minute allows at once.
-    settings.garmin_rate_limits = "1000/60"
+    # The client and the worker hold these settings: changed in place.
+    settings.providers["garmin"] = settings.replace(garmin_rate_limits="1000/60").providers["garmin"]
     sim_state.provider("garmin").rate_limits = [(1000, 60)]
     key, user_id, sim_user, garmin_id = await connect(factory, settings, sim_state)
     assert await emit(sim_server, sim_user, {"kind": "delivery_mode", "mode": "ping"}) == {"mode": "ping"}
@@ -184,7 +184,7 @@ async def test_a_30_day_sync_is_delivered_by_ping(
     assert Counter(e["kind"] for e in events) == {f"{t}.ping": n for t, n in pings.items()}
     assert {(e["status"], e["provider_user_id"]) for e in events} == {("processed", garmin_id)}
     callbacks = [e["payload"]["callbackURL"] for e in events]
-    assert all(url.startswith(f"{settings.garmin_api_url}/wellness-api/rest/") for url in callbacks)
+    assert all(url.startswith(f"{garmin.PROVIDER.settings(settings).api_url}/wellness-api/rest/") for url in callbacks)
     pulls = [r for r in sim_state.requests if r["path"] in {f"/wellness-api/rest/{t}" for t in TYPES}]
     assert Counter((r["path"].rsplit("/", 1)[1], r["status"]) for r in pulls) == {(t, 200): n for t, n in pings.items()}
     await assert_backfill_delivered(client, key, task_id, expected)
@@ -263,7 +263,9 @@ async def test_a_sync_succeeds_once_every_window_had_a_delivery(
     await emit(sim_server, sim_user, {"kind": "on_hold", "on": True})  # the portal's On Hold: deliveries wait
     task_id = await start_sync(client, key, "garmin", user_id, "data_type=workouts")
     assert_awaiting(await wait_for_requests(client, key, task_id))
-    assert await garmin.settle_backfill_tasks(db, settings) == 0  # not due: nothing ends it yet
+    assert (
+        await garmin.settle_backfill_tasks(db, garmin.PROVIDER.settings(settings)) == 0
+    )  # not due: nothing ends it yet
     assert (await wait_for_task_state(client, key, task_id))["backfill"]["awaiting"] == 1
     await emit(sim_server, sim_user, {"kind": "on_hold", "on": False})
     task = await wait_for_task(client, key, task_id)
@@ -320,7 +322,7 @@ async def test_a_ping_whose_callback_points_elsewhere_is_refused(
     sim_server: TestServer, sim_state: SimState, callback: str,
 ) -> None:  # fmt: skip
     _, _, _, garmin_id = await connect(factory, settings, sim_state)
-    api = URL(settings.garmin_api_url)
+    api = URL(garmin.PROVIDER.settings(settings).api_url)
     url = callback.format(api=api, origin=api.origin(), path=api.path, port=api.port)
     sim_state.requests.clear()
     resp = await client.post(HOOK, json={"dailies": [{"userId": garmin_id, "callbackURL": url}]}, headers=FROM_GARMIN)
@@ -470,7 +472,7 @@ async def test_a_backfill_recorded_twice_keeps_its_first_record(factory: Factory
 
 
 def test_only_a_delivery_naming_our_client_id_is_taken(settings: Settings) -> None:
-    config = settings.provider("garmin")
+    config = garmin.PROVIDER.settings(settings)
     garmin.verify_delivery({"garmin-client-id": config.client_id}, b"anything", config, settings)  # raises nothing
     for headers, reason in (
         ({}, "no garmin-client-id header"),
@@ -479,7 +481,7 @@ def test_only_a_delivery_naming_our_client_id_is_taken(settings: Settings) -> No
     ):
         with pytest.raises(WebhookRejected, match=reason):
             garmin.verify_delivery(headers, b"anything", config, settings)
-    unset = dataclasses.replace(config, client_id="")
+    unset = config.model_copy(update={"client_id": ""})
     with pytest.raises(WebhookRejected, match="WEARSYNC_GARMIN_CLIENT_ID is not set"):
         garmin.verify_delivery({"garmin-client-id": ""}, b"anything", unset, settings)
 

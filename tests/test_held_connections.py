@@ -73,7 +73,7 @@ async def test_a_token_refresh_holds_no_database_connection_while_the_provider_a
     factory: Factory, settings: Settings, db: asyncpg.Pool, held_tokens: HeldTokenEndpoint
 ) -> None:
     _, user_id = await expired_connection(factory, "acme")
-    slow = settings.model_copy(update={"suunto_auth_url": held_tokens.url})
+    slow = settings.replace(suunto_auth_url=held_tokens.url)
     pool = await service_pool(slow, 1)
     try:
         row = await connections.get_active_connection(db, uuid.UUID(user_id), "suunto")

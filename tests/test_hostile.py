@@ -240,7 +240,7 @@ async def test_an_upstream_error_quoting_a_nul_character_is_stored_escaped(
     upstream.router.add_get("/api/v3/athlete/activities", refuse)
     strava: Client = await aiohttp_client(upstream)
     strava_url = str(strava.make_url(""))
-    api: Client = await aiohttp_client(create_app(settings.model_copy(update={"strava_api_url": strava_url})))
+    api: Client = await aiohttp_client(create_app(settings.replace(strava_api_url=strava_url)))
     factory = Factory(api, db, settings)
     key = await factory.api_key()
     headers = {"X-API-Key": key}

@@ -143,7 +143,7 @@ async def test_a_deferred_job_is_counted_as_a_rate_limit_wait(
     client: Client, factory: Factory, settings: Settings, sim_state: SimState
 ) -> None:
     # Our share: 6 calls per 2 s, waited out in the job for at most 0.2 s: the job is deferred.
-    settings = settings.model_copy(update={"suunto_rate_limits": "6/2", "rate_limit_max_wait_s": 0.2})
+    settings = settings.replace(suunto_rate_limits="6/2", rate_limit_max_wait_s=0.2)
     key, user_id, _ = await factory.connected_user("suunto")
     before = await scrape(client)
     async with start_worker(settings):

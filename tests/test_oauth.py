@@ -378,7 +378,7 @@ async def test_authorize_errors(client: Client, factory: Factory, settings: Sett
     assert (status, detail.split(":")[0]) == (422, "Invalid query parameter 'user_id'")
     assert await authorize("strava", user_id=str(uuid.uuid4())) == (404, "User not found")
     assert await authorize("strava", user_id=theirs) == (404, "User not found")  # another application's
-    settings.whoop_client_id = ""
+    settings.providers["whoop"] = settings.replace(whoop_client_id="").providers["whoop"]  # the client's
     assert await authorize("whoop") == (
         503, "Provider 'whoop' is not configured: set WEARSYNC_WHOOP_CLIENT_ID and _SECRET"
     )  # fmt: skip

@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import Factory
+from wearsync.providers import PROVIDERS
 from wearsync.providers.errors import ListShifted
 from wearsync.providers.paging import each_concurrently, offset_pages, time_windows
 from wearsync.settings import Settings
@@ -223,7 +224,7 @@ async def test_a_long_list_is_fetched_with_every_allowed_page_in_flight(
     """After the first page (which goes alone: it may be the only one), the simulator holds the
     next calls until `page_concurrency` of them are in flight together: its peak is an event
     count, so a client fetching fewer at a time fails here whatever the machine's speed."""
-    width = getattr(settings, f"{provider}_page_concurrency")
+    width = PROVIDERS[provider].settings(settings).page_concurrency
     assert width > 1
     key, user_id, sim_user = await factory.connected_user(provider)
     sim_state.provider(provider).user_history[sim_user] = {"workouts": history}

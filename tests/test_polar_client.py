@@ -10,11 +10,10 @@ import pytest
 from aioresponses import aioresponses
 
 from tests.clients import RecordingContext, recording_context, sent
-from wearsync.models import SyncParams
+from wearsync.models import RateLimit, SyncParams
 from wearsync.providers import polar
 from wearsync.providers.errors import MalformedPayload, UpstreamAuthError, UpstreamError
 from wearsync.providers.http import HttpClient
-from wearsync.providers.ratelimit import RateLimit
 from wearsync.records import Sample, Workout
 from wearsync.settings import Settings
 from wearsync.sim import polar as sim_polar

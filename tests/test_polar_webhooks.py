@@ -92,9 +92,10 @@ async def test_an_exercise_announced_by_webhook_lands_like_synced_ones(
     emitted = await emit(sim_server, sim_user, {"kind": "exercise"})
     new_id = emitted["exercise"]["id"]
     assert emitted["delivery_status"] == 200
+    api = polar.PROVIDER.settings(factory.settings).api_url
     assert emitted["event"] == {"event": "EXERCISE", "user_id": emitted["event"]["user_id"], "entity_id": new_id,
                                 "timestamp": emitted["event"]["timestamp"],
-                                "url": f"{factory.settings.polar_api_url}/v3/exercises/{new_id}"}  # fmt: skip
+                                "url": f"{api}/v3/exercises/{new_id}"}  # fmt: skip
     (stored,) = await settled(db, 1)
     assert (stored["status"], stored["kind"], stored["provider_user_id"]) == (
         "processed", "EXERCISE", str(emitted["event"]["user_id"]),
@@ -157,7 +158,7 @@ async def test_the_same_event_delivered_twice_is_processed_once(
 ) -> None:
     user_id, sim_user, polar_id = await registered_user(factory, sim_state)
     exercise = (await sim_records(sim_server, "polar", sim_user))["exercises"][5]
-    url = f"{factory.settings.polar_api_url}/v3/exercises/{exercise['id']}"
+    url = f"{polar.PROVIDER.settings(factory.settings).api_url}/v3/exercises/{exercise['id']}"
     body, headers = signed(exercise_event(polar_id, exercise["id"], url))
     first = await client.post(URL, data=body, headers=headers)
     second = await client.post(URL, data=body, headers=headers)
@@ -174,7 +175,7 @@ async def test_an_exercise_url_that_is_not_our_polar_api_is_refused_without_a_re
 ) -> None:
     _, sim_user, polar_id = await registered_user(factory, sim_state)
     exercise_id = (await sim_records(sim_server, "polar", sim_user))["exercises"][0]["id"]
-    api = factory.settings.polar_api_url  # http://127.0.0.1:<port>/polar/api
+    api = polar.PROVIDER.settings(factory.settings).api_url  # http://127.0.0.1:<port>/polar/api
     exercise = f"/v3/exercises/{exercise_id}"
     urls = [
         api.replace("127.0.0.1", "localhost") + exercise,  # the same simulator under another host name
@@ -200,7 +201,7 @@ async def test_an_exercise_polar_no_longer_has_is_processed_with_nothing_stored(
     client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool, sim_state: SimState
 ) -> None:
     _, _, polar_id = await registered_user(factory, sim_state)
-    url = f"{factory.settings.polar_api_url}/v3/exercises/GONE42"  # deleted, or past its 30 days
+    url = f"{polar.PROVIDER.settings(factory.settings).api_url}/v3/exercises/GONE42"  # deleted, or past its 30 days
     body, headers = signed(exercise_event(polar_id, "GONE42", url))
     assert (await client.post(URL, data=body, headers=headers)).status == 200
     (event,) = await settled(db, 1)
@@ -215,7 +216,7 @@ async def test_an_exercise_polar_no_longer_has_is_processed_with_nothing_stored(
 
 def test_verify_takes_the_hex_hmac_of_the_body_and_refuses_the_rest() -> None:
     settings = Settings(polar_webhook_secret="s3cret")
-    config = settings.provider("polar")
+    config = polar.PROVIDER.settings(settings)
     body = json.dumps(exercise_event(475, "aQlC83", "https://www.polaraccesslink.com/v3/exercises/aQlC83")).encode()
     good = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
     polar.verify_event({"Polar-Webhook-Signature": good}, body, config, settings)
@@ -226,18 +227,18 @@ def test_verify_takes_the_hex_hmac_of_the_body_and_refuses_the_rest() -> None:
         ({"Polar-Webhook-Signature": hmac.new(b"s3cret", body + b" ", hashlib.sha256).hexdigest()}, settings, "bad"),
     ]:
         with pytest.raises(WebhookRejected, match=reason):
-            polar.verify_event(headers, body, s.provider("polar"), s)
+            polar.verify_event(headers, body, polar.PROVIDER.settings(s), s)
 
 
 def test_a_ping_passes_unsigned_as_polar_sends_it_before_we_can_know_the_secret() -> None:
     body = b'{"event": "PING", "timestamp": "2018-05-15T14:22:24Z"}'  # the spec's webhookPing example
     for settings in (Settings(), Settings(polar_webhook_secret="s3cret")):
         for headers in ({}, {"Polar-Webhook-Signature": "0" * 64}):
-            polar.verify_event(headers, body, settings.provider("polar"), settings)
+            polar.verify_event(headers, body, polar.PROVIDER.settings(settings), settings)
     settings = Settings(polar_webhook_secret="s3cret")
     for not_a_ping in (b'{"event": "EXERCISE"}', b'{"event": "ping"}', b'["PING"]', b"PING", b"\xff"):
         with pytest.raises(WebhookRejected, match="bad or missing"):
-            polar.verify_event({}, not_a_ping, settings.provider("polar"), settings)
+            polar.verify_event({}, not_a_ping, polar.PROVIDER.settings(settings), settings)
 
 
 def test_parse_makes_one_event_per_delivery_and_none_for_a_ping() -> None:
@@ -270,7 +271,7 @@ def test_parse_refuses_unreadable_events(payload: Any, reason: str) -> None:
 
 
 def test_only_the_configured_api_exercise_url_is_fetched() -> None:
-    config = Settings().provider("polar")  # https://www.polaraccesslink.com
+    config = polar.PROVIDER.settings(Settings())  # https://www.polaraccesslink.com
     url = "https://www.polaraccesslink.com/v3/exercises/aQlC83"
     assert polar.exercise_url(config, "aQlC83", url) == url
     assert polar.exercise_url(config, "aQlC83", "HTTPS://WWW.polaraccesslink.com/v3/exercises/aQlC83") == url

@@ -11,9 +11,10 @@ import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
+from wearsync.models import RateLimit, parse_rate_limits
 from wearsync.providers.errors import RateLimited
 from wearsync.providers.http import retry_after_seconds
-from wearsync.providers.ratelimit import ACTIVE_TENANT_MS, RateLimit, RateLimiter, parse_rate_limits
+from wearsync.providers.ratelimit import ACTIVE_TENANT_MS, RateLimiter
 
 
 @pytest.fixture

@@ -60,7 +60,7 @@ PAGES: dict[str, type[Page[Any]]] = {"workouts": WorkoutPage, "sleep": SleepPage
 @pytest.fixture
 async def settings(settings: Settings) -> Settings:
     # Whoop's reach cut to its simulated users' history below: a sync costs a few calls.
-    return settings.model_copy(update={"whoop_history_days": 60, "whoop_range_days": 30})
+    return settings.replace(whoop_history_days=60, whoop_range_days=30)
 
 
 def jsonable(value: Any) -> Any:

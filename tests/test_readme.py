@@ -32,11 +32,7 @@ def table_variables() -> set[str]:
 
 def setting_variables() -> set[str]:
     """The variable each setting is read from (the first of its aliases)."""
-    names = set()
-    for name, field in Settings.model_fields.items():
-        alias = field.validation_alias
-        names.add(str(alias.choices[0]) if alias is not None else f"WEARSYNC_{name.upper()}")  # type: ignore[union-attr]
-    return names
+    return set(Settings.variables().values())
 
 
 def test_the_configuration_table_lists_every_setting() -> None:

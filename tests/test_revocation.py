@@ -26,7 +26,7 @@ WHOOP_REVOKE = "/developer/v2/user/access"
 async def test_deleting_a_user_while_the_rate_limit_is_used_up_still_revokes_upstream(
     aiohttp_client: Any, factory: Factory, settings: Settings, sim_state: SimState
 ) -> None:
-    busy = settings.model_copy(update={"suunto_rate_limits": "1/3600"})
+    busy = settings.replace(suunto_rate_limits="1/3600")
     api: Client = await aiohttp_client(create_app(busy))
     key, user_id, sim_user = await factory.connected_user("suunto")
     redis = Redis.from_url(settings.redis_url)

@@ -22,7 +22,7 @@ async def queue(settings: Settings) -> AsyncIterator[ArqRedis]:
 
 
 def with_settings(deps: Deps, **changes: object) -> Deps:
-    return Deps(settings=deps.settings.model_copy(update=changes), db=deps.db, http=deps.http)
+    return Deps(settings=deps.settings.replace(**changes), db=deps.db, http=deps.http)
 
 
 async def test_due_connections_are_synced_stalest_first_and_only_once(

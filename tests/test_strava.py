@@ -143,7 +143,7 @@ async def test_sync_mode_answers_success_per_type(client: Client, factory: Facto
 
 async def refresh_grant(settings: Settings, refresh_token: str) -> tuple[int, dict[str, Any]]:
     """Ask the simulator's token endpoint for a refresh, as Strava's clients do."""
-    config = settings.provider("strava")
+    config = settings.providers["strava"]
     form = {"client_id": config.client_id, "client_secret": config.client_secret,
             "grant_type": "refresh_token", "refresh_token": refresh_token}  # fmt: skip
     async with aiohttp.ClientSession() as session, session.post(f"{config.auth_url}/oauth/token", data=form) as resp:
@@ -274,7 +274,7 @@ async def test_simulator_speaks_stravas_api(
     assert tokens.provider_user_id == str(served["athlete"]["id"])
     activities = served["activities"]
     epochs = [int(datetime.fromisoformat(a["start_date"]).timestamp()) for a in activities]
-    api = settings.provider("strava").api_url
+    api = settings.providers["strava"].api_url
     auth = {"Authorization": f"Bearer {tokens.access_token}"}
 
     async with aiohttp.ClientSession(headers=auth) as session:
@@ -341,7 +341,7 @@ async def test_simulator_speaks_stravas_api(
             assert usage(resp.headers) == 11
 
     # Strava's token endpoint answers under /api/v3 too; a used authorization code is Strava's 400.
-    config = settings.provider("strava")
+    config = settings.providers["strava"]
     form = {"client_id": config.client_id, "client_secret": config.client_secret,
             "grant_type": "authorization_code", "code": "not-a-user-code"}  # fmt: skip
     async with aiohttp.ClientSession() as session:

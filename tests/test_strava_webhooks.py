@@ -44,7 +44,7 @@ async def emit(sim_server: TestServer, user: str, body: dict[str, Any]) -> dict[
 
 async def subscriptions(settings: Settings, method: str, path: str = SUBSCRIPTIONS, **fields: str) -> tuple[int, Any]:
     """A call to the simulated Strava's push subscription API with our app's credentials."""
-    config = settings.provider("strava")
+    config = strava.PROVIDER.settings(settings)
     auth = {"client_id": config.client_id, "client_secret": config.client_secret}
     form = auth | fields
     async with (
@@ -72,7 +72,7 @@ async def subscribe(client: Client, settings: Settings) -> int:
 async def served_detail(factory: Factory, settings: Settings, sim_user: str, activity_id: int) -> dict[str, Any]:
     """The activity's detail as the simulator serves it, asked with a token of the athlete."""
     tokens = await factory.sim_tokens("strava", sim_user)
-    url = f"{settings.provider('strava').api_url}/api/v3/activities/{activity_id}"
+    url = f"{settings.providers['strava'].api_url}/api/v3/activities/{activity_id}"
     headers = {"Authorization": f"Bearer {tokens.access_token}"}
     async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as resp:
         assert resp.status == 200
@@ -113,7 +113,7 @@ def event(owner_id: int, object_id: int, aspect: str = "create", **fields: Any) 
 async def test_the_validation_get_echoes_the_challenge_only_for_our_verify_token(
     client: Client, settings: Settings
 ) -> None:
-    assert settings.strava_verify_token == SIM_VERIFY_TOKEN
+    assert strava.PROVIDER.settings(settings).verify_token == SIM_VERIFY_TOKEN
     ok = {"hub.mode": "subscribe", "hub.verify_token": SIM_VERIFY_TOKEN, "hub.challenge": "15f7d1a91c1f40"}
     resp = await client.get(URL, params=ok)
     assert (resp.status, await resp.json()) == (200, {"hub.challenge": "15f7d1a91c1f40"})
@@ -287,7 +287,7 @@ async def test_a_deauthorization_deactivates_the_connection_and_upstream_refuses
     resp = await client.post(f"/api/v1/strava/users/{user_id}/sync", headers={"X-API-Key": key})
     assert resp.status == 404
     # Strava refuses the revoked tokens from now on.
-    api = settings.provider("strava").api_url
+    api = strava.PROVIDER.settings(settings).api_url
     headers = {"Authorization": f"Bearer {connection['access_token']}"}
     async with aiohttp.ClientSession() as session, session.get(f"{api}/api/v3/athlete", headers=headers) as answer:
         assert answer.status == 401
@@ -349,7 +349,7 @@ async def test_a_burst_of_200_created_activities_is_all_stored(
     # 200 detail calls: more than Strava's 100 per 15 minutes, which is not what this is about.
     sim_state.provider("strava").rate_limits = [(1000, 900), (10000, 86400)]
     sim_state.provider("strava").read_rate_limits = [(1000, 900), (10000, 86400)]
-    settings = settings.model_copy(update={"strava_rate_limits": "1000/900"})
+    settings = settings.replace(strava_rate_limits="1000/900")
     await subscribe(client, settings)
     _, user_id, sim_user = await factory.connected_user("strava")
     emitted = await asyncio.gather(*(emit(sim_server, sim_user, {"kind": "create"}) for _ in range(200)))

@@ -37,7 +37,7 @@ async def task_of(client: Client, key: str, task_id: str) -> dict[str, Any]:
 async def test_a_task_rate_limited_past_its_last_deferral_fails_saying_so(
     client: Client, factory: Factory, deps: Deps
 ) -> None:
-    busy = dataclasses.replace(deps, settings=deps.settings.model_copy(update={"suunto_rate_limits": "1/3600"}))
+    busy = dataclasses.replace(deps, settings=deps.settings.replace(suunto_rate_limits="1/3600"))
     key, user_id, _ = await factory.connected_user("suunto")
     task_id = await start_sync(client, key, "suunto", user_id, "data_type=workouts")  # no worker runs it
     assert deps.http.limiter is not None

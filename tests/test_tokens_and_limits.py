@@ -123,7 +123,7 @@ async def test_a_long_rate_limit_wait_defers_the_job_instead_of_holding_a_slot(
     client: Client, factory: Factory, settings: Settings, db: asyncpg.Pool, sim_state: SimState, aiohttp_client: Any
 ) -> None:
     # Our share: 6 calls per 2 s; we wait in the job at most 0.2 s, so the job is deferred.
-    settings = settings.model_copy(update={"suunto_rate_limits": "6/2", "rate_limit_max_wait_s": 0.2})
+    settings = settings.replace(suunto_rate_limits="6/2", rate_limit_max_wait_s=0.2)
     sim_state.provider("suunto").rate_limits = [(6, 2)]
     async with start_worker(settings):
         key, user_id, _ = await factory.connected_user("suunto")
@@ -155,8 +155,8 @@ async def test_the_shared_limiter_keeps_two_worker_processes_under_the_limit(
         "WEARSYNC_RATE_LIMIT_MAX_WAIT_S": "5",
         "WEARSYNC_SCHEDULE_INTERVAL_S": "0",  # only the syncs this test asks for
         "WEARSYNC_TOKEN_KEYS": settings.token_keys,
-        **{f"WEARSYNC_{k.upper()}": str(v) for k, v in settings.model_dump().items() if k.startswith("suunto_")
-           and k != "suunto_rate_limits"},
+        **{k: v for k, v in settings.environment().items() if k.startswith("WEARSYNC_SUUNTO_")
+           and k != "WEARSYNC_SUUNTO_RATE_LIMITS"},
     }  # fmt: skip
     quiet = asyncio.subprocess.DEVNULL
     workers = [await asyncio.create_subprocess_exec(sys.executable, "-m", "wearsync", "worker", env=env,

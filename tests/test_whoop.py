@@ -35,7 +35,7 @@ HISTORY_DAYS, RANGE_DAYS = 125, 45
 
 @pytest.fixture
 async def settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"whoop_history_days": HISTORY_DAYS, "whoop_range_days": RANGE_DAYS})
+    return settings.replace(whoop_history_days=HISTORY_DAYS, whoop_range_days=RANGE_DAYS)
 
 
 def at(value: str) -> datetime:
@@ -212,10 +212,11 @@ async def test_a_refused_access_token_is_refreshed_once_and_the_refresh_token_ro
     assert row["refresh_token"] != old_refresh
     assert timedelta(minutes=55) < row["expires_at"] - datetime.now(UTC) <= timedelta(hours=1)
 
-    form = {"grant_type": "refresh_token", "client_id": settings.whoop_client_id,
-            "client_secret": settings.whoop_client_secret, "scope": "offline"}  # fmt: skip
+    config = settings.providers["whoop"]
+    form = {"grant_type": "refresh_token", "client_id": config.client_id, "client_secret": config.client_secret,
+            "scope": "offline"}  # fmt: skip
     async with aiohttp.ClientSession() as session:
-        token_url = f"{settings.whoop_auth_url}/oauth/oauth2/token"
+        token_url = f"{config.auth_url}/oauth/oauth2/token"
         async with session.post(token_url, data=form | {"refresh_token": old_refresh}) as resp:
             assert (resp.status, (await resp.json())["error"]) == (400, "invalid_grant")
         async with session.post(token_url, data=form | {"refresh_token": row["refresh_token"]}) as resp:
@@ -270,8 +271,8 @@ async def test_a_deferred_job_resumes_without_refetching_completed_sub_ranges(
     # the job (the simulator's own limit is not reached: the point is resuming, not the limit).
     # One-page sub-ranges (a week each), so every sub-range is either done or not started. One
     # data type: a deferral of one type cancels the other's calls in flight (see sync.run_task).
-    settings = settings.model_copy(update={"whoop_rate_limits": "5/2", "rate_limit_max_wait_s": 0.1,
-                                           "whoop_history_days": 21, "whoop_range_days": 7})  # fmt: skip
+    settings = settings.replace(whoop_rate_limits="5/2", rate_limit_max_wait_s=0.1, whoop_history_days=21,
+                                whoop_range_days=7)  # fmt: skip
     key, user_id, sim_user = await factory.connected_user("whoop")
     sim_state.provider("whoop").user_history[sim_user] = {"days_247": 18}
     async with start_worker(settings):
@@ -301,7 +302,8 @@ async def test_simulator_pages_every_record_once_and_enforces_whoop_limits(
     assert "offline" in tokens.scopes
     served = await sim_records(sim_server, "whoop", sim_user)
     headers = {"Authorization": f"Bearer {tokens.access_token}"}
-    api = settings.whoop_api_url
+    config = settings.providers["whoop"]
+    api = config.api_url
     async with aiohttp.ClientSession(headers=headers) as session:
         seen: list[str] = []
         query: dict[str, str] = {"limit": "7", "start": "2000-01-01T00:00:00.000Z"}
@@ -329,8 +331,8 @@ async def test_simulator_pages_every_record_once_and_enforces_whoop_limits(
             assert resp.status == 401
         # A refresh grant that does not ask for `offline` again gets no new refresh token.
         form = {"grant_type": "refresh_token", "refresh_token": tokens.refresh_token,
-                "client_id": settings.whoop_client_id, "client_secret": settings.whoop_client_secret}  # fmt: skip
-        async with session.post(f"{settings.whoop_auth_url}/oauth/oauth2/token", data=form) as resp:
+                "client_id": config.client_id, "client_secret": config.client_secret}  # fmt: skip
+        async with session.post(f"{config.auth_url}/oauth/oauth2/token", data=form) as resp:
             body = await resp.json()
             assert resp.status == 200
             assert "refresh_token" not in body

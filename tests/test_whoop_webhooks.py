@@ -43,7 +43,7 @@ async def connect(factory: Factory, client: Client, key: str | None = None) -> t
     tokens = await factory.sim_tokens("whoop", sim_user)
     async with aiohttp.ClientSession() as session:
         whoop_id = await whoop.profile_user_id(
-            HttpClient(session, retries=0), factory.settings.provider("whoop"), tokens.access_token
+            HttpClient(session, retries=0), whoop.PROVIDER.settings(factory.settings), tokens.access_token
         )
     resp = await client.put(
         f"/api/v1/users/{user_id}/connections/whoop",
@@ -358,7 +358,7 @@ async def test_an_event_naming_a_record_whoop_does_not_have_fails_clearly(
 
 def test_verify_takes_a_fresh_signature_and_refuses_the_rest() -> None:
     settings = Settings(whoop_client_secret="s3cret", webhook_max_age_s=60)
-    config = settings.provider("whoop")
+    config = whoop.PROVIDER.settings(settings)
     body = b'{"user_id": 1, "id": "x", "type": "workout.updated"}'
     now_ms = int(time.time() * 1000)
     good = {"X-WHOOP-Signature": whoop.signature("s3cret", str(now_ms), body),
@@ -375,7 +375,7 @@ def test_verify_takes_a_fresh_signature_and_refuses_the_rest() -> None:
     ]
     for headers, s, reason in cases:
         with pytest.raises(WebhookRejected, match=reason):
-            whoop.verify_notification(headers, body, s.provider("whoop"), s)
+            whoop.verify_notification(headers, body, whoop.PROVIDER.settings(s), s)
 
 
 def test_parse_makes_one_event_keyed_by_type_record_and_trace() -> None:

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import structlog
 from pydantic import ValidationError
 
-from wearsync import operate
+# Importing the providers registers each one's settings, which Settings() then reads (WEARSYNC_<P>_*).
+from wearsync import operate, providers  # noqa: F401
 from wearsync.connect_links import DEFAULT_TTL_S, MAX_TTL_S
 from wearsync.logging import capture_stray_output, configure_logging
 from wearsync.settings import Settings

@@ -68,7 +68,7 @@ def credentials_for(deps: Deps, provider: Provider, connection: Connection) -> C
     """The connection's tokens for one task or event, refreshed as needed."""
     return Credentials(
         provider=provider,
-        config=deps.settings.provider(provider.name),
+        config=deps.settings.providers[provider.name],
         user_id=connection.user_id,
         access_token=connection.access_token,
         refresh_token=connection.refresh_token,
@@ -102,7 +102,7 @@ def context_for(
     cursor: dict[str, Any] | None = None,
     page_budget: PageBudget | None = None,
 ) -> SyncContext:
-    config = deps.settings.provider(provider.name)
+    config = deps.settings.providers[provider.name]
     return SyncContext(
         task_id=task_id,
         started_at=started_at,
@@ -112,7 +112,6 @@ def context_for(
         config=config,
         http=deps.http,
         db=deps.db,
-        settings=deps.settings,
         credentials=credentials,
         bucket=provider.bucket(deps.settings, connection.application_id, connection.user_id),
         headers=provider.api_headers(config),

@@ -30,7 +30,7 @@ from wearsync.db.migrate import migrate
 from wearsync.oauth import exchange_code
 from wearsync.providers import PROVIDERS
 from wearsync.providers.http import HttpClient
-from wearsync.settings import PROVIDER_NAMES, ProviderSettings, Settings, webhook_path
+from wearsync.settings import PROVIDER_NAMES, PROVIDER_SETTINGS, ProviderSettings, Settings, webhook_path
 from wearsync.sim.strava import FIRST_SUBSCRIPTION_ID
 from wearsync.sink import SECRET_ENV as SINK_SECRET_ENV
 from wearsync.worker import health_check_key
@@ -128,9 +128,8 @@ async def _wait_http(url: str, timeout_s: float = 30) -> None:
 
 def _provider_settings(env: dict[str, str], provider: str) -> ProviderSettings:
     prefix = f"WEARSYNC_{provider.upper()}_"
-    settings = Settings.model_validate({k.removeprefix("WEARSYNC_").lower(): v for k, v in env.items()
-                                        if k.startswith(prefix)})  # fmt: skip
-    return settings.provider(provider)
+    return PROVIDER_SETTINGS[provider].load({k.removeprefix(prefix).lower(): v for k, v in env.items()
+                                             if k.startswith(prefix)})  # fmt: skip
 
 
 async def _connect(
@@ -160,7 +159,7 @@ async def _subscribe_webhooks(session: aiohttp.ClientSession, api_url: str, sim_
     (Strava through its push subscription API, which validates the callback first)."""
 
     def hook(provider: str) -> str:
-        return api_url + webhook_path(provider, _provider_settings(env, provider).webhook_path_secret)
+        return api_url + webhook_path(provider, _provider_settings(env, provider).path_secret())
 
     secrets = {"suunto": SIM_WEBHOOK_SECRET, "polar": SIM_WEBHOOK_SECRET, "whoop": SIM_CLIENT_SECRET, "garmin": ""}
     for provider, secret in secrets.items():

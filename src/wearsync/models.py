@@ -1,6 +1,7 @@
 """Domain types shared by the API, the worker and the provider clients."""
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -113,3 +114,24 @@ def validation_detail(error: ValidationError, locations: dict[str, str] | None =
         where = (locations or {}).get(str(e["loc"][0]) if e["loc"] else "", "")
         parts.append(f"Invalid {where + ' ' if where else ''}parameter '{field}': {e['msg']}")
     return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    requests: int
+    per_seconds: int
+
+    def __str__(self) -> str:
+        return f"{self.requests}/{self.per_seconds}s"
+
+
+def parse_rate_limits(text: str) -> tuple[RateLimit, ...]:
+    """`"100/900,1000/86400"` -> limits; an empty string means no limit."""
+    limits = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        requests, _, seconds = part.partition("/")
+        limit = RateLimit(int(requests), int(seconds))
+        if limit.requests < 1 or limit.per_seconds < 1:
+            raise ValueError(f"rate limit {part!r}: both numbers must be positive")
+        limits.append(limit)
+    return tuple(limits)

@@ -257,7 +257,7 @@ async def connect_user(deps: Deps, auth: Authorization, code: str, granted_scope
     if auth.code_verifier is not None:
         grant["code_verifier"] = auth.code_verifier
     try:
-        tokens = await exchange_code(deps.http, provider, deps.settings.provider(provider.name), grant)
+        tokens = await exchange_code(deps.http, provider, deps.settings.providers[provider.name], grant)
     except GrantRefused as e:
         raise ConnectFailed("invalid_grant", str(e)) from e
     except ProviderError as e:

@@ -2,14 +2,23 @@
 
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Annotated, Any, ClassVar, Self
 
-from pydantic import AliasChoices, Field, PrivateAttr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from wearsync.crypto import TokenCipher, TokenKeyError, parse_cipher
+from wearsync.models import RateLimit, parse_rate_limits
 from wearsync.redirects import AllowedRedirect, parse_allowlist
 
 PROVIDER_NAMES = ("garmin", "strava", "polar", "suunto", "whoop")
@@ -18,19 +27,72 @@ IMPORT_SOURCES = ("apple_health",)
 DATA_SOURCES = (*PROVIDER_NAMES, *IMPORT_SOURCES)
 WEBHOOK_PATH_SECRET = "^(|[A-Za-z0-9_-]{16,128})$"  # unset, or hard to guess and one URL path segment
 
+# Rate limits as WEARSYNC_<P>_RATE_LIMITS writes them ("100/900,1000/86400"; empty: none), parsed once.
+RateLimits = Annotated[
+    tuple[RateLimit, ...],
+    NoDecode,
+    BeforeValidator(lambda v: parse_rate_limits(v) if isinstance(v, str) else v),
+    PlainSerializer(lambda limits: ",".join(f"{x.requests}/{x.per_seconds}" for x in limits), return_type=str),
+]
 
-@dataclass(frozen=True)
-class ProviderSettings:
-    """What a provider client needs to reach one upstream: its hosts and our app's credentials."""
+# Every provider's settings class, by provider name: a provider module declares one (below).
+PROVIDER_SETTINGS: dict[str, type["ProviderSettings"]] = {}
 
+
+class ProviderSettings(BaseSettings):
+    """What every provider's settings hold: its hosts, our app's credentials there and its rate
+    limits. A provider module declares its own subclass with `env_prefix="WEARSYNC_<P>_"`, its
+    defaults (the real provider's hosts, its documented limits) and its own tunables; declaring it
+    registers it, and `Settings` loads it once into `settings.providers[<p>]`."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    name: ClassVar[str] = ""
     api_url: str
     auth_url: str
-    client_id: str
-    client_secret: str
-    subscription_key: str = ""
-    authorize_url: str = ""
-    # The secret last segment of the webhook's URL, for a provider that signs nothing (Garmin, Strava).
-    webhook_path_secret: str = ""  # the host of the page a user's browser is sent to, to allow our app
+    authorize_url: str  # the host of the page a user's browser is sent to, to allow our app
+    client_id: str = ""
+    client_secret: str = ""
+    rate_limits: RateLimits = ()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        prefix = cls.model_config.get("env_prefix", "")
+        if prefix:
+            cls.name = prefix.removeprefix("WEARSYNC_").removesuffix("_").lower()
+            PROVIDER_SETTINGS[cls.name] = cls
+
+    @field_validator("api_url", "auth_url", "authorize_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @classmethod
+    def load(cls, given: Mapping[str, Any]) -> "ProviderSettings":
+        """From the environment, `given` (by field name) taking precedence; an error names each
+        setting as `<p>_<field>` (WEARSYNC_<P>_<FIELD> in the environment)."""
+        try:
+            return cls(**given)
+        except ValidationError as e:
+            problems = "; ".join(f"{cls.name}_{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+            raise ValueError(problems) from None
+
+    def path_secret(self) -> str:
+        """The secret last segment of the webhook's URL, for a provider that signs nothing."""
+        return ""
+
+    @classmethod
+    def variables(cls) -> dict[str, str]:
+        """Each field's environment variable."""
+        return {name: _variable(cls, name) for name in cls.model_fields}
+
+
+def _variable(model: type[BaseSettings], name: str) -> str:
+    alias = model.model_fields[name].validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return f"{model.model_config.get('env_prefix', '')}{name}".upper()
 
 
 class Settings(BaseSettings):
@@ -166,73 +228,8 @@ class Settings(BaseSettings):
     # is refused at upload from what the zip says, and cut off at this many bytes when it lies.
     import_max_upload_bytes: int = Field(4 << 30, ge=1)
     import_max_xml_bytes: int = Field(16 << 30, ge=1)
-
-    garmin_api_url: str = "https://apis.garmin.com"
-    garmin_auth_url: str = "https://diauth.garmin.com"
-    garmin_authorize_url: str = "https://connect.garmin.com"
-    garmin_client_id: str = ""
-    garmin_client_secret: str = ""
-    garmin_rate_limits: str | None = None  # e.g. "100/900,1000/86400"; default: documented limits
-    # Garmin and Strava sign no webhook: theirs are at /api/v1/webhooks/P/<secret>, a random string of
-    # yours (16 or more URL-safe characters) in the URL registered at the provider; unset, P's
-    # webhook answers 404 to every delivery.
-    garmin_webhook_path_secret: str = Field("", pattern=WEBHOOK_PATH_SECRET)
-    garmin_backfill_days: int = Field(30, ge=1, le=3650)  # a sync without a range asks for this many days
-    # How long a Garmin sync waits, running, for the deliveries of the backfills it asked for.
-    garmin_backfill_wait_s: float = Field(86400, ge=0)
-
-    strava_api_url: str = "https://www.strava.com"
-    strava_auth_url: str = "https://www.strava.com"
-    strava_authorize_url: str = "https://www.strava.com"
-    strava_client_id: str = ""
-    strava_client_secret: str = ""
-    strava_rate_limits: str | None = None  # e.g. "100/900,1000/86400"; default: documented limits
-    strava_webhook_path_secret: str = Field("", pattern=WEBHOOK_PATH_SECRET)  # see garmin_webhook_path_secret
-    strava_page_concurrency: int = Field(4, ge=1, le=32)
-    strava_verify_token: str = ""  # what we gave Strava when subscribing to its webhook
-    # The id Strava gave our push subscription: an event naming another is refused (401).
-    strava_subscription_id: str = ""
-
-    polar_api_url: str = "https://www.polaraccesslink.com"
-    polar_auth_url: str = "https://polarremote.com"
-    polar_authorize_url: str = "https://flow.polar.com"
-    polar_client_id: str = ""
-    polar_client_secret: str = ""
-    polar_webhook_secret: str = ""  # the signature secret Polar returned when the webhook was created
-    polar_rate_limits: str | None = None  # e.g. "100/900,1000/86400"; default: documented limits
-
-    suunto_api_url: str = "https://cloudapi.suunto.com"
-    suunto_auth_url: str = "https://cloudapi-oauth.suunto.com"
-    suunto_authorize_url: str = "https://cloudapi-oauth.suunto.com"
-    suunto_client_id: str = ""
-    suunto_client_secret: str = ""
-    suunto_rate_limits: str | None = None  # e.g. "100/900,1000/86400"; default: documented limits
-    suunto_subscription_key: str = ""
-    suunto_webhook_secret: str = ""  # signs Suunto's workout notifications (Whoop signs with its client secret)
-    # How far back a Suunto 24/7 sync with since=0 reaches ("all available data").
-    suunto_247_history_days: int = Field(90, ge=1, le=3650)
-    suunto_page_concurrency: int = Field(4, ge=1, le=32)
-
-    whoop_api_url: str = "https://api.prod.whoop.com"
-    whoop_auth_url: str = "https://api.prod.whoop.com"
-    whoop_authorize_url: str = "https://api.prod.whoop.com"
-    whoop_client_id: str = ""
-    whoop_client_secret: str = ""
-    whoop_rate_limits: str | None = None  # e.g. "100/900,1000/86400"; default: documented limits
-    # Whoop pages a range sequentially (next tokens), so a sync cuts its reach into sub-ranges
-    # paged side by side.
-    whoop_history_days: int = Field(730, ge=1, le=3650)
-    whoop_range_days: int = Field(90, ge=1, le=365)
-    whoop_page_concurrency: int = Field(4, ge=1, le=32)
-
-    @field_validator(*(f"{name}_rate_limits" for name in PROVIDER_NAMES))
-    @classmethod
-    def _check_rate_limits(cls, value: str | None) -> str | None:
-        if value is not None:
-            from wearsync.providers.ratelimit import parse_rate_limits
-
-            parse_rate_limits(value)
-        return value
+    # Each provider's own settings (WEARSYNC_<P>_*), declared in its module: see ProviderSettings.
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
 
     # What WEARSYNC_TOKEN_KEYS and WEARSYNC_OAUTH_REDIRECT_ALLOWLIST hold, parsed once.
     _cipher: TokenCipher | None = PrivateAttr(None)
@@ -265,19 +262,58 @@ class Settings(BaseSettings):
         """Where an OAuth flow may send the user back to (wearsync.redirects)."""
         return self._redirect_allowlist
 
-    def provider(self, name: str) -> ProviderSettings:
-        return ProviderSettings(
-            api_url=getattr(self, f"{name}_api_url").rstrip("/"),
-            auth_url=getattr(self, f"{name}_auth_url").rstrip("/"),
-            client_id=getattr(self, f"{name}_client_id"),
-            client_secret=getattr(self, f"{name}_client_secret"),
-            subscription_key=getattr(self, f"{name}_subscription_key", ""),
-            authorize_url=getattr(self, f"{name}_authorize_url").rstrip("/"),
-            webhook_path_secret=getattr(self, f"{name}_webhook_path_secret", ""),
-        )
+    @model_validator(mode="before")
+    @classmethod
+    def _load_providers(cls, data: Any) -> Any:
+        """Each registered provider's settings, read from its own WEARSYNC_<P>_* variables; given
+        ones (`providers`, or flat `<p>_<field>` as the variables name them) take precedence."""
+        if not isinstance(data, dict):
+            return data
+        if not PROVIDER_SETTINGS:
+            raise ValueError("no provider's settings are declared yet: import wearsync.providers first")
+        given: dict[str, Any] = data.get("providers") or {}
+        providers: dict[str, ProviderSettings] = {}
+        for name, config in PROVIDER_SETTINGS.items():
+            if isinstance(given.get(name), ProviderSettings):
+                providers[name] = given[name]
+                continue
+            flat = {k.removeprefix(f"{name}_"): v for k, v in data.items() if k.startswith(f"{name}_")}
+            providers[name] = config.load(flat | dict(given.get(name) or {}))
+        return data | {"providers": providers}
+
+    @classmethod
+    def variables(cls) -> dict[str, str]:
+        """Every environment variable a setting is read from, by setting (`<p>_<field>` for a
+        provider's), each the first of its aliases."""
+        own = {name: _variable(cls, name) for name in cls.model_fields if name != "providers"}
+        return own | {
+            f"{p}_{field}": variable
+            for p, config in PROVIDER_SETTINGS.items()
+            for field, variable in config.variables().items()
+        }
+
+    def environment(self) -> dict[str, str]:
+        """The environment variables that give a process these settings."""
+        values = self.model_dump(exclude={"providers"}) | {
+            f"{p}_{field}": value
+            for p, config in self.providers.items()
+            for field, value in config.model_dump().items()
+        }
+        variables = self.variables()
+        return {variables[k]: str(v) for k, v in values.items() if v is not None}
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with some settings changed, each named as its variable is without WEARSYNC_
+        (`<p>_<field>` for a provider's, validated as that variable is)."""
+        providers = dict(self.providers)
+        for name, config in self.providers.items():
+            given = {k.removeprefix(f"{name}_"): changes.pop(k) for k in list(changes) if k.startswith(f"{name}_")}
+            if given:
+                providers[name] = type(config).model_validate(config.model_dump() | given)
+        return self.model_copy(update=changes | {"providers": providers})
 
     def webhook_path(self, name: str) -> str:
-        return webhook_path(name, self.provider(name).webhook_path_secret)
+        return webhook_path(name, self.providers[name].path_secret())
 
 
 def webhook_path(provider: str, path_secret: str = "") -> str:

@@ -107,7 +107,7 @@ async def _run_started(deps: Deps, task: asyncpg.Record, defer_rate_limits: bool
     details = {t: error is None for t, error in errors.items()}
     if provider.await_deliveries is not None and any(details.values()):
         # Asked for, not yet stored: the task ends when the provider has delivered (or not).
-        await provider.await_deliveries(deps.db, deps.settings, task_id, connection.user_id)
+        await provider.await_deliveries(deps.db, provider.settings(deps.settings), task_id, connection.user_id)
         log.info("sync asked for its data, which comes by webhook", details=details)
         return details, "awaiting_delivery"
     status = overall_status(details)

@@ -224,7 +224,7 @@ async def find_lost_work(ctx: dict[str, Any]) -> None:
 async def settle_garmin_syncs(ctx: dict[str, Any]) -> int:
     """Every minute: end the Garmin syncs whose wait for their backfill deliveries has passed."""
     deps: Deps = ctx["deps"]
-    return await garmin.settle_backfill_tasks(deps.db, deps.settings)
+    return await garmin.settle_backfill_tasks(deps.db, garmin.PROVIDER.settings(deps.settings))
 
 
 async def prune_history(ctx: dict[str, Any]) -> dict[str, int]:

@@ -46,7 +46,7 @@ OPERATIONS = {
 @pytest.fixture
 async def settings(settings: Settings) -> Settings:
     # A month in one sub-range: more than a page (25) of each collection, so nextToken is used.
-    return settings.model_copy(update={"whoop_history_days": 30, "whoop_range_days": 60})
+    return settings.replace(whoop_history_days=30, whoop_range_days=60)
 
 
 async def test_every_call_of_the_whoop_client_and_every_answer_of_the_simulator_follow_the_spec(

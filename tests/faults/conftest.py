@@ -46,7 +46,7 @@ def on_own_postgres(settings: Settings, pg: OwnPostgres) -> Settings:
     """The usual test settings, with the data in the test's own PostgreSQL; small pools (the
     cluster takes 40 connections) that connect only when asked (asyncpg otherwise restores a
     pool's floor in the background); a connection attempt given up after a second."""
-    return settings.model_copy(
-        update={"database_url": pg.dsn("wearsync"), "db_pool_min": 0, "db_pool_max": 4, "api_db_pool_max": 4,
-                "db_connect_timeout_s": 1, "schedule_interval_s": 0, "suunto_rate_limits": "100000/900"}
+    return settings.replace(
+        database_url=pg.dsn("wearsync"), db_pool_min=0, db_pool_max=4, api_db_pool_max=4, db_connect_timeout_s=1,
+        schedule_interval_s=0, suunto_rate_limits="100000/900",
     )  # fmt: skip

@@ -155,9 +155,7 @@ async def test_webhook_events_in_flight_survive_a_postgres_restart(
     """Strava announces activities; some are being fetched when PostgreSQL restarts. A delivery
     meanwhile is answered 503, so that Strava sends it again; the jobs that lost the database are
     retried: every activity stored, once."""
-    retrying = settings.model_copy(
-        update={"webhook_retry_first_s": 0, "webhook_reap_after_s": 5, "strava_rate_limits": "100000/900"}
-    )
+    retrying = settings.replace(webhook_retry_first_s=0, webhook_reap_after_s=5, strava_rate_limits="100000/900")
     strava = sim_state.provider("strava")
     strava.rate_limits = [(100000, 900)]
     await subscribe(client, retrying)

@@ -30,11 +30,11 @@ ACTIVITIES = 20  # announced by Strava's webhook
 def settings(settings: Settings, own_redis: OwnRedis) -> Settings:
     """The usual test settings, with the queue on this test's own Redis; two jobs at a time, so
     that some tasks wait in the queue; a lost task is looked for once it is a second old."""
-    return settings.model_copy(
-        update={"redis_url": own_redis.url, "worker_max_jobs": 2, "task_reap_after_s": 1, "schedule_interval_s": 0,
-                # Counted in Redis (so a job needs it on every call), but never the limit here: a
-                # restarted Redis forgets what it counted.
-                "suunto_rate_limits": "100000/900"}
+    return settings.replace(
+        redis_url=own_redis.url, worker_max_jobs=2, task_reap_after_s=1, schedule_interval_s=0,
+        # Counted in Redis (so a job needs it on every call), but never the limit here: a
+        # restarted Redis forgets what it counted.
+        suunto_rate_limits="100000/900",
     )  # fmt: skip
 
 
@@ -128,7 +128,7 @@ async def test_webhook_events_in_flight_survive_a_redis_restart(
     """Strava announces activities; some are being fetched, the rest queued, when Redis restarts
     empty. The worker re-queues the pending events as it finds Redis empty: every activity
     stored, once. (A fetch that loses the rate limiter's Redis: test_webhook_retries.py.)"""
-    retrying = settings.model_copy(update={"webhook_retry_first_s": 0, "strava_rate_limits": "100000/900"})
+    retrying = settings.replace(webhook_retry_first_s=0, strava_rate_limits="100000/900")
     strava = sim_state.provider("strava")
     strava.rate_limits = [(100000, 900)]
     await subscribe(client, retrying)

@@ -50,7 +50,7 @@ QUERY = {"suunto": "data_type=workouts&limit=50", "strava": "", "whoop": "data_t
 def fast(settings: Settings, listing: Listing) -> Settings:
     """Upstream calls give up after a second (a hung call costs that), retried twice, quickly."""
     update = {"http_timeout_s": 1, "http_retries": 2, "http_backoff_s": 0.01, "schedule_interval_s": 0}
-    return settings.model_copy(update=update | listing.settings)
+    return settings.replace(**update, **listing.settings)
 
 
 async def stored(db: asyncpg.Pool, user_id: str, provider: str) -> dict[str, Any]:

@@ -38,7 +38,7 @@ async def test_garmin_pings_whose_callbacks_fail_for_minutes_land_once_they_answ
     client: Client, factory: Factory, settings: Settings, db: asyncpg.Pool, sim_server: TestServer,
     sim_state: SimState,
 ) -> None:  # fmt: skip
-    retrying = settings.model_copy(update={"webhook_retry_first_s": 0, "garmin_rate_limits": "100000/60"})
+    retrying = settings.replace(webhook_retry_first_s=0, garmin_rate_limits="100000/60")
     sim_state.provider("garmin").rate_limits = [(100000, 60)]
     key, user_id, sim_user, _ = await connect(factory, retrying, sim_state)
     assert await emit(sim_server, sim_user, {"kind": "delivery_mode", "mode": "ping"}) == {"mode": "ping"}

@@ -95,7 +95,7 @@ async def connect_page(request: web.Request) -> web.Response:
     token = html.escape(request.query["token"])
     items = []
     for name in sorted(PROVIDERS):
-        if not deps.settings.provider(name).client_id:
+        if not deps.settings.providers[name].client_id:
             continue  # not set up by this service's operator
         label = display_name(name)
         state = '<span class="ok">connected</span>' if name in active else '<span class="muted">not connected</span>'
@@ -123,7 +123,7 @@ async def connect_start(request: web.Request) -> web.Response:
     link, user_key = found
     provider = request.match_info["provider"]
     deps = request.app[DEPS]
-    if provider not in PROVIDERS or not deps.settings.provider(provider).client_id:
+    if provider not in PROVIDERS or not deps.settings.providers[provider].client_id:
         return _problem("Unknown service", "This service cannot be connected here.", 404)
     back = link.redirect_uri or connect_links.result_url(deps.settings)
     if link.redirect_uri is not None and not redirect_allowed(back, deps.settings.redirect_allowlist):

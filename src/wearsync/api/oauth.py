@@ -60,7 +60,7 @@ async def authorize(request: web.Request) -> web.Response:
 
 
 def refuse_unconfigured(settings: Settings, provider: str) -> None:
-    if not settings.provider(provider).client_id:
+    if not settings.providers[provider].client_id:
         upper = provider.upper()
         raise ApiError(503, f"Provider '{provider}' is not configured: set WEARSYNC_{upper}_CLIENT_ID and _SECRET")
 
@@ -70,7 +70,7 @@ async def begin(
 ) -> tuple[oauth.Authorization, str]:
     """A flow started for the user (by its key): its authorization, and the provider's page to send
     the browser to."""
-    provider, config = PROVIDERS[provider_name], deps.settings.provider(provider_name)
+    provider, config = PROVIDERS[provider_name], deps.settings.providers[provider_name]
     auth = await oauth.start_authorization(
         deps.db, deps.settings.cipher(), app_id=app_id, user_id=user_id, provider=provider,
         redirect_uri=redirect_uri, ttl_s=deps.settings.oauth_state_ttl_s, move=move,

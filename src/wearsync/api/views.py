@@ -170,7 +170,7 @@ async def put_connection(request: web.Request) -> web.Response:
         access_token=body.access_token, refresh_token=body.refresh_token, expires_at=body.expires_at,
         scopes=body.scopes, provider_user_id=body.provider_user_id, raw={},
     )  # fmt: skip
-    provider, config = PROVIDERS[path.provider], deps.settings.provider(path.provider)
+    provider, config = PROVIDERS[path.provider], deps.settings.providers[path.provider]
     try:
         # An upstream call: no database connection is held across it.
         tokens = await learn_account(deps.http, provider, config, user_id, handed)

@@ -21,7 +21,7 @@ from wearsync.api.common import DEPS, QUEUE, ApiError, json_response
 from wearsync.api.quotas import DeliveryLimit, OverLimit
 from wearsync.db import connections
 from wearsync.db import webhooks as webhooks_db
-from wearsync.providers import PROVIDERS
+from wearsync.providers import PROVIDERS, strava
 from wearsync.providers.core import Provider
 from wearsync.providers.errors import MalformedPayload, TooManyItems, WebhookRejected
 from wearsync.queue import enqueue_webhook_events
@@ -51,7 +51,7 @@ def _provider_with_webhook(request: web.Request, name: str) -> Provider:
         raise ApiError(404, f"No webhook for provider '{name}'")
     given = request.match_info.get("path_secret")
     if provider.webhook.path_secret or given is not None:
-        expected = request.app[DEPS].settings.provider(name).webhook_path_secret
+        expected = request.app[DEPS].settings.providers[name].path_secret()
         if not (provider.webhook.path_secret and expected and given and _same(given, expected)):
             log.warning("webhook delivery to an unknown URL", provider=name)
             raise ApiError(404, f"No webhook for provider '{name}' at this URL")
@@ -69,7 +69,7 @@ async def receive(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     body = await _body(request, provider.webhook.max_body_bytes)
     try:
-        provider.webhook.verify(request.headers, body, deps.settings.provider(provider.name), deps.settings)
+        provider.webhook.verify(request.headers, body, deps.settings.providers[provider.name], deps.settings)
     except WebhookRejected as e:
         log.warning("webhook rejected", provider=provider.name, reason=str(e))
         raise ApiError(401, f"Invalid webhook signature: {e}") from None
@@ -124,7 +124,7 @@ async def strava_challenge(request: web.Request) -> web.Response:
     query = request.query
     if query.get("hub.mode") != "subscribe" or "hub.challenge" not in query:
         raise ApiError(400, "Expected hub.mode=subscribe and hub.challenge")
-    expected = settings.strava_verify_token
+    expected = strava.PROVIDER.settings(settings).verify_token
     if not expected or not _same(query.get("hub.verify_token", ""), expected):
         raise ApiError(403, "Invalid verify token")
     return json_response({"hub.challenge": query["hub.challenge"]})

@@ -3,11 +3,13 @@
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic
 from uuid import UUID
 
 import asyncpg
 import structlog
+from pydantic import Field
+from typing_extensions import TypeVar
 
 from wearsync.crypto import TokenCipher
 from wearsync.db import tasks
@@ -15,15 +17,30 @@ from wearsync.db.records import MAX_KEY_CHARS, check_storable, check_text, json_
 from wearsync.models import DataType, SyncParams
 from wearsync.providers.errors import JobSliceDone, ListShifted, MalformedPayload, TooManyItems, UpstreamAuthError
 from wearsync.providers.http import Bucket, HttpClient, Params
-from wearsync.providers.ratelimit import RateLimit, parse_rate_limits
 from wearsync.providers.tokens import Credentials, TokenSet
 from wearsync.records import RECORD_KIND, Record
-from wearsync.settings import ProviderSettings, Settings
+from wearsync.settings import WEBHOOK_PATH_SECRET, ProviderSettings, Settings
 
 log = structlog.get_logger(__name__)
 
 # How often a list that moved while it was paged is listed again before its data type fails.
 RELISTS = 2
+
+
+class UnsignedWebhookSettings(ProviderSettings):
+    """The settings of a provider that signs no webhook (Garmin, Strava): its deliveries are taken
+    only at a URL whose last segment is our secret, WEARSYNC_<P>_WEBHOOK_PATH_SECRET, a random
+    string of yours (16 or more URL-safe characters) in the URL registered at the provider; unset,
+    its webhook answers 404 to every delivery."""
+
+    webhook_path_secret: str = Field("", pattern=WEBHOOK_PATH_SECRET)
+
+    def path_secret(self) -> str:
+        return self.webhook_path_secret
+
+
+# A provider's settings class (its module's subclass of ProviderSettings).
+C = TypeVar("C", bound=ProviderSettings, default=ProviderSettings)
 
 
 @dataclass(frozen=True)
@@ -72,7 +89,7 @@ class PageBudget:
 
 
 @dataclass
-class SyncContext:
+class SyncContext(Generic[C]):
     """Everything one data type of one sync needs. Upstream calls go through `get_json` /
     `request_json` (token, refresh on 401, shared rate limit); records land only by `save_page`."""
 
@@ -82,10 +99,9 @@ class SyncContext:
     data_type: DataType
     params: SyncParams
     connection: Connection
-    config: ProviderSettings
+    config: C  # the provider's settings: hosts, credentials, its own tunables
     http: HttpClient
     db: asyncpg.Pool
-    settings: Settings  # provider tunables (page concurrency, history reach, ...)
     credentials: Credentials
     bucket: Bucket | None = None
     headers: Mapping[str, str] = field(default_factory=dict)  # sent with every data call
@@ -209,7 +225,7 @@ def map_page(items: Sequence[Any], mapper: Callable[[Any], Record | Sequence[Rec
     return rows
 
 
-SyncFunction = Callable[[SyncContext], Awaitable[None]]
+SyncFunction = Callable[[SyncContext[C]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -224,16 +240,16 @@ class WebhookEvent:
 
 
 @dataclass(frozen=True)
-class Webhook:
+class Webhook(Generic[C]):
     """How a provider's webhook deliveries are checked, split into events and processed.
 
     `verify` raises WebhookRejected for a bad or missing signature; `parse` raises
     MalformedPayload for a body it cannot read; `process` runs in the worker with a context
     whose task_id is None (webhook events are not sync tasks)."""
 
-    verify: Callable[[Mapping[str, str], bytes, ProviderSettings, Settings], None]
+    verify: Callable[[Mapping[str, str], bytes, C, Settings], None]
     parse: Callable[[Any], list[WebhookEvent]]
-    process: Callable[[SyncContext, WebhookEvent], Awaitable[str | None]]  # optional detail to record
+    process: Callable[[SyncContext[C], WebhookEvent], Awaitable[str | None]]  # optional detail to record
     max_body_bytes: int = 64 * 1024  # more than the provider ever sends (an event names a record)
     # Records and notifications one delivery may carry (WebhookEvent.items): more is refused (413).
     max_items: int = 100
@@ -264,31 +280,31 @@ class Webhook:
 
 
 @dataclass(frozen=True)
-class Provider:
+class Provider(Generic[C]):
     """A provider as data: what it supports, how its data arrives, how its OAuth server takes our
-    credentials, its documented rate limits, and the client functions that sync each data type."""
+    credentials, its settings, and the client functions that sync each data type."""
 
     name: str
     supports: frozenset[DataType]
     delivery: str  # "pull" or "webhook"
     token_path: str  # on the provider's auth host
+    config: type[C]  # its settings (WEARSYNC_<P>_*): hosts, credentials, rate limits, tunables
     client_auth: str = "basic"  # "basic" (HTTP Basic) or "body" (client_id/client_secret in the form)
     refresh_params: Mapping[str, str] = field(default_factory=dict)  # extra fields of a refresh grant
-    rate_limits: tuple[RateLimit, ...] = ()
-    sync: Mapping[DataType, SyncFunction] = field(default_factory=dict)
+    sync: Mapping[DataType, SyncFunction[C]] = field(default_factory=dict)
     # Headers every data call carries besides the bearer token (Suunto's subscription key).
-    api_headers: Callable[[ProviderSettings], dict[str, str]] = lambda config: {}
-    webhook: Webhook | None = None
+    api_headers: Callable[[C], dict[str, str]] = lambda config: {}
+    webhook: Webhook[C] | None = None
     # Upstream calls an incremental sync of an unchanged account costs: what the scheduler plans with.
     incremental_calls: int = 5
     # How to learn the provider's id of a token's user where the token response does not say it
     # (Whoop, Garmin): what the connection must store for webhooks to find it.
-    user_id: Callable[[HttpClient, ProviderSettings, str], Awaitable[str]] | None = None
+    user_id: Callable[[HttpClient, C, str], Awaitable[str]] | None = None
     # How the account of tokens handed to `PUT .../connections/{p}` is learnt where `user_id` cannot
     # (Suunto, Polar): (the tokens as handed, provider_user_id what the caller says, and our user's
     # id) -> the tokens to store, with provider_user_id as the provider says it; AccountUnconfirmed
     # when the provider does not confirm it.
-    identify: Callable[[HttpClient, ProviderSettings, TokenSet, UUID], Awaitable[TokenSet]] | None = None
+    identify: Callable[[HttpClient, C, TokenSet, UUID], Awaitable[TokenSet]] | None = None
     # Connecting a user (wearsync.oauth): the authorization page's path on the provider's authorize
     # host, the scopes we ask for (joined by scope_separator), extra query parameters, PKCE (S256).
     authorize_path: str = "/oauth/authorize"
@@ -298,16 +314,21 @@ class Provider:
     pkce: bool = False
     # What must happen upstream once a user is connected (Polar: register the user with our app),
     # and how a disconnect withdraws our access upstream; both with the new connection's context.
-    on_connect: SyncFunction | None = None
-    revoke: SyncFunction | None = None
+    on_connect: SyncFunction[C] | None = None
+    revoke: SyncFunction[C] | None = None
     # A provider whose sync only asks for data that comes later by webhook (Garmin's backfills):
-    # called (db, settings, task id, user id) once a task's requests are done, it keeps the task
-    # running until the deliveries arrived or a bounded wait passed.
-    await_deliveries: Callable[[asyncpg.Pool, Settings, UUID, UUID], Awaitable[None]] | None = None
+    # called (db, its settings, task id, user id) once a task's requests are done, it keeps the
+    # task running until the deliveries arrived or a bounded wait passed.
+    await_deliveries: Callable[[asyncpg.Pool, C, UUID, UUID], Awaitable[None]] | None = None
+
+    def settings(self, settings: Settings) -> C:
+        """Its settings, as loaded into `settings.providers`."""
+        config = settings.providers[self.name]
+        assert isinstance(config, self.config), f"{self.name}'s settings are a {type(config).__name__}"
+        return config
 
     def bucket(self, settings: Settings, tenant: UUID | None = None, user: UUID | None = None) -> Bucket:
         """Its shared rate-limit bucket: the documented limits unless WEARSYNC_<P>_RATE_LIMITS says;
         calls for application `tenant` take that application's share, and of it, `user`'s."""
-        configured = getattr(settings, f"{self.name}_rate_limits")
-        limits = self.rate_limits if configured is None else parse_rate_limits(configured)
+        limits = self.settings(settings).rate_limits
         return Bucket(self.name, limits, "" if tenant is None else str(tenant), "" if user is None else str(user))

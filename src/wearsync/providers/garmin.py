@@ -76,19 +76,44 @@ from uuid import UUID
 
 import asyncpg
 import structlog
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 from yarl import URL
 
 from wearsync.db import Executor, connections, garmin_backfills, tasks
-from wearsync.models import DataType, TaskStatus
-from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, integer, map_page, num
+from wearsync.models import DataType, RateLimit, TaskStatus
+from wearsync.providers.core import (
+    Provider,
+    SyncContext,
+    UnsignedWebhookSettings,
+    Webhook,
+    WebhookEvent,
+    integer,
+    map_page,
+    num,
+)
 from wearsync.providers.errors import MalformedPayload, NotSupported, ProviderError, UpstreamError, WebhookRejected
 from wearsync.providers.http import HttpClient, Params
 from wearsync.providers.paging import each_concurrently, time_windows
-from wearsync.providers.ratelimit import RateLimit
 from wearsync.records import DailyActivity, Record, Recovery, Sample, SleepSession, Workout
-from wearsync.settings import ProviderSettings, Settings
+from wearsync.settings import RateLimits, Settings
 
 log = structlog.get_logger(__name__)
+
+
+class GarminSettings(UnsignedWebhookSettings):
+    model_config = SettingsConfigDict(env_prefix="WEARSYNC_GARMIN_")
+
+    api_url: str = "https://apis.garmin.com"
+    auth_url: str = "https://diauth.garmin.com"
+    authorize_url: str = "https://connect.garmin.com"
+    rate_limits: RateLimits = (RateLimit(100, 60),)  # evaluation-tier figure (unconfirmed)
+    backfill_days: int = Field(30, ge=1, le=3650)  # a sync without a range asks for this many days
+    # How long a sync waits, running, for the deliveries of the backfills it asked for.
+    backfill_wait_s: float = Field(86400, ge=0)
+
+
+Ctx = SyncContext[GarminSettings]
 
 NAME = "garmin"
 REST = "/wellness-api/rest"
@@ -270,7 +295,7 @@ PULLED_TYPES = frozenset({*_MAPPERS, "epochs"})
 # ---- pulls (what a ping's callbackURL points at) --------------------------------------------
 
 
-def _callback(ctx: SyncContext, summary_type: str, url: str) -> tuple[str, str]:
+def _callback(ctx: Ctx, summary_type: str, url: str) -> tuple[str, str]:
     """(url, page key) of a callback URL on the configured Garmin API host; anything else is
     refused, since the user's bearer token goes with the call."""
     api, given = URL(ctx.config.api_url), URL(url)
@@ -283,14 +308,14 @@ def _callback(ctx: SyncContext, summary_type: str, url: str) -> tuple[str, str]:
     return url, f"{summary_type}@{start}-{end}" if start and end else f"{summary_type}@{url}"
 
 
-async def pull_summaries(ctx: SyncContext, summary_type: str, url_or_range: str | tuple[int, int]) -> int:
+async def pull_summaries(ctx: Ctx, summary_type: str, url_or_range: str | tuple[int, int]) -> int:
     """Fetch the summaries of a ping's callback URL, or of an upload range [start, end) in Unix
     seconds (cut into days, Garmin's limit per call), and store them page by page. Returns how
     many summaries came; a page stored by an earlier run of the task is skipped."""
     return len(await _pull(ctx, summary_type, url_or_range))
 
 
-async def _pull(ctx: SyncContext, summary_type: str, url_or_range: str | tuple[int, int]) -> list[Any]:
+async def _pull(ctx: Ctx, summary_type: str, url_or_range: str | tuple[int, int]) -> list[Any]:
     """pull_summaries, returning the summaries stored."""
     if summary_type not in PULLED_TYPES:
         raise NotSupported(f"Garmin {summary_type} summaries have no rows of ours to land in")
@@ -318,7 +343,7 @@ async def _pull(ctx: SyncContext, summary_type: str, url_or_range: str | tuple[i
     return pulled
 
 
-async def token_user_id(http: HttpClient, config: ProviderSettings, access_token: str) -> str:
+async def token_user_id(http: HttpClient, config: GarminSettings, access_token: str) -> str:
     """Garmin's id of a token's user (the token response carries none): what its webhooks name
     the user by, so what the connection stores as provider_user_id."""
     url = f"{config.api_url}{REST}/user/id"
@@ -328,7 +353,7 @@ async def token_user_id(http: HttpClient, config: ProviderSettings, access_token
     return str(body["userId"])
 
 
-async def fetch_user_id(ctx: SyncContext) -> str:
+async def fetch_user_id(ctx: Ctx) -> str:
     """Garmin's id of the connected user: what its webhook payloads name the user by."""
     body = await ctx.get_json(f"{ctx.config.api_url}{REST}/user/id")
     if not isinstance(body, dict) or not body.get("userId"):
@@ -336,7 +361,7 @@ async def fetch_user_id(ctx: SyncContext) -> str:
     return str(body["userId"])
 
 
-async def delete_registration(ctx: SyncContext) -> None:
+async def delete_registration(ctx: Ctx) -> None:
     """Withdraw our access (`DELETE /wellness-api/rest/user/registration`, 204): Garmin stops
     sending the user's data and the tokens stop working."""
     await ctx.request_json("DELETE", f"{ctx.config.api_url}{REST}/user/registration")
@@ -345,16 +370,16 @@ async def delete_registration(ctx: SyncContext) -> None:
 # ---- sync: backfill requests ----------------------------------------------------------------
 
 
-def backfill_range(ctx: SyncContext) -> tuple[int, int]:
+def backfill_range(ctx: Ctx) -> tuple[int, int]:
     """[start, end) in Unix seconds: the sync's range, else the configured reach ending when the
     task first started (a rerun cuts the same windows, and skips those it asked for)."""
-    p, reach = ctx.params, ctx.settings.garmin_backfill_days * 86400
+    p, reach = ctx.params, ctx.config.backfill_days * 86400
     end = p.summary_end_time if p.summary_end_time is not None else int(ctx.started_at.timestamp())
     start = p.summary_start_time if p.summary_start_time is not None else end - reach
     return start, end
 
 
-async def _record_backfill(ctx: SyncContext, call: tuple[str, int, int], status: str) -> None:
+async def _record_backfill(ctx: Ctx, call: tuple[str, int, int], status: str) -> None:
     """One request as a `garmin_backfills` row and a done page of the task, in one transaction
     (a rerun that asks again finds the row there and keeps it)."""
     assert ctx.task_id is not None, "backfills are requested by sync tasks, never by webhook events"
@@ -378,7 +403,7 @@ class NoHistoricalPermission(ProviderError):
         )
 
 
-async def request_backfills(ctx: SyncContext, summary_types: Sequence[str]) -> None:
+async def request_backfills(ctx: Ctx, summary_types: Sequence[str]) -> None:
     start, end = backfill_range(ctx)
     windows = [
         (int(s.timestamp()), int(e.timestamp())) for s, e in time_windows(_from_s(start), _from_s(end), MAX_BACKFILL)
@@ -412,11 +437,11 @@ def _key(call: tuple[str, int, int]) -> str:
     return f"backfill/{kind}@{start}-{end}"
 
 
-async def sync_workouts(ctx: SyncContext) -> None:
+async def sync_workouts(ctx: Ctx) -> None:
     await request_backfills(ctx, WORKOUT_TYPES)
 
 
-async def sync_247(ctx: SyncContext) -> None:
+async def sync_247(ctx: Ctx) -> None:
     await request_backfills(ctx, TYPES_247)
 
 
@@ -432,7 +457,7 @@ def data_type_of(summary_type: str) -> DataType:
     return DataType.WORKOUTS if summary_type in WORKOUT_TYPES else DataType.DATA_247
 
 
-async def await_deliveries(db: Executor, settings: Settings, task_id: UUID, user_id: UUID) -> None:
+async def await_deliveries(db: Executor, config: GarminSettings, task_id: UUID, user_id: UUID) -> None:
     """The task asked for its backfills: it stays running, its data types that asked saying they
     await delivery, until each window has had a delivery or WEARSYNC_GARMIN_BACKFILL_WAIT_S has
     passed (`settle_backfill_tasks`, after each delivery and every minute)."""
@@ -440,8 +465,8 @@ async def await_deliveries(db: Executor, settings: Settings, task_id: UUID, user
     if task is None:
         return
     asked = [t for t in task["data_types"] if task["progress"].get(t, {}).get("status") != "failed"]
-    await garmin_backfills.await_deliveries(db, task_id, settings.garmin_backfill_wait_s, asked)
-    await settle_backfill_tasks(db, settings, user_id=user_id)
+    await garmin_backfills.await_deliveries(db, task_id, config.backfill_wait_s, asked)
+    await settle_backfill_tasks(db, config, user_id=user_id)
 
 
 def _window(w: Mapping[str, Any]) -> str:
@@ -472,7 +497,7 @@ def _outcome(
     return status, result, "; ".join(errors) or None, progress
 
 
-async def settle_backfill_tasks(db: Executor, settings: Settings, user_id: UUID | None = None) -> int:
+async def settle_backfill_tasks(db: Executor, config: GarminSettings, user_id: UUID | None = None) -> int:
     """End the Garmin sync tasks (of one user, or all) that waited for their deliveries: those
     into whose every window something was delivered (succeeded), and those whose wait has passed
     (partial, naming the windows nothing came into). How many it ended."""
@@ -481,7 +506,7 @@ async def settle_backfill_tasks(db: Executor, settings: Settings, user_id: UUID 
         missing = json.loads(task["missing"]) if isinstance(task["missing"], str) else task["missing"]
         if missing and not task["overdue"]:
             continue
-        status, result, error, progress = _outcome(task, missing, settings.garmin_backfill_wait_s)
+        status, result, error, progress = _outcome(task, missing, config.backfill_wait_s)
         if await garmin_backfills.finish_awaiting_task(db, task["id"], status, result, error, progress):
             ended += 1
             log.info("garmin sync ended with its deliveries", task_id=str(task["id"]), status=status.value,
@@ -499,7 +524,7 @@ MAX_DELIVERY_BYTES = 16 * 1024 * 1024  # a push may hold many users' epochs or d
 CLIENT_ID_HEADER = "garmin-client-id"
 
 
-def verify_delivery(headers: Mapping[str, str], body: bytes, config: ProviderSettings, settings: Settings) -> None:
+def verify_delivery(headers: Mapping[str, str], body: bytes, config: GarminSettings, settings: Settings) -> None:
     """Garmin signs nothing, but names the app a delivery is for in its `garmin-client-id` header:
     one without our client id is refused (a delivery has reached the URL with our path secret
     before this check). A pushed record lands only on the connection of the user it names."""
@@ -572,7 +597,7 @@ def parse_delivery(payload: Any) -> list[WebhookEvent]:
     return events
 
 
-async def process_delivery(ctx: SyncContext, event: WebhookEvent) -> None:
+async def process_delivery(ctx: Ctx, event: WebhookEvent) -> None:
     """Store pushed summaries, or pull a ping's (only from the Garmin API host); then count them
     on the backfill windows they fall in. Deregistrations and permission changes update the
     connection."""
@@ -591,10 +616,10 @@ async def process_delivery(ctx: SyncContext, event: WebhookEvent) -> None:
         await ctx.save_page(map_summaries(summary_type, summaries))
     starts = [_from_s(s["startTimeInSeconds"]) for s in summaries if s.get("startTimeInSeconds") is not None]
     if starts and await garmin_backfills.mark_garmin_backfills_delivered(ctx.db, user_id, summary_type, starts):
-        await settle_backfill_tasks(ctx.db, ctx.settings, user_id=user_id)
+        await settle_backfill_tasks(ctx.db, ctx.config, user_id=user_id)
 
 
-async def _apply_permissions(ctx: SyncContext, change: dict[str, Any]) -> None:
+async def _apply_permissions(ctx: Ctx, change: dict[str, Any]) -> None:
     """The connection's scopes become the permissions left; none left deactivates it."""
     permissions = change.get("permissions")
     if not isinstance(permissions, list) or not all(isinstance(p, str) for p in permissions):
@@ -614,9 +639,9 @@ PROVIDER = Provider(
     name=NAME,
     supports=frozenset({DataType.WORKOUTS, DataType.DATA_247}),
     delivery="webhook",
+    config=GarminSettings,
     token_path="/di-oauth2-service/oauth/token",
     client_auth="body",
-    rate_limits=(RateLimit(100, 60),),  # evaluation-tier figure (unconfirmed)
     sync={DataType.WORKOUTS: sync_workouts, DataType.DATA_247: sync_247},
     webhook=Webhook(
         verify=verify_delivery,

@@ -23,8 +23,9 @@ import structlog
 from yarl import URL
 
 from wearsync import metrics
+from wearsync.models import RateLimit
 from wearsync.providers.errors import MalformedPayload, RateLimited, UpstreamAuthError, UpstreamError
-from wearsync.providers.ratelimit import Call, RateLimit, RateLimiter
+from wearsync.providers.ratelimit import Call, RateLimiter
 
 log = structlog.get_logger(__name__)
 

@@ -159,7 +159,7 @@ async def offset_pages(
 
 
 async def save_offset_list(
-    ctx: SyncContext,
+    ctx: SyncContext[Any],
     fetch: Callable[[int], Awaitable[list[T]]],
     mapper: Callable[[T], Record | Sequence[Record]],
     *,

@@ -48,9 +48,10 @@ from urllib.parse import quote, urlsplit
 from uuid import UUID
 
 import structlog
+from pydantic_settings import SettingsConfigDict
 
 from wearsync.db import connections
-from wearsync.models import DataType
+from wearsync.models import DataType, RateLimit
 from wearsync.providers.core import Connection, Provider, SyncContext, Webhook, WebhookEvent, map_page, num
 from wearsync.providers.errors import (
     AccountUnconfirmed,
@@ -61,12 +62,25 @@ from wearsync.providers.errors import (
     WebhookRejected,
 )
 from wearsync.providers.http import HttpClient
-from wearsync.providers.ratelimit import RateLimit
 from wearsync.providers.tokens import TokenSet
 from wearsync.records import Record, Sample, Workout
-from wearsync.settings import ProviderSettings, Settings
+from wearsync.settings import ProviderSettings, RateLimits, Settings
 
 log = structlog.get_logger(__name__)
+
+
+class PolarSettings(ProviderSettings):
+    model_config = SettingsConfigDict(env_prefix="WEARSYNC_POLAR_")
+
+    api_url: str = "https://www.polaraccesslink.com"
+    auth_url: str = "https://polarremote.com"
+    authorize_url: str = "https://flow.polar.com"
+    # The floor of 500 + 20/user per 15 minutes and 5000 + 100/user per day.
+    rate_limits: RateLimits = (RateLimit(500, 15 * 60), RateLimit(5000, 86400))
+    webhook_secret: str = ""  # the signature secret Polar returned when the webhook was created
+
+
+Ctx = SyncContext[PolarSettings]
 
 NAME = "polar"
 PAGE_KEY = "exercises"
@@ -178,7 +192,7 @@ def member_id(connection: Connection) -> str:
     return f"{connection.user_id}_{connection.provider_user_id}"
 
 
-async def identify(http: HttpClient, config: ProviderSettings, handed: TokenSet, user_id: UUID) -> TokenSet:
+async def identify(http: HttpClient, config: PolarSettings, handed: TokenSet, user_id: UUID) -> TokenSet:
     """The account of a token handed to us. Polar names it (x_user_id) only in the token response,
     so the caller must say it, and Polar confirms it: `GET /v3/users/{id}` with the token answers
     that user (another's id: 403); a user not registered with us yet (204) is registered, and
@@ -207,7 +221,7 @@ async def identify(http: HttpClient, config: ProviderSettings, handed: TokenSet,
     return dataclasses.replace(handed, provider_user_id=str(body["polar-user-id"]))
 
 
-async def register_user(ctx: SyncContext) -> None:
+async def register_user(ctx: Ctx) -> None:
     """Register the user with our app; Polar answers 409 when that was done before."""
     url = f"{ctx.config.api_url}/v3/users"
     try:
@@ -217,7 +231,7 @@ async def register_user(ctx: SyncContext) -> None:
             raise
 
 
-async def connect_user(ctx: SyncContext) -> None:
+async def connect_user(ctx: Ctx) -> None:
     """A new connection: register the user (again, after a disconnect deleted the registration), so
     the first sync needs no registration call."""
     await register_user(ctx)
@@ -225,7 +239,7 @@ async def connect_user(ctx: SyncContext) -> None:
     await connections.save_cursor(ctx.db, ctx.connection.user_id, NAME, DataType.WORKOUTS.value, registered)
 
 
-async def delete_user(ctx: SyncContext) -> None:
+async def delete_user(ctx: Ctx) -> None:
     """Deregister the user from our app (`DELETE /v3/users/{polar user id}`), which also revokes the
     access token; a user Polar no longer knows (404) is deregistered already. Not asked while
     another application's connection uses the same Polar account (revocation.shared): the
@@ -243,7 +257,7 @@ def _flag(value: bool) -> str:
     return "true" if value else "false"
 
 
-async def sync_exercises(ctx: SyncContext) -> None:
+async def sync_exercises(ctx: Ctx) -> None:
     if PAGE_KEY in ctx.done:  # stored by an earlier run of this task
         return
     await ctx.set_pages_total(1)
@@ -277,7 +291,7 @@ SIGNATURE = "Polar-Webhook-Signature"
 _ENTITY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-def verify_event(headers: Mapping[str, str], body: bytes, config: ProviderSettings, settings: Settings) -> None:
+def verify_event(headers: Mapping[str, str], body: bytes, config: PolarSettings, settings: Settings) -> None:
     """Hex HMAC-SHA256 of the raw body under the webhook's signature secret, in constant time.
 
     A PING passes unchecked: Polar sends it while it creates (or changes) the webhook, and creates
@@ -285,7 +299,7 @@ def verify_event(headers: Mapping[str, str], body: bytes, config: ProviderSettin
     creation, so it cannot be configured here yet. A PING stores and starts nothing (parse_event)."""
     if is_ping(body):
         return
-    secret = settings.polar_webhook_secret
+    secret = config.webhook_secret
     if not secret:
         raise WebhookRejected("WEARSYNC_POLAR_WEBHOOK_SECRET is not set, so no event can be trusted")
     given = headers.get(SIGNATURE, "").lower().encode("utf-8", "replace")
@@ -320,7 +334,7 @@ def parse_event(payload: Any) -> list[WebhookEvent]:
     return [WebhookEvent(kind, str(user_id), key, payload)]
 
 
-def exercise_url(config: ProviderSettings, entity_id: str, announced: str) -> str:
+def exercise_url(config: PolarSettings, entity_id: str, announced: str) -> str:
     """The exercise's URL on our configured API, if the announced one is exactly that; otherwise
     ProviderError: an event never makes us call a URL of its choosing."""
     expected = f"{config.api_url.rstrip('/')}/v3/exercises/{entity_id}"
@@ -337,7 +351,7 @@ def exercise_url(config: ProviderSettings, entity_id: str, announced: str) -> st
     return expected
 
 
-async def process_event(ctx: SyncContext, event: WebhookEvent) -> str | None:
+async def process_event(ctx: Ctx, event: WebhookEvent) -> str | None:
     """Fetch and upsert an announced exercise; other events are not data we store. An exercise
     Polar no longer has (404: deleted, or past its 30 days) is nothing to store."""
     if event.kind != "EXERCISE":
@@ -360,13 +374,13 @@ PROVIDER = Provider(
     name=NAME,
     supports=frozenset({DataType.WORKOUTS}),
     delivery="pull",
+    config=PolarSettings,
     token_path="/v2/oauth2/token",
     client_auth="basic",
     sync={DataType.WORKOUTS: sync_exercises},
     webhook=Webhook(verify=verify_event, parse=parse_event, process=process_event),
     authorize_path="/oauth2/authorization",  # on flow.polar.com
     scopes=("accesslink.read_all",),
-    rate_limits=(RateLimit(500, 15 * 60), RateLimit(5000, 86400)),  # the floor of 500 + 20/user, 5000 + 100/user
     # AccessLink also speaks XML (the spec lists both for users); Polar's example client asks for JSON.
     api_headers=lambda config: {"Accept": "application/json"},
     on_connect=connect_user,

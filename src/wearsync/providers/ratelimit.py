@@ -14,30 +14,10 @@ import structlog
 from redis.asyncio import Redis
 
 from wearsync import metrics
+from wearsync.models import RateLimit
 from wearsync.providers.errors import RateLimited
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class RateLimit:
-    requests: int
-    per_seconds: int
-
-    def __str__(self) -> str:
-        return f"{self.requests}/{self.per_seconds}s"
-
-
-def parse_rate_limits(text: str) -> tuple[RateLimit, ...]:
-    """`"100/900,1000/86400"` -> limits; an empty string means no limit."""
-    limits = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        requests, _, seconds = part.partition("/")
-        limit = RateLimit(int(requests), int(seconds))
-        if limit.requests < 1 or limit.per_seconds < 1:
-            raise ValueError(f"rate limit {part!r}: both numbers must be positive")
-        limits.append(limit)
-    return tuple(limits)
 
 
 # The time in ms: ARGV[n], or Redis's own clock for '' (tests pin it).

@@ -50,19 +50,36 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
 from wearsync.db import connections
 from wearsync.db.records import delete_records
-from wearsync.models import DataType
-from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, map_page, num
+from wearsync.models import DataType, RateLimit
+from wearsync.providers.core import Provider, SyncContext, UnsignedWebhookSettings, Webhook, WebhookEvent, map_page, num
 from wearsync.providers.errors import MalformedPayload, UpstreamError, WebhookRejected
 from wearsync.providers.http import HttpClient
 from wearsync.providers.paging import save_offset_list
-from wearsync.providers.ratelimit import RateLimit
 from wearsync.records import Workout
-from wearsync.settings import ProviderSettings, Settings
+from wearsync.settings import RateLimits, Settings
 
 log = structlog.get_logger(__name__)
+
+
+class StravaSettings(UnsignedWebhookSettings):
+    model_config = SettingsConfigDict(env_prefix="WEARSYNC_STRAVA_")
+
+    api_url: str = "https://www.strava.com"
+    auth_url: str = "https://www.strava.com"
+    authorize_url: str = "https://www.strava.com"
+    rate_limits: RateLimits = (RateLimit(100, 15 * 60), RateLimit(1000, 86400))
+    page_concurrency: int = Field(4, ge=1, le=32)  # activity pages in flight per sync
+    verify_token: str = ""  # what we gave Strava when subscribing to its webhook
+    # The id Strava gave our push subscription: an event naming another is refused (401).
+    subscription_id: str = ""
+
+
+Ctx = SyncContext[StravaSettings]
 
 PER_PAGE = 200  # Strava's maximum: the fewest calls for a history
 
@@ -139,7 +156,7 @@ def map_activity(a: dict[str, Any]) -> Workout:
 LATE_UPLOADS = timedelta(days=7)
 
 
-async def sync_workouts(ctx: SyncContext) -> None:
+async def sync_workouts(ctx: Ctx) -> None:
     url = f"{ctx.config.api_url}/api/v3/athlete/activities"
     # The epoch second the task first started: every run of the task lists the same range. After
     # a first full sync, only the activities started since the last one (with a week's grace for
@@ -154,7 +171,7 @@ async def sync_workouts(ctx: SyncContext) -> None:
         return body
 
     await save_offset_list(
-        ctx, fetch, map_activity, start=0, limit=PER_PAGE, concurrency=ctx.settings.strava_page_concurrency,
+        ctx, fetch, map_activity, start=0, limit=PER_PAGE, concurrency=ctx.config.page_concurrency,
         record_key=lambda a: str(a.get("id")), page_key=lambda offset: f"page:{offset // PER_PAGE + 1}",
         page_offset=lambda key: (int(key.removeprefix("page:")) - 1) * PER_PAGE if key.startswith("page:") else None,
     )  # fmt: skip
@@ -166,11 +183,11 @@ async def sync_workouts(ctx: SyncContext) -> None:
 DEAUTHORIZED = "deauthorized by the athlete at Strava"
 
 
-def verify_event(headers: Mapping[str, str], body: bytes, config: ProviderSettings, settings: Settings) -> None:
+def verify_event(headers: Mapping[str, str], body: bytes, config: StravaSettings, settings: Settings) -> None:
     """Strava signs no event: one is taken as Strava's for arriving at the URL with our path
     secret (checked before) and naming our push subscription. A body that is no JSON object is
     left to `parse_event` to refuse."""
-    expected = settings.strava_subscription_id
+    expected = config.subscription_id
     if not expected:
         raise WebhookRejected("WEARSYNC_STRAVA_SUBSCRIPTION_ID is not set, so no event can be trusted")
     try:
@@ -200,7 +217,7 @@ def parse_event(payload: Any) -> list[WebhookEvent]:
     return [WebhookEvent(f"{object_type}.{aspect}", str(owner), key, payload)]
 
 
-async def process_event(ctx: SyncContext, event: WebhookEvent) -> None:
+async def process_event(ctx: Ctx, event: WebhookEvent) -> None:
     """Do what the event announces: fetch and upsert, delete, or deactivate (module docstring)."""
     payload = event.payload
     object_id = str(payload["object_id"])
@@ -225,7 +242,7 @@ async def process_event(ctx: SyncContext, event: WebhookEvent) -> None:
         log.info("strava event with nothing to do", kind=event.kind, object_id=object_id)
 
 
-async def athlete_id(http: HttpClient, config: ProviderSettings, access_token: str) -> str:
+async def athlete_id(http: HttpClient, config: StravaSettings, access_token: str) -> str:
     """Strava's id of a token's athlete (`GET /api/v3/athlete`): what its events name the owner by.
     The token response carries it too (`athlete`); this is for tokens handed to us."""
     url = f"{config.api_url}/api/v3/athlete"
@@ -235,7 +252,7 @@ async def athlete_id(http: HttpClient, config: ProviderSettings, access_token: s
     return str(body["id"])
 
 
-async def deauthorize(ctx: SyncContext) -> None:
+async def deauthorize(ctx: Ctx) -> None:
     """Withdraw our access to the athlete's account (`POST /oauth/deauthorize` on the OAuth host,
     the access token as a form field): every token of the athlete stops working."""
     token = await ctx.credentials.token()
@@ -249,11 +266,11 @@ PROVIDER = Provider(
     name="strava",
     supports=frozenset({DataType.WORKOUTS}),
     delivery="pull",
+    config=StravaSettings,
     token_path="/oauth/token",
     client_auth="body",
     # Strava's read ("non-upload") limit: every call we make is a read, so it binds before the
     # overall 200 per 15 minutes and 2,000 a day (developers.strava.com/docs/rate-limits).
-    rate_limits=(RateLimit(100, 15 * 60), RateLimit(1000, 86400)),
     sync={DataType.WORKOUTS: sync_workouts},
     webhook=Webhook(verify=verify_event, parse=parse_event, process=process_event, path_secret=True),
     # Strava joins scopes with commas; `read` for the athlete, `activity:read_all` for private

@@ -23,18 +23,38 @@ from urllib.parse import quote
 from uuid import UUID
 
 import structlog
+from pydantic import AliasChoices, Field
+from pydantic_settings import SettingsConfigDict
 
-from wearsync.models import DataType
+from wearsync.models import DataType, RateLimit
 from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, integer, map_page, num
 from wearsync.providers.errors import AccountUnconfirmed, MalformedPayload, WebhookRejected
 from wearsync.providers.http import HttpClient
 from wearsync.providers.paging import each_concurrently, save_offset_list, time_windows
-from wearsync.providers.ratelimit import RateLimit
 from wearsync.providers.tokens import TokenSet, request_tokens
 from wearsync.records import DailyActivity, Record, Recovery, Sample, SleepSession, Workout
-from wearsync.settings import ProviderSettings, Settings
+from wearsync.settings import ProviderSettings, RateLimits, Settings
 
 log = structlog.get_logger(__name__)
+
+
+class SuuntoSettings(ProviderSettings):
+    model_config = SettingsConfigDict(env_prefix="WEARSYNC_SUUNTO_")
+
+    api_url: str = "https://cloudapi.suunto.com"
+    auth_url: str = "https://cloudapi-oauth.suunto.com"
+    authorize_url: str = "https://cloudapi-oauth.suunto.com"
+    rate_limits: RateLimits = (RateLimit(100, 15 * 60),)
+    subscription_key: str = ""  # sent as Ocp-Apim-Subscription-Key with every data call
+    webhook_secret: str = ""  # signs Suunto's notifications
+    # How far back a 24/7 sync with since=0 ("all available data") reaches.
+    history_days_247: int = Field(
+        90, ge=1, le=3650, validation_alias=AliasChoices("WEARSYNC_SUUNTO_247_HISTORY_DAYS", "247_history_days")
+    )
+    page_concurrency: int = Field(4, ge=1, le=32)  # requests in flight per sync
+
+
+Ctx = SyncContext[SuuntoSettings]
 
 MAX_WINDOW = timedelta(days=28)
 JOULES_PER_KCAL = 4184.0
@@ -269,7 +289,7 @@ CURSOR_OVERLAP = timedelta(minutes=10)
 LATE_247 = timedelta(days=2)
 
 
-def workouts_since_ms(ctx: SyncContext) -> int:
+def workouts_since_ms(ctx: Ctx) -> int:
     """`since` as given; else, with the default modification-time filter from offset 0, from where
     the last successful sync started (so an unchanged account costs one call); else all data."""
     p = ctx.params
@@ -280,7 +300,7 @@ def workouts_since_ms(ctx: SyncContext) -> int:
     return 0
 
 
-async def sync_workouts(ctx: SyncContext) -> None:
+async def sync_workouts(ctx: Ctx) -> None:
     p = ctx.params
     url = f"{ctx.config.api_url}/v3/workouts/"
     query = {
@@ -300,7 +320,7 @@ async def sync_workouts(ctx: SyncContext) -> None:
 
     # Listed by modification time (by default), a workout changed meanwhile moves to the end.
     await save_offset_list(
-        ctx, fetch, map_workout, start=p.offset, limit=p.limit, concurrency=ctx.settings.suunto_page_concurrency,
+        ctx, fetch, map_workout, start=p.offset, limit=p.limit, concurrency=ctx.config.page_concurrency,
         record_key=lambda w: str(w.get("workoutKey")), page_key=lambda offset: f"offset:{offset}",
         page_offset=lambda key: int(key.removeprefix("offset:")),
     )  # fmt: skip
@@ -345,7 +365,7 @@ def calls_247(start: datetime, end: datetime, paths: Sequence[str] = ALL_247) ->
     return calls
 
 
-async def fetch_247(ctx: SyncContext, calls: Sequence[Call247]) -> None:
+async def fetch_247(ctx: Ctx, calls: Sequence[Call247]) -> None:
     """Fetch and store each call's page, several in flight; pages stored by an earlier run of the
     task are skipped."""
     await ctx.set_pages_total(len(calls))
@@ -370,7 +390,7 @@ async def fetch_247(ctx: SyncContext, calls: Sequence[Call247]) -> None:
             return key(call), map_page([body], map_daily_statistics)
         return key(call), map_page(body, _SAMPLES_247[path])
 
-    concurrency = ctx.settings.suunto_page_concurrency
+    concurrency = ctx.config.page_concurrency
     todo = [call for call in calls if key(call) not in ctx.done]
     async with aclosing(
         each_concurrently(todo, fetch, concurrency=concurrency, max_fetches=ctx.fetch_allowance())
@@ -379,16 +399,14 @@ async def fetch_247(ctx: SyncContext, calls: Sequence[Call247]) -> None:
             await ctx.save_page(records, page_key, len(records))
 
 
-async def sync_247(ctx: SyncContext) -> None:
+async def sync_247(ctx: Ctx) -> None:
     end = ctx.started_at  # fixed for the task, so that a rerun's windows (and page keys) match
     if ctx.params.since:
         start = _from_ms(ctx.params.since * 1000)
     elif ctx.params.since is None and ctx.cursor:  # continue where the last sync got to
-        start = max(
-            _from_ms(ctx.cursor["to_ms"]) - LATE_247, end - timedelta(days=ctx.settings.suunto_247_history_days)
-        )
+        start = max(_from_ms(ctx.cursor["to_ms"]) - LATE_247, end - timedelta(days=ctx.config.history_days_247))
     else:
-        start = end - timedelta(days=ctx.settings.suunto_247_history_days)
+        start = end - timedelta(days=ctx.config.history_days_247)
     await fetch_247(ctx, calls_247(start, end))
     ctx.advance_cursor({"to_ms": _ms(end)})
 
@@ -404,10 +422,10 @@ NOTIFIED_247: dict[str, tuple[str, ...]] = {
 }
 
 
-def verify_notification(headers: Mapping[str, str], body: bytes, config: ProviderSettings, settings: Settings) -> None:
+def verify_notification(headers: Mapping[str, str], body: bytes, config: SuuntoSettings, settings: Settings) -> None:
     """HMAC-SHA256 of the raw body under WEARSYNC_SUUNTO_WEBHOOK_SECRET, hex, in
     `X-HMAC-SHA256-Signature` (second-hand: public clients), compared in constant time."""
-    secret = settings.suunto_webhook_secret
+    secret = config.webhook_secret
     if not secret:
         raise WebhookRejected("WEARSYNC_SUUNTO_WEBHOOK_SECRET is not set, so no notification can be trusted")
     expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest().encode()
@@ -486,13 +504,13 @@ def notified_window(payload: Mapping[str, Any], now: datetime, reach: timedelta)
     return start, max(end, start + timedelta(seconds=1))
 
 
-async def process_notification(ctx: SyncContext, event: WebhookEvent) -> str | None:
+async def process_notification(ctx: Ctx, event: WebhookEvent) -> str | None:
     """A workout: store the one the notification carries (unless one is stored), or fetch it by
     its key when it carries none. 24/7 data: sync the window its samples cover, from the endpoints it announces."""
     payload = event.payload
     kind = payload.get("type", WORKOUT_CREATED)
     if kind in NOTIFIED_247:
-        reach = timedelta(days=ctx.settings.suunto_247_history_days)
+        reach = timedelta(days=ctx.config.history_days_247)
         start, end = notified_window(payload, ctx.started_at, reach)
         await fetch_247(ctx, calls_247(start, end, NOTIFIED_247[kind]))
         return f"synced {', '.join(NOTIFIED_247[kind])} from {start.isoformat()} to {end.isoformat()}"
@@ -514,7 +532,7 @@ async def process_notification(ctx: SyncContext, event: WebhookEvent) -> str | N
     return None
 
 
-async def deauthorize(ctx: SyncContext) -> None:
+async def deauthorize(ctx: Ctx) -> None:
     """Withdraw our access (`GET /oauth/deauthorize?client_id=...` on the OAuth host, with the
     user's bearer token): the user's tokens stop working. The answer is a 200 (its body, if any,
     says nothing we use: unconfirmed), so an empty one is fine."""
@@ -522,7 +540,7 @@ async def deauthorize(ctx: SyncContext) -> None:
     await ctx.request_json("GET", url, params={"client_id": ctx.config.client_id}, empty_ok=True)
 
 
-async def identify(http: HttpClient, config: ProviderSettings, handed: TokenSet, user_id: UUID) -> TokenSet:
+async def identify(http: HttpClient, config: SuuntoSettings, handed: TokenSet, user_id: UUID) -> TokenSet:
     """The account of tokens handed to us: Suunto names it (`user`, the username its notifications
     carry) only in a token response and has no endpoint that says it, so the handed refresh token
     is redeemed once and the new tokens, with their user, are what is stored."""
@@ -543,9 +561,9 @@ PROVIDER = Provider(
     name="suunto",
     supports=frozenset({DataType.WORKOUTS, DataType.DATA_247}),
     delivery="pull",
+    config=SuuntoSettings,
     token_path="/oauth/token",
     client_auth="basic",
-    rate_limits=(RateLimit(100, 15 * 60),),
     sync={DataType.WORKOUTS: sync_workouts, DataType.DATA_247: sync_247},
     api_headers=lambda config: {"Ocp-Apim-Subscription-Key": config.subscription_key},
     webhook=Webhook(

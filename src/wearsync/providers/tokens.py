@@ -78,7 +78,7 @@ def parse_token_response(body: Any, now: datetime | None = None) -> TokenSet:
 
 
 async def request_tokens(
-    http: HttpClient, provider: "Provider", config: ProviderSettings, grant: Mapping[str, str]
+    http: HttpClient, provider: "Provider[Any]", config: ProviderSettings, grant: Mapping[str, str]
 ) -> TokenSet:
     """POST a grant to the provider's token endpoint, with our client credentials as it wants them."""
     form = dict(grant)
@@ -103,7 +103,7 @@ async def request_tokens(
 class Credentials:
     """One connection's tokens during one task, shared by the task's data types."""
 
-    provider: "Provider"
+    provider: "Provider[Any]"
     config: ProviderSettings
     user_id: UUID
     access_token: str

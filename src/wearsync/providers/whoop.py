@@ -59,18 +59,36 @@ from typing import Any
 from urllib.parse import quote
 
 import structlog
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
 from wearsync.db.records import delete_records
-from wearsync.models import DataType
+from wearsync.models import DataType, RateLimit
 from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, map_page, num
 from wearsync.providers.errors import MalformedPayload, RateLimited, WebhookRejected
 from wearsync.providers.http import HttpClient
 from wearsync.providers.paging import each_concurrently, time_windows
-from wearsync.providers.ratelimit import RateLimit
 from wearsync.records import DailyActivity, Record, Recovery, SleepSession, Workout
-from wearsync.settings import ProviderSettings, Settings
+from wearsync.settings import ProviderSettings, RateLimits, Settings
 
 log = structlog.get_logger(__name__)
+
+
+class WhoopSettings(ProviderSettings):
+    model_config = SettingsConfigDict(env_prefix="WEARSYNC_WHOOP_")
+
+    api_url: str = "https://api.prod.whoop.com"
+    auth_url: str = "https://api.prod.whoop.com"
+    authorize_url: str = "https://api.prod.whoop.com"
+    rate_limits: RateLimits = (RateLimit(100, 60), RateLimit(10_000, 86400))
+    # Whoop pages a range sequentially (next tokens), so a sync cuts its reach into sub-ranges
+    # paged side by side.
+    history_days: int = Field(730, ge=1, le=3650)
+    range_days: int = Field(90, ge=1, le=365)
+    page_concurrency: int = Field(4, ge=1, le=32)
+
+
+Ctx = SyncContext[WhoopSettings]
 
 PAGE_LIMIT = 25  # Whoop's maximum
 KJ_PER_KCAL = 4.184
@@ -258,9 +276,7 @@ def read_page(url: str, body: Any) -> tuple[list[dict[str, Any]], str | None]:
     return records, token or None
 
 
-async def sync_range(
-    ctx: SyncContext, collection: Collection, window: tuple[datetime, datetime], seen: set[str]
-) -> None:
+async def sync_range(ctx: Ctx, collection: Collection, window: tuple[datetime, datetime], seen: set[str]) -> None:
     """Page one sub-range of one collection to its end, storing the pages not stored before."""
     start, end = window
     url = f"{ctx.config.api_url}{collection.path}"
@@ -286,12 +302,12 @@ async def sync_range(
         index += 1
 
 
-async def sync_collections(ctx: SyncContext, collections: list[Collection]) -> None:
-    settings, now = ctx.settings, datetime.now(UTC)
-    windows = sub_ranges(now, settings.whoop_history_days, settings.whoop_range_days)
+async def sync_collections(ctx: Ctx, collections: list[Collection]) -> None:
+    config, now = ctx.config, datetime.now(UTC)
+    windows = sub_ranges(now, config.history_days, config.range_days)
     if ctx.cursor:  # continue from the last sync, with two days' grace for records scored late
         since = datetime.fromtimestamp(ctx.cursor["to_ms"] / 1000, UTC) - LATE_SCORES
-        if now - since < timedelta(days=settings.whoop_range_days):
+        if now - since < timedelta(days=config.range_days):
             windows = [(since, now)]  # one range: a page per collection for an unchanged account
     todo = [(c, w) for w in windows for c in collections if range_key(c, w[0]) not in ctx.done]
     seen: dict[str, set[str]] = {c.name: set() for c in collections}
@@ -309,7 +325,7 @@ async def sync_collections(ctx: SyncContext, collections: list[Collection]) -> N
             limited.append(e)
 
     async with aclosing(
-        each_concurrently(todo, run, concurrency=settings.whoop_page_concurrency, max_fetches=ctx.fetch_allowance())
+        each_concurrently(todo, run, concurrency=config.page_concurrency, max_fetches=ctx.fetch_allowance())
     ) as runs:
         async for _ in runs:
             pass
@@ -318,11 +334,11 @@ async def sync_collections(ctx: SyncContext, collections: list[Collection]) -> N
     ctx.advance_cursor({"to_ms": int(now.timestamp() * 1000)})
 
 
-async def sync_workouts(ctx: SyncContext) -> None:
+async def sync_workouts(ctx: Ctx) -> None:
     await sync_collections(ctx, [WORKOUTS])
 
 
-async def sync_247(ctx: SyncContext) -> None:
+async def sync_247(ctx: Ctx) -> None:
     await sync_collections(ctx, [SLEEP, RECOVERY, CYCLES])
 
 
@@ -333,7 +349,7 @@ _DETAIL = {"workout": (WORKOUTS, "workouts"), "sleep": (SLEEP, "sleep")}  # kind
 _EVENT_TYPE = re.compile(r"^[a-z_]+\.[a-z_]+$")  # <object>.<action>
 
 
-async def profile_user_id(http: HttpClient, config: ProviderSettings, access_token: str) -> str:
+async def profile_user_id(http: HttpClient, config: WhoopSettings, access_token: str) -> str:
     """Whoop's numeric user id of a token's user: what a connection must store as its
     provider_user_id for webhooks to find it (the token response carries none)."""
     url = f"{config.api_url}/developer/v2/user/profile/basic"
@@ -343,7 +359,7 @@ async def profile_user_id(http: HttpClient, config: ProviderSettings, access_tok
     return str(body["user_id"])
 
 
-async def revoke_access(ctx: SyncContext) -> None:
+async def revoke_access(ctx: Ctx) -> None:
     """Withdraw our access (`DELETE /developer/v2/user/access`, 204): the tokens stop working and
     Whoop sends no more webhooks for the user."""
     await ctx.request_json("DELETE", f"{ctx.config.api_url}/developer/v2/user/access")
@@ -354,11 +370,11 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
     return base64.b64encode(hmac.new(secret.encode(), timestamp.encode() + body, hashlib.sha256).digest()).decode()
 
 
-def verify_notification(headers: Mapping[str, str], body: bytes, config: ProviderSettings, settings: Settings) -> None:
+def verify_notification(headers: Mapping[str, str], body: bytes, config: WhoopSettings, settings: Settings) -> None:
     """The signature under our client secret, compared in constant time, and a timestamp no
     further than WEARSYNC_WEBHOOK_MAX_AGE_S from now (either way), so a captured delivery cannot
     be replayed later."""
-    secret = settings.whoop_client_secret
+    secret = config.client_secret
     if not secret:
         raise WebhookRejected("WEARSYNC_WHOOP_CLIENT_SECRET is not set, so no notification can be trusted")
     given, timestamp = headers.get(SIGNATURE), headers.get(TIMESTAMP)
@@ -392,7 +408,7 @@ def parse_notification(payload: Any) -> list[WebhookEvent]:
     return [WebhookEvent(kind, str(user_id), f"{kind}:{record_id}:{trace}", payload)]
 
 
-async def _fetch(ctx: SyncContext, path: str) -> dict[str, Any]:
+async def _fetch(ctx: Ctx, path: str) -> dict[str, Any]:
     url = f"{ctx.config.api_url}{path}"
     body = await ctx.get_json(url)
     if not isinstance(body, dict):
@@ -400,13 +416,13 @@ async def _fetch(ctx: SyncContext, path: str) -> dict[str, Any]:
     return body
 
 
-async def _delete(ctx: SyncContext, kind: str, record_id: str) -> None:
+async def _delete(ctx: Ctx, kind: str, record_id: str) -> None:
     await delete_records(
         ctx.db, ctx.connection.user_id, ctx.connection.provider, kind, "r.provider_record_id = $3", record_id
     )
 
 
-async def _delete_recovery(ctx: SyncContext, sleep_id: str) -> None:
+async def _delete_recovery(ctx: Ctx, sleep_id: str) -> None:
     """Our recovery rows are keyed by cycle: find the row by its sleep, as the recovery's raw JSON
     names it or as our row of that sleep does."""
     await delete_records(
@@ -432,7 +448,7 @@ def recovery_names_cycle(record_id: Any) -> bool:
     return False
 
 
-async def _update_recovery(ctx: SyncContext, record_id: Any) -> None:
+async def _update_recovery(ctx: Ctx, record_id: Any) -> None:
     cycle_id = str(record_id)
     if not recovery_names_cycle(record_id):
         sleep = await _fetch(ctx, f"{SLEEP.path}/{quote(cycle_id, safe='')}")
@@ -443,7 +459,7 @@ async def _update_recovery(ctx: SyncContext, record_id: Any) -> None:
     await ctx.save_page(map_page([recovery], RECOVERY.mapper))
 
 
-async def process_notification(ctx: SyncContext, event: WebhookEvent) -> None:
+async def process_notification(ctx: Ctx, event: WebhookEvent) -> None:
     """Fetch and upsert the record an update names, or delete our row of a deleted one."""
     record_id = str(event.payload["id"])
     in_path = quote(record_id, safe="")
@@ -469,10 +485,10 @@ PROVIDER = Provider(
     name="whoop",
     supports=frozenset({DataType.WORKOUTS, DataType.DATA_247}),
     delivery="pull",
+    config=WhoopSettings,
     token_path="/oauth/oauth2/token",
     client_auth="body",
     refresh_params={"scope": "offline"},  # without it Whoop issues no new refresh token
-    rate_limits=(RateLimit(100, 60), RateLimit(10_000, 86400)),
     sync={DataType.WORKOUTS: sync_workouts, DataType.DATA_247: sync_247},
     webhook=Webhook(verify=verify_notification, parse=parse_notification, process=process_notification),
     user_id=profile_user_id,
