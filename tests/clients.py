@@ -10,10 +10,10 @@ from uuid import uuid4
 from aioresponses import aioresponses
 from yarl import URL
 
+from wearsync.credentials import Credentials
 from wearsync.models import DataType, SyncParams
 from wearsync.providers.core import Connection, Provider, SyncContext
 from wearsync.providers.http import HttpClient
-from wearsync.providers.tokens import Credentials
 from wearsync.records import Record, Sample
 from wearsync.settings import Settings
 
@@ -30,6 +30,7 @@ class SavedPage(NamedTuple):
 class RecordingContext(SyncContext[Any]):
     """A SyncContext whose pages land in memory instead of PostgreSQL."""
 
+    credentials: "FakeCredentials"
     saved: list[SavedPage] = field(default_factory=list)  # every save_page, in order
     pages_total: int | None = None
 
@@ -100,7 +101,6 @@ def recording_context(
         connection=connection,
         config=config,
         http=http,
-        db=None,  # type: ignore[arg-type]  # never touched: storage is overridden
         credentials=credentials,
         headers=provider.api_headers(config),
         done=done or {},

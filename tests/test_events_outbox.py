@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import Factory
+from wearsync import backfills
 from wearsync.db import connections, tasks
 from wearsync.db.records import delete_records, upsert_records
 from wearsync.models import TaskStatus
@@ -189,7 +190,9 @@ async def test_a_garmin_sync_ended_by_its_deliveries_tells_its_backfill(
     task_id = (await resp.json())["task_id"]
     assert await events_of(db, ("sync.succeeded", "sync.partial", "sync.failed", "backfill.completed")) == []
     await db.execute("UPDATE sync_tasks SET deliveries_due_at = now() WHERE id = $1", uuid.UUID(task_id))
-    assert await garmin.settle_backfill_tasks(db, garmin.PROVIDER.settings(settings)) == 1  # nothing delivered in time
+    assert (
+        await backfills.settle_tasks(db, garmin.PROVIDER, garmin.PROVIDER.settings(settings)) == 1
+    )  # nothing delivered in time
     end, backfill = await events_of(db, ("sync.succeeded", "sync.partial", "sync.failed", "backfill.completed"))
     assert (end["type"], end["payload"]["task_id"]) == ("sync.partial", task_id)
     assert backfill["type"] == "backfill.completed"

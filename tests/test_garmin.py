@@ -22,15 +22,17 @@ from yarl import URL
 
 from tests.conftest import Factory, refreshes, sim_records, start_sync, stored_tokens, wait_for_task
 from tests.helpers import wait_until
+from wearsync import backfills
+from wearsync.credentials import Credentials
 from wearsync.db import connections, keys, tasks
 from wearsync.deps import Deps
 from wearsync.models import DataType, SyncParams
 from wearsync.providers import garmin
 from wearsync.providers.core import Connection, SyncContext
 from wearsync.providers.errors import ProviderError
-from wearsync.providers.tokens import Credentials
 from wearsync.settings import Settings
 from wearsync.sim.common import Fault, SimState
+from wearsync.store import StoredContext
 
 Client = TestClient[web.Request, web.Application]
 DAY = 86400
@@ -188,7 +190,7 @@ async def wait_out(db: asyncpg.Pool, settings: Settings, task_id: str) -> None:
     """The task's wait for its deliveries has passed (as WEARSYNC_GARMIN_BACKFILL_WAIT_S later):
     the minutely settling ends it."""
     await db.execute("UPDATE sync_tasks SET deliveries_due_at = now() WHERE id = $1", uuid.UUID(task_id))
-    assert await garmin.settle_backfill_tasks(db, garmin.PROVIDER.settings(settings)) == 1
+    assert await backfills.settle_tasks(db, garmin.PROVIDER, garmin.PROVIDER.settings(settings)) == 1
 
 
 async def test_asking_for_the_same_range_again_is_a_duplicate_and_still_succeeds(
@@ -341,10 +343,10 @@ async def pull_context(deps: Deps, key: str, user_id: str) -> SyncContext[garmin
     config = garmin.PROVIDER.settings(deps.settings)
     credentials = Credentials(garmin.PROVIDER, config, uid, connection.access_token, connection.refresh_token,
                               connection.expires_at, deps.db, deps.http)  # fmt: skip
-    return SyncContext(task_id=task_id, started_at=datetime.now(UTC), data_type=DataType.DATA_247,
-                       params=SyncParams(), connection=connection, config=config, http=deps.http, db=deps.db,
-                       credentials=credentials,
-                       bucket=garmin.PROVIDER.bucket(deps.settings))  # fmt: skip
+    return StoredContext(task_id=task_id, started_at=datetime.now(UTC), data_type=DataType.DATA_247,
+                         params=SyncParams(), connection=connection, config=config, http=deps.http, db=deps.db,
+                         credentials=credentials, provider=garmin.PROVIDER,
+                         bucket=garmin.PROVIDER.bucket(deps.settings))  # fmt: skip
 
 
 async def pull_all(ctx: SyncContext[garmin.GarminSettings], api_url: str, start: int, end: int) -> dict[str, int]:

@@ -28,22 +28,15 @@ DAY = 86400
 
 @dataclass
 class GarminContext(RecordingContext):
-    """A RecordingContext that also keeps the backfill requests recorded on the task."""
+    """A RecordingContext that also keeps the backfill requests recorded on the task (in the
+    garmin_backfills table and the task's done pages, by the database's context)."""
 
     backfills: list[dict[str, Any]] = field(default_factory=list)
 
-
-@pytest.fixture(autouse=True)
-def backfills_in_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Backfill requests go to the garmin_backfills table and the task's done pages; here, to
-    the context."""
-
-    async def record(ctx: GarminContext, call: tuple[str, int, int], status: str) -> None:
-        kind, start, end = call
-        await ctx.save_page([], f"backfill/{kind}@{start}-{end}")
-        ctx.backfills.append({"type": kind, "start": start, "end": end, "status": status})
-
-    monkeypatch.setattr(garmin, "_record_backfill", record)
+    async def expect_delivery(self, kind: str, start: datetime, end: datetime, status: str, page_key: str) -> None:
+        await self.save_page([], page_key)
+        self.backfills.append({"type": kind, "start": int(start.timestamp()), "end": int(end.timestamp()),
+                               "status": status})  # fmt: skip
 
 
 def make_ctx(http: HttpClient, data_type: DataType = DataType.WORKOUTS, **params: Any) -> GarminContext:

@@ -31,6 +31,7 @@ from tests.test_garmin import (
     wait_for_task_state,
     wait_out,
 )
+from wearsync import backfills
 from wearsync.db import garmin_backfills, keys, tasks
 from wearsync.providers import garmin
 from wearsync.providers.errors import MalformedPayload, WebhookRejected
@@ -264,7 +265,7 @@ async def test_a_sync_succeeds_once_every_window_had_a_delivery(
     task_id = await start_sync(client, key, "garmin", user_id, "data_type=workouts")
     assert_awaiting(await wait_for_requests(client, key, task_id))
     assert (
-        await garmin.settle_backfill_tasks(db, garmin.PROVIDER.settings(settings)) == 0
+        await backfills.settle_tasks(db, garmin.PROVIDER, garmin.PROVIDER.settings(settings)) == 0
     )  # not due: nothing ends it yet
     assert (await wait_for_task_state(client, key, task_id))["backfill"]["awaiting"] == 1
     await emit(sim_server, sim_user, {"kind": "on_hold", "on": False})

@@ -12,12 +12,13 @@ import aiohttp
 import asyncpg
 from redis.asyncio import Redis
 
+from wearsync.credentials import Credentials
 from wearsync.models import DataType, SyncParams
 from wearsync.providers.core import Connection, PageBudget, Provider, SyncContext
 from wearsync.providers.http import HttpClient
 from wearsync.providers.ratelimit import RateLimiter
-from wearsync.providers.tokens import Credentials
 from wearsync.settings import Settings
+from wearsync.store import StoredContext
 
 
 @dataclass
@@ -103,7 +104,8 @@ def context_for(
     page_budget: PageBudget | None = None,
 ) -> SyncContext:
     config = deps.settings.providers[provider.name]
-    return SyncContext(
+    return StoredContext(
+        provider=provider,
         task_id=task_id,
         started_at=started_at,
         data_type=data_type,
@@ -121,9 +123,11 @@ def context_for(
     )
 
 
-def connection_context(deps: Deps, provider: Provider, connection: Connection) -> SyncContext:
+def connection_context(
+    deps: Deps, provider: Provider, connection: Connection, credentials: Credentials | None = None
+) -> SyncContext:
     """A context outside any sync task: a webhook event, connecting or disconnecting a user."""
     return context_for(
-        deps, provider, connection, credentials_for(deps, provider, connection),
+        deps, provider, connection, credentials or credentials_for(deps, provider, connection),
         task_id=None, started_at=datetime.now(UTC), data_type=DataType.WORKOUTS, params=SyncParams(),
     )  # fmt: skip

@@ -17,7 +17,7 @@ import asyncpg
 import structlog
 
 from wearsync.db import connections, revocations
-from wearsync.deps import Deps, connection_context
+from wearsync.deps import Deps, connection_context, credentials_for
 from wearsync.providers import PROVIDERS
 from wearsync.providers.core import Connection
 from wearsync.providers.errors import ProviderError, RateLimited, UpstreamError
@@ -36,9 +36,11 @@ async def revoke_upstream(deps: Deps, row: asyncpg.Record, *, kept: bool = False
     provider = PROVIDERS[row["provider"]]
     if provider.revoke is None:
         return f"{provider.name} offers no way to revoke access", False
-    ctx = connection_context(deps, provider, Connection.from_row(row, deps.settings.cipher()))
+    connection = Connection.from_row(row, deps.settings.cipher())
+    credentials = credentials_for(deps, provider, connection)
+    credentials.refreshable = not kept
+    ctx = connection_context(deps, provider, connection, credentials)
     ctx.bucket = None  # out of turn: see the module's docstring
-    ctx.credentials.refreshable = not kept
     may_pass = False
     try:
         async with asyncio.timeout(REVOKE_TIMEOUT_S):

@@ -15,7 +15,8 @@ from uuid import UUID
 import asyncpg
 import structlog
 
-from wearsync import metrics
+from wearsync import backfills, metrics
+from wearsync.credentials import Credentials
 from wearsync.db import connections, tasks
 from wearsync.deps import Deps, context_for, credentials_for
 from wearsync.imports.jobs import IMPORTERS, run_import
@@ -23,7 +24,6 @@ from wearsync.models import DataType, SyncParams, TaskStatus
 from wearsync.providers import PROVIDERS
 from wearsync.providers.core import Connection, PageBudget, Provider
 from wearsync.providers.errors import JobSliceDone, NotSupported, ProviderError, RateLimited
-from wearsync.providers.tokens import Credentials
 
 log = structlog.get_logger(__name__)
 
@@ -105,9 +105,11 @@ async def _run_started(deps: Deps, task: asyncpg.Record, defer_rate_limits: bool
         raise max(waits, key=lambda e: e.retry_after_s)
     errors = {t.value: str(o) if o is not None else None for t, o in outcomes.items()}
     details = {t: error is None for t, error in errors.items()}
-    if provider.await_deliveries is not None and any(details.values()):
+    if provider.deliveries is not None and any(details.values()):
         # Asked for, not yet stored: the task ends when the provider has delivered (or not).
-        await provider.await_deliveries(deps.db, provider.settings(deps.settings), task_id, connection.user_id)
+        await backfills.await_deliveries(
+            deps.db, provider, provider.settings(deps.settings), task_id, connection.user_id
+        )
         log.info("sync asked for its data, which comes by webhook", details=details)
         return details, "awaiting_delivery"
     status = overall_status(details)

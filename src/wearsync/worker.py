@@ -15,13 +15,13 @@ from arq.constants import in_progress_key_prefix, job_key_prefix
 from arq.cron import cron
 from arq.worker import func, get_kwargs
 
-from wearsync import metrics, metrics_server
+from wearsync import backfills, metrics, metrics_server
 from wearsync.db import TRANSIENT_DB_ERRORS, retention, service_pool_when_up, tasks, webhooks
 from wearsync.deps import Deps, create_http_client
 from wearsync.imports.jobs import sweep_uploads
 from wearsync.models import TaskStatus
 from wearsync.outbox import start_dispatcher, stop_dispatcher
-from wearsync.providers import garmin
+from wearsync.providers import PROVIDERS
 from wearsync.providers.errors import JobSliceDone, RateLimited
 from wearsync.queue import (
     QUEUE_UNAVAILABLE,
@@ -222,9 +222,13 @@ async def find_lost_work(ctx: dict[str, Any]) -> None:
 
 
 async def settle_garmin_syncs(ctx: dict[str, Any]) -> int:
-    """Every minute: end the Garmin syncs whose wait for their backfill deliveries has passed."""
+    """Every minute: end the syncs whose wait for their deliveries has passed (Garmin's backfills)."""
     deps: Deps = ctx["deps"]
-    return await garmin.settle_backfill_tasks(deps.db, garmin.PROVIDER.settings(deps.settings))
+    ended = 0
+    for provider in PROVIDERS.values():
+        if provider.deliveries is not None:
+            ended += await backfills.settle_tasks(deps.db, provider, provider.settings(deps.settings))
+    return ended
 
 
 async def prune_history(ctx: dict[str, Any]) -> dict[str, int]:

@@ -300,6 +300,13 @@ async def get_cursor(db: Executor, user_id: UUID, provider: str, data_type: str)
     return value
 
 
+async def set_scopes(db: Executor, user_id: UUID, provider: str, scopes: Sequence[str]) -> None:
+    await db.execute(
+        "UPDATE provider_connections SET scopes = $3, updated_at = now() WHERE user_id = $1 AND provider = $2",
+        user_id, provider, list(scopes),
+    )  # fmt: skip
+
+
 async def save_cursor(db: Executor, user_id: UUID, provider: str, data_type: str, value: Mapping[str, Any]) -> None:
     await db.execute(
         """

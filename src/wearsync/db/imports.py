@@ -12,9 +12,9 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from wearsync.db import Executor, events
-from wearsync.db.records import json_text
 from wearsync.db.tasks import TooManyOpenTasks, initial_progress
 from wearsync.records import RECORD_KIND, DailyActivity, SleepSession, Workout
+from wearsync.storable import json_text
 
 IMPORT_TYPE = "import"  # an import task's one data type: its key in progress and result
 

@@ -35,9 +35,9 @@ from typing import Any
 
 from lxml import etree
 
-from wearsync.db.records import check_storable
 from wearsync.imports.archive import BadExport, ExportStream
 from wearsync.records import DailyActivity, SleepSession, Workout
+from wearsync.storable import check_storable
 
 SOURCE = "apple_health"  # the `provider` of every imported row
 

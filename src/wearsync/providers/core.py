@@ -3,7 +3,7 @@
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic
+from typing import Any, Generic, Protocol
 from uuid import UUID
 
 import asyncpg
@@ -12,14 +12,13 @@ from pydantic import Field
 from typing_extensions import TypeVar
 
 from wearsync.crypto import TokenCipher
-from wearsync.db import tasks
-from wearsync.db.records import MAX_KEY_CHARS, check_storable, check_text, json_text, upsert_records
 from wearsync.models import DataType, SyncParams
 from wearsync.providers.errors import JobSliceDone, ListShifted, MalformedPayload, TooManyItems, UpstreamAuthError
 from wearsync.providers.http import Bucket, HttpClient, Params
-from wearsync.providers.tokens import Credentials, TokenSet
-from wearsync.records import RECORD_KIND, Record
+from wearsync.providers.tokens import TokenSet
+from wearsync.records import Record
 from wearsync.settings import WEBHOOK_PATH_SECRET, ProviderSettings, Settings
+from wearsync.storable import MAX_KEY_CHARS, check_storable, check_text, json_text
 
 log = structlog.get_logger(__name__)
 
@@ -88,10 +87,25 @@ class PageBudget:
             raise JobSliceDone(self.stored, stopping=self.stopping())
 
 
+class Tokens(Protocol):
+    """A connection's tokens during one task (wearsync.credentials.Credentials)."""
+
+    async def token(self) -> str:
+        """An access token that is not about to expire."""
+        ...
+
+    async def refresh(self, stale: str) -> None:
+        """Replace the `stale` access token, unless that happened already."""
+        ...
+
+
 @dataclass
 class SyncContext(Generic[C]):
-    """Everything one data type of one sync needs. Upstream calls go through `get_json` /
-    `request_json` (token, refresh on 401, shared rate limit); records land only by `save_page`."""
+    """Everything one data type of one sync needs, and the port a provider module talks through:
+    upstream calls go through `get_json` / `request_json` (token, refresh on 401, shared rate
+    limit), and everything it keeps through the storage methods below (`save_page`, ...), which
+    wearsync.store implements over PostgreSQL. No provider module touches the database itself.
+    A webhook event, connecting and disconnecting a user get a context too, whose task_id is None."""
 
     task_id: UUID | None  # None when a webhook event, not a sync task, is being processed
     # When the task first started: a fixed "now" for ranges, so a rerun cuts the same pages.
@@ -101,8 +115,7 @@ class SyncContext(Generic[C]):
     connection: Connection
     config: C  # the provider's settings: hosts, credentials, its own tunables
     http: HttpClient
-    db: asyncpg.Pool
-    credentials: Credentials
+    credentials: Tokens
     bucket: Bucket | None = None
     headers: Mapping[str, str] = field(default_factory=dict)  # sent with every data call
     # Pages stored by an earlier run of this task (page key -> items): a rerun skips them.
@@ -148,28 +161,6 @@ class SyncContext(Generic[C]):
                 await self.credentials.refresh(token)
         raise AssertionError("unreachable")
 
-    async def save_page(
-        self, records: Sequence[Record], page_key: str | None = None, items: int = 0, overwrite: bool = True
-    ) -> int:
-        """Store one upstream page and count it, in one transaction, so progress never claims a
-        record that is not stored; `page_key` (with the page's item count) marks it done for a
-        rerun of the task to skip. `overwrite=False`: records already stored are left as they are.
-        The rows inserted or changed."""
-        counts: dict[str, int] = {}
-        for record in records:
-            kind = RECORD_KIND[type(record)]
-            counts[kind] = counts.get(kind, 0) + 1
-        done = {page_key: items} if page_key is not None else None
-        async with self.db.acquire() as conn, conn.transaction():
-            written = await upsert_records(
-                conn, self.connection.user_id, self.connection.provider, records, self.task_id, overwrite
-            )
-            if self.task_id is not None:
-                await tasks.update_type_progress(conn, self.task_id, self.data_type, pages=1, records=counts, done=done)
-        if self.page_budget is not None:
-            self.page_budget.spend()
-        return written
-
     async def list_again_if_moved(self, listing: Callable[[Mapping[str, int]], Awaitable[None]]) -> None:
         """`listing(done)` pages a list, skipping the pages in `done`, and raises ListShifted when the
         list moved under it. Then it runs again from the start with the type's progress started
@@ -188,12 +179,59 @@ class SyncContext(Generic[C]):
                     "list moved while it was paged, listing it again", data_type=self.data_type.value, error=str(e)
                 )
             done = {}
-            if self.task_id is not None:
-                await tasks.restart_type_progress(self.db, self.task_id, self.data_type)
+            await self.restart_progress()
+
+    # ---- storage: a provider's only way to the database, implemented by wearsync.store ---------
+
+    async def save_page(
+        self, records: Sequence[Record], page_key: str | None = None, items: int = 0, overwrite: bool = True
+    ) -> int:
+        """Store one upstream page and count it, in one transaction, so progress never claims a
+        record that is not stored; `page_key` (with the page's item count) marks it done for a
+        rerun of the task to skip. `overwrite=False`: records already stored are left as they are.
+        The rows inserted or changed."""
+        raise NotImplementedError
 
     async def set_pages_total(self, pages_total: int) -> None:
-        if self.task_id is not None:
-            await tasks.update_type_progress(self.db, self.task_id, self.data_type, pages_total=pages_total)
+        """How many pages the data type has, where the provider says it up front."""
+        raise NotImplementedError
+
+    async def restart_progress(self) -> None:
+        """The data type's progress starts over (its list is paged again from the start)."""
+        raise NotImplementedError
+
+    async def delete_record(self, kind: str, record_id: str, *, raw_field: str | None = None) -> int:
+        """Delete the user's row of a kind (workouts, sleep, recovery) from this provider whose
+        provider_record_id is `record_id` (or, with `raw_field`, whose raw JSON has it there),
+        with its data; how many rows went."""
+        raise NotImplementedError
+
+    async def stored_raw(self, kind: str, record_id: str) -> dict[str, Any] | None:
+        """The raw upstream JSON of the user's row of a kind with this provider_record_id."""
+        raise NotImplementedError
+
+    async def deactivate(self, reason: str) -> None:
+        """The connection ends (the user withdrew our access upstream): its syncs stop."""
+        raise NotImplementedError
+
+    async def set_scopes(self, scopes: Sequence[str]) -> None:
+        """The scopes the user grants us now."""
+        raise NotImplementedError
+
+    async def save_cursor(self, value: dict[str, Any]) -> None:
+        """Store the data type's cursor now (`advance_cursor` stores it when a sync succeeds)."""
+        raise NotImplementedError
+
+    async def expect_delivery(self, kind: str, start: datetime, end: datetime, status: str, page_key: str) -> None:
+        """Record a request for data that comes later by webhook (Provider.deliveries): a window
+        of a kind of data, as the provider answered it (`status`), and the task's page it marks
+        done, in one transaction."""
+        raise NotImplementedError
+
+    async def delivered(self, kind: str, starts: Sequence[datetime]) -> None:
+        """Data of a kind starting at these times has come: the windows asked for that it falls
+        in count as delivered, and the tasks that awaited them end once they have all they asked."""
+        raise NotImplementedError
 
 
 def num(value: Any) -> float | None:
@@ -280,6 +318,18 @@ class Webhook(Generic[C]):
 
 
 @dataclass(frozen=True)
+class Deliveries(Generic[C]):
+    """How a sync that only asks for data (SyncContext.expect_delivery) ends: it stays running
+    until every window it asked for has had a delivery (SyncContext.delivered), then succeeds, or
+    until `wait_s` has passed, then each data type with a window nothing came into fails with
+    `nothing_delivered` (formatted with `wait` and `windows`)."""
+
+    wait_s: Callable[[C], float]
+    data_type_of: Callable[[str], DataType]  # the data type of a kind of data asked for
+    nothing_delivered: str
+
+
+@dataclass(frozen=True)
 class Provider(Generic[C]):
     """A provider as data: what it supports, how its data arrives, how its OAuth server takes our
     credentials, its settings, and the client functions that sync each data type."""
@@ -316,10 +366,8 @@ class Provider(Generic[C]):
     # and how a disconnect withdraws our access upstream; both with the new connection's context.
     on_connect: SyncFunction[C] | None = None
     revoke: SyncFunction[C] | None = None
-    # A provider whose sync only asks for data that comes later by webhook (Garmin's backfills):
-    # called (db, its settings, task id, user id) once a task's requests are done, it keeps the
-    # task running until the deliveries arrived or a bounded wait passed.
-    await_deliveries: Callable[[asyncpg.Pool, C, UUID, UUID], Awaitable[None]] | None = None
+    # A provider whose sync only asks for data that comes later by webhook (Garmin's backfills).
+    deliveries: "Deliveries[C] | None" = None
 
     def settings(self, settings: Settings) -> C:
         """Its settings, as loaded into `settings.providers`."""

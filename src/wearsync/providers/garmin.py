@@ -46,7 +46,7 @@ Choices (facts marked unconfirmed in the spec, or ours):
   at receipt); it then succeeds. Garmin says neither how many deliveries a window makes nor when
   it is done: the first counts. A window with no data at Garmin (no activity in those 30 days, or
   before its reach) is never delivered: after WEARSYNC_GARMIN_BACKFILL_WAIT_S (a day) the task
-  ends `partial`, naming each such window (`settle_backfill_tasks`, after each delivery and every
+  ends `partial`, naming each such window (wearsync.backfills, after each delivery and every
   minute).
 - Refresh tokens rotate (Garmin's docs say a refresh returns a new one; unconfirmed); the core
   stores whichever comes back. `refresh_token_expires_in` (about 90 days) is not tracked.
@@ -72,17 +72,15 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import aclosing
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from uuid import UUID
 
-import asyncpg
 import structlog
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from yarl import URL
 
-from wearsync.db import Executor, connections, garmin_backfills, tasks
-from wearsync.models import DataType, RateLimit, TaskStatus
+from wearsync.models import DataType, RateLimit
 from wearsync.providers.core import (
+    Deliveries,
     Provider,
     SyncContext,
     UnsignedWebhookSettings,
@@ -379,18 +377,6 @@ def backfill_range(ctx: Ctx) -> tuple[int, int]:
     return start, end
 
 
-async def _record_backfill(ctx: Ctx, call: tuple[str, int, int], status: str) -> None:
-    """One request as a `garmin_backfills` row and a done page of the task, in one transaction
-    (a rerun that asks again finds the row there and keeps it)."""
-    assert ctx.task_id is not None, "backfills are requested by sync tasks, never by webhook events"
-    kind, start, end = call
-    async with ctx.db.acquire() as conn, conn.transaction():
-        await garmin_backfills.insert_garmin_backfill(
-            conn, ctx.task_id, ctx.connection.user_id, kind, _from_s(start), _from_s(end), status
-        )
-        await tasks.update_type_progress(conn, ctx.task_id, ctx.data_type, pages=1, done={_key(call): 0})
-
-
 class NoHistoricalPermission(ProviderError):
     """Garmin answers a backfill request 403 when the user did not grant us their history
     (HISTORICAL_DATA_EXPORT on Garmin's consent page): not a refused token, so the connection
@@ -428,8 +414,8 @@ async def request_backfills(ctx: Ctx, summary_types: Sequence[str]) -> None:
     async with aclosing(
         each_concurrently(todo, ask, concurrency=BACKFILL_CONCURRENCY, max_fetches=ctx.fetch_allowance())
     ) as answers:
-        async for call, status in answers:
-            await _record_backfill(ctx, call, status)
+        async for (kind, start, end), status in answers:
+            await ctx.expect_delivery(kind, _from_s(start), _from_s(end), status, _key((kind, start, end)))
 
 
 def _key(call: tuple[str, int, int]) -> str:
@@ -445,7 +431,7 @@ async def sync_247(ctx: Ctx) -> None:
     await request_backfills(ctx, TYPES_247)
 
 
-# ---- a sync's deliveries: waiting for them, and ending the task -----------------------------
+# ---- a sync's deliveries: how its task ends (wearsync.backfills) ------------------------------
 
 NOTHING_DELIVERED = (
     "Garmin delivered nothing within {wait:g} s into {windows} (it sends nothing for a window without data, "
@@ -455,63 +441,6 @@ NOTHING_DELIVERED = (
 
 def data_type_of(summary_type: str) -> DataType:
     return DataType.WORKOUTS if summary_type in WORKOUT_TYPES else DataType.DATA_247
-
-
-async def await_deliveries(db: Executor, config: GarminSettings, task_id: UUID, user_id: UUID) -> None:
-    """The task asked for its backfills: it stays running, its data types that asked saying they
-    await delivery, until each window has had a delivery or WEARSYNC_GARMIN_BACKFILL_WAIT_S has
-    passed (`settle_backfill_tasks`, after each delivery and every minute)."""
-    task = await tasks.get_task(db, task_id)
-    if task is None:
-        return
-    asked = [t for t in task["data_types"] if task["progress"].get(t, {}).get("status") != "failed"]
-    await garmin_backfills.await_deliveries(db, task_id, config.backfill_wait_s, asked)
-    await settle_backfill_tasks(db, config, user_id=user_id)
-
-
-def _window(w: Mapping[str, Any]) -> str:
-    start, end = (_from_s(w[k]).strftime("%Y-%m-%dT%H:%MZ") for k in ("start", "end"))
-    return f"{w['type']} {start}..{end}"
-
-
-def _outcome(
-    task: asyncpg.Record, missing: list[dict[str, Any]], wait_s: float
-) -> tuple[TaskStatus, dict[str, bool], str | None, dict[str, Any]]:
-    """(status, result, error, progress) of a task whose wait ended: a data type succeeded if its
-    requests did and every window of it had a delivery; otherwise the task is partial, naming
-    the windows nothing came into."""
-    progress, result, errors = dict(task["progress"]), {}, []
-    for data_type in task["data_types"]:
-        p = dict(progress.get(data_type, {}))
-        windows = [_window(w) for w in missing if data_type_of(w["type"]) == data_type]
-        if p.get("status") == "failed":
-            errors.append(f"{data_type}: {p.get('error')}")
-        elif windows:
-            p |= {"status": "failed", "error": NOTHING_DELIVERED.format(wait=wait_s, windows=", ".join(windows))}
-            errors.append(f"{data_type}: {p['error']}")
-        else:
-            p["status"] = "succeeded"
-        result[data_type] = p["status"] == "succeeded"
-        progress[data_type] = p
-    status = TaskStatus.SUCCEEDED if all(result.values()) else TaskStatus.PARTIAL
-    return status, result, "; ".join(errors) or None, progress
-
-
-async def settle_backfill_tasks(db: Executor, config: GarminSettings, user_id: UUID | None = None) -> int:
-    """End the Garmin sync tasks (of one user, or all) that waited for their deliveries: those
-    into whose every window something was delivered (succeeded), and those whose wait has passed
-    (partial, naming the windows nothing came into). How many it ended."""
-    ended = 0
-    for task in await garmin_backfills.garmin_tasks_awaiting_deliveries(db, user_id):
-        missing = json.loads(task["missing"]) if isinstance(task["missing"], str) else task["missing"]
-        if missing and not task["overdue"]:
-            continue
-        status, result, error, progress = _outcome(task, missing, config.backfill_wait_s)
-        if await garmin_backfills.finish_awaiting_task(db, task["id"], status, result, error, progress):
-            ended += 1
-            log.info("garmin sync ended with its deliveries", task_id=str(task["id"]), status=status.value,
-                     missing=len(missing))  # fmt: skip
-    return ended
 
 
 # ---- webhook: push, ping, deregistration, permission changes --------------------------------
@@ -601,9 +530,9 @@ async def process_delivery(ctx: Ctx, event: WebhookEvent) -> None:
     """Store pushed summaries, or pull a ping's (only from the Garmin API host); then count them
     on the backfill windows they fall in. Deregistrations and permission changes update the
     connection."""
-    user_id, payload = ctx.connection.user_id, event.payload
+    payload = event.payload
     if event.kind == "deregistration":
-        await connections.deactivate_connection(ctx.db, user_id, NAME, DEREGISTERED)
+        await ctx.deactivate(DEREGISTERED)
         return
     if event.kind == "permissions":
         await _apply_permissions(ctx, payload)
@@ -615,8 +544,8 @@ async def process_delivery(ctx: Ctx, event: WebhookEvent) -> None:
         summaries = payload["summaries"]
         await ctx.save_page(map_summaries(summary_type, summaries))
     starts = [_from_s(s["startTimeInSeconds"]) for s in summaries if s.get("startTimeInSeconds") is not None]
-    if starts and await garmin_backfills.mark_garmin_backfills_delivered(ctx.db, user_id, summary_type, starts):
-        await settle_backfill_tasks(ctx.db, ctx.config, user_id=user_id)
+    if starts:
+        await ctx.delivered(summary_type, starts)
 
 
 async def _apply_permissions(ctx: Ctx, change: dict[str, Any]) -> None:
@@ -625,14 +554,9 @@ async def _apply_permissions(ctx: Ctx, change: dict[str, Any]) -> None:
     if not isinstance(permissions, list) or not all(isinstance(p, str) for p in permissions):
         raise MalformedPayload(f"a Garmin permission change without a list of permissions: {str(change)[:200]}")
     if not permissions:
-        await connections.deactivate_connection(ctx.db, ctx.connection.user_id, NAME, NO_PERMISSION_LEFT)
+        await ctx.deactivate(NO_PERMISSION_LEFT)
         return
-    await ctx.db.execute(
-        "UPDATE provider_connections SET scopes = $3, updated_at = now() WHERE user_id = $1 AND provider = $2",
-        ctx.connection.user_id,
-        NAME,
-        permissions,
-    )
+    await ctx.set_scopes(permissions)
 
 
 PROVIDER = Provider(
@@ -658,5 +582,7 @@ PROVIDER = Provider(
     authorize_path="/oauth2Confirm",
     pkce=True,
     revoke=delete_registration,
-    await_deliveries=await_deliveries,
+    deliveries=Deliveries[GarminSettings](
+        wait_s=lambda config: config.backfill_wait_s, data_type_of=data_type_of, nothing_delivered=NOTHING_DELIVERED
+    ),
 )

@@ -50,7 +50,6 @@ from uuid import UUID
 import structlog
 from pydantic_settings import SettingsConfigDict
 
-from wearsync.db import connections
 from wearsync.models import DataType, RateLimit
 from wearsync.providers.core import Connection, Provider, SyncContext, Webhook, WebhookEvent, map_page, num
 from wearsync.providers.errors import (
@@ -236,7 +235,7 @@ async def connect_user(ctx: Ctx) -> None:
     the first sync needs no registration call."""
     await register_user(ctx)
     registered = {"registered": ctx.connection.provider_user_id}
-    await connections.save_cursor(ctx.db, ctx.connection.user_id, NAME, DataType.WORKOUTS.value, registered)
+    await ctx.save_cursor(registered)
 
 
 async def delete_user(ctx: Ctx) -> None:

@@ -53,8 +53,6 @@ import structlog
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from wearsync.db import connections
-from wearsync.db.records import delete_records
 from wearsync.models import DataType, RateLimit
 from wearsync.providers.core import Provider, SyncContext, UnsignedWebhookSettings, Webhook, WebhookEvent, map_page, num
 from wearsync.providers.errors import MalformedPayload, UpstreamError, WebhookRejected
@@ -234,10 +232,9 @@ async def process_event(ctx: Ctx, event: WebhookEvent) -> None:
             raise MalformedPayload(f"GET {url} returned no activity: {str(detail)[:200]}")
         await ctx.save_page(map_page([detail], map_activity))
     elif event.kind == "activity.delete":
-        user_id = ctx.connection.user_id
-        await delete_records(ctx.db, user_id, "strava", "workouts", "r.provider_record_id = $3", object_id)
+        await ctx.delete_record("workouts", object_id)
     elif event.kind == "athlete.update" and str((payload.get("updates") or {}).get("authorized")).lower() == "false":
-        await connections.deactivate_connection(ctx.db, ctx.connection.user_id, "strava", DEAUTHORIZED)
+        await ctx.deactivate(DEAUTHORIZED)
     else:
         log.info("strava event with nothing to do", kind=event.kind, object_id=object_id)
 

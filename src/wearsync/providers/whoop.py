@@ -62,7 +62,6 @@ import structlog
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from wearsync.db.records import delete_records
 from wearsync.models import DataType, RateLimit
 from wearsync.providers.core import Provider, SyncContext, Webhook, WebhookEvent, map_page, num
 from wearsync.providers.errors import MalformedPayload, RateLimited, WebhookRejected
@@ -417,21 +416,16 @@ async def _fetch(ctx: Ctx, path: str) -> dict[str, Any]:
 
 
 async def _delete(ctx: Ctx, kind: str, record_id: str) -> None:
-    await delete_records(
-        ctx.db, ctx.connection.user_id, ctx.connection.provider, kind, "r.provider_record_id = $3", record_id
-    )
+    await ctx.delete_record(kind, record_id)
 
 
 async def _delete_recovery(ctx: Ctx, sleep_id: str) -> None:
     """Our recovery rows are keyed by cycle: find the row by its sleep, as the recovery's raw JSON
     names it or as our row of that sleep does."""
-    await delete_records(
-        ctx.db, ctx.connection.user_id, ctx.connection.provider, "recovery",
-        """r.raw->>'sleep_id' = $3 OR r.provider_record_id = (
-            SELECT s.raw->>'cycle_id' FROM sleep_sessions s
-            WHERE s.user_id = $1 AND s.provider = $2 AND s.provider_record_id = $3)""",
-        sleep_id,
-    )  # fmt: skip
+    await ctx.delete_record("recovery", sleep_id, raw_field="sleep_id")
+    sleep = await ctx.stored_raw("sleep", sleep_id)
+    if sleep is not None and sleep.get("cycle_id") is not None:
+        await ctx.delete_record("recovery", str(sleep["cycle_id"]))
 
 
 def recovery_names_cycle(record_id: Any) -> bool:
