@@ -53,7 +53,9 @@ from bench.soak_model import (
 )
 from bench.soak_report import report
 from wearsync.dev import _connect
-from wearsync.settings import PROVIDER_NAMES
+from wearsync.models import ProviderName
+
+PROVIDER_NAMES = tuple(p.value for p in ProviderName)
 
 HERE = Path(__file__).resolve().parent
 

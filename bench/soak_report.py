@@ -4,7 +4,9 @@ from collections import Counter
 
 from bench import soak_tenants
 from bench.soak_model import HISTORY, NO_LIMIT, Config, Result, memory_verdict
-from wearsync.settings import PROVIDER_NAMES
+from wearsync.models import ProviderName
+
+PROVIDER_NAMES = tuple(p.value for p in ProviderName)
 
 
 def _n(value: float) -> str:

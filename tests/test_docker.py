@@ -11,7 +11,8 @@ import yaml
 
 from wearsync.cli import parser
 from wearsync.dev import dev_environment
-from wearsync.settings import PROVIDER_NAMES, PROVIDER_SETTINGS, Settings
+from wearsync.models import ProviderName
+from wearsync.settings import PROVIDER_SETTINGS, Settings
 
 DOCKER = Path(__file__).resolve().parent.parent / "docker"
 
@@ -66,7 +67,7 @@ def test_environment_is_made_of_real_settings(compose: dict[str, Any]) -> None:
     for name in ("migrate", "api", "worker"):
         env = compose["services"][name]["environment"]
         assert set(env) <= known, set(env) - known
-        for provider in PROVIDER_NAMES:
+        for provider in ProviderName:
             assert f"WEARSYNC_{provider.upper()}_API_URL" in env
     env = compose["services"]["api"]["environment"]
     # Services reach each other by service name, with the credentials postgres is given.
@@ -93,7 +94,7 @@ def test_sim_env_points_every_provider_at_the_simulator() -> None:
     # The same settings `make run` uses, with the simulator reached by its service name; but the
     # browser, outside the compose network, finds authorization pages and the API on published ports.
     expected = dev_environment({}, "http://sim:8090") | {"WEARSYNC_PUBLIC_URL": "http://localhost:8080"}
-    expected |= {f"WEARSYNC_{p.upper()}_AUTHORIZE_URL": f"http://localhost:8090/{p}/auth" for p in PROVIDER_NAMES}
+    expected |= {f"WEARSYNC_{p.upper()}_AUTHORIZE_URL": f"http://localhost:8090/{p}/auth" for p in ProviderName}
     assert env == expected
     assert set(env) <= _setting_names()
 

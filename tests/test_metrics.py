@@ -23,8 +23,9 @@ from tests.conftest import Factory, free_port, process_env, start_sync, start_wo
 from tests.helpers import wait_until
 from wearsync.api.app import create_app
 from wearsync.api.common import QUEUE
+from wearsync.models import ProviderName
 from wearsync.queue import enqueue_webhook_events
-from wearsync.settings import PROVIDER_NAMES, Settings, webhook_queue_name
+from wearsync.settings import Settings, webhook_queue_name
 from wearsync.sim.common import Fault, SimState
 
 Client = TestClient[web.Request, web.Application]
@@ -136,7 +137,7 @@ async def test_a_sync_moves_task_upstream_and_rate_limit_metrics(
     assert moved(before, after, "wearsync_rate_limit_waits_total", provider="suunto", reason="upstream_429") == 1
     assert moved(before, after, "wearsync_rate_limit_wait_seconds_total", provider="suunto", reason="upstream_429") >= 1
     # Provider names only ("unknown": a client test's call that named none), never a host or path.
-    assert label_values(after, "wearsync_upstream_", "provider") <= {*PROVIDER_NAMES, "unknown"}
+    assert label_values(after, "wearsync_upstream_", "provider") <= {*ProviderName, "unknown"}
 
 
 async def test_a_deferred_job_is_counted_as_a_rate_limit_wait(

@@ -4,7 +4,8 @@ setting that is not), and its links lead somewhere in this repository."""
 import re
 from pathlib import Path
 
-from wearsync.settings import PROVIDER_NAMES, Settings
+from wearsync.models import ProviderName
+from wearsync.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -26,7 +27,7 @@ def table_variables() -> set[str]:
         if not row.startswith("| `"):
             continue
         for name in re.findall(r"`([A-Z0-9_<>]+)`", row.split(" | ")[0]):
-            names |= {name.replace("<P>", p.upper()) for p in PROVIDER_NAMES} if "<P>" in name else {name}
+            names |= {name.replace("<P>", p.upper()) for p in ProviderName} if "<P>" in name else {name}
     return names
 
 

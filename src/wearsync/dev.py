@@ -30,7 +30,7 @@ from wearsync.db.migrate import migrate
 from wearsync.oauth import exchange_code
 from wearsync.providers import PROVIDERS
 from wearsync.providers.http import HttpClient
-from wearsync.settings import PROVIDER_NAMES, PROVIDER_SETTINGS, ProviderSettings, Settings, webhook_path
+from wearsync.settings import PROVIDER_SETTINGS, ProviderSettings, Settings, webhook_path
 from wearsync.sim.strava import FIRST_SUBSCRIPTION_ID
 from wearsync.sink import SECRET_ENV as SINK_SECRET_ENV
 from wearsync.worker import health_check_key
@@ -45,7 +45,7 @@ SIM_WEBHOOK_SECRET, SIM_VERIFY_TOKEN = "sim-webhook-secret", "sim-verify-token"
 SIM_GARMIN_PATH_SECRET, SIM_STRAVA_PATH_SECRET = "demo-garmin-hook-path-secret", "demo-strava-hook-path-secret"
 # Encrypts the demo's stored tokens. A demo key, public by being here: generate your own for real use.
 DEMO_TOKEN_KEY = "PM8uOMQS7Kvh6DuncHheSDyBHoiRwE2kbwXB6J4ZBQ8="
-DEMO_PROVIDERS = PROVIDER_NAMES
+DEMO_PROVIDERS = tuple(PROVIDERS)
 # make run's rate limit of each provider, in the simulators and in our limiter: (calls, seconds),
 # far above what trying the demo uses. With the real ones (Suunto's 100 calls per 15 minutes) its
 # syncs would wait for minutes; `wearsync dev --real-rate-limits` keeps the real ones.
@@ -91,7 +91,7 @@ def dev_environment(env: dict[str, str], sim_url: str) -> dict[str, str]:
     """Point every provider at the simulators, with the simulators' client credentials; allow
     webhook endpoints on this machine."""
     env = dict(env)
-    for name in PROVIDER_NAMES:
+    for name in PROVIDERS:
         upper = name.upper()
         env.setdefault(f"WEARSYNC_{upper}_API_URL", f"{sim_url}/{name}/api")
         env.setdefault(f"WEARSYNC_{upper}_AUTH_URL", f"{sim_url}/{name}/auth")
@@ -176,7 +176,7 @@ async def _subscribe_webhooks(session: aiohttp.ClientSession, api_url: str, sim_
 async def _loosen_simulator_rate_limits(sim_url: str) -> None:
     limits = [list(DEMO_RATE_LIMIT)]
     async with aiohttp.ClientSession() as session:
-        for provider in PROVIDER_NAMES:
+        for provider in PROVIDERS:
             body = {"rate_limits": limits, "read_rate_limits": limits}  # the second: Strava's reads
             async with session.post(f"{sim_url}/_sim/{provider}/config", json=body) as r:
                 r.raise_for_status()
@@ -385,7 +385,7 @@ def _children_environment(env: dict[str, str], api_url: str, real_rate_limits: b
     # Ctrl-C: the children finish what they are doing well within the wait in stop_children.
     env.setdefault("WEARSYNC_SHUTDOWN_GRACE_S", "5")
     if not real_rate_limits:
-        for provider in PROVIDER_NAMES:
+        for provider in PROVIDERS:
             env.setdefault(f"WEARSYNC_{provider.upper()}_RATE_LIMITS", "{}/{}".format(*DEMO_RATE_LIMIT))
     return env
 

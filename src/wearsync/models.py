@@ -8,7 +8,19 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-ProviderName = Literal["garmin", "strava", "polar", "suunto", "whoop"]
+
+class ProviderName(StrEnum):
+    """The providers wearsync ships: each is a module under providers/ and one under sim/, listed
+    in their registries (PROVIDERS, SIMULATORS) and in the database's check of provider names;
+    tests/test_registry.py checks that all four agree."""
+
+    GARMIN = "garmin"
+    STRAVA = "strava"
+    POLAR = "polar"
+    SUUNTO = "suunto"
+    WHOOP = "whoop"
+
+
 # What a sync asks for: workouts, 247 data (sleep, recovery, activity samples), or all the
 # provider supports.
 Requested = Literal["workouts", "247", "all"]
@@ -65,41 +77,30 @@ def check_range(start: int | None, end: int | None) -> None:
 
 class SyncParams(BaseModel):
     """The parameters a sync runs with, stored on its task as JSON so that an async job and a
-    sync call do exactly the same thing. Times are Unix seconds."""
+    sync call do exactly the same thing. Times are Unix seconds. Which of them a provider reads is
+    its `Provider.params`; the task records only those."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    # Suunto. None (not given): continue from the connection's cursor; 0: all available data.
-    since: UnixSeconds | None = None
-    limit: PageSize = 50
-    offset: PageOffset = 0
-    filter_by_modification_time: bool = True
-    # Polar
-    samples: bool = False
-    zones: bool = False
-    route: bool = False
-    # Garmin
-    summary_start_time: UnixTime = None
-    summary_end_time: UnixTime = None
+    # None (not given): continue from the connection's cursor; 0: all available data.
+    since: UnixSeconds | None = Field(
+        None, description="Suunto: Unix time to sync from; 0: everything (default: since the last sync)"
+    )
+    limit: PageSize = Field(50, description="Suunto: items per upstream request, 1-100 (default 50)")
+    offset: PageOffset = Field(0, description="Suunto: pagination offset (default 0)")
+    filter_by_modification_time: bool = Field(
+        True, description="Suunto: filter by modification time rather than creation time (default: on)"
+    )
+    samples: bool = Field(False, description="Polar: include sample data")
+    zones: bool = Field(False, description="Polar: include heart-rate zones")
+    route: bool = Field(False, description="Polar: include the GPS route")
+    summary_start_time: UnixTime = Field(None, description="Garmin: backfill from: Unix time or ISO 8601 date")
+    summary_end_time: UnixTime = Field(None, description="Garmin: backfill until: Unix time or ISO 8601 date")
 
     @model_validator(mode="after")
     def _start_before_end(self) -> "SyncParams":
         check_range(self.summary_start_time, self.summary_end_time)
         return self
-
-
-# Which of SyncParams' fields a provider reads; the task records only these.
-PROVIDER_PARAMS: dict[str, tuple[str, ...]] = {
-    "garmin": ("summary_start_time", "summary_end_time"),
-    "strava": (),
-    "polar": ("samples", "zones", "route"),
-    "suunto": ("since", "limit", "offset", "filter_by_modification_time"),
-    "whoop": (),
-}
-
-
-def params_for(provider: str, params: SyncParams) -> dict[str, Any]:
-    return params.model_dump(include=set(PROVIDER_PARAMS[provider]))
 
 
 def validation_detail(error: ValidationError, locations: dict[str, str] | None = None) -> str:

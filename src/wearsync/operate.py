@@ -27,7 +27,6 @@ from pydantic import BaseModel, Field, ValidationError
 
 from wearsync.models import (
     FINAL_STATUSES,
-    PROVIDER_PARAMS,
     ProviderName,
     Requested,
     SyncParams,
@@ -45,18 +44,6 @@ T = TypeVar("T")
 EXIT_UNSUCCESSFUL, EXIT_REFUSED, EXIT_INTERRUPTED = 1, 2, 130
 POLL_S = 0.25
 BAR_WIDTH = 24
-# Provider parameters of `sync`: option dest -> how it is spelled on the command line.
-_PROVIDER_OPTIONS = {
-    "since": "--since",
-    "limit": "--limit",
-    "offset": "--offset",
-    "filter_by_modification_time": "--[no-]filter-by-modification-time",
-    "samples": "--samples",
-    "zones": "--zones",
-    "route": "--route",
-    "summary_start_time": "--summary-start-time",
-    "summary_end_time": "--summary-end-time",
-}
 
 
 class Refused(Exception):
@@ -128,13 +115,37 @@ def _run(settings: Settings, check: Callable[[], T], work: Callable[[T, asyncpg.
 
 def sync_request(args: argparse.Namespace) -> SyncCommand:
     """The sync asked for on the command line: the API's checks and messages."""
-    given = {name: getattr(args, name) for name in _PROVIDER_OPTIONS if getattr(args, name) is not None}
+    from wearsync.providers import PROVIDERS
+
+    given = {name: getattr(args, name) for name in SyncParams.model_fields if getattr(args, name) is not None}
     data = {"provider": args.provider, "user_id": args.user_id, "data_type": args.data_type, **given}
     req = _validated(SyncCommand, data)
     for name in given:
-        if name not in PROVIDER_PARAMS[req.provider]:
-            print(f"note: {_PROVIDER_OPTIONS[name]} does not apply to {req.provider}; ignored", file=sys.stderr)
+        if name not in PROVIDERS[req.provider].params:
+            print(f"note: {_spelled(name)} does not apply to {req.provider}; ignored", file=sys.stderr)
     return req
+
+
+def _spelled(param: str) -> str:
+    """How a sync parameter is spelled on the command line."""
+    option = param.replace("_", "-")
+    return f"--[no-]{option}" if SyncParams.model_fields[param].default is True else f"--{option}"
+
+
+def _add_param_options(sync: argparse.ArgumentParser) -> None:
+    """An option for each sync parameter, grouped by the provider its description names first
+    ("Suunto: ..."); a flag that is on by default also takes --no-."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for name, info in SyncParams.model_fields.items():
+        who, _, what = (info.description or "").partition(": ")
+        group = groups.get(who) or groups.setdefault(who, sync.add_argument_group(who.lower()))
+        option = "--" + name.replace("_", "-")
+        if info.annotation is not bool:
+            group.add_argument(option, help=what)
+        elif info.default:
+            group.add_argument(option, action=argparse.BooleanOptionalAction, help=what)
+        else:
+            group.add_argument(option, action="store_true", default=None, help=what)
 
 
 def _sync_command(settings: Settings, args: argparse.Namespace) -> None:
@@ -356,21 +367,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     sync.add_argument("--data-type", default="all", help="workouts, 247 or all (default: all)")
     sync.add_argument("--wait", action="store_true", help="show progress per data type until the task ends")
     sync.add_argument("--application", help="refuse unless the user belongs to this application")
-    suunto = sync.add_argument_group("suunto")
-    suunto.add_argument("--since", help="Unix time to sync from; 0: everything (default: since the last sync)")
-    suunto.add_argument("--limit", help="items per upstream request, 1-100 (default 50)")
-    suunto.add_argument("--offset", help="pagination offset (default 0)")
-    suunto.add_argument(
-        "--filter-by-modification-time",
-        action=argparse.BooleanOptionalAction,
-        help="filter by modification time rather than creation time (default: on)",
-    )
-    polar = sync.add_argument_group("polar")
-    for name, what in (("samples", "sample data"), ("zones", "heart-rate zones"), ("route", "the GPS route")):
-        polar.add_argument(f"--{name}", action="store_true", default=None, help=f"include {what}")
-    garmin = sync.add_argument_group("garmin")
-    garmin.add_argument("--summary-start-time", help="backfill from: Unix time or ISO 8601 date")
-    garmin.add_argument("--summary-end-time", help="backfill until: Unix time or ISO 8601 date")
+    _add_param_options(sync)
     sync.set_defaults(run=_sync_command)
 
     tasks = sub.add_parser("tasks", help="list recent sync tasks, newest first (every application)")

@@ -17,7 +17,7 @@ from arq import ArqRedis
 from wearsync.db import connections as connections_db
 from wearsync.db import tasks
 from wearsync.deps import Deps
-from wearsync.models import SyncParams, params_for
+from wearsync.models import SyncParams
 from wearsync.providers import PROVIDERS
 from wearsync.providers.core import Provider
 from wearsync.queue import enqueue_task
@@ -65,7 +65,7 @@ async def schedule_syncs(deps: Deps, queue: ArqRedis) -> dict[str, int]:
                 provider=provider.name,
                 mode="scheduled",
                 data_types=data_types,
-                params=params_for(provider.name, SyncParams()),
+                params=provider.task_params(SyncParams()),
             )
             if created and task_id is not None:
                 await enqueue_task(queue, str(task_id))

@@ -18,13 +18,12 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from wearsync.crypto import TokenCipher, TokenKeyError, parse_cipher
-from wearsync.models import RateLimit, parse_rate_limits
+from wearsync.models import ProviderName, RateLimit, parse_rate_limits
 from wearsync.redirects import AllowedRedirect, parse_allowlist
 
-PROVIDER_NAMES = ("garmin", "strava", "polar", "suunto", "whoop")
 # Where stored rows come from (their `provider`): the providers, and the files users import.
 IMPORT_SOURCES = ("apple_health",)
-DATA_SOURCES = (*PROVIDER_NAMES, *IMPORT_SOURCES)
+DATA_SOURCES = (*(p.value for p in ProviderName), *IMPORT_SOURCES)
 WEBHOOK_PATH_SECRET = "^(|[A-Za-z0-9_-]{16,128})$"  # unset, or hard to guess and one URL path segment
 
 # Rate limits as WEARSYNC_<P>_RATE_LIMITS writes them ("100/900,1000/86400"; empty: none), parsed once.

@@ -16,7 +16,7 @@ from arq import ArqRedis
 from wearsync.db import TRANSIENT_DB_ERRORS, garmin_backfills
 from wearsync.db import tasks as tasks_db
 from wearsync.deps import Deps, rate_limit_prefix
-from wearsync.models import FINAL_STATUSES, DataType, Requested, SyncParams, TaskStatus, params_for
+from wearsync.models import FINAL_STATUSES, DataType, Requested, SyncParams, TaskStatus
 from wearsync.providers import PROVIDERS
 from wearsync.providers.ratelimit import RateLimiter
 from wearsync.queue import QUEUE_UNAVAILABLE, continue_in_new_job, enqueue_task
@@ -81,7 +81,7 @@ async def start_sync(
             provider=provider,
             mode="async" if run_async else "sync",
             data_types=data_types,
-            params=params_for(provider, params),
+            params=PROVIDERS[provider].task_params(params),
             max_open_per_user=settings.max_open_tasks_per_user if settings else None,
             max_open_per_app=settings.max_open_tasks_per_app if settings else None,
         )
@@ -178,7 +178,8 @@ async def describe_task(db: asyncpg.Pool, task_id: UUID, app_id: UUID | None = N
     task = dict(row)
     started, finished = task["started_at"], task["finished_at"]
     task["progress"] = shown_progress(task["progress"])
-    if task["provider"] == "garmin":  # its data comes by webhook: what was asked, what has come
+    provider = PROVIDERS.get(task["provider"])  # None for an import
+    if provider is not None and provider.deliveries is not None:  # its data comes later: what was asked, what came
         task["backfill"] = await garmin_backfills.garmin_backfill_summary(db, task_id)
     return {
         "task_id": task.pop("id"),

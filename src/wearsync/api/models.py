@@ -2,10 +2,11 @@
 
 import re
 from datetime import UTC
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -15,6 +16,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from wearsync.connect_links import DEFAULT_TTL_S, MAX_TTL_S
 from wearsync.db.events import EVENT_TYPES
@@ -29,11 +31,33 @@ from wearsync.models import (
     check_range,
     unix_or_iso,
 )
-from wearsync.settings import DATA_SOURCES, PROVIDER_NAMES
+from wearsync.providers import PROVIDERS
+from wearsync.settings import DATA_SOURCES, IMPORT_SOURCES
 
-assert set(PROVIDER_NAMES) == set(ProviderName.__args__)  # type: ignore[attr-defined]
-DataSource = Literal[ProviderName, "apple_health"]  # the `provider` of stored rows: imports too
-assert set(DATA_SOURCES) == set(get_args(DataSource))
+
+def _one_of(names: list[str]) -> str:
+    return ", ".join(f"'{name}'" for name in names[:-1]) + f" or '{names[-1]}'"
+
+
+def _registered(name: Any) -> Any:
+    if name not in PROVIDERS:
+        raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": _one_of(list(PROVIDERS))})
+    return name
+
+
+def _source(name: Any) -> Any:
+    if name not in PROVIDERS and name not in IMPORT_SOURCES:
+        expected = _one_of([*PROVIDERS, *IMPORT_SOURCES])
+        raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+    return name
+
+
+# A provider's name: one of the registry (wearsync.providers.PROVIDERS, which holds ProviderName's).
+KnownProvider = Annotated[
+    str, AfterValidator(_registered), WithJsonSchema({"type": "string", "enum": [p.value for p in ProviderName]})
+]
+# The `provider` of stored rows: a provider, or a kind of file users import.
+DataSource = Annotated[str, AfterValidator(_source), WithJsonSchema({"type": "string", "enum": list(DATA_SOURCES)})]
 
 _TRUE, _FALSE = {"true", "1"}, {"false", "0"}
 
@@ -63,7 +87,7 @@ class SyncRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
-    provider: ProviderName
+    provider: KnownProvider
     user_id: UUID
     data_type: Requested = Field(
         "all", description="`workouts`, `247` (sleep, recovery, activity samples) or `all` the provider supports"
@@ -147,7 +171,7 @@ class UserPath(BaseModel):
 
 class ConnectionPath(BaseModel):
     user_id: UUID
-    provider: ProviderName
+    provider: KnownProvider
 
 
 _MOVE = (
@@ -168,7 +192,7 @@ class TaskPath(BaseModel):
 
 # Documented, not validated, by these: the webhook receivers check what their provider sends.
 class WebhookPath(BaseModel):
-    provider: ProviderName = Field(description="answered with 404 for any other, and for garmin and strava")
+    provider: KnownProvider = Field(description="answered with 404 for any other, and for garmin and strava")
 
 
 class UnsignedWebhookPath(BaseModel):
@@ -195,7 +219,7 @@ class AuthorizeQuery(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    provider: ProviderName
+    provider: KnownProvider
     user_id: UUID
     redirect_uri: str = Field(
         max_length=2048, pattern=REDIRECT_URI_PATTERN,
@@ -214,7 +238,7 @@ class CallbackQuery(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    provider: ProviderName
+    provider: KnownProvider
     # ASCII, as OAuth 2 has them (RFC 6749 A.5-A.8), and short enough that the whole query stays
     # within the request line aiohttp reads (8190 bytes) even with every character percent-encoded.
     state: str = Field(max_length=256, pattern=_VISIBLE, description="the state the authorization started with")
@@ -287,14 +311,14 @@ class ConnectPagePath(BaseModel):
 
 
 class ConnectStartPath(ConnectPagePath):
-    provider: ProviderName
+    provider: KnownProvider
 
 
 class ConnectResultQuery(BaseModel):
     """Where a flow from a link without a redirect URI ends (the callback's outcome parameters)."""
 
     status: Literal["connected", "error"]
-    provider: ProviderName
+    provider: KnownProvider
     error: str | None = Field(None, description="the error code, as the OAuth callback names it")
 
 

@@ -10,8 +10,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field, WithJsonSchema
 
-from wearsync.api.models import DataSource, SampleType
-from wearsync.models import DataType, ProviderName, TaskStatus
+from wearsync.api.models import DataSource, KnownProvider, SampleType
+from wearsync.models import DataType, TaskStatus
 
 
 class Error(BaseModel):
@@ -327,7 +327,7 @@ class ConnectLink(BaseModel):
 class ConnectionHealth(BaseModel):
     """A connection without its tokens, with what its syncs say about it."""
 
-    provider: ProviderName
+    provider: KnownProvider
     provider_user_id: str
     active: bool
     inactive_reason: str | None = Field(description="why it stopped: the user must connect again")
@@ -375,7 +375,7 @@ class DashboardTasks(BaseModel):
 
 class DashboardWebhookEvent(BaseModel):
     id: int
-    provider: ProviderName
+    provider: KnownProvider
     kind: str = Field(examples=["activities.push", "workout.created"])
     provider_user_id: str
     user_id: UUID

@@ -342,6 +342,8 @@ class Provider(Generic[C]):
     client_auth: str = "basic"  # "basic" (HTTP Basic) or "body" (client_id/client_secret in the form)
     refresh_params: Mapping[str, str] = field(default_factory=dict)  # extra fields of a refresh grant
     sync: Mapping[DataType, SyncFunction[C]] = field(default_factory=dict)
+    # The SyncParams fields its syncs read (ctx.params); a task records only these.
+    params: tuple[str, ...] = ()
     # Headers every data call carries besides the bearer token (Suunto's subscription key).
     api_headers: Callable[[C], dict[str, str]] = lambda config: {}
     webhook: Webhook[C] | None = None
@@ -374,6 +376,10 @@ class Provider(Generic[C]):
         config = settings.providers[self.name]
         assert isinstance(config, self.config), f"{self.name}'s settings are a {type(config).__name__}"
         return config
+
+    def task_params(self, params: SyncParams) -> dict[str, Any]:
+        """The parameters a task of this provider records: those it reads."""
+        return params.model_dump(include=set(self.params))
 
     def bucket(self, settings: Settings, tenant: UUID | None = None, user: UUID | None = None) -> Bucket:
         """Its shared rate-limit bucket: the documented limits unless WEARSYNC_<P>_RATE_LIMITS says;

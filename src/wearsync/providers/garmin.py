@@ -567,6 +567,7 @@ PROVIDER = Provider(
     token_path="/di-oauth2-service/oauth/token",
     client_auth="body",
     sync={DataType.WORKOUTS: sync_workouts, DataType.DATA_247: sync_247},
+    params=("summary_start_time", "summary_end_time"),
     webhook=Webhook(
         verify=verify_delivery,
         parse=parse_delivery,

@@ -377,6 +377,7 @@ PROVIDER = Provider(
     token_path="/v2/oauth2/token",
     client_auth="basic",
     sync={DataType.WORKOUTS: sync_exercises},
+    params=("samples", "zones", "route"),
     webhook=Webhook(verify=verify_event, parse=parse_event, process=process_event),
     authorize_path="/oauth2/authorization",  # on flow.polar.com
     scopes=("accesslink.read_all",),

@@ -565,6 +565,7 @@ PROVIDER = Provider(
     token_path="/oauth/token",
     client_auth="basic",
     sync={DataType.WORKOUTS: sync_workouts, DataType.DATA_247: sync_247},
+    params=("since", "limit", "offset", "filter_by_modification_time"),
     api_headers=lambda config: {"Ocp-Apim-Subscription-Key": config.subscription_key},
     webhook=Webhook(
         verify=verify_notification,
