@@ -7,18 +7,26 @@ history sizes, latency, injected faults, and the log of requests served.
 
 from collections import Counter
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from wearsync.sim import garmin, polar, strava, suunto, whoop
-from wearsync.sim.common import DELIVERY_SESSION, EMITTERS, STATE_KEY, USER_NAME, Fault, SimState, WebhookTarget
+from wearsync.sim.common import (
+    DELIVERY_SESSION,
+    EMITTERS,
+    STATE_KEY,
+    USER_NAME,
+    Fault,
+    SimState,
+    Simulator,
+    WebhookTarget,
+)
 
-SIMULATORS = {"garmin": garmin, "strava": strava, "polar": polar, "suunto": suunto, "whoop": whoop}
+SIMULATORS: dict[str, Simulator] = {s.SIMULATOR.name: s.SIMULATOR for s in (garmin, strava, polar, suunto, whoop)}
 
 
-def _provider(request: web.Request) -> Any:
+def _provider(request: web.Request) -> Simulator:
     name = request.match_info["provider"]
     if name not in SIMULATORS:
         raise web.HTTPNotFound(text=f'{{"error": "no simulator for {name}"}}', content_type="application/json")
@@ -100,11 +108,11 @@ async def set_webhook(request: web.Request) -> web.Response:
 
 async def get_deliveries(request: web.Request) -> web.Response:
     """Webhook deliveries sent, counted by provider and the status the receiver answered (0: no
-    answer), and Garmin's backfill deliveries still in flight."""
+    answer), and the deliveries still owed (Garmin's backfills)."""
     sent = Counter((provider, status) for provider, _, status in request.app[STATE_KEY].deliveries)
     return web.json_response({
         "sent": [{"provider": p, "status": status, "count": n} for (p, status), n in sorted(sent.items())],
-        "in_flight": garmin.deliveries_in_flight(request.app),
+        "in_flight": sum(sim.in_flight(request.app) for sim in SIMULATORS.values() if sim.in_flight),
     })  # fmt: skip
 
 
@@ -126,11 +134,11 @@ async def reset_concurrency(request: web.Request) -> web.Response:
 async def emit_event(request: web.Request) -> web.Response:
     """Body: what happened upstream (provider-specific, e.g. {"kind": "create"}); the simulator
     changes its data accordingly and sends the webhook the provider would send."""
-    module = _provider(request)
-    if not hasattr(module, "emit"):
+    sim = _provider(request)
+    if sim.emit is None:
         raise web.HTTPNotFound(text='{"error": "this simulator sends no webhooks"}', content_type="application/json")
     body = await request.json() if request.can_read_body else {}
-    return web.json_response(await module.emit(request, _user(request), body))
+    return web.json_response(await sim.emit(request, _user(request), body))
 
 
 async def delivery_session(app: web.Application) -> AsyncIterator[None]:
@@ -142,10 +150,10 @@ async def delivery_session(app: web.Application) -> AsyncIterator[None]:
 def create_sim_app(state: SimState | None = None) -> web.Application:
     app = web.Application()
     app[STATE_KEY] = state or SimState()
-    app[EMITTERS] = {name: module.emit for name, module in SIMULATORS.items() if hasattr(module, "emit")}
+    app[EMITTERS] = {name: sim.emit for name, sim in SIMULATORS.items() if sim.emit is not None}
     app.cleanup_ctx.append(delivery_session)
-    for name, module in SIMULATORS.items():
-        api, auth = module.create_apps()
+    for name, sim in SIMULATORS.items():
+        api, auth = sim.create_apps()
         app.add_subapp(f"/{name}/api", api)
         app.add_subapp(f"/{name}/auth", auth)
     app.router.add_get("/_sim/{provider}/users/{user}/records", get_records)

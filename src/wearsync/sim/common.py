@@ -224,6 +224,22 @@ STATE_KEY = web.AppKey("sim_state", SimState)
 # Provider name -> its simulator's `emit(request, user, body)`: what "event" faults make happen.
 Emit = Callable[[web.Request, str, dict[str, Any]], Awaitable[dict[str, Any]]]
 EMITTERS = web.AppKey("sim_emitters", dict[str, Emit])
+
+
+@dataclass(frozen=True)
+class Simulator:
+    """A simulated provider, as a Provider describes a real one: its data API and OAuth server
+    (served under /P/api and /P/auth), the records a simulated user has, how it makes something
+    happen upstream and sends the webhook the provider would (`emit`), and how many webhook
+    deliveries it still owes (`in_flight`: Garmin's backfills, delivered later)."""
+
+    name: str
+    create_apps: Callable[[], tuple[web.Application, web.Application]]
+    records: Callable[[web.Application, str], dict[str, Any]]
+    emit: Emit | None = None
+    in_flight: Callable[[web.Application], int] | None = None
+
+
 DELIVERY_SESSION = web.AppKey("sim_delivery_session", aiohttp.ClientSession)
 
 

@@ -57,6 +57,7 @@ from wearsync.sim.common import (
     STATE_KEY,
     RateLimitStyle,
     SimState,
+    Simulator,
     WebhookTarget,
     bearer_user,
     cached_user_data,
@@ -585,3 +586,6 @@ def records(app: web.Application, user: str) -> dict[str, Any]:
         "backfills": backfills(app, user),
         "reuploads": changes.get("reuploads", {}),
     }
+
+
+SIMULATOR = Simulator(name=NAME, create_apps=create_apps, records=records, emit=emit, in_flight=deliveries_in_flight)

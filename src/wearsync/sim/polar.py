@@ -62,6 +62,7 @@ from wearsync.sim.common import (
     STATE_KEY,
     RateLimitStyle,
     SimState,
+    Simulator,
     bearer_user,
     cached_user_data,
     deliver,
@@ -482,3 +483,6 @@ async def emit(request: web.Request, user: str, body: dict[str, Any]) -> dict[st
     headers = {"Polar-Webhook-Signature": signature, "Polar-Webhook-Event": event["event"]}
     status = await deliver(request, NAME, raw, headers)
     return {"event": event, "delivery_status": status, "exercise": exercise}
+
+
+SIMULATOR = Simulator(name=NAME, create_apps=create_apps, records=records, emit=emit)

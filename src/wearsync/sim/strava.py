@@ -51,6 +51,7 @@ from wearsync.sim.common import (
     STATE_KEY,
     RateLimitStyle,
     SimState,
+    Simulator,
     WebhookTarget,
     bearer_user,
     deliver,
@@ -451,3 +452,6 @@ def records(app: web.Application, user: str) -> dict[str, Any]:
         "activities": activities,
         "calories": {str(a["id"]): calories[a["id"]] for a in activities},
     }
+
+
+SIMULATOR = Simulator(name=NAME, create_apps=create_apps, records=records, emit=emit)

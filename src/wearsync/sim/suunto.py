@@ -41,6 +41,7 @@ from aiohttp import web
 from wearsync.sim.common import (
     STATE_KEY,
     RateLimitStyle,
+    Simulator,
     bearer_user,
     cached_user_data,
     deliver,
@@ -538,3 +539,6 @@ def records(app: web.Application, user: str) -> dict[str, Any]:
         "daily": daily_statistics(data, *_utc_days(data.activity_ms[0], data.activity_ms[-1])) if data.activity else [],
         "offset_minutes": data.offset_minutes,
     }
+
+
+SIMULATOR = Simulator(name=NAME, create_apps=create_apps, records=records, emit=emit)

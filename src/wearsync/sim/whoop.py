@@ -66,6 +66,7 @@ from wearsync.sim.common import (
     STATE_KEY,
     Handler,
     RateLimitStyle,
+    Simulator,
     bearer_user,
     cached_user_data,
     deliver,
@@ -610,3 +611,6 @@ async def emit(request: web.Request, user: str, body: dict[str, Any]) -> dict[st
         raw, headers = _signed(target.secret if target else "", payload)
         sent.append(payload | {"delivery_status": await deliver(request, NAME, raw, headers)})
     return {"records": made, "events": sent}
+
+
+SIMULATOR = Simulator(name=NAME, create_apps=create_apps, records=records, emit=emit)
