@@ -194,7 +194,7 @@ def test_the_documented_sleep_lasts_until_its_last_stage() -> None:
 
 def test_the_documented_push_maps_field_by_field() -> None:
     body = fixture("garmin", "push_activities")
-    (event,) = garmin.parse_delivery(body)
+    (event,) = garmin.parse_webhook(body)
     assert (event.kind, event.provider_user_id) == ("activities.push", body["activities"][0]["userId"])
     (workout,) = garmin.map_summaries("activities", event.payload["summaries"])
     assert isinstance(workout, Workout)
@@ -211,11 +211,11 @@ def test_the_documented_push_maps_field_by_field() -> None:
 
 def test_the_documented_ping_deregistration_and_permission_change() -> None:
     ping = fixture("garmin", "ping_epochs")
-    (event,) = garmin.parse_delivery(ping)
+    (event,) = garmin.parse_webhook(ping)
     assert (event.kind, event.payload["callbackURL"]) == ("epochs.ping", ping["epochs"][0]["callbackURL"])
-    (gone,) = garmin.parse_delivery(fixture("garmin", "deregistrations"))
+    (gone,) = garmin.parse_webhook(fixture("garmin", "deregistrations"))
     assert (gone.kind, gone.provider_user_id) == ("deregistration", "4aacafe82427c251df9c9592d0c06768")
-    (change,) = garmin.parse_delivery(fixture("garmin", "user_permissions_change"))
+    (change,) = garmin.parse_webhook(fixture("garmin", "user_permissions_change"))
     assert (change.kind, change.payload["permissions"]) == ("permissions", ["ACTIVITY_EXPORT", "HEALTH_EXPORT"])
 
 

@@ -474,17 +474,17 @@ async def test_a_backfill_recorded_twice_keeps_its_first_record(factory: Factory
 
 def test_only_a_delivery_naming_our_client_id_is_taken(settings: Settings) -> None:
     config = garmin.PROVIDER.settings(settings)
-    garmin.verify_delivery({"garmin-client-id": config.client_id}, b"anything", config, settings)  # raises nothing
+    garmin.verify_webhook({"garmin-client-id": config.client_id}, b"anything", config, settings)  # raises nothing
     for headers, reason in (
         ({}, "no garmin-client-id header"),
         ({"garmin-client-id": config.client_id + "x"}, "the garmin-client-id header is not our client id"),
         ({"garmin-client-id": "é"}, "the garmin-client-id header is not our client id"),
     ):
         with pytest.raises(WebhookRejected, match=reason):
-            garmin.verify_delivery(headers, b"anything", config, settings)
+            garmin.verify_webhook(headers, b"anything", config, settings)
     unset = config.model_copy(update={"client_id": ""})
     with pytest.raises(WebhookRejected, match="WEARSYNC_GARMIN_CLIENT_ID is not set"):
-        garmin.verify_delivery({"garmin-client-id": ""}, b"anything", unset, settings)
+        garmin.verify_webhook({"garmin-client-id": ""}, b"anything", unset, settings)
 
 
 async def test_a_delivery_without_our_client_id_is_401_and_stores_nothing(
@@ -507,7 +507,7 @@ def activity(user: str, summary_id: str, **fields: Any) -> dict[str, Any]:
 def test_a_push_is_one_event_per_summary_type_and_user() -> None:
     body = {"activities": [activity("u1", "a"), activity("u2", "b"), activity("u1", "c")],
             "sleeps": [activity("u1", "s")]}  # fmt: skip
-    events = garmin.parse_delivery(body)
+    events = garmin.parse_webhook(body)
     assert [(e.kind, e.provider_user_id, [s["summaryId"] for s in e.payload["summaries"]]) for e in events] == [
         ("activities.push", "u1", ["a", "c"]),
         ("activities.push", "u2", ["b"]),
@@ -515,8 +515,8 @@ def test_a_push_is_one_event_per_summary_type_and_user() -> None:
     ]
     assert events[0].payload["summaryType"] == "activities"
     # The same delivery again has the same keys; a changed summary is a new event.
-    assert [e.dedupe_key for e in garmin.parse_delivery(body)] == [e.dedupe_key for e in events]
-    changed = garmin.parse_delivery({"activities": [activity("u1", "a", activityName="x"), activity("u1", "c")]})
+    assert [e.dedupe_key for e in garmin.parse_webhook(body)] == [e.dedupe_key for e in events]
+    changed = garmin.parse_webhook({"activities": [activity("u1", "a", activityName="x"), activity("u1", "c")]})
     assert changed[0].dedupe_key != events[0].dedupe_key
     assert len({e.dedupe_key for e in events}) == 3
 
@@ -524,24 +524,24 @@ def test_a_push_is_one_event_per_summary_type_and_user() -> None:
 def test_a_ping_is_one_event_per_callback() -> None:
     url = "https://apis.garmin.com/wellness-api/rest/dailies?uploadStartTimeInSeconds=1&uploadEndTimeInSeconds=2"
     body = {"dailies": [{"userId": "u1", "callbackURL": url}, {"userId": "u1", "callbackURL": url + "0"}]}
-    first, second = garmin.parse_delivery(body)
+    first, second = garmin.parse_webhook(body)
     assert (first.kind, first.provider_user_id, first.payload) == (
         "dailies.ping", "u1", {"summaryType": "dailies", "userId": "u1", "callbackURL": url},
     )  # fmt: skip
     assert first.dedupe_key != second.dedupe_key
-    assert garmin.parse_delivery({"dailies": [body["dailies"][0]]})[0].dedupe_key == first.dedupe_key
+    assert garmin.parse_webhook({"dailies": [body["dailies"][0]]})[0].dedupe_key == first.dedupe_key
     # The same URL for another summary type is another event.
-    assert garmin.parse_delivery({"epochs": [body["dailies"][0]]})[0].dedupe_key != first.dedupe_key
+    assert garmin.parse_webhook({"epochs": [body["dailies"][0]]})[0].dedupe_key != first.dedupe_key
 
 
 def test_deregistrations_and_permission_changes() -> None:
     change = {"userId": "u1", "summaryId": "p1", "permissions": ["HEALTH_EXPORT"], "changeTimeInSeconds": 5}
     leaving = {"userId": "u1", "userAccessToken": "t"}
     body = {"deregistrations": [leaving], "userPermissionsChange": [change]}
-    dereg, permissions = garmin.parse_delivery(body)
+    dereg, permissions = garmin.parse_webhook(body)
     assert (dereg.kind, dereg.provider_user_id, dereg.payload) == ("deregistration", "u1", leaving)
     assert (permissions.kind, permissions.payload) == ("permissions", change)
-    again = garmin.parse_delivery(body)
+    again = garmin.parse_webhook(body)
     assert again[1].dedupe_key == permissions.dedupe_key
     assert again[0].dedupe_key != dereg.dedupe_key  # deregistrations are not deduplicated (idempotent)
 
@@ -561,9 +561,9 @@ def test_deregistrations_and_permission_changes() -> None:
 )
 def test_malformed_deliveries_are_refused(body: Any, error: str) -> None:
     with pytest.raises(MalformedPayload, match=error):
-        garmin.parse_delivery(body)
+        garmin.parse_webhook(body)
 
 
 def test_summary_types_we_do_not_store_are_dropped() -> None:
     body = {"bodyComps": [{"userId": "u"}], "stressDetails": "anything", "hrv": [activity("u", "h")]}
-    assert [e.kind for e in garmin.parse_delivery(body)] == ["hrv.push"]
+    assert [e.kind for e in garmin.parse_webhook(body)] == ["hrv.push"]

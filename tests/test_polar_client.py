@@ -51,7 +51,7 @@ async def test_registers_then_fetches_once_with_the_flags(http: HttpClient, upst
     with upstream() as m:
         m.post(USERS, payload={"polar-user-id": 12345678, "member-id": f"{ctx.connection.user_id}_12345678"})
         m.get(EXERCISES, payload=[exercise(1), exercise(2)])
-        await polar.sync_exercises(ctx)
+        await polar.sync_workouts(ctx)
         calls = sent(m)
     assert [(method, url.path) for method, url, _ in calls] == [("POST", "/api/v3/users"), ("GET", "/api/v3/exercises")]
     register, fetch = calls[0][2], calls[1][2]
@@ -69,7 +69,7 @@ async def test_already_registered_409_is_fine(http: HttpClient, upstream: type[a
     with upstream() as m:
         m.post(USERS, status=409, payload={"status": 409, "errorType": "Conflict", "message": "already registered"})
         m.get(EXERCISES, payload=[exercise()])
-        await polar.sync_exercises(ctx)
+        await polar.sync_workouts(ctx)
         calls = sent(m)
     assert len(calls) == 2  # no retry of the registration
     assert ctx.ids() == ["EX1"]
@@ -83,7 +83,7 @@ async def test_a_refused_registration_fails_before_any_data_call(
     with upstream() as m:
         m.post(USERS, status=400, body='{"message": "member-id is required"}')
         with pytest.raises(UpstreamError, match=r"POST .*/v3/users failed: HTTP 400: .*member-id"):
-            await polar.sync_exercises(ctx)
+            await polar.sync_workouts(ctx)
         assert [method for method, _, _ in sent(m)] == ["POST"]
     assert ctx.pages == []
 
@@ -94,7 +94,7 @@ async def test_403_not_registered_fails_without_a_refresh(http: HttpClient, upst
         m.post(USERS, payload={})
         m.get(EXERCISES, status=403, body='{"errorType": "Forbidden"}', repeat=True)
         with pytest.raises(UpstreamAuthError, match="HTTP 403"):
-            await polar.sync_exercises(ctx)
+            await polar.sync_workouts(ctx)
     assert ctx.credentials.refreshes == 0
 
 
@@ -105,7 +105,7 @@ async def test_an_account_registered_before_is_not_registered_again(
     ctx.cursor = {"registered": "12345678"}
     with upstream() as m:
         m.get(EXERCISES, payload=[exercise()])
-        await polar.sync_exercises(ctx)
+        await polar.sync_workouts(ctx)
         assert [method for method, _, _ in sent(m)] == ["GET"]
     assert ctx.new_cursor == {"registered": "12345678"}
 
@@ -119,7 +119,7 @@ async def test_another_account_or_an_older_cursor_is_registered(
     with upstream() as m:
         m.post(USERS, status=409, body="already registered")
         m.get(EXERCISES, payload=[])
-        await polar.sync_exercises(ctx)
+        await polar.sync_workouts(ctx)
         assert [method for method, _, _ in sent(m)] == ["POST", "GET"]
     assert ctx.new_cursor == {"registered": "12345678"}
 
@@ -131,7 +131,7 @@ async def test_a_registration_gone_since_is_made_again_once(http: HttpClient, up
         m.get(EXERCISES, status=403, body='{"errorType": "Forbidden"}')
         m.post(USERS, payload={})
         m.get(EXERCISES, payload=[exercise()])
-        await polar.sync_exercises(ctx)
+        await polar.sync_workouts(ctx)
         assert sorted(method for method, _, _ in sent(m)) == ["GET", "GET", "POST"]  # sent() groups by URL
     assert ctx.ids() == ["EX1"]
 
@@ -145,7 +145,7 @@ async def test_a_403_that_stays_after_registering_fails_the_type(
         m.get(EXERCISES, status=403, body='{"message": "User has not accepted all mandatory consents"}', repeat=True)
         m.post(USERS, status=409, body="already registered")
         with pytest.raises(UpstreamAuthError, match=r"HTTP 403: .*consents"):
-            await polar.sync_exercises(ctx)
+            await polar.sync_workouts(ctx)
         assert sorted(method for method, _, _ in sent(m)) == ["GET", "GET", "POST"]  # sent() groups by URL
     assert ctx.pages == []
 
@@ -156,7 +156,7 @@ async def test_401_asks_the_credentials_once(http: HttpClient, upstream: type[ai
         m.post(USERS, status=401, body="invalid token")
         m.post(USERS, payload={})
         m.get(EXERCISES, payload=[])
-        await polar.sync_exercises(ctx)
+        await polar.sync_workouts(ctx)
         tokens = [kw["headers"]["Authorization"] for _, _, kw in sent(m)]
     assert tokens == ["Bearer token-1", "Bearer token-2", "Bearer token-2"]
     assert ctx.credentials.refreshes == 1
@@ -167,7 +167,7 @@ async def test_an_empty_list_stores_an_empty_page(http: HttpClient, upstream: ty
     with upstream() as m:
         m.post(USERS, payload={})
         m.get(EXERCISES, payload=[])
-        await polar.sync_exercises(ctx)
+        await polar.sync_workouts(ctx)
     assert ctx.pages == [[]]
     assert ctx.page_keys == [("exercises", 0)]  # marked done: a rerun of the task asks nothing
 
@@ -177,7 +177,7 @@ async def test_a_page_stored_by_an_earlier_run_is_not_fetched_again(
 ) -> None:
     ctx = make_ctx(http, done={"exercises": 12})
     with upstream() as m:
-        await polar.sync_exercises(ctx)
+        await polar.sync_workouts(ctx)
         assert sent(m) == []
     assert ctx.pages == []
 
@@ -191,7 +191,7 @@ async def test_an_answer_that_is_no_list_fails_the_type(
         m.post(USERS, payload={})
         m.get(EXERCISES, payload=body)
         with pytest.raises(MalformedPayload, match="returned no exercise list"):
-            await polar.sync_exercises(ctx)
+            await polar.sync_workouts(ctx)
 
 
 async def test_no_content_is_no_exercises(http: HttpClient, upstream: type[aioresponses]) -> None:
@@ -199,7 +199,7 @@ async def test_no_content_is_no_exercises(http: HttpClient, upstream: type[aiore
     with upstream() as m:
         m.post(USERS, status=204)
         m.get(EXERCISES, status=204)
-        await polar.sync_exercises(ctx)
+        await polar.sync_workouts(ctx)
     assert ctx.pages == [[]]
     assert ctx.page_keys == [("exercises", 0)]
 
@@ -223,7 +223,7 @@ async def test_an_unreadable_exercise_fails_the_page_naming_it(
         m.post(USERS, payload={})
         m.get(EXERCISES, payload=[exercise(1), exercise(2, **broken)])
         with pytest.raises(MalformedPayload, match=rf"unreadable record .*{re.escape(named)}"):
-            await polar.sync_exercises(ctx)
+            await polar.sync_workouts(ctx)
     assert ctx.pages == []  # the page is not half-stored
 
 
@@ -235,7 +235,7 @@ async def test_a_missing_id_fails_the_page(http: HttpClient, upstream: type[aior
         m.post(USERS, payload={})
         m.get(EXERCISES, payload=[broken])
         with pytest.raises(MalformedPayload, match=r"unreadable record \(KeyError: 'id'\)"):
-            await polar.sync_exercises(ctx)
+            await polar.sync_workouts(ctx)
 
 
 async def test_a_429_is_waited_out_and_a_5xx_retried(http: HttpClient, upstream: type[aioresponses]) -> None:
@@ -245,7 +245,7 @@ async def test_a_429_is_waited_out_and_a_5xx_retried(http: HttpClient, upstream:
         m.post(USERS, payload={})
         m.get(EXERCISES, status=429, headers={"Retry-After": "0"}, body="slow down")
         m.get(EXERCISES, payload=[exercise()])
-        await polar.sync_exercises(ctx)
+        await polar.sync_workouts(ctx)
         assert len(sent(m)) == 4
     assert ctx.ids() == ["EX1"]
 

@@ -219,7 +219,7 @@ def test_verify_takes_the_hex_hmac_of_the_body_and_refuses_the_rest() -> None:
     config = polar.PROVIDER.settings(settings)
     body = json.dumps(exercise_event(475, "aQlC83", "https://www.polaraccesslink.com/v3/exercises/aQlC83")).encode()
     good = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
-    polar.verify_event({"Polar-Webhook-Signature": good}, body, config, settings)
+    polar.verify_webhook({"Polar-Webhook-Signature": good}, body, config, settings)
     for headers, s, reason in [
         ({"Polar-Webhook-Signature": good}, Settings(), "WEARSYNC_POLAR_WEBHOOK_SECRET is not set"),
         ({}, settings, "bad or missing"),
@@ -227,28 +227,28 @@ def test_verify_takes_the_hex_hmac_of_the_body_and_refuses_the_rest() -> None:
         ({"Polar-Webhook-Signature": hmac.new(b"s3cret", body + b" ", hashlib.sha256).hexdigest()}, settings, "bad"),
     ]:
         with pytest.raises(WebhookRejected, match=reason):
-            polar.verify_event(headers, body, polar.PROVIDER.settings(s), s)
+            polar.verify_webhook(headers, body, polar.PROVIDER.settings(s), s)
 
 
 def test_a_ping_passes_unsigned_as_polar_sends_it_before_we_can_know_the_secret() -> None:
     body = b'{"event": "PING", "timestamp": "2018-05-15T14:22:24Z"}'  # the spec's webhookPing example
     for settings in (Settings(), Settings(polar_webhook_secret="s3cret")):
         for headers in ({}, {"Polar-Webhook-Signature": "0" * 64}):
-            polar.verify_event(headers, body, polar.PROVIDER.settings(settings), settings)
+            polar.verify_webhook(headers, body, polar.PROVIDER.settings(settings), settings)
     settings = Settings(polar_webhook_secret="s3cret")
     for not_a_ping in (b'{"event": "EXERCISE"}', b'{"event": "ping"}', b'["PING"]', b"PING", b"\xff"):
         with pytest.raises(WebhookRejected, match="bad or missing"):
-            polar.verify_event({}, not_a_ping, polar.PROVIDER.settings(settings), settings)
+            polar.verify_webhook({}, not_a_ping, polar.PROVIDER.settings(settings), settings)
 
 
 def test_parse_makes_one_event_per_delivery_and_none_for_a_ping() -> None:
-    assert polar.parse_event({"event": "PING", "timestamp": "2018-05-15T14:22:24Z"}) == []
+    assert polar.parse_webhook({"event": "PING", "timestamp": "2018-05-15T14:22:24Z"}) == []
     payload = exercise_event(475, "aQlC83", "https://www.polaraccesslink.com/v3/exercises/aQlC83")
-    (e,) = polar.parse_event(payload)
+    (e,) = polar.parse_webhook(payload)
     assert (e.kind, e.provider_user_id, e.dedupe_key, e.payload) == (
         "EXERCISE", "475", "EXERCISE:475:aQlC83:2026-05-15T14:22:24Z", payload,
     )  # fmt: skip
-    (sleep,) = polar.parse_event({"event": "SLEEP", "user_id": 475, "date": "2026-05-14",
+    (sleep,) = polar.parse_webhook({"event": "SLEEP", "user_id": 475, "date": "2026-05-14",
                                   "timestamp": "2026-05-15T06:00:00Z"})  # fmt: skip
     assert (sleep.kind, sleep.dedupe_key) == ("SLEEP", "SLEEP:475:2026-05-14:2026-05-15T06:00:00Z")
 
@@ -267,7 +267,7 @@ def test_parse_makes_one_event_per_delivery_and_none_for_a_ping() -> None:
 )
 def test_parse_refuses_unreadable_events(payload: Any, reason: str) -> None:
     with pytest.raises(MalformedPayload, match=reason):
-        polar.parse_event(payload)
+        polar.parse_webhook(payload)
 
 
 def test_only_the_configured_api_exercise_url_is_fetched() -> None:

@@ -282,7 +282,7 @@ async def test_a_429_with_stravas_usage_headers_waits_until_its_window_ends(
 
 
 def strava_event(aspect: str, object_id: int = 77, object_type: str = "activity", **updates: str) -> WebhookEvent:
-    (parsed,) = strava.parse_event({"object_type": object_type, "object_id": object_id, "aspect_type": aspect,
+    (parsed,) = strava.parse_webhook({"object_type": object_type, "object_id": object_id, "aspect_type": aspect,
                                     "owner_id": 12345, "subscription_id": 9, "event_time": 1_790_000_000,
                                     "updates": updates})  # fmt: skip
     return parsed
@@ -295,7 +295,7 @@ async def test_a_created_activity_is_fetched_in_detail_and_stored_with_its_calor
     detail = activity(77, resource_state=3, calories=612.5, kilojoules=580.0, name="Lunch Ride")
     with upstream() as m:
         m.get(f"{API}/api/v3/activities/77", payload=detail)
-        await strava.process_event(ctx, strava_event("create"))
+        await strava.process_webhook(ctx, strava_event("create"))
         assert [(method, str(url)) for method, url, _ in sent(m)] == [("GET", f"{API}/api/v3/activities/77")]
     ((key, (row,), items),) = ctx.saved
     assert (key, items) == (None, 0)  # not a sync page
@@ -310,13 +310,13 @@ async def test_an_activity_gone_or_private_stores_nothing_and_other_failures_fai
     not_found = {"message": "Record Not Found", "errors": [{"resource": "Activity", "field": "id", "code": "invalid"}]}
     with upstream() as m:
         m.get(f"{API}/api/v3/activities/77", status=404, payload=not_found)
-        await strava.process_event(ctx, strava_event("update", title="Private now"))
+        await strava.process_webhook(ctx, strava_event("update", title="Private now"))
         m.get(f"{API}/api/v3/activities/78", status=503, body="busy", repeat=True)
         with pytest.raises(UpstreamError, match="HTTP 503"):
-            await strava.process_event(ctx, strava_event("create", 78))
+            await strava.process_webhook(ctx, strava_event("create", 78))
         m.get(f"{API}/api/v3/activities/79", payload=["not", "an", "activity"])
         with pytest.raises(MalformedPayload, match="returned no activity"):
-            await strava.process_event(ctx, strava_event("create", 79))
+            await strava.process_webhook(ctx, strava_event("create", 79))
     assert ctx.saved == []
 
 
@@ -327,6 +327,6 @@ async def test_athlete_events_other_than_a_deauthorization_do_nothing(
     with upstream() as m:
         for parsed in (strava_event("update", 12345, "athlete", authorized="true"),
                        strava_event("update", 12345, "athlete"), strava_event("create", 5, "club")):  # fmt: skip
-            await strava.process_event(ctx, parsed)
+            await strava.process_webhook(ctx, parsed)
         assert sent(m) == []
     assert ctx.saved == []

@@ -371,15 +371,15 @@ async def test_a_burst_of_200_created_activities_is_all_stored(
 
 def test_one_event_per_delivery_keyed_by_what_happened_when() -> None:
     body = event(134815, 1360128428, "update", updates={"title": "Messy"})
-    (parsed,) = strava.parse_event(body)
+    (parsed,) = strava.parse_webhook(body)
     assert (parsed.kind, parsed.provider_user_id, parsed.payload) == ("activity.update", "134815", body)
-    assert strava.parse_event(json.loads(json.dumps(body)))[0].dedupe_key == parsed.dedupe_key
+    assert strava.parse_webhook(json.loads(json.dumps(body)))[0].dedupe_key == parsed.dedupe_key
     others = [body | {"updates": {"title": "Tidy"}}, body | {"event_time": 1_790_000_001},
               body | {"aspect_type": "create"}, body | {"object_id": 1360128429}]  # fmt: skip
-    assert len({parsed.dedupe_key, *(strava.parse_event(b)[0].dedupe_key for b in others)}) == 5
+    assert len({parsed.dedupe_key, *(strava.parse_webhook(b)[0].dedupe_key for b in others)}) == 5
     deauth = {"object_type": "athlete", "object_id": 134815, "aspect_type": "update", "owner_id": 134815,
               "subscription_id": 120475, "event_time": 1516126040, "updates": {"authorized": "false"}}  # fmt: skip
-    assert strava.parse_event(deauth)[0].kind == "athlete.update"
+    assert strava.parse_webhook(deauth)[0].kind == "athlete.update"
 
 
 @pytest.mark.parametrize(
@@ -389,4 +389,4 @@ def test_one_event_per_delivery_keyed_by_what_happened_when() -> None:
 )  # fmt: skip
 def test_unreadable_events_are_malformed(payload: Any) -> None:
     with pytest.raises(MalformedPayload):
-        strava.parse_event(payload)
+        strava.parse_webhook(payload)

@@ -178,15 +178,15 @@ def test_the_documented_notification_maps_with_its_sibling_gear() -> None:
     )
     assert (w.avg_hr, w.max_hr, w.energy_kcal, w.duration_s) == (145.0, 175.0, 500.0, 3600.0)
     # The same notification again is the same event; a changed workout is a new one.
-    assert suunto.parse_notification(body)[0].dedupe_key == event.dedupe_key
+    assert suunto.parse_webhook(body)[0].dedupe_key == event.dedupe_key
     changed = body | {"workout": body["workout"] | {"totalTime": 3700}}
-    assert suunto.parse_notification(changed)[0].dedupe_key != event.dedupe_key
+    assert suunto.parse_webhook(changed)[0].dedupe_key != event.dedupe_key
 
 
 def test_routes_and_unknown_types_are_acknowledged_without_an_event() -> None:
-    assert suunto.parse_notification({"type": "ROUTE_CREATED", "username": "johndoe123", "route": {}}) == []
-    assert suunto.parse_notification({"type": "SOMETHING_NEW", "username": "johndoe123"}) == []
-    assert suunto.parse_notification({"type": "WORKOUT_UPDATED"}) == []  # not documented: not relied on
+    assert suunto.parse_webhook({"type": "ROUTE_CREATED", "username": "johndoe123", "route": {}}) == []
+    assert suunto.parse_webhook({"type": "SOMETHING_NEW", "username": "johndoe123"}) == []
+    assert suunto.parse_webhook({"type": "WORKOUT_UPDATED"}) == []  # not documented: not relied on
 
 
 @pytest.mark.parametrize(
@@ -201,14 +201,14 @@ def test_routes_and_unknown_types_are_acknowledged_without_an_event() -> None:
 )
 def test_a_notification_we_cannot_act_on_is_refused(body: Any, message: str) -> None:
     with pytest.raises(MalformedPayload, match=message):
-        suunto.parse_notification(body)
+        suunto.parse_webhook(body)
 
 
 def test_a_247_notification_is_one_event_covering_its_samples() -> None:
     body = fixture("suunto", "webhook_247_sleep_created")
-    (event,) = suunto.parse_notification(body)
+    (event,) = suunto.parse_webhook(body)
     assert (event.kind, event.provider_user_id) == ("data_247.suunto_247_sleep_created", "johndoe123")
-    assert suunto.parse_notification(body)[0].dedupe_key == event.dedupe_key
+    assert suunto.parse_webhook(body)[0].dedupe_key == event.dedupe_key
     now, reach = datetime(2026, 5, 1, tzinfo=UTC), timedelta(days=90)
     assert suunto.notified_window(body, now, reach) == (
         datetime(2026, 4, 27, 19, 0, tzinfo=UTC),  # BedtimeStart, 22:00+03:00

@@ -42,7 +42,7 @@ async def connect(factory: Factory, client: Client, key: str | None = None) -> t
     sim_user = f"u{uuid.uuid4().hex[:10]}"
     tokens = await factory.sim_tokens("whoop", sim_user)
     async with aiohttp.ClientSession() as session:
-        whoop_id = await whoop.profile_user_id(
+        whoop_id = await whoop.user_id(
             HttpClient(session, retries=0), whoop.PROVIDER.settings(factory.settings), tokens.access_token
         )
     resp = await client.put(
@@ -363,7 +363,7 @@ def test_verify_takes_a_fresh_signature_and_refuses_the_rest() -> None:
     now_ms = int(time.time() * 1000)
     good = {"X-WHOOP-Signature": whoop.signature("s3cret", str(now_ms), body),
             "X-WHOOP-Signature-Timestamp": str(now_ms)}  # fmt: skip
-    whoop.verify_notification(good, body, config, settings)
+    whoop.verify_webhook(good, body, config, settings)
     stale = {"X-WHOOP-Signature": whoop.signature("s3cret", str(now_ms - 61_000), body),
              "X-WHOOP-Signature-Timestamp": str(now_ms - 61_000)}  # fmt: skip
     cases = [
@@ -375,18 +375,18 @@ def test_verify_takes_a_fresh_signature_and_refuses_the_rest() -> None:
     ]
     for headers, s, reason in cases:
         with pytest.raises(WebhookRejected, match=reason):
-            whoop.verify_notification(headers, body, whoop.PROVIDER.settings(s), s)
+            whoop.verify_webhook(headers, body, whoop.PROVIDER.settings(s), s)
 
 
 def test_parse_makes_one_event_keyed_by_type_record_and_trace() -> None:
-    (e,) = whoop.parse_notification(event(10129, "ecfc6a15-4661-442f-a9a4-f160dd7afae8", trace="d3c2"))
+    (e,) = whoop.parse_webhook(event(10129, "ecfc6a15-4661-442f-a9a4-f160dd7afae8", trace="d3c2"))
     assert (e.kind, e.provider_user_id, e.dedupe_key) == (
         "workout.updated", "10129", "workout.updated:ecfc6a15-4661-442f-a9a4-f160dd7afae8:d3c2",
     )  # fmt: skip
     assert e.payload["trace_id"] == "d3c2"
     # Without a trace id, the same body is the same event and another body another.
     untraced = {"user_id": 1, "id": 2, "type": "sleep.deleted"}
-    keys = {whoop.parse_notification(p)[0].dedupe_key for p in (untraced, dict(untraced), untraced | {"x": 1})}
+    keys = {whoop.parse_webhook(p)[0].dedupe_key for p in (untraced, dict(untraced), untraced | {"x": 1})}
     assert len(keys) == 2
 
 
@@ -405,4 +405,4 @@ def test_parse_makes_one_event_keyed_by_type_record_and_trace() -> None:
 )
 def test_parse_refuses_unreadable_notifications(payload: Any, reason: str) -> None:
     with pytest.raises(MalformedPayload, match=reason):
-        whoop.parse_notification(payload)
+        whoop.parse_webhook(payload)

@@ -341,7 +341,7 @@ async def _pull(ctx: Ctx, summary_type: str, url_or_range: str | tuple[int, int]
     return pulled
 
 
-async def token_user_id(http: HttpClient, config: GarminSettings, access_token: str) -> str:
+async def user_id(http: HttpClient, config: GarminSettings, access_token: str) -> str:
     """Garmin's id of a token's user (the token response carries none): what its webhooks name
     the user by, so what the connection stores as provider_user_id."""
     url = f"{config.api_url}{REST}/user/id"
@@ -359,7 +359,7 @@ async def fetch_user_id(ctx: Ctx) -> str:
     return str(body["userId"])
 
 
-async def delete_registration(ctx: Ctx) -> None:
+async def revoke(ctx: Ctx) -> None:
     """Withdraw our access (`DELETE /wellness-api/rest/user/registration`, 204): Garmin stops
     sending the user's data and the tokens stop working."""
     await ctx.request_json("DELETE", f"{ctx.config.api_url}{REST}/user/registration")
@@ -453,7 +453,7 @@ MAX_DELIVERY_BYTES = 16 * 1024 * 1024  # a push may hold many users' epochs or d
 CLIENT_ID_HEADER = "garmin-client-id"
 
 
-def verify_delivery(headers: Mapping[str, str], body: bytes, config: GarminSettings, settings: Settings) -> None:
+def verify_webhook(headers: Mapping[str, str], body: bytes, config: GarminSettings, settings: Settings) -> None:
     """Garmin signs nothing, but names the app a delivery is for in its `garmin-client-id` header:
     one without our client id is refused (a delivery has reached the URL with our path secret
     before this check). A pushed record lands only on the connection of the user it names."""
@@ -502,7 +502,7 @@ def _summary_events(summary_type: str, items: list[dict[str, Any]]) -> list[Webh
     return list(events.values())
 
 
-def parse_delivery(payload: Any) -> list[WebhookEvent]:
+def parse_webhook(payload: Any) -> list[WebhookEvent]:
     """A delivery's events; its top-level keys name what it holds (see the module docstring)."""
     if not isinstance(payload, dict) or not any(isinstance(v, list) for v in payload.values()):
         raise MalformedPayload("a Garmin delivery is an object of lists keyed by summary or notification type")
@@ -526,7 +526,7 @@ def parse_delivery(payload: Any) -> list[WebhookEvent]:
     return events
 
 
-async def process_delivery(ctx: Ctx, event: WebhookEvent) -> None:
+async def process_webhook(ctx: Ctx, event: WebhookEvent) -> None:
     """Store pushed summaries, or pull a ping's (only from the Garmin API host); then count them
     on the backfill windows they fall in. Deregistrations and permission changes update the
     connection."""
@@ -569,20 +569,20 @@ PROVIDER = Provider(
     sync={DataType.WORKOUTS: sync_workouts, DataType.DATA_247: sync_247},
     params=("summary_start_time", "summary_end_time"),
     webhook=Webhook(
-        verify=verify_delivery,
-        parse=parse_delivery,
-        process=process_delivery,
+        verify=verify_webhook,
+        parse=parse_webhook,
+        process=process_webhook,
         max_body_bytes=MAX_DELIVERY_BYTES,
         path_secret=True,
         # Garmin documents no maximum; its deliveries carry a day's summaries of a few users.
         max_items=10_000,
     ),
-    user_id=token_user_id,
+    user_id=user_id,
     # OAuth 2 with PKCE on connect.garmin.com; no scope parameter: the user picks what to share
     # on Garmin's consent page (and may change it later: the permission-change webhook).
     authorize_path="/oauth2Confirm",
     pkce=True,
-    revoke=delete_registration,
+    revoke=revoke,
     deliveries=Deliveries[GarminSettings](
         wait_s=lambda config: config.backfill_wait_s, data_type_of=data_type_of, nothing_delivered=NOTHING_DELIVERED
     ),

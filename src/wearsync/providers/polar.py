@@ -27,7 +27,7 @@ body under the signature secret Polar returned when the webhook was created
 (WEARSYNC_POLAR_WEBHOOK_SECRET). Polar signs no time apart from the body (whose `timestamp` is
 when the notification was sent, says the spec), so none is checked for age: a replay is a
 duplicate of a stored event. `PING` (sent when the webhook is created or changed) names no user:
-it is acknowledged, signed or not (see verify_event), and nothing is stored. `EXERCISE` names
+it is acknowledged, signed or not (see verify_webhook), and nothing is stored. `EXERCISE` names
 the exercise by `entity_id` and `url`: the worker fetches it only if the URL is exactly
 `<WEARSYNC_POLAR_API_URL>/v3/exercises/<entity_id>` (anything else fails the event, no request
 made: no server-side request forgery), without samples, zones or route (our choice: one light
@@ -238,7 +238,7 @@ async def connect_user(ctx: Ctx) -> None:
     await ctx.save_cursor(registered)
 
 
-async def delete_user(ctx: Ctx) -> None:
+async def revoke(ctx: Ctx) -> None:
     """Deregister the user from our app (`DELETE /v3/users/{polar user id}`), which also revokes the
     access token; a user Polar no longer knows (404) is deregistered already. Not asked while
     another application's connection uses the same Polar account (revocation.shared): the
@@ -256,7 +256,7 @@ def _flag(value: bool) -> str:
     return "true" if value else "false"
 
 
-async def sync_exercises(ctx: Ctx) -> None:
+async def sync_workouts(ctx: Ctx) -> None:
     if PAGE_KEY in ctx.done:  # stored by an earlier run of this task
         return
     await ctx.set_pages_total(1)
@@ -290,12 +290,12 @@ SIGNATURE = "Polar-Webhook-Signature"
 _ENTITY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-def verify_event(headers: Mapping[str, str], body: bytes, config: PolarSettings, settings: Settings) -> None:
+def verify_webhook(headers: Mapping[str, str], body: bytes, config: PolarSettings, settings: Settings) -> None:
     """Hex HMAC-SHA256 of the raw body under the webhook's signature secret, in constant time.
 
     A PING passes unchecked: Polar sends it while it creates (or changes) the webhook, and creates
     it only if the PING is answered 200, but the signature secret comes in the answer to that
-    creation, so it cannot be configured here yet. A PING stores and starts nothing (parse_event)."""
+    creation, so it cannot be configured here yet. A PING stores and starts nothing (parse_webhook)."""
     if is_ping(body):
         return
     secret = config.webhook_secret
@@ -309,12 +309,12 @@ def verify_event(headers: Mapping[str, str], body: bytes, config: PolarSettings,
 def is_ping(body: bytes) -> bool:
     try:
         payload = json.loads(body)
-    except (ValueError, RecursionError):  # not JSON: parse_event refuses it after the signature check
+    except (ValueError, RecursionError):  # not JSON: parse_webhook refuses it after the signature check
         return False
     return isinstance(payload, dict) and payload.get("event") == "PING"
 
 
-def parse_event(payload: Any) -> list[WebhookEvent]:
+def parse_webhook(payload: Any) -> list[WebhookEvent]:
     """One delivery is one event, or none for a PING. Polar gives events no id: the key is the
     event, user, entity (or date) and the time Polar sent it; the same notification sent again
     at another time is processed again, harmlessly (an upsert)."""
@@ -350,7 +350,7 @@ def exercise_url(config: PolarSettings, entity_id: str, announced: str) -> str:
     return expected
 
 
-async def process_event(ctx: Ctx, event: WebhookEvent) -> str | None:
+async def process_webhook(ctx: Ctx, event: WebhookEvent) -> str | None:
     """Fetch and upsert an announced exercise; other events are not data we store. An exercise
     Polar no longer has (404: deleted, or past its 30 days) is nothing to store."""
     if event.kind != "EXERCISE":
@@ -376,14 +376,14 @@ PROVIDER = Provider(
     config=PolarSettings,
     token_path="/v2/oauth2/token",
     client_auth="basic",
-    sync={DataType.WORKOUTS: sync_exercises},
+    sync={DataType.WORKOUTS: sync_workouts},
     params=("samples", "zones", "route"),
-    webhook=Webhook(verify=verify_event, parse=parse_event, process=process_event),
+    webhook=Webhook(verify=verify_webhook, parse=parse_webhook, process=process_webhook),
     authorize_path="/oauth2/authorization",  # on flow.polar.com
     scopes=("accesslink.read_all",),
     # AccessLink also speaks XML (the spec lists both for users); Polar's example client asks for JSON.
     api_headers=lambda config: {"Accept": "application/json"},
     on_connect=connect_user,
     identify=identify,
-    revoke=delete_user,
+    revoke=revoke,
 )

@@ -181,10 +181,10 @@ async def sync_workouts(ctx: Ctx) -> None:
 DEAUTHORIZED = "deauthorized by the athlete at Strava"
 
 
-def verify_event(headers: Mapping[str, str], body: bytes, config: StravaSettings, settings: Settings) -> None:
+def verify_webhook(headers: Mapping[str, str], body: bytes, config: StravaSettings, settings: Settings) -> None:
     """Strava signs no event: one is taken as Strava's for arriving at the URL with our path
     secret (checked before) and naming our push subscription. A body that is no JSON object is
-    left to `parse_event` to refuse."""
+    left to `parse_webhook` to refuse."""
     expected = config.subscription_id
     if not expected:
         raise WebhookRejected("WEARSYNC_STRAVA_SUBSCRIPTION_ID is not set, so no event can be trusted")
@@ -196,7 +196,7 @@ def verify_event(headers: Mapping[str, str], body: bytes, config: StravaSettings
         raise WebhookRejected("the event names another push subscription than ours")
 
 
-def parse_event(payload: Any) -> list[WebhookEvent]:
+def parse_webhook(payload: Any) -> list[WebhookEvent]:
     """One event per delivery: `{"object_type", "object_id", "aspect_type", "owner_id",
     "subscription_id", "event_time", "updates"}`; kind `activity.create` and so on."""
     if not isinstance(payload, dict):
@@ -215,7 +215,7 @@ def parse_event(payload: Any) -> list[WebhookEvent]:
     return [WebhookEvent(f"{object_type}.{aspect}", str(owner), key, payload)]
 
 
-async def process_event(ctx: Ctx, event: WebhookEvent) -> None:
+async def process_webhook(ctx: Ctx, event: WebhookEvent) -> None:
     """Do what the event announces: fetch and upsert, delete, or deactivate (module docstring)."""
     payload = event.payload
     object_id = str(payload["object_id"])
@@ -239,7 +239,7 @@ async def process_event(ctx: Ctx, event: WebhookEvent) -> None:
         log.info("strava event with nothing to do", kind=event.kind, object_id=object_id)
 
 
-async def athlete_id(http: HttpClient, config: StravaSettings, access_token: str) -> str:
+async def user_id(http: HttpClient, config: StravaSettings, access_token: str) -> str:
     """Strava's id of a token's athlete (`GET /api/v3/athlete`): what its events name the owner by.
     The token response carries it too (`athlete`); this is for tokens handed to us."""
     url = f"{config.api_url}/api/v3/athlete"
@@ -249,7 +249,7 @@ async def athlete_id(http: HttpClient, config: StravaSettings, access_token: str
     return str(body["id"])
 
 
-async def deauthorize(ctx: Ctx) -> None:
+async def revoke(ctx: Ctx) -> None:
     """Withdraw our access to the athlete's account (`POST /oauth/deauthorize` on the OAuth host,
     the access token as a form field): every token of the athlete stops working."""
     token = await ctx.credentials.token()
@@ -269,12 +269,12 @@ PROVIDER = Provider(
     # Strava's read ("non-upload") limit: every call we make is a read, so it binds before the
     # overall 200 per 15 minutes and 2,000 a day (developers.strava.com/docs/rate-limits).
     sync={DataType.WORKOUTS: sync_workouts},
-    webhook=Webhook(verify=verify_event, parse=parse_event, process=process_event, path_secret=True),
+    webhook=Webhook(verify=verify_webhook, parse=parse_webhook, process=process_webhook, path_secret=True),
     # Strava joins scopes with commas; `read` for the athlete, `activity:read_all` for private
     # activities too. approval_prompt=auto: a user who approved before is not asked again.
     scopes=("read", "activity:read_all"),
     scope_separator=",",
     authorize_params={"approval_prompt": "auto"},
-    user_id=athlete_id,
-    revoke=deauthorize,
+    user_id=user_id,
+    revoke=revoke,
 )

@@ -422,7 +422,7 @@ NOTIFIED_247: dict[str, tuple[str, ...]] = {
 }
 
 
-def verify_notification(headers: Mapping[str, str], body: bytes, config: SuuntoSettings, settings: Settings) -> None:
+def verify_webhook(headers: Mapping[str, str], body: bytes, config: SuuntoSettings, settings: Settings) -> None:
     """HMAC-SHA256 of the raw body under WEARSYNC_SUUNTO_WEBHOOK_SECRET, hex, in
     `X-HMAC-SHA256-Signature` (second-hand: public clients), compared in constant time."""
     secret = config.webhook_secret
@@ -449,7 +449,7 @@ def notified_workout_key(payload: Mapping[str, Any]) -> str | None:
     return None if key is None else str(key)
 
 
-def parse_notification(payload: Any) -> list[WebhookEvent]:
+def parse_webhook(payload: Any) -> list[WebhookEvent]:
     """One notification is at most one event. Documented: `{"type": "WORKOUT_CREATED", "username",
     "workout": {... "workoutKey"}, "gear"}`; 24/7 types carry samples (second-hand). Routes and
     types we do not know are acknowledged and not stored. A workout's event key is its key and
@@ -504,7 +504,7 @@ def notified_window(payload: Mapping[str, Any], now: datetime, reach: timedelta)
     return start, max(end, start + timedelta(seconds=1))
 
 
-async def process_notification(ctx: Ctx, event: WebhookEvent) -> str | None:
+async def process_webhook(ctx: Ctx, event: WebhookEvent) -> str | None:
     """A workout: store the one the notification carries (unless one is stored), or fetch it by
     its key when it carries none. 24/7 data: sync the window its samples cover, from the endpoints it announces."""
     payload = event.payload
@@ -532,7 +532,7 @@ async def process_notification(ctx: Ctx, event: WebhookEvent) -> str | None:
     return None
 
 
-async def deauthorize(ctx: Ctx) -> None:
+async def revoke(ctx: Ctx) -> None:
     """Withdraw our access (`GET /oauth/deauthorize?client_id=...` on the OAuth host, with the
     user's bearer token): the user's tokens stop working. The answer is a 200 (its body, if any,
     says nothing we use: unconfirmed), so an empty one is fine."""
@@ -568,12 +568,12 @@ PROVIDER = Provider(
     params=("since", "limit", "offset", "filter_by_modification_time"),
     api_headers=lambda config: {"Ocp-Apim-Subscription-Key": config.subscription_key},
     webhook=Webhook(
-        verify=verify_notification,
-        parse=parse_notification,
-        process=process_notification,
+        verify=verify_webhook,
+        parse=parse_webhook,
+        process=process_webhook,
         max_body_bytes=1024 * 1024,  # a notification may carry the whole workout
     ),
     authorize_path="/oauth/authorize",  # no scope parameter: Suunto grants the app's configured access
     identify=identify,
-    revoke=deauthorize,
+    revoke=revoke,
 )

@@ -33,7 +33,7 @@ verified as Whoop signs them (base64 HMAC-SHA256 under our client secret of the
 `X-WHOOP-Signature-Timestamp` header, milliseconds, followed by the raw body; a timestamp more
 than WEARSYNC_WEBHOOK_MAX_AGE_S away from now is refused as a replay). A connection must carry
 Whoop's numeric user id as its provider_user_id (the token response has none: ask
-`GET /developer/v2/user/profile/basic`, see `profile_user_id`). An update fetches the record
+`GET /developer/v2/user/profile/basic`, see `user_id`). An update fetches the record
 (`/activity/workout/{id}`, `/activity/sleep/{id}`) and upserts it; a delete removes our row.
 A recovery event names either its sleep (a UUID) or its cycle (an integer): sources disagree
 which one v2 sends, so both are read. The spec has no recovery-by-sleep route: for a sleep, its
@@ -348,7 +348,7 @@ _DETAIL = {"workout": (WORKOUTS, "workouts"), "sleep": (SLEEP, "sleep")}  # kind
 _EVENT_TYPE = re.compile(r"^[a-z_]+\.[a-z_]+$")  # <object>.<action>
 
 
-async def profile_user_id(http: HttpClient, config: WhoopSettings, access_token: str) -> str:
+async def user_id(http: HttpClient, config: WhoopSettings, access_token: str) -> str:
     """Whoop's numeric user id of a token's user: what a connection must store as its
     provider_user_id for webhooks to find it (the token response carries none)."""
     url = f"{config.api_url}/developer/v2/user/profile/basic"
@@ -358,7 +358,7 @@ async def profile_user_id(http: HttpClient, config: WhoopSettings, access_token:
     return str(body["user_id"])
 
 
-async def revoke_access(ctx: Ctx) -> None:
+async def revoke(ctx: Ctx) -> None:
     """Withdraw our access (`DELETE /developer/v2/user/access`, 204): the tokens stop working and
     Whoop sends no more webhooks for the user."""
     await ctx.request_json("DELETE", f"{ctx.config.api_url}/developer/v2/user/access")
@@ -369,7 +369,7 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
     return base64.b64encode(hmac.new(secret.encode(), timestamp.encode() + body, hashlib.sha256).digest()).decode()
 
 
-def verify_notification(headers: Mapping[str, str], body: bytes, config: WhoopSettings, settings: Settings) -> None:
+def verify_webhook(headers: Mapping[str, str], body: bytes, config: WhoopSettings, settings: Settings) -> None:
     """The signature under our client secret, compared in constant time, and a timestamp no
     further than WEARSYNC_WEBHOOK_MAX_AGE_S from now (either way), so a captured delivery cannot
     be replayed later."""
@@ -389,7 +389,7 @@ def verify_notification(headers: Mapping[str, str], body: bytes, config: WhoopSe
         raise WebhookRejected(f"{TIMESTAMP} is {age_s:.0f}s away from now (at most {settings.webhook_max_age_s}s)")
 
 
-def parse_notification(payload: Any) -> list[WebhookEvent]:
+def parse_webhook(payload: Any) -> list[WebhookEvent]:
     """One notification is one event, keyed by type, record id and trace id (a redelivery
     carries the same trace id; without one, the same body is the same event)."""
     if not isinstance(payload, dict):
@@ -453,7 +453,7 @@ async def _update_recovery(ctx: Ctx, record_id: Any) -> None:
     await ctx.save_page(map_page([recovery], RECOVERY.mapper))
 
 
-async def process_notification(ctx: Ctx, event: WebhookEvent) -> None:
+async def process_webhook(ctx: Ctx, event: WebhookEvent) -> None:
     """Fetch and upsert the record an update names, or delete our row of a deleted one."""
     record_id = str(event.payload["id"])
     in_path = quote(record_id, safe="")
@@ -484,10 +484,10 @@ PROVIDER = Provider(
     client_auth="body",
     refresh_params={"scope": "offline"},  # without it Whoop issues no new refresh token
     sync={DataType.WORKOUTS: sync_workouts, DataType.DATA_247: sync_247},
-    webhook=Webhook(verify=verify_notification, parse=parse_notification, process=process_notification),
-    user_id=profile_user_id,
+    webhook=Webhook(verify=verify_webhook, parse=parse_webhook, process=process_webhook),
+    user_id=user_id,
     authorize_path="/oauth/oauth2/auth",
     # `offline` for a refresh token, `read:profile` for the user id webhooks name the user by.
     scopes=("offline", "read:profile", "read:workout", "read:sleep", "read:recovery", "read:cycles"),
-    revoke=revoke_access,
+    revoke=revoke,
 )
