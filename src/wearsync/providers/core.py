@@ -1,6 +1,6 @@
 """What every provider client shares: its description as data and the context a sync runs in."""
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Protocol
@@ -13,7 +13,14 @@ from typing_extensions import TypeVar
 
 from wearsync.crypto import TokenCipher
 from wearsync.models import DataType, SyncParams
-from wearsync.providers.errors import JobSliceDone, ListShifted, MalformedPayload, TooManyItems, UpstreamAuthError
+from wearsync.providers.errors import (
+    JobSliceDone,
+    ListShifted,
+    MalformedPayload,
+    TooManyItems,
+    UpstreamAuthError,
+    UpstreamError,
+)
 from wearsync.providers.http import Bucket, HttpClient, Params
 from wearsync.providers.tokens import TokenSet
 from wearsync.records import Record
@@ -37,6 +44,9 @@ class UnsignedWebhookSettings(ProviderSettings):
     def path_secret(self) -> str:
         return self.webhook_path_secret
 
+
+# The shape a call expects its body to be: (dict or list, what it is called in the error).
+Shape = tuple[type[dict[str, Any]] | type[list[Any]], str]
 
 # A provider's settings class (its module's subclass of ProviderSettings).
 C = TypeVar("C", bound=ProviderSettings, default=ProviderSettings)
@@ -140,25 +150,48 @@ class SyncContext(Generic[C]):
         self.page_budget.check()
         return self.page_budget.left()
 
-    async def get_json(self, url: str, *, params: Params | None = None) -> Any:
-        return await self.request_json("GET", url, params=params)
+    async def get_json(
+        self, url: str, *, params: Params | None = None, ok: Collection[int] = (), expect: Shape | None = None
+    ) -> Any:
+        return await self.request_json("GET", url, params=params, ok=ok, expect=expect)
 
     async def request_json(
-        self, method: str, url: str, *, params: Params | None = None, json_body: Any = None, empty_ok: bool = False
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Params | None = None,
+        json_body: Any = None,
+        empty_ok: bool = False,
+        ok: Collection[int] = (),
+        expect: Shape | None = None,
     ) -> Any:
-        """A data call with the connection's token; a 401 refreshes the token once and retries."""
+        """A data call with the connection's token; a 401 refreshes the token once and retries.
+        A status in `ok` is the provider's way to say there is nothing (404: gone, 409: done
+        already): None. `expect` (type, what): any other body than a `type` is MalformedPayload,
+        "GET <url> returned no <what>"."""
         for attempt in (1, 2):
             token = await self.credentials.token()
             headers = {**self.headers, "Authorization": f"Bearer {token}"}
             try:
-                return await self.http.request_json(
+                body = await self.http.request_json(
                     method, url, params=params, headers=headers, json_body=json_body, bucket=self.bucket,
                     empty_ok=empty_ok,
                 )  # fmt: skip
             except UpstreamAuthError as e:
+                if e.status in ok:
+                    return None
                 if e.status != 401 or attempt == 2:
                     raise
                 await self.credentials.refresh(token)
+                continue
+            except UpstreamError as e:
+                if e.status in ok:
+                    return None
+                raise
+            if expect is not None and not isinstance(body, expect[0]):
+                raise MalformedPayload(f"{method} {url} returned no {expect[1]}: {str(body)[:200]}")
+            return body
         raise AssertionError("unreachable")
 
     async def list_again_if_moved(self, listing: Callable[[Mapping[str, int]], Awaitable[None]]) -> None:

@@ -245,11 +245,7 @@ async def revoke(ctx: Ctx) -> None:
     registration is our Polar client's, shared by all of them."""
     account = ctx.connection.provider_user_id
     url = f"{ctx.config.api_url}/v3/users/{quote(account, safe='')}"
-    try:
-        await ctx.request_json("DELETE", url)
-    except UpstreamError as e:
-        if e.status != 404:
-            raise
+    await ctx.request_json("DELETE", url, ok=(404,))
 
 
 def _flag(value: bool) -> str:
@@ -357,14 +353,10 @@ async def process_webhook(ctx: Ctx, event: WebhookEvent) -> str | None:
         log.info("polar webhook event not stored", kind=event.kind, user=event.provider_user_id)
         return None
     url = exercise_url(ctx.config, event.payload["entity_id"], event.payload["url"])
-    try:
-        body = await ctx.get_json(url, params={"samples": "false", "zones": "false", "route": "false"})
-    except UpstreamError as e:
-        if e.status != 404:
-            raise
+    query = {"samples": "false", "zones": "false", "route": "false"}
+    body = await ctx.get_json(url, params=query, ok=(404,), expect=(dict, "exercise"))
+    if body is None:
         return f"exercise {event.payload['entity_id']} is no longer at Polar (404): nothing stored"
-    if not isinstance(body, dict):
-        raise MalformedPayload(f"GET {url} returned no exercise: {str(body)[:200]}")
     await ctx.save_page(map_page([body], map_exercise))
     return None
 

@@ -55,7 +55,7 @@ from pydantic_settings import SettingsConfigDict
 
 from wearsync.models import DataType, RateLimit
 from wearsync.providers.core import Provider, SyncContext, UnsignedWebhookSettings, Webhook, WebhookEvent, map_page, num
-from wearsync.providers.errors import MalformedPayload, UpstreamError, WebhookRejected
+from wearsync.providers.errors import MalformedPayload, WebhookRejected
 from wearsync.providers.http import HttpClient
 from wearsync.providers.paging import save_offset_list
 from wearsync.records import Workout
@@ -163,9 +163,9 @@ async def sync_workouts(ctx: Ctx) -> None:
     query = {"before": int(ctx.started_at.timestamp()), "after": after, "per_page": PER_PAGE}
 
     async def fetch(offset: int) -> list[dict[str, Any]]:
-        body = await ctx.get_json(url, params=query | {"page": offset // PER_PAGE + 1})
-        if not isinstance(body, list):
-            raise MalformedPayload(f"GET {url} returned no activity list: {str(body)[:200]}")
+        body: list[dict[str, Any]] = await ctx.get_json(
+            url, params=query | {"page": offset // PER_PAGE + 1}, expect=(list, "activity list")
+        )
         return body
 
     await save_offset_list(
@@ -221,15 +221,10 @@ async def process_webhook(ctx: Ctx, event: WebhookEvent) -> None:
     object_id = str(payload["object_id"])
     if event.kind in ("activity.create", "activity.update"):
         url = f"{ctx.config.api_url}/api/v3/activities/{object_id}"
-        try:
-            detail = await ctx.get_json(url)
-        except UpstreamError as e:
-            if e.status != 404:
-                raise
+        detail = await ctx.get_json(url, ok=(404,), expect=(dict, "activity"))
+        if detail is None:
             log.info("strava activity gone or private: nothing stored", activity_id=object_id)
             return
-        if not isinstance(detail, dict):
-            raise MalformedPayload(f"GET {url} returned no activity: {str(detail)[:200]}")
         await ctx.save_page(map_page([detail], map_activity))
     elif event.kind == "activity.delete":
         await ctx.delete_record("workouts", object_id)

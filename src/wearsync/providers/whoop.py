@@ -409,9 +409,7 @@ def parse_webhook(payload: Any) -> list[WebhookEvent]:
 
 async def _fetch(ctx: Ctx, path: str) -> dict[str, Any]:
     url = f"{ctx.config.api_url}{path}"
-    body = await ctx.get_json(url)
-    if not isinstance(body, dict):
-        raise MalformedPayload(f"GET {url} returned no record: {str(body)[:200]}")
+    body: dict[str, Any] = await ctx.get_json(url, expect=(dict, "record"))
     return body
 
 
