@@ -244,8 +244,16 @@ class Settings(BaseSettings):
         return self
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
-        """A copy, with what it holds parsed again (a copy is not validated)."""
-        return super().model_copy(update=update, deep=deep)._parse()
+        """A copy, with what it holds parsed again (a copy is not validated); a provider's settings
+        in `update`, named `<p>_<field>` as their variables are, are validated (`replace`)."""
+        changes, providers = dict(update or {}), dict(self.providers)
+        for name, config in self.providers.items():
+            given = {k.removeprefix(f"{name}_"): changes.pop(k) for k in list(changes) if k.startswith(f"{name}_")}
+            if given:
+                providers[name] = type(config).model_validate(config.model_dump() | given)
+        if providers != self.providers:
+            changes["providers"] = providers
+        return super().model_copy(update=changes, deep=deep)._parse()
 
     def cipher(self) -> TokenCipher:
         """What encrypts and decrypts stored tokens; TokenKeyError without a key."""
@@ -304,12 +312,7 @@ class Settings(BaseSettings):
     def replace(self, **changes: Any) -> "Settings":
         """A copy with some settings changed, each named as its variable is without WEARSYNC_
         (`<p>_<field>` for a provider's, validated as that variable is)."""
-        providers = dict(self.providers)
-        for name, config in self.providers.items():
-            given = {k.removeprefix(f"{name}_"): changes.pop(k) for k in list(changes) if k.startswith(f"{name}_")}
-            if given:
-                providers[name] = type(config).model_validate(config.model_dump() | given)
-        return self.model_copy(update=changes | {"providers": providers})
+        return self.model_copy(update=changes)
 
     def webhook_path(self, name: str) -> str:
         return webhook_path(name, self.providers[name].path_secret())
