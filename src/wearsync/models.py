@@ -84,18 +84,18 @@ class SyncParams(BaseModel):
 
     # None (not given): continue from the connection's cursor; 0: all available data.
     since: UnixSeconds | None = Field(
-        None, description="Suunto: Unix time to sync from; 0: everything (default: since the last sync)"
+        None, description="Unix time to sync from; 0: everything (default: since the last sync)"
     )
-    limit: PageSize = Field(50, description="Suunto: items per upstream request, 1-100 (default 50)")
-    offset: PageOffset = Field(0, description="Suunto: pagination offset (default 0)")
+    limit: PageSize = Field(50, description="items per upstream request, 1-100 (default 50)")
+    offset: PageOffset = Field(0, description="pagination offset (default 0)")
     filter_by_modification_time: bool = Field(
-        True, description="Suunto: filter by modification time rather than creation time (default: on)"
+        True, description="filter by modification time rather than creation time (default: on)"
     )
-    samples: bool = Field(False, description="Polar: include sample data")
-    zones: bool = Field(False, description="Polar: include heart-rate zones")
-    route: bool = Field(False, description="Polar: include the GPS route")
-    summary_start_time: UnixTime = Field(None, description="Garmin: backfill from: Unix time or ISO 8601 date")
-    summary_end_time: UnixTime = Field(None, description="Garmin: backfill until: Unix time or ISO 8601 date")
+    samples: bool = Field(False, description="include sample data")
+    zones: bool = Field(False, description="include heart-rate zones")
+    route: bool = Field(False, description="include the GPS route")
+    summary_start_time: UnixTime = Field(None, description="backfill from: Unix time or ISO 8601 date")
+    summary_end_time: UnixTime = Field(None, description="backfill until: Unix time or ISO 8601 date")
 
     @model_validator(mode="after")
     def _start_before_end(self) -> "SyncParams":

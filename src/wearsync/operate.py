@@ -33,6 +33,7 @@ from wearsync.models import (
     TaskStatus,
     validation_detail,
 )
+from wearsync.providers import PROVIDERS
 from wearsync.settings import Settings
 
 if TYPE_CHECKING:  # the rest is imported when a command runs: `wearsync` starts fast for the others
@@ -115,8 +116,6 @@ def _run(settings: Settings, check: Callable[[], T], work: Callable[[T, asyncpg.
 
 def sync_request(args: argparse.Namespace) -> SyncCommand:
     """The sync asked for on the command line: the API's checks and messages."""
-    from wearsync.providers import PROVIDERS
-
     given = {name: getattr(args, name) for name in SyncParams.model_fields if getattr(args, name) is not None}
     data = {"provider": args.provider, "user_id": args.user_id, "data_type": args.data_type, **given}
     req = _validated(SyncCommand, data)
@@ -133,19 +132,18 @@ def _spelled(param: str) -> str:
 
 
 def _add_param_options(sync: argparse.ArgumentParser) -> None:
-    """An option for each sync parameter, grouped by the provider its description names first
-    ("Suunto: ..."); a flag that is on by default also takes --no-."""
-    groups: dict[str, argparse._ArgumentGroup] = {}
-    for name, info in SyncParams.model_fields.items():
-        who, _, what = (info.description or "").partition(": ")
-        group = groups.get(who) or groups.setdefault(who, sync.add_argument_group(who.lower()))
-        option = "--" + name.replace("_", "-")
-        if info.annotation is not bool:
-            group.add_argument(option, help=what)
-        elif info.default:
-            group.add_argument(option, action=argparse.BooleanOptionalAction, help=what)
-        else:
-            group.add_argument(option, action="store_true", default=None, help=what)
+    """An option for each sync parameter, grouped by the provider that reads it (Provider.params);
+    a flag that is on by default also takes --no-."""
+    for provider in (p for p in PROVIDERS.values() if p.params):
+        group = sync.add_argument_group(provider.name)
+        for name in provider.params:
+            info, option = SyncParams.model_fields[name], "--" + name.replace("_", "-")
+            if info.annotation is not bool:
+                group.add_argument(option, help=info.description)
+            elif info.default:
+                group.add_argument(option, action=argparse.BooleanOptionalAction, help=info.description)
+            else:
+                group.add_argument(option, action="store_true", default=None, help=info.description)
 
 
 def _sync_command(settings: Settings, args: argparse.Namespace) -> None:
