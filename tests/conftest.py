@@ -221,7 +221,8 @@ async def deps(settings: Settings, db: asyncpg.Pool) -> AsyncIterator[Deps]:
 
 def process_env(settings: Settings, **overrides: object) -> dict[str, str]:
     """The environment that makes a `wearsync` subprocess run with these settings."""
-    return dict(os.environ) | settings.replace(**overrides).environment()
+    variables = settings.variables()
+    return dict(os.environ) | settings.environment() | {variables[k]: str(v) for k, v in overrides.items()}
 
 
 async def stored_tokens(db: asyncpg.Pool, settings: Settings) -> dict[str, Any]:

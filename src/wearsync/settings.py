@@ -49,7 +49,7 @@ class ProviderSettings(BaseSettings):
     name: ClassVar[str] = ""
     api_url: str
     auth_url: str
-    authorize_url: str  # the host of the page a user's browser is sent to, to allow our app
+    authorize_url: str = ""  # the host of the page a user's browser is sent to, to allow our app
     client_id: str = ""
     client_secret: str = ""
     rate_limits: RateLimits = ()
