@@ -366,3 +366,20 @@ def write_zip(path: Path, members: dict[str, bytes | str]) -> None:
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, content in members.items():
             archive.writestr(name, content)
+
+
+def main() -> None:
+    """`python -m wearsync.sim.apple_health export.zip --days 30`: an export to try the import with."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m wearsync.sim.apple_health", description=main.__doc__)
+    parser.add_argument("path", type=Path)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    summary = write_export(args.path, days=args.days, seed=args.seed)
+    print(f"{args.path}: {summary.records} records, {summary.xml_bytes} bytes of export.xml, {summary.rows} rows")
+
+
+if __name__ == "__main__":
+    main()
