@@ -374,3 +374,24 @@ async def test_a_worker_that_does_not_share_the_upload_directory_says_so(
         task = await wait_for_task(client, key, answer["task_id"])
     assert task["status"] == "failed"
     assert "WEARSYNC_IMPORT_DIR must be one directory the API and the workers share" in task["error"]
+
+
+async def test_an_import_cut_off_run_after_run_is_given_up(
+    client: Client, factory: Factory, db: asyncpg.Pool, settings: Settings, tmp_path: Path
+) -> None:
+    from tests.conftest import start_worker
+
+    key = await factory.api_key()
+    user_id = await factory.user(key)
+    path = tmp_path / "export.zip"
+    write_zip(path, {EXPORT_XML: export_xml(heart_rate())})
+    status, answer = await upload(client, key, user_id, path.read_bytes())  # no worker yet: queued
+    assert status == 202, answer
+    # As if it had been started this often and cut off each time (a job timeout, a killed worker).
+    await db.execute("UPDATE sync_tasks SET attempts = $1", 2 * settings.job_max_tries)
+    async with start_worker(settings):
+        task = await wait_for_task(client, key, answer["task_id"])
+    assert task["status"] == "failed"
+    assert task["error"].startswith(f"gave up after {2 * settings.job_max_tries} runs that did not finish")
+    assert await db.fetchval("SELECT count(*) FROM samples") == 0
+    assert not list(settings.import_dir.iterdir())

@@ -81,6 +81,12 @@ async def run_import(
     await tasks.restart_type_progress(db_pool, task_id, db.IMPORT_TYPE)  # a rerun counts again from 0
     log.info("import started", source=task["provider"], user_id=str(task["user_id"]))
     try:
+        if task["attempts"] > 2 * settings.job_max_tries:
+            # Each run was cut off (a job timeout, a worker killed): the reaper would start it forever.
+            raise BadExport(
+                f"gave up after {task['attempts'] - 1} runs that did not finish: a worker killed or timed out"
+                " each time (WEARSYNC_JOB_TIMEOUT_S bounds one import: a larger export needs more)"
+            )
         if not path.exists():
             raise BadExport(
                 f"the upload is not in {settings.import_dir}: WEARSYNC_IMPORT_DIR must be one directory"
