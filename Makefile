@@ -39,8 +39,12 @@ lint: install
 mypy: install
 	$(BIN)/mypy
 
+# The tests run in parallel (pytest-xdist): each worker process has its own databases and Redis
+# database, and without DATABASE_URL / REDIS_URL its own embedded servers. PYTEST_WORKERS=0: in
+# one process. With the machine's PostgreSQL each worker takes up to ~40 connections (max 100).
+PYTEST_WORKERS ?= 2
 pytest: install
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 test: lint mypy pytest
 
@@ -56,7 +60,7 @@ mutate: install
 
 # Breaks things on purpose (also part of `make test`): killed workers, lost Redis jobs, ...
 test-faults: install
-	$(BIN)/pytest tests/faults $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal tests/faults $(PYTEST_ARGS)
 
 # The real processes against PostgreSQL and Redis; prints a table, writes bench/results.md and .png,
 # then the import of a generated 1 GB Apple Health export (bench/apple_health.md), then outgoing

@@ -59,9 +59,21 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def servers() -> Iterator[tuple[str, str]]:
-    with real_servers() as found:
-        yield found
+def servers(worker_id: str) -> Iterator[tuple[str, str]]:
+    """(admin DSN, Redis URL). Under pytest-xdist each worker process has a Redis database of its
+    own (gw0: 1, gw1: 2, ...), as it has its own PostgreSQL database (`database_url`) and, without
+    DATABASE_URL / REDIS_URL, its own embedded servers."""
+    with real_servers() as (database_url, redis_url):
+        yield database_url, redis_database(redis_url, worker_id)
+
+
+def redis_database(url: str, worker_id: str) -> str:
+    """The Redis URL of the xdist worker `worker_id` ("master" when not distributed: as is)."""
+    if worker_id == "master":
+        return url
+    number = int(worker_id.removeprefix("gw")) + 1
+    assert number < 16, f"Redis has databases 0-15: run at most 15 xdist workers, not {number}"
+    return urlunsplit(urlsplit(url)._replace(path=f"/{number}"))
 
 
 def with_database(dsn: str, database: str) -> str:
