@@ -14,7 +14,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import Factory, start_worker
+from tests.helpers import wait_until
 from tests.sink import FAULTS, Sink, body_of, running_sink
+from wearsync.db.events import EVENT_TYPES
 from wearsync.db.records import upsert_records
 from wearsync.records import Workout
 from wearsync.settings import Settings
@@ -227,3 +229,42 @@ async def test_a_dead_endpoint_does_not_hold_up_another_applications(
             assert 1 <= len(dead.receipts) <= 2
             assert dead.delivered() == set()
             dead.hold.set()
+
+
+async def test_an_endpoint_deleted_mid_delivery_leaves_the_worker_delivering(
+    client: Client, factory: Factory, db: asyncpg.Pool, fast: Settings, sink: Sink
+) -> None:
+    key, user_id, _ = await factory.connected_user("suunto")
+    headers = {"X-API-Key": key}
+    sink.hold = asyncio.Event()
+    doomed = await register(client, key, sink.url, event_types=["data.created"])
+    await write_workouts(db, user_id, ["w1"])
+    async with start_worker(fast):
+        await sink.wait_for(lambda s: len(s.receipts) == 1)  # held unanswered
+        resp = await client.delete(f"/api/v1/webhook-endpoints/{doomed['id']}", headers=headers)
+        assert resp.status == 204
+        sink.hold.set()  # its answer comes for a delivery no longer there
+        endpoint = await register(client, key, sink.url, event_types=["data.created"])
+        sink.secrets.append(endpoint["secret"])
+        await write_workouts(db, user_id, ["w2"])
+        await sink.wait_for(lambda s: len(s.delivered()) == 2)
+        last = (await event_ids(db))[-1]
+
+        async def recorded() -> bool:  # the worker still records what it sends
+            resp = await client.get(f"/api/v1/events/{last}/deliveries", headers=headers)
+            (delivery,) = (await resp.json())["deliveries"]
+            return bool(delivery["endpoint_id"] == endpoint["id"] and delivery["status"] == "succeeded")
+
+        await wait_until(recorded, "the new endpoint's delivery recorded")
+    # The deleted endpoint's delivery went with it, its late answer recorded nowhere.
+    assert await db.fetchval("SELECT count(*) FROM delivery_attempts") == 1
+
+
+async def test_the_openapi_document_has_every_event_types_body(client: Client) -> None:
+    doc = await (await client.get("/api/v1/openapi.json")).json()
+    assert set(doc["webhooks"]) == set(EVENT_TYPES)
+    body = doc["webhooks"]["data.created"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    name = body["$ref"].rsplit("/", 1)[-1]
+    assert set(doc["components"]["schemas"][name]["properties"]) == {"type", "timestamp", "data"}
+    headers = {p["name"] for p in doc["webhooks"]["sync.failed"]["post"]["parameters"]}
+    assert headers == {"webhook-id", "webhook-timestamp", "webhook-signature"}
