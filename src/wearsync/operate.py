@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -177,21 +179,33 @@ async def _sync(settings: Settings, args: argparse.Namespace, req: SyncCommand, 
         print("The same sync is already queued or running: that is its task.", file=sys.stderr)
     if not args.wait:
         return 0
+    # Ctrl-C ends the wait between two looks at the task, not inside one: a query cancelled in
+    # flight could keep its connection, and the pool's close, waiting. A second one cancels.
+    interrupted, waiting = asyncio.Event(), asyncio.current_task()
+    assert waiting is not None
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, lambda: waiting.cancel() if interrupted.is_set() else interrupted.set())
     try:
-        task = await follow_task(db, task_id, sys.stdout)
-    except asyncio.CancelledError:  # Ctrl-C
+        task = await follow_task(db, task_id, sys.stdout, until=interrupted)
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+    if task is None:
         print(f"Stopped waiting; task {task_id} goes on (wearsync tasks --user {req.user_id}).", file=sys.stderr)
-        raise
+        return EXIT_INTERRUPTED
     all_asked = {p.get("status") for p in task["progress"].values()} == {"awaiting_delivery"}
     return 0 if task["status"] == TaskStatus.SUCCEEDED or all_asked else EXIT_UNSUCCESSFUL
 
 
-async def follow_task(db: asyncpg.Pool, task_id: UUID, out: TextIO, poll_s: float = POLL_S) -> dict[str, Any]:
-    """Show the task's progress until it ends; the final task, as the API describes it."""
+async def follow_task(
+    db: asyncpg.Pool, task_id: UUID, out: TextIO, poll_s: float = POLL_S, until: asyncio.Event | None = None
+) -> dict[str, Any] | None:
+    """Show the task's progress until it ends; the final task, as the API describes it (None: `until`
+    was set first)."""
     from wearsync.tasks import describe_task
 
     view = ProgressView(out)
-    while True:
+    stop = until or asyncio.Event()
+    while not stop.is_set():
         task = await describe_task(db, task_id)
         if task is None:  # deleted underneath us (its user was)
             raise Refused(f"task {task_id} no longer exists")
@@ -199,7 +213,10 @@ async def follow_task(db: asyncpg.Pool, task_id: UUID, out: TextIO, poll_s: floa
         if task["status"] in FINAL_STATUSES or _awaits_deliveries(task):
             view.finish(task)
             return task
-        await asyncio.sleep(poll_s)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(poll_s):
+                await stop.wait()
+    return None
 
 
 def _awaits_deliveries(task: dict[str, Any]) -> bool:
