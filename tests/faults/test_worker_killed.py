@@ -7,7 +7,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import Factory, sim_records, start_sync, start_worker, wait_for_task
+from tests.conftest import Factory, run_queued, sim_records, start_sync, wait_for_task
 from tests.faults.servers import WorkerProcess
 from tests.helpers import wait_until
 from wearsync.settings import Settings
@@ -39,8 +39,8 @@ async def test_a_killed_workers_task_is_finished_by_another(
     held.released.set()
     stored_when_killed = await db.fetchval("SELECT count(*) FROM workouts")
     assert 0 < stored_when_killed < 600  # killed mid-sync
-    async with start_worker(fast):
-        task = await wait_for_task(client, key, task_id)
+    await run_queued(fast)  # what is queued: the rest of the task
+    task = await wait_for_task(client, key, task_id)
     assert task["status"] == "succeeded", task
     assert task["attempts"] == 2  # the killed run, then the one that finished
     served = await sim_records(sim_server, "suunto", sim_user)  # type: ignore[arg-type]
