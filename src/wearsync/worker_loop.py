@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from signal import Signals
 from typing import Any
 
+import redis.exceptions
 import structlog
 from arq.worker import Worker
 from redis.asyncio import Redis
@@ -32,6 +33,9 @@ from wearsync.settings import Settings
 log = structlog.get_logger(__name__)
 
 PAUSE_S, MAX_PAUSE_S = 0.5, 4.0
+# What starting a job may raise when Redis goes away: redis-py says WatchError for a connection lost
+# under the job's WATCH.
+LOST_AT_START: tuple[type[Exception], ...] = (*QUEUE_UNAVAILABLE, redis.exceptions.WatchError)
 # How long stopping waits for the poll iteration under way, and then for the jobs recording their
 # end, and for Redis to forget the worker's health check: a Redis that hangs answers none of them.
 STOP_WAIT_S = 5.0
@@ -136,11 +140,15 @@ class WearsyncWorker(Worker):
                 return
             try:
                 await super().start_jobs([job_id])
-            except QUEUE_UNAVAILABLE:
+            except LOST_AT_START as e:
                 # arq takes a job slot before its Redis calls and gives it back only on the errors it
                 # expects: without this, each outage would cost the worker slots for good.
                 self.job_counter -= 1
                 self.sem.release()
+                if isinstance(e, redis.exceptions.WatchError):
+                    # Only a connection lost under the job's WATCH gets here (arq handles a watched
+                    # key that changed): the queue is away, not a crash of the process.
+                    raise redis.exceptions.ConnectionError(str(e)) from e
                 raise
 
     def handle_sig_wait_for_completion(self, signum: Signals) -> None:

@@ -4,6 +4,7 @@ PostgreSQL rows and finish, and the stored rows are exactly the simulator's reco
 webhook events in flight."""
 
 import asyncio
+from typing import Any
 
 import asyncpg
 import pytest
@@ -11,6 +12,7 @@ import redis.exceptions
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from arq import create_pool
+from redis.asyncio.client import Pipeline
 
 from tests.conftest import Factory, sim_records, start_sync, wait_for_task
 from tests.faults.servers import OwnRedis, WorkerProcess
@@ -117,6 +119,30 @@ async def test_a_job_slot_is_not_lost_when_redis_fails_as_a_job_starts(settings:
             await worker.start_jobs([b"some-job"])
         assert worker.job_counter == 0
         assert not worker.sem.locked()  # the one slot is free for the next job
+    finally:
+        await worker.pool.aclose()
+
+
+async def test_redis_lost_under_a_jobs_watch_is_an_outage_not_a_crash(
+    settings: Settings, own_redis: OwnRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis goes away after arq WATCHes the job's key: redis-py says WatchError; the worker takes
+    it as the queue unavailable (and waits for it), with its slot back, instead of ending."""
+    worker = create_worker(settings, max_jobs=1, handle_signals=False)
+    worker._pool = await create_pool(worker.redis_settings, default_queue_name=settings.queue_name)
+    watch = Pipeline.watch
+
+    async def watch_then_lose_redis(self: Pipeline, *names: Any) -> Any:
+        watched = await watch(self, *names)
+        await own_redis.stop()
+        return watched
+
+    monkeypatch.setattr(Pipeline, "watch", watch_then_lose_redis)
+    try:
+        with pytest.raises(redis.exceptions.ConnectionError, match="while watching"):
+            await worker.start_jobs([b"some-job"])
+        assert worker.job_counter == 0
+        assert not worker.sem.locked()
     finally:
         await worker.pool.aclose()
 
