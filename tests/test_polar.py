@@ -18,7 +18,7 @@ from arq.worker import Worker
 
 from tests.conftest import Factory, sim_records, start_sync, stored_tokens, wait_for_task
 from wearsync.settings import Settings
-from wearsync.sim.common import Fault, SimState
+from wearsync.sim.common import SimState
 
 Client = TestClient[web.Request, web.Application]
 SPORTS = {"RUNNING": "running", "ROAD_BIKING": "cycling", "MOUNTAIN_BIKING": "mountain_biking",
@@ -220,23 +220,6 @@ async def test_a_refused_token_deactivates_the_connection_as_there_is_no_refresh
     assert "issues no refresh token" in connection["inactive_reason"]
     resp = await client.post(f"/api/v1/polar/users/{user_id}/sync", headers={"X-API-Key": key})
     assert (resp.status, await resp.json()) == (404, {"detail": "No active connection found for provider"})
-
-
-async def test_a_429_burst_and_a_5xx_burst_are_survived(
-    client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool, sim_state: SimState
-) -> None:
-    key, user_id, _ = await factory.connected_user("polar")
-    sim_state.faults.append(Fault("polar", "/v3/exercises", "ratelimit", count=3))
-    sim_state.faults.append(Fault("polar", "/v3/users", "status", status=503, count=2))
-    task = await wait_for_task(client, key, await start_sync(client, key, "polar", user_id))
-
-    assert task["status"] == "succeeded", task
-    statuses = [(r["path"], r["status"]) for r in sim_state.requests if r["provider"] == "polar"]
-    # (409: registered already when connected, which confirmed the account)
-    assert statuses[-7:] == [("/v3/users", "fault:status")] * 2 + [("/v3/users", 409)] + [
-        ("/v3/exercises", "fault:ratelimit")
-    ] * 3 + [("/v3/exercises", 200)]
-    assert await db.fetchval("SELECT count(*) FROM workouts") == 40
 
 
 async def test_simulator_serves_data_only_to_registered_users(

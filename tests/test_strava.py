@@ -194,19 +194,6 @@ async def test_a_refused_refresh_token_deactivates_the_connection(
     assert '"resource": "RefreshToken"' in reason
 
 
-async def test_a_429_burst_and_a_5xx_burst_are_survived(
-    client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool, sim_state: SimState
-) -> None:
-    key, user_id, _ = await factory.connected_user("strava")
-    sim_state.faults.append(Fault("strava", "/api/v3/athlete", "ratelimit", count=3))
-    sim_state.faults.append(Fault("strava", "/api/v3/athlete", "status", status=503, count=2))
-    task = await wait_for_task(client, key, await start_sync(client, key, "strava", user_id))
-    assert task["status"] == "succeeded", task
-    statuses = Counter(c["status"] for c in list_calls(sim_state))
-    assert (statuses["fault:ratelimit"], statuses["fault:status"]) == (3, 2)
-    assert await db.fetchval("SELECT count(*) FROM workouts") == 450
-
-
 async def test_stravas_daily_limit_fails_a_sync_call_with_the_wait_until_midnight(
     client: Client, factory: Factory, db: asyncpg.Pool, sim_state: SimState
 ) -> None:

@@ -106,19 +106,6 @@ async def test_a_revoked_refresh_token_fails_the_task_and_deactivates_the_connec
     assert (resp.status, await resp.json()) == (404, {"detail": "No active connection found for provider"})
 
 
-async def test_a_429_burst_and_a_5xx_burst_are_survived(
-    client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool, sim_state: SimState
-) -> None:
-    key, user_id, _ = await factory.connected_user("suunto")
-    sim_state.faults.append(Fault("suunto", "/v3/workouts", "ratelimit", count=4))
-    sim_state.faults.append(Fault("suunto", "/247samples/activity", "status", status=503, count=2))
-    task = await wait_for_task(client, key, await start_sync(client, key, "suunto", user_id))
-    assert task["status"] == "succeeded", task
-    assert statuses(sim_state)["fault:ratelimit"] == 4
-    assert statuses(sim_state)["fault:status"] == 2
-    assert await db.fetchval("SELECT count(*) FROM workouts") == 300
-
-
 async def test_a_long_rate_limit_wait_defers_the_job_instead_of_holding_a_slot(
     client: Client, factory: Factory, settings: Settings, db: asyncpg.Pool, sim_state: SimState, aiohttp_client: Any
 ) -> None:

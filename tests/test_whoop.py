@@ -19,7 +19,7 @@ from arq.worker import Worker
 
 from tests.conftest import Factory, sim_records, start_sync, start_worker, stored_tokens, wait_for_task
 from wearsync.settings import Settings
-from wearsync.sim.common import Fault, SimState
+from wearsync.sim.common import SimState
 
 Client = TestClient[web.Request, web.Application]
 PATHS = {"workout": "/developer/v2/activity/workout", "sleep": "/developer/v2/activity/sleep",
@@ -247,20 +247,6 @@ async def test_two_concurrent_tasks_needing_a_refresh_spend_the_rotating_token_o
     assert [t["status"] for t in tasks] == ["succeeded", "succeeded"], tasks
     assert max(t["started_at"] for t in tasks) < min(t["finished_at"] for t in tasks), "the tasks did not overlap"
     assert Counter(grant for _, grant, _ in sim_state.grants)["refresh_token"] == 1
-
-
-async def test_a_429_burst_and_a_5xx_burst_are_survived(
-    client: Client, factory: Factory, worker: Worker, sim_server: TestServer, sim_state: SimState, db: asyncpg.Pool
-) -> None:
-    key, user_id, sim_user = await factory.connected_user("whoop")
-    sim_state.faults.append(Fault("whoop", PATHS["workout"], "ratelimit", count=3))
-    sim_state.faults.append(Fault("whoop", PATHS["cycle"], "status", status=503, count=2))
-    task = await wait_for_task(client, key, await start_sync(client, key, "whoop", user_id))
-
-    assert task["status"] == "succeeded", task
-    assert len(calls(sim_state, "workout", "fault:ratelimit")) == 3
-    assert len(calls(sim_state, "cycle", "fault:status")) == 2
-    await assert_everything_stored(db, user_id, await sim_records(sim_server, "whoop", sim_user))
 
 
 async def test_a_deferred_job_resumes_without_refetching_completed_sub_ranges(
