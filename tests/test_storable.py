@@ -31,7 +31,8 @@ TABLES: dict[str, type[Record]] = {
     "samples": Sample,
 }
 # Filled by upsert_records from its arguments or by PostgreSQL: no record field holds them.
-NOT_FROM_RECORDS = {"id", "user_id", "provider", "created_at", "updated_at"}
+# change_seq and change_xid are stamped by PostgreSQL for the change feed (migration 0022).
+NOT_FROM_RECORDS = {"id", "user_id", "provider", "created_at", "updated_at", "change_seq", "change_xid"}
 MAX_ID_CHARS = 255  # the documented limit of a provider's record id (README: "Operating it")
 INT4_MIN, INT4_MAX = -(2**31), 2**31 - 1
 
