@@ -24,14 +24,16 @@ class Contract:
     listing: str  # a path of the calls that list workouts
     other: str  # a path of another call a sync makes (or the same)
     served: str  # the key of the simulator's records that holds the workouts it serves
+    query: str = ""  # a sync's parameters that ask for all there is
 
 
 CONTRACTS = [
     Contract("suunto", "/v3/workouts", "/247samples/activity", "workouts"),
-    Contract("polar", "/v3/exercises", "/v3/users", "exercises"),
+    Contract("polar", "/v3/exercises", "/v3/users", "exercises", "samples=true&zones=true&route=true"),
     Contract("strava", "/api/v3/athlete", "/api/v3/athlete", "activities"),
     Contract("whoop", "/developer/v2/activity/workout", "/developer/v2/cycle", "workout"),
 ]
+RECORD_TABLES = ("workouts", "sleep_sessions", "recoveries", "daily_activity", "samples")
 
 
 @pytest.mark.parametrize("contract", CONTRACTS, ids=lambda c: c.provider)
@@ -53,3 +55,29 @@ async def test_a_429_burst_and_a_5xx_burst_are_survived(
     assert (faults["fault:ratelimit"], faults["fault:status"]) == (3, 2)
     served = (await sim_records(sim_server, contract.provider, sim_user))[contract.served]
     assert await db.fetchval("SELECT count(*) FROM workouts WHERE provider = $1", contract.provider) == len(served) > 0
+
+
+async def record_rows(db: asyncpg.Pool) -> dict[str, list[tuple[str, str]]]:
+    """Every row of the record tables as (where it is, the transaction that wrote it): a row added,
+    deleted or rewritten (even with the same values) changes it."""
+    return {
+        t: sorted(tuple(r) for r in await db.fetch(f"SELECT ctid::text, xmin::text FROM {t}")) for t in RECORD_TABLES
+    }
+
+
+@pytest.mark.parametrize("contract", CONTRACTS, ids=lambda c: c.provider)
+async def test_a_second_sync_adds_nothing_and_rewrites_nothing(
+    client: Client, factory: Factory, settings: Settings, db: asyncpg.Pool, contract: Contract
+) -> None:
+    key, user_id, _ = await factory.connected_user(contract.provider)
+    first = await start_sync(client, key, contract.provider, user_id, contract.query)
+    await run_queued(settings)
+    assert (await wait_for_task(client, key, first))["status"] == "succeeded"
+    before = await record_rows(db)
+    assert before["workouts"]
+
+    second = await start_sync(client, key, contract.provider, user_id, contract.query)
+    await run_queued(settings)
+    task = await wait_for_task(client, key, second)
+    assert task["status"] == "succeeded", task
+    assert await record_rows(db) == before

@@ -113,20 +113,6 @@ async def test_async_sync_lands_every_served_activity_from_a_fixed_range(
     assert row["provider_user_id"] == str(served["athlete"]["id"])
 
 
-async def test_second_sync_stores_no_duplicates_and_rewrites_nothing(
-    client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool
-) -> None:
-    key, user_id, _ = await factory.connected_user("strava")
-    first = await wait_for_task(client, key, await start_sync(client, key, "strava", user_id))
-    assert first["status"] == "succeeded", first
-    before = await db.fetch("SELECT provider_record_id, xmin::text AS xmin, updated_at FROM workouts ORDER BY 1")
-    task = await wait_for_task(client, key, await start_sync(client, key, "strava", user_id))
-    assert task["status"] == "succeeded", task
-    after = await db.fetch("SELECT provider_record_id, xmin::text AS xmin, updated_at FROM workouts ORDER BY 1")
-    assert len(before) == 450
-    assert [tuple(r) for r in after] == [tuple(r) for r in before]
-
-
 async def test_sync_mode_answers_success_per_type(client: Client, factory: Factory, db: asyncpg.Pool) -> None:
     key, user_id, _ = await factory.connected_user("strava")
     for query in ("async=false", "data_type=workouts&async=false"):

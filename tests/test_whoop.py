@@ -155,24 +155,6 @@ async def test_async_sync_lands_every_served_record(
         assert sum("nextToken" not in r["query"] for r in requests) == len(starts)
 
 
-async def test_second_sync_adds_no_rows_and_rewrites_nothing(
-    client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool
-) -> None:
-    key, user_id, _ = await factory.connected_user("whoop")
-    assert (await wait_for_task(client, key, await start_sync(client, key, "whoop", user_id)))["status"] == "succeeded"
-
-    async def snapshot() -> dict[str, dict[str, tuple[str, datetime]]]:
-        query = "SELECT provider_record_id, xmin::text, updated_at FROM {}"
-        return {t: {r["provider_record_id"]: (r["xmin"], r["updated_at"]) for r in await db.fetch(query.format(t))}
-                for t in TABLES}  # fmt: skip
-
-    before = await snapshot()
-    assert all(before.values())
-    task = await wait_for_task(client, key, await start_sync(client, key, "whoop", user_id))
-    assert task["status"] == "succeeded", task
-    assert await snapshot() == before
-
-
 async def test_sync_mode_returns_details_and_syncs_only_the_type_asked(
     client: Client, factory: Factory, sim_server: TestServer, sim_state: SimState, db: asyncpg.Pool
 ) -> None:

@@ -143,20 +143,6 @@ async def test_async_sync_lands_every_served_record(
     assert d247["records"]["samples"] == len(expected_samples(served["activity"]))
 
 
-async def test_second_sync_stores_no_duplicates_and_rewrites_nothing(
-    client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool
-) -> None:
-    key, user_id, _ = await factory.connected_user("suunto")
-    await wait_for_task(client, key, await start_sync(client, key, "suunto", user_id))
-    tables = ("workouts", "sleep_sessions", "recoveries", "daily_activity", "samples")
-    before = {t: await db.fetchval(f"SELECT count(*) FROM {t}") for t in tables}
-    updated = await db.fetchval("SELECT max(updated_at) FROM workouts")
-    task = await wait_for_task(client, key, await start_sync(client, key, "suunto", user_id))
-    assert task["status"] == "succeeded"
-    assert {t: await db.fetchval(f"SELECT count(*) FROM {t}") for t in tables} == before
-    assert await db.fetchval("SELECT max(updated_at) FROM workouts") == updated
-
-
 async def test_async_job_honours_every_parameter(
     client: Client, factory: Factory, worker: Worker, sim_server: TestServer, sim_state: SimState, db: asyncpg.Pool
 ) -> None:
