@@ -76,6 +76,8 @@ FOREIGN_CALLS: dict[str, list[tuple[str, str, dict[str, Any] | None]]] = {
     **{name: [("GET", f"/api/v1/users/{{user}}/{name}", None)] for name in ("workouts", "sleep", "recovery", "daily")},
     "samples": [("GET", "/api/v1/users/{user}/samples?type=heart_rate", None)],
     "user-delete": [("DELETE", "/api/v1/users/{user}", None)],
+    "user-update": [("PATCH", "/api/v1/users/{user}", {"external_id": "mine now"})],
+    "user-tasks": [("GET", "/api/v1/users/{user}/tasks", None)],
     "apple-health-upload": [("POST", "/api/v1/users/{user}/imports/apple-health", None)],
     "connect-link": [("POST", "/api/v1/users/{user}/connect-link", None)],
     # Their webhook endpoint and one of their events, by id.
@@ -94,7 +96,7 @@ FOREIGN_CALLS: dict[str, list[tuple[str, str, dict[str, Any] | None]]] = {
 # webhook endpoints (listing, creating: tests/test_webhook_endpoints.py).
 NAMING_NO_USER = (
     PUBLIC_ROUTES
-    | {"users"}
+    | {"users", "users-list"}  # the list: tests/test_users_api.py shows only the application's own
     | {
         "dashboard-users",
         "dashboard-tasks",

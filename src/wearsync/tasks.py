@@ -175,12 +175,18 @@ async def describe_task(db: asyncpg.Pool, task_id: UUID, app_id: UUID | None = N
     row = await tasks_db.get_task(db, task_id) if app_id is None else await tasks_db.get_task_shown(db, task_id, app_id)
     if row is None:
         return None
-    task = dict(row)
-    started, finished = task["started_at"], task["finished_at"]
-    task["progress"] = shown_progress(task["progress"])
+    task = task_json(row)
     provider = PROVIDERS.get(task["provider"])  # None for an import
     if provider is not None and provider.deliveries is not None:  # its data comes later: what was asked, what came
         task["backfill"] = await garmin_backfills.garmin_backfill_summary(db, task_id)
+    return task
+
+
+def task_json(row: asyncpg.Record) -> dict[str, Any]:
+    """A task row as the API shows it (without a Garmin task's backfill, which describe_task adds)."""
+    task = dict(row)
+    started, finished = task["started_at"], task["finished_at"]
+    task["progress"] = shown_progress(task["progress"])
     return {
         "task_id": task.pop("id"),
         **task,

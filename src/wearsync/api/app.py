@@ -15,6 +15,7 @@ from wearsync.api import (
     oauth,
     openapi,
     stream,
+    users,
     views,
     webhook_endpoints,
     webhooks,
@@ -56,6 +57,9 @@ def setup_routes(app: web.Application) -> None:
     r.add_post("/api/v1/users", views.create_user, name="users")
     r.add_get("/api/v1/users/{user_id}", views.get_user, name="user")
     r.add_delete("/api/v1/users/{user_id}", views.delete_user, name="user-delete")
+    r.add_get("/api/v1/users", users.list_users, name="users-list")
+    r.add_patch("/api/v1/users/{user_id}", users.update_user, name="user-update")
+    r.add_get("/api/v1/users/{user_id}/tasks", users.user_tasks, name="user-tasks")
     r.add_get("/api/v1/users/{user_id}/connections", views.list_connections, name="connections")
     r.add_put("/api/v1/users/{user_id}/connections/{provider}", views.put_connection, name="connection")
     r.add_delete("/api/v1/users/{user_id}/connections/{provider}", views.delete_connection, name="disconnect")

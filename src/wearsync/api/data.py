@@ -101,6 +101,17 @@ def encode_change_cursor(listing: str, position: changes.ChangePosition) -> str:
     return _encode([f"{listing}:changes", *position])
 
 
+def uuid_position(listing: str, cursor: str | None) -> tuple[datetime, UUID] | None:
+    """The (instant, id) a cursor of this list names (lists of users and tasks), or 422."""
+    if cursor is None:
+        return None
+    try:
+        time, row_id = _decode(listing, cursor)
+        return _instant(time), UUID(row_id)
+    except (ValueError, TypeError, OverflowError, AttributeError):
+        raise ApiError(422, BAD_CURSOR) from None
+
+
 def sample_position(cursor: str | None) -> reads.SamplePosition | None:
     if cursor is None:
         return None

@@ -384,3 +384,40 @@ class StreamQuery(BaseModel):
 
     def types(self) -> list[str] | None:
         return None if self.type is None else sorted({t.strip() for t in self.type.split(",")})
+
+
+# ---- users and their tasks ------------------------------------------------------------------
+
+
+class UsersQuery(BaseModel):
+    """`GET /api/v1/users`: the application's users, a page at a time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    external_id: Text | None = Field(
+        None, min_length=1, max_length=255, description="Only the user with this external id (none: an empty page)"
+    )
+    cursor: str | None = Field(None, max_length=200, description="The previous page's `next_cursor`")
+    limit: int = Field(50, ge=1, le=PAGE_LIMIT, description="Users per page, oldest first")
+
+
+class UserPatch(BaseModel):
+    """`PATCH /api/v1/users/{user_id}`: what changes."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"external_id": "customer-42"}]})
+
+    external_id: Text | None = Field(
+        min_length=1, max_length=255, description="your id of the user, unique in the application; null clears it"
+    )
+
+
+class UserTasksQuery(BaseModel):
+    """`GET /api/v1/users/{user_id}/tasks`: a user's tasks, newest first, a page at a time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: UUID
+    status: TaskStatus | None = Field(None, description="One status only")
+    provider: DataSource | None = Field(None, description="One provider's tasks only (`apple_health`: imports)")
+    cursor: str | None = Field(None, max_length=200, description="The previous page's `next_cursor`")
+    limit: int = Field(50, ge=1, le=PAGE_LIMIT, description="Tasks per page, newest first")

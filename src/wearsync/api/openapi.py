@@ -39,7 +39,10 @@ from wearsync.api.models import (
     TaskPath,
     UnsignedWebhookPath,
     UserIn,
+    UserPatch,
     UserPath,
+    UsersQuery,
+    UserTasksQuery,
     WebhookPath,
 )
 from wearsync.api.oauth import REDIRECT_NO_LONGER_ALLOWED, REDIRECT_NOT_ALLOWED, UNKNOWN_STATE
@@ -63,11 +66,14 @@ from wearsync.api.responses import (
     SyncQueued,
     SyncResult,
     Task,
+    TaskPage,
     User,
     UserDeleted,
+    UserPage,
     WebhookReceipt,
     WorkoutPage,
 )
+from wearsync.api.views import EXTERNAL_ID_TAKEN
 from wearsync.api.webhook_models import (
     EVENT_DATA,
     Endpoint,
@@ -179,6 +185,28 @@ OPERATIONS: dict[str, Operation] = {
         errors={409: "A user with this id or external_id already exists in this application"},
     ),
     "user": Operation("users", "A user", UserPath, ok=User, errors=USER_NOT_FOUND),
+    "users-list": Operation(
+        "users",
+        "The application's users, oldest first, a page at a time (pass `next_cursor` back as `cursor`);"
+        " `external_id` finds the one with your id",
+        UsersQuery,
+        ok=UserPage,
+    ),
+    "user-update": Operation(
+        "users",
+        "Change a user: set or clear (null) its external id",
+        UserPath,
+        body=UserPatch,
+        ok=User,
+        errors=USER_NOT_FOUND | {409: EXTERNAL_ID_TAKEN},
+    ),
+    "user-tasks": Operation(
+        "tasks",
+        "A user's tasks (syncs and imports), newest first, a page at a time (pass `next_cursor` back as `cursor`)",
+        UserTasksQuery,
+        ok=TaskPage,
+        errors=USER_NOT_FOUND,
+    ),
     "user-delete": Operation(
         "users",
         "Delete a user and everything stored about them: access is withdrawn at each provider first (best"

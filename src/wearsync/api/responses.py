@@ -8,7 +8,7 @@ from datetime import date, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from wearsync.api.models import DataSource, KnownProvider, SampleType
 from wearsync.models import DataType, TaskStatus
@@ -104,9 +104,31 @@ class Task(BaseModel):
 
 
 class User(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "6f1c2a4e-8d3b-4f7a-9c1e-2b5d8e0f4a17",
+                    "external_id": "customer-42",
+                    "created_at": "2026-01-05T09:30:00+00:00",
+                }
+            ]
+        }
+    )
+
     id: UUID
     external_id: str | None
     created_at: datetime
+
+
+class UserPage(BaseModel):
+    data: list[User] = Field(description="oldest first")
+    next_cursor: str | None = Field(description="pass it as `cursor` for the next page; null on the last page")
+
+
+class TaskPage(BaseModel):
+    data: list[Task] = Field(description="newest first (a Garmin task's `backfill`: at /api/v1/tasks/{task_id})")
+    next_cursor: str | None = Field(description="pass it as `cursor` for the next page; null on the last page")
 
 
 class Connection(BaseModel):

@@ -119,7 +119,10 @@ async def get_task(request: web.Request) -> web.Response:
     return json_response(task)
 
 
-def _user_json(row: asyncpg.Record) -> dict[str, object]:
+EXTERNAL_ID_TAKEN = "A user with this external_id already exists in this application"
+
+
+def user_json(row: asyncpg.Record) -> dict[str, object]:
     return {"id": row["public_id"], "external_id": row["external_id"], "created_at": row["created_at"]}
 
 
@@ -129,7 +132,7 @@ async def create_user(request: web.Request) -> web.Response:
         row = await connections.create_user(request.app[DEPS].db, request[APP_ID], body.id or uuid4(), body.external_id)
     except asyncpg.UniqueViolationError:
         raise ApiError(409, "A user with this id or external_id already exists in this application") from None
-    return json_response(_user_json(row), status=201)
+    return json_response(user_json(row), status=201)
 
 
 async def own_user(request: web.Request, user_id: UUID) -> asyncpg.Record:
@@ -143,7 +146,7 @@ async def own_user(request: web.Request, user_id: UUID) -> asyncpg.Record:
 
 async def get_user(request: web.Request) -> web.Response:
     path = validate(UserPath, request.match_info, _PATH)
-    return json_response(_user_json(await own_user(request, path.user_id)))
+    return json_response(user_json(await own_user(request, path.user_id)))
 
 
 def _connection_json(row: asyncpg.Record, user_id: UUID) -> dict[str, object]:

@@ -1,6 +1,7 @@
 """Sync tasks and their progress."""
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -275,3 +276,29 @@ async def finish_task(
         dict(result) if result is not None else None,
         readable(error),
     )
+
+
+# (created_at, id) of the last task of the previous page.
+TaskPosition = tuple[datetime, UUID]
+
+
+async def user_tasks_page(
+    db: Executor, user_id: UUID, status: str | None, provider: str | None, before: TaskPosition | None, limit: int
+) -> list[asyncpg.Record]:
+    """A user's (by its key) tasks as the API shows them, newest first, older than `before`."""
+    rows: list[asyncpg.Record] = await db.fetch(
+        f"""
+        SELECT {_TASK_API_COLUMNS} FROM sync_tasks t JOIN users u ON u.id = t.user_id
+        WHERE t.user_id = $1 AND ($2::task_status IS NULL OR t.status = $2::task_status)
+          AND ($3::text IS NULL OR t.provider = $3)
+          AND ($4::timestamptz IS NULL OR (t.created_at, t.id) < ($4, $5::uuid))
+        ORDER BY t.created_at DESC, t.id DESC LIMIT $6
+        """,
+        user_id,
+        status,
+        provider,
+        before[0] if before else None,
+        before[1] if before else None,
+        limit,
+    )
+    return rows
