@@ -234,6 +234,7 @@ async def test_a_worker_process_serves_its_own_metrics_and_logs_json_with_the_ta
     finally:
         worker.terminate()
         await worker.wait()
+        print(f"--- output of wearsync worker ---\n{log_path.read_text(errors='replace')}")  # shown if it fails
     assert task["status"] == "succeeded", task
     served = sum(1 for r in sim_state.requests if r["path"].startswith("/v3/workouts") and r["status"] == 200)
     assert value(samples, runs, provider="suunto", outcome="succeeded") == 1

@@ -5,6 +5,7 @@ import asyncio
 import os
 import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -128,7 +129,7 @@ async def test_a_long_rate_limit_wait_defers_the_job_instead_of_holding_a_slot(
 
 
 async def test_the_shared_limiter_keeps_two_worker_processes_under_the_limit(
-    client: Client, factory: Factory, settings: Settings, sim_server: TestServer, sim_state: SimState
+    client: Client, factory: Factory, settings: Settings, sim_server: TestServer, sim_state: SimState, tmp_path: Path
 ) -> None:
     """Two real worker processes sync four users at once under a limit of 8 calls per 2 s, which
     the simulator enforces too: no window sees more, and the simulator never answers 429."""
@@ -145,9 +146,12 @@ async def test_the_shared_limiter_keeps_two_worker_processes_under_the_limit(
         **{k: v for k, v in settings.environment().items() if k.startswith("WEARSYNC_SUUNTO_")
            and k != "WEARSYNC_SUUNTO_RATE_LIMITS"},
     }  # fmt: skip
-    quiet = asyncio.subprocess.DEVNULL
-    workers = [await asyncio.create_subprocess_exec(sys.executable, "-m", "wearsync", "worker", env=env,
-                                                    stdout=quiet, stderr=quiet) for _ in range(2)]  # fmt: skip
+    logs = [tmp_path / f"worker{n}.log" for n in range(2)]  # printed at the end: shown if the test fails
+    workers = []
+    for log in logs:
+        with log.open("wb") as out:
+            workers.append(await asyncio.create_subprocess_exec(sys.executable, "-m", "wearsync", "worker", env=env,
+                                                                stdout=out, stderr=out))  # fmt: skip
     try:
         task_ids = []
         for _ in range(4):
@@ -158,6 +162,8 @@ async def test_the_shared_limiter_keeps_two_worker_processes_under_the_limit(
         for process in workers:
             process.terminate()
         await asyncio.gather(*(p.wait() for p in workers))
+        for log in logs:
+            print(f"--- output of {log.stem} ---\n{log.read_text(errors='replace')}")
     assert [t["status"] for t in tasks] == ["succeeded"] * 4, tasks
     calls = [r for r in sim_state.requests if r["path"].startswith("/v3/workouts")]
     assert len(calls) >= 4 * 6
