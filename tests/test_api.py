@@ -70,6 +70,8 @@ FOREIGN_CALLS: dict[str, list[tuple[str, str, dict[str, Any] | None]]] = {
         ("POST", "/api/v1/suunto/users/{user}/sync?data_type=workouts", None),  # the open task's own request
     ],
     "task": [("GET", "/api/v1/tasks/{task}", None)],
+    "task-retry": [("POST", "/api/v1/tasks/{task}/retry", None)],
+    "task-cancel": [("POST", "/api/v1/tasks/{task}/cancel", None)],
     "oauth-authorize": [
         ("GET", "/api/v1/oauth/suunto/authorize?user_id={user}&redirect_uri=http%3A%2F%2Flocalhost%2Fcb", None)
     ],

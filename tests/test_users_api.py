@@ -4,10 +4,13 @@ completeness)."""
 import uuid
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import Factory, start_sync
+from tests.conftest import Factory, run_queued, start_sync
+from wearsync.db.tasks import CANCELLED
+from wearsync.settings import Settings
 
 Client = TestClient[web.Request, web.Application]
 
@@ -94,3 +97,49 @@ async def test_a_users_tasks_newest_first_a_page_at_a_time(client: Client, facto
     assert (await _get(client, key, f"/api/v1/users/{user}/tasks?provider=polar"))["data"] == []
     assert "status" in (await _get(client, key, f"/api/v1/users/{user}/tasks?status=lost", 422))["detail"]
     assert (await _get(client, key, f"/api/v1/users/{uuid.uuid4()}/tasks", 404)) == {"detail": "User not found"}
+
+
+async def test_a_queued_task_is_cancelled_and_an_ended_one_retried(
+    client: Client, factory: Factory, db: asyncpg.Pool, settings: Settings
+) -> None:
+    key, user, _ = await factory.connected_user("suunto")
+    headers = {"X-API-Key": key}
+    queued = await start_sync(client, key, "suunto", user, "data_type=workouts&since=0")
+    resp = await client.post(f"/api/v1/tasks/{queued}/retry", headers=headers)
+    assert resp.status == 409, await resp.text()
+    assert "queued" in (await resp.json())["detail"]
+    resp = await client.post(f"/api/v1/tasks/{queued}/cancel", headers=headers)
+    assert resp.status == 200, await resp.text()
+    cancelled = await resp.json()
+    assert (cancelled["task_id"], cancelled["status"], cancelled["error"]) == (queued, "failed", CANCELLED)
+    assert cancelled["result"] == {"workouts": False}
+    event = await db.fetchrow("SELECT type, payload FROM events WHERE payload ->> 'task_id' = $1", queued)
+    assert event is not None
+    assert event["type"] == "sync.failed"
+    await run_queued(settings)  # its job comes, finds it ended, and does nothing
+    assert (await _get(client, key, f"/api/v1/tasks/{queued}"))["status"] == "failed"
+    assert await db.fetchval("SELECT count(*) FROM workouts WHERE user_id = $1", uuid.UUID(user)) == 0
+    resp = await client.post(f"/api/v1/tasks/{queued}/cancel", headers=headers)
+    assert resp.status == 409
+    assert "failed" in (await resp.json())["detail"]
+
+    resp = await client.post(f"/api/v1/tasks/{queued}/retry", headers=headers)
+    assert resp.status == 202, await resp.text()
+    again = (await resp.json())["task_id"]
+    assert again != queued
+    first, second = (
+        await _get(client, key, f"/api/v1/tasks/{queued}"),
+        await _get(client, key, f"/api/v1/tasks/{again}"),
+    )
+    assert (second["data_types"], second["params"], second["status"]) == (
+        first["data_types"],
+        first["params"],
+        "queued",
+    )
+    await run_queued(settings)
+    assert (await _get(client, key, f"/api/v1/tasks/{again}"))["status"] == "succeeded"
+    assert await db.fetchval("SELECT count(*) FROM workouts WHERE user_id = $1", uuid.UUID(user)) > 0
+    for action in ("retry", "cancel"):
+        resp = await client.post(f"/api/v1/tasks/{uuid.uuid4()}/{action}", headers=headers)
+        assert (resp.status, await resp.json()) == (404, {"detail": "Task not found"})
+        assert (await client.post(f"/api/v1/tasks/nope/{action}", headers=headers)).status == 422

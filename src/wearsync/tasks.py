@@ -115,6 +115,30 @@ async def _announce(queue: ArqRedis, settings: Settings, provider: str, app_id: 
         log.warning("sync not announced to the rate limiter", error=repr(e))
 
 
+class NotRetryable(Exception):
+    """Only a provider sync that ended (failed, partial or succeeded) can run again."""
+
+
+async def retry_task(db: asyncpg.Pool, queue: ArqRedis, app_id: UUID, task_id: UUID, settings: Settings) -> UUID | None:
+    """A new task running the application's ended sync `task_id` again, with its data types and
+    parameters (from where its user's cursors are now), or the same sync already open; None for no
+    such task. NotRetryable for an open task or an import (whose file is not kept); SyncRefused as
+    start_sync (the connection gone, too many open tasks)."""
+    task = await tasks_db.get_task(db, task_id, app_id)
+    if task is None:
+        return None
+    if task["status"] not in FINAL_STATUSES:
+        raise NotRetryable(f"The task is {task['status']}: only one that ended can be retried")
+    if task["provider"] not in PROVIDERS:
+        raise NotRetryable("An import cannot be retried (its file is not kept): upload the file again")
+    params = SyncParams.model_validate(task["params"])
+    data_types = [DataType(t) for t in task["data_types"]]
+    new_id, _ = await start_sync(
+        db, queue, app_id, task["provider"], task["user_id"], data_types, params, run_async=True, settings=settings
+    )
+    return new_id
+
+
 class JoinTimedOut(Exception):
     """The same sync was already open and did not end within WEARSYNC_SYNC_JOIN_WAIT_S."""
 

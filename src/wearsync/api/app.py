@@ -54,6 +54,8 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/metrics", views.scrape, name="metrics")
     r.add_post("/api/v1/{provider}/users/{user_id}/sync", views.trigger_sync, name="sync")
     r.add_get("/api/v1/tasks/{task_id}", views.get_task, name="task")
+    r.add_post("/api/v1/tasks/{task_id}/retry", users.retry, name="task-retry")
+    r.add_post("/api/v1/tasks/{task_id}/cancel", users.cancel, name="task-cancel")
     r.add_post("/api/v1/users", views.create_user, name="users")
     r.add_get("/api/v1/users/{user_id}", views.get_user, name="user")
     r.add_delete("/api/v1/users/{user_id}", views.delete_user, name="user-delete")

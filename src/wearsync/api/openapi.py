@@ -185,6 +185,28 @@ OPERATIONS: dict[str, Operation] = {
         errors={409: "A user with this id or external_id already exists in this application"},
     ),
     "user": Operation("users", "A user", UserPath, ok=User, errors=USER_NOT_FOUND),
+    "task-retry": Operation(
+        "tasks",
+        "Run an ended sync again (failed, partial or succeeded), with its data types and parameters, as a new"
+        " task: follow it at /api/v1/tasks/{task_id} (the same sync already queued or running is that task)",
+        TaskPath,
+        ok=SyncQueued,
+        status=202,
+        errors={
+            404: f"Task not found, or: {NO_CONNECTION}",
+            409: "The task is still queued or running, or is an import (upload the file again)",
+            429: "The user or the application has as many tasks queued or running as it may (Retry-After)",
+            501: "The provider does not support the task's data type",
+        },
+    ),
+    "task-cancel": Operation(
+        "tasks",
+        "Cancel a queued task: it ends failed (its sync.failed event is sent) and never starts. A running"
+        " task cannot be cancelled: it ends by itself",
+        TaskPath,
+        ok=Task,
+        errors={404: "Task not found", 409: "The task is running or ended already"},
+    ),
     "users-list": Operation(
         "users",
         "The application's users, oldest first, a page at a time (pass `next_cursor` back as `cursor`);"

@@ -28,7 +28,7 @@ log = structlog.get_logger(__name__)
 
 _PATH = {"provider": "path", "user_id": "path", "task_id": "path"}
 _SYNC_LOCATIONS = {(f.alias or name): "query" for name, f in SyncRequest.model_fields.items()} | _PATH
-_REFUSED_STATUS = {"unsupported": 501, "not_connected": 404, "too_many_open": 429}
+REFUSED_STATUS = {"unsupported": 501, "not_connected": 404, "too_many_open": 429}
 # A sync refused for the open tasks of its user or application may try again about this much later.
 OPEN_TASKS_RETRY_AFTER_S = 60
 
@@ -64,14 +64,14 @@ async def _start(request: web.Request, req: SyncRequest) -> tuple[UUID, bool]:
         )  # fmt: skip
     except SyncRefused as e:
         retry = {"Retry-After": str(OPEN_TASKS_RETRY_AFTER_S)} if e.reason == "too_many_open" else None
-        raise ApiError(_REFUSED_STATUS[e.reason], e.detail, retry) from None
+        raise ApiError(REFUSED_STATUS[e.reason], e.detail, retry) from None
 
 
 def _requested_types(req: SyncRequest) -> list[DataType]:
     try:
         return requested_types(req.provider, req.data_type)
     except SyncRefused as e:
-        raise ApiError(_REFUSED_STATUS[e.reason], e.detail) from None
+        raise ApiError(REFUSED_STATUS[e.reason], e.detail) from None
 
 
 # A sync call refused for the application's other calls may try again about this much later.

@@ -302,3 +302,31 @@ async def user_tasks_page(
         limit,
     )
     return rows
+
+
+CANCELLED = "Cancelled through the API before it started"
+
+
+async def cancel_queued_task(db: Executor, task_id: UUID, app_id: UUID) -> str | None:
+    """Fail the application's task if it is still queued (its job, when it comes, finds it final and
+    does nothing), with its sync.failed event; the task's status before (None: no such task). A
+    running task is left alone: its worker holds it, and ends it itself."""
+    row = await db.fetchrow(
+        events.reporting(
+            "UPDATE sync_tasks t SET status = 'failed', error = $3, finished_at = now(), updated_at = now(),"
+            " result = (SELECT jsonb_object_agg(d, false) FROM unnest(t.data_types) AS d)"
+            " FROM (SELECT id, status AS was FROM sync_tasks WHERE id = $1 AND application_id = $2 FOR UPDATE) o"
+            f" WHERE t.id = o.id AND o.was = 'queued' {events.TASK_ENDED_RETURNING}",
+            events.TASK_ENDED,
+            answer="SELECT (SELECT count(*) FROM changed) AS cancelled",
+        ),
+        task_id,
+        app_id,
+        CANCELLED,
+    )
+    if row is not None and row["cancelled"]:
+        return "queued"
+    status: str | None = await db.fetchval(
+        "SELECT status::text FROM sync_tasks WHERE id = $1 AND application_id = $2", task_id, app_id
+    )
+    return status
