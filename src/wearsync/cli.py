@@ -141,7 +141,10 @@ def _api_key_create(settings: Settings, args: argparse.Namespace) -> None:
     from wearsync.db import keys as keys_db
 
     application = args.application or args.name
-    key = _with_db(settings.database_url, lambda c: keys_db.create_api_key(c, application, args.name))
+    key = _with_db(
+        settings.database_url,
+        lambda c: keys_db.create_api_key(c, application, args.name, operator=args.operator),
+    )
     print(key)
     print("Store this key now: it is not shown again (only its hash is kept).", file=sys.stderr)
 
@@ -227,6 +230,9 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True, help="what the key is for")
     # --application everywhere (as in sync and tasks); --app, its first spelling here, stays an alias.
     create.add_argument("--application", "--app", help="the application (tenant) it belongs to; default: --name")
+    create.add_argument(
+        "--operator", action="store_true", help="the key may also manage applications and keys over the API"
+    )
     create.set_defaults(run=_api_key_create)
     listing = keys.add_parser("list", help="list keys: prefix, name, application, created, last used, revoked")
     listing.add_argument("--application", "--app", help="only this application's keys")

@@ -8,6 +8,7 @@ from arq import create_pool as create_redis_pool
 from arq.connections import RedisSettings
 
 from wearsync.api import (
+    admin,
     connect,
     dashboard,
     data,
@@ -88,6 +89,11 @@ def setup_routes(app: web.Application) -> None:
     r.add_post("/api/v1/webhook-endpoints/{endpoint_id}/test", webhook_endpoints.send_test, name="endpoint-test")
     r.add_post("/api/v1/webhook-endpoints/{endpoint_id}/replay", webhook_endpoints.replay, name="endpoint-replay")
     r.add_get("/api/v1/events/{event_id}/deliveries", webhook_endpoints.event_deliveries, name="event-deliveries")
+    r.add_get("/api/v1/applications", admin.list_applications, name="applications")
+    r.add_post("/api/v1/applications", admin.create_application, name="applications-create")
+    r.add_get("/api/v1/applications/{application_id}/keys", admin.list_keys, name="keys")
+    r.add_post("/api/v1/applications/{application_id}/keys", admin.create_key, name="keys-create")
+    r.add_delete("/api/v1/applications/{application_id}/keys/{prefix}", admin.revoke_key, name="key-revoke")
     r.add_get("/api/v1/openapi.json", openapi.serve_document, name="openapi")
     r.add_get("/docs", openapi.docs_page, name="docs")
     r.add_get("/docs/", openapi.docs_redirect, name="docs-slash")

@@ -421,3 +421,27 @@ class UserTasksQuery(BaseModel):
     provider: DataSource | None = Field(None, description="One provider's tasks only (`apple_health`: imports)")
     cursor: str | None = Field(None, max_length=200, description="The previous page's `next_cursor`")
     limit: int = Field(50, ge=1, le=PAGE_LIMIT, description="Tasks per page, newest first")
+
+
+# ---- applications and API keys (operator keys only) ------------------------------------------
+
+
+class ApplicationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "acme-fitness"}]})
+
+    name: Text = Field(min_length=1, max_length=255, description="unique among applications")
+
+
+class ApplicationPath(BaseModel):
+    application_id: UUID
+
+
+class KeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "backend", "operator": False}]})
+
+    name: Text = Field(min_length=1, max_length=255, description="what the key is for")
+    operator: bool = Field(False, description="true: the key may manage applications and keys too")
+
+
+class KeyPath(ApplicationPath):
+    prefix: str = Field(max_length=64, description="the key's first 10 characters, as listed")

@@ -16,9 +16,12 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter
 
+from wearsync.api.admin import APPLICATION_NOT_FOUND, NAME_TAKEN, OPERATORS_ONLY
 from wearsync.api.connect import BAD_LINK
 from wearsync.api.middlewares import INVALID_KEY, PUBLIC_ROUTES
 from wearsync.api.models import (
+    ApplicationIn,
+    ApplicationPath,
     AuthorizeQuery,
     CallbackQuery,
     ConnectionIn,
@@ -31,6 +34,8 @@ from wearsync.api.models import (
     DashboardListQuery,
     DashboardTasksQuery,
     DashboardUsersQuery,
+    KeyIn,
+    KeyPath,
     ListQuery,
     SamplesQuery,
     StravaChallengeQuery,
@@ -47,6 +52,9 @@ from wearsync.api.models import (
 )
 from wearsync.api.oauth import REDIRECT_NO_LONGER_ALLOWED, REDIRECT_NOT_ALLOWED, UNKNOWN_STATE
 from wearsync.api.responses import (
+    ApiKey,
+    ApiKeyCreated,
+    Application,
     AuthorizationStarted,
     Connection,
     ConnectLink,
@@ -58,6 +66,7 @@ from wearsync.api.responses import (
     Disconnected,
     Error,
     Health,
+    KeyRevoked,
     RecoveryPage,
     SamplePage,
     SleepPage,
@@ -132,8 +141,12 @@ TAGS = {
     "dashboard": "What the dashboard at /dashboard reads besides the rest of the API",
     "outgoing": "Your endpoints that wearsync sends events to (Standard Webhooks: see `webhooks` for each"
     " event type's body)",
+    "admin": "Applications and their API keys: an operator key only (`wearsync api-key create --operator`);"
+    " any other key gets 403",
     "meta": "Health, metrics and documentation",
 }
+_ADMIN_ERRORS = {403: OPERATORS_ONLY}
+_APP_ERRORS = _ADMIN_ERRORS | {404: APPLICATION_NOT_FOUND}
 ENDPOINT_NOT_FOUND = {404: "Webhook endpoint not found"}
 URL_REFUSED = {400: "The URL is not http(s), or names a private or loopback address (the detail says)"}
 
@@ -206,6 +219,38 @@ OPERATIONS: dict[str, Operation] = {
         TaskPath,
         ok=Task,
         errors={404: "Task not found", 409: "The task is running or ended already"},
+    ),
+    "applications": Operation("admin", "Every application", ok=list[Application], errors=_ADMIN_ERRORS),
+    "applications-create": Operation(
+        "admin",
+        "Create an application",
+        body=ApplicationIn,
+        ok=Application,
+        status=201,
+        errors=_ADMIN_ERRORS | {409: NAME_TAKEN},
+    ),
+    "keys": Operation(
+        "admin", "An application's API keys (revoked ones too)", ApplicationPath, ok=list[ApiKey], errors=_APP_ERRORS
+    ),
+    "keys-create": Operation(
+        "admin",
+        "Create an API key of an application: the key is in this answer only",
+        ApplicationPath,
+        body=KeyIn,
+        ok=ApiKeyCreated,
+        status=201,
+        errors=_APP_ERRORS,
+    ),
+    "key-revoke": Operation(
+        "admin",
+        "Revoke an application's key by its prefix (it stops working within 30 s)",
+        KeyPath,
+        ok=KeyRevoked,
+        errors=_APP_ERRORS
+        | {
+            404: "Application not found, or no active key has this prefix",
+            409: "Several active keys have this prefix: none revoked",
+        },
     ),
     "users-list": Operation(
         "users",

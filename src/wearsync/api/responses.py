@@ -468,3 +468,58 @@ class DashboardDelivery(BaseModel):
 
 class DashboardDeliveries(BaseModel):
     data: list[DashboardDelivery]
+
+
+# ---- applications and API keys ----------------------------------------------------------------
+
+
+class Application(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "0b6e8d3c-5f1a-4c2e-9d7b-3a8f6e1c2d40",
+                    "name": "acme-fitness",
+                    "created_at": "2026-01-05T09:00:00+00:00",
+                }
+            ]
+        }
+    )
+
+    id: UUID
+    name: str
+    created_at: datetime
+
+
+class ApiKey(BaseModel):
+    prefix: str = Field(description="the key's first 10 characters: it names the key (the key itself is not kept)")
+    name: str
+    operator: bool = Field(description="may manage applications and keys")
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKey):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "key": "ws_3q2-Vb0l...",
+                    "prefix": "ws_3q2-Vb0",
+                    "name": "backend",
+                    "operator": False,
+                    "created_at": "2026-01-05T09:00:00+00:00",
+                    "last_used_at": None,
+                    "revoked_at": None,
+                }
+            ]
+        }
+    )
+
+    key: str = Field(description="the key, shown this once: send it as X-API-Key")
+
+
+class KeyRevoked(BaseModel):
+    prefix: str
+    revoked: bool
