@@ -27,6 +27,7 @@ SPORTS = {"RUNNING": "running", "ROAD_BIKING": "cycling", "MOUNTAIN_BIKING": "mo
           "OPEN_WATER_SWIMMING": "open_water_swimming", "WALKING": "walking", "HIKING": "hiking",
           "CROSS-COUNTRY_SKIING": "cross_country_skiing"}  # fmt: skip
 FLAG_FIELDS = {"samples": "samples", "zones": "heart_rate_zones", "route": "route"}
+WORKOUTS = "data_type=workouts"  # the tests of exercises; tests/test_polar_247.py syncs the rest
 UNIT_SECONDS = {"D": 86400, "H": 3600, "M": 60, "S": 1}
 
 
@@ -96,7 +97,7 @@ async def test_async_sync_without_flags_lands_every_served_exercise(
     client: Client, factory: Factory, worker: Worker, sim_server: TestServer, sim_state: SimState, db: asyncpg.Pool
 ) -> None:
     key, user_id, sim_user = await factory.connected_user("polar")
-    task = await wait_for_task(client, key, await start_sync(client, key, "polar", user_id))
+    task = await wait_for_task(client, key, await start_sync(client, key, "polar", user_id, WORKOUTS))
 
     assert task["status"] == "succeeded", task
     assert task["result"] == {"workouts": True}
@@ -134,7 +135,7 @@ async def test_samples_zones_and_route_flags_are_honoured(
     flags: set[str],
 ) -> None:
     key, user_id, sim_user = await factory.connected_user("polar")
-    query = "&".join(f"{flag}={'true' if flag in flags else 'false'}" for flag in FLAG_FIELDS)
+    query = "&".join([WORKOUTS, *(f"{flag}={'true' if flag in flags else 'false'}" for flag in FLAG_FIELDS)])
     task = await wait_for_task(client, key, await start_sync(client, key, "polar", user_id, query))
 
     assert task["status"] == "succeeded", task
@@ -175,7 +176,7 @@ async def test_a_second_sync_does_not_register_the_user_again(
     confirmed the account), the first sync found it so (409), the second knew it and did not ask."""
     key, user_id, _ = await factory.connected_user("polar")
     for _ in range(2):
-        task = await wait_for_task(client, key, await start_sync(client, key, "polar", user_id))
+        task = await wait_for_task(client, key, await start_sync(client, key, "polar", user_id, WORKOUTS))
         assert task["status"] == "succeeded", task
     assert [r["status"] for r in sim_state.requests if r["path"] == "/v3/users"] == [200, 409]
 
@@ -185,12 +186,8 @@ async def test_sync_mode_returns_details(client: Client, factory: Factory, db: a
     resp = await client.post(f"/api/v1/polar/users/{user_id}/sync?async=false", headers={"X-API-Key": key})
     assert resp.status == 200, await resp.text()
     body = await resp.json()
-    assert (body["success"], body["details"]) == (True, {"workouts": True})  # fields may be added
+    assert (body["success"], body["details"]) == (True, {"workouts": True, "data_247": True})  # fields may be added
     assert await db.fetchval("SELECT count(*) FROM workouts") == 40
-
-    resp = await client.post(f"/api/v1/polar/users/{user_id}/sync?data_type=247", headers={"X-API-Key": key})
-    assert resp.status == 501
-    assert await resp.json() == {"detail": "Provider 'polar' does not support 247 data (sleep/recovery/activity)"}
 
 
 async def test_a_refused_token_deactivates_the_connection_as_there_is_no_refresh_token(
@@ -199,7 +196,7 @@ async def test_a_refused_token_deactivates_the_connection_as_there_is_no_refresh
     key, user_id, _ = await factory.connected_user("polar")
     assert (await stored_tokens(db, settings))["refresh_token"] is None
     await db.execute("UPDATE provider_connections SET access_token = 'garbage'")
-    task = await wait_for_task(client, key, await start_sync(client, key, "polar", user_id))
+    task = await wait_for_task(client, key, await start_sync(client, key, "polar", user_id, WORKOUTS))
 
     assert task["status"] == "failed"
     assert task["result"] == {"workouts": False}
@@ -253,12 +250,14 @@ async def test_another_polar_account_and_a_registration_gone_since_are_registere
     client: Client, factory: Factory, worker: Worker, sim_server: TestServer, sim_state: SimState, db: asyncpg.Pool
 ) -> None:
     key, user_id, first = await factory.connected_user("polar")
-    assert (await wait_for_task(client, key, await start_sync(client, key, "polar", user_id)))["status"] == "succeeded"
+    assert (await wait_for_task(client, key, await start_sync(client, key, "polar", user_id, WORKOUTS)))[
+        "status"
+    ] == "succeeded"
 
     # The user connects another Polar account while the first is still registered with our app.
     second = f"u{uuid.uuid4().hex[:10]}"
     await factory.connect(key, user_id, "polar", second)
-    task = await wait_for_task(client, key, await start_sync(client, key, "polar", user_id))
+    task = await wait_for_task(client, key, await start_sync(client, key, "polar", user_id, WORKOUTS))
     assert task["status"] == "succeeded", task
     assert sim_state.registered[("polar", first)] != sim_state.registered[("polar", second)]  # member-ids
     served = {e["id"] for e in (await sim_records(sim_server, "polar", second))["exercises"]}
@@ -267,7 +266,7 @@ async def test_another_polar_account_and_a_registration_gone_since_are_registere
 
     # Polar forgets the registration (the user removed our app in Flow): the next sync registers again.
     del sim_state.registered[("polar", second)]
-    task = await wait_for_task(client, key, await start_sync(client, key, "polar", user_id))
+    task = await wait_for_task(client, key, await start_sync(client, key, "polar", user_id, WORKOUTS))
     assert task["status"] == "succeeded", task
     calls = [(r["method"], r["path"], r["status"]) for r in sim_state.requests if r["provider"] == "polar"]
     assert calls[-3:] == [("GET", "/v3/exercises", 403), ("POST", "/v3/users", 200), ("GET", "/v3/exercises", 200)]
@@ -282,7 +281,7 @@ async def test_disconnecting_one_application_keeps_the_registration_another_appl
         key = await factory.api_key(application)
         user_id = await factory.user(key)
         await factory.connect(key, user_id, "polar", sim_user)
-        task = await wait_for_task(client, key, await start_sync(client, key, "polar", user_id))
+        task = await wait_for_task(client, key, await start_sync(client, key, "polar", user_id, WORKOUTS))
         assert task["status"] == "succeeded", task
         users.append((key, user_id))
     (key_a, user_a), (key_b, user_b) = users
@@ -294,7 +293,7 @@ async def test_disconnecting_one_application_keeps_the_registration_another_appl
     assert "another application's connection uses it" in body["upstream_error"]
     assert not any(r["method"] == "DELETE" for r in sim_state.requests)
     assert ("polar", sim_user) in sim_state.registered
-    task = await wait_for_task(client, key_b, await start_sync(client, key_b, "polar", user_b))
+    task = await wait_for_task(client, key_b, await start_sync(client, key_b, "polar", user_b, WORKOUTS))
     assert task["status"] == "succeeded", task
     last_call = [r["path"] for r in sim_state.requests if r["provider"] == "polar"][-1]
     assert last_call == "/v3/exercises"  # no registration needed again
@@ -311,7 +310,7 @@ async def test_as_accesslink_documents_a_new_registration_brings_only_what_is_up
     sim_user = f"u{uuid.uuid4().hex[:10]}"
     sim_state.provider("polar").user_history[sim_user] = {"since_registration": 1}
     key, user_id, _ = await factory.connected_user("polar", sim_user)
-    task = await wait_for_task(client, key, await start_sync(client, key, "polar", user_id))
+    task = await wait_for_task(client, key, await start_sync(client, key, "polar", user_id, WORKOUTS))
     assert task["status"] == "succeeded", task
     assert await db.fetchval("SELECT count(*) FROM workouts") == 0  # 40 uploaded before: none served
 
@@ -320,7 +319,7 @@ async def test_as_accesslink_documents_a_new_registration_brings_only_what_is_up
         async with session.post(url, json={"kind": "exercise"}) as resp:
             assert resp.status == 200, await resp.text()
             recorded = (await resp.json())["exercise"]
-    task = await wait_for_task(client, key, await start_sync(client, key, "polar", user_id))
+    task = await wait_for_task(client, key, await start_sync(client, key, "polar", user_id, WORKOUTS))
     assert task["status"] == "succeeded", task
     assert [r["provider_record_id"] for r in await db.fetch("SELECT provider_record_id FROM workouts")] == [
         recorded["id"]

@@ -1,7 +1,8 @@
 """Polar webhooks end to end: the simulator records an exercise and notifies our receiver over a
 socket, the worker fetches the announced exercise from the simulator and writes PostgreSQL; rows
-are compared with what the simulator then serves, field by field. Plus PING and SLEEP, the
-signature rules, the refusal of URLs that are not our Polar API's, and unit tests of verify/parse."""
+are compared with what the simulator then serves, field by field. Plus PING and SleepWise events
+(left alone), the signature rules, the refusal of URLs that are not our Polar API's, and unit tests
+of verify/parse. The 24/7 events: tests/test_polar_247.py."""
 
 import hashlib
 import hmac
@@ -85,7 +86,9 @@ async def test_an_exercise_announced_by_webhook_lands_like_synced_ones(
     client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool, sim_server: TestServer, sim_state: SimState
 ) -> None:
     key, user_id, sim_user = await factory.connected_user("polar")
-    resp = await client.post(f"/api/v1/polar/users/{user_id}/sync?async=false", headers={"X-API-Key": key})
+    resp = await client.post(
+        f"/api/v1/polar/users/{user_id}/sync?async=false&data_type=workouts", headers={"X-API-Key": key}
+    )
     assert (await resp.json())["success"] is True  # registers the user with Polar, stores 40
     sim_state.requests.clear()
 
@@ -114,7 +117,7 @@ async def test_an_exercise_announced_by_webhook_lands_like_synced_ones(
 
 
 @pytest.mark.usefixtures("target")
-async def test_a_ping_stores_nothing_and_a_sleep_event_is_acknowledged_and_left_alone(
+async def test_a_ping_stores_nothing_and_a_sleepwise_event_is_acknowledged_and_left_alone(
     client: Client, factory: Factory, worker: Worker, db: asyncpg.Pool, sim_server: TestServer, sim_state: SimState
 ) -> None:
     _, sim_user, polar_id = await registered_user(factory, sim_state)
@@ -126,10 +129,15 @@ async def test_a_ping_stores_nothing_and_a_sleep_event_is_acknowledged_and_left_
         resp = await client.post(URL, data=body, headers=sent)
         assert (resp.status, await resp.json()) == (200, {"received": 0, "new": 0})
 
-    sleep = await emit(sim_server, sim_user, {"kind": "sleep"})
-    assert sleep["delivery_status"] == 200
+    alertness = {"event": "SLEEP_WISE_ALERTNESS", "user_id": polar_id, "from": "2022-09-30", "to": "2022-10-02",
+                 "timestamp": "2022-10-02T14:22:24Z",
+                 "url": "https://www.polaraccesslink.com/v3/users/sleepwise/alertness/date"}  # fmt: skip
+    body, headers = signed(alertness)
+    assert (await client.post(URL, data=body, headers=headers)).status == 200
     (stored,) = await settled(db, 1)
-    assert (stored["status"], stored["kind"], stored["provider_user_id"]) == ("processed", "SLEEP", str(polar_id))
+    assert (stored["status"], stored["kind"], stored["provider_user_id"]) == (
+        "processed", "SLEEP_WISE_ALERTNESS", str(polar_id),
+    )  # fmt: skip
     assert await db.fetchval("SELECT count(*) FROM workouts") == 0
     assert polar_calls(sim_state) == []
 

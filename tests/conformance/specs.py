@@ -53,6 +53,7 @@ class SpecFile:
 
 
 POLAR_SAMPLE = "/components/schemas/sample/properties"
+POLAR_HR = "/components/schemas/continuous-heartrate/properties/heart_rate_samples"
 
 # Per provider: its spec, and where a simulator's path (after /<provider>/api) sits in it.
 SPEC_FILES = {
@@ -63,8 +64,17 @@ SPEC_FILES = {
                    "OpenAPI's `byte` is base64, but the spec's own example is '1': a sample type number"),
         Correction(f"{POLAR_SAMPLE}/recording-rate", {"nullable": True},
                    "its description: 'Null when recording rate is not applicable - currently only with RR-data'"),
+        Correction(POLAR_HR, {"type": "array", "properties": None, "items": {"type": "object", "properties": {
+                       "heart_rate": {"type": "integer"}, "sample_time": {"type": "string"}}}},
+                   "continuous-heartrate's own example: a list of samples, sample_time a time of day ('00:02:08')"),
     )),
 }  # fmt: skip
+
+
+def operation_name(method: str, path: str, operation: dict[str, Any]) -> str:
+    """An operation's operationId; where the spec gives none (Polar's sleep, nightly recharge and
+    continuous heart rate by date), "<METHOD> <path template>"."""
+    return str(operation.get("operationId") or f"{method.upper()} {path}")
 
 
 def specs_dir() -> Path:
@@ -83,7 +93,7 @@ class UpstreamSpec:
         """(method, path template, operation) of an operationId."""
         for path, item in self.document["paths"].items():
             for method, operation in item.items():
-                if method in HTTP_METHODS and operation.get("operationId") == operation_id:
+                if method in HTTP_METHODS and operation_name(method, path, operation) == operation_id:
                     return method, path, operation
         raise KeyError(operation_id)
 
@@ -325,7 +335,8 @@ def judge(spec: UpstreamSpec, entry: dict[str, Any]) -> Judged:
         found = APICallPathFinder(spec.api.spec).find(method, request.host_url + path)
     except OpenAPIError as e:
         raise AssertionError(f"{where} is no operation of {spec.provider}'s spec: {_errors(e)}") from None
-    operation_id = str(found.operation["operationId"])
+    named = "operationId" in found.operation
+    operation_id = str(found.operation["operationId"]) if named else f"{method.upper()} {found.path_result.pattern}"
     declared = {p["name"] for p in spec.parameters(operation_id) if p["in"] == "query"}
     undeclared = set(query) - declared
     assert not undeclared, f"{where}: query parameters {sorted(undeclared)} are not in {operation_id} ({declared})"

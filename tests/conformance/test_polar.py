@@ -43,7 +43,17 @@ OPERATIONS = {
     "getExerciseWithoutTransaction", "deleteUser",
     # connecting with a token handed to us: whose it is
     "getUserInformation",
+    # a 24/7 sync: three 28-day lists, then continuous heart rate day by day (no operationId: named
+    # by method and path)
+    "listNights", "listNightlyRecharge", "listActivitiesWithoutTransaction",
+    "GET /v3/users/continuous-heart-rate/{date}",
+    # the 24/7 webhook events: SLEEP (the sleep and the recharge of its date), ACTIVITY_SUMMARY
+    "GET /v3/users/sleep/{date}", "GET /v3/users/nightly-recharge/{date}", "getActivityWithoutTransaction",
 }  # fmt: skip
+EXPECTED_REFUSALS = {
+    ("registerUser", 409),  # the sync's registration finds the user registered when connected
+    ("GET /v3/users/continuous-heart-rate/{date}", 404),  # today: nothing yet
+}
 
 
 async def test_every_call_of_the_polar_client_and_every_answer_of_the_simulator_follow_the_spec(
@@ -58,20 +68,23 @@ async def test_every_call_of_the_polar_client_and_every_answer_of_the_simulator_
         assert resp.status == 200, await resp.text()
         assert (await resp.json())["success"] is True
     assert await db.fetchval("SELECT count(*) FROM samples") > 0
+    resp = await client.post(f"/api/v1/polar/users/{user_id}/sync?async=false&data_type=247",
+                             headers={"X-API-Key": key})  # fmt: skip
+    assert (await resp.json())["success"] is True, await resp.text()
 
     recording.webhook_targets["polar"] = WebhookTarget(str(client.make_url(URL)), SIM_WEBHOOK_SECRET)
-    await emit(sim_server, sim_user, {"kind": "exercise"})
-    (event,) = await settled(db, 1)
-    assert event["status"] == "processed", dict(event)
+    kinds = ("exercise", "sleep", "activity_summary", "continuous_heart_rate")
+    for kind in kinds:
+        await emit(sim_server, sim_user, {"kind": kind})
+    events = await settled(db, len(kinds))
+    assert [e["status"] for e in events] == ["processed"] * len(kinds), [dict(e) for e in events]
 
     resp = await client.delete(f"/api/v1/users/{user_id}/connections/polar", headers={"X-API-Key": key})
     assert resp.status == 200, await resp.text()
 
     judged = judge_all(spec, recording.requests)
     assert {j.operation_id for j in judged} == OPERATIONS
-    # The sync's registration finds the user registered when connected (which confirmed the
-    # account): the spec's 409.
-    unexpected = [j for j in judged if j.status >= 300 and (j.operation_id, j.status) != ("registerUser", 409)]
+    unexpected = [j for j in judged if j.status >= 300 and (j.operation_id, j.status) not in EXPECTED_REFUSALS]
     assert unexpected == []
     served = [json.loads(r["response"]["body"]) for r in recording.requests if r["path"] == "/v3/exercises"]
     exercises = [e for answer in served for e in answer]
@@ -113,10 +126,47 @@ async def test_the_specs_example_exercise_is_stored_with_its_heart_rate(factory:
     assert [r["value"] for r in samples] == [float(v) for v in values]
 
 
+async def test_the_specs_example_sleep_recharge_activity_and_heart_rate_are_stored(
+    factory: Factory, db: asyncpg.Pool
+) -> None:
+    """The spec's own examples (field examples; continuous-heartrate's whole example) map to rows
+    PostgreSQL stores, with their units."""
+    spec = load("polar")
+    night, recharge = example(spec, "sleep"), example(spec, "nightly-recharge")
+    activity, heart_rate = example(spec, "activity-summary-with-all-samples"), example(spec, "continuous-heartrate")
+    rows = [
+        *map_page([night], polar.map_sleep),
+        *map_page([recharge], polar.map_recharge),
+        *map_page([activity], polar.map_activity),
+        *map_page([heart_rate], lambda d: polar.map_heart_rate(d, 180)),
+    ]
+    user_id = uuid.UUID(await factory.user(await factory.api_key()))
+    async with db.acquire() as conn:
+        await upsert_records(conn, user_id, "polar", rows)
+    sleep = await db.fetchrow("SELECT * FROM sleep_sessions WHERE user_id = $1", user_id)
+    assert sleep is not None
+    assert (sleep["provider_record_id"], sleep["utc_offset_minutes"], sleep["score"]) == ("2020-01-01", 180, 80)
+    assert sleep["start_time"].isoformat() == "2019-12-31T21:39:07+00:00"  # 00:39:07+03:00
+    assert (sleep["duration_s"], sleep["deep_s"], sleep["awake_s"]) == (8 * 3600 + 40 * 60 + 30, 1000, 1000)
+    recovery = await db.fetchrow("SELECT * FROM recoveries WHERE user_id = $1", user_id)
+    assert recovery is not None
+    assert (recovery["resting_hr"], recovery["hrv_rmssd_ms"], recovery["raw"]) == (70, 28, recharge)
+    daily = await db.fetchrow("SELECT * FROM daily_activity WHERE user_id = $1", user_id)
+    assert daily is not None
+    assert (str(daily["day"]), daily["steps"], daily["energy_kcal"], daily["distance_m"]) == (
+        "2025-08-13", 8823, 2500, 4590.53,
+    )  # fmt: skip
+    samples = await db.fetch("SELECT recorded_at, value FROM samples WHERE user_id = $1 ORDER BY 1", user_id)
+    assert [(r["recorded_at"].isoformat(), r["value"]) for r in samples] == [
+        ("2022-09-11T21:02:08+00:00", 63), ("2022-09-11T21:07:08+00:00", 62),
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("schema", "kind"),
     [("webhookPayloadExercise", "EXERCISE"), ("webhookPayloadSleep", "SLEEP"),
-     ("webhookPayloadActivitySummary", "ACTIVITY_SUMMARY"), ("webhookPing", None)],
+     ("webhookPayloadActivitySummary", "ACTIVITY_SUMMARY"),
+     ("webhookPayloadContinuousHeartRate", "CONTINUOUS_HEART_RATE"), ("webhookPing", None)],
 )  # fmt: skip
 def test_the_specs_example_webhook_payloads_are_read(schema: str, kind: str | None) -> None:
     spec = load("polar")
@@ -137,6 +187,8 @@ async def test_the_simulators_webhook_payloads_follow_the_spec(
     _, _, sim_user = await factory.connected_user("polar")
     recording.registered[("polar", sim_user)] = f"member-{sim_user}"
     for kind, schema in (("exercise", "webhookPayloadExercise"), ("sleep", "webhookPayloadSleep"),
+                         ("activity_summary", "webhookPayloadActivitySummary"),
+                         ("continuous_heart_rate", "webhookPayloadContinuousHeartRate"),
                          ("ping", "webhookPing")):  # fmt: skip
         sent = (await emit(sim_server, sim_user, {"kind": kind}))["event"]
         validator = OAS30Validator(spec.schema(schema), format_checker=oas30_format_checker)

@@ -1,4 +1,5 @@
-"""Polar AccessLink v3 client: exercises only (Polar's 24/7 data is not synced here).
+"""Polar AccessLink v3 client: exercises, and sleep, nightly recharge, daily activity and
+continuous heart rate as 24/7 data.
 
 AccessLink serves data only to users our app has registered (`POST /v3/users` with our
 `member-id`); a sync registers first and takes 409 (already registered) as success, then keeps
@@ -32,8 +33,24 @@ the exercise by `entity_id` and `url`: the worker fetches it only if the URL is 
 `<WEARSYNC_POLAR_API_URL>/v3/exercises/<entity_id>` (anything else fails the event, no request
 made: no server-side request forgery), without samples, zones or route (our choice: one light
 call per exercise; a sync asks for those), and upserts it as a sync would, so the row's raw JSON
-is the exercise without those fields. `SLEEP` and the other 24/7 events are stored and then left
-alone (we do not store Polar's 24/7 data).
+is the exercise without those fields. `SLEEP`, `ACTIVITY_SUMMARY` and `CONTINUOUS_HEART_RATE` name
+a date: the worker fetches that date's sleep (and its nightly recharge), activity or heart rate
+from our configured API (never the event's `url`) and upserts it; a date Polar has nothing for
+(404, 204) stores nothing. Other events (SleepWise) are stored and left alone.
+
+24/7 data (data_type=247): `GET /v3/users/sleep` (the nights of the last 28 days) as sleep,
+`/v3/users/nightly-recharge` (28 days) as recovery, `/v3/users/activities` (28 days) as daily
+activity, each one call, and continuous heart rate day by day (`/continuous-heart-rate/{date}`,
+the spec gives the date-range call the same one-day schema) for the last HEART_RATE_DAYS days, as
+`heart_rate` samples, each day a page a rerun skips; the cursor keeps the last day fetched, so the
+next sync starts there. Keys: a sleep, a recharge and an activity day by their date. Mapping
+choices: a sleep's duration is end - start, awake time is `total_interruption_duration`; a
+recharge is recorded at 00:00 UTC of its date (the spec gives only the date), its `heart_rate_avg`
+is the resting heart rate and `heart_rate_variability_avg` the RMSSD (the spec says RMSSD), its
+1-6 status stays in `raw` (the score column is 0-100); an activity's day is the date of its
+`start_time`. Continuous heart-rate times are the device's local times of day without an offset:
+we take the offset of that night's stored sleep, else UTC (assumption). A heart-rate sample never
+replaces a stored one of the same instant (an exercise's, recorded per second, is the better one).
 """
 
 import dataclasses
@@ -42,7 +59,7 @@ import hmac
 import json
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
 from uuid import UUID
@@ -62,7 +79,7 @@ from wearsync.providers.errors import (
 )
 from wearsync.providers.http import HttpClient
 from wearsync.providers.tokens import TokenSet
-from wearsync.records import Record, Sample, Workout
+from wearsync.records import DailyActivity, Record, Recovery, Sample, SleepSession, Workout
 from wearsync.settings import ProviderSettings, RateLimits, Settings
 
 log = structlog.get_logger(__name__)
@@ -77,6 +94,7 @@ class PolarSettings(ProviderSettings):
     # The floor of 500 + 20/user per 15 minutes and 5000 + 100/user per day.
     rate_limits: RateLimits = (RateLimit(500, 15 * 60), RateLimit(5000, 86400))
     webhook_secret: str = ""  # the signature secret Polar returned when the webhook was created
+    heart_rate_days: int = 28  # continuous heart rate: days a first sync fetches, one call each
 
 
 Ctx = SyncContext[PolarSettings]
@@ -280,6 +298,143 @@ async def sync_workouts(ctx: Ctx) -> None:
     ctx.advance_cursor({"registered": account})
 
 
+# ---- 24/7 data: sleep, nightly recharge, daily activity, continuous heart rate ------------------
+
+
+def _day(value: Any) -> date:
+    return date.fromisoformat(str(value)[:10])
+
+
+def map_sleep(night: dict[str, Any]) -> SleepSession:
+    start = datetime.fromisoformat(night["sleep_start_time"])
+    end = datetime.fromisoformat(night["sleep_end_time"])
+    offset = start.utcoffset()
+    return SleepSession(
+        provider_record_id=_day(night["date"]).isoformat(),
+        start_time=start.astimezone(UTC),
+        end_time=end.astimezone(UTC),
+        raw=night,
+        utc_offset_minutes=None if offset is None else int(offset.total_seconds() // 60),
+        duration_s=(end - start).total_seconds(),
+        deep_s=num(night.get("deep_sleep")),
+        light_s=num(night.get("light_sleep")),
+        rem_s=num(night.get("rem_sleep")),
+        awake_s=num(night.get("total_interruption_duration")),
+        score=num(night.get("sleep_score")),
+    )
+
+
+def map_recharge(recharge: dict[str, Any]) -> Recovery:
+    day = _day(recharge["date"])
+    return Recovery(
+        provider_record_id=day.isoformat(),
+        recorded_at=datetime.combine(day, time(), UTC),
+        raw=recharge,
+        resting_hr=num(recharge.get("heart_rate_avg")),
+        hrv_rmssd_ms=num(recharge.get("heart_rate_variability_avg")),
+    )
+
+
+def map_activity(activity: dict[str, Any]) -> DailyActivity:
+    steps = num(activity.get("steps"))
+    return DailyActivity(
+        provider_record_id=_day(activity["start_time"]).isoformat(),
+        day=_day(activity["start_time"]),
+        raw=activity,
+        steps=None if steps is None else int(steps),
+        energy_kcal=num(activity.get("calories")),
+        active_energy_kcal=num(activity.get("active_calories")),
+        distance_m=num(activity.get("distance_from_steps")),
+    )
+
+
+def map_heart_rate(day_hr: dict[str, Any], offset_minutes: int) -> list[Sample]:
+    """A day's continuous heart rate as `heart_rate` samples; times are local, `offset_minutes` ahead of UTC."""
+    day = _day(day_hr["date"])
+    rows = []
+    for sample in day_hr.get("heart_rate_samples") or []:
+        at = datetime.combine(day, time.fromisoformat(sample["sample_time"]), UTC) - timedelta(minutes=offset_minutes)
+        raw = {"date": day.isoformat(), "sample_time": sample["sample_time"], "offset_minutes": offset_minutes}
+        rows.append(Sample("heart_rate", at, float(sample["heart_rate"]), raw))
+    return rows
+
+
+async def get_registered(ctx: Ctx, url: str, params: dict[str, str] | None = None, ok: tuple[int, ...] = ()) -> Any:
+    """A data call; a 403 registers the user (the registration may be gone) and asks once more."""
+    try:
+        return await ctx.get_json(url, params=params, ok=ok)
+    except UpstreamAuthError as e:
+        if e.status != 403:
+            raise
+    await register_user(ctx)
+    return await ctx.get_json(url, params=params, ok=ok)
+
+
+def _listed(body: Any, url: str, key: str | None) -> list[dict[str, Any]]:
+    """A list answer (`{key: [...]}`, or a bare list without a key); 204 (None) is an empty one."""
+    items = [] if body is None else body.get(key) if key is not None and isinstance(body, dict) else body
+    if items is None:
+        items = []
+    if not isinstance(items, list):
+        raise MalformedPayload(f"GET {url} returned no list: {str(body)[:200]}")
+    return items
+
+
+# (page key, path, the list's key in the answer, mapping)
+LISTS_247: tuple[tuple[str, str, str | None, Any], ...] = (
+    ("sleep", "/v3/users/sleep", "nights", map_sleep),
+    ("nightly-recharge", "/v3/users/nightly-recharge", "recharges", map_recharge),
+    ("activities", "/v3/users/activities", None, map_activity),
+)
+
+
+async def sleep_offset(ctx: Ctx, day: date) -> int:
+    """Minutes the user's clock was ahead of UTC on `day`: that night's stored sleep's, else 0."""
+    night = await ctx.stored_raw("sleep", day.isoformat())
+    if night is None or not isinstance(night.get("sleep_start_time"), str):
+        return 0
+    offset = datetime.fromisoformat(night["sleep_start_time"]).utcoffset()
+    return 0 if offset is None else int(offset.total_seconds() // 60)
+
+
+async def save_heart_rate_day(ctx: Ctx, day: date, page_key: str | None = None) -> int:
+    """Fetch and store one day's continuous heart rate; the samples stored (404, 204: none)."""
+    url = f"{ctx.config.api_url}/v3/users/continuous-heart-rate/{day.isoformat()}"
+    body = await get_registered(ctx, url, ok=(404,))
+    if body is None:
+        if page_key is not None:
+            await ctx.save_page([], page_key)
+        return 0
+    if not isinstance(body, dict):
+        raise MalformedPayload(f"GET {url} returned no heart rate: {str(body)[:200]}")
+    offset = await sleep_offset(ctx, day)
+    rows = map_page([body], lambda d: map_heart_rate(d, offset))
+    # An exercise's own heart rate at the same instant (per second, not a 5-minute average) wins:
+    # overwriting neither way, a sync of both types rewrites nothing the second time.
+    await ctx.save_page(rows, page_key, len(rows), overwrite=False)
+    return len(rows)
+
+
+async def sync_247(ctx: Ctx) -> None:
+    today = ctx.started_at.astimezone(UTC).date()
+    first = today - timedelta(days=ctx.config.heart_rate_days - 1)
+    if ctx.cursor is not None and isinstance(ctx.cursor.get("heart_rate_through"), str):
+        first = max(first, _day(ctx.cursor["heart_rate_through"]))  # that day again: it may have grown
+    await ctx.set_pages_total(len(LISTS_247) + (today - first).days + 1)
+    for key, path, list_key, mapping in LISTS_247:
+        if key in ctx.done:
+            continue
+        url = f"{ctx.config.api_url}{path}"
+        items = _listed(await get_registered(ctx, url), url, list_key)
+        await ctx.save_page(map_page(items, mapping), key, len(items))
+    day = first
+    while day <= today:
+        if f"heart-rate@{day.isoformat()}" not in ctx.done:
+            await save_heart_rate_day(ctx, day, f"heart-rate@{day.isoformat()}")
+        day += timedelta(days=1)
+    ctx.advance_cursor({"heart_rate_through": today.isoformat()})
+
+
 # ---- webhook: EXERCISE, SLEEP, ... events ----------------------------------------------------
 
 SIGNATURE = "Polar-Webhook-Signature"
@@ -346,9 +501,41 @@ def exercise_url(config: PolarSettings, entity_id: str, announced: str) -> str:
     return expected
 
 
+# A 24/7 event's kind -> the paths (on our configured API) of its date's data, with their mappings.
+DATED_247: dict[str, tuple[tuple[str, Any], ...]] = {
+    "SLEEP": (("/v3/users/sleep/{}", map_sleep), ("/v3/users/nightly-recharge/{}", map_recharge)),
+    "ACTIVITY_SUMMARY": (("/v3/users/activities/{}", map_activity),),
+}
+
+
+async def process_dated(ctx: Ctx, event: WebhookEvent) -> str | None:
+    """A 24/7 event: fetch its date's data from our configured API (the event's url is not called)."""
+    try:
+        day = _day(event.payload["date"])
+    except (KeyError, ValueError) as e:
+        raise MalformedPayload(f"a Polar {event.kind} event needs its date: {e}") from None
+    if event.kind == "CONTINUOUS_HEART_RATE":
+        stored = await save_heart_rate_day(ctx, day)
+        return None if stored else f"no continuous heart rate at Polar for {day}: nothing stored"
+    missing = []
+    for path, mapping in DATED_247[event.kind]:
+        url = f"{ctx.config.api_url}{path.format(day.isoformat())}"
+        body = await get_registered(ctx, url, ok=(404,))
+        if body is None:
+            missing.append(url.rsplit("/", 2)[-2])
+            continue
+        if not isinstance(body, dict):
+            raise MalformedPayload(f"GET {url} returned no object: {str(body)[:200]}")
+        await ctx.save_page(map_page([body], mapping))
+    return f"nothing at Polar for {day} ({', '.join(missing)}): not stored" if missing else None
+
+
 async def process_webhook(ctx: Ctx, event: WebhookEvent) -> str | None:
-    """Fetch and upsert an announced exercise; other events are not data we store. An exercise
-    Polar no longer has (404: deleted, or past its 30 days) is nothing to store."""
+    """Fetch and upsert an announced exercise, or a 24/7 event's date; SleepWise events are not
+    data we store. An exercise Polar no longer has (404: deleted, or past its 30 days) is nothing
+    to store."""
+    if event.kind in DATED_247 or event.kind == "CONTINUOUS_HEART_RATE":
+        return await process_dated(ctx, event)
     if event.kind != "EXERCISE":
         log.info("polar webhook event not stored", kind=event.kind, user=event.provider_user_id)
         return None
@@ -363,12 +550,12 @@ async def process_webhook(ctx: Ctx, event: WebhookEvent) -> str | None:
 
 PROVIDER = Provider(
     name=NAME,
-    supports=frozenset({DataType.WORKOUTS}),
+    supports=frozenset({DataType.WORKOUTS, DataType.DATA_247}),
     delivery="pull",
     config=PolarSettings,
     token_path="/v2/oauth2/token",
     client_auth="basic",
-    sync={DataType.WORKOUTS: sync_workouts},
+    sync={DataType.WORKOUTS: sync_workouts, DataType.DATA_247: sync_247},
     params=("samples", "zones", "route"),
     webhook=Webhook(verify=verify_webhook, parse=parse_webhook, process=process_webhook),
     authorize_path="/oauth2/authorization",  # on flow.polar.com

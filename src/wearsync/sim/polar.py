@@ -17,6 +17,15 @@ Data API (mounted under /polar/api):
   after the user's registration; the simulator serves its whole 30-day history to a user
   registered at connect time (our choice: a demo and tests with data), unless the user's history
   knob `since_registration` is 1. `GET /v3/exercises/{id}`: one of them.
+- 24/7 data for the last `days_247` days (history knob, 28 by default: what AccessLink's lists
+  serve): `GET /v3/users/sleep` ({"nights": [...]}, the spec's `sleep`: start and end with the
+  user's offset, stages in seconds, 5-minute heart-rate samples keyed by local "HH:MM"),
+  `/v3/users/nightly-recharge` ({"recharges": [...]}), both for the nights up to the anchor's
+  date; `/v3/users/activities` (a list of the spec's `activity-summary-with-all-samples`, without
+  samples) and `/v3/users/continuous-heart-rate/{date}` (samples every 5 minutes, local
+  `sample_time` "HH:MM:SS", a list as the spec's example writes it) for the days before it. By
+  date: `/v3/users/sleep/{date}` and `/nightly-recharge/{date}` (404 when none), `/activities/{date}`
+  (204 when none, as the spec says), `/continuous-heart-rate/{date}` (404 when none).
   Without a flag the field is absent; with it, it is present, `[]` where the exercise has none
   (our choice: no HR sensor means no zones and no HR samples; no GPS means no route).
 - Exercise fields as AccessLink documents them; `start_time` is local time without an offset,
@@ -42,18 +51,22 @@ choice: the header names and formats Polar uses for its counts are not confirmed
 Webhooks (`emit`, for a registered user only, as AccessLink notifies only about those):
 `{"kind": "exercise"}` records a new exercise that just ended (served by the list, the detail and
 `records`) and sends `{"event": "EXERCISE", "user_id", "entity_id", "timestamp", "url"}`, the url
-on this simulator's own API; `{"kind": "sleep"}` sends a SLEEP event for last night;
+on this simulator's own API; `{"kind": "sleep"}` sends a SLEEP event for the anchor's night,
+`activity_summary` and `continuous_heart_rate` an ACTIVITY_SUMMARY and CONTINUOUS_HEART_RATE event
+for the day before the anchor (the newest each has: the spec's webhookPayloadActivitySummary and
+webhookPayloadContinuousHeartRate);
 `{"kind": "ping"}` sends `{"event": "PING", "timestamp"}` (the spec's webhookPayloadExercise,
 webhookPayloadSleep and webhookPing). Signed with `Polar-Webhook-Signature`, the hex HMAC-SHA256
 of the body under the webhook target's secret, and named by `Polar-Webhook-Event` (both as public
 AccessLink clients read them; the spec names neither).
 """
 
+import dataclasses
 import hashlib
 import hmac
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 from aiohttp import web
@@ -75,7 +88,7 @@ from wearsync.sim.oauth import OAuthStyle, authorize_endpoint, token_endpoint
 NAME = "polar"
 ACCESS_TTL_S = 10 * 365 * 86400
 WINDOW = timedelta(days=30)
-DEFAULT_HISTORY = {"workouts": 40, "older_workouts": 12}
+DEFAULT_HISTORY = {"workouts": 40, "older_workouts": 12, "days_247": 28}
 API_HOST = "https://www.polaraccesslink.com"  # `polar_user` links are absolute, on the real host
 FLAGS = {"samples": "samples", "zones": "heart_rate_zones", "route": "route"}  # query flag -> field
 
@@ -99,6 +112,12 @@ class UserData:
     polar_user_id: int
     exercises: list[dict[str, Any]]  # served (last 30 days), oldest first, with every flag's field
     older: list[dict[str, Any]]  # outside the window: never served
+    # 24/7 data by date (ISO): nights and their recharges up to the anchor's date, activity and
+    # continuous heart rate for the days before it.
+    nights: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    recharges: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    activities: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    heart_rate: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
 
 def duration(tenths: int) -> str:
@@ -268,7 +287,92 @@ def user_data(request_or_app: web.Request | web.Application, user: str) -> UserD
 def _build_user_data(user: str, history: dict[str, int], anchor: datetime) -> UserData:
     identity = (polar_user_id(user), user_rng(NAME, user, "max_hr").randint(178, 200))
     rng = user_rng(NAME, user, "exercises")
-    return _history(rng, identity, anchor, history["workouts"], history["older_workouts"])
+    data = _history(rng, identity, anchor, history["workouts"], history["older_workouts"])
+    offset = data.exercises[0]["start_time_utc_offset"] if data.exercises else 0
+    link = f"{API_HOST}/v3/users/{identity[0]}"
+    for i in range(history["days_247"]):
+        night = anchor.date() - timedelta(days=i)
+        day = night - timedelta(days=1)
+        data.nights[night.isoformat()] = _night(user_rng(NAME, user, f"night-{night}"), link, night, offset)
+        data.recharges[night.isoformat()] = _recharge(user_rng(NAME, user, f"recharge-{night}"), link, night)
+        data.activities[day.isoformat()] = _activity(user_rng(NAME, user, f"activity-{day}"), day, offset)
+        data.heart_rate[day.isoformat()] = _heart_rate(user_rng(NAME, user, f"hr-{day}"), link, day)
+    return data
+
+
+# ---- 24/7 data --------------------------------------------------------------------------------
+
+
+def _hhmm_series(rng: Any, start: datetime, minutes: int, low: float, high: float, digits: int) -> dict[str, Any]:
+    """Samples every 5 minutes keyed by local "HH:MM", as the spec's sleep and recharge examples."""
+    values: dict[str, Any] = {}
+    for m in range(0, minutes, 5):
+        value = rng.uniform(low, high)
+        values[(start + timedelta(minutes=m)).strftime("%H:%M")] = round(value, digits) if digits else round(value)
+    return values
+
+
+def _night(rng: Any, link: str, night: date, offset: int) -> dict[str, Any]:
+    """The spec's `sleep`: start and end with the user's offset, stages in seconds that add up."""
+    zone = timezone(timedelta(minutes=offset))
+    start = datetime.combine(night, datetime.min.time(), zone) - timedelta(minutes=rng.randint(30, 150))
+    asleep_s = rng.randint(6 * 3600, 9 * 3600)
+    interruptions = rng.randint(600, 3600)
+    end = start + timedelta(seconds=asleep_s + interruptions)
+    deep, rem = int(asleep_s * rng.uniform(0.12, 0.22)), int(asleep_s * rng.uniform(0.18, 0.25))
+    short = rng.randint(0, interruptions)
+    return {
+        "polar_user": link, "date": night.isoformat(),
+        "sleep_start_time": start.isoformat(timespec="seconds"), "sleep_end_time": end.isoformat(timespec="seconds"),
+        "device_id": "1111AAAA", "continuity": round(rng.uniform(1.0, 5.0), 1), "continuity_class": rng.randint(1, 5),
+        "light_sleep": asleep_s - deep - rem, "deep_sleep": deep, "rem_sleep": rem,
+        "unrecognized_sleep_stage": 0, "sleep_score": rng.randint(40, 95),
+        "total_interruption_duration": interruptions, "sleep_charge": rng.randint(1, 5), "sleep_goal": 28800,
+        "sleep_rating": rng.randint(0, 5), "short_interruption_duration": short,
+        "long_interruption_duration": interruptions - short, "sleep_cycles": rng.randint(3, 7),
+        "group_duration_score": round(rng.uniform(1, 100), 1), "group_solidity_score": round(rng.uniform(1, 100), 1),
+        "group_regeneration_score": round(rng.uniform(1, 100), 1),
+        "hypnogram": {start.strftime("%H:%M"): 2, (start + timedelta(minutes=40)).strftime("%H:%M"): 4},
+        "heart_rate_samples": _hhmm_series(rng, start, 240, 48, 65, 0),
+    }  # fmt: skip
+
+
+def _recharge(rng: Any, link: str, night: date) -> dict[str, Any]:
+    return {
+        "polar_user": link, "date": night.isoformat(), "heart_rate_avg": rng.randint(48, 65),
+        "beat_to_beat_avg": rng.randint(850, 1200), "heart_rate_variability_avg": rng.randint(20, 90),
+        "breathing_rate_avg": round(rng.uniform(12, 17), 1), "nightly_recharge_status": rng.randint(1, 6),
+        "ans_charge": round(rng.uniform(-10, 10), 1), "ans_charge_status": rng.randint(1, 5),
+        "hrv_samples": _hhmm_series(rng, datetime(2000, 1, 1, 0, 30), 240, 15, 90, 0),
+        "breathing_samples": _hhmm_series(rng, datetime(2000, 1, 1, 0, 30), 240, 12, 17, 1),
+    }  # fmt: skip
+
+
+def _activity(rng: Any, day: date, offset: int) -> dict[str, Any]:
+    """The spec's `activity-summary-with-all-samples` without its samples (asked for by flags)."""
+    steps = rng.randint(2000, 18000)
+    active_s = rng.randint(3600, 5 * 3600)
+    start = datetime.combine(day, datetime.min.time()) + timedelta(hours=rng.randint(6, 8), minutes=rng.randint(0, 59))
+    end = datetime.combine(day, datetime.max.time()).replace(microsecond=0)
+    inactive_s = int((end - start).total_seconds()) - active_s
+    return {
+        "start_time": start.isoformat(), "end_time": end.isoformat(),
+        "active_duration": duration(active_s * 10), "inactive_duration": duration(inactive_s * 10),
+        "daily_activity": round(rng.uniform(20, 120), 1), "calories": rng.randint(1800, 3200),
+        "active_calories": rng.randint(300, 1500), "steps": steps, "inactivity_alert_count": rng.randint(0, 3),
+        "distance_from_steps": round(steps * rng.uniform(0.65, 0.8), 2),
+    }  # fmt: skip
+
+
+def _heart_rate(rng: Any, link: str, day: date) -> dict[str, Any]:
+    """The spec's `continuous-heartrate` as its example writes it: a list of samples, local times."""
+    samples = []
+    for minute in range(0, 24 * 60, 5):
+        second = rng.randint(0, 59)
+        samples.append(
+            {"heart_rate": rng.randint(50, 120), "sample_time": f"{minute // 60:02d}:{minute % 60:02d}:{second:02d}"}
+        )
+    return {"polar_user": link, "date": day.isoformat(), "heart_rate_samples": samples}
 
 
 def _added(request_or_app: web.Request | web.Application, user: str) -> list[dict[str, Any]]:
@@ -412,6 +516,53 @@ async def get_exercise(request: web.Request) -> web.Response:
     return polar_error(404, "Not Found", "Exercise not found")
 
 
+def _by_date(request: web.Request, kind: str) -> dict[str, Any] | web.Response:
+    user = _user(request)
+    if isinstance(user, web.Response):
+        return user
+    found: dict[str, dict[str, Any]] = getattr(user_data(request, user), kind)
+    return found.get(request.match_info.get("date", ""), {})
+
+
+async def list_nights(request: web.Request) -> web.Response:
+    user = _user(request)
+    if isinstance(user, web.Response):
+        return user
+    return web.json_response({"nights": sorted(user_data(request, user).nights.values(), key=lambda n: n["date"])})
+
+
+async def list_recharges(request: web.Request) -> web.Response:
+    user = _user(request)
+    if isinstance(user, web.Response):
+        return user
+    recharges = sorted(user_data(request, user).recharges.values(), key=lambda n: n["date"])
+    return web.json_response({"recharges": recharges})
+
+
+async def list_activities(request: web.Request) -> web.Response:
+    user = _user(request)
+    if isinstance(user, web.Response):
+        return user
+    activities = user_data(request, user).activities
+    return web.json_response([activities[d] for d in sorted(activities)])
+
+
+def _dated(kind: str, missing: int) -> Any:
+    """One date's sleep, recharge, activity or heart rate; `missing` (404, or 204) where there is none."""
+
+    async def handler(request: web.Request) -> web.Response:
+        found = _by_date(request, kind)
+        if isinstance(found, web.Response):
+            return found
+        if found:
+            return web.json_response(found)
+        if missing == 204:
+            return web.Response(status=204)
+        return polar_error(404, "Not Found", f"No data found for date {request.match_info['date']}")
+
+    return handler
+
+
 # ---- OAuth and limits -----------------------------------------------------------------------
 
 OAUTH = OAuthStyle(
@@ -429,6 +580,14 @@ RATE_LIMIT = RateLimitStyle(
 def create_apps() -> tuple[web.Application, web.Application]:
     api = web.Application(middlewares=[fault_middleware(NAME, RATE_LIMIT)])
     api.router.add_post("/v3/users", register_user)
+    # Before /v3/users/{user_id}, which would take "sleep" for a user id.
+    api.router.add_get("/v3/users/sleep", list_nights)
+    api.router.add_get("/v3/users/sleep/{date}", _dated("nights", 404))
+    api.router.add_get("/v3/users/nightly-recharge", list_recharges)
+    api.router.add_get("/v3/users/nightly-recharge/{date}", _dated("recharges", 404))
+    api.router.add_get("/v3/users/activities", list_activities)
+    api.router.add_get("/v3/users/activities/{date}", _dated("activities", 204))
+    api.router.add_get("/v3/users/continuous-heart-rate/{date}", _dated("heart_rate", 404))
     api.router.add_get("/v3/users/{user_id}", get_user)
     api.router.add_delete("/v3/users/{user_id}", delete_user)
     api.router.add_get("/v3/exercises", list_exercises)
@@ -443,7 +602,16 @@ def records(app: web.Application, user: str) -> dict[str, Any]:
     """Every record the simulator serves this user, as served with samples, zones and route
     (without a flag its field is absent), plus the older exercises it keeps but never serves."""
     data = user_data(app, user)
-    return {"exercises": exercises(app, user), "older_exercises": data.older, "polar_user_id": data.polar_user_id}
+    return {
+        "exercises": exercises(app, user), "older_exercises": data.older, "polar_user_id": data.polar_user_id,
+        "nights": data.nights, "recharges": data.recharges, "activities": data.activities,
+        "heart_rate": data.heart_rate,
+    }  # fmt: skip
+
+
+# emit's 24/7 kinds: (path under /v3/users, days before the anchor's date of the date notified)
+DATED_EVENTS = {"sleep": ("sleep", 0), "activity_summary": ("activities", 1),
+                "continuous_heart_rate": ("continuous-heart-rate", 1)}  # fmt: skip
 
 
 async def emit(request: web.Request, user: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -451,9 +619,10 @@ async def emit(request: web.Request, user: str, body: dict[str, Any]) -> dict[st
     sent, the status our receiver answered, and the exercise recorded, if any."""
     kind = str(body.get("kind", "exercise"))
     state = request.config_dict[STATE_KEY]
-    if kind not in ("exercise", "sleep", "ping"):
+    if kind not in ("exercise", *DATED_EVENTS, "ping"):
         raise web.HTTPBadRequest(
-            text='{"error": "kind must be exercise, sleep or ping"}', content_type="application/json"
+            text=f'{{"error": "kind must be exercise, {", ".join(DATED_EVENTS)} or ping"}}',
+            content_type="application/json",
         )
     if kind != "ping" and (NAME, user) not in state.registered:
         raise web.HTTPConflict(text='{"error": "Polar notifies only about users registered to the partner"}',
@@ -472,9 +641,10 @@ async def emit(request: web.Request, user: str, body: dict[str, Any]) -> dict[st
         exercise["upload_time"] = _utc(now)  # uploaded to Flow now: that is what AccessLink notifies
         added.append(exercise)
         event |= {"entity_id": exercise["id"], "url": f"{api}/v3/exercises/{exercise['id']}"}
-    elif kind == "sleep":
-        night = (now - timedelta(days=1)).date().isoformat()
-        event |= {"date": night, "url": f"{api}/v3/users/sleep/{night}"}
+    elif kind in DATED_EVENTS:
+        path, days_back = DATED_EVENTS[kind]
+        day = (state.anchor - timedelta(days=days_back)).date().isoformat()  # the newest the simulator has
+        event |= {"date": day, "url": f"{api}/v3/users/{path}/{day}"}
     else:
         event = {"event": "PING", "timestamp": _utc(now)}
     target = state.webhook_targets.get(NAME)
