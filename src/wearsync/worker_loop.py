@@ -44,7 +44,8 @@ STOP_WAIT_S = 5.0
 class WearsyncWorker(Worker):
     """arq's worker, which
 
-    - waits for a Redis that is not up yet at its start, and its polling survives Redis errors;
+    - waits for a Redis that is not up yet at its start, and its polling survives Redis errors (and
+      any other error of a poll iteration, logged: arq's loop would end on it);
     - with `on_lost_contents`, notices a Redis that lost its keys and runs it;
     - drains on SIGTERM: it picks no new job, its running jobs stop after the page in hand (their
       tasks go on in new jobs, for other workers), and a job still running when
@@ -112,15 +113,29 @@ class WearsyncWorker(Worker):
             await self._check_marker()
             await super()._poll_iteration()
         except QUEUE_UNAVAILABLE as e:
-            pause = self.outage_pause_s or PAUSE_S
+            pause = self._next_pause()
             log.warning("queue unavailable, the worker waits for it", error=repr(e), retry_in_s=pause)
-            self.outage_pause_s = min(2 * pause, MAX_PAUSE_S)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), pause)
+            await self._pause(pause)
+            return
+        except Exception:
+            # arq's loop ends on any other error, and the worker with it: the webhook worker's end
+            # went unheard (its process and main worker went on), its queue no longer polled.
+            pause = self._next_pause()
+            log.exception("poll iteration failed, the worker polls on", retry_in_s=pause)
+            await self._pause(pause)
             return
         if self.outage_pause_s is not None:
             self.outage_pause_s = None
             log.info("queue available again")
+
+    def _next_pause(self) -> float:
+        pause = self.outage_pause_s or PAUSE_S
+        self.outage_pause_s = min(2 * pause, MAX_PAUSE_S)
+        return pause
+
+    async def _pause(self, pause: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), pause)
 
     async def _check_marker(self) -> None:
         if self.on_lost_contents is None or await self.pool.exists(self.marker_key):

@@ -12,6 +12,8 @@ import redis.exceptions
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from arq import create_pool
+from arq.connections import ArqRedis
+from arq.worker import func
 from redis.asyncio.client import Pipeline
 
 from tests.conftest import Factory, sim_records, start_sync, wait_for_task
@@ -21,7 +23,8 @@ from tests.test_strava_webhooks import emit as strava_emit
 from tests.test_strava_webhooks import subscribe
 from wearsync.settings import Settings
 from wearsync.sim.common import SimState
-from wearsync.worker import create_worker
+from wearsync.worker import create_worker, worker_options
+from wearsync.worker_loop import WearsyncWorker
 
 Client = TestClient[web.Request, web.Application]
 USERS, WORKOUTS = 5, 400
@@ -177,3 +180,40 @@ async def test_webhook_events_in_flight_survive_a_redis_restart(
     rows = await db.fetch("SELECT provider_record_id FROM workouts WHERE provider = 'strava'")
     assert sorted(r["provider_record_id"] for r in rows) == sorted(str(e["activity"]["id"]) for e in emitted)
     assert await db.fetchval("SELECT count(*) FROM webhook_events") == ACTIVITIES
+
+
+async def test_a_poll_iteration_that_fails_does_not_end_the_polling(
+    settings: Settings, own_redis: OwnRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error arq's loop does not expect (here a Redis reply it cannot take) ended the worker's
+    polling: the webhook worker, beside the main one in its process, went quiet with no one told.
+    The worker logs it and polls on: a job queued meanwhile runs."""
+    ran = asyncio.Event()
+
+    async def job(ctx: dict[str, Any]) -> None:
+        ran.set()
+
+    worker = WearsyncWorker(functions=[func(job, name="job")], handle_signals=False, **worker_options(settings))
+    failed = asyncio.Event()
+    zrangebyscore = ArqRedis.zrangebyscore
+
+    async def fails_once(self: ArqRedis, *args: Any, **kwargs: Any) -> Any:
+        if not failed.is_set():
+            failed.set()
+            raise redis.exceptions.ResponseError("a reply the worker does not expect")
+        return await zrangebyscore(self, *args, **kwargs)
+
+    monkeypatch.setattr(ArqRedis, "zrangebyscore", fails_once)
+    running = asyncio.create_task(worker.async_run())
+    job_ran = asyncio.create_task(ran.wait())
+    try:
+        queue = await create_pool(worker.redis_settings, default_queue_name=settings.queue_name)
+        await queue.enqueue_job("job")
+        await queue.aclose()
+        await asyncio.wait([running, job_ran], return_when=asyncio.FIRST_COMPLETED)
+        assert failed.is_set()
+        assert ran.is_set(), running
+    finally:
+        job_ran.cancel()
+        await worker.close()
+        await asyncio.gather(running, job_ran, return_exceptions=True)
