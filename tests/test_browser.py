@@ -110,6 +110,12 @@ async def test_sign_in_then_sync_now_follows_the_task_to_the_plots(
     assert await page.locator(f"#users tr[data-user='{other_user}']").count() == 0  # another application's
     assert await page.locator("#users-total").inner_text() == "(1)"
     assert await page.locator("#users-more").is_hidden()  # every user is shown
+    await page.fill("#external-id", "nobody-has-this")
+    await page.click("#users-filter button")
+    await page.wait_for_selector("#users-total:has-text('(0)')")
+    await page.fill("#external-id", "runner-1")
+    await page.click("#users-filter button")
+    await page.wait_for_selector("#users-total:has-text('(1)')")
 
     await row.locator("a").click()
     await page.wait_for_selector("#plot-workouts .empty:has-text('No workouts')")

@@ -202,7 +202,7 @@ async def test_the_page_and_its_files_come_from_the_package_with_a_strict_policy
     assert resp.status in (403, 404)
 
 
-async def test_the_users_list_pages(client: Client, factory: Factory) -> None:
+async def test_the_users_list_pages_and_finds_one_by_external_id(client: Client, factory: Factory) -> None:
     key = await factory.api_key()
     made = [await factory.user(key) for _ in range(5)]
     first = await get(client, key, "users?limit=2")
@@ -211,3 +211,7 @@ async def test_the_users_list_pages(client: Client, factory: Factory) -> None:
     shown = [u["id"] for page in (first, second, rest) for u in page["data"]]
     assert shown == made[::-1]
     assert (first["total"], len(rest["data"])) == (5, 1)
+    named = await factory.user(key, external_id="crm-42")
+    found = await get(client, key, "users?external_id=crm-42")
+    assert (found["total"], [u["id"] for u in found["data"]]) == (1, [named])
+    assert await get(client, key, "users?external_id=crm-4") == {"total": 0, "data": []}  # exact, not a prefix

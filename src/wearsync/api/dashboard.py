@@ -26,7 +26,7 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
-_QUERY = {"limit": "query", "offset": "query", "status": "query"}
+_QUERY = {"limit": "query", "offset": "query", "status": "query", "external_id": "query"}
 
 
 async def page(request: web.Request) -> web.FileResponse:
@@ -39,7 +39,7 @@ async def users(request: web.Request) -> web.Response:
     health."""
     query = validate(DashboardUsersQuery, dict(request.query), _QUERY)
     db, app_id = request.app[DEPS].db, request[APP_ID]
-    rows = await dashboard.users_page(db, app_id, query.limit, query.offset)
+    rows = await dashboard.users_page(db, app_id, query.limit, query.offset, query.external_id)
     health = await dashboard.connections_health(db, [row["id"] for row in rows])
     connections: dict[object, list[dict[str, object]]] = {}
     for c in health:
@@ -53,7 +53,7 @@ async def users(request: web.Request) -> web.Response:
         }
         for row in rows
     ]
-    return json_response({"total": await dashboard.count_users(db, app_id), "data": data})
+    return json_response({"total": await dashboard.count_users(db, app_id, query.external_id), "data": data})
 
 
 async def tasks(request: web.Request) -> web.Response:

@@ -330,6 +330,7 @@ class DashboardUsersQuery(BaseModel):
 
     limit: int = Field(50, ge=1, le=DASHBOARD_LIMIT, description="users per page, newest first")
     offset: int = Field(0, ge=0, le=1_000_000, description="users to skip")
+    external_id: Text | None = Field(None, min_length=1, max_length=255, description="only the user with this one")
 
 
 class DashboardTasksQuery(BaseModel):

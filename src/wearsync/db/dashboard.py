@@ -11,23 +11,31 @@ import asyncpg
 from wearsync.db import Executor
 
 
-async def users_page(db: Executor, app_id: UUID, limit: int, offset: int) -> list[asyncpg.Record]:
-    """The application's users, newest first: (id: the key in every table, public_id, external_id,
-    created_at)."""
+async def users_page(
+    db: Executor, app_id: UUID, limit: int, offset: int, external_id: str | None = None
+) -> list[asyncpg.Record]:
+    """The application's users (only the one with `external_id`, if given), newest first: (id: the
+    key in every table, public_id, external_id, created_at)."""
     rows: list[asyncpg.Record] = await db.fetch(
         """
-        SELECT id, public_id, external_id, created_at FROM users WHERE application_id = $1
+        SELECT id, public_id, external_id, created_at FROM users
+        WHERE application_id = $1 AND ($4::text IS NULL OR external_id = $4)
         ORDER BY created_at DESC, id LIMIT $2 OFFSET $3
         """,
         app_id,
         limit,
         offset,
+        external_id,
     )
     return rows
 
 
-async def count_users(db: Executor, app_id: UUID) -> int:
-    count: int = await db.fetchval("SELECT count(*) FROM users WHERE application_id = $1", app_id)
+async def count_users(db: Executor, app_id: UUID, external_id: str | None = None) -> int:
+    count: int = await db.fetchval(
+        "SELECT count(*) FROM users WHERE application_id = $1 AND ($2::text IS NULL OR external_id = $2)",
+        app_id,
+        external_id,
+    )
     return count
 
 

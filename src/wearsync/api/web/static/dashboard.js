@@ -150,7 +150,9 @@ async function refreshLists() {
 let usersById = new Map();
 
 async function loadUsers() {
-  const page = await api(`/dashboard/users?limit=${usersShown}`);
+  const wanted = $("#external-id").value.trim();
+  const filter = wanted ? `&external_id=${encodeURIComponent(wanted)}` : "";
+  const page = await api(`/dashboard/users?limit=${usersShown}${filter}`);
   usersById = new Map(page.data.map((u) => [u.id, u]));
   $("#users-total").textContent = `(${page.total})`;
   $("#users-more").hidden = page.total <= page.data.length;
@@ -423,6 +425,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#sign-out").addEventListener("click", () => showLogin("Signed out."));
   $("#task-status").addEventListener("change", () => guarded(loadTasks));
   $("#window").addEventListener("change", () => guarded(drawPlots));
+  $("#users-filter").addEventListener("submit", (event) => { event.preventDefault(); guarded(loadUsers); });
   $("#users-more").addEventListener("click", () => { usersShown += USERS_PAGE; guarded(loadUsers); });
   window.addEventListener("hashchange", refreshAll);
   if (sessionStorage.getItem(KEY)) start();
