@@ -284,7 +284,7 @@ async def test_bad_input_is_refused_with_a_clear_message_and_nothing_queued(
             "summary_start_time must not be after summary_end_time",
         ("sync", "garmin", user_id, "--summary-start-time", "yesterday"): "Invalid parameter 'summary_start_time': "
         "Value error, must be a Unix timestamp or an ISO 8601 date",
-        ("sync", "polar", user_id, "--data-type", "247"): "Provider 'polar' does not support 247 data "
+        ("sync", "strava", user_id, "--data-type", "247"): "Provider 'strava' does not support 247 data "
         "(sleep/recovery/activity)",
         ("sync", "strava", user_id): "No active connection found for provider",
         ("sync", "suunto", user_id, "--application", "globex"): "User not found in application 'globex'",
@@ -304,8 +304,8 @@ async def test_bad_input_is_refused_with_a_clear_message_and_nothing_queued(
     assert await db.fetchval("SELECT count(*) FROM sync_tasks") == 0
     assert await wearsync(settings, "sync", "suunto", nobody) == (2, "", "error: User not found\n")  # the real process
     # The API says the same about the same input.
-    resp = await client.post(f"/api/v1/polar/users/{user_id}/sync?data_type=247", headers={"X-API-Key": key})
-    assert (await resp.json())["detail"] == cases[("sync", "polar", user_id, "--data-type", "247")]
+    resp = await client.post(f"/api/v1/strava/users/{user_id}/sync?data_type=247", headers={"X-API-Key": key})
+    assert (await resp.json())["detail"] == cases[("sync", "strava", user_id, "--data-type", "247")]
 
 
 async def test_tasks_lists_recent_tasks_newest_first_with_filters(
