@@ -108,6 +108,7 @@ NAMING_NO_USER = (
     | {"endpoints", "endpoints-create"}
     # Operator keys only: tests/test_admin_api.py refuses every other key (403).
     | {"applications", "applications-create", "keys", "keys-create", "key-revoke"}
+    | {"app-settings", "app-settings-update"}
 )
 
 

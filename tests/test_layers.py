@@ -19,7 +19,7 @@ LAYERS = [
         "domain",
         "wearsync.deps wearsync.tasks wearsync.sync wearsync.oauth wearsync.webhooks wearsync.queue wearsync.schedule"
         " wearsync.revocation wearsync.metrics_server wearsync.connect_links wearsync.imports wearsync.outbox"
-        " wearsync.store wearsync.credentials wearsync.backfills",
+        " wearsync.store wearsync.credentials wearsync.backfills wearsync.app_settings",
     ),
     ("providers", "wearsync.providers"),
     ("database", "wearsync.db"),

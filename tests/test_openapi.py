@@ -80,7 +80,7 @@ def test_operations_carry_models_security_and_errors(settings: Settings) -> None
         name: "query" for name in where if name not in ("provider", "user_id")
     }
     assert {"async", "data_type", "since", "limit", "summary_start_time", "samples"} <= set(where)
-    assert set(sync["responses"]) == {"200", "401", "404", "422", "501", "503", "504"}
+    assert set(sync["responses"]) == {"200", "401", "403", "404", "422", "501", "503", "504"}
     task = doc["paths"]["/api/v1/tasks/{task_id}"]["get"]
     assert task["responses"]["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Task"}
 

@@ -10,7 +10,7 @@ import asyncpg
 from aiohttp import web
 
 from wearsync.api.common import DEPS, ApiError, json_body, json_response, validate
-from wearsync.api.models import ApplicationIn, ApplicationPath, KeyIn, KeyPath
+from wearsync.api.models import ApplicationIn, ApplicationPath, KeyIn, KeyPath, SettingsPatch
 from wearsync.db import applications, keys
 
 OPERATORS_ONLY = "Only an operator key may manage applications and API keys (wearsync api-key create --operator)"
@@ -71,3 +71,22 @@ async def revoke_key(request: web.Request) -> web.Response:
     if matches > 1:
         raise ApiError(409, f"{matches} active keys have this prefix: none revoked")
     return json_response({"prefix": path.prefix, "revoked": True})
+
+
+async def get_settings(request: web.Request) -> web.Response:
+    await _operator(request)
+    app = await _application(request)
+    row = await applications.get_settings(request.app[DEPS].db, app["id"])
+    assert row is not None
+    return json_response(dict(row))
+
+
+async def update_settings(request: web.Request) -> web.Response:
+    await _operator(request)
+    app = await _application(request)
+    body = validate(SettingsPatch, await json_body(request))
+    changes = {name: getattr(body, name) for name in body.model_fields_set}
+    row = await applications.set_settings(request.app[DEPS].db, app["id"], changes)
+    if row is None:
+        raise ApiError(404, APPLICATION_NOT_FOUND)
+    return json_response(dict(row))

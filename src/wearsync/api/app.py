@@ -94,6 +94,8 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/api/v1/applications/{application_id}/keys", admin.list_keys, name="keys")
     r.add_post("/api/v1/applications/{application_id}/keys", admin.create_key, name="keys-create")
     r.add_delete("/api/v1/applications/{application_id}/keys/{prefix}", admin.revoke_key, name="key-revoke")
+    r.add_get("/api/v1/applications/{application_id}/settings", admin.get_settings, name="app-settings")
+    r.add_patch("/api/v1/applications/{application_id}/settings", admin.update_settings, name="app-settings-update")
     r.add_get("/api/v1/openapi.json", openapi.serve_document, name="openapi")
     r.add_get("/docs", openapi.docs_page, name="docs")
     r.add_get("/docs/", openapi.docs_redirect, name="docs-slash")

@@ -19,6 +19,7 @@ from wearsync.api.common import APP_ID, DEPS, ApiError, json_body, json_response
 from wearsync.api.models import ConnectLinkIn, ConnectResultQuery, UserPath
 from wearsync.api.oauth import REDIRECT_NOT_ALLOWED, begin
 from wearsync.api.views import own_user
+from wearsync.app_settings import enabled_providers, provider_enabled, redirect_allowlist
 from wearsync.db import connections
 from wearsync.providers import PROVIDERS
 from wearsync.redirects import redirect_allowed
@@ -40,7 +41,8 @@ async def create_link(request: web.Request) -> web.Response:
     path = validate(UserPath, request.match_info, {"user_id": "path"})
     body = validate(ConnectLinkIn, await json_body(request, optional=True))
     settings = request.app[DEPS].settings
-    if body.redirect_uri is not None and not redirect_allowed(body.redirect_uri, settings.redirect_allowlist):
+    allowlist = await redirect_allowlist(request.app[DEPS].db, settings, request[APP_ID])
+    if body.redirect_uri is not None and not redirect_allowed(body.redirect_uri, allowlist):
         raise ApiError(403, REDIRECT_NOT_ALLOWED)
     await own_user(request, path.user_id)
     url, expires_at = connect_links.mint(settings, request[APP_ID], path.user_id, body.redirect_uri, body.ttl_s)
@@ -94,9 +96,10 @@ async def connect_page(request: web.Request) -> web.Response:
     active = {row["provider"] for row in await connections.list_connections(deps.db, user_key) if row["active"]}
     token = html.escape(request.query["token"])
     items = []
+    enabled = await enabled_providers(deps.db, link.app_id)
     for name in sorted(PROVIDERS):
-        if not deps.settings.providers[name].client_id:
-            continue  # not set up by this service's operator
+        if not deps.settings.providers[name].client_id or (enabled is not None and name not in enabled):
+            continue  # not set up by this service's operator, or not enabled for the application
         label = display_name(name)
         state = '<span class="ok">connected</span>' if name in active else '<span class="muted">not connected</span>'
         action = "Connect again" if name in active else "Connect"
@@ -123,10 +126,15 @@ async def connect_start(request: web.Request) -> web.Response:
     link, user_key = found
     provider = request.match_info["provider"]
     deps = request.app[DEPS]
-    if provider not in PROVIDERS or not deps.settings.providers[provider].client_id:
+    if (
+        provider not in PROVIDERS
+        or not deps.settings.providers[provider].client_id
+        or not await provider_enabled(deps.db, link.app_id, provider)
+    ):
         return _problem("Unknown service", "This service cannot be connected here.", 404)
     back = link.redirect_uri or connect_links.result_url(deps.settings)
-    if link.redirect_uri is not None and not redirect_allowed(back, deps.settings.redirect_allowlist):
+    allowlist = await redirect_allowlist(deps.db, deps.settings, link.app_id)
+    if link.redirect_uri is not None and not redirect_allowed(back, allowlist):
         return _problem("Link not valid", BAD_LINK, 403)  # the allow-list changed since the link was made
     _, url = await begin(deps, link.app_id, user_key, provider, back)
     return web.Response(status=302, headers={"Location": url, **PAGE_HEADERS})

@@ -32,6 +32,7 @@ from wearsync.models import (
     unix_or_iso,
 )
 from wearsync.providers import PROVIDERS
+from wearsync.redirects import parse_allowlist
 from wearsync.settings import DATA_SOURCES, IMPORT_SOURCES
 
 
@@ -446,3 +447,35 @@ class KeyIn(BaseModel):
 
 class KeyPath(ApplicationPath):
     prefix: str = Field(max_length=64, description="the key's first 10 characters, as listed")
+
+
+def _allowlist_entry(entry: str) -> str:
+    parse_allowlist(entry)  # ValueError naming what is wrong
+    if "," in entry:
+        raise ValueError("one URL per entry")
+    return entry
+
+
+class SettingsPatch(BaseModel):
+    """`PATCH /api/v1/applications/{application_id}/settings`: only the fields sent change."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"redirect_allowlist": ["https://app.example.com/connected"], "providers": ["garmin", "polar"]}
+            ]
+        },
+    )
+
+    redirect_allowlist: (
+        list[Annotated[str, Field(min_length=1, max_length=2048), AfterValidator(_allowlist_entry)]] | None
+    ) = Field(
+        None,
+        max_length=100,
+        description="where its OAuth flows may send users back, as WEARSYNC_OAUTH_REDIRECT_ALLOWLIST entries;"
+        " null: that setting",
+    )
+    providers: list[KnownProvider] | None = Field(
+        None, max_length=20, description="the providers its users may connect and sync; null: every configured one"
+    )

@@ -25,6 +25,7 @@ from wearsync import connect_links, oauth
 from wearsync.api.common import APP_ID, DEPS, QUEUE, ApiError, json_response, validate
 from wearsync.api.models import AuthorizeQuery, CallbackQuery
 from wearsync.api.views import own_user
+from wearsync.app_settings import PROVIDER_NOT_ENABLED, provider_enabled, redirect_allowlist
 from wearsync.db import connections
 from wearsync.deps import Deps
 from wearsync.providers import PROVIDERS
@@ -36,6 +37,7 @@ log = structlog.get_logger(__name__)
 _AUTHORIZE_LOCATIONS = {"provider": "path", "user_id": "query", "redirect_uri": "query", "move": "query"}
 _CALLBACK_LOCATIONS = {name: "query" for name in CallbackQuery.model_fields} | {"provider": "path"}
 UNKNOWN_STATE = "Unknown OAuth state: start again with GET /api/v1/oauth/{provider}/authorize"
+# An application's own redirect allow-list (api/admin.py), when set, stands for the setting.
 REDIRECT_NOT_ALLOWED = "redirect_uri is not allowed by WEARSYNC_OAUTH_REDIRECT_ALLOWLIST"
 REDIRECT_NO_LONGER_ALLOWED = "The redirect URI of this authorization is no longer allowed"
 
@@ -45,9 +47,11 @@ async def authorize(request: web.Request) -> web.Response:
     browser to connect the provider."""
     query = validate(AuthorizeQuery, {**request.query, **request.match_info}, _AUTHORIZE_LOCATIONS)
     deps = request.app[DEPS]
-    if not redirect_allowed(query.redirect_uri, deps.settings.redirect_allowlist):
+    if not redirect_allowed(query.redirect_uri, await redirect_allowlist(deps.db, deps.settings, request[APP_ID])):
         raise ApiError(403, REDIRECT_NOT_ALLOWED)
     refuse_unconfigured(deps.settings, query.provider)
+    if not await provider_enabled(deps.db, request[APP_ID], query.provider):
+        raise ApiError(403, PROVIDER_NOT_ENABLED)
     user = await own_user(request, query.user_id)
     auth, url = await begin(deps, request[APP_ID], user["id"], query.provider, query.redirect_uri, query.move)
     return json_response({
@@ -92,7 +96,8 @@ async def callback(request: web.Request) -> web.Response:
         raise ApiError(403, UNKNOWN_STATE.format(provider=query.provider))
     # The built-in result page of a connect link's flow is ours: no allow-list entry is needed for it.
     ours = auth.redirect_uri == connect_links.result_url(deps.settings)
-    if not ours and not redirect_allowed(auth.redirect_uri, deps.settings.redirect_allowlist):
+    allowlist = await redirect_allowlist(deps.db, deps.settings, auth.app_id)
+    if not ours and not redirect_allowed(auth.redirect_uri, allowlist):
         raise ApiError(403, REDIRECT_NO_LONGER_ALLOWED)
     # The user as the caller knows them (auth.user_id is the user's key in every table).
     outcome = {"provider": auth.provider, "user_id": str(await connections.public_user_id(deps.db, auth.user_id))}

@@ -38,6 +38,7 @@ from wearsync.api.models import (
     KeyPath,
     ListQuery,
     SamplesQuery,
+    SettingsPatch,
     StravaChallengeQuery,
     StreamQuery,
     SyncRequest,
@@ -55,6 +56,7 @@ from wearsync.api.responses import (
     ApiKey,
     ApiKeyCreated,
     Application,
+    ApplicationSettings,
     AuthorizationStarted,
     Connection,
     ConnectLink,
@@ -99,6 +101,7 @@ from wearsync.api.webhook_models import (
     TestSent,
     event_model,
 )
+from wearsync.app_settings import PROVIDER_NOT_ENABLED
 from wearsync.metrics_server import INVALID_TOKEN
 from wearsync.sync import NO_CONNECTION
 
@@ -180,6 +183,7 @@ OPERATIONS: dict[str, Operation] = {
         SyncRequest,
         ok=SyncQueued | SyncResult,
         errors={
+            403: PROVIDER_NOT_ENABLED,
             404: NO_CONNECTION,
             501: "The provider does not support the requested data type",
             504: "async=false found the same sync open and it did not finish in time (the detail names it)",
@@ -252,6 +256,22 @@ OPERATIONS: dict[str, Operation] = {
             409: "Several active keys have this prefix: none revoked",
         },
     ),
+    "app-settings": Operation(
+        "admin",
+        "An application's settings: its redirect allow-list and enabled providers (null: the operator's)",
+        ApplicationPath,
+        ok=ApplicationSettings,
+        errors=_APP_ERRORS,
+    ),
+    "app-settings-update": Operation(
+        "admin",
+        "Change an application's settings (only the fields sent): its OAuth flows then send users back only where"
+        " its allow-list allows, and its users connect and sync only the providers it enables (403 otherwise)",
+        ApplicationPath,
+        body=SettingsPatch,
+        ok=ApplicationSettings,
+        errors=_APP_ERRORS,
+    ),
     "users-list": Operation(
         "users",
         "The application's users, oldest first, a page at a time (pass `next_cursor` back as `cursor`);"
@@ -295,6 +315,7 @@ OPERATIONS: dict[str, Operation] = {
         ok=Connection,
         errors=USER_NOT_FOUND
         | {
+            403: PROVIDER_NOT_ENABLED,
             409: "The upstream account is connected to another user of this application",
             502: "The provider could not be asked whose the tokens are",
         },
@@ -313,7 +334,7 @@ OPERATIONS: dict[str, Operation] = {
         AuthorizeQuery,
         ok=AuthorizationStarted,
         errors={
-            403: REDIRECT_NOT_ALLOWED,
+            403: f"{REDIRECT_NOT_ALLOWED}, or: {PROVIDER_NOT_ENABLED}",
             404: "User not found",
             503: "The provider is not configured (WEARSYNC_<P>_CLIENT_ID), PostgreSQL or Redis unavailable or busy",
         },

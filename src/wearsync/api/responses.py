@@ -523,3 +523,8 @@ class ApiKeyCreated(ApiKey):
 class KeyRevoked(BaseModel):
     prefix: str
     revoked: bool
+
+
+class ApplicationSettings(BaseModel):
+    redirect_allowlist: list[str] | None = Field(description="null: WEARSYNC_OAUTH_REDIRECT_ALLOWLIST applies")
+    providers: list[str] | None = Field(description="null: every configured provider")

@@ -14,6 +14,7 @@ from wearsync import metrics_server
 from wearsync.api.common import APP_ID, DEPS, QUEUE, ApiError, json_body, json_response, validate
 from wearsync.api.models import ConnectionIn, ConnectionPath, ConnectionPut, SyncRequest, TaskPath, UserIn, UserPath
 from wearsync.api.quotas import OverLimit, sync_call_place
+from wearsync.app_settings import PROVIDER_NOT_ENABLED, provider_enabled
 from wearsync.db import connections, retention
 from wearsync.models import DataType
 from wearsync.oauth import AccountUnknown, learn_account, save_connection
@@ -57,6 +58,8 @@ async def _start(request: web.Request, req: SyncRequest) -> tuple[UUID, bool]:
     user = await connections.get_user(deps.db, request[APP_ID], req.user_id)
     if user is None:  # not this application's user: as one without the connection
         raise ApiError(404, NO_CONNECTION)
+    if not await provider_enabled(deps.db, request[APP_ID], req.provider):
+        raise ApiError(403, PROVIDER_NOT_ENABLED)
     try:
         return await start_sync(
             deps.db, request.app[QUEUE], request[APP_ID], req.provider, user["id"], data_types, req.params(),
@@ -169,6 +172,8 @@ async def put_connection(request: web.Request) -> web.Response:
     body = validate(ConnectionIn, await json_body(request))
     user_id = (await own_user(request, path.user_id))["id"]
     deps = request.app[DEPS]
+    if not await provider_enabled(deps.db, request[APP_ID], path.provider):
+        raise ApiError(403, PROVIDER_NOT_ENABLED)
     handed = TokenSet(
         access_token=body.access_token, refresh_token=body.refresh_token, expires_at=body.expires_at,
         scopes=body.scopes, provider_user_id=body.provider_user_id, raw={},

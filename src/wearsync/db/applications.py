@@ -26,3 +26,30 @@ async def create_application(db: Executor, name: str) -> asyncpg.Record:
 async def get_application(db: Executor, app_id: UUID) -> asyncpg.Record | None:
     row: asyncpg.Record | None = await db.fetchrow(f"SELECT {_COLUMNS} FROM applications WHERE id = $1", app_id)
     return row
+
+
+async def get_settings(db: Executor, app_id: UUID) -> asyncpg.Record | None:
+    """(redirect_allowlist, providers) of the application, each NULL when not set."""
+    row: asyncpg.Record | None = await db.fetchrow(
+        "SELECT redirect_allowlist, providers FROM applications WHERE id = $1", app_id
+    )
+    return row
+
+
+async def set_settings(db: Executor, app_id: UUID, changes: dict[str, list[str] | None]) -> asyncpg.Record | None:
+    """Change the settings named in `changes` (redirect_allowlist, providers; None: unset); the
+    settings after, or None for no such application."""
+    row: asyncpg.Record | None = await db.fetchrow(
+        """
+        UPDATE applications SET
+            redirect_allowlist = CASE WHEN $2 THEN $3::text[] ELSE redirect_allowlist END,
+            providers = CASE WHEN $4 THEN $5::text[] ELSE providers END
+        WHERE id = $1 RETURNING redirect_allowlist, providers
+        """,
+        app_id,
+        "redirect_allowlist" in changes,
+        changes.get("redirect_allowlist"),
+        "providers" in changes,
+        changes.get("providers"),
+    )
+    return row
