@@ -75,8 +75,28 @@ def garmin(records: dict[str, Any], windows: list[tuple[str, int, int]]) -> Expe
 
 
 def polar(records: dict[str, Any]) -> Expected:
+    """Exercises without the flagged fields; nights, recharges and activity days by their dates;
+    continuous heart rate of the 28 days up to the newest night (what a first sync asks for), its
+    local times shifted by that date's night's UTC offset."""
     exercises = {e["id"]: {k: v for k, v in e.items() if k not in POLAR_FLAG_FIELDS} for e in records["exercises"]}
-    return {"workouts": exercises}
+    nights = records.get("nights", {})
+    samples: dict[Key, Any] = {}
+    newest = max((date.fromisoformat(d) for d in nights), default=None)
+    for day, hr in records.get("heart_rate", {}).items():
+        if newest is None or (newest - date.fromisoformat(day)).days > 27:
+            continue
+        start = datetime.fromisoformat(nights[day]["sleep_start_time"]) if day in nights else None
+        offset = start.utcoffset() if start is not None else None
+        for sample in hr["heart_rate_samples"]:
+            local = datetime.fromisoformat(f"{day}T{sample['sample_time']}").replace(tzinfo=UTC)
+            samples[("heart_rate", local - offset if offset is not None else local)] = sample["heart_rate"]
+    return {
+        "workouts": exercises,
+        "sleep_sessions": dict(nights),
+        "recoveries": dict(records.get("recharges", {})),
+        "daily_activity": dict(records.get("activities", {})),
+        "samples": samples,
+    }
 
 
 def strava(records: dict[str, Any]) -> Expected:

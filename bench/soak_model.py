@@ -13,7 +13,7 @@ NO_LIMIT = (1_000_000, 900)  # rate limits (the simulators' and ours) that the r
 HISTORY = {
     "garmin": {"workouts": 6, "days_247": 3},
     "strava": {"workouts": 25},
-    "polar": {"workouts": 8, "older_workouts": 2},
+    "polar": {"workouts": 8, "older_workouts": 2, "days_247": 3},
     "suunto": {"workouts": 25, "days_247": 3},
     "whoop": {"workouts": 10, "days_247": 5},
 }
