@@ -383,8 +383,9 @@ class Sim:
             "Authorization": f"Bearer {tokens['access_token']}",
             "Ocp-Apim-Subscription-Key": SIM_SUBSCRIPTION_KEY,
         }
-        url = f"{self.url}/{PROVIDER}/api/247/daily-activity-statistics?from=0&to=1"
-        async with self.session.get(url, headers=headers) as resp:
+        url = f"{self.url}/{PROVIDER}/api/247/daily-activity-statistics"
+        day = {"startdate": "1970-01-01T00:00:00", "enddate": "1970-01-02T00:00:00"}
+        async with self.session.get(url, headers=headers, params=day) as resp:
             resp.raise_for_status()
 
 
