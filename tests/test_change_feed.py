@@ -14,7 +14,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from arq.worker import Worker
 
 from tests.conftest import Factory, sim_event, start_sync, wait_for_task
+from tests.helpers import wait_until
 from tests.test_read_api import LISTS, PAGES, explain, jsonable, one_range_scan
+from wearsync.api.common import DEPS
 from wearsync.db import changes, reads
 from wearsync.db.records import upsert_records
 from wearsync.records import Record, Sample, Workout
@@ -25,10 +27,36 @@ Client = TestClient[web.Request, web.Application]
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 
 
+async def settled(client: Client) -> None:
+    """Wait until every transaction in progress now has ended. The feed's horizon is the server's
+    oldest running write transaction, in any database: other tests' writers on a shared PostgreSQL
+    (xdist workers, CI) hold it back for as long as they run, which is the feed's rule, not a miss."""
+    app = client.app
+    assert app is not None
+    pool = app[DEPS].db
+    xmax = await pool.fetchval("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+
+    async def passed() -> bool:
+        done: bool = await pool.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint >= $1", xmax)
+        return done
+
+    await wait_until(passed, "the transactions in progress to end")
+
+
 async def poll(
-    client: Client, key: str, user_id: str, listing: str, cursor: str | None, query: str = "", limit: int = 100
+    client: Client,
+    key: str,
+    user_id: str,
+    listing: str,
+    cursor: str | None,
+    query: str = "",
+    limit: int = 100,
+    settle: bool = True,
 ) -> tuple[list[dict[str, Any]], str]:
-    """One poll of a list's change feed: its rows and the cursor to poll with next."""
+    """One poll of a list's change feed, once the server's other writers are out of the way (unless
+    the test itself holds a transaction open): its rows and the cursor to poll with next."""
+    if settle:
+        await settled(client)
     params = f"order=changes&limit={limit}{query}" + (f"&cursor={cursor}" if cursor else "")
     resp = await client.get(f"/api/v1/users/{user_id}/{listing}?{params}", headers={"X-API-Key": key})
     assert resp.status == 200, await resp.text()
@@ -90,7 +118,7 @@ async def test_a_transaction_that_takes_its_number_early_and_commits_late_is_in_
         assert seq.keys() == {"before", "late-early"}  # not committed: invisible to everyone else
 
         # The feed stops before the open transaction: the committed rows behind it wait for it.
-        held, held_cursor = await poll(client, key, user_id, "workouts", cursor)
+        held, held_cursor = await poll(client, key, user_id, "workouts", cursor, settle=False)
         assert held == []
         assert held_cursor == cursor
 
