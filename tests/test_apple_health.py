@@ -2,6 +2,7 @@
 common tables, deduplicated on re-import; bad uploads refused at once, bad exports failing their
 task with the reason and storing nothing."""
 
+import os
 import uuid
 import zipfile
 from datetime import datetime, timedelta
@@ -17,9 +18,12 @@ from arq.worker import Worker
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.conftest import Factory, wait_for_task
+from tests.conftest import Factory, start_worker, wait_for_task
+from wearsync.api.app import create_app
 from wearsync.imports import jobs
-from wearsync.imports.apple_health import parse_date
+from wearsync.imports.apple_health import parse_date, read_export
+from wearsync.imports.archive import ExportStream, TooLarge, find_export
+from wearsync.imports.jobs import sweep_uploads
 from wearsync.settings import Settings
 from wearsync.sim.apple_health import EXPORT_XML, FOOTER, HEADER, ExportSummary, write_export, write_zip
 
@@ -60,6 +64,18 @@ def heart_rate(start: str = "2024-04-01 08:02:11 +0200", value: str = "72") -> s
         f' <Record type="HKQuantityTypeIdentifierHeartRate" sourceName="Watch" unit="count/min"'
         f' creationDate="{start}" startDate="{start}" endDate="{start}" value="{value}"/>\n'
     )
+
+
+async def queued_import(client: Client, factory: Factory, tmp_path: Path) -> tuple[str, dict[str, Any]]:
+    """A new user's one-record export uploaded while no worker runs, so its task stays queued: the
+    application's key and the upload's answer."""
+    key = await factory.api_key()
+    user_id = await factory.user(key)
+    path = tmp_path / "export.zip"
+    write_zip(path, {EXPORT_XML: export_xml(heart_rate())})
+    status, answer = await upload(client, key, user_id, path.read_bytes())
+    assert status == 202, answer
+    return key, answer
 
 
 async def test_an_export_is_imported_once_however_often_it_is_uploaded(
@@ -166,8 +182,6 @@ async def test_an_upload_that_is_no_export_is_refused_at_once(
 async def test_too_large_uploads_and_zip_bombs_are_refused(
     aiohttp_client: Any, factory: Factory, db: asyncpg.Pool, settings: Settings, tmp_path: Path
 ) -> None:
-    from wearsync.api.app import create_app
-
     key = await factory.api_key()
     user_id = await factory.user(key)
     bomb = tmp_path / "bomb.zip"  # 2 MB of XML in a few KB
@@ -196,8 +210,6 @@ def _read_all(stream: Any) -> None:
 
 
 def test_a_zip_that_lies_about_its_size_is_cut_off(tmp_path: Path) -> None:
-    from wearsync.imports.archive import ExportStream, TooLarge, find_export
-
     path = tmp_path / "export.zip"
     write_zip(path, {EXPORT_XML: export_xml(*(heart_rate() for _ in range(1000)))})
     entry = find_export(path, 10**9)
@@ -298,9 +310,6 @@ def test_dates_in_the_forms_exports_and_other_tools_write() -> None:
 
 
 def test_the_generated_export_reads_as_it_was_written(tmp_path: Path) -> None:
-    from wearsync.imports.apple_health import read_export
-    from wearsync.imports.archive import ExportStream, find_export
-
     path = tmp_path / "export.zip"
     summary = write_export(path, days=5)
     with zipfile.ZipFile(path) as archive:
@@ -320,16 +329,7 @@ def test_the_generated_export_reads_as_it_was_written(tmp_path: Path) -> None:
 async def test_uploads_nothing_will_import_are_swept(
     client: Client, factory: Factory, db: asyncpg.Pool, settings: Settings, tmp_path: Path
 ) -> None:
-    import os
-
-    from wearsync.imports.jobs import sweep_uploads
-
-    key = await factory.api_key()
-    user_id = await factory.user(key)
-    path = tmp_path / "export.zip"
-    write_zip(path, {EXPORT_XML: export_xml(heart_rate())})
-    status, answer = await upload(client, key, user_id, path.read_bytes())  # no worker: it stays queued
-    assert status == 202, answer
+    _, answer = await queued_import(client, factory, tmp_path)
     queued = settings.import_dir / f"{answer['task_id']}.zip"
     ended = settings.import_dir / f"{uuid.uuid4()}.zip"  # a task that is gone
     cut_off = settings.import_dir / "upload-1.part"
@@ -362,14 +362,7 @@ def test_the_health_apps_dates_read_back_as_written(moment: datetime) -> None:
 async def test_a_worker_that_does_not_share_the_upload_directory_says_so(
     client: Client, factory: Factory, db: asyncpg.Pool, settings: Settings, tmp_path: Path
 ) -> None:
-    from tests.conftest import start_worker
-
-    key = await factory.api_key()
-    user_id = await factory.user(key)
-    path = tmp_path / "export.zip"
-    write_zip(path, {EXPORT_XML: export_xml(heart_rate())})
-    status, answer = await upload(client, key, user_id, path.read_bytes())
-    assert status == 202, answer
+    key, answer = await queued_import(client, factory, tmp_path)
     async with start_worker(settings.model_copy(update={"import_dir": tmp_path / "elsewhere"})):
         task = await wait_for_task(client, key, answer["task_id"])
     assert task["status"] == "failed"
@@ -379,14 +372,7 @@ async def test_a_worker_that_does_not_share_the_upload_directory_says_so(
 async def test_an_import_cut_off_run_after_run_is_given_up(
     client: Client, factory: Factory, db: asyncpg.Pool, settings: Settings, tmp_path: Path
 ) -> None:
-    from tests.conftest import start_worker
-
-    key = await factory.api_key()
-    user_id = await factory.user(key)
-    path = tmp_path / "export.zip"
-    write_zip(path, {EXPORT_XML: export_xml(heart_rate())})
-    status, answer = await upload(client, key, user_id, path.read_bytes())  # no worker yet: queued
-    assert status == 202, answer
+    key, answer = await queued_import(client, factory, tmp_path)
     # As if it had been started this often and cut off each time (a job timeout, a killed worker).
     await db.execute("UPDATE sync_tasks SET attempts = $1", 2 * settings.job_max_tries)
     async with start_worker(settings):
